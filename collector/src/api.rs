@@ -1,0 +1,246 @@
+//! HTTP API (JSON, described in `docs/openapi.yaml`) and the `/metrics` endpoint.
+
+use std::sync::Arc;
+
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rie_proto::{LinkRole, SiteState};
+use serde::{Deserialize, Serialize};
+use time::format_description::well_known::Rfc3339;
+use time::OffsetDateTime;
+
+use crate::ingest::probe_stream::now_ms;
+use crate::metrics::Metrics;
+use crate::sites::{SiteRegistry, SiteView};
+use crate::store::Reader;
+
+#[derive(Clone)]
+pub struct AppState {
+    pub sites: Arc<SiteRegistry>,
+    pub reader: Arc<Reader>,
+    pub metrics: Arc<Metrics>,
+}
+
+pub fn router(state: AppState) -> Router {
+    Router::new()
+        .route("/healthz", get(healthz))
+        .route("/metrics", get(metrics))
+        .route("/api/v1/sites", get(list_sites))
+        .route("/api/v1/sites/{site_id}", get(one_site))
+        .route("/api/v1/flows/totals", get(flow_totals))
+        .with_state(state)
+}
+
+/// An error answer: `{"error": "..."}` with a status.
+pub struct ApiError(StatusCode, String);
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (self.0, Json(serde_json::json!({ "error": self.1 }))).into_response()
+    }
+}
+
+fn bad_request(msg: String) -> ApiError {
+    ApiError(StatusCode::BAD_REQUEST, msg)
+}
+
+async fn healthz(State(st): State<AppState>) -> Response {
+    let reader = st.reader.clone();
+    let store_ok = tokio::task::spawn_blocking(move || reader.ping().is_ok())
+        .await
+        .unwrap_or(false);
+    let connected = st.metrics.probe_connections.get();
+    let body = serde_json::json!({
+        "status": if store_ok { "ok" } else { "store_unavailable" },
+        "sites": st.sites.inventory.sites.len(),
+        "probes_connected": connected,
+    });
+    let code = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    (code, Json(body)).into_response()
+}
+
+async fn metrics(State(st): State<AppState>) -> Response {
+    update_site_gauges(&st);
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        st.metrics.render(),
+    )
+        .into_response()
+}
+
+fn update_site_gauges(st: &AppState) {
+    let views = st.sites.views(now_ms());
+    for s in SiteState::ALL {
+        let n = views.iter().filter(|v| v.state == s).count();
+        st.metrics.sites.with_label_values(&[s.as_str()]).set(n as i64);
+    }
+}
+
+#[derive(Serialize)]
+struct LinkOut {
+    id: String,
+    role: LinkRole,
+    operator: String,
+    technology: &'static str,
+    bandwidth_mbps: f64,
+    monthly_cost_eur: String,
+    up: Option<bool>,
+    active: Option<bool>,
+    loss_ratio: Option<f64>,
+    rtt_avg_ms: Option<f64>,
+}
+
+#[derive(Serialize)]
+struct SiteOut {
+    id: String,
+    name: String,
+    ministry: String,
+    departement: String,
+    agents: u32,
+    latitude: f64,
+    longitude: f64,
+    state: SiteState,
+    state_since: Option<String>,
+    last_seen: Option<String>,
+    connected: bool,
+    links: Vec<LinkOut>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    probe: Option<ProbeOut>,
+}
+
+#[derive(Serialize)]
+struct ProbeOut {
+    probe_version: Option<String>,
+    protocol_version: Option<u16>,
+    clock_offset_ms: Option<i64>,
+    batches_stored: u64,
+    last_batch: Option<String>,
+}
+
+fn rfc3339_ms(ms: i64) -> Option<String> {
+    OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+}
+
+fn site_out(sites: &SiteRegistry, idx: usize, v: SiteView, detail: bool) -> SiteOut {
+    let s = &sites.inventory.sites[idx];
+    let links = sites
+        .inventory
+        .links_of(&s.id)
+        .map(|l| {
+            let live = v.live.links.iter().find(|x| x.link == l.id);
+            LinkOut {
+                id: l.id.to_string(),
+                role: l.role,
+                operator: l.operator.clone(),
+                technology: l.technology.as_str(),
+                bandwidth_mbps: l.bandwidth_mbps,
+                monthly_cost_eur: format!("{}.{:02}", l.monthly_cost_cents / 100, l.monthly_cost_cents % 100),
+                up: live.map(|x| x.up),
+                active: live.map(|x| x.active),
+                loss_ratio: live.and_then(|x| x.loss_ratio),
+                rtt_avg_ms: live.and_then(|x| x.rtt_avg_ms),
+            }
+        })
+        .collect();
+    SiteOut {
+        id: s.id.to_string(),
+        name: s.name.clone(),
+        ministry: s.ministry.clone(),
+        departement: s.departement.clone(),
+        agents: s.agents,
+        latitude: s.latitude,
+        longitude: s.longitude,
+        state: v.state,
+        state_since: v.state_since_ms.and_then(rfc3339_ms),
+        last_seen: v.live.last_seen_ms.and_then(rfc3339_ms),
+        connected: v.connected,
+        links,
+        probe: detail.then(|| ProbeOut {
+            probe_version: v.live.probe_version.clone(),
+            protocol_version: v.live.protocol_version,
+            clock_offset_ms: v.live.clock_offset_ms,
+            batches_stored: v.live.batches_stored,
+            last_batch: v.live.last_batch_ms.and_then(rfc3339_ms),
+        }),
+    }
+}
+
+#[derive(Deserialize)]
+struct SiteFilter {
+    state: Option<String>,
+    ministry: Option<String>,
+    departement: Option<String>,
+}
+
+async fn list_sites(State(st): State<AppState>, Query(f): Query<SiteFilter>) -> Result<Json<Vec<SiteOut>>, ApiError> {
+    let state = match f.state.as_deref() {
+        None => None,
+        Some(s) => Some(SiteState::parse(s).ok_or_else(|| {
+            bad_request(format!("state {s:?} is not one of up, degraded, on_backup, down, silent, unknown"))
+        })?),
+    };
+    let views = st.sites.views(now_ms());
+    let inv = &st.sites.inventory;
+    let out = views
+        .into_iter()
+        .enumerate()
+        .filter(|(i, v)| {
+            let s = &inv.sites[*i];
+            state.is_none_or(|x| v.state == x)
+                && f.ministry.as_ref().is_none_or(|m| &s.ministry == m)
+                && f.departement.as_ref().is_none_or(|d| &s.departement == d)
+        })
+        .map(|(i, v)| site_out(&st.sites, i, v, false))
+        .collect();
+    Ok(Json(out))
+}
+
+async fn one_site(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<SiteOut>, ApiError> {
+    let idx = rie_proto::SiteId::new(id.clone())
+        .ok()
+        .and_then(|s| st.sites.inventory.site_index(&s))
+        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no site {id:?} in the inventory")))?;
+    let v = st.sites.view(idx, now_ms());
+    Ok(Json(site_out(&st.sites, idx, v, true)))
+}
+
+#[derive(Deserialize)]
+struct TotalsQuery {
+    from: String,
+    to: String,
+    site: Option<String>,
+    exporter: Option<String>,
+}
+
+/// Parses an RFC 3339 instant into Unix seconds.
+fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
+    OffsetDateTime::parse(v, &Rfc3339)
+        .map(|t| t.unix_timestamp())
+        .map_err(|_| bad_request(format!("{name}={v:?} is not an RFC 3339 time; e.g. 2026-10-01T00:00:00Z")))
+}
+
+async fn flow_totals(State(st): State<AppState>, Query(q): Query<TotalsQuery>) -> Result<Response, ApiError> {
+    let from = parse_time("from", &q.from)?;
+    let to = parse_time("to", &q.to)?;
+    if to < from {
+        return Err(bad_request("to is before from".into()));
+    }
+    if let Some(e) = &q.exporter {
+        if e.parse::<std::net::IpAddr>().is_err() {
+            return Err(bad_request(format!("exporter={e:?} is not an IP address")));
+        }
+    }
+    let reader = st.reader.clone();
+    let totals = tokio::task::spawn_blocking(move || {
+        reader.flow_totals(from, to, q.site.as_deref(), q.exporter.as_deref())
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(totals).into_response())
+}

@@ -1,0 +1,355 @@
+//! Collector configuration: a TOML file (see `configs/collector.example.toml`) with a default
+//! for every key, overridable by command-line flags and environment variables. Parsing and
+//! validation are separate: [`CollectorConfig::validate`] does no I/O and names the key at fault
+//! with an example of a right value.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::Deserialize;
+
+/// A configuration that cannot be used; the CLI exits with code 2 on it.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    /// The TOML parser's message already shows line, column and the offending text.
+    #[error("{file}: {message}")]
+    Parse { file: PathBuf, message: String },
+    #[error("{file}: key `{key}`: {message}")]
+    Invalid {
+        file: String,
+        key: &'static str,
+        message: String,
+    },
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CollectorConfig {
+    /// Where the embedded database lives (`rie.db`).
+    #[serde(default = "default_data_dir")]
+    pub data_dir: PathBuf,
+    /// Directory holding `sites.csv` and `links.csv`.
+    #[serde(default = "default_inventory")]
+    pub inventory: PathBuf,
+    #[serde(default)]
+    pub probes: ProbesConfig,
+    #[serde(default)]
+    pub api: ApiConfig,
+    #[serde(default)]
+    pub tls: TlsConfig,
+    #[serde(default)]
+    pub store: StoreConfig,
+    #[serde(default)]
+    pub sites: SiteThresholds,
+    #[serde(default)]
+    pub netflow: NetflowConfig,
+    /// Where this configuration came from, for error messages.
+    #[serde(skip)]
+    pub source: Option<PathBuf>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbesConfig {
+    /// Address the probe listener binds.
+    #[serde(default = "default_probe_listen")]
+    pub listen: SocketAddr,
+    /// Address probes dial, written into the probe configs `probe-config` produces
+    /// (`host:port`; the host must be in the server certificate).
+    #[serde(default = "default_public_address")]
+    pub public_address: String,
+    /// Upper bound on simultaneous probe connections (the RIE has about 14,000 sites).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and the hello.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection with no frame for this long is closed (probes heartbeat well within it).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest frame accepted, bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ApiConfig {
+    #[serde(default = "default_api_listen")]
+    pub listen: SocketAddr,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Directory written by `rie-collector pki init` (ca.pem, server.pem, server.key).
+    #[serde(default = "default_pki_dir")]
+    pub pki_dir: PathBuf,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StoreConfig {
+    /// Capacity of the channel from connections to the store writer; when full, connections
+    /// stop reading (backpressure reaches the probes through TCP).
+    #[serde(default = "default_queue")]
+    pub queue: usize,
+    /// Most batches committed in one transaction (one fsync).
+    #[serde(default = "default_commit_max")]
+    pub commit_max_batches: usize,
+}
+
+/// When a site counts as degraded or silent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteThresholds {
+    /// No batch nor heartbeat for this long: the site is `silent`.
+    #[serde(default = "default_silent_after", with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// Loss on the active link at or above this ratio: `degraded`.
+    #[serde(default = "default_degraded_loss")]
+    pub degraded_loss_ratio: f64,
+    /// Average RTT on the active link at or above this: `degraded`.
+    #[serde(default = "default_degraded_rtt", with = "humantime_serde")]
+    pub degraded_rtt: Duration,
+}
+
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetflowConfig {
+    /// UDP address for NetFlow v5/v9/IPFIX exported directly by routers; off when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+}
+
+fn default_data_dir() -> PathBuf {
+    PathBuf::from("/var/lib/rie-collector")
+}
+fn default_inventory() -> PathBuf {
+    PathBuf::from("/etc/rie-collector/inventory")
+}
+fn default_pki_dir() -> PathBuf {
+    PathBuf::from("/etc/rie-collector/pki")
+}
+fn default_probe_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7443))
+}
+fn default_public_address() -> String {
+    "localhost:7443".into()
+}
+fn default_api_listen() -> SocketAddr {
+    SocketAddr::from(([127, 0, 0, 1], 8480))
+}
+fn default_max_connections() -> usize {
+    20_000
+}
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+fn default_max_frame() -> usize {
+    rie_proto::MAX_FRAME_LEN
+}
+fn default_queue() -> usize {
+    4096
+}
+fn default_commit_max() -> usize {
+    2048
+}
+fn default_silent_after() -> Duration {
+    Duration::from_secs(35)
+}
+fn default_degraded_loss() -> f64 {
+    0.05
+}
+fn default_degraded_rtt() -> Duration {
+    Duration::from_millis(700)
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_probe_listen(),
+            public_address: default_public_address(),
+            max_connections: default_max_connections(),
+            handshake_timeout: default_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_frame_bytes: default_max_frame(),
+        }
+    }
+}
+impl Default for ApiConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_api_listen(),
+        }
+    }
+}
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            pki_dir: default_pki_dir(),
+        }
+    }
+}
+impl Default for StoreConfig {
+    fn default() -> Self {
+        Self {
+            queue: default_queue(),
+            commit_max_batches: default_commit_max(),
+        }
+    }
+}
+impl Default for SiteThresholds {
+    fn default() -> Self {
+        Self {
+            silent_after: default_silent_after(),
+            degraded_loss_ratio: default_degraded_loss(),
+            degraded_rtt: default_degraded_rtt(),
+        }
+    }
+}
+impl Default for CollectorConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: default_data_dir(),
+            inventory: default_inventory(),
+            probes: ProbesConfig::default(),
+            api: ApiConfig::default(),
+            tls: TlsConfig::default(),
+            store: StoreConfig::default(),
+            sites: SiteThresholds::default(),
+            netflow: NetflowConfig::default(),
+            source: None,
+        }
+    }
+}
+
+impl CollectorConfig {
+    /// Reads and parses a TOML file (not yet validated).
+    ///
+    /// # Errors
+    /// [`ConfigError::Io`] or [`ConfigError::Parse`] naming the file and position.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
+            file: path.to_path_buf(),
+            source,
+        })?;
+        let mut cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
+            file: path.to_path_buf(),
+            message: e.to_string(),
+        })?;
+        cfg.source = Some(path.to_path_buf());
+        Ok(cfg)
+    }
+
+    /// Checks values that parse but cannot work. Pure: no file is opened.
+    ///
+    /// # Errors
+    /// [`ConfigError::Invalid`] naming the key and a right value.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let invalid = |key, message: String| ConfigError::Invalid {
+            file: self
+                .source
+                .as_ref()
+                .map_or_else(|| "command line".to_string(), |p| p.display().to_string()),
+            key,
+            message,
+        };
+        if self.probes.max_connections == 0 {
+            return Err(invalid("probes.max_connections", "must be at least 1; e.g. 20000".into()));
+        }
+        if !(1024..=rie_proto::MAX_FRAME_LEN).contains(&self.probes.max_frame_bytes) {
+            return Err(invalid(
+                "probes.max_frame_bytes",
+                format!("must be between 1024 and {}", rie_proto::MAX_FRAME_LEN),
+            ));
+        }
+        if split_host_port(&self.probes.public_address).is_none() {
+            return Err(invalid(
+                "probes.public_address",
+                format!(
+                    "{:?} is not host:port; e.g. \"collector.rie.gouv.fr:7443\"",
+                    self.probes.public_address
+                ),
+            ));
+        }
+        if self.store.queue == 0 || self.store.commit_max_batches == 0 {
+            return Err(invalid("store", "queue and commit_max_batches must be at least 1".into()));
+        }
+        if !(0.0..=1.0).contains(&self.sites.degraded_loss_ratio) || self.sites.degraded_loss_ratio == 0.0 {
+            return Err(invalid("sites.degraded_loss_ratio", "must be in ]0, 1]; e.g. 0.05".into()));
+        }
+        if self.sites.silent_after < Duration::from_secs(1) {
+            return Err(invalid("sites.silent_after", "must be at least 1s; e.g. \"35s\"".into()));
+        }
+        Ok(())
+    }
+
+    pub fn db_path(&self) -> PathBuf {
+        self.data_dir.join("rie.db")
+    }
+}
+
+/// Splits `host:port` (with `[v6]:port` support); `None` when malformed.
+pub fn split_host_port(addr: &str) -> Option<(String, u16)> {
+    let (host, port) = addr.rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    if host.is_empty() || port == 0 {
+        return None;
+    }
+    Some((host.to_string(), port))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn example_configs_parse_and_validate() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs");
+        let mut found = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            let name = path.file_name().unwrap().to_string_lossy().to_string();
+            if name.starts_with("collector") && name.ends_with(".toml") {
+                let cfg = CollectorConfig::load(&path).unwrap();
+                cfg.validate().unwrap();
+                found += 1;
+            }
+        }
+        assert!(found >= 1, "no collector*.toml found in {}", dir.display());
+    }
+
+    #[test]
+    fn errors_name_file_position_and_key() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("c.toml");
+        std::fs::write(&p, "data_dir = \"/x\"\n[probes]\nlisten = \"nowhere\"\n").unwrap();
+        let e = CollectorConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("c.toml") && e.contains("line 3"), "{e}");
+        std::fs::write(&p, "[probes]\nmax_conections = 5\n").unwrap();
+        let e = CollectorConfig::load(&p).unwrap_err().to_string();
+        assert!(e.contains("max_conections") && e.contains("line 2"), "{e}");
+        std::fs::write(&p, "[probes]\npublic_address = \"nope\"\n").unwrap();
+        let e = CollectorConfig::load(&p).unwrap().validate().unwrap_err().to_string();
+        assert!(e.contains("key `probes.public_address`"), "{e}");
+    }
+
+    #[test]
+    fn host_port_split() {
+        assert_eq!(split_host_port("a.b:7443"), Some(("a.b".into(), 7443)));
+        assert_eq!(split_host_port("[::1]:7443"), Some(("::1".into(), 7443)));
+        assert_eq!(split_host_port("a.b"), None);
+    }
+}

@@ -1,0 +1,233 @@
+//! `rie-collector demo`: a national RIE in one process, for a newcomer's first minute. It
+//! generates an inventory, a PKI and a credential per site, starts the real collector (same
+//! `run` as `serve`, embedded store on disk) and one simulated probe per site that speaks the
+//! real protocol over TLS on loopback, then prints where to look and a live summary line.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rie_probe::runner::produce;
+use rie_probe::sequence::Sequencer;
+use rie_probe::session::{client_tls, Target};
+use rie_probe::sources::simulate::{SimulateConfig, Simulator};
+use rie_probe::uplink::{self, Identity, Settings, Stats};
+use rie_proto::{LinkRole, SiteState, Technology};
+use rustls_pki_types::ServerName;
+use tokio::sync::mpsc;
+use tokio_util::sync::CancellationToken;
+
+use crate::config::CollectorConfig;
+use crate::inventory::{self, GenerateOptions};
+use crate::ingest::probe_stream::now_ms;
+use crate::{credentials, pki, store, StartError};
+
+#[derive(Debug, Clone)]
+pub struct DemoOptions {
+    pub sites: usize,
+    pub seed: u64,
+    pub interval: Duration,
+    /// Stop by itself after this long (tests, CI); runs until Ctrl-C otherwise.
+    pub duration: Option<Duration>,
+    pub dir: PathBuf,
+    pub api_listen: SocketAddr,
+    pub incident_rate: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum DemoError {
+    #[error("demo directory {dir}: {source}")]
+    Io {
+        dir: String,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Start(#[from] StartError),
+    #[error(transparent)]
+    Pki(#[from] pki::PkiError),
+    #[error(transparent)]
+    Store(#[from] store::StoreError),
+    #[error("demo set-up: {0}")]
+    Setup(String),
+}
+
+/// Typical RTT to the core by access technology, ms.
+fn rtt_of(t: Technology) -> f64 {
+    match t {
+        Technology::Fibre => 12.0,
+        Technology::Xdsl => 28.0,
+        Technology::FourG => 45.0,
+        Technology::FiveG => 25.0,
+        Technology::Satellite => 600.0,
+    }
+}
+
+/// Runs the demo until `shutdown` (or `opts.duration`).
+///
+/// # Errors
+/// [`DemoError`] when set-up fails.
+pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), DemoError> {
+    let io = |source| DemoError::Io {
+        dir: opts.dir.display().to_string(),
+        source,
+    };
+    let inv_dir = opts.dir.join("inventory");
+    let pki_dir = opts.dir.join("pki");
+    let data_dir = opts.dir.join("data");
+    let summary = inventory::generate(&GenerateOptions::new(opts.sites, opts.seed), &inv_dir).map_err(io)?;
+    pki::init(&pki_dir, &[], true)?;
+    let inv = inventory::load_dir(&inv_dir).map_err(|e| DemoError::Setup(e.to_string()))?;
+
+    // Fresh database each run: the demo is about seeing data arrive.
+    let db = data_dir.join("rie.db");
+    for ext in ["", "-wal", "-shm"] {
+        let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
+    }
+    let tokens: Vec<String> = {
+        let mut conn = store::open(&db)?;
+        let tx = conn.transaction().map_err(store::StoreError::from)?;
+        let now = now_ms();
+        let tokens = inv
+            .sites
+            .iter()
+            .map(|s| {
+                let t = credentials::new_token();
+                credentials::store(&tx, &s.credential_ref, &t, now).map(|()| t)
+            })
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(store::StoreError::from)?;
+        tx.commit().map_err(store::StoreError::from)?;
+        tokens
+    };
+
+    let mut cfg = CollectorConfig {
+        data_dir,
+        inventory: inv_dir,
+        ..CollectorConfig::default()
+    };
+    cfg.tls.pki_dir = pki_dir.clone();
+    cfg.probes.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+    cfg.api.listen = opts.api_listen;
+    // Silence shows after three missed batches.
+    cfg.sites.silent_after = opts.interval * 3 + Duration::from_secs(2);
+    // The collector stops after the probes, so that none of them sees it go away.
+    let collector_stop = CancellationToken::new();
+    let running = match crate::run(cfg.clone(), collector_stop.clone()).await {
+        Err(StartError::Bind { what: "api.listen", .. }) => {
+            // Someone has the default port: take any free one rather than fail a first run.
+            cfg.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
+            crate::run(cfg, collector_stop.clone()).await?
+        }
+        other => other?,
+    };
+
+    let ca = pki::ca_pem(&pki_dir)?;
+    let target = Target {
+        address: running.probe_addr.to_string(),
+        server_name: ServerName::try_from("localhost").map_err(|e| DemoError::Setup(e.to_string()))?,
+        tls: client_tls(ca.as_bytes()).map_err(DemoError::Setup)?,
+        connect_timeout: Duration::from_secs(30),
+    };
+    let settings = Settings {
+        reconnect_min: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(30),
+        heartbeat_interval: opts.interval * 2,
+        max_in_flight: 8,
+        max_batches: 1_000,
+    };
+    let api = running.api_addr;
+    println!(
+        "rie-telemetry demo: {} sites, {} agents, {} links ({} sites dual-homed); collector probe listener {} (TLS)",
+        summary.sites, summary.agents, summary.links, summary.dual_homed, running.probe_addr
+    );
+    println!("  sites    http://{api}/api/v1/sites");
+    println!("  one site http://{api}/api/v1/sites/S00001");
+    println!("  traffic  http://{api}/api/v1/flows/totals?from=2020-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");
+    println!("  metrics  http://{api}/metrics");
+    println!("  files    {} (inventory/, pki/, data/rie.db)", opts.dir.display());
+    println!("Simulated probes report every {:?}; stop with Ctrl-C.", opts.interval);
+
+    let mut stats = Vec::with_capacity(inv.sites.len());
+    // Spread the connections over a few seconds, as a real fleet would arrive.
+    let spread = opts.interval.min(Duration::from_secs(5));
+    for (i, (site, token)) in inv.sites.iter().zip(tokens).enumerate() {
+        let links: Vec<_> = inv.links_of(&site.id).collect();
+        let Some(primary) = links.iter().find(|l| l.role == LinkRole::Primary) else {
+            continue;
+        };
+        let sim = Simulator::new(SimulateConfig {
+            seed: opts.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+            agents: site.agents,
+            primary_link: primary.id.clone(),
+            backup_link: links.iter().find(|l| l.role == LinkRole::Backup).map(|l| l.id.clone()),
+            rtt_ms: rtt_of(primary.technology),
+            incident_rate: opts.incident_rate,
+        });
+        let seq = Sequencer::ephemeral();
+        let id = Identity::new(site.id.clone(), token, seq.stream());
+        let st = Arc::new(Stats::default());
+        stats.push(st.clone());
+        let (tx, rx) = mpsc::channel(16);
+        let delay = spread.mul_f64(i as f64 / inv.sites.len().max(1) as f64);
+        let (target, settings, shutdown, interval) = (target.clone(), settings.clone(), shutdown.clone(), opts.interval);
+        tokio::spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            tokio::spawn(uplink::run(target, id, settings, rx, st, shutdown.clone()));
+            produce(Some(sim), seq, interval, tx, shutdown).await;
+        });
+    }
+
+    let started = Instant::now();
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    let mut last_batches = running.metrics.probe_batches.get();
+    let mut last_at = Instant::now();
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => {}
+        }
+        let batches = running.metrics.probe_batches.get();
+        let rate = (batches - last_batches) as f64 / last_at.elapsed().as_secs_f64();
+        (last_batches, last_at) = (batches, Instant::now());
+        let views = running.sites.views(now_ms());
+        let count = |s: SiteState| views.iter().filter(|v| v.state == s).count();
+        let reporting = views.iter().filter(|v| !matches!(v.state, SiteState::Unknown | SiteState::Silent)).count();
+        let affected: u64 = views
+            .iter()
+            .zip(&running.sites.inventory.sites)
+            .filter(|(v, _)| matches!(v.state, SiteState::Down | SiteState::OnBackup | SiteState::Degraded))
+            .map(|(_, s)| u64::from(s.agents))
+            .sum();
+        let connected = stats.iter().filter(|s| s.connected.load(Ordering::Relaxed)).count();
+        println!(
+            "[{:>4}s] sites reporting {reporting}/{} (probes connected {connected}) | batches/s {rate:.1} (stored {batches}) | up {} degraded {} on_backup {} down {} silent {} | agents affected {affected}",
+            started.elapsed().as_secs(),
+            views.len(),
+            count(SiteState::Up),
+            count(SiteState::Degraded),
+            count(SiteState::OnBackup),
+            count(SiteState::Down),
+            count(SiteState::Silent),
+        );
+        if opts.duration.is_some_and(|d| started.elapsed() >= d) {
+            shutdown.cancel();
+        }
+    }
+    // Probes are stopping (same token); give them a moment to close their connections.
+    let deadline = Instant::now() + Duration::from_secs(3);
+    while stats.iter().any(|s| s.connected.load(Ordering::Relaxed)) && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    collector_stop.cancel();
+    let stored = running.metrics.probe_batches.get();
+    running.wait().await;
+    println!("demo stopped: {stored} batches stored in {}", opts.dir.join("data/rie.db").display());
+    Ok(())
+}

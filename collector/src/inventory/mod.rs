@@ -1,0 +1,152 @@
+//! The national inventory: sites and their access links, loaded from two CSV files
+//! (`sites.csv`, `links.csv`). Everything downstream (authentication, site states, metric
+//! labels, indicators) keys on it, so it is validated whole at start-up and every error names
+//! the file, line, column and the fix.
+
+mod generate;
+mod load;
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::path::PathBuf;
+
+pub use generate::{generate, GenerateOptions, GenerateSummary};
+pub use load::{load_dir, LINKS_HEADER, SITES_HEADER};
+use rie_proto::{LinkId, LinkRole, SiteId, Technology};
+
+/// One RIE site (an office with a router).
+#[derive(Debug, Clone, PartialEq)]
+pub struct Site {
+    pub id: SiteId,
+    pub name: String,
+    pub ministry: String,
+    /// INSEE département code, e.g. "35", "2A", "974", "988".
+    pub departement: String,
+    pub agents: u32,
+    pub latitude: f64,
+    pub longitude: f64,
+    /// Key of the probe credential (token hash) this site's probe must present.
+    pub credential_ref: String,
+    /// Addresses from which the site's router exports NetFlow/IPFIX.
+    pub exporters: Vec<IpAddr>,
+}
+
+/// One access link of a site.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Link {
+    pub id: LinkId,
+    pub site: SiteId,
+    pub role: LinkRole,
+    pub operator: String,
+    pub technology: Technology,
+    /// Contracted bandwidth, Mbit/s (downstream).
+    pub bandwidth_mbps: f64,
+    /// Monthly price in euro cents: integer so that sums are exact to the cent.
+    pub monthly_cost_cents: i64,
+}
+
+/// An error in an inventory file, with its position.
+#[derive(Debug, thiserror::Error)]
+pub enum InventoryError {
+    #[error("{file}: cannot read: {source}")]
+    Io {
+        file: PathBuf,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("{}", fmt_invalid(file, *line, column, message))]
+    Invalid {
+        file: PathBuf,
+        /// 1-based line number in the file.
+        line: u64,
+        /// 1-based column number and its header name, when one column is at fault.
+        column: Option<(usize, &'static str)>,
+        message: String,
+    },
+}
+
+fn fmt_invalid(
+    file: &std::path::Path,
+    line: u64,
+    column: &Option<(usize, &'static str)>,
+    message: &str,
+) -> String {
+    match column {
+        Some((n, name)) => format!(
+            "{}: line {line}, column {n} ({name}): {message}",
+            file.display()
+        ),
+        None => format!("{}: line {line}: {message}", file.display()),
+    }
+}
+
+/// Sites and links, indexed.
+#[derive(Debug, Clone, Default)]
+pub struct Inventory {
+    pub sites: Vec<Site>,
+    pub links: Vec<Link>,
+    site_index: HashMap<SiteId, usize>,
+    links_of: HashMap<SiteId, Vec<usize>>,
+    exporter_site: HashMap<IpAddr, usize>,
+}
+
+impl Inventory {
+    /// Builds the indexes. Callers go through [`load_dir`], which validates first.
+    pub(crate) fn index(sites: Vec<Site>, links: Vec<Link>) -> Self {
+        let site_index = sites
+            .iter()
+            .enumerate()
+            .map(|(i, s)| (s.id.clone(), i))
+            .collect();
+        let mut links_of: HashMap<SiteId, Vec<usize>> = HashMap::new();
+        for (i, l) in links.iter().enumerate() {
+            links_of.entry(l.site.clone()).or_default().push(i);
+        }
+        let exporter_site = sites
+            .iter()
+            .enumerate()
+            .flat_map(|(i, s)| s.exporters.iter().map(move |a| (*a, i)))
+            .collect();
+        Self {
+            sites,
+            links,
+            site_index,
+            links_of,
+            exporter_site,
+        }
+    }
+
+    pub fn site(&self, id: &SiteId) -> Option<&Site> {
+        self.site_index.get(id).map(|&i| &self.sites[i])
+    }
+
+    /// Position of a site in [`Inventory::sites`], stable for the life of this inventory.
+    pub fn site_index(&self, id: &SiteId) -> Option<usize> {
+        self.site_index.get(id).copied()
+    }
+
+    pub fn links_of(&self, site: &SiteId) -> impl Iterator<Item = &Link> {
+        self.links_of
+            .get(site)
+            .into_iter()
+            .flatten()
+            .map(|&i| &self.links[i])
+    }
+
+    /// The site whose router exports from this address.
+    pub fn site_of_exporter(&self, addr: &IpAddr) -> Option<&Site> {
+        self.exporter_site.get(addr).map(|&i| &self.sites[i])
+    }
+
+    pub fn total_agents(&self) -> u64 {
+        self.sites.iter().map(|s| u64::from(s.agents)).sum()
+    }
+
+    /// Share of sites that have at least one backup link.
+    pub fn dual_homed_sites(&self) -> usize {
+        self.sites
+            .iter()
+            .filter(|s| self.links_of(&s.id).any(|l| l.role == LinkRole::Backup))
+            .count()
+    }
+}

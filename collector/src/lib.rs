@@ -1,0 +1,19 @@
+//! rie-collector: the central service that receives every RIE site probe's batches.
+//!
+//! Data path: `ingest::probe_stream` (one task per TLS connection) → bounded channel →
+//! `store` (one writer thread: dedup, rollups, group commit, then acks) → `sites` (live state)
+//! → `api` (HTTP JSON and `/metrics`). `run` wires them under one cancellation token.
+
+pub mod api;
+pub mod config;
+pub mod credentials;
+pub mod demo;
+pub mod ingest;
+pub mod inventory;
+pub mod metrics;
+pub mod pki;
+pub mod server;
+pub mod sites;
+pub mod store;
+
+pub use server::{run, Running, StartError};

@@ -1,0 +1,362 @@
+//! `rie-collector` command line. Exit codes: 0 success, 1 runtime failure, 2 a problem in the
+//! user's files or flags (config, inventory, certificates), with a message naming the fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Args, Parser, Subcommand, ValueEnum};
+use rie_collector::config::CollectorConfig;
+use rie_collector::demo::{self, DemoOptions};
+use rie_collector::inventory::{self, GenerateOptions};
+use rie_collector::{credentials, pki, store};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "rie-collector", version, about = "RIE telemetry collector: receives site probes' batches, stores rollups, serves the API")]
+struct Cli {
+    /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "RIE_LOG_LEVEL")]
+    log_level: String,
+    #[arg(long, global = true, value_enum, default_value = "text", env = "RIE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+/// Where the configuration comes from: a file, then flags and environment on top.
+#[derive(Args, Clone)]
+struct ConfigArgs {
+    #[arg(long, env = "RIE_CONFIG")]
+    config: Option<PathBuf>,
+    #[arg(long, env = "RIE_DATA_DIR")]
+    data_dir: Option<PathBuf>,
+    #[arg(long, env = "RIE_INVENTORY")]
+    inventory: Option<PathBuf>,
+    #[arg(long, env = "RIE_PKI_DIR")]
+    pki_dir: Option<PathBuf>,
+    #[arg(long, env = "RIE_PROBE_LISTEN")]
+    probe_listen: Option<SocketAddr>,
+    #[arg(long, env = "RIE_API_LISTEN")]
+    api_listen: Option<SocketAddr>,
+    #[arg(long, env = "RIE_NETFLOW_LISTEN")]
+    netflow_listen: Option<SocketAddr>,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the collector.
+    Serve(ConfigArgs),
+    /// Generate or check an inventory.
+    Inventory {
+        #[command(subcommand)]
+        cmd: InventoryCmd,
+    },
+    /// Manage the CA and the collector's server certificate.
+    Pki {
+        #[command(subcommand)]
+        cmd: PkiCmd,
+    },
+    /// Issue a new token for a site and write its ready-to-use probe config (replaces, and so
+    /// revokes, the site's previous token).
+    ProbeConfig {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        #[arg(long)]
+        site: String,
+        #[arg(long)]
+        out: PathBuf,
+        /// Address the probe dials (default: probes.public_address from the config).
+        #[arg(long)]
+        address: Option<String>,
+    },
+    /// Collector plus simulated probes on loopback, through the real protocol: data in a minute.
+    Demo {
+        #[arg(long, default_value_t = 300)]
+        sites: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this long (default: run until Ctrl-C).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Where to put inventory, PKI and database (default: a folder under the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8480")]
+        api_listen: SocketAddr,
+        /// Chance per probe and interval that an incident starts.
+        #[arg(long, default_value_t = 0.003)]
+        incident_rate: f64,
+    },
+}
+
+#[derive(Subcommand)]
+enum InventoryCmd {
+    /// Write a realistic synthetic national inventory (sites.csv, links.csv).
+    Generate {
+        #[arg(long, default_value_t = 14_000)]
+        sites: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long)]
+        out: PathBuf,
+    },
+    /// Validate an inventory directory and print its figures.
+    Check {
+        #[arg(long)]
+        dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum PkiCmd {
+    /// Create the CA and the collector's server certificate.
+    Init {
+        #[arg(long)]
+        dir: PathBuf,
+        /// DNS name or IP address probes use to reach the collector (repeatable).
+        #[arg(long = "name")]
+        names: Vec<String>,
+        #[arg(long)]
+        force: bool,
+    },
+}
+
+/// An error the user fixes in their files or flags: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UserError(String);
+
+fn init_logs(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(&cli.log_level, cli.log_format);
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain().any(|c| c.is::<UserError>() || is_user_start_error(c)) {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn is_user_start_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<rie_collector::StartError>().is_some_and(|s| s.is_user_error())
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::Serve(args) => {
+            let cfg = build_config(&args)?;
+            runtime()?.block_on(serve(cfg))
+        }
+        Cmd::Inventory { cmd: InventoryCmd::Generate { sites, seed, out } } => {
+            if !(1..=60_000).contains(&sites) {
+                return Err(UserError(format!("--sites {sites}: choose 1 to 60000")).into());
+            }
+            let s = inventory::generate(&GenerateOptions::new(sites, seed), &out)
+                .with_context(|| format!("writing {}", out.display()))?;
+            println!(
+                "wrote {} and {}: {} sites, {} agents (median site {}, largest {}), {} links, {} dual-homed ({:.1} %), {} overseas sites, {} départements/collectivités, {} ministries",
+                out.join("sites.csv").display(),
+                out.join("links.csv").display(),
+                s.sites, s.agents, s.median_site_agents, s.largest_site_agents, s.links, s.dual_homed,
+                100.0 * s.dual_homed as f64 / s.sites.max(1) as f64, s.overseas_sites, s.departements, s.ministries
+            );
+            println!(
+                "links by technology: {:?}; access cost {:.2} €/year, {:.2} €/agent/year",
+                s.links_by_technology,
+                s.annual_link_cost_cents as f64 / 100.0,
+                s.annual_link_cost_cents as f64 / 100.0 / s.agents.max(1) as f64
+            );
+            Ok(())
+        }
+        Cmd::Inventory { cmd: InventoryCmd::Check { dir } } => {
+            let inv = inventory::load_dir(&dir).map_err(|e| UserError(e.to_string()))?;
+            println!(
+                "{}: valid; {} sites, {} agents, {} links, {} dual-homed",
+                dir.display(),
+                inv.sites.len(),
+                inv.total_agents(),
+                inv.links.len(),
+                inv.dual_homed_sites()
+            );
+            Ok(())
+        }
+        Cmd::Pki { cmd: PkiCmd::Init { dir, names, force } } => {
+            pki::init(&dir, &names, force).map_err(|e| match e {
+                pki::PkiError::Exists(_) => anyhow::Error::new(UserError(e.to_string())),
+                other => other.into(),
+            })?;
+            println!(
+                "wrote {} (give to probes), {} and {} (keep secret); server certificate valid for localhost, 127.0.0.1, ::1{}",
+                dir.join(pki::CA_CERT).display(),
+                dir.join(pki::CA_KEY).display(),
+                dir.join(pki::SERVER_KEY).display(),
+                names.iter().map(|n| format!(", {n}")).collect::<String>()
+            );
+            Ok(())
+        }
+        Cmd::ProbeConfig { cfg, site, out, address } => probe_config(&build_config(&cfg)?, &site, &out, address),
+        Cmd::Demo { sites, seed, interval, duration, dir, api_listen, incident_rate } => {
+            if !(1..=60_000).contains(&sites) {
+                return Err(UserError(format!("--sites {sites}: choose 1 to 60000")).into());
+            }
+            raise_fd_limit(2 * sites as u64 + 1_024);
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("rie-demo"));
+            let opts = DemoOptions { sites, seed, interval, duration, dir, api_listen, incident_rate };
+            runtime()?.block_on(async move {
+                let shutdown = CancellationToken::new();
+                spawn_signal_handler(shutdown.clone());
+                demo::run(opts, shutdown).await.map_err(anyhow::Error::from)
+            })
+        }
+    }
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// 14,000 probes need 14,000 sockets (twice that for the demo, which holds both ends): lift
+/// the limit, the hard one too when allowed (root, CAP_SYS_RESOURCE).
+fn raise_fd_limit(want: u64) {
+    let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, h)| h);
+    if hard < want && rlimit::Resource::NOFILE.set(want, want).is_ok() {
+        return;
+    }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < want => tracing::warn!(limit = n, wanted = want, "open-file limit is low for this many probes; raise it (ulimit -n, or LimitNOFILE= in the unit)"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
+    let mut cfg = match &a.config {
+        Some(p) => CollectorConfig::load(p).map_err(|e| UserError(e.to_string()))?,
+        None => CollectorConfig::default(),
+    };
+    if let Some(v) = &a.data_dir {
+        cfg.data_dir = v.clone();
+    }
+    if let Some(v) = &a.inventory {
+        cfg.inventory = v.clone();
+    }
+    if let Some(v) = &a.pki_dir {
+        cfg.tls.pki_dir = v.clone();
+    }
+    if let Some(v) = a.probe_listen {
+        cfg.probes.listen = v;
+    }
+    if let Some(v) = a.api_listen {
+        cfg.api.listen = v;
+    }
+    if let Some(v) = a.netflow_listen {
+        cfg.netflow.listen = Some(v);
+    }
+    cfg.validate().map_err(|e| UserError(e.to_string()))?;
+    if let Some(addr) = cfg.netflow.listen {
+        return Err(UserError(format!(
+            "netflow.listen = {addr}: NetFlow/IPFIX input is not available in this version yet; remove the setting (probes relay traffic in the meantime)"
+        ))
+        .into());
+    }
+    Ok(cfg)
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+        tracing::info!("shutdown requested: finishing acknowledged work");
+        shutdown.cancel();
+    });
+}
+
+async fn serve(cfg: CollectorConfig) -> anyhow::Result<()> {
+    raise_fd_limit(cfg.probes.max_connections as u64 + 1_024);
+    let shutdown = CancellationToken::new();
+    spawn_signal_handler(shutdown.clone());
+    let running = rie_collector::run(cfg, shutdown).await?;
+    // Printed on stdout so that scripts and tests can find the bound addresses.
+    println!("listening probes={} api={}", running.probe_addr, running.api_addr);
+    running.wait().await;
+    Ok(())
+}
+
+fn probe_config(cfg: &CollectorConfig, site: &str, out: &std::path::Path, address: Option<String>) -> anyhow::Result<()> {
+    let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+    let id = rie_proto::SiteId::new(site).map_err(|e| UserError(format!("--site {site:?}: {e}")))?;
+    let s = inv
+        .site(&id)
+        .ok_or_else(|| UserError(format!("--site {site}: not in the inventory {}", cfg.inventory.display())))?;
+    let address = address.unwrap_or_else(|| cfg.probes.public_address.clone());
+    if rie_collector::config::split_host_port(&address).is_none() {
+        return Err(UserError(format!("--address {address:?}: expected host:port, e.g. collector.rie.gouv.fr:7443")).into());
+    }
+    let ca = pki::ca_pem(&cfg.tls.pki_dir).map_err(|e| UserError(e.to_string()))?;
+    let token = credentials::new_token();
+    let conn = store::open(&cfg.db_path())?;
+    credentials::store(&conn, &s.credential_ref, &token, rie_collector::ingest::probe_stream::now_ms())?;
+    let text = format!(
+        "# rie-probe configuration for site {id} ({name}), written by rie-collector probe-config.\n\
+         # Holds the site's secret token: keep this file readable by the probe user only.\n\
+         site_id = \"{id}\"\n\
+         data_dir = \"/var/lib/rie-probe\"\n\
+         batch_interval = \"10s\"\n\n\
+         [collector]\n\
+         address = \"{address}\"\n\
+         token = \"{token}\"\n\
+         ca_cert = '''\n{ca}'''\n",
+        name = s.name.replace('\n', " "),
+    );
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(out)
+        .with_context(|| format!("writing {}", out.display()))?;
+    f.write_all(text.as_bytes())?;
+    println!("wrote {} for site {id} ({}); the previous token of this site no longer works", out.display(), s.name);
+    Ok(())
+}

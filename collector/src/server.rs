@@ -1,0 +1,172 @@
+//! Wires the collector together: inventory, store, probe listener, API, under one cancellation
+//! token. `main` and the tests start the collector through [`run`] the same way.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use tokio::net::TcpListener;
+use tokio::sync::mpsc;
+use tokio_rustls::TlsAcceptor;
+use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
+use tracing::info;
+
+use crate::config::CollectorConfig;
+use crate::ingest::probe_stream;
+use crate::inventory::{self, Inventory, InventoryError};
+use crate::metrics::Metrics;
+use crate::pki::{self, PkiError};
+use crate::sites::SiteRegistry;
+use crate::store::{self, Reader, StoreError, Writer};
+use crate::{api, config::ConfigError};
+
+/// Why the collector could not start. Config and inventory errors are the user's to fix
+/// (exit code 2); the others are environment problems.
+#[derive(Debug, thiserror::Error)]
+pub enum StartError {
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    #[error(transparent)]
+    Inventory(#[from] InventoryError),
+    #[error(transparent)]
+    Pki(#[from] PkiError),
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("cannot listen on {addr} ({what}): {source}; free the port or set another address")]
+    Bind {
+        addr: SocketAddr,
+        what: &'static str,
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+impl StartError {
+    /// True when the fix is in the user's files (config, inventory, certificates).
+    pub fn is_user_error(&self) -> bool {
+        matches!(self, StartError::Config(_) | StartError::Inventory(_) | StartError::Pki(_))
+    }
+}
+
+/// A started collector.
+pub struct Running {
+    pub probe_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    pub sites: Arc<SiteRegistry>,
+    pub metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+    writer: std::thread::JoinHandle<()>,
+}
+
+impl Running {
+    pub fn shutdown_token(&self) -> CancellationToken {
+        self.shutdown.clone()
+    }
+
+    /// Waits for shutdown to be requested and completed: connections answer what they have,
+    /// the store drains its queue and commits, then this returns.
+    pub async fn wait(self) {
+        self.shutdown.cancelled().await;
+        self.tracker.close();
+        self.tracker.wait().await;
+        let writer = self.writer;
+        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        info!("collector stopped");
+    }
+}
+
+/// Loads the inventory for `cfg`.
+///
+/// # Errors
+/// [`InventoryError`] naming file, line and column.
+pub fn load_inventory(cfg: &CollectorConfig) -> Result<Inventory, InventoryError> {
+    inventory::load_dir(&cfg.inventory)
+}
+
+/// Starts the collector; it runs until `shutdown` is cancelled.
+///
+/// # Errors
+/// [`StartError`] for bad config, inventory, certificates, database or ports.
+pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Running, StartError> {
+    cfg.validate()?;
+    let inventory = Arc::new(load_inventory(&cfg)?);
+    let tls = pki::server_config(&cfg.tls.pki_dir)?;
+    let db = cfg.db_path();
+    let conn = store::open(&db)?;
+    let metrics = Arc::new(Metrics::new());
+    let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
+    let dedup = Arc::new(store::load_state(&conn, &sites)?);
+    let reader = Arc::new(Reader::open(&db)?);
+
+    let bind = |addr: SocketAddr, what| async move {
+        TcpListener::bind(addr)
+            .await
+            .map_err(|source| StartError::Bind { addr, what, source })
+    };
+    let probe_listener = bind(cfg.probes.listen, "probes.listen").await?;
+    let api_listener = bind(cfg.api.listen, "api.listen").await?;
+    let probe_addr = probe_listener.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.probes.listen,
+        what: "probes.listen",
+        source,
+    })?;
+    let api_addr = api_listener.local_addr().map_err(|source| StartError::Bind {
+        addr: cfg.api.listen,
+        what: "api.listen",
+        source,
+    })?;
+
+    let (store_tx, store_rx) = mpsc::channel(cfg.store.queue);
+    let writer = Writer::new(conn, dedup.clone(), sites.clone(), metrics.clone(), cfg.store.commit_max_batches);
+    let writer = std::thread::Builder::new()
+        .name("store-writer".into())
+        .spawn(move || writer.run(store_rx))
+        .map_err(|e| StoreError::Open {
+            path: db.display().to_string(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+
+    let tracker = TaskTracker::new();
+    let ctx = Arc::new(probe_stream::Context {
+        cfg: cfg.probes.clone(),
+        acceptor: TlsAcceptor::from(tls),
+        sites: sites.clone(),
+        reader: reader.clone(),
+        dedup,
+        store: store_tx,
+        metrics: metrics.clone(),
+    });
+    tracker.spawn(probe_stream::run(probe_listener, ctx, shutdown.clone(), tracker.clone()));
+
+    let app = api::router(api::AppState {
+        sites: sites.clone(),
+        reader,
+        metrics: metrics.clone(),
+    });
+    let api_shutdown = shutdown.clone();
+    tracker.spawn(async move {
+        let serve = axum::serve(api_listener, app)
+            .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
+        if let Err(e) = serve.await {
+            tracing::error!(error = %e, "API server failed");
+        }
+    });
+    info!(
+        probes = %probe_addr,
+        api = %api_addr,
+        sites = inventory.sites.len(),
+        agents = inventory.total_agents(),
+        db = %cfg.db_path().display(),
+        "collector started"
+    );
+    Ok(Running {
+        probe_addr,
+        api_addr,
+        sites,
+        metrics,
+        shutdown,
+        tracker,
+        writer,
+    })
+}

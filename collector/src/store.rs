@@ -1,0 +1,456 @@
+//! The embedded store (SQLite, WAL, `synchronous=FULL`): minute rollups of traffic and link
+//! checks, the per-(site, stream) high-water mark that makes redelivery idempotent, the
+//! persisted live state of each site, and probe credential hashes.
+//!
+//! Design constraints:
+//! - A batch is acknowledged only after the transaction holding it has committed, and commits
+//!   are grouped: one writer thread takes every request waiting in the channel (up to
+//!   `commit_max_batches`), applies them in one transaction and pays one fsync for all.
+//! - Dedup is a high-water mark, not a set: a probe sends each stream's batches in order, so
+//!   `seq <= last_stored` means "already stored". The mark moves in the same transaction as the
+//!   data, so a crash can never store one without the other.
+//! - Readers (API) use their own connection; WAL lets them read while the writer commits.
+
+use std::collections::{BTreeMap, HashMap};
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::Instant;
+
+use rie_proto::{Batch, SiteId};
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+use tokio::sync::{mpsc, oneshot};
+
+use crate::metrics::Metrics;
+use crate::sites::{SiteLive, SiteRegistry};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the store writer has stopped")]
+    Closed,
+}
+
+const SCHEMA: &str = "
+CREATE TABLE IF NOT EXISTS probe_credentials(
+    credential_ref TEXT PRIMARY KEY,
+    token_sha256   TEXT NOT NULL,
+    issued_ms      INTEGER NOT NULL
+);
+-- stream ids are u64 stored bit-for-bit in SQLite's signed 64-bit integers.
+CREATE TABLE IF NOT EXISTS probe_streams(
+    site_id  TEXT NOT NULL,
+    stream   INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (site_id, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_minute(
+    minute    INTEGER NOT NULL,
+    site_id   TEXT NOT NULL,
+    exporter  TEXT NOT NULL,
+    protocol  INTEGER NOT NULL,
+    direction INTEGER NOT NULL,
+    flows     INTEGER NOT NULL,
+    packets   INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    PRIMARY KEY (minute, site_id, exporter, protocol, direction)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_minute_site ON flow_minute(site_id, minute);
+CREATE TABLE IF NOT EXISTS link_minute(
+    minute     INTEGER NOT NULL,
+    site_id    TEXT NOT NULL,
+    link_id    TEXT NOT NULL,
+    samples    INTEGER NOT NULL,
+    sent       INTEGER NOT NULL,
+    received   INTEGER NOT NULL,
+    rtt_sum_us INTEGER NOT NULL,
+    rtt_n      INTEGER NOT NULL,
+    rtt_max_us INTEGER,
+    PRIMARY KEY (minute, site_id, link_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS site_status(
+    site_id   TEXT PRIMARY KEY,
+    live_json TEXT NOT NULL
+);
+";
+
+/// Opens (creating if needed) the database with the durability settings the acks rely on.
+///
+/// # Errors
+/// [`StoreError::Open`] naming the file.
+pub fn open(path: &Path) -> Result<Connection, StoreError> {
+    let wrap = |source| StoreError::Open {
+        path: path.display().to_string(),
+        source,
+    };
+    if let Some(dir) = path.parent() {
+        std::fs::create_dir_all(dir).map_err(|e| {
+            wrap(rusqlite::Error::SqliteFailure(
+                rusqlite::ffi::Error::new(rusqlite::ffi::SQLITE_CANTOPEN),
+                Some(format!("cannot create {}: {e}", dir.display())),
+            ))
+        })?;
+    }
+    let conn = Connection::open(path).map_err(wrap)?;
+    conn.busy_timeout(std::time::Duration::from_secs(10))
+        .map_err(wrap)?;
+    // FULL: the WAL is fsynced at every commit, so an acknowledged batch survives power loss.
+    conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
+        .map_err(wrap)?;
+    conn.execute_batch(SCHEMA).map_err(wrap)?;
+    Ok(conn)
+}
+
+/// Outcome of a stored batch, sent back to the connection that will ack it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    New,
+    Duplicate,
+}
+
+/// A batch on its way to the writer.
+pub struct BatchWrite {
+    pub site_idx: usize,
+    pub site: SiteId,
+    pub stream: u64,
+    pub batch: Batch,
+    pub received_ms: i64,
+    pub reply: oneshot::Sender<Result<Stored, String>>,
+}
+
+/// Highest stored sequence per (site, stream); shared so that a hello can tell the probe
+/// where it stands without a round-trip through the writer.
+#[derive(Default)]
+pub struct DedupIndex(Mutex<HashMap<(SiteId, u64), u64>>);
+
+impl DedupIndex {
+    pub fn last(&self, site: &SiteId, stream: u64) -> Option<u64> {
+        self.lock().get(&(site.clone(), stream)).copied()
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SiteId, u64), u64>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
+
+/// Loads the dedup marks and restores each site's persisted live state.
+///
+/// # Errors
+/// Database errors.
+pub fn load_state(conn: &Connection, sites: &SiteRegistry) -> Result<DedupIndex, StoreError> {
+    let mut map = HashMap::new();
+    let mut stmt = conn.prepare("SELECT site_id, stream, last_seq FROM probe_streams")?;
+    let rows = stmt.query_map([], |r| {
+        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+    })?;
+    for row in rows {
+        let (site, stream, last) = row?;
+        if let Ok(site) = SiteId::new(site) {
+            map.insert((site, stream as u64), last as u64);
+        }
+    }
+    let mut stmt = conn.prepare("SELECT site_id, live_json FROM site_status")?;
+    let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
+    for row in rows {
+        let (site, json) = row?;
+        let idx = SiteId::new(site).ok().and_then(|s| sites.inventory.site_index(&s));
+        match (idx, serde_json::from_str::<SiteLive>(&json)) {
+            (Some(idx), Ok(live)) => sites.restore(idx, live),
+            // A site removed from the inventory keeps its rows; it is just not shown.
+            (None, _) => {}
+            (Some(_), Err(e)) => tracing::warn!(error = %e, "unreadable persisted site state, starting fresh"),
+        }
+    }
+    Ok(DedupIndex(Mutex::new(map)))
+}
+
+/// The writer: owns the write connection, runs on its own thread until every sender is gone,
+/// so that shutdown drains the queue before returning.
+pub struct Writer {
+    conn: Connection,
+    dedup: Arc<DedupIndex>,
+    sites: Arc<SiteRegistry>,
+    metrics: Arc<Metrics>,
+    max_group: usize,
+}
+
+impl Writer {
+    pub fn new(
+        conn: Connection,
+        dedup: Arc<DedupIndex>,
+        sites: Arc<SiteRegistry>,
+        metrics: Arc<Metrics>,
+        max_group: usize,
+    ) -> Self {
+        Self {
+            conn,
+            dedup,
+            sites,
+            metrics,
+            max_group,
+        }
+    }
+
+    /// Runs until the channel is closed and drained.
+    pub fn run(mut self, mut rx: mpsc::Receiver<BatchWrite>) {
+        let mut group = Vec::with_capacity(self.max_group);
+        while let Some(first) = rx.blocking_recv() {
+            group.push(first);
+            while group.len() < self.max_group {
+                match rx.try_recv() {
+                    Ok(w) => group.push(w),
+                    Err(_) => break,
+                }
+            }
+            self.commit_group(&mut group);
+        }
+        if let Err(e) = self.conn.execute_batch("PRAGMA wal_checkpoint(TRUNCATE);") {
+            tracing::warn!(error = %e, "final checkpoint failed (data is safe in the WAL)");
+        }
+        tracing::info!("store writer stopped, queue drained");
+    }
+
+    fn commit_group(&mut self, group: &mut Vec<BatchWrite>) {
+        let started = Instant::now();
+        let n = group.len();
+        match self.apply(group) {
+            Ok(outcomes) => {
+                self.metrics.store_commits.inc();
+                self.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics.store_batches_per_commit.observe(n as f64);
+                let mut dedup = self.dedup.lock();
+                for (w, outcome) in group.drain(..).zip(outcomes) {
+                    let stored = match outcome {
+                        Outcome::New { next, gap } => {
+                            dedup.insert((w.site.clone(), w.stream), w.batch.seq);
+                            self.sites.apply(w.site_idx, next);
+                            self.metrics.probe_batches.inc();
+                            if gap {
+                                self.metrics.sequence_gaps.inc();
+                            }
+                            Stored::New
+                        }
+                        Outcome::Duplicate => {
+                            self.metrics.duplicate_batches.inc();
+                            Stored::Duplicate
+                        }
+                    };
+                    let _ = w.reply.send(Ok(stored));
+                }
+            }
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                tracing::error!(error = %e, batches = n, "group commit failed; batches not acknowledged");
+                for w in group.drain(..) {
+                    let _ = w.reply.send(Err(e.to_string()));
+                }
+            }
+        }
+    }
+
+    fn apply(&mut self, group: &[BatchWrite]) -> Result<Vec<Outcome>, rusqlite::Error> {
+        let tx = self.conn.transaction()?;
+        let mut outcomes = Vec::with_capacity(group.len());
+        // Marks moved by this group, visible to later batches of the same group.
+        let mut pending: HashMap<(&SiteId, u64), u64> = HashMap::new();
+        // Live state per site as it evolves through the group.
+        let mut live: HashMap<usize, SiteLive> = HashMap::new();
+        {
+            let dedup = self.dedup.lock();
+            let mut flow = tx.prepare_cached(
+                "INSERT INTO flow_minute(minute, site_id, exporter, protocol, direction, flows, packets, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
+                   flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
+            )?;
+            let mut link = tx.prepare_cached(
+                "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
+                 VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(minute, site_id, link_id) DO UPDATE SET
+                   samples = samples + 1, sent = sent + excluded.sent, received = received + excluded.received,
+                   rtt_sum_us = rtt_sum_us + excluded.rtt_sum_us, rtt_n = rtt_n + excluded.rtt_n,
+                   rtt_max_us = max(coalesce(rtt_max_us, 0), coalesce(excluded.rtt_max_us, 0))",
+            )?;
+            let mut mark = tx.prepare_cached(
+                "INSERT INTO probe_streams(site_id, stream, last_seq, updated_ms) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(site_id, stream) DO UPDATE SET last_seq = excluded.last_seq, updated_ms = excluded.updated_ms",
+            )?;
+            let mut status = tx.prepare_cached(
+                "INSERT INTO site_status(site_id, live_json) VALUES (?1, ?2)
+                 ON CONFLICT(site_id) DO UPDATE SET live_json = excluded.live_json",
+            )?;
+            for w in group {
+                let key = (&w.site, w.stream);
+                let last = pending
+                    .get(&key)
+                    .copied()
+                    .or_else(|| dedup.get(&(w.site.clone(), w.stream)).copied());
+                if last.is_some_and(|l| w.batch.seq <= l) {
+                    outcomes.push(Outcome::Duplicate);
+                    continue;
+                }
+                let gap = last.map_or(w.batch.seq > 1, |l| w.batch.seq > l + 1);
+                let site = w.site.as_str();
+                for f in &w.batch.flows {
+                    let Some(rec) = crate::ingest::validate_flow(f, &self.metrics) else {
+                        continue;
+                    };
+                    flow.execute(params![
+                        rec.minute,
+                        site,
+                        rec.exporter,
+                        rec.protocol,
+                        rec.direction,
+                        rec.flows,
+                        rec.packets,
+                        rec.bytes
+                    ])?;
+                }
+                for s in &w.batch.samples {
+                    if self.sites.inventory.links_of(&w.site).all(|l| l.id != s.link) {
+                        self.metrics.invalid_records.with_label_values(&["unknown_link"]).inc();
+                        continue;
+                    }
+                    let received = s.received.min(s.sent);
+                    let (rtt_sum, rtt_n) = match s.rtt_avg_us {
+                        Some(avg) => (i64::from(avg) * i64::from(received), i64::from(received)),
+                        None => (0, 0),
+                    };
+                    link.execute(params![
+                        s.start.div_euclid(60) * 60,
+                        site,
+                        s.link.as_str(),
+                        s.sent,
+                        received,
+                        rtt_sum,
+                        rtt_n,
+                        s.rtt_max_us
+                    ])?;
+                }
+                mark.execute(params![site, w.stream as i64, w.batch.seq as i64, w.received_ms])?;
+                // Several batches of one site in a group chain on the state this group built.
+                let base = live
+                    .remove(&w.site_idx)
+                    .unwrap_or_else(|| self.sites.current(w.site_idx));
+                let next = self.sites.advance(w.site_idx, base, &w.batch, w.received_ms);
+                let json = serde_json::to_string(&next).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                status.execute(params![site, json])?;
+                live.insert(w.site_idx, next.clone());
+                pending.insert(key, w.batch.seq);
+                outcomes.push(Outcome::New { next, gap });
+            }
+        }
+        tx.commit()?;
+        Ok(outcomes)
+    }
+}
+
+enum Outcome {
+    New { next: SiteLive, gap: bool },
+    Duplicate,
+}
+
+/// Counters for one protocol (or all of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct Counts {
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Answer of `GET /api/v1/flows/totals`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct FlowTotals {
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    pub by_protocol: BTreeMap<String, Counts>,
+}
+
+/// Read side for the API, on its own connection.
+pub struct Reader {
+    conn: Mutex<Connection>,
+}
+
+impl Reader {
+    /// # Errors
+    /// [`StoreError::Open`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: Mutex::new(open(path)?),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Traffic whose minute bucket starts in `[from, to)` (Unix seconds).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn flow_totals(
+        &self,
+        from: i64,
+        to: i64,
+        site: Option<&str>,
+        exporter: Option<&str>,
+    ) -> Result<FlowTotals, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT protocol, SUM(flows), SUM(packets), SUM(bytes) FROM flow_minute
+             WHERE minute >= ?1 AND minute < ?2
+               AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
+             GROUP BY protocol ORDER BY protocol",
+        )?;
+        let rows = stmt.query_map(params![from, to, site, exporter], |r| {
+            Ok((
+                r.get::<_, i64>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        let mut out = FlowTotals::default();
+        for row in rows {
+            let (proto, flows, packets, bytes) = row?;
+            let c = Counts {
+                flows: flows as u64,
+                packets: packets as u64,
+                bytes: bytes as u64,
+            };
+            out.flows += c.flows;
+            out.packets += c.packets;
+            out.bytes += c.bytes;
+            out.by_protocol.insert(proto.to_string(), c);
+        }
+        Ok(out)
+    }
+
+    /// Cheap liveness query for `/healthz`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn()
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .optional()?;
+        Ok(())
+    }
+
+    /// Checks a probe's token (see `credentials`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn verify_token(&self, credential_ref: &str, token: &str) -> Result<crate::credentials::Verdict, StoreError> {
+        Ok(crate::credentials::verify(&self.conn(), credential_ref, token)?)
+    }
+}

@@ -1,0 +1,174 @@
+//! `rie-probe` command line. Exit codes: 0 success, 1 runtime failure, 2 configuration error.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand, ValueEnum};
+use rie_probe::config::ProbeConfig;
+use rie_probe::session::{Session, SessionError};
+use rie_probe::uplink::Identity;
+use rie_proto::{Batch, Message};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(name = "rie-probe", version, about = "RIE site probe: meters traffic and link availability, streams them to the collector")]
+struct Cli {
+    /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "RIE_LOG_LEVEL")]
+    log_level: String,
+    #[arg(long, global = true, value_enum, default_value = "text", env = "RIE_LOG_FORMAT")]
+    log_format: LogFormat,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Clone, Copy, ValueEnum)]
+enum LogFormat {
+    Text,
+    Json,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Run the probe: measure, batch, send to the collector.
+    Run {
+        #[arg(long, env = "RIE_PROBE_CONFIG", default_value = "/etc/rie-probe/probe.toml")]
+        config: PathBuf,
+    },
+    /// Send batches from a JSON file (an array of batches) and print the collector's acks;
+    /// for reproducing a problem by hand.
+    SendBatch {
+        #[arg(long, env = "RIE_PROBE_CONFIG", default_value = "/etc/rie-probe/probe.toml")]
+        config: PathBuf,
+        #[arg(long)]
+        batch: PathBuf,
+        /// Sequence stream to use (defaults to a fresh random one).
+        #[arg(long)]
+        stream: Option<u64>,
+    },
+}
+
+fn init_logs(level: &str, format: LogFormat) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
+    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    match format {
+        LogFormat::Text => b.init(),
+        LogFormat::Json => b.json().init(),
+    }
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    init_logs(&cli.log_level, cli.log_format);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    rt.block_on(async {
+        match cli.cmd {
+            Cmd::Run { config } => cmd_run(config).await,
+            Cmd::SendBatch { config, batch, stream } => cmd_send(config, batch, stream).await,
+        }
+    })
+}
+
+fn config_error(e: impl std::fmt::Display) -> ExitCode {
+    eprintln!("error: {e}");
+    ExitCode::from(2)
+}
+
+async fn cmd_run(config: PathBuf) -> ExitCode {
+    let cfg = match ProbeConfig::load(&config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let shutdown = CancellationToken::new();
+    let signal = shutdown.clone();
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested");
+        signal.cancel();
+    });
+    match rie_probe::run(cfg, shutdown).await {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e @ rie_probe::runner::RunError::Config(_)) => config_error(e),
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn wait_for_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    match signal(SignalKind::terminate()) {
+        Ok(mut term) => {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+        }
+        Err(_) => {
+            let _ = tokio::signal::ctrl_c().await;
+        }
+    }
+}
+
+async fn cmd_send(config: PathBuf, batch: PathBuf, stream: Option<u64>) -> ExitCode {
+    let cfg = match ProbeConfig::load(&config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let resolved = match cfg.resolve() {
+        Ok(r) => r,
+        Err(e) => return config_error(e),
+    };
+    let batches: Vec<Batch> = match std::fs::read(&batch)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(b) => b,
+        Err(e) => return config_error(format!("{}: {e}", batch.display())),
+    };
+    let stream = stream.unwrap_or_else(|| rie_probe::sequence::Sequencer::ephemeral().stream());
+    let id = Identity::new(cfg.site_id.clone(), resolved.token, stream);
+    match send_all(&resolved.target, &id, batches).await {
+        Ok(acks) => {
+            println!("{}", serde_json::json!({ "stream": stream, "acks": acks }));
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+async fn send_all(
+    target: &rie_probe::session::Target,
+    id: &Identity,
+    batches: Vec<Batch>,
+) -> Result<Vec<serde_json::Value>, SessionError> {
+    let mut s = Session::open(target, id.hello()).await?;
+    let mut acks = Vec::new();
+    for b in batches {
+        let seq = b.seq;
+        s.send(&Message::Batch(b)).await?;
+        match s.recv().await? {
+            Some(Message::Ack(a)) if a.seq == seq => {
+                acks.push(serde_json::json!({ "seq": a.seq, "duplicate": a.duplicate }));
+            }
+            other => {
+                return Err(SessionError::Protocol(format!(
+                    "expected ack for {seq}, got {:?}",
+                    other.map(|m| m.kind())
+                )))
+            }
+        }
+    }
+    Ok(acks)
+}

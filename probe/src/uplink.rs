@@ -1,0 +1,259 @@
+//! Reliable delivery of batches to the collector: keeps every batch until it is acknowledged,
+//! reconnects with exponential backoff and jitter (so that 14,000 probes coming back after a
+//! collector restart spread out), resends what was not acknowledged, and sends heartbeats when
+//! idle. Until the disk spool lands, unacknowledged batches are held in memory, bounded:
+//! past `max_batches` the oldest is dropped and counted.
+
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use rand::Rng;
+use rie_proto::{Batch, Heartbeat, Hello, Message, SiteId, PROTOCOL_VERSION};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, info, warn};
+
+use crate::session::{Session, SessionError, Target};
+
+/// Who the probe is.
+#[derive(Clone)]
+pub struct Identity {
+    pub site: SiteId,
+    pub token: String,
+    pub stream: u64,
+    pub protocol_version: u16,
+    pub probe_version: String,
+}
+
+impl Identity {
+    pub fn new(site: SiteId, token: String, stream: u64) -> Self {
+        Self {
+            site,
+            token,
+            stream,
+            protocol_version: PROTOCOL_VERSION,
+            probe_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    pub fn hello(&self) -> Hello {
+        Hello {
+            protocol_version: self.protocol_version,
+            site: self.site.clone(),
+            token: self.token.clone(),
+            probe_version: self.probe_version.clone(),
+            probe_time_ms: now_ms(),
+            stream: self.stream,
+        }
+    }
+}
+
+/// Timing and limits of the uplink.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub reconnect_min: Duration,
+    pub reconnect_max: Duration,
+    pub heartbeat_interval: Duration,
+    pub max_in_flight: usize,
+    pub max_batches: usize,
+}
+
+/// Counters readable while the uplink runs (demo summary, `status`).
+#[derive(Debug, Default)]
+pub struct Stats {
+    pub connected: AtomicBool,
+    pub batches_acked: AtomicU64,
+    pub duplicates_acked: AtomicU64,
+    pub batches_dropped: AtomicU64,
+    pub reconnects: AtomicU64,
+    pub last_ack_ms: AtomicI64,
+    pub pending: AtomicU64,
+    pub last_error: Mutex<Option<String>>,
+}
+
+impl Stats {
+    fn set_error(&self, e: Option<String>) {
+        *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+}
+
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Why a connection ended.
+enum End {
+    /// Shutdown requested, or the producer is finished and everything is acknowledged.
+    Done,
+    Lost(SessionError),
+}
+
+struct Outbox {
+    pending: VecDeque<Batch>,
+    max: usize,
+}
+
+impl Outbox {
+    fn push(&mut self, b: Batch, stats: &Stats) {
+        if self.pending.len() >= self.max {
+            if let Some(old) = self.pending.pop_front() {
+                stats.batches_dropped.fetch_add(1, Ordering::Relaxed);
+                warn!(seq = old.seq, "buffer full: dropped the oldest unacknowledged batch");
+            }
+        }
+        self.pending.push_back(b);
+        stats.pending.store(self.pending.len() as u64, Ordering::Relaxed);
+    }
+}
+
+/// Delivers batches from `batches` until shutdown, or until `batches` is closed and all is
+/// acknowledged.
+pub async fn run(
+    target: Target,
+    id: Identity,
+    settings: Settings,
+    mut batches: mpsc::Receiver<Batch>,
+    stats: Arc<Stats>,
+    shutdown: CancellationToken,
+) {
+    let mut out = Outbox {
+        pending: VecDeque::new(),
+        max: settings.max_batches,
+    };
+    let mut producer_open = true;
+    let mut backoff = settings.reconnect_min;
+    loop {
+        if shutdown.is_cancelled() || (!producer_open && out.pending.is_empty()) {
+            break;
+        }
+        let opened = tokio::select! {
+            _ = shutdown.cancelled() => break,
+            s = Session::open(&target, id.hello()) => s,
+        };
+        match opened {
+            Ok(mut session) => {
+                backoff = settings.reconnect_min;
+                if let Some(last) = session.welcome.last_stored_seq {
+                    // Stored before a lost ack: not resent.
+                    while out.pending.front().is_some_and(|b| b.seq <= last) {
+                        out.pending.pop_front();
+                    }
+                }
+                stats.connected.store(true, Ordering::Relaxed);
+                stats.set_error(None);
+                debug!(site = %id.site, "connected to collector");
+                let end = serve(&mut session, &mut out, &mut batches, &mut producer_open, &settings, &stats, &shutdown).await;
+                stats.connected.store(false, Ordering::Relaxed);
+                match end {
+                    End::Done => {
+                        session.close().await;
+                        break;
+                    }
+                    End::Lost(e) => {
+                        warn!(site = %id.site, error = %e, "connection to collector lost");
+                        stats.set_error(Some(e.to_string()));
+                    }
+                }
+            }
+            Err(SessionError::Refused(r)) => {
+                // A refusal is a configuration problem: retry, but slowly.
+                warn!(site = %id.site, code = ?r.code, reason = %r.reason, "collector refused this probe");
+                stats.set_error(Some(format!("refused: {}", r.reason)));
+                backoff = settings.reconnect_max;
+            }
+            Err(e) => {
+                info!(site = %id.site, error = %e, "collector unreachable");
+                stats.set_error(Some(e.to_string()));
+            }
+        }
+        stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        // Full jitter: sleep a random time up to the backoff.
+        let pause = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
+        backoff = (backoff * 2).min(settings.reconnect_max);
+        let until = Instant::now() + pause;
+        loop {
+            tokio::select! {
+                _ = shutdown.cancelled() => break,
+                _ = tokio::time::sleep_until(until) => break,
+                b = batches.recv(), if producer_open => match b {
+                    Some(b) => out.push(b, &stats),
+                    None => producer_open = false,
+                },
+            }
+        }
+    }
+    if !out.pending.is_empty() {
+        warn!(site = %id.site, batches = out.pending.len(), "stopping with unacknowledged batches");
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+async fn serve(
+    s: &mut Session,
+    out: &mut Outbox,
+    batches: &mut mpsc::Receiver<Batch>,
+    producer_open: &mut bool,
+    settings: &Settings,
+    stats: &Stats,
+    shutdown: &CancellationToken,
+) -> End {
+    let mut in_flight = 0usize;
+    let mut last_sent = Instant::now();
+    let mut last_heard = Instant::now();
+    let silence_limit = settings.heartbeat_interval * 3;
+    loop {
+        while in_flight < out.pending.len() && in_flight < settings.max_in_flight {
+            if let Err(e) = s.send(&Message::Batch(out.pending[in_flight].clone())).await {
+                return End::Lost(e);
+            }
+            in_flight += 1;
+            last_sent = Instant::now();
+        }
+        if !*producer_open && out.pending.is_empty() {
+            return End::Done;
+        }
+        let heartbeat_at = last_sent + settings.heartbeat_interval;
+        tokio::select! {
+            _ = shutdown.cancelled() => return End::Done,
+            b = batches.recv(), if *producer_open => match b {
+                Some(b) => out.push(b, stats),
+                None => *producer_open = false,
+            },
+            m = s.recv() => {
+                last_heard = Instant::now();
+                match m {
+                    Ok(Some(Message::Ack(ack))) => {
+                        while out.pending.front().is_some_and(|b| b.seq <= ack.seq) {
+                            out.pending.pop_front();
+                            in_flight = in_flight.saturating_sub(1);
+                        }
+                        stats.batches_acked.fetch_add(1, Ordering::Relaxed);
+                        if ack.duplicate {
+                            stats.duplicates_acked.fetch_add(1, Ordering::Relaxed);
+                        }
+                        stats.last_ack_ms.store(now_ms(), Ordering::Relaxed);
+                        stats.pending.store(out.pending.len() as u64, Ordering::Relaxed);
+                    }
+                    Ok(Some(Message::HeartbeatAck(_))) => {}
+                    Ok(Some(other)) => return End::Lost(SessionError::Protocol(format!("unexpected {}", other.kind()))),
+                    Ok(None) => return End::Lost(SessionError::Protocol("collector closed the connection".into())),
+                    Err(e) => return End::Lost(e),
+                }
+            }
+            _ = tokio::time::sleep_until(heartbeat_at) => {
+                if let Err(e) = s.send(&Message::Heartbeat(Heartbeat { probe_time_ms: now_ms() })).await {
+                    return End::Lost(e);
+                }
+                last_sent = Instant::now();
+            }
+            _ = tokio::time::sleep_until(last_heard + silence_limit) => {
+                return End::Lost(SessionError::Timeout(silence_limit));
+            }
+        }
+    }
+}

@@ -1,0 +1,23 @@
+//! Shared vocabulary of rie-telemetry: the probe→collector wire protocol (frames and typed
+//! messages, see `docs/protocol.md`), the domain types both sides speak (site and link ids,
+//! flow aggregates, availability samples, link status) and reference geography.
+//!
+//! This crate has no async runtime in it, so that the probe, the collector, tests and tools can
+//! all use it, and so that its golden fixtures pin the wire format independently of transport.
+
+pub mod codec;
+pub mod geo;
+pub mod ids;
+pub mod messages;
+pub mod model;
+
+pub use codec::{decode, encode, DecodeError, EncodeError, MAX_FRAME_LEN};
+pub use ids::{IdError, LinkId, SiteId};
+pub use messages::{
+    Ack, Batch, Heartbeat, HeartbeatAck, Hello, Message, RefuseCode, Refused, Welcome,
+    MIN_SUPPORTED_VERSION, PROTOCOL_VERSION,
+};
+pub use model::{
+    AvailabilitySample, CheckKind, Direction, FlowAggregate, LinkRole, LinkStatus, SiteState,
+    Technology,
+};

@@ -1,0 +1,156 @@
+//! Typed messages of the probe→collector protocol (see `docs/protocol.md`).
+//!
+//! A connection is: probe sends [`Hello`]; collector answers [`Welcome`] or [`Refused`];
+//! then the probe sends [`Batch`]es (each answered by an [`Ack`] once it is durably stored) and
+//! [`Heartbeat`]s when it has nothing to send (answered by [`HeartbeatAck`]).
+//!
+//! Versioning: messages are MessagePack maps keyed by field name, so a peer ignores fields it
+//! does not know and fills fields it does not receive from `#[serde(default)]`. A field added in
+//! a later version must have a default; a field is never removed or renamed while a supported
+//! version still sends it. [`PROTOCOL_VERSION`] is raised when meaning changes, and a collector
+//! serves probes down to [`MIN_SUPPORTED_VERSION`], one version behind.
+
+use std::fmt;
+
+use serde::{Deserialize, Serialize};
+
+use crate::ids::SiteId;
+use crate::model::{AvailabilitySample, FlowAggregate, LinkStatus};
+
+/// Protocol version spoken by this build.
+pub const PROTOCOL_VERSION: u16 = 1;
+
+/// Oldest probe protocol version this build's collector still serves: one version behind, so
+/// that 14,000 routers can be upgraded over months.
+pub const MIN_SUPPORTED_VERSION: u16 = if PROTOCOL_VERSION > 1 {
+    PROTOCOL_VERSION - 1
+} else {
+    1
+};
+
+/// Every frame carries exactly one message.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub enum Message {
+    Hello(Hello),
+    Welcome(Welcome),
+    Refused(Refused),
+    Batch(Batch),
+    Ack(Ack),
+    Heartbeat(Heartbeat),
+    HeartbeatAck(HeartbeatAck),
+}
+
+impl Message {
+    /// Short name for logs and metric labels.
+    pub fn kind(&self) -> &'static str {
+        match self {
+            Message::Hello(_) => "hello",
+            Message::Welcome(_) => "welcome",
+            Message::Refused(_) => "refused",
+            Message::Batch(_) => "batch",
+            Message::Ack(_) => "ack",
+            Message::Heartbeat(_) => "heartbeat",
+            Message::HeartbeatAck(_) => "heartbeat_ack",
+        }
+    }
+}
+
+/// First frame of a connection, from the probe.
+#[derive(Clone, PartialEq, Serialize, Deserialize)]
+pub struct Hello {
+    pub protocol_version: u16,
+    pub site: SiteId,
+    /// The site's secret token; the collector keeps only its SHA-256.
+    pub token: String,
+    /// `rie-probe` version, for fleet upgrade tracking.
+    pub probe_version: String,
+    /// Probe wall clock at send time, Unix milliseconds, for offset estimation.
+    pub probe_time_ms: i64,
+    /// Identifies the probe's sequence stream. A probe keeps it with its sequence counter and
+    /// draws a new one if that state is lost, so that restarting at sequence 1 never collides
+    /// with batches already stored.
+    pub stream: u64,
+}
+
+impl fmt::Debug for Hello {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Hello")
+            .field("protocol_version", &self.protocol_version)
+            .field("site", &self.site)
+            .field("token", &"********")
+            .field("probe_version", &self.probe_version)
+            .field("probe_time_ms", &self.probe_time_ms)
+            .field("stream", &self.stream)
+            .finish()
+    }
+}
+
+/// Collector's answer to an accepted hello.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Welcome {
+    /// Version the collector will speak on this connection (the probe's own).
+    pub protocol_version: u16,
+    /// Collector wall clock, Unix milliseconds.
+    pub collector_time_ms: i64,
+    /// Highest sequence of this (site, stream) already stored, so the probe can drop what it
+    /// still holds up to there (its ack may have been lost in a crash).
+    pub last_stored_seq: Option<u64>,
+}
+
+/// Why a hello was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RefuseCode {
+    UnsupportedVersion,
+    UnknownSite,
+    BadToken,
+    Overloaded,
+    /// A code added by a newer collector; the text reason still explains it.
+    #[serde(other)]
+    Other,
+}
+
+/// Collector's answer to a refused hello; the connection is closed right after.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Refused {
+    pub code: RefuseCode,
+    /// Human-readable reason with the fix, shown to the technician by `rie-probe`.
+    pub reason: String,
+}
+
+/// One interval of measurements from a probe.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Batch {
+    /// Strictly increasing per (site, stream), starting at 1.
+    pub seq: u64,
+    /// Probe wall clock when the batch was closed, Unix milliseconds.
+    pub created_ms: i64,
+    #[serde(default)]
+    pub flows: Vec<FlowAggregate>,
+    #[serde(default)]
+    pub samples: Vec<AvailabilitySample>,
+    #[serde(default)]
+    pub links: Vec<LinkStatus>,
+}
+
+/// The batch `seq` is durably stored (or had been already: `duplicate`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Ack {
+    pub seq: u64,
+    #[serde(default)]
+    pub duplicate: bool,
+}
+
+/// Sent by the probe when it has had nothing to send for a while.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Heartbeat {
+    pub probe_time_ms: i64,
+}
+
+/// Echoes the heartbeat's clock with the collector's, so either side can estimate offset and
+/// round-trip time.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+pub struct HeartbeatAck {
+    pub probe_time_ms: i64,
+    pub collector_time_ms: i64,
+}

@@ -1,0 +1,283 @@
+//! Test harness for the end-to-end tests in `tests/`: starts the real `rie-collector` and
+//! `rie-probe` binaries (built by `cargo test --workspace`) on loopback with a fresh PKI,
+//! database and the small inventory of `tests/data/inventory`, and reads the collector's API
+//! and metrics. Nothing here is a mock: every test talks TLS to a real collector process.
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
+///
+/// # Panics
+/// When the binary is missing, with the command that builds it.
+pub fn bin(name: &str) -> PathBuf {
+    let exe = std::env::current_exe().expect("test executable path");
+    // target/<profile>/deps/<test> → target/<profile>/<name>
+    let dir = exe.parent().and_then(Path::parent).expect("target dir");
+    let path = dir.join(name);
+    assert!(
+        path.exists(),
+        "{} not found: run the README's test command (`cargo test --workspace`), which builds it",
+        path.display()
+    );
+    path
+}
+
+pub fn fixture(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+}
+
+/// A collector process with its own directory (PKI, database, inventory).
+pub struct Collector {
+    pub dir: tempfile::TempDir,
+    pub probe_addr: SocketAddr,
+    pub api_addr: SocketAddr,
+    child: Option<Child>,
+    stderr_log: PathBuf,
+}
+
+impl Collector {
+    /// Initialises a PKI and starts a collector on the fixture inventory.
+    pub fn start() -> Self {
+        Self::start_with_inventory(&fixture("inventory"))
+    }
+
+    pub fn start_with_inventory(inventory: &Path) -> Self {
+        let dir = tempfile::tempdir().expect("temp dir");
+        let inv = dir.path().join("inventory");
+        std::fs::create_dir_all(&inv).expect("mkdir");
+        for f in ["sites.csv", "links.csv"] {
+            std::fs::copy(inventory.join(f), inv.join(f)).expect("copy inventory");
+        }
+        let out = run_ok(Command::new(bin("rie-collector")).args(["pki", "init", "--dir"]).arg(dir.path().join("pki")));
+        assert!(out.contains("ca.pem"), "{out}");
+        let mut c = Self {
+            stderr_log: dir.path().join("collector.log"),
+            dir,
+            probe_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            child: None,
+        };
+        c.spawn();
+        c
+    }
+
+    /// Flags shared by every command that reads the collector's files.
+    pub fn config_args(&self) -> Vec<String> {
+        let d = self.dir.path();
+        vec![
+            "--data-dir".into(),
+            d.join("data").display().to_string(),
+            "--inventory".into(),
+            d.join("inventory").display().to_string(),
+            "--pki-dir".into(),
+            d.join("pki").display().to_string(),
+        ]
+    }
+
+    /// Starts the process on the same addresses as before (ephemeral ones the first time).
+    fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.stderr_log)
+            .expect("log file");
+        let mut child = Command::new(bin("rie-collector"))
+            .arg("serve")
+            .args(self.config_args())
+            .args(["--probe-listen", &self.probe_addr.to_string(), "--api-listen", &self.api_addr.to_string()])
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::piped())
+            .stderr(log)
+            .spawn()
+            .expect("spawn rie-collector");
+        let stdout = child.stdout.take().expect("stdout");
+        let mut line = String::new();
+        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        let addr = |key: &str| -> Option<SocketAddr> {
+            line.split_whitespace()
+                .find_map(|w| w.strip_prefix(key))
+                .and_then(|a| a.parse().ok())
+        };
+        match (addr("probes="), addr("api=")) {
+            (Some(p), Some(a)) => (self.probe_addr, self.api_addr) = (p, a),
+            _ => panic!("collector did not start: {line:?}\n{}", self.log()),
+        }
+        self.child = Some(child);
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(&self.stderr_log).unwrap_or_default()
+    }
+
+    /// SIGKILL: no flush, no goodbye.
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM and wait for a clean exit; returns the exit status code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let st = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().expect("kill -TERM");
+        assert!(st.success());
+        c.wait().expect("wait").code()
+    }
+
+    pub fn restart(&mut self) {
+        self.kill9();
+        self.spawn();
+    }
+
+    /// Issues a token for `site` and writes its probe config; returns the file.
+    pub fn probe_config(&self, site: &str) -> PathBuf {
+        let out = self.dir.path().join(format!("probe-{site}.toml"));
+        run_ok(
+            Command::new(bin("rie-collector"))
+                .arg("probe-config")
+                .args(self.config_args())
+                .args(["--site", site, "--address", &self.probe_addr.to_string(), "--out"])
+                .arg(&out),
+        );
+        out
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.api_addr)
+    }
+
+    pub fn get(&self, path: &str) -> Value {
+        ureq::get(&self.url(path))
+            .call()
+            .unwrap_or_else(|e| panic!("GET {path}: {e}"))
+            .into_json()
+            .expect("JSON body")
+    }
+
+    /// Flow totals over all time, optionally for one site.
+    pub fn totals(&self, site: Option<&str>) -> Value {
+        let mut q = "/api/v1/flows/totals?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z".to_string();
+        if let Some(s) = site {
+            q.push_str("&site=");
+            q.push_str(s);
+        }
+        self.get(&q)
+    }
+
+    /// Value of one sample of `/metrics`, e.g. `rie_collector_auth_failures_total{reason="bad_token"}`.
+    pub fn metric(&self, series: &str) -> f64 {
+        let text = ureq::get(&self.url("/metrics")).call().expect("metrics").into_string().expect("text");
+        text.lines()
+            .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
+            .and_then(|v| v.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+    }
+
+    /// Polls `f` until it returns true or `timeout` passes.
+    pub fn wait_until(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Self) -> bool) {
+        let end = Instant::now() + timeout;
+        while Instant::now() < end {
+            if f(self) {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("timed out waiting for {what}\n--- collector log ---\n{}", self.log());
+    }
+}
+
+impl Drop for Collector {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}
+
+/// Runs a command that must succeed; returns its stdout.
+pub fn run_ok(cmd: &mut Command) -> String {
+    let out = cmd.output().expect("run command");
+    assert!(
+        out.status.success(),
+        "{cmd:?} failed ({}):\n{}\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
+}
+
+/// A minute bucket start used by test batches (2026-09-21T14:14:00Z).
+pub const MINUTE: i64 = 1_790_000_040;
+
+/// One flow aggregate as JSON (the batch file format of `rie-probe send-batch`).
+pub fn flow(minute: i64, protocol: u8, flows: u64, packets: u64, bytes: u64) -> Value {
+    serde_json::json!({
+        "minute": minute, "protocol": protocol, "direction": "inbound",
+        "flows": flows, "packets": packets, "bytes": bytes
+    })
+}
+
+pub fn batch(seq: u64, flows: Vec<Value>) -> Value {
+    serde_json::json!({ "seq": seq, "created_ms": MINUTE * 1000, "flows": flows })
+}
+
+/// Runs `rie-probe send-batch` with `batches` on `stream`; returns the raw output.
+pub fn send_batches(config: &Path, stream: u64, batches: &[Value]) -> Output {
+    let file = config.with_extension(format!("batches-{}.json", unique()));
+    std::fs::write(&file, serde_json::to_vec(batches).expect("json")).expect("write batches");
+    Command::new(bin("rie-probe"))
+        .args(["send-batch", "--stream", &stream.to_string(), "--config"])
+        .arg(config)
+        .arg("--batch")
+        .arg(&file)
+        .output()
+        .expect("run rie-probe")
+}
+
+/// Like [`send_batches`], requiring success; returns the acks as `(seq, duplicate)`.
+pub fn send_ok(config: &Path, stream: u64, batches: &[Value]) -> Vec<(u64, bool)> {
+    let out = send_batches(config, stream, batches);
+    assert!(
+        out.status.success(),
+        "send-batch failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let v: Value = serde_json::from_slice(&out.stdout).expect("send-batch JSON");
+    v["acks"]
+        .as_array()
+        .expect("acks")
+        .iter()
+        .map(|a| (a["seq"].as_u64().expect("seq"), a["duplicate"].as_bool().expect("dup")))
+        .collect()
+}
+
+fn unique() -> u128 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos())
+}
+
+/// Sums flows, packets and bytes of the given batches, by protocol and overall: the expected
+/// answer of `/api/v1/flows/totals`, computed from what the test sent.
+pub fn expected_totals(batches: &[Value]) -> Value {
+    let mut by: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
+    for b in batches {
+        for f in b["flows"].as_array().into_iter().flatten() {
+            let e = by.entry(f["protocol"].to_string()).or_default();
+            for (i, k) in ["flows", "packets", "bytes"].iter().enumerate() {
+                e[i] += f[*k].as_u64().expect("counter");
+            }
+        }
+    }
+    let total = |i: usize| by.values().map(|v| v[i]).sum::<u64>();
+    serde_json::json!({
+        "flows": total(0), "packets": total(1), "bytes": total(2),
+        "by_protocol": by.iter().map(|(k, v)| (k.clone(), serde_json::json!({"flows": v[0], "packets": v[1], "bytes": v[2]}))).collect::<serde_json::Map<_, _>>()
+    })
+}
