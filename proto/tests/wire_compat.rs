@@ -1,0 +1,159 @@
+//! Wire compatibility of the probe protocol.
+//!
+//! - Golden fixtures (`tests/data/v1/*.msgpack`): bytes a version-1 peer sends. They must keep
+//!   decoding to the same values for as long as version 1 is supported, whatever fields later
+//!   versions add. Regenerate only for a new protocol version, into a new folder:
+//!   `RIE_BLESS=1 cargo test -p rie-proto --test wire_compat`.
+//! - A newer peer's extra fields are ignored; an older peer's missing optional fields default.
+
+use std::path::PathBuf;
+
+use rie_proto::*;
+use serde_json::json;
+
+fn fixtures() -> Vec<(&'static str, Message)> {
+    let site = SiteId::new("S00042").unwrap();
+    let link = LinkId::new("S00042-P").unwrap();
+    vec![
+        (
+            "hello",
+            Message::Hello(Hello {
+                protocol_version: 1,
+                site: site.clone(),
+                token: "0123456789abcdef".into(),
+                probe_version: "0.1.0".into(),
+                probe_time_ms: 1_790_000_040_123,
+                stream: 0x1234_5678_9abc,
+            }),
+        ),
+        (
+            "welcome",
+            Message::Welcome(Welcome {
+                protocol_version: 1,
+                collector_time_ms: 1_790_000_040_456,
+                last_stored_seq: Some(41),
+            }),
+        ),
+        (
+            "refused",
+            Message::Refused(Refused {
+                code: RefuseCode::BadToken,
+                reason: "token refused".into(),
+            }),
+        ),
+        (
+            "batch",
+            Message::Batch(Batch {
+                seq: 42,
+                created_ms: 1_790_000_050_000,
+                flows: vec![FlowAggregate {
+                    minute: 1_790_000_040,
+                    protocol: 6,
+                    direction: Direction::Inbound,
+                    exporter: Some("10.0.42.1".into()),
+                    flows: 12,
+                    packets: 3_400,
+                    bytes: 2_901_337,
+                    sampling_rate: 1,
+                }],
+                samples: vec![AvailabilitySample {
+                    link: link.clone(),
+                    check: CheckKind::Icmp,
+                    target: "core".into(),
+                    start: 1_790_000_040,
+                    interval_s: 10,
+                    sent: 10,
+                    received: 9,
+                    rtt_min_us: Some(11_000),
+                    rtt_avg_us: Some(12_500),
+                    rtt_max_us: Some(19_000),
+                    rtt_p95_us: Some(18_000),
+                    jitter_us: Some(700),
+                }],
+                links: vec![LinkStatus {
+                    link,
+                    up: true,
+                    active: true,
+                    changed_ms: None,
+                }],
+            }),
+        ),
+        ("ack", Message::Ack(Ack { seq: 42, duplicate: false })),
+        ("heartbeat", Message::Heartbeat(Heartbeat { probe_time_ms: 1_790_000_060_000 })),
+        (
+            "heartbeat_ack",
+            Message::HeartbeatAck(HeartbeatAck {
+                probe_time_ms: 1_790_000_060_000,
+                collector_time_ms: 1_790_000_060_020,
+            }),
+        ),
+    ]
+}
+
+fn dir() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/data/v1")
+}
+
+#[test]
+fn version_1_fixtures_decode_to_the_same_values() {
+    let bless = std::env::var_os("RIE_BLESS").is_some();
+    let all = fixtures();
+    for (name, msg) in &all {
+        let path = dir().join(format!("{name}.msgpack"));
+        if bless {
+            std::fs::write(&path, encode(msg).unwrap()).unwrap();
+        }
+        let bytes = std::fs::read(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        assert_eq!(&decode(&bytes).unwrap(), msg, "{name}");
+    }
+    let files = std::fs::read_dir(dir()).unwrap().count();
+    assert_eq!(files, all.len(), "every fixture file is checked");
+}
+
+/// Encodes a JSON value as a MessagePack map, the way a peer built from other code would.
+fn raw(v: serde_json::Value) -> Vec<u8> {
+    rmp_serde::to_vec_named(&v).unwrap()
+}
+
+#[test]
+fn fields_from_a_newer_peer_are_ignored() {
+    let bytes = raw(json!({"Batch": {
+        "seq": 7, "created_ms": 1, "added_in_v2": {"anything": [1, 2, 3]},
+        "flows": [{"minute": 60, "protocol": 17, "direction": "outbound",
+                   "flows": 1, "packets": 2, "bytes": 3, "new_counter": 99}],
+    }}));
+    match decode(&bytes).unwrap() {
+        Message::Batch(b) => {
+            assert_eq!(b.seq, 7);
+            assert_eq!(b.flows[0].bytes, 3);
+            assert_eq!(b.flows[0].sampling_rate, 1);
+            assert!(b.samples.is_empty() && b.links.is_empty());
+        }
+        other => panic!("{other:?}"),
+    }
+    let refused = raw(json!({"Refused": {"code": "some_future_code", "reason": "r"}}));
+    assert_eq!(
+        decode(&refused).unwrap(),
+        Message::Refused(Refused { code: RefuseCode::Other, reason: "r".into() })
+    );
+}
+
+#[test]
+fn optional_fields_an_older_peer_leaves_out_take_their_defaults() {
+    let bytes = raw(json!({"Ack": {"seq": 5}}));
+    assert_eq!(decode(&bytes).unwrap(), Message::Ack(Ack { seq: 5, duplicate: false }));
+    let sample = raw(json!({"Batch": {"seq": 1, "created_ms": 0, "samples": [
+        {"link": "L", "check": "dns", "target": "resolver", "start": 0, "interval_s": 10, "sent": 3, "received": 3}
+    ]}}));
+    match decode(&sample).unwrap() {
+        Message::Batch(b) => assert_eq!(b.samples[0].rtt_avg_us, None),
+        other => panic!("{other:?}"),
+    }
+}
+
+#[test]
+fn a_missing_required_field_is_an_error_not_a_zero() {
+    let bytes = raw(json!({"Batch": {"created_ms": 0}}));
+    let e = decode(&bytes).unwrap_err();
+    assert!(e.to_string().contains("seq"), "{e}");
+}
