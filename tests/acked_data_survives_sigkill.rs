@@ -1,6 +1,9 @@
 //! Data acknowledged before the collector is SIGKILLed is served after restart, exactly, and a
 //! probe's redelivery of what it could not see acknowledged is counted once.
 
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
 use rie_e2e::{batch, expected_totals, flow, send_ok, Collector, MINUTE};
 
 #[test]
@@ -8,11 +11,26 @@ fn acknowledged_batches_survive_sigkill_and_redelivery_counts_once() {
     let mut c = Collector::start();
     let cfg = c.probe_config("S1");
     let sent = vec![
-        batch(1, vec![flow(MINUTE, 6, 12, 3_400, 2_901_337), flow(MINUTE, 17, 5, 77, 9_001)]),
+        batch(
+            1,
+            vec![
+                flow(MINUTE, 6, 12, 3_400, 2_901_337),
+                flow(MINUTE, 17, 5, 77, 9_001),
+            ],
+        ),
         batch(2, vec![flow(MINUTE + 60, 6, 3, 41, 52_008)]),
-        batch(3, vec![flow(MINUTE + 120, 1, 1, 4, 336), flow(MINUTE + 120, 6, 7, 700, 811_002)]),
+        batch(
+            3,
+            vec![
+                flow(MINUTE + 120, 1, 1, 4, 336),
+                flow(MINUTE + 120, 6, 7, 700, 811_002),
+            ],
+        ),
     ];
-    assert_eq!(send_ok(&cfg, 77, &sent), [(1, false), (2, false), (3, false)]);
+    assert_eq!(
+        send_ok(&cfg, 77, &sent),
+        [(1, false), (2, false), (3, false)]
+    );
 
     c.kill9();
     c.restart();

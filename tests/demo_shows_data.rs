@@ -1,6 +1,9 @@
 //! The README's demo command works: collector and simulated probes through the real protocol,
 //! every site reporting within seconds, a clean stop.
 
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
 use std::process::Command;
 
 use rie_e2e::bin;
@@ -9,15 +12,38 @@ use rie_e2e::bin;
 fn demo_reports_every_site_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
     let out = Command::new(bin("rie-collector"))
-        .args(["--log-level", "warn", "demo", "--sites", "60", "--interval", "1s", "--duration", "9s", "--api-listen", "127.0.0.1:0", "--dir"])
+        .args([
+            "--log-level",
+            "warn",
+            "demo",
+            "--sites",
+            "60",
+            "--interval",
+            "1s",
+            "--duration",
+            "9s",
+            "--api-listen",
+            "127.0.0.1:0",
+            "--dir",
+        ])
         .arg(dir.path())
         .output()
         .unwrap();
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(stdout.contains("rie-telemetry demo: 60 sites"), "{stdout}");
-    assert!(stdout.contains("/api/v1/sites") && stdout.contains("/metrics"), "{stdout}");
-    assert!(stdout.contains("sites reporting 60/60 (probes connected 60)"), "{stdout}");
+    assert!(
+        stdout.contains("/api/v1/sites") && stdout.contains("/metrics"),
+        "{stdout}"
+    );
+    assert!(
+        stdout.contains("sites reporting 60/60 (probes connected 60)"),
+        "{stdout}"
+    );
     let stored: u64 = stdout
         .lines()
         .find_map(|l| l.strip_prefix("demo stopped: "))
@@ -27,5 +53,9 @@ fn demo_reports_every_site_and_stops_cleanly() {
     // 60 probes × about 9 one-second intervals; staggered starts and incidents take some.
     assert!(stored >= 60 * 5, "{stdout}");
     assert!(dir.path().join("data/rie.db").exists());
-    assert!(!String::from_utf8_lossy(&out.stderr).contains("WARN"), "{}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        !String::from_utf8_lossy(&out.stderr).contains("WARN"),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
 }

@@ -1,6 +1,9 @@
 //! Malformed or oversized frames close only the offending connection, are counted, and never
 //! stop another probe's data.
 
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
 use std::path::Path;
 
 use rie_e2e::{Collector, MINUTE};
@@ -64,13 +67,19 @@ async fn bad_frames_close_their_connection_only() {
 
     // A well-framed body that is not a message.
     let mut garbage = open(&bad_cfg, 2).await;
-    garbage.send_raw(&[0, 0, 0, 5, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1]).await.unwrap();
+    garbage
+        .send_raw(&[0, 0, 0, 5, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])
+        .await
+        .unwrap();
     assert!(closed(&mut garbage).await);
 
     // A valid message of the wrong kind after hello.
     let mut unexpected = open(&bad_cfg, 3).await;
     unexpected
-        .send(&Message::Ack(rie_proto::Ack { seq: 1, duplicate: false }))
+        .send(&Message::Ack(rie_proto::Ack {
+            seq: 1,
+            duplicate: false,
+        }))
         .await
         .unwrap();
     assert!(closed(&mut unexpected).await);
@@ -80,11 +89,23 @@ async fn bad_frames_close_their_connection_only() {
     assert_eq!(ack_of(&mut good).await, 2);
 
     let c = tokio::task::spawn_blocking(move || {
-        assert_eq!(c.metric("rie_collector_frame_errors_total{reason=\"oversized\"}"), 1.0);
-        assert_eq!(c.metric("rie_collector_frame_errors_total{reason=\"malformed\"}"), 1.0);
-        assert_eq!(c.metric("rie_collector_frame_errors_total{reason=\"unexpected\"}"), 1.0);
+        assert_eq!(
+            c.metric("rie_collector_frame_errors_total{reason=\"oversized\"}"),
+            1.0
+        );
+        assert_eq!(
+            c.metric("rie_collector_frame_errors_total{reason=\"malformed\"}"),
+            1.0
+        );
+        assert_eq!(
+            c.metric("rie_collector_frame_errors_total{reason=\"unexpected\"}"),
+            1.0
+        );
         let t = c.totals(None);
-        assert_eq!((t["flows"].as_u64(), t["bytes"].as_u64()), (Some(2), Some(350)));
+        assert_eq!(
+            (t["flows"].as_u64(), t["bytes"].as_u64()),
+            (Some(2), Some(350))
+        );
         assert_eq!(c.totals(Some("S3"))["flows"].as_u64(), Some(0));
         c
     })
@@ -118,7 +139,10 @@ async fn protocol_versions_one_behind_are_served_newer_ones_refused_with_reason(
         Ok(_) => panic!("expected a refusal, got a welcome"),
     }
     let c = tokio::task::spawn_blocking(move || {
-        assert_eq!(c.metric("rie_collector_auth_failures_total{reason=\"unsupported_version\"}"), 1.0);
+        assert_eq!(
+            c.metric("rie_collector_auth_failures_total{reason=\"unsupported_version\"}"),
+            1.0
+        );
         c
     })
     .await

@@ -58,14 +58,21 @@ async fn healthz(State(st): State<AppState>) -> Response {
         "sites": st.sites.inventory.sites.len(),
         "probes_connected": connected,
     });
-    let code = if store_ok { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
+    let code = if store_ok {
+        StatusCode::OK
+    } else {
+        StatusCode::SERVICE_UNAVAILABLE
+    };
     (code, Json(body)).into_response()
 }
 
 async fn metrics(State(st): State<AppState>) -> Response {
     update_site_gauges(&st);
     (
-        [(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")],
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
         st.metrics.render(),
     )
         .into_response()
@@ -75,7 +82,10 @@ fn update_site_gauges(st: &AppState) {
     let views = st.sites.views(now_ms());
     for s in SiteState::ALL {
         let n = views.iter().filter(|v| v.state == s).count();
-        st.metrics.sites.with_label_values(&[s.as_str()]).set(n as i64);
+        st.metrics
+            .sites
+            .with_label_values(&[s.as_str()])
+            .set(n as i64);
     }
 }
 
@@ -139,7 +149,11 @@ fn site_out(sites: &SiteRegistry, idx: usize, v: SiteView, detail: bool) -> Site
                 operator: l.operator.clone(),
                 technology: l.technology.as_str(),
                 bandwidth_mbps: l.bandwidth_mbps,
-                monthly_cost_eur: format!("{}.{:02}", l.monthly_cost_cents / 100, l.monthly_cost_cents % 100),
+                monthly_cost_eur: format!(
+                    "{}.{:02}",
+                    l.monthly_cost_cents / 100,
+                    l.monthly_cost_cents % 100
+                ),
                 up: live.map(|x| x.up),
                 active: live.map(|x| x.active),
                 loss_ratio: live.and_then(|x| x.loss_ratio),
@@ -177,11 +191,16 @@ struct SiteFilter {
     departement: Option<String>,
 }
 
-async fn list_sites(State(st): State<AppState>, Query(f): Query<SiteFilter>) -> Result<Json<Vec<SiteOut>>, ApiError> {
+async fn list_sites(
+    State(st): State<AppState>,
+    Query(f): Query<SiteFilter>,
+) -> Result<Json<Vec<SiteOut>>, ApiError> {
     let state = match f.state.as_deref() {
         None => None,
         Some(s) => Some(SiteState::parse(s).ok_or_else(|| {
-            bad_request(format!("state {s:?} is not one of up, degraded, on_backup, down, silent, unknown"))
+            bad_request(format!(
+                "state {s:?} is not one of up, degraded, on_backup, down, silent, unknown"
+            ))
         })?),
     };
     let views = st.sites.views(now_ms());
@@ -200,11 +219,19 @@ async fn list_sites(State(st): State<AppState>, Query(f): Query<SiteFilter>) -> 
     Ok(Json(out))
 }
 
-async fn one_site(State(st): State<AppState>, Path(id): Path<String>) -> Result<Json<SiteOut>, ApiError> {
+async fn one_site(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SiteOut>, ApiError> {
     let idx = rie_proto::SiteId::new(id.clone())
         .ok()
         .and_then(|s| st.sites.inventory.site_index(&s))
-        .ok_or_else(|| ApiError(StatusCode::NOT_FOUND, format!("no site {id:?} in the inventory")))?;
+        .ok_or_else(|| {
+            ApiError(
+                StatusCode::NOT_FOUND,
+                format!("no site {id:?} in the inventory"),
+            )
+        })?;
     let v = st.sites.view(idx, now_ms());
     Ok(Json(site_out(&st.sites, idx, v, true)))
 }
@@ -221,10 +248,17 @@ struct TotalsQuery {
 fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
     OffsetDateTime::parse(v, &Rfc3339)
         .map(|t| t.unix_timestamp())
-        .map_err(|_| bad_request(format!("{name}={v:?} is not an RFC 3339 time; e.g. 2026-10-01T00:00:00Z")))
+        .map_err(|_| {
+            bad_request(format!(
+                "{name}={v:?} is not an RFC 3339 time; e.g. 2026-10-01T00:00:00Z"
+            ))
+        })
 }
 
-async fn flow_totals(State(st): State<AppState>, Query(q): Query<TotalsQuery>) -> Result<Response, ApiError> {
+async fn flow_totals(
+    State(st): State<AppState>,
+    Query(q): Query<TotalsQuery>,
+) -> Result<Response, ApiError> {
     let from = parse_time("from", &q.from)?;
     let to = parse_time("to", &q.to)?;
     if to < from {

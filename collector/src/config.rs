@@ -266,7 +266,10 @@ impl CollectorConfig {
             message,
         };
         if self.probes.max_connections == 0 {
-            return Err(invalid("probes.max_connections", "must be at least 1; e.g. 20000".into()));
+            return Err(invalid(
+                "probes.max_connections",
+                "must be at least 1; e.g. 20000".into(),
+            ));
         }
         if !(1024..=rie_proto::MAX_FRAME_LEN).contains(&self.probes.max_frame_bytes) {
             return Err(invalid(
@@ -284,13 +287,24 @@ impl CollectorConfig {
             ));
         }
         if self.store.queue == 0 || self.store.commit_max_batches == 0 {
-            return Err(invalid("store", "queue and commit_max_batches must be at least 1".into()));
+            return Err(invalid(
+                "store",
+                "queue and commit_max_batches must be at least 1".into(),
+            ));
         }
-        if !(0.0..=1.0).contains(&self.sites.degraded_loss_ratio) || self.sites.degraded_loss_ratio == 0.0 {
-            return Err(invalid("sites.degraded_loss_ratio", "must be in ]0, 1]; e.g. 0.05".into()));
+        if !(0.0..=1.0).contains(&self.sites.degraded_loss_ratio)
+            || self.sites.degraded_loss_ratio == 0.0
+        {
+            return Err(invalid(
+                "sites.degraded_loss_ratio",
+                "must be in ]0, 1]; e.g. 0.05".into(),
+            ));
         }
         if self.sites.silent_after < Duration::from_secs(1) {
-            return Err(invalid("sites.silent_after", "must be at least 1s; e.g. \"35s\"".into()));
+            return Err(invalid(
+                "sites.silent_after",
+                "must be at least 1s; e.g. \"35s\"".into(),
+            ));
         }
         Ok(())
     }
@@ -342,7 +356,11 @@ mod tests {
         let e = CollectorConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("max_conections") && e.contains("line 2"), "{e}");
         std::fs::write(&p, "[probes]\npublic_address = \"nope\"\n").unwrap();
-        let e = CollectorConfig::load(&p).unwrap().validate().unwrap_err().to_string();
+        let e = CollectorConfig::load(&p)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
         assert!(e.contains("key `probes.public_address`"), "{e}");
     }
 

@@ -22,7 +22,12 @@ pub fn hash_token(token: &str) -> String {
 ///
 /// # Errors
 /// Database errors.
-pub fn store(conn: &Connection, credential_ref: &str, token: &str, now_ms: i64) -> rusqlite::Result<()> {
+pub fn store(
+    conn: &Connection,
+    credential_ref: &str,
+    token: &str,
+    now_ms: i64,
+) -> rusqlite::Result<()> {
     conn.execute(
         "INSERT INTO probe_credentials(credential_ref, token_sha256, issued_ms) VALUES (?1, ?2, ?3)
          ON CONFLICT(credential_ref) DO UPDATE SET token_sha256 = excluded.token_sha256, issued_ms = excluded.issued_ms",
@@ -68,7 +73,10 @@ mod tests {
     fn only_the_latest_token_is_accepted_and_no_token_is_stored() {
         let dir = tempfile::tempdir().unwrap();
         let conn = crate::store::open(&dir.path().join("t.db")).unwrap();
-        assert_eq!(verify(&conn, "probe-S1", "x").unwrap(), Verdict::NotEnrolled);
+        assert_eq!(
+            verify(&conn, "probe-S1", "x").unwrap(),
+            Verdict::NotEnrolled
+        );
         let t1 = new_token();
         store(&conn, "probe-S1", &t1, 1).unwrap();
         assert_eq!(verify(&conn, "probe-S1", &t1).unwrap(), Verdict::Accepted);
@@ -77,7 +85,9 @@ mod tests {
         assert_eq!(verify(&conn, "probe-S1", &t1).unwrap(), Verdict::Mismatch);
         assert_eq!(verify(&conn, "probe-S1", &t2).unwrap(), Verdict::Accepted);
         let stored: String = conn
-            .query_row("SELECT token_sha256 FROM probe_credentials", [], |r| r.get(0))
+            .query_row("SELECT token_sha256 FROM probe_credentials", [], |r| {
+                r.get(0)
+            })
             .unwrap();
         assert_ne!(stored, t2);
         assert_eq!(stored.len(), 64);

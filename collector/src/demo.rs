@@ -20,8 +20,8 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CollectorConfig;
-use crate::inventory::{self, GenerateOptions};
 use crate::ingest::probe_stream::now_ms;
+use crate::inventory::{self, GenerateOptions};
 use crate::{credentials, pki, store, StartError};
 
 #[derive(Debug, Clone)]
@@ -77,7 +77,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     let inv_dir = opts.dir.join("inventory");
     let pki_dir = opts.dir.join("pki");
     let data_dir = opts.dir.join("data");
-    let summary = inventory::generate(&GenerateOptions::new(opts.sites, opts.seed), &inv_dir).map_err(io)?;
+    let summary =
+        inventory::generate(&GenerateOptions::new(opts.sites, opts.seed), &inv_dir).map_err(io)?;
     pki::init(&pki_dir, &[], true)?;
     let inv = inventory::load_dir(&inv_dir).map_err(|e| DemoError::Setup(e.to_string()))?;
 
@@ -116,7 +117,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     // The collector stops after the probes, so that none of them sees it go away.
     let collector_stop = CancellationToken::new();
     let running = match crate::run(cfg.clone(), collector_stop.clone()).await {
-        Err(StartError::Bind { what: "api.listen", .. }) => {
+        Err(StartError::Bind {
+            what: "api.listen", ..
+        }) => {
             // Someone has the default port: take any free one rather than fail a first run.
             cfg.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
             crate::run(cfg, collector_stop.clone()).await?
@@ -127,7 +130,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     let ca = pki::ca_pem(&pki_dir)?;
     let target = Target {
         address: running.probe_addr.to_string(),
-        server_name: ServerName::try_from("localhost").map_err(|e| DemoError::Setup(e.to_string()))?,
+        server_name: ServerName::try_from("localhost")
+            .map_err(|e| DemoError::Setup(e.to_string()))?,
         tls: client_tls(ca.as_bytes()).map_err(DemoError::Setup)?,
         connect_timeout: Duration::from_secs(30),
     };
@@ -147,8 +151,14 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     println!("  one site http://{api}/api/v1/sites/S00001");
     println!("  traffic  http://{api}/api/v1/flows/totals?from=2020-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");
     println!("  metrics  http://{api}/metrics");
-    println!("  files    {} (inventory/, pki/, data/rie.db)", opts.dir.display());
-    println!("Simulated probes report every {:?}; stop with Ctrl-C.", opts.interval);
+    println!(
+        "  files    {} (inventory/, pki/, data/rie.db)",
+        opts.dir.display()
+    );
+    println!(
+        "Simulated probes report every {:?}; stop with Ctrl-C.",
+        opts.interval
+    );
 
     let mut stats = Vec::with_capacity(inv.sites.len());
     // Spread the connections over a few seconds, as a real fleet would arrive.
@@ -162,7 +172,10 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             seed: opts.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
             agents: site.agents,
             primary_link: primary.id.clone(),
-            backup_link: links.iter().find(|l| l.role == LinkRole::Backup).map(|l| l.id.clone()),
+            backup_link: links
+                .iter()
+                .find(|l| l.role == LinkRole::Backup)
+                .map(|l| l.id.clone()),
             rtt_ms: rtt_of(primary.technology),
             incident_rate: opts.incident_rate,
         });
@@ -172,7 +185,12 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         stats.push(st.clone());
         let (tx, rx) = mpsc::channel(16);
         let delay = spread.mul_f64(i as f64 / inv.sites.len().max(1) as f64);
-        let (target, settings, shutdown, interval) = (target.clone(), settings.clone(), shutdown.clone(), opts.interval);
+        let (target, settings, shutdown, interval) = (
+            target.clone(),
+            settings.clone(),
+            shutdown.clone(),
+            opts.interval,
+        );
         tokio::spawn(async move {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
@@ -198,14 +216,25 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         (last_batches, last_at) = (batches, Instant::now());
         let views = running.sites.views(now_ms());
         let count = |s: SiteState| views.iter().filter(|v| v.state == s).count();
-        let reporting = views.iter().filter(|v| !matches!(v.state, SiteState::Unknown | SiteState::Silent)).count();
+        let reporting = views
+            .iter()
+            .filter(|v| !matches!(v.state, SiteState::Unknown | SiteState::Silent))
+            .count();
         let affected: u64 = views
             .iter()
             .zip(&running.sites.inventory.sites)
-            .filter(|(v, _)| matches!(v.state, SiteState::Down | SiteState::OnBackup | SiteState::Degraded))
+            .filter(|(v, _)| {
+                matches!(
+                    v.state,
+                    SiteState::Down | SiteState::OnBackup | SiteState::Degraded
+                )
+            })
             .map(|(_, s)| u64::from(s.agents))
             .sum();
-        let connected = stats.iter().filter(|s| s.connected.load(Ordering::Relaxed)).count();
+        let connected = stats
+            .iter()
+            .filter(|s| s.connected.load(Ordering::Relaxed))
+            .count();
         println!(
             "[{:>4}s] sites reporting {reporting}/{} (probes connected {connected}) | batches/s {rate:.1} (stored {batches}) | up {} degraded {} on_backup {} down {} silent {} | agents affected {affected}",
             started.elapsed().as_secs(),
@@ -228,6 +257,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     collector_stop.cancel();
     let stored = running.metrics.probe_batches.get();
     running.wait().await;
-    println!("demo stopped: {stored} batches stored in {}", opts.dir.join("data/rie.db").display());
+    println!(
+        "demo stopped: {stored} batches stored in {}",
+        opts.dir.join("data/rie.db").display()
+    );
     Ok(())
 }

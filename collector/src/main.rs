@@ -15,12 +15,22 @@ use rie_collector::{credentials, pki, store};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "rie-collector", version, about = "RIE telemetry collector: receives site probes' batches, stores rollups, serves the API")]
+#[command(
+    name = "rie-collector",
+    version,
+    about = "RIE telemetry collector: receives site probes' batches, stores rollups, serves the API"
+)]
 struct Cli {
     /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info", env = "RIE_LOG_LEVEL")]
     log_level: String,
-    #[arg(long, global = true, value_enum, default_value = "text", env = "RIE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "RIE_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
@@ -140,7 +150,9 @@ struct UserError(String);
 fn init_logs(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -154,7 +166,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.chain().any(|c| c.is::<UserError>() || is_user_start_error(c)) {
+            if e.chain()
+                .any(|c| c.is::<UserError>() || is_user_start_error(c))
+            {
                 ExitCode::from(2)
             } else {
                 ExitCode::FAILURE
@@ -164,7 +178,8 @@ fn main() -> ExitCode {
 }
 
 fn is_user_start_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.downcast_ref::<rie_collector::StartError>().is_some_and(|s| s.is_user_error())
+    e.downcast_ref::<rie_collector::StartError>()
+        .is_some_and(|s| s.is_user_error())
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
@@ -173,7 +188,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let cfg = build_config(&args)?;
             runtime()?.block_on(serve(cfg))
         }
-        Cmd::Inventory { cmd: InventoryCmd::Generate { sites, seed, out } } => {
+        Cmd::Inventory {
+            cmd: InventoryCmd::Generate { sites, seed, out },
+        } => {
             if !(1..=60_000).contains(&sites) {
                 return Err(UserError(format!("--sites {sites}: choose 1 to 60000")).into());
             }
@@ -194,7 +211,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Inventory { cmd: InventoryCmd::Check { dir } } => {
+        Cmd::Inventory {
+            cmd: InventoryCmd::Check { dir },
+        } => {
             let inv = inventory::load_dir(&dir).map_err(|e| UserError(e.to_string()))?;
             println!(
                 "{}: valid; {} sites, {} agents, {} links, {} dual-homed",
@@ -206,7 +225,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::Pki { cmd: PkiCmd::Init { dir, names, force } } => {
+        Cmd::Pki {
+            cmd: PkiCmd::Init { dir, names, force },
+        } => {
             pki::init(&dir, &names, force).map_err(|e| match e {
                 pki::PkiError::Exists(_) => anyhow::Error::new(UserError(e.to_string())),
                 other => other.into(),
@@ -220,14 +241,35 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::ProbeConfig { cfg, site, out, address } => probe_config(&build_config(&cfg)?, &site, &out, address),
-        Cmd::Demo { sites, seed, interval, duration, dir, api_listen, incident_rate } => {
+        Cmd::ProbeConfig {
+            cfg,
+            site,
+            out,
+            address,
+        } => probe_config(&build_config(&cfg)?, &site, &out, address),
+        Cmd::Demo {
+            sites,
+            seed,
+            interval,
+            duration,
+            dir,
+            api_listen,
+            incident_rate,
+        } => {
             if !(1..=60_000).contains(&sites) {
                 return Err(UserError(format!("--sites {sites}: choose 1 to 60000")).into());
             }
             raise_fd_limit(2 * sites as u64 + 1_024);
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("rie-demo"));
-            let opts = DemoOptions { sites, seed, interval, duration, dir, api_listen, incident_rate };
+            let opts = DemoOptions {
+                sites,
+                seed,
+                interval,
+                duration,
+                dir,
+                api_listen,
+                incident_rate,
+            };
             runtime()?.block_on(async move {
                 let shutdown = CancellationToken::new();
                 spawn_signal_handler(shutdown.clone());
@@ -316,25 +358,45 @@ async fn serve(cfg: CollectorConfig) -> anyhow::Result<()> {
     spawn_signal_handler(shutdown.clone());
     let running = rie_collector::run(cfg, shutdown).await?;
     // Printed on stdout so that scripts and tests can find the bound addresses.
-    println!("listening probes={} api={}", running.probe_addr, running.api_addr);
+    println!(
+        "listening probes={} api={}",
+        running.probe_addr, running.api_addr
+    );
     running.wait().await;
     Ok(())
 }
 
-fn probe_config(cfg: &CollectorConfig, site: &str, out: &std::path::Path, address: Option<String>) -> anyhow::Result<()> {
+fn probe_config(
+    cfg: &CollectorConfig,
+    site: &str,
+    out: &std::path::Path,
+    address: Option<String>,
+) -> anyhow::Result<()> {
     let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
-    let id = rie_proto::SiteId::new(site).map_err(|e| UserError(format!("--site {site:?}: {e}")))?;
-    let s = inv
-        .site(&id)
-        .ok_or_else(|| UserError(format!("--site {site}: not in the inventory {}", cfg.inventory.display())))?;
+    let id =
+        rie_proto::SiteId::new(site).map_err(|e| UserError(format!("--site {site:?}: {e}")))?;
+    let s = inv.site(&id).ok_or_else(|| {
+        UserError(format!(
+            "--site {site}: not in the inventory {}",
+            cfg.inventory.display()
+        ))
+    })?;
     let address = address.unwrap_or_else(|| cfg.probes.public_address.clone());
     if rie_collector::config::split_host_port(&address).is_none() {
-        return Err(UserError(format!("--address {address:?}: expected host:port, e.g. collector.rie.gouv.fr:7443")).into());
+        return Err(UserError(format!(
+            "--address {address:?}: expected host:port, e.g. collector.rie.gouv.fr:7443"
+        ))
+        .into());
     }
     let ca = pki::ca_pem(&cfg.tls.pki_dir).map_err(|e| UserError(e.to_string()))?;
     let token = credentials::new_token();
     let conn = store::open(&cfg.db_path())?;
-    credentials::store(&conn, &s.credential_ref, &token, rie_collector::ingest::probe_stream::now_ms())?;
+    credentials::store(
+        &conn,
+        &s.credential_ref,
+        &token,
+        rie_collector::ingest::probe_stream::now_ms(),
+    )?;
     let text = format!(
         "# rie-probe configuration for site {id} ({name}), written by rie-collector probe-config.\n\
          # Holds the site's secret token: keep this file readable by the probe user only.\n\
@@ -357,6 +419,10 @@ fn probe_config(cfg: &CollectorConfig, site: &str, out: &std::path::Path, addres
         .open(out)
         .with_context(|| format!("writing {}", out.display()))?;
     f.write_all(text.as_bytes())?;
-    println!("wrote {} for site {id} ({}); the previous token of this site no longer works", out.display(), s.name);
+    println!(
+        "wrote {} for site {id} ({}); the previous token of this site no longer works",
+        out.display(),
+        s.name
+    );
     Ok(())
 }

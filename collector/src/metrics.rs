@@ -99,7 +99,9 @@ impl Metrics {
                     "rie_collector_store_commit_seconds",
                     "Duration of a group commit, fsync included.",
                 )
-                .buckets(vec![0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0]),
+                .buckets(vec![
+                    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0,
+                ]),
             )
             .expect("valid metric"),
             store_batches_per_commit: Histogram::with_opts(
@@ -107,7 +109,9 @@ impl Metrics {
                     "rie_collector_store_batches_per_commit",
                     "Batches made durable by one group commit.",
                 )
-                .buckets(vec![1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0]),
+                .buckets(vec![
+                    1.0, 2.0, 5.0, 10.0, 25.0, 50.0, 100.0, 250.0, 500.0, 1000.0,
+                ]),
             )
             .expect("valid metric"),
             sites: IntGaugeVec::new(
@@ -137,7 +141,13 @@ impl Metrics {
             m.registry.register(c).expect("metric names are unique");
         }
         // Reasons are pre-created so that dashboards and alerts see 0 rather than no series.
-        for r in ["bad_token", "not_enrolled", "unknown_site", "unsupported_version", "no_hello"] {
+        for r in [
+            "bad_token",
+            "not_enrolled",
+            "unknown_site",
+            "unsupported_version",
+            "no_hello",
+        ] {
             m.auth_failures.with_label_values(&[r]);
         }
         for r in ["oversized", "malformed", "unexpected", "io", "tls"] {

@@ -27,7 +27,9 @@ pub enum PkiError {
     },
     #[error("cannot generate certificate: {0}")]
     Generate(#[from] rcgen::Error),
-    #[error("{file}: not a usable PEM {what}; run `rie-collector pki init --dir DIR` to create it")]
+    #[error(
+        "{file}: not a usable PEM {what}; run `rie-collector pki init --dir DIR` to create it"
+    )]
     Pem { file: PathBuf, what: &'static str },
     #[error("TLS setup: {0}")]
     Tls(#[from] rustls::Error),
@@ -151,10 +153,18 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         init(dir.path(), &["collector.rie.test".into()], false).unwrap();
         server_config(dir.path()).unwrap();
-        assert!(ca_pem(dir.path()).unwrap().starts_with("-----BEGIN CERTIFICATE-----"));
+        assert!(ca_pem(dir.path())
+            .unwrap()
+            .starts_with("-----BEGIN CERTIFICATE-----"));
         use std::os::unix::fs::PermissionsExt;
-        let mode = std::fs::metadata(dir.path().join(SERVER_KEY)).unwrap().permissions().mode();
+        let mode = std::fs::metadata(dir.path().join(SERVER_KEY))
+            .unwrap()
+            .permissions()
+            .mode();
         assert_eq!(mode & 0o777, 0o600);
-        assert!(matches!(init(dir.path(), &[], false), Err(PkiError::Exists(_))));
+        assert!(matches!(
+            init(dir.path(), &[], false),
+            Err(PkiError::Exists(_))
+        ));
     }
 }

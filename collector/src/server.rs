@@ -44,7 +44,10 @@ pub enum StartError {
 impl StartError {
     /// True when the fix is in the user's files (config, inventory, certificates).
     pub fn is_user_error(&self) -> bool {
-        matches!(self, StartError::Config(_) | StartError::Inventory(_) | StartError::Pki(_))
+        matches!(
+            self,
+            StartError::Config(_) | StartError::Inventory(_) | StartError::Pki(_)
+        )
     }
 }
 
@@ -106,19 +109,29 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     };
     let probe_listener = bind(cfg.probes.listen, "probes.listen").await?;
     let api_listener = bind(cfg.api.listen, "api.listen").await?;
-    let probe_addr = probe_listener.local_addr().map_err(|source| StartError::Bind {
-        addr: cfg.probes.listen,
-        what: "probes.listen",
-        source,
-    })?;
-    let api_addr = api_listener.local_addr().map_err(|source| StartError::Bind {
-        addr: cfg.api.listen,
-        what: "api.listen",
-        source,
-    })?;
+    let probe_addr = probe_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: cfg.probes.listen,
+            what: "probes.listen",
+            source,
+        })?;
+    let api_addr = api_listener
+        .local_addr()
+        .map_err(|source| StartError::Bind {
+            addr: cfg.api.listen,
+            what: "api.listen",
+            source,
+        })?;
 
     let (store_tx, store_rx) = mpsc::channel(cfg.store.queue);
-    let writer = Writer::new(conn, dedup.clone(), sites.clone(), metrics.clone(), cfg.store.commit_max_batches);
+    let writer = Writer::new(
+        conn,
+        dedup.clone(),
+        sites.clone(),
+        metrics.clone(),
+        cfg.store.commit_max_batches,
+    );
     let writer = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer.run(store_rx))
@@ -137,7 +150,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         store: store_tx,
         metrics: metrics.clone(),
     });
-    tracker.spawn(probe_stream::run(probe_listener, ctx, shutdown.clone(), tracker.clone()));
+    tracker.spawn(probe_stream::run(
+        probe_listener,
+        ctx,
+        shutdown.clone(),
+        tracker.clone(),
+    ));
 
     let app = api::router(api::AppState {
         sites: sites.clone(),

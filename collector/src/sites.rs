@@ -81,7 +81,14 @@ impl SiteRegistry {
         }
     }
 
-    pub fn on_hello(&self, idx: usize, version: u16, probe_version: &str, offset_ms: i64, now_ms: i64) {
+    pub fn on_hello(
+        &self,
+        idx: usize,
+        version: u16,
+        probe_version: &str,
+        offset_ms: i64,
+        now_ms: i64,
+    ) {
         let mut live = self.lock();
         let s = &mut live[idx];
         s.connections += 1;
@@ -175,16 +182,25 @@ impl SiteRegistry {
 }
 
 /// Per-link facts from a batch; links the batch does not mention keep their last values.
-fn evaluate_links(inv: &Inventory, site: &rie_proto::SiteId, batch: &Batch, prev: &[LinkLive]) -> Vec<LinkLive> {
+fn evaluate_links(
+    inv: &Inventory,
+    site: &rie_proto::SiteId,
+    batch: &Batch,
+    prev: &[LinkLive],
+) -> Vec<LinkLive> {
     inv.links_of(site)
         .map(|l| {
-            let mut cur = prev.iter().find(|p| p.link == l.id).cloned().unwrap_or(LinkLive {
-                link: l.id.clone(),
-                up: true,
-                active: l.role == LinkRole::Primary,
-                loss_ratio: None,
-                rtt_avg_ms: None,
-            });
+            let mut cur = prev
+                .iter()
+                .find(|p| p.link == l.id)
+                .cloned()
+                .unwrap_or(LinkLive {
+                    link: l.id.clone(),
+                    up: true,
+                    active: l.role == LinkRole::Primary,
+                    loss_ratio: None,
+                    rtt_avg_ms: None,
+                });
             if let Some(st) = batch.links.iter().find(|s| s.link == l.id) {
                 cur.up = st.up;
                 cur.active = st.active;
@@ -192,11 +208,21 @@ fn evaluate_links(inv: &Inventory, site: &rie_proto::SiteId, batch: &Batch, prev
             let samples: Vec<_> = batch.samples.iter().filter(|s| s.link == l.id).collect();
             if !samples.is_empty() {
                 let sent: u64 = samples.iter().map(|s| u64::from(s.sent)).sum();
-                let recv: u64 = samples.iter().map(|s| u64::from(s.received.min(s.sent))).sum();
-                cur.loss_ratio = Some(if sent == 0 { 1.0 } else { 1.0 - recv as f64 / sent as f64 });
+                let recv: u64 = samples
+                    .iter()
+                    .map(|s| u64::from(s.received.min(s.sent)))
+                    .sum();
+                cur.loss_ratio = Some(if sent == 0 {
+                    1.0
+                } else {
+                    1.0 - recv as f64 / sent as f64
+                });
                 let (sum, n) = samples
                     .iter()
-                    .filter_map(|s| s.rtt_avg_us.map(|r| (f64::from(r) * f64::from(s.received), s.received)))
+                    .filter_map(|s| {
+                        s.rtt_avg_us
+                            .map(|r| (f64::from(r) * f64::from(s.received), s.received))
+                    })
                     .fold((0.0, 0u64), |(a, n), (x, k)| (a + x, n + u64::from(k)));
                 cur.rtt_avg_ms = (n > 0).then(|| sum / n as f64 / 1000.0);
                 // A link that answered nothing does not reach the core, whatever its interface says.
@@ -212,7 +238,12 @@ fn evaluate_links(inv: &Inventory, site: &rie_proto::SiteId, batch: &Batch, prev
 /// Site state from its links: down when no link is up; on_backup when the primary is down or
 /// not carrying traffic while a backup is up; degraded when the link carrying traffic is past
 /// the loss or latency threshold.
-fn site_state(inv: &Inventory, site: &rie_proto::SiteId, links: &[LinkLive], t: &SiteThresholds) -> SiteState {
+fn site_state(
+    inv: &Inventory,
+    site: &rie_proto::SiteId,
+    links: &[LinkLive],
+    t: &SiteThresholds,
+) -> SiteState {
     if links.is_empty() {
         return SiteState::Up;
     }
@@ -220,8 +251,13 @@ fn site_state(inv: &Inventory, site: &rie_proto::SiteId, links: &[LinkLive], t: 
         return SiteState::Down;
     }
     let role = |id: &LinkId| inv.links_of(site).find(|l| &l.id == id).map(|l| l.role);
-    let primary = links.iter().find(|l| role(&l.link) == Some(LinkRole::Primary));
-    let carrying = links.iter().find(|l| l.active && l.up).or_else(|| links.iter().find(|l| l.up));
+    let primary = links
+        .iter()
+        .find(|l| role(&l.link) == Some(LinkRole::Primary));
+    let carrying = links
+        .iter()
+        .find(|l| l.active && l.up)
+        .or_else(|| links.iter().find(|l| l.up));
     let on_backup = match (primary, carrying) {
         (Some(p), Some(c)) => !(p.up && p.active) && role(&c.link) == Some(LinkRole::Backup),
         _ => false,
@@ -231,7 +267,8 @@ fn site_state(inv: &Inventory, site: &rie_proto::SiteId, links: &[LinkLive], t: 
     }
     let bad = carrying.is_some_and(|c| {
         c.loss_ratio.is_some_and(|l| l >= t.degraded_loss_ratio)
-            || c.rtt_avg_ms.is_some_and(|r| r >= t.degraded_rtt.as_secs_f64() * 1000.0)
+            || c.rtt_avg_ms
+                .is_some_and(|r| r >= t.degraded_rtt.as_secs_f64() * 1000.0)
     });
     if bad {
         SiteState::Degraded
@@ -267,7 +304,10 @@ mod tests {
             bandwidth_mbps: 100.0,
             monthly_cost_cents: 100,
         };
-        let inv = Inventory::index(vec![site.clone()], vec![link("P", LinkRole::Primary), link("B", LinkRole::Backup)]);
+        let inv = Inventory::index(
+            vec![site.clone()],
+            vec![link("P", LinkRole::Primary), link("B", LinkRole::Backup)],
+        );
         SiteRegistry::new(Arc::new(inv), SiteThresholds::default())
     }
 
@@ -278,7 +318,12 @@ mod tests {
             flows: vec![],
             links: links
                 .iter()
-                .map(|(id, up, active)| LinkStatus { link: LinkId::new(*id).unwrap(), up: *up, active: *active, changed_ms: None })
+                .map(|(id, up, active)| LinkStatus {
+                    link: LinkId::new(*id).unwrap(),
+                    up: *up,
+                    active: *active,
+                    changed_ms: None,
+                })
                 .collect(),
             samples: loss
                 .map(|(id, sent, received, rtt)| AvailabilitySample {
@@ -309,14 +354,38 @@ mod tests {
 
     #[test]
     fn states_follow_links_and_thresholds() {
-        assert_eq!(state_after(&batch(&[("P", true, true), ("B", true, false)], None)), SiteState::Up);
-        assert_eq!(state_after(&batch(&[("P", false, false), ("B", true, true)], None)), SiteState::OnBackup);
-        assert_eq!(state_after(&batch(&[("P", false, false), ("B", false, false)], None)), SiteState::Down);
-        assert_eq!(state_after(&batch(&[("P", true, true)], Some(("P", 100, 90, 20_000)))), SiteState::Degraded);
-        assert_eq!(state_after(&batch(&[("P", true, true)], Some(("P", 100, 100, 800_000)))), SiteState::Degraded);
-        assert_eq!(state_after(&batch(&[("P", true, true)], Some(("P", 100, 99, 20_000)))), SiteState::Up);
+        assert_eq!(
+            state_after(&batch(&[("P", true, true), ("B", true, false)], None)),
+            SiteState::Up
+        );
+        assert_eq!(
+            state_after(&batch(&[("P", false, false), ("B", true, true)], None)),
+            SiteState::OnBackup
+        );
+        assert_eq!(
+            state_after(&batch(&[("P", false, false), ("B", false, false)], None)),
+            SiteState::Down
+        );
+        assert_eq!(
+            state_after(&batch(&[("P", true, true)], Some(("P", 100, 90, 20_000)))),
+            SiteState::Degraded
+        );
+        assert_eq!(
+            state_after(&batch(&[("P", true, true)], Some(("P", 100, 100, 800_000)))),
+            SiteState::Degraded
+        );
+        assert_eq!(
+            state_after(&batch(&[("P", true, true)], Some(("P", 100, 99, 20_000)))),
+            SiteState::Up
+        );
         // The primary's interface is up but nothing answers across it: the backup carries.
-        assert_eq!(state_after(&batch(&[("P", true, true), ("B", true, false)], Some(("P", 10, 0, 0)))), SiteState::OnBackup);
+        assert_eq!(
+            state_after(&batch(
+                &[("P", true, true), ("B", true, false)],
+                Some(("P", 10, 0, 0))
+            )),
+            SiteState::OnBackup
+        );
     }
 
     #[test]
@@ -327,7 +396,10 @@ mod tests {
         assert_eq!(r.view(0, 1_000).state, SiteState::Up);
         let silent = 1_000 + SiteThresholds::default().silent_after.as_millis() as i64 + 1;
         let v = r.view(0, silent);
-        assert_eq!((v.state, v.state_since_ms), (SiteState::Silent, Some(1_000)));
+        assert_eq!(
+            (v.state, v.state_since_ms),
+            (SiteState::Silent, Some(1_000))
+        );
     }
 
     #[test]
@@ -339,7 +411,11 @@ mod tests {
         let n = r.prepare(0, &b, 2_000);
         r.apply(0, n);
         assert_eq!(r.view(0, 2_000).state_since_ms, Some(1_000));
-        let n = r.prepare(0, &batch(&[("P", false, false), ("B", true, true)], None), 3_000);
+        let n = r.prepare(
+            0,
+            &batch(&[("P", false, false), ("B", true, true)], None),
+            3_000,
+        );
         r.apply(0, n);
         assert_eq!(r.view(0, 3_000).state_since_ms, Some(3_000));
     }

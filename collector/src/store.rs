@@ -149,7 +149,11 @@ pub fn load_state(conn: &Connection, sites: &SiteRegistry) -> Result<DedupIndex,
     let mut map = HashMap::new();
     let mut stmt = conn.prepare("SELECT site_id, stream, last_seq FROM probe_streams")?;
     let rows = stmt.query_map([], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?, r.get::<_, i64>(2)?))
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, i64>(2)?,
+        ))
     })?;
     for row in rows {
         let (site, stream, last) = row?;
@@ -161,12 +165,16 @@ pub fn load_state(conn: &Connection, sites: &SiteRegistry) -> Result<DedupIndex,
     let rows = stmt.query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, String>(1)?)))?;
     for row in rows {
         let (site, json) = row?;
-        let idx = SiteId::new(site).ok().and_then(|s| sites.inventory.site_index(&s));
+        let idx = SiteId::new(site)
+            .ok()
+            .and_then(|s| sites.inventory.site_index(&s));
         match (idx, serde_json::from_str::<SiteLive>(&json)) {
             (Some(idx), Ok(live)) => sites.restore(idx, live),
             // A site removed from the inventory keeps its rows; it is just not shown.
             (None, _) => {}
-            (Some(_), Err(e)) => tracing::warn!(error = %e, "unreadable persisted site state, starting fresh"),
+            (Some(_), Err(e)) => {
+                tracing::warn!(error = %e, "unreadable persisted site state, starting fresh")
+            }
         }
     }
     Ok(DedupIndex(Mutex::new(map)))
@@ -224,7 +232,9 @@ impl Writer {
         match self.apply(group) {
             Ok(outcomes) => {
                 self.metrics.store_commits.inc();
-                self.metrics.store_commit_seconds.observe(started.elapsed().as_secs_f64());
+                self.metrics
+                    .store_commit_seconds
+                    .observe(started.elapsed().as_secs_f64());
                 self.metrics.store_batches_per_commit.observe(n as f64);
                 let mut dedup = self.dedup.lock();
                 for (w, outcome) in group.drain(..).zip(outcomes) {
@@ -315,8 +325,16 @@ impl Writer {
                     ])?;
                 }
                 for s in &w.batch.samples {
-                    if self.sites.inventory.links_of(&w.site).all(|l| l.id != s.link) {
-                        self.metrics.invalid_records.with_label_values(&["unknown_link"]).inc();
+                    if self
+                        .sites
+                        .inventory
+                        .links_of(&w.site)
+                        .all(|l| l.id != s.link)
+                    {
+                        self.metrics
+                            .invalid_records
+                            .with_label_values(&["unknown_link"])
+                            .inc();
                         continue;
                     }
                     let received = s.received.min(s.sent);
@@ -335,13 +353,21 @@ impl Writer {
                         s.rtt_max_us
                     ])?;
                 }
-                mark.execute(params![site, w.stream as i64, w.batch.seq as i64, w.received_ms])?;
+                mark.execute(params![
+                    site,
+                    w.stream as i64,
+                    w.batch.seq as i64,
+                    w.received_ms
+                ])?;
                 // Several batches of one site in a group chain on the state this group built.
                 let base = live
                     .remove(&w.site_idx)
                     .unwrap_or_else(|| self.sites.current(w.site_idx));
-                let next = self.sites.advance(w.site_idx, base, &w.batch, w.received_ms);
-                let json = serde_json::to_string(&next).map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
+                let next = self
+                    .sites
+                    .advance(w.site_idx, base, &w.batch, w.received_ms);
+                let json = serde_json::to_string(&next)
+                    .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 status.execute(params![site, json])?;
                 live.insert(w.site_idx, next.clone());
                 pending.insert(key, w.batch.seq);
@@ -450,7 +476,15 @@ impl Reader {
     ///
     /// # Errors
     /// Database errors.
-    pub fn verify_token(&self, credential_ref: &str, token: &str) -> Result<crate::credentials::Verdict, StoreError> {
-        Ok(crate::credentials::verify(&self.conn(), credential_ref, token)?)
+    pub fn verify_token(
+        &self,
+        credential_ref: &str,
+        token: &str,
+    ) -> Result<crate::credentials::Verdict, StoreError> {
+        Ok(crate::credentials::verify(
+            &self.conn(),
+            credential_ref,
+            token,
+        )?)
     }
 }

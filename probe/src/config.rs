@@ -182,36 +182,80 @@ impl ProbeConfig {
             return Err(self.invalid("batch_interval", "must be at least 1s; e.g. \"10s\""));
         }
         if c.max_in_flight == 0 || self.buffer.max_batches == 0 {
-            return Err(self.invalid("collector.max_in_flight", "max_in_flight and buffer.max_batches must be at least 1"));
+            return Err(self.invalid(
+                "collector.max_in_flight",
+                "max_in_flight and buffer.max_batches must be at least 1",
+            ));
         }
         if c.reconnect_min > c.reconnect_max || c.reconnect_min.is_zero() {
-            return Err(self.invalid("collector.reconnect_min", "must be above 0 and not above reconnect_max; e.g. \"1s\""));
+            return Err(self.invalid(
+                "collector.reconnect_min",
+                "must be above 0 and not above reconnect_max; e.g. \"1s\"",
+            ));
         }
-        let Some((host, _)) = c.address.rsplit_once(':').filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) else {
-            return Err(self.invalid("collector.address", format!("{:?} is not host:port; e.g. \"collector.rie.gouv.fr:7443\"", c.address)));
+        let Some((host, _)) = c
+            .address
+            .rsplit_once(':')
+            .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+        else {
+            return Err(self.invalid(
+                "collector.address",
+                format!(
+                    "{:?} is not host:port; e.g. \"collector.rie.gouv.fr:7443\"",
+                    c.address
+                ),
+            ));
         };
-        let name = c
-            .server_name
-            .clone()
-            .unwrap_or_else(|| host.trim_start_matches('[').trim_end_matches(']').to_string());
-        let server_name = ServerName::try_from(name.clone())
-            .map_err(|_| self.invalid("collector.server_name", format!("{name:?} is not a DNS name or IP address")))?;
+        let name = c.server_name.clone().unwrap_or_else(|| {
+            host.trim_start_matches('[')
+                .trim_end_matches(']')
+                .to_string()
+        });
+        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+            self.invalid(
+                "collector.server_name",
+                format!("{name:?} is not a DNS name or IP address"),
+            )
+        })?;
         let pem = match (&c.ca_cert, &c.ca_cert_file) {
             (Some(p), None) => p.clone().into_bytes(),
-            (None, Some(f)) => std::fs::read(f).map_err(|e| self.invalid("collector.ca_cert_file", format!("cannot read {}: {e}", f.display())))?,
-            _ => return Err(self.invalid("collector.ca_cert", "set exactly one of ca_cert (PEM text) or ca_cert_file")),
+            (None, Some(f)) => std::fs::read(f).map_err(|e| {
+                self.invalid(
+                    "collector.ca_cert_file",
+                    format!("cannot read {}: {e}", f.display()),
+                )
+            })?,
+            _ => {
+                return Err(self.invalid(
+                    "collector.ca_cert",
+                    "set exactly one of ca_cert (PEM text) or ca_cert_file",
+                ))
+            }
         };
-        let tls = crate::session::client_tls(&pem).map_err(|m| self.invalid("collector.ca_cert", m))?;
+        let tls =
+            crate::session::client_tls(&pem).map_err(|m| self.invalid("collector.ca_cert", m))?;
         let token = match (&c.token, &c.token_file) {
             (Some(t), None) => t.0.trim().to_string(),
             (None, Some(f)) => std::fs::read_to_string(f)
-                .map_err(|e| self.invalid("collector.token_file", format!("cannot read {}: {e}", f.display())))?
+                .map_err(|e| {
+                    self.invalid(
+                        "collector.token_file",
+                        format!("cannot read {}: {e}", f.display()),
+                    )
+                })?
                 .trim()
                 .to_string(),
-            _ => return Err(self.invalid("collector.token", "set exactly one of token or token_file")),
+            _ => {
+                return Err(
+                    self.invalid("collector.token", "set exactly one of token or token_file")
+                )
+            }
         };
         if token.is_empty() {
-            return Err(self.invalid("collector.token", "is empty; use the token written by `rie-collector probe-config`"));
+            return Err(self.invalid(
+                "collector.token",
+                "is empty; use the token written by `rie-collector probe-config`",
+            ));
         }
         Ok(Resolved {
             target: Target {
@@ -249,8 +293,17 @@ mod tests {
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.toml");
-        std::fs::write(&p, "site_id = \"S1\"\n[collector]\naddress = \"nope\"\ntoken = \"t\"\nca_cert = \"x\"\n").unwrap();
-        let e = ProbeConfig::load(&p).unwrap().resolve().err().unwrap().to_string();
+        std::fs::write(
+            &p,
+            "site_id = \"S1\"\n[collector]\naddress = \"nope\"\ntoken = \"t\"\nca_cert = \"x\"\n",
+        )
+        .unwrap();
+        let e = ProbeConfig::load(&p)
+            .unwrap()
+            .resolve()
+            .err()
+            .unwrap()
+            .to_string();
         assert!(e.contains("p.toml: key `collector.address`"), "{e}");
         std::fs::write(&p, "site_id = \"S 1\"\n").unwrap();
         let e = ProbeConfig::load(&p).unwrap_err().to_string();

@@ -11,12 +11,22 @@ use rie_proto::{Batch, Message};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
-#[command(name = "rie-probe", version, about = "RIE site probe: meters traffic and link availability, streams them to the collector")]
+#[command(
+    name = "rie-probe",
+    version,
+    about = "RIE site probe: meters traffic and link availability, streams them to the collector"
+)]
 struct Cli {
     /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
     #[arg(long, global = true, default_value = "info", env = "RIE_LOG_LEVEL")]
     log_level: String,
-    #[arg(long, global = true, value_enum, default_value = "text", env = "RIE_LOG_FORMAT")]
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "RIE_LOG_FORMAT"
+    )]
     log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
@@ -32,13 +42,21 @@ enum LogFormat {
 enum Cmd {
     /// Run the probe: measure, batch, send to the collector.
     Run {
-        #[arg(long, env = "RIE_PROBE_CONFIG", default_value = "/etc/rie-probe/probe.toml")]
+        #[arg(
+            long,
+            env = "RIE_PROBE_CONFIG",
+            default_value = "/etc/rie-probe/probe.toml"
+        )]
         config: PathBuf,
     },
     /// Send batches from a JSON file (an array of batches) and print the collector's acks;
     /// for reproducing a problem by hand.
     SendBatch {
-        #[arg(long, env = "RIE_PROBE_CONFIG", default_value = "/etc/rie-probe/probe.toml")]
+        #[arg(
+            long,
+            env = "RIE_PROBE_CONFIG",
+            default_value = "/etc/rie-probe/probe.toml"
+        )]
         config: PathBuf,
         #[arg(long)]
         batch: PathBuf,
@@ -51,7 +69,9 @@ enum Cmd {
 fn init_logs(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let b = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     match format {
         LogFormat::Text => b.init(),
         LogFormat::Json => b.json().init(),
@@ -61,7 +81,10 @@ fn init_logs(level: &str, format: LogFormat) {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     init_logs(&cli.log_level, cli.log_format);
-    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             eprintln!("error: cannot start the runtime: {e}");
@@ -71,7 +94,11 @@ fn main() -> ExitCode {
     rt.block_on(async {
         match cli.cmd {
             Cmd::Run { config } => cmd_run(config).await,
-            Cmd::SendBatch { config, batch, stream } => cmd_send(config, batch, stream).await,
+            Cmd::SendBatch {
+                config,
+                batch,
+                stream,
+            } => cmd_send(config, batch, stream).await,
         }
     })
 }

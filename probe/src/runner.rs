@@ -58,13 +58,13 @@ pub async fn produce(
         }
         let now = now_ms();
         let content = match sim.as_mut() {
-            Some(s) => match s.next(now, interval) {
+            Some(s) => match s.measure(now, interval) {
                 Some(c) => c,
                 None => continue,
             },
             None => continue,
         };
-        let seq = match seq.next() {
+        let seq = match seq.reserve() {
             Ok(n) => n,
             Err(e) => {
                 error!(error = %e, "cannot record the batch sequence; batch not sent");

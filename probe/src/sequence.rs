@@ -70,7 +70,7 @@ impl Sequencer {
     ///
     /// # Errors
     /// I/O errors writing the state; the number is then not used.
-    pub fn next(&mut self) -> std::io::Result<u64> {
+    pub fn reserve(&mut self) -> std::io::Result<u64> {
         let seq = self.state.next_seq;
         self.state.next_seq += 1;
         if let Err(e) = self.persist() {
@@ -114,11 +114,11 @@ mod tests {
     fn numbering_survives_restart_and_never_repeats() {
         let dir = tempfile::tempdir().unwrap();
         let mut a = Sequencer::open(dir.path()).unwrap();
-        assert_eq!((a.next().unwrap(), a.next().unwrap()), (1, 2));
+        assert_eq!((a.reserve().unwrap(), a.reserve().unwrap()), (1, 2));
         let stream = a.stream();
         drop(a);
         let mut b = Sequencer::open(dir.path()).unwrap();
-        assert_eq!((b.stream(), b.next().unwrap()), (stream, 3));
+        assert_eq!((b.stream(), b.reserve().unwrap()), (stream, 3));
         std::fs::remove_file(dir.path().join("sequence.json")).unwrap();
         let c = Sequencer::open(dir.path()).unwrap();
         assert_ne!(c.stream(), stream);

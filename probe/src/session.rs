@@ -23,7 +23,9 @@ pub fn client_tls(ca_pem: &[u8]) -> Result<Arc<rustls::ClientConfig>, String> {
     use rustls_pki_types::CertificateDer;
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(ca_pem)
         .collect::<Result<_, _>>()
-        .map_err(|_| "not a PEM certificate; copy ca.pem from the collector's pki directory".to_string())?;
+        .map_err(|_| {
+            "not a PEM certificate; copy ca.pem from the collector's pki directory".to_string()
+        })?;
     let mut roots = rustls::RootCertStore::empty();
     for cert in certs {
         roots
@@ -126,8 +128,13 @@ impl Session {
                 Ok(s)
             }
             Ok(Ok(Some(Message::Refused(r)))) => Err(SessionError::Refused(r)),
-            Ok(Ok(Some(other))) => Err(SessionError::Protocol(format!("expected welcome, got {}", other.kind()))),
-            Ok(Ok(None)) => Err(SessionError::Protocol("collector closed the connection after hello".into())),
+            Ok(Ok(Some(other))) => Err(SessionError::Protocol(format!(
+                "expected welcome, got {}",
+                other.kind()
+            ))),
+            Ok(Ok(None)) => Err(SessionError::Protocol(
+                "collector closed the connection after hello".into(),
+            )),
             Ok(Err(e)) => Err(e),
         }
     }

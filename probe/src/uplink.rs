@@ -103,11 +103,16 @@ impl Outbox {
         if self.pending.len() >= self.max {
             if let Some(old) = self.pending.pop_front() {
                 stats.batches_dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(seq = old.seq, "buffer full: dropped the oldest unacknowledged batch");
+                warn!(
+                    seq = old.seq,
+                    "buffer full: dropped the oldest unacknowledged batch"
+                );
             }
         }
         self.pending.push_back(b);
-        stats.pending.store(self.pending.len() as u64, Ordering::Relaxed);
+        stats
+            .pending
+            .store(self.pending.len() as u64, Ordering::Relaxed);
     }
 }
 
@@ -147,7 +152,16 @@ pub async fn run(
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.set_error(None);
                 debug!(site = %id.site, "connected to collector");
-                let end = serve(&mut session, &mut out, &mut batches, &mut producer_open, &settings, &stats, &shutdown).await;
+                let end = serve(
+                    &mut session,
+                    &mut out,
+                    &mut batches,
+                    &mut producer_open,
+                    &settings,
+                    &stats,
+                    &shutdown,
+                )
+                .await;
                 stats.connected.store(false, Ordering::Relaxed);
                 match end {
                     End::Done => {
@@ -208,7 +222,10 @@ async fn serve(
     let silence_limit = settings.heartbeat_interval * 3;
     loop {
         while in_flight < out.pending.len() && in_flight < settings.max_in_flight {
-            if let Err(e) = s.send(&Message::Batch(out.pending[in_flight].clone())).await {
+            if let Err(e) = s
+                .send(&Message::Batch(out.pending[in_flight].clone()))
+                .await
+            {
                 return End::Lost(e);
             }
             in_flight += 1;

@@ -6,6 +6,9 @@
 //!   `RIE_BLESS=1 cargo test -p rie-proto --test wire_compat`.
 //! - A newer peer's extra fields are ignored; an older peer's missing optional fields default.
 
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
 use std::path::PathBuf;
 
 use rie_proto::*;
@@ -78,8 +81,19 @@ fn fixtures() -> Vec<(&'static str, Message)> {
                 }],
             }),
         ),
-        ("ack", Message::Ack(Ack { seq: 42, duplicate: false })),
-        ("heartbeat", Message::Heartbeat(Heartbeat { probe_time_ms: 1_790_000_060_000 })),
+        (
+            "ack",
+            Message::Ack(Ack {
+                seq: 42,
+                duplicate: false,
+            }),
+        ),
+        (
+            "heartbeat",
+            Message::Heartbeat(Heartbeat {
+                probe_time_ms: 1_790_000_060_000,
+            }),
+        ),
         (
             "heartbeat_ack",
             Message::HeartbeatAck(HeartbeatAck {
@@ -134,14 +148,23 @@ fn fields_from_a_newer_peer_are_ignored() {
     let refused = raw(json!({"Refused": {"code": "some_future_code", "reason": "r"}}));
     assert_eq!(
         decode(&refused).unwrap(),
-        Message::Refused(Refused { code: RefuseCode::Other, reason: "r".into() })
+        Message::Refused(Refused {
+            code: RefuseCode::Other,
+            reason: "r".into()
+        })
     );
 }
 
 #[test]
 fn optional_fields_an_older_peer_leaves_out_take_their_defaults() {
     let bytes = raw(json!({"Ack": {"seq": 5}}));
-    assert_eq!(decode(&bytes).unwrap(), Message::Ack(Ack { seq: 5, duplicate: false }));
+    assert_eq!(
+        decode(&bytes).unwrap(),
+        Message::Ack(Ack {
+            seq: 5,
+            duplicate: false
+        })
+    );
     let sample = raw(json!({"Batch": {"seq": 1, "created_ms": 0, "samples": [
         {"link": "L", "check": "dns", "target": "resolver", "start": 0, "interval_s": 10, "sent": 3, "received": 3}
     ]}}));

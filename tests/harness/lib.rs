@@ -29,7 +29,9 @@ pub fn bin(name: &str) -> PathBuf {
 }
 
 pub fn fixture(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data").join(rel)
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/data")
+        .join(rel)
 }
 
 /// A collector process with its own directory (PKI, database, inventory).
@@ -54,7 +56,11 @@ impl Collector {
         for f in ["sites.csv", "links.csv"] {
             std::fs::copy(inventory.join(f), inv.join(f)).expect("copy inventory");
         }
-        let out = run_ok(Command::new(bin("rie-collector")).args(["pki", "init", "--dir"]).arg(dir.path().join("pki")));
+        let out = run_ok(
+            Command::new(bin("rie-collector"))
+                .args(["pki", "init", "--dir"])
+                .arg(dir.path().join("pki")),
+        );
         assert!(out.contains("ca.pem"), "{out}");
         let mut c = Self {
             stderr_log: dir.path().join("collector.log"),
@@ -90,7 +96,12 @@ impl Collector {
         let mut child = Command::new(bin("rie-collector"))
             .arg("serve")
             .args(self.config_args())
-            .args(["--probe-listen", &self.probe_addr.to_string(), "--api-listen", &self.api_addr.to_string()])
+            .args([
+                "--probe-listen",
+                &self.probe_addr.to_string(),
+                "--api-listen",
+                &self.api_addr.to_string(),
+            ])
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -98,7 +109,9 @@ impl Collector {
             .expect("spawn rie-collector");
         let stdout = child.stdout.take().expect("stdout");
         let mut line = String::new();
-        BufReader::new(stdout).read_line(&mut line).expect("read stdout");
+        BufReader::new(stdout)
+            .read_line(&mut line)
+            .expect("read stdout");
         let addr = |key: &str| -> Option<SocketAddr> {
             line.split_whitespace()
                 .find_map(|w| w.strip_prefix(key))
@@ -126,7 +139,10 @@ impl Collector {
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         let mut c = self.child.take()?;
-        let st = Command::new("kill").args(["-TERM", &c.id().to_string()]).status().expect("kill -TERM");
+        let st = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM");
         assert!(st.success());
         c.wait().expect("wait").code()
     }
@@ -143,7 +159,13 @@ impl Collector {
             Command::new(bin("rie-collector"))
                 .arg("probe-config")
                 .args(self.config_args())
-                .args(["--site", site, "--address", &self.probe_addr.to_string(), "--out"])
+                .args([
+                    "--site",
+                    site,
+                    "--address",
+                    &self.probe_addr.to_string(),
+                    "--out",
+                ])
                 .arg(&out),
         );
         out
@@ -163,7 +185,8 @@ impl Collector {
 
     /// Flow totals over all time, optionally for one site.
     pub fn totals(&self, site: Option<&str>) -> Value {
-        let mut q = "/api/v1/flows/totals?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z".to_string();
+        let mut q =
+            "/api/v1/flows/totals?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z".to_string();
         if let Some(s) = site {
             q.push_str("&site=");
             q.push_str(s);
@@ -173,7 +196,11 @@ impl Collector {
 
     /// Value of one sample of `/metrics`, e.g. `rie_collector_auth_failures_total{reason="bad_token"}`.
     pub fn metric(&self, series: &str) -> f64 {
-        let text = ureq::get(&self.url("/metrics")).call().expect("metrics").into_string().expect("text");
+        let text = ureq::get(&self.url("/metrics"))
+            .call()
+            .expect("metrics")
+            .into_string()
+            .expect("text");
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok())
@@ -189,7 +216,10 @@ impl Collector {
             }
             std::thread::sleep(Duration::from_millis(100));
         }
-        panic!("timed out waiting for {what}\n--- collector log ---\n{}", self.log());
+        panic!(
+            "timed out waiting for {what}\n--- collector log ---\n{}",
+            self.log()
+        );
     }
 }
 
@@ -253,7 +283,12 @@ pub fn send_ok(config: &Path, stream: u64, batches: &[Value]) -> Vec<(u64, bool)
         .as_array()
         .expect("acks")
         .iter()
-        .map(|a| (a["seq"].as_u64().expect("seq"), a["duplicate"].as_bool().expect("dup")))
+        .map(|a| {
+            (
+                a["seq"].as_u64().expect("seq"),
+                a["duplicate"].as_bool().expect("dup"),
+            )
+        })
         .collect()
 }
 

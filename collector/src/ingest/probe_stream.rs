@@ -53,7 +53,12 @@ pub fn now_ms() -> i64 {
 
 /// Accepts probe connections until `shutdown`; connection tasks go on `tracker` so that the
 /// caller can wait for them to finish their pending acks.
-pub async fn run(listener: TcpListener, ctx: Arc<Context>, shutdown: CancellationToken, tracker: TaskTracker) {
+pub async fn run(
+    listener: TcpListener,
+    ctx: Arc<Context>,
+    shutdown: CancellationToken,
+    tracker: TaskTracker,
+) {
     let slots = Arc::new(Semaphore::new(ctx.cfg.max_connections));
     let mut backoff = Duration::from_millis(10);
     loop {
@@ -124,12 +129,18 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
             Ok(Message::Hello(h)) => h,
             Ok(other) => {
                 warn!(%peer, kind = other.kind(), "first frame is not a hello");
-                ctx.metrics.auth_failures.with_label_values(&["no_hello"]).inc();
+                ctx.metrics
+                    .auth_failures
+                    .with_label_values(&["no_hello"])
+                    .inc();
                 return;
             }
             Err(e) => {
                 warn!(%peer, error = %e, "malformed hello");
-                ctx.metrics.frame_errors.with_label_values(&["malformed"]).inc();
+                ctx.metrics
+                    .frame_errors
+                    .with_label_values(&["malformed"])
+                    .inc();
                 return;
             }
         },
@@ -139,7 +150,10 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
             return;
         }
         Ok(None) | Err(_) => {
-            ctx.metrics.auth_failures.with_label_values(&["no_hello"]).inc();
+            ctx.metrics
+                .auth_failures
+                .with_label_values(&["no_hello"])
+                .inc();
             return;
         }
     };
@@ -173,7 +187,8 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
     info!(site = %hello.site, %peer, version = hello.protocol_version, probe = %hello.probe_version, stream = hello.stream, "probe connected");
     let reason = session(&ctx, &mut framed, &hello, site_idx, &shutdown).await;
     // Flush and send TLS close_notify, so the probe sees a clean close rather than a cut.
-    let _ = tokio::time::timeout(Duration::from_secs(1), SinkExt::<&[u8]>::close(&mut framed)).await;
+    let _ =
+        tokio::time::timeout(Duration::from_secs(1), SinkExt::<&[u8]>::close(&mut framed)).await;
     ctx.metrics.probe_connections.dec();
     ctx.sites.on_disconnect(site_idx);
     info!(site = %hello.site, %peer, reason, "probe disconnected");
@@ -194,7 +209,10 @@ async fn authenticate(ctx: &Context, hello: &Hello) -> Result<usize, Refusal> {
         return Err((
             RefuseCode::UnknownSite,
             "unknown_site",
-            format!("site {} is not in the collector's inventory; check site_id in the probe config", hello.site),
+            format!(
+                "site {} is not in the collector's inventory; check site_id in the probe config",
+                hello.site
+            ),
         ));
     };
     let cred = ctx.sites.inventory.sites[idx].credential_ref.clone();
@@ -228,7 +246,9 @@ fn count_io_error(metrics: &Metrics, e: &std::io::Error) {
     metrics.frame_errors.with_label_values(&[reason]).inc();
 }
 
-type PendingAck = std::pin::Pin<Box<dyn std::future::Future<Output = (u64, Option<Result<Stored, String>>)> + Send>>;
+type PendingAck = std::pin::Pin<
+    Box<dyn std::future::Future<Output = (u64, Option<Result<Stored, String>>)> + Send>,
+>;
 
 /// Serves one authenticated probe; returns why it ended.
 async fn session<S: AsyncRead + AsyncWrite + Unpin>(

@@ -59,16 +59,36 @@ const MINISTRIES: &[(&str, u32, &str)] = &[
     ("Économie et Finances", 240, "Centre des finances publiques"),
     ("Intérieur", 170, "Préfecture"),
     ("Justice", 120, "Tribunal judiciaire"),
-    ("Transition écologique", 80, "Direction départementale des territoires"),
-    ("Travail et Solidarités", 70, "Direction de l'emploi et des solidarités"),
+    (
+        "Transition écologique",
+        80,
+        "Direction départementale des territoires",
+    ),
+    (
+        "Travail et Solidarités",
+        70,
+        "Direction de l'emploi et des solidarités",
+    ),
     ("Agriculture", 60, "Service de l'alimentation"),
-    ("Éducation nationale", 60, "Services départementaux de l'éducation"),
+    (
+        "Éducation nationale",
+        60,
+        "Services départementaux de l'éducation",
+    ),
     ("Armées", 50, "Service du commissariat des armées"),
     ("Culture", 40, "Direction des affaires culturelles"),
-    ("Enseignement supérieur et Recherche", 40, "Délégation régionale"),
+    (
+        "Enseignement supérieur et Recherche",
+        40,
+        "Délégation régionale",
+    ),
     ("Services du Premier ministre", 30, "Secrétariat général"),
     ("Outre-mer", 20, "Délégation"),
-    ("Europe et Affaires étrangères", 20, "Archives diplomatiques"),
+    (
+        "Europe et Affaires étrangères",
+        20,
+        "Archives diplomatiques",
+    ),
 ];
 
 const MAINLAND_OPERATORS: &[&str] = &[
@@ -80,7 +100,13 @@ const MAINLAND_OPERATORS: &[&str] = &[
     "Axione",
     "Altitude Infra",
 ];
-const OVERSEAS_OPERATORS: &[&str] = &["Orange Caraïbe", "SFR Réunion", "Digicel", "Canal+ Télécom", "OPT"];
+const OVERSEAS_OPERATORS: &[&str] = &[
+    "Orange Caraïbe",
+    "SFR Réunion",
+    "Digicel",
+    "Canal+ Télécom",
+    "OPT",
+];
 const SATELLITE_OPERATORS: &[&str] = &["Nordnet", "Orange Satellite"];
 
 /// Writes `sites.csv` and `links.csv` into `out`.
@@ -171,7 +197,11 @@ impl Plan {
             sites: self.sites.len(),
             agents: self.sites.iter().map(|s| u64::from(s.agents)).sum(),
             links: self.links.len(),
-            dual_homed: self.links.iter().filter(|l| l.role == LinkRole::Backup).count(),
+            dual_homed: self
+                .links
+                .iter()
+                .filter(|l| l.role == LinkRole::Backup)
+                .count(),
             overseas_sites: self.sites.iter().filter(|s| s.dep.overseas).count(),
             departements: deps.len(),
             ministries: mins.len(),
@@ -222,7 +252,10 @@ fn plan(opts: &GenerateOptions) -> Plan {
         let k = serial.entry((service, dep.code)).or_insert(0);
         *k += 1;
         let name = if i < central {
-            format!("{ministry} – administration centrale n°{}", i / MINISTRIES.len() + 1)
+            format!(
+                "{ministry} – administration centrale n°{}",
+                i / MINISTRIES.len() + 1
+            )
         } else {
             format!("{service} – {} n°{k}", dep.name)
         };
@@ -288,17 +321,19 @@ fn pick<'a>(rng: &mut ChaCha8Rng, from: &[&'a str]) -> &'a str {
     from[rng.gen_range(0..from.len())]
 }
 
-fn primary_access(
-    rng: &mut ChaCha8Rng,
-    s: &PlannedSite,
-) -> (Technology, f64, i64, &'static str) {
+fn primary_access(rng: &mut ChaCha8Rng, s: &PlannedSite) -> (Technology, f64, i64, &'static str) {
     let r: f64 = rng.gen();
     if s.dep.overseas {
         let op = pick(rng, OVERSEAS_OPERATORS);
         return match (s.agents, r) {
             (a, _) if a >= 150 => (Technology::Fibre, 100.0, price(rng, 1_400.0), op),
             (_, r) if r < 0.45 => (Technology::Xdsl, 4.0, price(rng, 190.0), op),
-            (_, r) if r < 0.75 => (Technology::Satellite, 4.0, price(rng, 690.0), pick(rng, SATELLITE_OPERATORS)),
+            (_, r) if r < 0.75 => (
+                Technology::Satellite,
+                4.0,
+                price(rng, 690.0),
+                pick(rng, SATELLITE_OPERATORS),
+            ),
             _ => (Technology::FourG, 20.0, price(rng, 130.0), op),
         };
     }
@@ -312,7 +347,12 @@ fn primary_access(
         (_, r) if r < 0.88 => (Technology::Xdsl, 20.0, price(rng, 110.0), op),
         (_, r) if r < 0.97 => (Technology::FourG, 50.0, price(rng, 75.0), op),
         (_, r) if r < 0.995 => (Technology::FiveG, 300.0, price(rng, 95.0), op),
-        _ => (Technology::Satellite, 10.0, price(rng, 450.0), pick(rng, SATELLITE_OPERATORS)),
+        _ => (
+            Technology::Satellite,
+            10.0,
+            price(rng, 450.0),
+            pick(rng, SATELLITE_OPERATORS),
+        ),
     }
 }
 
@@ -323,7 +363,11 @@ fn backup_access(
     primary: Technology,
     primary_op: &str,
 ) -> (Technology, f64, i64, &'static str) {
-    let pool = if s.dep.overseas { OVERSEAS_OPERATORS } else { MAINLAND_OPERATORS };
+    let pool = if s.dep.overseas {
+        OVERSEAS_OPERATORS
+    } else {
+        MAINLAND_OPERATORS
+    };
     let others: Vec<&'static str> = pool.iter().copied().filter(|o| *o != primary_op).collect();
     let op = others[rng.gen_range(0..others.len())];
     if s.agents >= 300 && primary == Technology::Fibre && !s.dep.overseas {
@@ -349,14 +393,25 @@ mod tests {
         let sum = generate(&GenerateOptions::new(14_000, 7), dir.path()).unwrap();
         assert_eq!(sum.sites, 14_000);
         assert!((950_000..=1_050_000).contains(&sum.agents), "{sum:?}");
-        assert_eq!(sum.departements, DEPARTEMENTS.len(), "every département and collectivity");
+        assert_eq!(
+            sum.departements,
+            DEPARTEMENTS.len(),
+            "every département and collectivity"
+        );
         assert!((10..=15).contains(&sum.ministries));
         let dual = sum.dual_homed as f64 / sum.sites as f64;
         assert!((0.28..=0.40).contains(&dual), "dual-homed share {dual}");
         assert!((5..=50).contains(&sum.median_site_agents), "{sum:?}");
         assert!(sum.largest_site_agents >= 2_000, "{sum:?}");
         for t in Technology::ALL {
-            assert!(sum.links_by_technology.get(t.as_str()).copied().unwrap_or(0) > 0, "{t:?}");
+            assert!(
+                sum.links_by_technology
+                    .get(t.as_str())
+                    .copied()
+                    .unwrap_or(0)
+                    > 0,
+                "{t:?}"
+            );
         }
         let inv = super::super::load_dir(dir.path()).unwrap();
         assert_eq!(inv.total_agents(), sum.agents);

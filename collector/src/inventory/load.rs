@@ -77,8 +77,12 @@ impl Row<'_> {
 
     fn number<T: std::str::FromStr>(&self, col: usize, example: &str) -> Result<T, InventoryError> {
         let v = self.text(col)?;
-        v.parse()
-            .map_err(|_| self.err(col, format!("{v:?} is not a valid number; write e.g. {example}")))
+        v.parse().map_err(|_| {
+            self.err(
+                col,
+                format!("{v:?} is not a valid number; write e.g. {example}"),
+            )
+        })
     }
 }
 
@@ -166,7 +170,10 @@ fn parse_site(row: &Row) -> Result<Site, InventoryError> {
     }
     let agents: u32 = row.number(4, "42")?;
     if agents > 100_000 {
-        return Err(row.err(4, format!("{agents} agents on one site is not plausible (max 100000)")));
+        return Err(row.err(
+            4,
+            format!("{agents} agents on one site is not plausible (max 100000)"),
+        ));
     }
     let latitude: f64 = row.number(5, "48.11")?;
     if !(-90.0..=90.0).contains(&latitude) {
@@ -222,13 +229,18 @@ fn parse_link(row: &Row) -> Result<Link, InventoryError> {
     })?;
     let bandwidth_mbps: f64 = row.number(5, "100 or 0.512")?;
     if !(bandwidth_mbps > 0.0 && bandwidth_mbps <= 400_000.0) {
-        return Err(row.err(5, format!("{bandwidth_mbps} Mbit/s is not a plausible bandwidth")));
+        return Err(row.err(
+            5,
+            format!("{bandwidth_mbps} Mbit/s is not a plausible bandwidth"),
+        ));
     }
     let cost = row.text(6)?;
     let monthly_cost_cents = parse_cents(cost).ok_or_else(|| {
         row.err(
             6,
-            format!("{cost:?} is not an amount in euros with at most 2 decimals; write e.g. 349.90"),
+            format!(
+                "{cost:?} is not an amount in euros with at most 2 decimals; write e.g. 349.90"
+            ),
         )
     })?;
     Ok(Link {
@@ -301,21 +313,41 @@ fn cross_check(
     let mut primaries: HashSet<&SiteId> = HashSet::new();
     for (line, l) in links {
         if let Some(first) = link_lines.insert(&l.id, *line) {
-            return Err(at(links_path, *line, 0, &LINKS_HEADER, format!(
-                "duplicate link id {}: already defined on line {first}", l.id
-            )));
+            return Err(at(
+                links_path,
+                *line,
+                0,
+                &LINKS_HEADER,
+                format!(
+                    "duplicate link id {}: already defined on line {first}",
+                    l.id
+                ),
+            ));
         }
         if !site_lines.contains_key(&l.site) {
-            return Err(at(links_path, *line, 1, &LINKS_HEADER, format!(
-                "site {} is not in {}; add the site there or fix the id",
-                l.site,
-                sites_path.display()
-            )));
+            return Err(at(
+                links_path,
+                *line,
+                1,
+                &LINKS_HEADER,
+                format!(
+                    "site {} is not in {}; add the site there or fix the id",
+                    l.site,
+                    sites_path.display()
+                ),
+            ));
         }
         if l.role == LinkRole::Primary && !primaries.insert(&l.site) {
-            return Err(at(links_path, *line, 2, &LINKS_HEADER, format!(
-                "site {} already has a primary link; mark the other access as backup", l.site
-            )));
+            return Err(at(
+                links_path,
+                *line,
+                2,
+                &LINKS_HEADER,
+                format!(
+                    "site {} already has a primary link; mark the other access as backup",
+                    l.site
+                ),
+            ));
         }
     }
     if let Some((line, s)) = sites.iter().find(|(_, s)| !primaries.contains(&s.id)) {
@@ -340,7 +372,8 @@ mod tests {
     const SITES: &str = "site_id,name,ministry,departement,agents,latitude,longitude,credential_ref,netflow_exporters\n\
         S1,\"Préfecture, Rennes\",Intérieur,35,420,48.11,-1.68,probe-S1,10.0.0.1;10.0.0.2\n\
         S2,DGFiP Cayenne,Économie et Finances,973,35,4.94,-52.33,probe-S2,\n";
-    const LINKS: &str = "link_id,site_id,role,operator,technology,bandwidth_mbps,monthly_cost_eur\n\
+    const LINKS: &str =
+        "link_id,site_id,role,operator,technology,bandwidth_mbps,monthly_cost_eur\n\
         S1-P,S1,primary,Orange,fibre,1000,1450.50\n\
         S1-B,S1,backup,SFR,4g,50,59.9\n\
         S2-P,S2,primary,Orange Caraïbe,satellite,4,650\n";
@@ -390,15 +423,29 @@ mod tests {
             "sites.csv: line 4, column 1 (site_id): duplicate site id S1: already defined on line 2; give each site its own id"
         );
         let orphan = format!("{LINKS}S9-P,S9,primary,SFR,xdsl,20,80\n");
-        assert!(message(SITES, &orphan).starts_with(
-            "links.csv: line 5, column 2 (site_id): site S9 is not in"
-        ));
+        assert!(message(SITES, &orphan)
+            .starts_with("links.csv: line 5, column 2 (site_id): site S9 is not in"));
         let bad_dep = SITES.replace(",973,", ",20,");
         assert!(message(&bad_dep, LINKS).starts_with("sites.csv: line 3, column 4 (departement)"));
         let bad_cost = LINKS.replace("59.9", "59.999");
-        assert!(message(SITES, &bad_cost).starts_with("links.csv: line 3, column 7 (monthly_cost_eur)"));
+        assert!(
+            message(SITES, &bad_cost).starts_with("links.csv: line 3, column 7 (monthly_cost_eur)")
+        );
         let bad_header = SITES.replacen("agents", "staff", 1);
         assert!(message(&bad_header, LINKS).starts_with("sites.csv: line 1: header is"));
+    }
+
+    #[test]
+    fn example_inventory_in_configs_loads() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/inventory");
+        let inv = load_dir(&dir).unwrap();
+        assert!(inv.sites.len() >= 100, "{} sites", inv.sites.len());
+        assert_eq!(
+            inv.links_of(&inv.sites[0].id)
+                .filter(|l| l.role == LinkRole::Primary)
+                .count(),
+            1
+        );
     }
 
     #[test]

@@ -71,7 +71,7 @@ impl Simulator {
     }
 
     /// The interval that ended at `now_ms`; `None` while the simulated probe is silent.
-    pub fn next(&mut self, now_ms: i64, interval: Duration) -> Option<Content> {
+    pub fn measure(&mut self, now_ms: i64, interval: Duration) -> Option<Content> {
         self.step_incident();
         let incident = self.incident.map(|(i, _)| i);
         if incident == Some(Incident::Silent) {
@@ -80,7 +80,8 @@ impl Simulator {
         let secs = interval.as_secs_f64();
         let minute = now_ms.div_euclid(60_000) * 60;
         // About 20 kB/s per agent on average, ±50 %.
-        let total = (f64::from(self.cfg.agents) * 20_000.0 * secs * self.rng.gen_range(0.5..1.5)) as u64;
+        let total =
+            (f64::from(self.cfg.agents) * 20_000.0 * secs * self.rng.gen_range(0.5..1.5)) as u64;
         let mut flows = Vec::new();
         for (protocol, share) in [(6u8, 0.80), (17, 0.17), (1, 0.01), (50, 0.02)] {
             for (direction, dshare) in [(Direction::Inbound, 0.75), (Direction::Outbound, 0.25)] {
@@ -154,7 +155,9 @@ impl Simulator {
         match &mut self.incident {
             Some((_, left)) if *left > 1 => *left -= 1,
             Some(_) => self.incident = None,
-            None if self.cfg.incident_rate > 0.0 && self.rng.gen_bool(self.cfg.incident_rate.min(1.0)) => {
+            None if self.cfg.incident_rate > 0.0
+                && self.rng.gen_bool(self.cfg.incident_rate.min(1.0)) =>
+            {
                 let kind = match self.rng.gen_range(0..10) {
                     0..=4 => Incident::PrimaryDown,
                     5..=7 => Incident::Loss,
@@ -186,7 +189,9 @@ mod tests {
     fn same_seed_same_measurements() {
         let run = |seed| {
             let mut s = Simulator::new(cfg(seed, 0.1));
-            (0..50).map(|i| s.next(i * 10_000, Duration::from_secs(10))).collect::<Vec<_>>()
+            (0..50)
+                .map(|i| s.measure(i * 10_000, Duration::from_secs(10)))
+                .collect::<Vec<_>>()
         };
         assert_eq!(run(3), run(3));
         assert_ne!(run(3), run(4));
@@ -195,13 +200,13 @@ mod tests {
     #[test]
     fn traffic_scales_with_agents_and_primary_failure_moves_to_backup() {
         let mut s = Simulator::new(cfg(1, 0.0));
-        let c = s.next(60_000, Duration::from_secs(10)).unwrap();
+        let c = s.measure(60_000, Duration::from_secs(10)).unwrap();
         let bytes: u64 = c.flows.iter().map(|f| f.bytes).sum();
         // 100 agents × 20 kB/s × 10 s × [0.5, 1.5)
         assert!((10_000_000..30_000_000).contains(&bytes), "{bytes}");
         assert!(c.links[0].active && !c.links[1].active);
         s.incident = Some((Incident::PrimaryDown, 3));
-        let c = s.next(70_000, Duration::from_secs(10)).unwrap();
+        let c = s.measure(70_000, Duration::from_secs(10)).unwrap();
         assert!(!c.links[0].up && c.links[1].active);
         assert_eq!(c.samples[0].received, 0);
     }
