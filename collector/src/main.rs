@@ -7,11 +7,12 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use anyhow::Context;
-use clap::{Args, Parser, Subcommand, ValueEnum};
+use clap::{Args, Parser, Subcommand};
 use rie_collector::config::CollectorConfig;
 use rie_collector::demo::{self, DemoOptions};
 use rie_collector::inventory::{self, GenerateOptions};
 use rie_collector::{credentials, pki, store};
+use rie_probe::cli::{init_logs, wait_for_signal, LogFormat};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -34,12 +35,6 @@ struct Cli {
     log_format: LogFormat,
     #[command(subcommand)]
     cmd: Cmd,
-}
-
-#[derive(Clone, Copy, ValueEnum)]
-enum LogFormat {
-    Text,
-    Json,
 }
 
 /// Where the configuration comes from: a file, then flags and environment on top.
@@ -146,18 +141,6 @@ enum PkiCmd {
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
 struct UserError(String);
-
-fn init_logs(level: &str, format: LogFormat) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(level));
-    let b = tracing_subscriber::fmt()
-        .with_env_filter(filter)
-        .with_writer(std::io::stderr);
-    match format {
-        LogFormat::Text => b.init(),
-        LogFormat::Json => b.json().init(),
-    }
-}
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
@@ -335,18 +318,7 @@ fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
 
 fn spawn_signal_handler(shutdown: CancellationToken) {
     tokio::spawn(async move {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
-        }
+        wait_for_signal().await;
         tracing::info!("shutdown requested: finishing acknowledged work");
         shutdown.cancel();
     });

@@ -87,6 +87,17 @@ pub fn load_inventory(cfg: &CollectorConfig) -> Result<Inventory, InventoryError
     inventory::load_dir(&cfg.inventory)
 }
 
+/// Binds `addr`; returns the listener and the address it got (port 0 picks a free one).
+async fn bind(
+    addr: SocketAddr,
+    what: &'static str,
+) -> Result<(TcpListener, SocketAddr), StartError> {
+    let err = |source| StartError::Bind { addr, what, source };
+    let l = TcpListener::bind(addr).await.map_err(err)?;
+    let local = l.local_addr().map_err(err)?;
+    Ok((l, local))
+}
+
 /// Starts the collector; it runs until `shutdown` is cancelled.
 ///
 /// # Errors
@@ -102,27 +113,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let dedup = Arc::new(store::load_state(&conn, &sites)?);
     let reader = Arc::new(Reader::open(&db)?);
 
-    let bind = |addr: SocketAddr, what| async move {
-        TcpListener::bind(addr)
-            .await
-            .map_err(|source| StartError::Bind { addr, what, source })
-    };
-    let probe_listener = bind(cfg.probes.listen, "probes.listen").await?;
-    let api_listener = bind(cfg.api.listen, "api.listen").await?;
-    let probe_addr = probe_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: cfg.probes.listen,
-            what: "probes.listen",
-            source,
-        })?;
-    let api_addr = api_listener
-        .local_addr()
-        .map_err(|source| StartError::Bind {
-            addr: cfg.api.listen,
-            what: "api.listen",
-            source,
-        })?;
+    let (probe_listener, probe_addr) = bind(cfg.probes.listen, "probes.listen").await?;
+    let (api_listener, api_addr) = bind(cfg.api.listen, "api.listen").await?;
 
     let (store_tx, store_rx) = mpsc::channel(cfg.store.queue);
     let writer = Writer::new(

@@ -6,6 +6,7 @@
 //! tests), `sequence` (durable batch numbering), `session` (one authenticated TLS connection)
 //! and `uplink` (reconnecting sender with acks). `run` wires them.
 
+pub mod cli;
 pub mod config;
 pub mod runner;
 pub mod sequence;
