@@ -5,7 +5,6 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
-use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,8 +13,9 @@ use rie_probe::sequence::Sequencer;
 use rie_probe::session::{client_tls, Target};
 use rie_probe::sources::simulate::{SimulateConfig, Simulator};
 use rie_probe::uplink::{self, Identity, Settings, Stats};
-use rie_proto::{LinkRole, SiteState, Technology};
+use rie_proto::{LinkRole, SiteId, SiteState, Technology};
 use rustls_pki_types::ServerName;
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
@@ -127,21 +127,6 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         other => other?,
     };
 
-    let ca = pki::ca_pem(&pki_dir)?;
-    let target = Target {
-        address: running.probe_addr.to_string(),
-        server_name: ServerName::try_from("localhost")
-            .map_err(|e| DemoError::Setup(e.to_string()))?,
-        tls: client_tls(ca.as_bytes()).map_err(DemoError::Setup)?,
-        connect_timeout: Duration::from_secs(30),
-    };
-    let settings = Settings {
-        reconnect_min: Duration::from_secs(1),
-        reconnect_max: Duration::from_secs(30),
-        heartbeat_interval: opts.interval * 2,
-        max_in_flight: 8,
-        max_batches: 1_000,
-    };
     let api = running.api_addr;
     println!(
         "rie-telemetry demo: {} sites, {} agents, {} links ({} sites dual-homed); collector probe listener {} (TLS)",
@@ -160,46 +145,37 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         opts.interval
     );
 
-    let mut stats = Vec::with_capacity(inv.sites.len());
-    // Spread the connections over a few seconds, as a real fleet would arrive.
-    let spread = opts.interval.min(Duration::from_secs(5));
-    for (i, (site, token)) in inv.sites.iter().zip(tokens).enumerate() {
-        let links: Vec<_> = inv.links_of(&site.id).collect();
-        let Some(primary) = links.iter().find(|l| l.role == LinkRole::Primary) else {
-            continue;
-        };
-        let sim = Simulator::new(SimulateConfig {
-            seed: opts.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
-            agents: site.agents,
-            primary_link: primary.id.clone(),
-            backup_link: links
-                .iter()
-                .find(|l| l.role == LinkRole::Backup)
-                .map(|l| l.id.clone()),
-            rtt_ms: rtt_of(primary.technology),
-            incident_rate: opts.incident_rate,
-        });
-        let seq = Sequencer::ephemeral();
-        let id = Identity::new(site.id.clone(), token, seq.stream());
-        let st = Arc::new(Stats::default());
-        stats.push(st.clone());
-        let (tx, rx) = mpsc::channel(16);
-        let delay = spread.mul_f64(i as f64 / inv.sites.len().max(1) as f64);
-        let (target, settings, shutdown, interval) = (
-            target.clone(),
-            settings.clone(),
-            shutdown.clone(),
-            opts.interval,
-        );
-        tokio::spawn(async move {
-            tokio::select! {
-                _ = shutdown.cancelled() => return,
-                _ = tokio::time::sleep(delay) => {}
-            }
-            tokio::spawn(uplink::run(target, id, settings, rx, st, shutdown.clone()));
-            produce(Some(sim), seq, interval, tx, shutdown).await;
-        });
-    }
+    let plan = ProbePlan {
+        address: running.probe_addr.to_string(),
+        ca_pem: pki::ca_pem(&pki_dir)?,
+        interval_ms: opts.interval.as_millis() as u64,
+        sites: inv
+            .sites
+            .iter()
+            .zip(tokens)
+            .enumerate()
+            .filter_map(|(i, (site, token))| {
+                let links: Vec<_> = inv.links_of(&site.id).collect();
+                let primary = links.iter().find(|l| l.role == LinkRole::Primary)?;
+                Some(SimSite {
+                    token,
+                    sim: SimulateConfig {
+                        seed: opts.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                        agents: site.agents,
+                        primary_link: primary.id.clone(),
+                        backup_link: links
+                            .iter()
+                            .find(|l| l.role == LinkRole::Backup)
+                            .map(|l| l.id.clone()),
+                        rtt_ms: rtt_of(primary.technology),
+                        incident_rate: opts.incident_rate,
+                    },
+                    site: site.id.clone(),
+                })
+            })
+            .collect(),
+    };
+    let mut probes = spawn_probe_process(&plan, &opts.dir).await?;
 
     let started = Instant::now();
     let mut tick = tokio::time::interval(Duration::from_secs(5));
@@ -231,10 +207,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             })
             .map(|(_, s)| u64::from(s.agents))
             .sum();
-        let connected = stats
-            .iter()
-            .filter(|s| s.connected.load(Ordering::Relaxed))
-            .count();
+        let connected = running.metrics.probe_connections.get();
         println!(
             "[{:>4}s] sites reporting {reporting}/{} (probes connected {connected}) | batches/s {rate:.1} (stored {batches}) | up {} degraded {} on_backup {} down {} silent {} | agents affected {affected}",
             started.elapsed().as_secs(),
@@ -249,10 +222,17 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             shutdown.cancel();
         }
     }
-    // Probes are stopping (same token); give them a moment to close their connections.
-    let deadline = Instant::now() + Duration::from_secs(3);
-    while stats.iter().any(|s| s.connected.load(Ordering::Relaxed)) && Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(50)).await;
+    // Closing the child's stdin tells it to stop its probes; they close their connections
+    // before the collector goes.
+    drop(probes.stdin.take());
+    match tokio::time::timeout(Duration::from_secs(10), probes.wait()).await {
+        Ok(Ok(st)) if st.success() => {}
+        Ok(Ok(st)) => tracing::warn!(status = %st, "simulated probes exited with an error"),
+        Ok(Err(e)) => tracing::warn!(error = %e, "cannot wait for the simulated probes"),
+        Err(_) => {
+            tracing::warn!("simulated probes did not stop in 10 s; killing them");
+            let _ = probes.kill().await;
+        }
     }
     collector_stop.cancel();
     let stored = running.metrics.probe_batches.get();
@@ -261,5 +241,117 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         "demo stopped: {stored} batches stored in {}",
         opts.dir.join("data/rie.db").display()
     );
+    Ok(())
+}
+
+/// What the probe process simulates: one entry per site, with its credential.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct ProbePlan {
+    pub address: String,
+    pub ca_pem: String,
+    pub interval_ms: u64,
+    pub sites: Vec<SimSite>,
+}
+
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct SimSite {
+    pub site: SiteId,
+    pub token: String,
+    pub sim: SimulateConfig,
+}
+
+/// Starts `rie-collector demo-probes` on a plan file. The probes live in their own process so
+/// that each side of 14,000 connections has its own file-descriptor budget, as in real life.
+async fn spawn_probe_process(
+    plan: &ProbePlan,
+    dir: &std::path::Path,
+) -> Result<tokio::process::Child, DemoError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let path = dir.join("probe-plan.json");
+    let io = |source| DemoError::Io {
+        dir: path.display().to_string(),
+        source,
+    };
+    // It holds every site's token: owner-only.
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&path)
+        .map_err(io)?;
+    f.write_all(&serde_json::to_vec(plan).map_err(|e| DemoError::Setup(e.to_string()))?)
+        .map_err(io)?;
+    let exe = std::env::current_exe().map_err(io)?;
+    tokio::process::Command::new(exe)
+        .args(["--log-level", "warn", "demo-probes", "--plan"])
+        .arg(&path)
+        .stdin(std::process::Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(io)
+}
+
+/// Body of `rie-collector demo-probes`: runs every simulated probe of the plan until stdin
+/// closes (the demo stopping, or dying) or `shutdown`.
+///
+/// # Errors
+/// [`DemoError::Setup`] when the plan is unusable.
+pub async fn run_probes(plan: ProbePlan, shutdown: CancellationToken) -> Result<(), DemoError> {
+    let target = Target {
+        address: plan.address.clone(),
+        server_name: ServerName::try_from("localhost")
+            .map_err(|e| DemoError::Setup(e.to_string()))?,
+        tls: client_tls(plan.ca_pem.as_bytes()).map_err(DemoError::Setup)?,
+        connect_timeout: Duration::from_secs(30),
+    };
+    let interval = Duration::from_millis(plan.interval_ms.max(100));
+    let settings = Settings {
+        reconnect_min: Duration::from_secs(1),
+        reconnect_max: Duration::from_secs(30),
+        heartbeat_interval: interval * 2,
+        max_in_flight: 8,
+        max_batches: 1_000,
+    };
+    let stdin_closed = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+        stdin_closed.cancel();
+    });
+    // Spread the connections over a few seconds, as a real fleet would arrive.
+    let spread = interval.min(Duration::from_secs(5));
+    let n = plan.sites.len().max(1);
+    let tasks = tokio_util::task::TaskTracker::new();
+    for (i, s) in plan.sites.into_iter().enumerate() {
+        let seq = Sequencer::ephemeral();
+        let id = Identity::new(s.site, s.token, seq.stream());
+        let (tx, rx) = mpsc::channel(16);
+        let delay = spread.mul_f64(i as f64 / n as f64);
+        let (target, settings, shutdown) = (target.clone(), settings.clone(), shutdown.clone());
+        let sim = Simulator::new(s.sim);
+        let inner = tasks.clone();
+        tasks.spawn(async move {
+            tokio::select! {
+                _ = shutdown.cancelled() => return,
+                _ = tokio::time::sleep(delay) => {}
+            }
+            inner.spawn(uplink::run(
+                target,
+                id,
+                settings,
+                rx,
+                Arc::new(Stats::default()),
+                shutdown.clone(),
+            ));
+            produce(Some(sim), seq, interval, tx, shutdown).await;
+        });
+    }
+    shutdown.cancelled().await;
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
     Ok(())
 }

@@ -103,6 +103,12 @@ enum Cmd {
         #[arg(long, default_value_t = 0.003)]
         incident_rate: f64,
     },
+    /// Internal: the demo's simulated probes, in their own process.
+    #[command(hide = true)]
+    DemoProbes {
+        #[arg(long)]
+        plan: PathBuf,
+    },
 }
 
 #[derive(Subcommand)]
@@ -224,6 +230,19 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
+        Cmd::DemoProbes { plan } => {
+            let text =
+                std::fs::read(&plan).with_context(|| format!("reading {}", plan.display()))?;
+            let plan: demo::ProbePlan = serde_json::from_slice(&text).context("demo probe plan")?;
+            raise_fd_limit(plan.sites.len() as u64 + 1_024);
+            runtime()?.block_on(async move {
+                let shutdown = CancellationToken::new();
+                spawn_signal_handler(shutdown.clone());
+                demo::run_probes(plan, shutdown)
+                    .await
+                    .map_err(anyhow::Error::from)
+            })
+        }
         Cmd::ProbeConfig {
             cfg,
             site,
@@ -242,7 +261,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             if !(1..=60_000).contains(&sites) {
                 return Err(UserError(format!("--sites {sites}: choose 1 to 60000")).into());
             }
-            raise_fd_limit(2 * sites as u64 + 1_024);
+            raise_fd_limit(sites as u64 + 1_024);
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("rie-demo"));
             let opts = DemoOptions {
                 sites,

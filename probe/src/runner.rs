@@ -57,12 +57,8 @@ pub async fn produce(
             _ = ticker.tick() => {}
         }
         let now = now_ms();
-        let content = match sim.as_mut() {
-            Some(s) => match s.measure(now, interval) {
-                Some(c) => c,
-                None => continue,
-            },
-            None => continue,
+        let Some(content) = sim.as_mut().map(|s| s.measure(now, interval)) else {
+            continue;
         };
         let seq = match seq.reserve() {
             Ok(n) => n,

@@ -86,6 +86,9 @@ pub fn now_ms() -> i64 {
         .map_or(0, |d| d.as_millis() as i64)
 }
 
+/// How long a stopping probe waits for the acks of batches already sent.
+const DRAIN: Duration = Duration::from_secs(3);
+
 /// Why a connection ended.
 enum End {
     /// Shutdown requested, or the producer is finished and everything is acknowledged.
@@ -220,6 +223,8 @@ async fn serve(
     let mut last_sent = Instant::now();
     let mut last_heard = Instant::now();
     let silence_limit = settings.heartbeat_interval * 3;
+    // On shutdown, wait a little for what is already on its way to be acknowledged.
+    let mut drain_until: Option<Instant> = None;
     loop {
         while in_flight < out.pending.len() && in_flight < settings.max_in_flight {
             if let Err(e) = s
@@ -231,13 +236,19 @@ async fn serve(
             in_flight += 1;
             last_sent = Instant::now();
         }
-        if !*producer_open && out.pending.is_empty() {
+        if out.pending.is_empty() && (!*producer_open || drain_until.is_some()) {
             return End::Done;
         }
         let heartbeat_at = last_sent + settings.heartbeat_interval;
         tokio::select! {
-            _ = shutdown.cancelled() => return End::Done,
-            b = batches.recv(), if *producer_open => match b {
+            _ = shutdown.cancelled(), if drain_until.is_none() => {
+                drain_until = Some(Instant::now() + DRAIN);
+                continue;
+            }
+            _ = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => {
+                return End::Done;
+            }
+            b = batches.recv(), if *producer_open && drain_until.is_none() => match b {
                 Some(b) => out.push(b, stats),
                 None => *producer_open = false,
             },

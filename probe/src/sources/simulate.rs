@@ -1,6 +1,7 @@
 //! Simulated measurements for demos, load tests and end-to-end tests: plausible office traffic
 //! scaled by the site's agent count, ICMP checks per link, and incidents (primary failure,
-//! packet loss, probe silence) drawn from a seeded generator so that a run can be replayed.
+//! packet loss) drawn from a seeded generator so that a run can be replayed. (Probe silence is
+//! not simulated here: a silent probe sends no heartbeat either, which is the uplink's part.)
 //! Never enabled on a real site: the probe logs a warning when it is.
 
 use std::time::Duration;
@@ -8,9 +9,9 @@ use std::time::Duration;
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 use rie_proto::{AvailabilitySample, CheckKind, Direction, FlowAggregate, LinkId, LinkStatus};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SimulateConfig {
     #[serde(default)]
@@ -43,7 +44,6 @@ fn default_incident_rate() -> f64 {
 enum Incident {
     PrimaryDown,
     Loss,
-    Silent,
 }
 
 /// Measurements of one interval.
@@ -70,13 +70,10 @@ impl Simulator {
         }
     }
 
-    /// The interval that ended at `now_ms`; `None` while the simulated probe is silent.
-    pub fn measure(&mut self, now_ms: i64, interval: Duration) -> Option<Content> {
+    /// Measurements of the interval that ended at `now_ms`.
+    pub fn measure(&mut self, now_ms: i64, interval: Duration) -> Content {
         self.step_incident();
         let incident = self.incident.map(|(i, _)| i);
-        if incident == Some(Incident::Silent) {
-            return None;
-        }
         let secs = interval.as_secs_f64();
         let minute = now_ms.div_euclid(60_000) * 60;
         // About 20 kB/s per agent on average, ±50 %.
@@ -144,11 +141,11 @@ impl Simulator {
                 }
             })
             .collect();
-        Some(Content {
+        Content {
             flows,
             samples,
             links,
-        })
+        }
     }
 
     fn step_incident(&mut self) {
@@ -158,10 +155,10 @@ impl Simulator {
             None if self.cfg.incident_rate > 0.0
                 && self.rng.gen_bool(self.cfg.incident_rate.min(1.0)) =>
             {
-                let kind = match self.rng.gen_range(0..10) {
-                    0..=4 => Incident::PrimaryDown,
-                    5..=7 => Incident::Loss,
-                    _ => Incident::Silent,
+                let kind = if self.rng.gen_bool(0.6) {
+                    Incident::PrimaryDown
+                } else {
+                    Incident::Loss
                 };
                 self.incident = Some((kind, self.rng.gen_range(6..30)));
             }
@@ -200,13 +197,13 @@ mod tests {
     #[test]
     fn traffic_scales_with_agents_and_primary_failure_moves_to_backup() {
         let mut s = Simulator::new(cfg(1, 0.0));
-        let c = s.measure(60_000, Duration::from_secs(10)).unwrap();
+        let c = s.measure(60_000, Duration::from_secs(10));
         let bytes: u64 = c.flows.iter().map(|f| f.bytes).sum();
         // 100 agents × 20 kB/s × 10 s × [0.5, 1.5)
         assert!((10_000_000..30_000_000).contains(&bytes), "{bytes}");
         assert!(c.links[0].active && !c.links[1].active);
         s.incident = Some((Incident::PrimaryDown, 3));
-        let c = s.measure(70_000, Duration::from_secs(10)).unwrap();
+        let c = s.measure(70_000, Duration::from_secs(10));
         assert!(!c.links[0].up && c.links[1].active);
         assert_eq!(c.samples[0].received, 0);
     }
