@@ -100,7 +100,7 @@ enum Cmd {
         #[arg(long, default_value = "127.0.0.1:8480")]
         api_listen: SocketAddr,
         /// Chance per probe and interval that an incident starts.
-        #[arg(long, default_value_t = 0.003)]
+        #[arg(long, default_value_t = 0.001)]
         incident_rate: f64,
     },
     /// Internal: the demo's simulated probes, in their own process.
