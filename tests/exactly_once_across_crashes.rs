@@ -12,6 +12,7 @@ use std::time::Duration;
 use rie_e2e::{Collector, MINUTE};
 use rie_probe::config::ProbeConfig;
 use rie_probe::session::Session;
+use rie_probe::spool::{MemoryOutbox, Outbox};
 use rie_probe::uplink::{self, Identity, Settings, Stats};
 use rie_proto::{Batch, Direction, FlowAggregate, Message};
 use tokio::sync::mpsc;
@@ -52,15 +53,18 @@ async fn streaming_through_two_sigkills_is_exact() {
         reconnect_max: Duration::from_millis(400),
         heartbeat_interval: Duration::from_secs(1),
         max_in_flight: 8,
-        max_batches: 10_000,
+        replay_rate: 1_000.0,
     };
+    let out = MemoryOutbox::new(10_000);
+    let stream = out.stream();
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel(16);
     let up = tokio::spawn(uplink::run(
         r.target,
-        Identity::new(cfg.site_id.clone(), r.token, 4242),
+        Identity::new(cfg.site_id.clone(), r.token, stream),
         settings,
         rx,
+        out,
         stats.clone(),
         CancellationToken::new(),
     ));
@@ -84,12 +88,7 @@ async fn streaming_through_two_sigkills_is_exact() {
         .unwrap()
         .unwrap();
     assert!(stats.reconnects.load(std::sync::atomic::Ordering::Relaxed) >= 2);
-    assert_eq!(
-        stats
-            .batches_dropped
-            .load(std::sync::atomic::Ordering::Relaxed),
-        0
-    );
+    assert_eq!(stats.outbox().dropped, 0);
 
     let check = |c: &Collector| {
         let t = c.totals(Some("S1"));
@@ -118,7 +117,7 @@ async fn streaming_through_two_sigkills_is_exact() {
     // welcome's last stored sequence, is acknowledged as duplicate and changes nothing: the
     // dedup marks survived both SIGKILLs with the data.
     let r = cfg.resolve().unwrap();
-    let id = Identity::new(cfg.site_id.clone(), r.token, 4242);
+    let id = Identity::new(cfg.site_id.clone(), r.token, stream);
     let mut s = Session::open(&r.target, id.hello()).await.unwrap();
     assert_eq!(s.welcome.last_stored_seq, Some(BATCHES));
     for seq in 1..=BATCHES {

@@ -9,9 +9,9 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rie_probe::runner::produce;
-use rie_probe::sequence::Sequencer;
 use rie_probe::session::{client_tls, Target};
 use rie_probe::sources::simulate::{SimulateConfig, Simulator};
+use rie_probe::spool::{MemoryOutbox, Outbox};
 use rie_probe::uplink::{self, Identity, Settings, Stats};
 use rie_proto::{LinkRole, SiteId, SiteState, Technology};
 use rustls_pki_types::ServerName;
@@ -312,7 +312,7 @@ pub async fn run_probes(plan: ProbePlan, shutdown: CancellationToken) -> Result<
         reconnect_max: Duration::from_secs(30),
         heartbeat_interval: interval * 2,
         max_in_flight: 8,
-        max_batches: 1_000,
+        replay_rate: 20.0,
     };
     let stdin_closed = shutdown.clone();
     tokio::spawn(async move {
@@ -327,8 +327,8 @@ pub async fn run_probes(plan: ProbePlan, shutdown: CancellationToken) -> Result<
     let n = plan.sites.len().max(1);
     let tasks = tokio_util::task::TaskTracker::new();
     for (i, s) in plan.sites.into_iter().enumerate() {
-        let seq = Sequencer::ephemeral();
-        let id = Identity::new(s.site, s.token, seq.stream());
+        let out = MemoryOutbox::new(1_000);
+        let id = Identity::new(s.site, s.token, out.stream());
         let (tx, rx) = mpsc::channel(16);
         let delay = spread.mul_f64(i as f64 / n as f64);
         let (target, settings, shutdown) = (target.clone(), settings.clone(), shutdown.clone());
@@ -344,10 +344,11 @@ pub async fn run_probes(plan: ProbePlan, shutdown: CancellationToken) -> Result<
                 id,
                 settings,
                 rx,
+                out,
                 Arc::new(Stats::default()),
                 shutdown.clone(),
             ));
-            produce(Some(sim), seq, interval, tx, shutdown).await;
+            produce(Some(sim), interval, tx, None, shutdown).await;
         });
     }
     shutdown.cancelled().await;

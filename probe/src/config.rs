@@ -55,7 +55,7 @@ pub struct ProbeConfig {
     pub batch_interval: Duration,
     pub collector: CollectorLink,
     #[serde(default)]
-    pub buffer: BufferConfig,
+    pub spool: SpoolConfig,
     /// Simulated measurements, for demos and tests only: never on a real site.
     #[serde(default)]
     pub simulate: Option<SimulateConfig>,
@@ -97,19 +97,28 @@ pub struct CollectorLink {
     pub max_in_flight: usize,
 }
 
-/// In-memory hold of unacknowledged batches until the disk spool lands; past the limit the
-/// oldest batch is dropped and counted.
+/// The disk spool where batches wait for the collector's acknowledgement.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub struct BufferConfig {
-    #[serde(default = "default_max_batches")]
-    pub max_batches: usize,
+pub struct SpoolConfig {
+    /// Defaults to `data_dir/spool`.
+    #[serde(default)]
+    pub dir: Option<PathBuf>,
+    /// Disk budget, MiB; past it the oldest batches are dropped (counted and logged). At one
+    /// batch of a few kB every 10 s, 256 MiB holds weeks of outage.
+    #[serde(default = "default_budget_mb")]
+    pub budget_mb: u64,
+    /// Most batches per second when sending a backlog after an outage.
+    #[serde(default = "default_replay_rate")]
+    pub replay_rate: f64,
 }
 
-impl Default for BufferConfig {
+impl Default for SpoolConfig {
     fn default() -> Self {
         Self {
-            max_batches: default_max_batches(),
+            dir: None,
+            budget_mb: default_budget_mb(),
+            replay_rate: default_replay_rate(),
         }
     }
 }
@@ -135,9 +144,11 @@ fn default_heartbeat() -> Duration {
 fn default_in_flight() -> usize {
     8
 }
-fn default_max_batches() -> usize {
-    // One day at the default interval.
-    8_640
+fn default_budget_mb() -> u64 {
+    256
+}
+fn default_replay_rate() -> f64 {
+    20.0
 }
 
 /// Everything needed to talk to the collector, resolved and checked.
@@ -164,6 +175,34 @@ impl ProbeConfig {
         Ok(cfg)
     }
 
+    pub fn spool_dir(&self) -> PathBuf {
+        self.spool
+            .dir
+            .clone()
+            .unwrap_or_else(|| self.data_dir.join("spool"))
+    }
+
+    /// Files holding the token must be readable by the probe user only: says so in the log.
+    pub fn warn_about_permissions(&self) {
+        for (what, path) in self.secret_files() {
+            if let Some(mode) = world_or_group_readable(&path) {
+                tracing::warn!(file = %path.display(), mode = format!("{mode:o}"), "{what} holds the site's token but is readable by others: chmod 600");
+            }
+        }
+    }
+
+    /// Files that hold the token: the config itself when the token is inline, or token_file.
+    pub fn secret_files(&self) -> Vec<(&'static str, PathBuf)> {
+        let mut v = Vec::new();
+        if self.collector.token.is_some() {
+            v.push(("the probe config", self.source.clone()));
+        }
+        if let Some(f) = &self.collector.token_file {
+            v.push(("token_file", f.clone()));
+        }
+        v
+    }
+
     fn invalid(&self, key: &'static str, message: impl Into<String>) -> ProbeConfigError {
         ProbeConfigError::Invalid {
             file: self.source.clone(),
@@ -178,13 +217,19 @@ impl ProbeConfig {
     /// [`ProbeConfigError::Invalid`] naming the key and a fix.
     pub fn resolve(&self) -> Result<Resolved, ProbeConfigError> {
         let c = &self.collector;
-        if self.batch_interval < Duration::from_secs(1) {
-            return Err(self.invalid("batch_interval", "must be at least 1s; e.g. \"10s\""));
+        if self.batch_interval < Duration::from_millis(100) {
+            return Err(self.invalid("batch_interval", "must be at least 100ms; e.g. \"10s\""));
         }
-        if c.max_in_flight == 0 || self.buffer.max_batches == 0 {
+        if c.max_in_flight == 0 {
+            return Err(self.invalid("collector.max_in_flight", "must be at least 1; e.g. 8"));
+        }
+        if self.spool.budget_mb < 16 {
+            return Err(self.invalid("spool.budget_mb", "must be at least 16 (MiB); e.g. 256"));
+        }
+        if !(self.spool.replay_rate >= 1.0) {
             return Err(self.invalid(
-                "collector.max_in_flight",
-                "max_in_flight and buffer.max_batches must be at least 1",
+                "spool.replay_rate",
+                "must be at least 1 (batches per second); e.g. 20",
             ));
         }
         if c.reconnect_min > c.reconnect_max || c.reconnect_min.is_zero() {
@@ -267,6 +312,13 @@ impl ProbeConfig {
             token,
         })
     }
+}
+
+/// The permission bits when group or others may read `path`.
+pub fn world_or_group_readable(path: &Path) -> Option<u32> {
+    use std::os::unix::fs::PermissionsExt;
+    let mode = std::fs::metadata(path).ok()?.permissions().mode() & 0o777;
+    (mode & 0o044 != 0).then_some(mode)
 }
 
 #[cfg(test)]

@@ -9,9 +9,9 @@
 pub mod cli;
 pub mod config;
 pub mod runner;
-pub mod sequence;
 pub mod session;
 pub mod sources;
+pub mod spool;
 pub mod uplink;
 
 pub use config::{ProbeConfig, ProbeConfigError};

@@ -129,7 +129,7 @@ async fn cmd_send(config: PathBuf, batch: PathBuf, stream: Option<u64>) -> ExitC
         Ok(b) => b,
         Err(e) => return config_error(format!("{}: {e}", batch.display())),
     };
-    let stream = stream.unwrap_or_else(|| rie_probe::sequence::Sequencer::ephemeral().stream());
+    let stream = stream.unwrap_or_else(rie_probe::spool::random_stream);
     let id = Identity::new(cfg.site_id.clone(), resolved.token, stream);
     match send_all(&resolved.target, &id, batches).await {
         Ok(acks) => {

@@ -1,29 +1,29 @@
 //! `rie-probe run`: the producer loop (close a batch every interval from the enabled sources)
-//! feeding the uplink through a bounded channel.
+//! feeding the uplink through a bounded channel, the disk spool under the uplink, and the
+//! status file that `rie-probe status` reads.
 
-use std::sync::Arc;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::Ordering;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use rie_proto::Batch;
+use rie_proto::{Batch, LinkStatus};
+use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-use tracing::{error, info, warn};
+use tracing::{info, warn};
 
 use crate::config::{ProbeConfig, ProbeConfigError};
-use crate::sequence::Sequencer;
 use crate::sources::simulate::Simulator;
+use crate::spool::{Outbox, OutboxState, Spool, SpoolError};
 use crate::uplink::{self, now_ms, Identity, Settings, Stats};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {
     #[error(transparent)]
     Config(#[from] ProbeConfigError),
-    #[error("data directory {dir}: {source}; it must exist and be writable by the probe user")]
-    DataDir {
-        dir: String,
-        #[source]
-        source: std::io::Error,
-    },
+    #[error("{0}; the data directory must exist and be writable by the probe user")]
+    Spool(#[from] SpoolError),
 }
 
 impl Settings {
@@ -33,19 +33,20 @@ impl Settings {
             reconnect_max: cfg.collector.reconnect_max,
             heartbeat_interval: cfg.collector.heartbeat_interval,
             max_in_flight: cfg.collector.max_in_flight,
-            max_batches: cfg.buffer.max_batches,
+            replay_rate: cfg.spool.replay_rate,
         }
     }
 }
 
-/// Closes a batch every `interval` from `sim` until shutdown, numbering batches with `seq`.
+/// Closes a batch every `interval` from `sim` until shutdown; the uplink's outbox numbers it.
 /// The first batch closes after a random part of the interval, so that probes started together
-/// (a demo, a fleet after a power cut) do not send in lockstep.
+/// (a demo, a fleet after a power cut) do not send in lockstep. The last batch's link states are
+/// left in `links` for the status file.
 pub async fn produce(
     mut sim: Option<Simulator>,
-    mut seq: Sequencer,
     interval: Duration,
     tx: mpsc::Sender<Batch>,
+    links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
     shutdown: CancellationToken,
 ) {
     let offset = interval.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..1.0));
@@ -60,15 +61,11 @@ pub async fn produce(
         let Some(content) = sim.as_mut().map(|s| s.measure(now, interval)) else {
             continue;
         };
-        let seq = match seq.reserve() {
-            Ok(n) => n,
-            Err(e) => {
-                error!(error = %e, "cannot record the batch sequence; batch not sent");
-                continue;
-            }
-        };
+        if let Some(l) = &links {
+            *l.lock().unwrap_or_else(|p| p.into_inner()) = content.links.clone();
+        }
         let batch = Batch {
-            seq,
+            seq: 0,
             created_ms: now,
             flows: content.flows,
             samples: content.samples,
@@ -81,36 +78,120 @@ pub async fn produce(
     }
 }
 
+/// What a running probe publishes in `data_dir/status.json` for `rie-probe status`.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+pub struct Status {
+    pub site: String,
+    pub pid: u32,
+    pub version: String,
+    pub running: bool,
+    pub updated_ms: i64,
+    pub started_ms: i64,
+    pub collector: String,
+    pub connected: bool,
+    pub connected_since_ms: Option<i64>,
+    pub last_ack_seq: Option<u64>,
+    pub last_ack_ms: Option<i64>,
+    pub batches_acked: u64,
+    pub reconnects: u64,
+    pub last_error: Option<String>,
+    pub spool: OutboxState,
+    pub links: Vec<LinkStatus>,
+}
+
+pub fn status_path(data_dir: &Path) -> PathBuf {
+    data_dir.join("status.json")
+}
+
+fn write_status(path: &Path, st: &Status) {
+    let tmp = path.with_extension("json.tmp");
+    let r = serde_json::to_vec_pretty(st)
+        .map_err(std::io::Error::other)
+        .and_then(|b| std::fs::write(&tmp, b))
+        .and_then(|()| std::fs::rename(&tmp, path));
+    if let Err(e) = r {
+        warn!(file = %path.display(), error = %e, "cannot write the status file");
+    }
+}
+
+fn nonzero(v: i64) -> Option<i64> {
+    (v != 0).then_some(v)
+}
+
 /// Runs the probe until `shutdown`.
 ///
 /// # Errors
-/// [`RunError`] for configuration and data-directory problems found at start.
+/// [`RunError`] for configuration and spool problems found at start.
 pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), RunError> {
     let resolved = cfg.resolve()?;
-    let seq = Sequencer::open(&cfg.data_dir).map_err(|source| RunError::DataDir {
-        dir: cfg.data_dir.display().to_string(),
-        source,
-    })?;
-    let id = Identity::new(cfg.site_id.clone(), resolved.token, seq.stream());
+    cfg.warn_about_permissions();
+    let spool = Spool::open(&cfg.spool_dir(), cfg.spool.budget_mb * 1024 * 1024)?;
+    let id = Identity::new(cfg.site_id.clone(), resolved.token, spool.stream());
     let sim = cfg.simulate.clone().map(|s| {
         warn!("simulated measurements are enabled: this probe reports invented data");
         Simulator::new(s)
     });
     if sim.is_none() {
-        info!("no measurement source enabled yet: the probe keeps its connection alive with heartbeats");
+        info!("no measurement source enabled yet: the probe keeps its connection alive and empties its spool");
     }
     let (tx, rx) = mpsc::channel(64);
     let stats = Arc::new(Stats::default());
-    info!(site = %cfg.site_id, collector = %cfg.collector.address, stream = seq.stream(), "probe starting");
+    let links = Arc::new(Mutex::new(Vec::new()));
+    info!(site = %cfg.site_id, collector = %cfg.collector.address, stream = spool.stream(), "probe starting");
+
+    let status_file = status_path(&cfg.data_dir);
+    let snapshot = {
+        let (stats, links, site, collector) = (
+            stats.clone(),
+            links.clone(),
+            cfg.site_id.to_string(),
+            cfg.collector.address.clone(),
+        );
+        let started_ms = now_ms();
+        move |running: bool| Status {
+            site: site.clone(),
+            pid: std::process::id(),
+            version: env!("CARGO_PKG_VERSION").into(),
+            running,
+            updated_ms: now_ms(),
+            started_ms,
+            collector: collector.clone(),
+            connected: stats.connected.load(Ordering::Relaxed),
+            connected_since_ms: nonzero(stats.connected_since_ms.load(Ordering::Relaxed))
+                .filter(|_| stats.connected.load(Ordering::Relaxed)),
+            last_ack_seq: Some(stats.last_ack_seq.load(Ordering::Relaxed)).filter(|s| *s > 0),
+            last_ack_ms: nonzero(stats.last_ack_ms.load(Ordering::Relaxed)),
+            batches_acked: stats.batches_acked.load(Ordering::Relaxed),
+            reconnects: stats.reconnects.load(Ordering::Relaxed),
+            last_error: stats.last_error(),
+            spool: stats.outbox(),
+            links: links.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+        }
+    };
+    let status_task = {
+        let (snapshot, shutdown, file) = (snapshot.clone(), shutdown.clone(), status_file.clone());
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(Duration::from_secs(1));
+            loop {
+                tokio::select! {
+                    _ = shutdown.cancelled() => return,
+                    _ = every.tick() => write_status(&file, &snapshot(true)),
+                }
+            }
+        })
+    };
     let uplink = tokio::spawn(uplink::run(
         resolved.target,
         id,
         Settings::from_config(&cfg),
         rx,
-        stats,
+        spool,
+        stats.clone(),
         shutdown.clone(),
     ));
-    produce(sim, seq, cfg.batch_interval, tx, shutdown).await;
+    produce(sim, cfg.batch_interval, tx, Some(links), shutdown).await;
     let _ = uplink.await;
+    let _ = status_task.await;
+    write_status(&status_file, &snapshot(false));
     Ok(())
 }

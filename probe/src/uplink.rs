@@ -1,10 +1,9 @@
-//! Reliable delivery of batches to the collector: keeps every batch until it is acknowledged,
-//! reconnects with exponential backoff and jitter (so that 14,000 probes coming back after a
-//! collector restart spread out), resends what was not acknowledged, and sends heartbeats when
-//! idle. Until the disk spool lands, unacknowledged batches are held in memory, bounded:
-//! past `max_batches` the oldest is dropped and counted.
+//! Reliable delivery of batches to the collector: every batch goes into an [`Outbox`] (the
+//! disk spool on a real probe) and stays there until acknowledged. The uplink reconnects with
+//! exponential backoff and full jitter, resends what was not acknowledged, paces the replay of
+//! a backlog (`replay_rate`) so that 14,000 probes coming back together do not flatten the
+//! collector, and sends heartbeats when idle.
 
-use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
@@ -17,6 +16,7 @@ use tokio_util::sync::CancellationToken;
 use tracing::{debug, info, warn};
 
 use crate::session::{Session, SessionError, Target};
+use crate::spool::{Outbox, OutboxState};
 
 /// Who the probe is.
 #[derive(Clone)]
@@ -58,7 +58,8 @@ pub struct Settings {
     pub reconnect_max: Duration,
     pub heartbeat_interval: Duration,
     pub max_in_flight: usize,
-    pub max_batches: usize,
+    /// Most batches sent per second; only a backlog ever reaches it.
+    pub replay_rate: f64,
 }
 
 /// Counters readable while the uplink runs (demo summary, `status`).
@@ -67,16 +68,37 @@ pub struct Stats {
     pub connected: AtomicBool,
     pub batches_acked: AtomicU64,
     pub duplicates_acked: AtomicU64,
-    pub batches_dropped: AtomicU64,
     pub reconnects: AtomicU64,
     pub last_ack_ms: AtomicI64,
+    pub last_ack_seq: AtomicU64,
+    pub connected_since_ms: AtomicI64,
     pub pending: AtomicU64,
     pub last_error: Mutex<Option<String>>,
+    pub outbox: Mutex<OutboxState>,
 }
 
 impl Stats {
     fn set_error(&self, e: Option<String>) {
         *self.last_error.lock().unwrap_or_else(|p| p.into_inner()) = e;
+    }
+
+    fn set_outbox(&self, o: &dyn Outbox) {
+        self.pending.store(o.len() as u64, Ordering::Relaxed);
+        *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = o.state();
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
+    pub fn outbox(&self) -> OutboxState {
+        self.outbox
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 }
 
@@ -96,47 +118,23 @@ enum End {
     Lost(SessionError),
 }
 
-struct Outbox {
-    pending: VecDeque<Batch>,
-    max: usize,
-}
-
-impl Outbox {
-    fn push(&mut self, b: Batch, stats: &Stats) {
-        if self.pending.len() >= self.max {
-            if let Some(old) = self.pending.pop_front() {
-                stats.batches_dropped.fetch_add(1, Ordering::Relaxed);
-                warn!(
-                    seq = old.seq,
-                    "buffer full: dropped the oldest unacknowledged batch"
-                );
-            }
-        }
-        self.pending.push_back(b);
-        stats
-            .pending
-            .store(self.pending.len() as u64, Ordering::Relaxed);
-    }
-}
-
-/// Delivers batches from `batches` until shutdown, or until `batches` is closed and all is
-/// acknowledged.
-pub async fn run(
+/// Delivers batches from `batches` (through `out`, which numbers them) until shutdown, or until
+/// `batches` is closed and everything is acknowledged. `id.stream` must be `out.stream()`.
+pub async fn run<O: Outbox>(
     target: Target,
     id: Identity,
     settings: Settings,
     mut batches: mpsc::Receiver<Batch>,
+    mut out: O,
     stats: Arc<Stats>,
     shutdown: CancellationToken,
 ) {
-    let mut out = Outbox {
-        pending: VecDeque::new(),
-        max: settings.max_batches,
-    };
+    debug_assert_eq!(id.stream, out.stream());
+    stats.set_outbox(&out);
     let mut producer_open = true;
     let mut backoff = settings.reconnect_min;
     loop {
-        if shutdown.is_cancelled() || (!producer_open && out.pending.is_empty()) {
+        if shutdown.is_cancelled() || (!producer_open && out.is_empty()) {
             break;
         }
         let opened = tokio::select! {
@@ -148,11 +146,11 @@ pub async fn run(
                 backoff = settings.reconnect_min;
                 if let Some(last) = session.welcome.last_stored_seq {
                     // Stored before a lost ack: not resent.
-                    while out.pending.front().is_some_and(|b| b.seq <= last) {
-                        out.pending.pop_front();
-                    }
+                    out.ack(last);
+                    stats.set_outbox(&out);
                 }
                 stats.connected.store(true, Ordering::Relaxed);
+                stats.connected_since_ms.store(now_ms(), Ordering::Relaxed);
                 stats.set_error(None);
                 debug!(site = %id.site, "connected to collector");
                 let end = serve(
@@ -198,21 +196,24 @@ pub async fn run(
                 _ = shutdown.cancelled() => break,
                 _ = tokio::time::sleep_until(until) => break,
                 b = batches.recv(), if producer_open => match b {
-                    Some(b) => out.push(b, &stats),
+                    Some(b) => {
+                        out.append(b);
+                        stats.set_outbox(&out);
+                    }
                     None => producer_open = false,
                 },
             }
         }
     }
-    if !out.pending.is_empty() {
-        warn!(site = %id.site, batches = out.pending.len(), "stopping with unacknowledged batches");
+    if !out.is_empty() {
+        info!(site = %id.site, batches = out.len(), "stopping with unacknowledged batches (kept in the spool)");
     }
 }
 
 #[allow(clippy::too_many_arguments)]
-async fn serve(
+async fn serve<O: Outbox>(
     s: &mut Session,
-    out: &mut Outbox,
+    out: &mut O,
     batches: &mut mpsc::Receiver<Batch>,
     producer_open: &mut bool,
     settings: &Settings,
@@ -225,20 +226,29 @@ async fn serve(
     let silence_limit = settings.heartbeat_interval * 3;
     // On shutdown, wait a little for what is already on its way to be acknowledged.
     let mut drain_until: Option<Instant> = None;
+    let pace = Duration::from_secs_f64(1.0 / settings.replay_rate.max(0.1));
+    let mut next_send = Instant::now();
     loop {
-        while in_flight < out.pending.len() && in_flight < settings.max_in_flight {
-            if let Err(e) = s
-                .send(&Message::Batch(out.pending[in_flight].clone()))
-                .await
-            {
+        while in_flight < out.len()
+            && in_flight < settings.max_in_flight
+            && Instant::now() >= next_send
+        {
+            let Some(batch) = out.get(in_flight) else {
+                // Unreadable and dropped by the outbox: look at the next one.
+                stats.set_outbox(out);
+                continue;
+            };
+            if let Err(e) = s.send(&Message::Batch(batch)).await {
                 return End::Lost(e);
             }
             in_flight += 1;
             last_sent = Instant::now();
+            next_send = next_send.max(last_sent - pace) + pace;
         }
-        if out.pending.is_empty() && (!*producer_open || drain_until.is_some()) {
+        if out.is_empty() && (!*producer_open || drain_until.is_some()) {
             return End::Done;
         }
+        let can_send = in_flight < out.len() && in_flight < settings.max_in_flight;
         let heartbeat_at = last_sent + settings.heartbeat_interval;
         tokio::select! {
             _ = shutdown.cancelled(), if drain_until.is_none() => {
@@ -248,24 +258,28 @@ async fn serve(
             _ = tokio::time::sleep_until(drain_until.unwrap_or_else(Instant::now)), if drain_until.is_some() => {
                 return End::Done;
             }
+            _ = tokio::time::sleep_until(next_send), if can_send => {}
             b = batches.recv(), if *producer_open && drain_until.is_none() => match b {
-                Some(b) => out.push(b, stats),
+                Some(b) => {
+                    out.append(b);
+                    stats.set_outbox(out);
+                }
                 None => *producer_open = false,
             },
             m = s.recv() => {
                 last_heard = Instant::now();
                 match m {
                     Ok(Some(Message::Ack(ack))) => {
-                        while out.pending.front().is_some_and(|b| b.seq <= ack.seq) {
-                            out.pending.pop_front();
-                            in_flight = in_flight.saturating_sub(1);
-                        }
+                        let before = out.len();
+                        out.ack(ack.seq);
+                        in_flight = in_flight.saturating_sub(before - out.len());
                         stats.batches_acked.fetch_add(1, Ordering::Relaxed);
                         if ack.duplicate {
                             stats.duplicates_acked.fetch_add(1, Ordering::Relaxed);
                         }
                         stats.last_ack_ms.store(now_ms(), Ordering::Relaxed);
-                        stats.pending.store(out.pending.len() as u64, Ordering::Relaxed);
+                        stats.last_ack_seq.store(ack.seq, Ordering::Relaxed);
+                        stats.set_outbox(out);
                     }
                     Ok(Some(Message::HeartbeatAck(_))) => {}
                     Ok(Some(other)) => return End::Lost(SessionError::Protocol(format!("unexpected {}", other.kind()))),
