@@ -72,6 +72,24 @@ fn probe_streams_reconnects_and_resumes() {
     // Nothing the probe produced while the collector was down was lost on the way back.
     assert_eq!(c.metric("rie_collector_sequence_gaps_total"), 0.0);
 
+    // The technician's view of the same state.
+    let out = Command::new(bin("rie-probe"))
+        .args(["status", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{text}");
+    assert!(
+        text.contains("S1 — rie-probe") && text.contains("en marche"),
+        "{text}"
+    );
+    assert!(
+        text.contains("connecté depuis") && text.contains("Dernier acquittement"),
+        "{text}"
+    );
+    assert!(text.contains("S1-P joignable (porte le trafic)"), "{text}");
+
     let st = Command::new("kill")
         .args(["-TERM", &probe.id().to_string()])
         .status()
@@ -79,4 +97,16 @@ fn probe_streams_reconnects_and_resumes() {
     assert!(st.success());
     let code = probe.wait().unwrap().code();
     assert_eq!(code, Some(0));
+    let out = Command::new(bin("rie-probe"))
+        .args(["status", "--lang", "en", "--config"])
+        .arg(&cfg)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(
+        out.status.code(),
+        Some(1),
+        "a stopped probe is not OK: {text}"
+    );
+    assert!(text.contains("stopped for"), "{text}");
 }

@@ -226,7 +226,7 @@ impl ProbeConfig {
         if self.spool.budget_mb < 16 {
             return Err(self.invalid("spool.budget_mb", "must be at least 16 (MiB); e.g. 256"));
         }
-        if !(self.spool.replay_rate >= 1.0) {
+        if self.spool.replay_rate.is_nan() || self.spool.replay_rate < 1.0 {
             return Err(self.invalid(
                 "spool.replay_rate",
                 "must be at least 1 (batches per second); e.g. 20",

@@ -6,12 +6,14 @@
 //! tests), `sequence` (durable batch numbering), `session` (one authenticated TLS connection)
 //! and `uplink` (reconnecting sender with acks). `run` wires them.
 
+pub mod check;
 pub mod cli;
 pub mod config;
 pub mod runner;
 pub mod session;
 pub mod sources;
 pub mod spool;
+pub mod status;
 pub mod uplink;
 
 pub use config::{ProbeConfig, ProbeConfigError};

@@ -7,6 +7,7 @@ use clap::{Parser, Subcommand};
 use rie_probe::cli::{init_logs, wait_for_signal, LogFormat};
 use rie_probe::config::ProbeConfig;
 use rie_probe::session::{Session, SessionError};
+use rie_probe::status::Lang;
 use rie_probe::uplink::Identity;
 use rie_proto::{Batch, Message};
 use tokio_util::sync::CancellationToken;
@@ -43,6 +44,32 @@ enum Cmd {
             default_value = "/etc/rie-probe/probe.toml"
         )]
         config: PathBuf,
+    },
+    /// Installation checklist for the technician: ✔/✘ per item, with the fix. Exit code 1 when
+    /// a blocking check fails.
+    Check {
+        #[arg(
+            long,
+            env = "RIE_PROBE_CONFIG",
+            default_value = "/etc/rie-probe/probe.toml"
+        )]
+        config: PathBuf,
+        #[arg(long, value_enum, default_value = "fr", env = "RIE_LANG")]
+        lang: Lang,
+    },
+    /// Show the running probe's state: connection, last acknowledgement, spool, links.
+    Status {
+        #[arg(
+            long,
+            env = "RIE_PROBE_CONFIG",
+            default_value = "/etc/rie-probe/probe.toml"
+        )]
+        config: PathBuf,
+        /// Print the raw status as JSON.
+        #[arg(long)]
+        json: bool,
+        #[arg(long, value_enum, default_value = "fr", env = "RIE_LANG")]
+        lang: Lang,
     },
     /// Send batches from a JSON file (an array of batches) and print the collector's acks;
     /// for reproducing a problem by hand.
@@ -82,6 +109,20 @@ fn main() -> ExitCode {
                 batch,
                 stream,
             } => cmd_send(config, batch, stream).await,
+            Cmd::Status { config, json, lang } => cmd_status(&config, json, lang),
+            Cmd::Check { config, lang } => {
+                let lines = rie_probe::check::run(&config, lang).await;
+                for l in &lines {
+                    println!("{}", l.render());
+                }
+                if rie_probe::check::passed(&lines) {
+                    println!("{}", lang.t("La sonde peut fonctionner.", "The probe can work."));
+                    ExitCode::SUCCESS
+                } else {
+                    println!("{}", lang.t("Au moins un point bloquant (✘ ci-dessus) : la sonde ne peut pas fonctionner.", "At least one blocking item (✘ above): the probe cannot work."));
+                    ExitCode::FAILURE
+                }
+            }
         }
     })
 }
@@ -166,4 +207,42 @@ async fn send_all(
         }
     }
     Ok(acks)
+}
+
+/// Exit codes: 0 running and connected, 1 running but not connected or not running, 2 no
+/// readable status (config error, or the probe never ran with this data_dir).
+fn cmd_status(config: &std::path::Path, json: bool, lang: Lang) -> ExitCode {
+    let cfg = match ProbeConfig::load(config) {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let path = rie_probe::runner::status_path(&cfg.data_dir);
+    let st: rie_probe::runner::Status = match std::fs::read(&path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!(
+                "{}: {e} — {}",
+                path.display(),
+                lang.t(
+                    "la sonde n'a jamais tourné avec ce data_dir ? Lancez `rie-probe run`",
+                    "has the probe ever run with this data_dir? Start `rie-probe run`"
+                )
+            );
+            return ExitCode::from(2);
+        }
+    };
+    let (text, ok) = rie_probe::status::render(&st, lang);
+    if json {
+        println!("{}", serde_json::to_string_pretty(&st).unwrap_or_default());
+    } else {
+        print!("{text}");
+    }
+    if ok {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::FAILURE
+    }
 }

@@ -316,3 +316,124 @@ pub fn expected_totals(batches: &[Value]) -> Value {
         "by_protocol": by.iter().map(|(k, v)| (k.clone(), serde_json::json!({"flows": v[0], "packets": v[1], "bytes": v[2]}))).collect::<serde_json::Map<_, _>>()
     })
 }
+
+/// A `rie-probe run` process for one site, with its own data directory.
+pub struct Probe {
+    pub config: PathBuf,
+    pub data_dir: PathBuf,
+    child: Option<Child>,
+}
+
+impl Probe {
+    /// Writes a run config for `site` (from `probe-config`) with `interval` and, when given, a
+    /// `[simulate]` section (TOML body), then starts the probe.
+    pub fn start(c: &Collector, site: &str, interval: &str, simulate: Option<&str>) -> Self {
+        let config = c.probe_config(site);
+        let data_dir = c.dir.path().join(format!("probe-data-{site}"));
+        let p = Self {
+            config,
+            data_dir,
+            child: None,
+        };
+        p.write_config(interval, simulate);
+        let mut p = p;
+        p.spawn();
+        p
+    }
+
+    pub fn write_config(&self, interval: &str, simulate: Option<&str>) {
+        let text = std::fs::read_to_string(&self.config).expect("probe config");
+        let mut out = String::new();
+        for line in text.lines() {
+            if line.starts_with("[simulate]") {
+                break;
+            }
+            let line = if line.starts_with("data_dir = ") {
+                format!("data_dir = \"{}\"", self.data_dir.display())
+            } else if line.starts_with("batch_interval = ") {
+                format!("batch_interval = \"{interval}\"")
+            } else {
+                line.to_string()
+            };
+            out.push_str(&line);
+            out.push('\n');
+        }
+        if !out.contains("reconnect_min") {
+            out.push_str("reconnect_min = \"100ms\"\nreconnect_max = \"500ms\"\n");
+        }
+        if let Some(sim) = simulate {
+            out.push_str("\n[simulate]\n");
+            out.push_str(sim);
+            out.push('\n');
+        }
+        std::fs::write(&self.config, out).expect("write probe config");
+    }
+
+    pub fn spawn(&mut self) {
+        let log = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(self.data_dir.with_extension("log"))
+            .expect("probe log");
+        self.child = Some(
+            Command::new(bin("rie-probe"))
+                .args(["run", "--config"])
+                .arg(&self.config)
+                .stderr(log)
+                .spawn()
+                .expect("spawn rie-probe"),
+        );
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.data_dir.with_extension("log")).unwrap_or_default()
+    }
+
+    /// The probe's `status.json`, or `Null` before it first writes it.
+    pub fn status(&self) -> Value {
+        std::fs::read(self.data_dir.join("status.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .unwrap_or(Value::Null)
+    }
+
+    pub fn wait_status(&self, what: &str, timeout: Duration, f: impl Fn(&Value) -> bool) -> Value {
+        let end = Instant::now() + timeout;
+        loop {
+            let st = self.status();
+            if f(&st) {
+                return st;
+            }
+            assert!(
+                Instant::now() < end,
+                "timed out waiting for {what}; status: {st}\nprobe log:\n{}",
+                self.log()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    pub fn kill9(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            c.kill().expect("kill");
+            c.wait().expect("wait");
+        }
+    }
+
+    /// SIGTERM; returns the exit code.
+    pub fn terminate(&mut self) -> Option<i32> {
+        let mut c = self.child.take()?;
+        let st = Command::new("kill")
+            .args(["-TERM", &c.id().to_string()])
+            .status()
+            .expect("kill -TERM");
+        assert!(st.success());
+        c.wait().expect("wait").code()
+    }
+}
+
+impl Drop for Probe {
+    fn drop(&mut self) {
+        self.kill9();
+    }
+}

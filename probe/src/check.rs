@@ -1,0 +1,389 @@
+//! `rie-probe check`: the technician's checklist at install time. Each line says ✔ or ✘, what
+//! was found and, when it fails, the one thing to do. Blocking failures (the probe cannot work)
+//! make the exit code 1; warnings do not.
+//!
+//! Checked today: configuration, secret-file permissions, spool directory (writable, free
+//! space), capture permission, DNS, collector reachable, TLS certificate against the configured
+//! CA, token accepted, clock offset. Interface, NetFlow and per-link checks join this list with
+//! the capture, NetFlow and availability features.
+
+use std::path::Path;
+use std::time::Instant;
+
+use crate::config::{world_or_group_readable, ProbeConfig};
+use crate::session::{Session, SessionError};
+use crate::status::Lang;
+use crate::uplink::{now_ms, Identity};
+
+/// One line of the checklist.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Line {
+    pub ok: bool,
+    /// A failed blocking check makes `check` exit non-zero.
+    pub blocking: bool,
+    pub label: String,
+    pub detail: String,
+    pub fix: Option<String>,
+}
+
+impl Line {
+    pub fn render(&self) -> String {
+        let mark = if self.ok { "✔" } else { "✘" };
+        let mut s = format!("{mark} {} — {}", self.label, self.detail);
+        if let (false, Some(fix)) = (self.ok, &self.fix) {
+            s.push_str(&format!("\n    → {fix}"));
+        }
+        s
+    }
+}
+
+/// Clock offsets above this are flagged; above [`CLOCK_BLOCKING_MS`] the probe's minute
+/// buckets would land in the wrong minute, which blocks.
+const CLOCK_WARN_MS: i64 = 2_000;
+const CLOCK_BLOCKING_MS: i64 = 60_000;
+
+struct Lines {
+    lang: Lang,
+    v: Vec<Line>,
+}
+
+impl Lines {
+    fn push(
+        &mut self,
+        ok: bool,
+        blocking: bool,
+        label: (&str, &str),
+        detail: String,
+        fix: Option<(&str, &str)>,
+    ) {
+        let l = self.lang;
+        self.v.push(Line {
+            ok,
+            blocking,
+            label: l.t(label.0, label.1).to_string(),
+            detail,
+            fix: fix.map(|f| l.t(f.0, f.1).to_string()),
+        });
+    }
+}
+
+/// Runs every check for the config at `path`.
+pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
+    let mut out = Lines {
+        lang,
+        v: Vec::new(),
+    };
+    let l = lang;
+    let cfg = match ProbeConfig::load(path) {
+        Ok(c) => c,
+        Err(e) => {
+            out.push(
+                false,
+                true,
+                ("Configuration", "Configuration"),
+                e.to_string(),
+                Some((
+                    "corrigez la clé indiquée (voir configs/probe.example.toml)",
+                    "fix the key named (see configs/probe.example.toml)",
+                )),
+            );
+            return out.v;
+        }
+    };
+    let resolved = match cfg.resolve() {
+        Ok(r) => {
+            out.push(
+                true,
+                true,
+                ("Configuration", "Configuration"),
+                format!(
+                    "{} ({} {})",
+                    path.display(),
+                    l.t("site", "site"),
+                    cfg.site_id
+                ),
+                None,
+            );
+            r
+        }
+        Err(e) => {
+            out.push(false, true, ("Configuration", "Configuration"), e.to_string(),
+                Some(("corrigez la clé indiquée, ou réinstallez le fichier écrit par `rie-collector probe-config`", "fix the key named, or reinstall the file written by `rie-collector probe-config`")));
+            return out.v;
+        }
+    };
+
+    for (what, file) in cfg.secret_files() {
+        match world_or_group_readable(&file) {
+            Some(mode) => out.push(
+                false,
+                false,
+                ("Droits du fichier secret", "Secret file permissions"),
+                format!("{} ({what}) : {mode:o}", file.display()),
+                Some((
+                    "chmod 600 sur ce fichier, propriétaire : l'utilisateur de la sonde",
+                    "chmod 600 that file, owned by the probe user",
+                )),
+            ),
+            None => out.push(
+                true,
+                false,
+                ("Droits du fichier secret", "Secret file permissions"),
+                format!(
+                    "{} : {}",
+                    file.display(),
+                    l.t(
+                        "lisible par son propriétaire seul",
+                        "readable by its owner only"
+                    )
+                ),
+                None,
+            ),
+        }
+    }
+
+    check_spool(&mut out, &cfg);
+    check_cap_net_raw(&mut out);
+
+    let host = cfg
+        .collector
+        .address
+        .rsplit_once(':')
+        .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
+        .unwrap_or_default();
+    if host.parse::<std::net::IpAddr>().is_ok() {
+        out.push(
+            true,
+            true,
+            ("DNS", "DNS"),
+            format!(
+                "{host} : {}",
+                l.t(
+                    "adresse IP, pas de résolution nécessaire",
+                    "an IP address, nothing to resolve"
+                )
+            ),
+            None,
+        );
+    } else {
+        match tokio::net::lookup_host(&cfg.collector.address).await {
+            Ok(mut addrs) => match addrs.next() {
+                Some(a) => out.push(
+                    true,
+                    true,
+                    ("DNS", "DNS"),
+                    format!("{host} → {}", a.ip()),
+                    None,
+                ),
+                None => out.push(
+                    false,
+                    true,
+                    ("DNS", "DNS"),
+                    format!("{host} : {}", l.t("aucune adresse", "no address")),
+                    Some((
+                        "vérifiez les résolveurs DNS du routeur (/etc/resolv.conf)",
+                        "check the router's DNS resolvers (/etc/resolv.conf)",
+                    )),
+                ),
+            },
+            Err(e) => out.push(
+                false,
+                true,
+                ("DNS", "DNS"),
+                format!("{host} : {e}"),
+                Some((
+                    "vérifiez les résolveurs DNS du routeur (/etc/resolv.conf)",
+                    "check the router's DNS resolvers (/etc/resolv.conf)",
+                )),
+            ),
+        }
+    }
+
+    let id = Identity::new(
+        cfg.site_id.clone(),
+        resolved.token.clone(),
+        crate::spool::random_stream(),
+    );
+    let sent_at = now_ms();
+    let started = Instant::now();
+    match Session::open(&resolved.target, id.hello()).await {
+        Ok(s) => {
+            let rtt = started.elapsed();
+            out.push(
+                true,
+                true,
+                ("Collecteur joignable", "Collector reachable"),
+                format!(
+                    "{} ({} {} ms)",
+                    cfg.collector.address,
+                    l.t("aller-retour", "round trip"),
+                    rtt.as_millis()
+                ),
+                None,
+            );
+            out.push(
+                true,
+                true,
+                ("Certificat TLS", "TLS certificate"),
+                l.t(
+                    "valide pour l'autorité configurée",
+                    "valid for the configured CA",
+                )
+                .to_string(),
+                None,
+            );
+            out.push(
+                true,
+                true,
+                ("Jeton", "Token"),
+                l.t("accepté par le collecteur", "accepted by the collector")
+                    .to_string(),
+                None,
+            );
+            let offset = sent_at + (rtt.as_millis() as i64) / 2 - s.welcome.collector_time_ms;
+            let detail = format!(
+                "{} {offset:+} ms",
+                l.t("décalage avec le collecteur", "offset from the collector")
+            );
+            let fix = Some((
+                "synchronisez l'horloge (NTP/chrony) du routeur",
+                "synchronise the router's clock (NTP/chrony)",
+            ));
+            out.push(
+                offset.abs() < CLOCK_WARN_MS,
+                offset.abs() >= CLOCK_BLOCKING_MS,
+                ("Horloge", "Clock"),
+                detail,
+                fix,
+            );
+            s.close().await;
+        }
+        Err(e) => {
+            let (reach, tls, token) = match &e {
+                SessionError::Connect { .. } | SessionError::Timeout(_) => (false, None, None),
+                SessionError::Tls { .. } => (true, Some(false), None),
+                SessionError::Refused(_) => (true, Some(true), Some(false)),
+                SessionError::Protocol(_) | SessionError::Io(_) => (true, Some(true), None),
+            };
+            let msg = e.to_string();
+            out.push(reach, true, ("Collecteur joignable", "Collector reachable"),
+                if reach { cfg.collector.address.clone() } else { msg.clone() },
+                Some(("vérifiez collector.address, la route vers le cœur de réseau et le pare-feu (port TCP du collecteur)", "check collector.address, the route to the core and the firewall (collector TCP port)")));
+            if let Some(ok) = tls {
+                out.push(ok, true, ("Certificat TLS", "TLS certificate"),
+                    if ok { l.t("valide pour l'autorité configurée", "valid for the configured CA").to_string() } else { msg.clone() },
+                    Some(("réinstallez ca_cert depuis le fichier écrit par `rie-collector probe-config` ; vérifiez server_name", "reinstall ca_cert from the file written by `rie-collector probe-config`; check server_name")));
+            }
+            if let Some(ok) = token {
+                out.push(ok, true, ("Jeton", "Token"), msg.clone(),
+                    Some(("demandez au NOC un nouveau fichier : `rie-collector probe-config --site SITE`", "ask the NOC for a new file: `rie-collector probe-config --site SITE`")));
+            }
+            if reach && tls == Some(true) && token.is_none() {
+                out.push(
+                    false,
+                    true,
+                    ("Protocole", "Protocol"),
+                    msg,
+                    Some((
+                        "mettez à jour rie-probe ou le collecteur",
+                        "upgrade rie-probe or the collector",
+                    )),
+                );
+            }
+        }
+    }
+    out.v
+}
+
+fn check_spool(out: &mut Lines, cfg: &ProbeConfig) {
+    let l = out.lang;
+    let dir = cfg.spool_dir();
+    let label = ("Spool", "Spool");
+    let probe_file = dir.join(".check");
+    let writable = std::fs::create_dir_all(&dir)
+        .and_then(|()| std::fs::write(&probe_file, b"check"))
+        .and_then(|()| std::fs::remove_file(&probe_file));
+    if let Err(e) = writable {
+        out.push(
+            false,
+            true,
+            label,
+            format!("{} : {e}", dir.display()),
+            Some((
+                "créez le répertoire et donnez-le à l'utilisateur de la sonde (chown rie-probe)",
+                "create the directory and give it to the probe user (chown rie-probe)",
+            )),
+        );
+        return;
+    }
+    let budget = cfg.spool.budget_mb * 1024 * 1024;
+    match rustix::fs::statvfs(&dir) {
+        Ok(st) => {
+            let free = st.f_bavail.saturating_mul(st.f_frsize);
+            let detail = format!(
+                "{} : {} {} MiB, {} {} MiB",
+                dir.display(),
+                l.t("inscriptible ; libre", "writable; free"),
+                free / (1024 * 1024),
+                l.t("budget", "budget"),
+                cfg.spool.budget_mb
+            );
+            out.push(
+                free >= budget,
+                false,
+                label,
+                detail,
+                Some((
+                    "libérez de la place ou réduisez spool.budget_mb",
+                    "free some space or lower spool.budget_mb",
+                )),
+            );
+        }
+        Err(e) => out.push(
+            false,
+            false,
+            label,
+            format!("{} : {e}", dir.display()),
+            None,
+        ),
+    }
+}
+
+/// CAP_NET_RAW (bit 13 of the effective set) is what packet capture needs.
+fn check_cap_net_raw(out: &mut Lines) {
+    let eff = std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find_map(|l| l.strip_prefix("CapEff:").map(|v| v.trim().to_string()))
+        })
+        .and_then(|v| u64::from_str_radix(&v, 16).ok());
+    let has = eff.is_some_and(|e| e & (1 << 13) != 0);
+    let l = out.lang;
+    out.push(
+        has,
+        false,
+        (
+            "Droit de capture (CAP_NET_RAW)",
+            "Capture permission (CAP_NET_RAW)",
+        ),
+        if has {
+            l.t("présent", "present")
+        } else {
+            l.t(
+                "absent : la capture de paquets sera impossible",
+                "missing: packet capture will not work",
+            )
+        }
+        .to_string(),
+        Some((
+            "lancez la sonde par son unité systemd (AmbientCapabilities=CAP_NET_RAW)",
+            "run the probe through its systemd unit (AmbientCapabilities=CAP_NET_RAW)",
+        )),
+    );
+}
+
+/// True when no blocking check failed.
+pub fn passed(lines: &[Line]) -> bool {
+    lines.iter().all(|l| l.ok || !l.blocking)
+}
