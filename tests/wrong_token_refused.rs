@@ -79,9 +79,15 @@ fn wrong_token_unknown_site_and_unenrolled_site_are_refused() {
 #[test]
 fn reissuing_a_probe_config_revokes_the_old_token() {
     let c = Collector::start();
+    use std::os::unix::fs::PermissionsExt;
     let first = c.probe_config("S1");
     let old = first.with_file_name("old.toml");
     std::fs::copy(&first, &old).unwrap();
-    let _second = c.probe_config("S1");
+    // Someone loosened the file's permissions; re-issuing over it must tighten them again.
+    std::fs::set_permissions(&first, std::fs::Permissions::from_mode(0o644)).unwrap();
+    let second = c.probe_config("S1");
+    assert_eq!(second, first);
+    let mode = std::fs::metadata(&second).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o600, "a probe config holds a secret");
     refused(&c, &old, "token refused for site S1");
 }

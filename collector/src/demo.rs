@@ -266,23 +266,14 @@ async fn spawn_probe_process(
     plan: &ProbePlan,
     dir: &std::path::Path,
 ) -> Result<tokio::process::Child, DemoError> {
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
     let path = dir.join("probe-plan.json");
     let io = |source| DemoError::Io {
         dir: path.display().to_string(),
         source,
     };
     // It holds every site's token: owner-only.
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(&path)
-        .map_err(io)?;
-    f.write_all(&serde_json::to_vec(plan).map_err(|e| DemoError::Setup(e.to_string()))?)
-        .map_err(io)?;
+    let json = serde_json::to_vec(plan).map_err(|e| DemoError::Setup(e.to_string()))?;
+    pki::write_with_mode(&path, &json, 0o600).map_err(io)?;
     let exe = std::env::current_exe().map_err(io)?;
     tokio::process::Command::new(exe)
         .args(["--log-level", "warn", "demo-probes", "--plan"])

@@ -400,16 +400,8 @@ fn probe_config(
          ca_cert = '''\n{ca}'''\n",
         name = s.name.replace('\n', " "),
     );
-    use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let mut f = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(out)
+    pki::write_with_mode(out, text.as_bytes(), 0o600)
         .with_context(|| format!("writing {}", out.display()))?;
-    f.write_all(text.as_bytes())?;
     println!(
         "wrote {} for site {id} ({}); the previous token of this site no longer works",
         out.display(),

@@ -35,22 +35,33 @@ pub enum PkiError {
     Tls(#[from] rustls::Error),
 }
 
-fn write_file(path: &Path, data: &str, secret: bool) -> Result<(), PkiError> {
+/// Writes `data` to `path` with permission bits `mode`, fsynced. The bits are set even when
+/// the file already exists (`OpenOptions::mode` alone applies to new files only), so that
+/// re-issuing a secret never leaves it as readable as the file it replaced.
+///
+/// # Errors
+/// I/O errors.
+pub fn write_with_mode(path: &Path, data: &[u8], mode: u32) -> std::io::Result<()> {
     use std::io::Write;
-    use std::os::unix::fs::OpenOptionsExt;
-    let io = |source| PkiError::Io {
-        file: path.to_path_buf(),
-        source,
-    };
+    use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
     let mut f = std::fs::OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .mode(if secret { 0o600 } else { 0o644 })
-        .open(path)
-        .map_err(io)?;
-    f.write_all(data.as_bytes()).map_err(io)?;
-    f.sync_all().map_err(io)
+        .mode(mode)
+        .open(path)?;
+    f.set_permissions(std::fs::Permissions::from_mode(mode))?;
+    f.write_all(data)?;
+    f.sync_all()
+}
+
+fn write_file(path: &Path, data: &str, secret: bool) -> Result<(), PkiError> {
+    write_with_mode(path, data.as_bytes(), if secret { 0o600 } else { 0o644 }).map_err(|source| {
+        PkiError::Io {
+            file: path.to_path_buf(),
+            source,
+        }
+    })
 }
 
 /// Creates `ca.pem`, `ca.key`, `server.pem`, `server.key` in `dir`. `names` are the DNS names

@@ -120,9 +120,16 @@ impl Session {
                 last_stored_seq: None,
             },
         };
+        let version = hello.protocol_version;
         s.send(&Message::Hello(hello)).await?;
         match tokio::time::timeout(t, s.recv()).await {
             Err(_) => Err(SessionError::Timeout(t)),
+            Ok(Ok(Some(Message::Welcome(w)))) if w.protocol_version != version => {
+                Err(SessionError::Protocol(format!(
+                    "collector answered in protocol version {}, this probe speaks {version}: upgrade the older side",
+                    w.protocol_version
+                )))
+            }
             Ok(Ok(Some(Message::Welcome(w)))) => {
                 s.welcome = w;
                 Ok(s)
