@@ -125,3 +125,34 @@ fn probe_sigkilled_mid_write_recovers_its_spool_exactly() {
     assert_eq!(totals(&c), expected(n, Duration::from_millis(100)));
     assert_eq!(c.metric("rie_collector_sequence_gaps_total"), 0.0);
 }
+
+#[test]
+fn spool_directory_deleted_under_a_running_probe() {
+    let mut c = Collector::start();
+    let p = Probe::start(&c, "S1", "100ms", Some(SIM));
+    c.wait_until("first batches", Duration::from_secs(15), |c| stored(c) >= 2);
+    c.kill9();
+    p.wait_status("a backlog", Duration::from_secs(15), |s| {
+        s["spool"]["batches"].as_u64() >= Some(5)
+    });
+    std::fs::remove_dir_all(p.data_dir.join("spool")).unwrap();
+    // The probe keeps running, recreates its spool and says what it lost.
+    let st = p.wait_status("the loss to be counted", Duration::from_secs(15), |s| {
+        s["spool"]["dropped"].as_u64() > Some(0)
+    });
+    assert_eq!(st["running"], true);
+    assert!(p.data_dir.join("spool").is_dir());
+    c.restart();
+    let before = stored(&c);
+    c.wait_until(
+        "new batches after the deletion",
+        Duration::from_secs(20),
+        |c| stored(c) > before + 3,
+    );
+    // The status file is rewritten every second.
+    p.wait_status("connected again", Duration::from_secs(5), |s| {
+        s["connected"] == true
+    });
+    // The lost batches are a visible gap at the collector, not silence.
+    assert_eq!(c.metric("rie_collector_sequence_gaps_total"), 1.0);
+}

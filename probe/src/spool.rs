@@ -319,6 +319,7 @@ impl Spool {
             .is_some_and(|s| !seg_path(&self.dir, s.first_seq).exists())
         {
             self.writer = None;
+            self.forget_missing_segments()?;
         }
         let rotate = self
             .segments
@@ -361,6 +362,27 @@ impl Spool {
         seg.bytes += rec_len;
         seg.last_seq = seq;
         Ok((seg.first_seq, offset))
+    }
+
+    /// Segment files removed from under the probe: their batches are lost; say so, count them,
+    /// and make the directory whole again (meta.json keeps the numbering going).
+    fn forget_missing_segments(&mut self) -> std::io::Result<()> {
+        let dir = self.dir.clone();
+        let missing: Vec<u64> = self
+            .segments
+            .iter()
+            .filter(|s| !seg_path(&dir, s.first_seq).exists())
+            .map(|s| s.first_seq)
+            .collect();
+        self.segments.retain(|s| !missing.contains(&s.first_seq));
+        let before = self.entries.len();
+        self.entries
+            .retain(|e| !matches!(e.loc, Loc::Disk { segment, .. } if missing.contains(&segment)));
+        let lost = (before - self.entries.len()) as u64;
+        self.state.dropped += lost;
+        error!(dir = %dir.display(), batches = lost, "spool files were removed under the running probe: their batches are lost");
+        std::fs::create_dir_all(&dir)?;
+        self.write_meta()
     }
 
     /// Drops the oldest segments while over budget (never the one being written).
@@ -699,10 +721,15 @@ mod tests {
         let mut s = Spool::open(&spool_dir, 1 << 30).unwrap();
         s.append(b(10));
         std::fs::remove_dir_all(&spool_dir).unwrap();
-        // The batch on disk is gone with its file; new ones are spooled again.
+        // The batch on disk is gone with its file, counted at once; new ones are spooled again.
         assert_eq!(s.append(b(20)), 2);
-        assert_eq!(bytes_of(&mut s), [20]);
         assert_eq!(s.state().dropped, 1);
-        assert!(spool_dir.join("meta.json").exists() || spool_dir.exists());
+        assert_eq!(bytes_of(&mut s), [20]);
+        assert!(spool_dir.join("meta.json").exists());
+        drop(s);
+        // And the numbering survived the loss of meta.json too.
+        let mut s = Spool::open(&spool_dir, 1 << 30).unwrap();
+        assert_eq!(bytes_of(&mut s), [20]);
+        assert_eq!(s.append(b(30)), 3);
     }
 }

@@ -379,6 +379,7 @@ impl Probe {
             Command::new(bin("rie-probe"))
                 .args(["run", "--config"])
                 .arg(&self.config)
+                .stdout(Stdio::null())
                 .stderr(log)
                 .spawn()
                 .expect("spawn rie-probe"),
