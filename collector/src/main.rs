@@ -235,13 +235,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read(&plan).with_context(|| format!("reading {}", plan.display()))?;
             let plan: demo::ProbePlan = serde_json::from_slice(&text).context("demo probe plan")?;
             raise_fd_limit(plan.sites.len() as u64 + 1_024);
-            runtime()?.block_on(async move {
-                let shutdown = CancellationToken::new();
-                spawn_signal_handler(shutdown.clone());
-                demo::run_probes(plan, shutdown)
-                    .await
-                    .map_err(anyhow::Error::from)
-            })
+            until_signal(|shutdown| demo::run_probes(plan, shutdown))
         }
         Cmd::ProbeConfig {
             cfg,
@@ -272,13 +266,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 api_listen,
                 incident_rate,
             };
-            runtime()?.block_on(async move {
-                let shutdown = CancellationToken::new();
-                spawn_signal_handler(shutdown.clone());
-                demo::run(opts, shutdown).await.map_err(anyhow::Error::from)
-            })
+            until_signal(|shutdown| demo::run(opts, shutdown))
         }
     }
+}
+
+/// Runs `task` on a fresh runtime with a shutdown token that Ctrl-C or SIGTERM cancels.
+fn until_signal<F, Fut, E>(task: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
+        task(shutdown).await.map_err(anyhow::Error::from)
+    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {

@@ -34,37 +34,36 @@ struct Cli {
     cmd: Cmd,
 }
 
+/// The probe's configuration file.
+#[derive(clap::Args)]
+struct ConfigArg {
+    #[arg(
+        long = "config",
+        env = "RIE_PROBE_CONFIG",
+        default_value = "/etc/rie-probe/probe.toml"
+    )]
+    path: PathBuf,
+}
+
 #[derive(Subcommand)]
 enum Cmd {
     /// Run the probe: measure, batch, send to the collector.
     Run {
-        #[arg(
-            long,
-            env = "RIE_PROBE_CONFIG",
-            default_value = "/etc/rie-probe/probe.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
     },
     /// Installation checklist for the technician: ✔/✘ per item, with the fix. Exit code 1 when
     /// a blocking check fails.
     Check {
-        #[arg(
-            long,
-            env = "RIE_PROBE_CONFIG",
-            default_value = "/etc/rie-probe/probe.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[arg(long, value_enum, default_value = "fr", env = "RIE_LANG")]
         lang: Lang,
     },
     /// Show the running probe's state: connection, last acknowledgement, spool, links.
     Status {
-        #[arg(
-            long,
-            env = "RIE_PROBE_CONFIG",
-            default_value = "/etc/rie-probe/probe.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         /// Print the raw status as JSON.
         #[arg(long)]
         json: bool,
@@ -74,12 +73,8 @@ enum Cmd {
     /// Send batches from a JSON file (an array of batches) and print the collector's acks;
     /// for reproducing a problem by hand.
     SendBatch {
-        #[arg(
-            long,
-            env = "RIE_PROBE_CONFIG",
-            default_value = "/etc/rie-probe/probe.toml"
-        )]
-        config: PathBuf,
+        #[command(flatten)]
+        config: ConfigArg,
         #[arg(long)]
         batch: PathBuf,
         /// Sequence stream to use (defaults to a fresh random one).
@@ -103,15 +98,15 @@ fn main() -> ExitCode {
     };
     rt.block_on(async {
         match cli.cmd {
-            Cmd::Run { config } => cmd_run(config).await,
+            Cmd::Run { config } => cmd_run(config.path).await,
             Cmd::SendBatch {
                 config,
                 batch,
                 stream,
-            } => cmd_send(config, batch, stream).await,
-            Cmd::Status { config, json, lang } => cmd_status(&config, json, lang),
+            } => cmd_send(config.path, batch, stream).await,
+            Cmd::Status { config, json, lang } => cmd_status(&config.path, json, lang),
             Cmd::Check { config, lang } => {
-                let lines = rie_probe::check::run(&config, lang).await;
+                let lines = rie_probe::check::run(&config.path, lang).await;
                 for l in &lines {
                     println!("{}", l.render());
                 }

@@ -130,21 +130,12 @@ impl Collector {
 
     /// SIGKILL: no flush, no goodbye.
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill");
-            c.wait().expect("wait");
-        }
+        kill9(&mut self.child);
     }
 
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        let st = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(st.success());
-        c.wait().expect("wait").code()
+        terminate(&mut self.child)
     }
 
     pub fn restart(&mut self) {
@@ -227,6 +218,25 @@ impl Drop for Collector {
     fn drop(&mut self) {
         self.kill9();
     }
+}
+
+/// SIGKILL and reap a child process, if it runs.
+fn kill9(child: &mut Option<Child>) {
+    if let Some(mut c) = child.take() {
+        c.kill().expect("kill");
+        c.wait().expect("wait");
+    }
+}
+
+/// SIGTERM a child process and wait for it; returns its exit code.
+fn terminate(child: &mut Option<Child>) -> Option<i32> {
+    let mut c = child.take()?;
+    let st = Command::new("kill")
+        .args(["-TERM", &c.id().to_string()])
+        .status()
+        .expect("kill -TERM");
+    assert!(st.success());
+    c.wait().expect("wait").code()
 }
 
 /// Runs a command that must succeed; returns its stdout.
@@ -415,21 +425,12 @@ impl Probe {
     }
 
     pub fn kill9(&mut self) {
-        if let Some(mut c) = self.child.take() {
-            c.kill().expect("kill");
-            c.wait().expect("wait");
-        }
+        kill9(&mut self.child);
     }
 
     /// SIGTERM; returns the exit code.
     pub fn terminate(&mut self) -> Option<i32> {
-        let mut c = self.child.take()?;
-        let st = Command::new("kill")
-            .args(["-TERM", &c.id().to_string()])
-            .status()
-            .expect("kill -TERM");
-        assert!(st.success());
-        c.wait().expect("wait").code()
+        terminate(&mut self.child)
     }
 }
 
