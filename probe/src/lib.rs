@@ -9,6 +9,7 @@
 pub mod check;
 pub mod cli;
 pub mod config;
+pub mod meter;
 pub mod runner;
 pub mod session;
 pub mod sources;

@@ -34,6 +34,12 @@ struct Cli {
     cmd: Cmd,
 }
 
+#[derive(Clone, Copy, clap::ValueEnum)]
+enum SummaryFormat {
+    Json,
+    Text,
+}
+
 /// The probe's configuration file.
 #[derive(clap::Args)]
 struct ConfigArg {
@@ -59,6 +65,20 @@ enum Cmd {
         config: ConfigArg,
         #[arg(long, value_enum, default_value = "fr", env = "RIE_LANG")]
         lang: Lang,
+    },
+    /// Run a pcap or pcapng file through the flow meter and print what it counted.
+    Replay {
+        #[arg(long)]
+        pcap: PathBuf,
+        /// Output format of the summary.
+        #[arg(long, value_enum, default_value = "json")]
+        summary: SummaryFormat,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        active_timeout: std::time::Duration,
+        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
+        inactive_timeout: std::time::Duration,
+        #[arg(long, default_value_t = 200_000)]
+        max_flows: usize,
     },
     /// Show the running probe's state: connection, last acknowledgement, spool, links.
     Status {
@@ -105,6 +125,35 @@ fn main() -> ExitCode {
                 stream,
             } => cmd_send(config.path, batch, stream).await,
             Cmd::Status { config, json, lang } => cmd_status(&config.path, json, lang),
+            Cmd::Replay {
+                pcap,
+                summary,
+                active_timeout,
+                inactive_timeout,
+                max_flows,
+            } => {
+                let cfg = rie_probe::meter::flow_table::FlowTableConfig {
+                    active_timeout,
+                    inactive_timeout,
+                    max_flows,
+                    ..Default::default()
+                };
+                match rie_probe::meter::pcap::replay(&pcap, cfg, |_| {}) {
+                    Ok(s) => {
+                        match summary {
+                            SummaryFormat::Json => println!("{}", serde_json::json!(s)),
+                            SummaryFormat::Text => {
+                                println!("{} flows, {} packets, {} bytes (IP), {} frames skipped, {} evictions", s.flows, s.packets, s.bytes, s.skipped_frames, s.evictions);
+                                for (p, c) in &s.by_protocol {
+                                    println!("  protocol {p:>3}: {} flows, {} packets, {} bytes", c.flows, c.packets, c.bytes);
+                                }
+                            }
+                        }
+                        ExitCode::SUCCESS
+                    }
+                    Err(e) => config_error(e),
+                }
+            }
             Cmd::Check { config, lang } => {
                 let lines = rie_probe::check::run(&config.path, lang).await;
                 for l in &lines {
