@@ -439,3 +439,87 @@ impl Drop for Probe {
         self.kill9();
     }
 }
+
+/// Two network namespaces joined by a veth pair (`a` 10.99.0.1/24 and fd99::1/64, `b`
+/// 10.99.0.2/24 and fd99::2/64), created for one test and removed when dropped. Needs root
+/// (`ip netns`); fails with the reason otherwise, never skips.
+pub struct NetnsPair {
+    pub a: String,
+    pub b: String,
+    pub veth_a: String,
+}
+
+impl NetnsPair {
+    pub fn new(tag: &str) -> Self {
+        let id = std::process::id() % 100_000;
+        let a = format!("rie-{tag}-a-{id}");
+        let b = format!("rie-{tag}-b-{id}");
+        let veth_a = format!("rva{id}");
+        let veth_b = format!("rvb{id}");
+        let pair = Self {
+            a: a.clone(),
+            b: b.clone(),
+            veth_a: veth_a.clone(),
+        };
+        let ip = |args: &[&str]| {
+            let out = Command::new("ip")
+                .args(args)
+                .output()
+                .expect("ip (iproute2) is needed: apt-get install iproute2");
+            assert!(
+                out.status.success(),
+                "ip {} failed: {} (network-namespace tests need root and iproute2)",
+                args.join(" "),
+                String::from_utf8_lossy(&out.stderr)
+            );
+        };
+        ip(&["netns", "add", &a]);
+        ip(&["netns", "add", &b]);
+        ip(&[
+            "link", "add", &veth_a, "netns", &a, "type", "veth", "peer", "name", &veth_b, "netns",
+            &b,
+        ]);
+        for (ns, dev, v4, v6) in [
+            (&a, &veth_a, "10.99.0.1/24", "fd99::1/64"),
+            (&b, &veth_b, "10.99.0.2/24", "fd99::2/64"),
+        ] {
+            ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
+            ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
+            ip(&["-n", ns, "link", "set", dev, "up"]);
+            ip(&["-n", ns, "link", "set", "lo", "up"]);
+        }
+        pair
+    }
+
+    /// A command to run inside namespace `ns`.
+    pub fn exec(ns: &str, program: &str) -> Command {
+        let mut c = Command::new("ip");
+        c.args(["netns", "exec", ns, program]);
+        c
+    }
+}
+
+impl Drop for NetnsPair {
+    fn drop(&mut self) {
+        for ns in [&self.a, &self.b] {
+            let _ = Command::new("ip").args(["netns", "del", ns]).status();
+        }
+    }
+}
+
+/// A child process killed and reaped when dropped, so a failing test leaves nothing running
+/// (a leftover child holding the test's stdout would stall the whole run).
+pub struct Guard(pub Child);
+
+impl Guard {
+    pub fn id(&self) -> u32 {
+        self.0.id()
+    }
+}
+
+impl Drop for Guard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

@@ -1,0 +1,232 @@
+//! The flow meter against an independent tool on real traffic: two network namespaces joined by
+//! a veth pair exchange ping (IPv4 and IPv6), HTTP with Python's server and curl, UDP
+//! datagrams and a burst of connections to closed ports (SYN/RST); tcpdump captures it; the
+//! packets and IP bytes of `rie-probe replay --summary json` must equal tshark's count of the
+//! same file, per protocol, exactly.
+//!
+//! Needs root, iproute2, tcpdump, tshark, iputils-ping, curl and python3 (`.ci/run` installs them).
+
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use rie_e2e::{bin, Guard, NetnsPair};
+
+fn need(tool: &str, package: &str) {
+    let found = Command::new("sh")
+        .args(["-c", &format!("command -v {tool}")])
+        .output()
+        .unwrap();
+    assert!(
+        found.status.success(),
+        "{tool} is missing: apt-get install {package}"
+    );
+}
+
+fn run_in(ns: &str, program: &str, args: &[&str]) {
+    let out = NetnsPair::exec(ns, program).args(args).output().unwrap();
+    assert!(
+        out.status.success(),
+        "{program} {args:?} in {ns}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+}
+
+/// tshark's own totals: protocol → (packets, IP bytes). The protocol is the first transport
+/// protocol after the outer IP header (so an ICMP error quoting a UDP header stays ICMP).
+fn tshark_totals(pcap: &std::path::Path) -> BTreeMap<String, (u64, u64)> {
+    let out = Command::new("tshark")
+        .args(["-n", "-r"])
+        .arg(pcap)
+        .args([
+            "-T",
+            "fields",
+            "-E",
+            "separator=|",
+            "-e",
+            "frame.protocols",
+            "-e",
+            "ip.proto",
+            "-e",
+            "ip.len",
+            "-e",
+            "ipv6.nxt",
+            "-e",
+            "ipv6.plen",
+        ])
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "tshark: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for line in String::from_utf8_lossy(&out.stdout).lines() {
+        let f: Vec<&str> = line.split('|').collect();
+        let first = |s: &str| s.split(',').next().unwrap_or("").to_string();
+        let (proto_field, len) = if !f[2].is_empty() {
+            (first(f[1]), first(f[2]).parse::<u64>().unwrap())
+        } else if !f[4].is_empty() {
+            (first(f[3]), first(f[4]).parse::<u64>().unwrap() + 40)
+        } else {
+            continue; // not IP (ARP)
+        };
+        let tokens: Vec<&str> = f[0].split(':').collect();
+        let ip_at = tokens
+            .iter()
+            .position(|t| *t == "ip" || *t == "ipv6")
+            .unwrap();
+        let proto = tokens[ip_at + 1..]
+            .iter()
+            .find_map(|t| match *t {
+                "tcp" => Some("6".to_string()),
+                "udp" => Some("17".to_string()),
+                "icmp" => Some("1".to_string()),
+                "icmpv6" => Some("58".to_string()),
+                _ => None,
+            })
+            .unwrap_or(proto_field);
+        let e = totals.entry(proto).or_default();
+        e.0 += 1;
+        e.1 += len;
+    }
+    totals
+}
+
+#[test]
+fn replay_equals_tshark_per_protocol_on_namespace_traffic() {
+    for (tool, pkg) in [
+        ("tcpdump", "tcpdump"),
+        ("tshark", "tshark"),
+        ("ping", "iputils-ping"),
+        ("curl", "curl"),
+        ("python3", "python3"),
+    ] {
+        need(tool, pkg);
+    }
+    let net = NetnsPair::new("replay");
+    let dir = tempfile::tempdir().unwrap();
+    let pcap = dir.path().join("veth.pcap");
+
+    let _server = Guard(
+        NetnsPair::exec(&net.b, "python3")
+            .args([
+                "-m",
+                "http.server",
+                "8080",
+                "--bind",
+                "10.99.0.2",
+                "--directory",
+            ])
+            .arg(dir.path())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    std::fs::write(dir.path().join("page.html"), "x".repeat(20_000)).unwrap();
+
+    let mut tcpdump = Guard(
+        NetnsPair::exec(&net.a, "tcpdump")
+            .args([
+                "-i",
+                &net.veth_a,
+                "--immediate-mode",
+                "-U",
+                "-n",
+                "-Z",
+                "root",
+                "-w",
+            ])
+            .arg(&pcap)
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    let mut err = BufReader::new(tcpdump.0.stderr.take().unwrap());
+    let mut line = String::new();
+    err.read_line(&mut line).unwrap();
+    assert!(line.contains("listening on"), "tcpdump: {line}");
+
+    // Wait for the HTTP server.
+    let start = Instant::now();
+    while !NetnsPair::exec(&net.a, "curl")
+        .args(["-sf", "-o", "/dev/null", "http://10.99.0.2:8080/page.html"])
+        .status()
+        .unwrap()
+        .success()
+    {
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "HTTP server did not start"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    run_in(&net.a, "ping", &["-c", "5", "-i", "0.2", "10.99.0.2"]);
+    run_in(&net.a, "ping", &["-6", "-c", "3", "-i", "0.2", "fd99::2"]);
+    for _ in 0..5 {
+        run_in(
+            &net.a,
+            "curl",
+            &["-sf", "-o", "/dev/null", "http://10.99.0.2:8080/page.html"],
+        );
+    }
+    let udp_and_rst = r#"
+import socket
+s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+for i in range(50):
+    s.sendto(bytes(100 + i * 20), ("10.99.0.2", 9999))
+for port in range(20000, 20040):
+    c = socket.socket()
+    try:
+        c.connect(("10.99.0.2", port))
+    except OSError:
+        pass
+    c.close()
+"#;
+    run_in(&net.a, "python3", &["-c", udp_and_rst]);
+    std::thread::sleep(Duration::from_millis(300));
+
+    // SIGINT: tcpdump writes out what it has and exits.
+    Command::new("kill")
+        .args(["-INT", &tcpdump.id().to_string()])
+        .status()
+        .unwrap();
+    tcpdump.0.wait().unwrap();
+
+    let expected = tshark_totals(&pcap);
+    let out = Command::new(bin("rie-probe"))
+        .args(["replay", "--summary", "json", "--pcap"])
+        .arg(&pcap)
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let mut got: BTreeMap<String, (u64, u64)> = BTreeMap::new();
+    for (proto, c) in s["by_protocol"].as_object().unwrap() {
+        got.insert(
+            proto.clone(),
+            (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap()),
+        );
+    }
+    assert_eq!(got, expected, "rie-probe {s}\ntshark {expected:?}");
+    // The traffic really was there: every kind of it.
+    for proto in ["1", "6", "17", "58"] {
+        assert!(
+            expected.get(proto).is_some_and(|e| e.0 > 0),
+            "no protocol {proto} in the capture: {expected:?}"
+        );
+    }
+    // 5 echo requests and 5 replies, plus the port-unreachables the closed UDP port sent back
+    // (rate-limited by the kernel, so their number varies).
+    assert!(expected["1"].0 >= 10, "{expected:?}");
+}
