@@ -56,6 +56,8 @@ pub struct ProbeConfig {
     pub collector: CollectorLink,
     #[serde(default)]
     pub spool: SpoolConfig,
+    #[serde(default)]
+    pub meter: MeterConfig,
     /// Simulated measurements, for demos and tests only: never on a real site.
     #[serde(default)]
     pub simulate: Option<SimulateConfig>,
@@ -95,6 +97,55 @@ pub struct CollectorLink {
     /// Batches sent but not yet acknowledged, at most.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+}
+
+/// The flow meter: the site's own prefixes (for traffic direction) and flow expiry.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct MeterConfig {
+    /// The site's address ranges, e.g. ["10.42.0.0/16", "fd00:42::/48"]; traffic leaving them is
+    /// outbound, entering them inbound.
+    #[serde(default)]
+    pub site_prefixes: Vec<ipnet::IpNet>,
+    #[serde(default = "default_active_timeout", with = "humantime_serde")]
+    pub active_timeout: Duration,
+    #[serde(default = "default_inactive_timeout", with = "humantime_serde")]
+    pub inactive_timeout: Duration,
+    /// Flow table bound; past it the oldest flow is reported early and counted as an eviction.
+    #[serde(default = "default_max_flows")]
+    pub max_flows: usize,
+}
+
+impl Default for MeterConfig {
+    fn default() -> Self {
+        Self {
+            site_prefixes: Vec::new(),
+            active_timeout: default_active_timeout(),
+            inactive_timeout: default_inactive_timeout(),
+            max_flows: default_max_flows(),
+        }
+    }
+}
+
+impl MeterConfig {
+    pub fn table(&self) -> crate::meter::flow_table::FlowTableConfig {
+        crate::meter::flow_table::FlowTableConfig {
+            active_timeout: self.active_timeout,
+            inactive_timeout: self.inactive_timeout,
+            max_flows: self.max_flows,
+            ..Default::default()
+        }
+    }
+}
+
+fn default_active_timeout() -> Duration {
+    Duration::from_secs(60)
+}
+fn default_inactive_timeout() -> Duration {
+    Duration::from_secs(15)
+}
+fn default_max_flows() -> usize {
+    200_000
 }
 
 /// The disk spool where batches wait for the collector's acknowledgement.

@@ -66,19 +66,17 @@ enum Cmd {
         #[arg(long, value_enum, default_value = "fr", env = "RIE_LANG")]
         lang: Lang,
     },
-    /// Run a pcap or pcapng file through the flow meter and print what it counted.
+    /// Run a pcap or pcapng file through the flow meter and print what it counted; with
+    /// --config, also send the minute aggregates to the collector (as new data, on a new stream).
     Replay {
         #[arg(long)]
         pcap: PathBuf,
         /// Output format of the summary.
         #[arg(long, value_enum, default_value = "json")]
         summary: SummaryFormat,
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        active_timeout: std::time::Duration,
-        #[arg(long, default_value = "15s", value_parser = humantime::parse_duration)]
-        inactive_timeout: std::time::Duration,
-        #[arg(long, default_value_t = 200_000)]
-        max_flows: usize,
+        /// Probe config: its [meter] settings apply, and the result goes to its collector.
+        #[arg(long)]
+        config: Option<PathBuf>,
     },
     /// Show the running probe's state: connection, last acknowledgement, spool, links.
     Status {
@@ -128,32 +126,8 @@ fn main() -> ExitCode {
             Cmd::Replay {
                 pcap,
                 summary,
-                active_timeout,
-                inactive_timeout,
-                max_flows,
-            } => {
-                let cfg = rie_probe::meter::flow_table::FlowTableConfig {
-                    active_timeout,
-                    inactive_timeout,
-                    max_flows,
-                    ..Default::default()
-                };
-                match rie_probe::meter::pcap::replay(&pcap, cfg, |_| {}) {
-                    Ok(s) => {
-                        match summary {
-                            SummaryFormat::Json => println!("{}", serde_json::json!(s)),
-                            SummaryFormat::Text => {
-                                println!("{} flows, {} packets, {} bytes (IP), {} frames skipped, {} evictions", s.flows, s.packets, s.bytes, s.skipped_frames, s.evictions);
-                                for (p, c) in &s.by_protocol {
-                                    println!("  protocol {p:>3}: {} flows, {} packets, {} bytes", c.flows, c.packets, c.bytes);
-                                }
-                            }
-                        }
-                        ExitCode::SUCCESS
-                    }
-                    Err(e) => config_error(e),
-                }
-            }
+                config,
+            } => cmd_replay(&pcap, summary, config.as_deref()).await,
             Cmd::Check { config, lang } => {
                 let lines = rie_probe::check::run(&config.path, lang).await;
                 for l in &lines {
@@ -288,5 +262,78 @@ fn cmd_status(config: &std::path::Path, json: bool, lang: Lang) -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::FAILURE
+    }
+}
+
+async fn cmd_replay(
+    pcap: &std::path::Path,
+    format: SummaryFormat,
+    config: Option<&std::path::Path>,
+) -> ExitCode {
+    let cfg = match config.map(ProbeConfig::load).transpose() {
+        Ok(c) => c,
+        Err(e) => return config_error(e),
+    };
+    let meter = cfg.as_ref().map(|c| c.meter.clone()).unwrap_or_default();
+    let mut agg = rie_probe::meter::aggregate::Aggregator::new(
+        rie_probe::meter::aggregate::Prefixes(meter.site_prefixes.clone()),
+    );
+    let s = match rie_probe::meter::pcap::replay(pcap, meter.table(), |r| agg.add(r)) {
+        Ok(s) => s,
+        Err(e) => return config_error(e),
+    };
+    match format {
+        SummaryFormat::Json => println!("{}", serde_json::json!(s)),
+        SummaryFormat::Text => {
+            println!(
+                "{} flows, {} packets, {} bytes (IP), {} frames skipped, {} evictions",
+                s.flows, s.packets, s.bytes, s.skipped_frames, s.evictions
+            );
+            for (p, c) in &s.by_protocol {
+                println!(
+                    "  protocol {p:>3}: {} flows, {} packets, {} bytes",
+                    c.flows, c.packets, c.bytes
+                );
+            }
+        }
+    }
+    let Some(cfg) = cfg else {
+        return ExitCode::SUCCESS;
+    };
+    let resolved = match cfg.resolve() {
+        Ok(r) => r,
+        Err(e) => return config_error(e),
+    };
+    let now = rie_probe::uplink::now_ms();
+    let batches: Vec<Batch> = agg
+        .take()
+        .chunks(1_000)
+        .enumerate()
+        .map(|(i, chunk)| Batch {
+            seq: i as u64 + 1,
+            created_ms: now,
+            flows: chunk.to_vec(),
+            samples: vec![],
+            links: vec![],
+        })
+        .collect();
+    let id = Identity::new(
+        cfg.site_id.clone(),
+        resolved.token,
+        rie_probe::spool::random_stream(),
+    );
+    match send_all(&resolved.target, &id, batches).await {
+        Ok(acks) => {
+            eprintln!(
+                "sent to {} in {} batch(es)",
+                cfg.collector.address,
+                acks.len()
+            );
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("error: {e}");
+            ExitCode::FAILURE
+        }
     }
 }

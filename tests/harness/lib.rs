@@ -523,3 +523,49 @@ impl Drop for Guard {
         let _ = self.0.wait();
     }
 }
+
+/// A legacy pcap file (microsecond timestamps, Ethernet) built frame by frame, with the packets
+/// and IP bytes per protocol it holds: the expected answer, known from construction.
+pub struct Capture {
+    pub bytes: Vec<u8>,
+    /// protocol → (packets, IP bytes)
+    pub expected: std::collections::BTreeMap<u8, (u64, u64)>,
+    snaplen: usize,
+}
+
+impl Capture {
+    pub fn new(snaplen: usize) -> Self {
+        // Legacy pcap header, microsecond timestamps, Ethernet.
+        let mut bytes = Vec::new();
+        bytes.extend_from_slice(&0xa1b2_c3d4u32.to_le_bytes());
+        bytes.extend_from_slice(&2u16.to_le_bytes());
+        bytes.extend_from_slice(&4u16.to_le_bytes());
+        bytes.extend_from_slice(&0i32.to_le_bytes());
+        bytes.extend_from_slice(&0u32.to_le_bytes());
+        bytes.extend_from_slice(&(snaplen as u32).to_le_bytes());
+        bytes.extend_from_slice(&1u32.to_le_bytes());
+        Self {
+            bytes,
+            expected: std::collections::BTreeMap::new(),
+            snaplen,
+        }
+    }
+
+    /// Appends a frame at `t_us`; `ip` = (protocol, IP length) when it carries IP.
+    pub fn frame(&mut self, t_us: u64, frame: &[u8], ip: Option<(u8, u64)>) {
+        let cap = frame.len().min(self.snaplen);
+        self.bytes
+            .extend_from_slice(&((t_us / 1_000_000) as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&((t_us % 1_000_000) as u32).to_le_bytes());
+        self.bytes.extend_from_slice(&(cap as u32).to_le_bytes());
+        self.bytes
+            .extend_from_slice(&(frame.len() as u32).to_le_bytes());
+        self.bytes.extend_from_slice(&frame[..cap]);
+        if let Some((proto, len)) = ip {
+            let e = self.expected.entry(proto).or_default();
+            e.0 += 1;
+            e.1 += len;
+        }
+    }
+}
