@@ -14,7 +14,7 @@ use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rie_e2e::{bin, Guard, NetnsPair};
+use rie_e2e::{bin, tshark_totals, Guard, NetnsPair};
 
 fn need(tool: &str, package: &str) {
     let found = Command::new("sh")
@@ -34,68 +34,6 @@ fn run_in(ns: &str, program: &str, args: &[&str]) {
         "{program} {args:?} in {ns}: {}",
         String::from_utf8_lossy(&out.stderr)
     );
-}
-
-/// tshark's own totals: protocol → (packets, IP bytes). The protocol is the first transport
-/// protocol after the outer IP header (so an ICMP error quoting a UDP header stays ICMP).
-fn tshark_totals(pcap: &std::path::Path) -> BTreeMap<String, (u64, u64)> {
-    let out = Command::new("tshark")
-        .args(["-n", "-r"])
-        .arg(pcap)
-        .args([
-            "-T",
-            "fields",
-            "-E",
-            "separator=|",
-            "-e",
-            "frame.protocols",
-            "-e",
-            "ip.proto",
-            "-e",
-            "ip.len",
-            "-e",
-            "ipv6.nxt",
-            "-e",
-            "ipv6.plen",
-        ])
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "tshark: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let mut totals: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for line in String::from_utf8_lossy(&out.stdout).lines() {
-        let f: Vec<&str> = line.split('|').collect();
-        let first = |s: &str| s.split(',').next().unwrap_or("").to_string();
-        let (proto_field, len) = if !f[2].is_empty() {
-            (first(f[1]), first(f[2]).parse::<u64>().unwrap())
-        } else if !f[4].is_empty() {
-            (first(f[3]), first(f[4]).parse::<u64>().unwrap() + 40)
-        } else {
-            continue; // not IP (ARP)
-        };
-        let tokens: Vec<&str> = f[0].split(':').collect();
-        let ip_at = tokens
-            .iter()
-            .position(|t| *t == "ip" || *t == "ipv6")
-            .unwrap();
-        let proto = tokens[ip_at + 1..]
-            .iter()
-            .find_map(|t| match *t {
-                "tcp" => Some("6".to_string()),
-                "udp" => Some("17".to_string()),
-                "icmp" => Some("1".to_string()),
-                "icmpv6" => Some("58".to_string()),
-                _ => None,
-            })
-            .unwrap_or(proto_field);
-        let e = totals.entry(proto).or_default();
-        e.0 += 1;
-        e.1 += len;
-    }
-    totals
 }
 
 #[test]

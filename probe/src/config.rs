@@ -58,6 +58,8 @@ pub struct ProbeConfig {
     pub spool: SpoolConfig,
     #[serde(default)]
     pub meter: MeterConfig,
+    #[serde(default)]
+    pub capture: CaptureConfig,
     /// Simulated measurements, for demos and tests only: never on a real site.
     #[serde(default)]
     pub simulate: Option<SimulateConfig>,
@@ -97,6 +99,16 @@ pub struct CollectorLink {
     /// Batches sent but not yet acknowledged, at most.
     #[serde(default = "default_in_flight")]
     pub max_in_flight: usize,
+}
+
+/// Live capture.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CaptureConfig {
+    /// Interfaces to capture on (both directions), e.g. ["eth1"] for the router's WAN side;
+    /// empty: no capture.
+    #[serde(default)]
+    pub interfaces: Vec<String>,
 }
 
 /// The flow meter: the site's own prefixes (for traffic direction) and flow expiry.

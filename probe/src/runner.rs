@@ -14,6 +14,8 @@ use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
 use crate::config::{ProbeConfig, ProbeConfigError};
+use crate::meter::aggregate::Prefixes;
+use crate::sources::capture::LiveMeter;
 use crate::sources::simulate::Simulator;
 use crate::spool::{Outbox, OutboxState, Spool, SpoolError};
 use crate::uplink::{self, now_ms, Identity, Settings, Stats};
@@ -24,6 +26,8 @@ pub enum RunError {
     Config(#[from] ProbeConfigError),
     #[error("{0}; the data directory must exist and be writable by the probe user")]
     Spool(#[from] SpoolError),
+    #[error(transparent)]
+    Capture(#[from] crate::sources::capture::CaptureError),
 }
 
 impl Settings {
@@ -38,12 +42,14 @@ impl Settings {
     }
 }
 
-/// Closes a batch every `interval` from `sim` until shutdown; the uplink's outbox numbers it.
-/// The first batch closes after a random part of the interval, so that probes started together
-/// (a demo, a fleet after a power cut) do not send in lockstep. The last batch's link states are
-/// left in `links` for the status file.
+/// Closes a batch every `interval` from the enabled sources (simulated measurements, live
+/// capture) until shutdown; the uplink's outbox numbers it. The first batch closes after a
+/// random part of the interval, so that probes started together (a demo, a fleet after a power
+/// cut) do not send in lockstep. At shutdown the capture is stopped and flushed into a last
+/// batch. The last batch's link states are left in `links` for the status file.
 pub async fn produce(
     mut sim: Option<Simulator>,
+    live: Option<LiveMeter>,
     interval: Duration,
     tx: mpsc::Sender<Batch>,
     links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
@@ -54,26 +60,46 @@ pub async fn produce(
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     loop {
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             _ = ticker.tick() => {}
         }
         let now = now_ms();
-        let Some(content) = sim.as_mut().map(|s| s.measure(now, interval)) else {
-            continue;
-        };
-        if let Some(l) = &links {
-            *l.lock().unwrap_or_else(|p| p.into_inner()) = content.links.clone();
-        }
-        let batch = Batch {
+        let mut batch = Batch {
             seq: 0,
             created_ms: now,
-            flows: content.flows,
-            samples: content.samples,
-            links: content.links,
+            flows: live.as_ref().map(LiveMeter::take).unwrap_or_default(),
+            samples: vec![],
+            links: vec![],
         };
+        if let Some(c) = sim.as_mut().map(|s| s.measure(now, interval)) {
+            batch.flows.extend(c.flows);
+            batch.samples = c.samples;
+            batch.links = c.links;
+        }
+        if batch.flows.is_empty() && batch.samples.is_empty() && batch.links.is_empty() {
+            continue;
+        }
+        if let Some(l) = &links {
+            *l.lock().unwrap_or_else(|p| p.into_inner()) = batch.links.clone();
+        }
         tokio::select! {
-            _ = shutdown.cancelled() => return,
+            _ = shutdown.cancelled() => break,
             r = tx.send(batch) => if r.is_err() { return },
+        }
+    }
+    if let Some(live) = live {
+        let flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
+            .await
+            .unwrap_or_default();
+        if !flows.is_empty() {
+            let last = Batch {
+                seq: 0,
+                created_ms: now_ms(),
+                flows,
+                samples: vec![],
+                links: vec![],
+            };
+            let _ = tx.send(last).await;
         }
     }
 }
@@ -97,6 +123,9 @@ pub struct Status {
     pub last_error: Option<String>,
     pub spool: OutboxState,
     pub links: Vec<LinkStatus>,
+    /// IP packets captured since start, when capture is on.
+    #[serde(default)]
+    pub capture_packets: Option<u64>,
 }
 
 pub fn status_path(data_dir: &Path) -> PathBuf {
@@ -131,9 +160,19 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         warn!("simulated measurements are enabled: this probe reports invented data");
         Simulator::new(s)
     });
-    if sim.is_none() {
-        info!("no measurement source enabled yet: the probe keeps its connection alive and empties its spool");
+    let live = if cfg.capture.interfaces.is_empty() {
+        None
+    } else {
+        Some(LiveMeter::start(
+            &cfg.capture.interfaces,
+            cfg.meter.table(),
+            Prefixes(cfg.meter.site_prefixes.clone()),
+        )?)
+    };
+    if sim.is_none() && live.is_none() {
+        info!("no measurement source enabled: the probe keeps its connection alive and empties its spool");
     }
+    let capture_packets = live.as_ref().map(|l| l.packets.clone());
     let (tx, rx) = mpsc::channel(64);
     let stats = Arc::new(Stats::default());
     let links = Arc::new(Mutex::new(Vec::new()));
@@ -166,6 +205,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             last_error: stats.last_error(),
             spool: stats.outbox(),
             links: links.lock().unwrap_or_else(|p| p.into_inner()).clone(),
+            capture_packets: capture_packets.as_ref().map(|p| p.load(Ordering::Relaxed)),
         }
     };
     let status_task = {
@@ -180,17 +220,26 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             }
         })
     };
-    let uplink = tokio::spawn(uplink::run(
+    // The uplink stops after the producer, so that the last batch (the capture's flush) is
+    // spooled and, if the collector answers, delivered.
+    let uplink_stop = CancellationToken::new();
+    let mut uplink = tokio::spawn(uplink::run(
         resolved.target,
         id,
         Settings::from_config(&cfg),
         rx,
         spool,
         stats.clone(),
-        shutdown.clone(),
+        uplink_stop.clone(),
     ));
-    produce(sim, cfg.batch_interval, tx, Some(links), shutdown).await;
-    let _ = uplink.await;
+    produce(sim, live, cfg.batch_interval, tx, Some(links), shutdown).await;
+    if tokio::time::timeout(Duration::from_secs(5), &mut uplink)
+        .await
+        .is_err()
+    {
+        uplink_stop.cancel();
+        let _ = uplink.await;
+    }
     let _ = status_task.await;
     write_status(&status_file, &snapshot(false));
     Ok(())

@@ -2,4 +2,5 @@
 //! Live capture (`pnet`), NetFlow relay and link checks come with their own issues; today the
 //! only source is `simulate`, for demos, load tests and end-to-end tests.
 
+pub mod capture;
 pub mod simulate;
