@@ -150,9 +150,9 @@ fn live_capture_through_the_collector_equals_tshark() {
     for _ in 0..3 {
         assert!(curl_in(&net.a, "http://10.99.0.2:8080/page.html").is_some());
     }
-    run_ok(&mut NetnsPair::exec(&net.a, "ping").args(["-c", "4", "-i", "0.2", "10.99.0.2"]));
-    run_ok(&mut NetnsPair::exec(&net.a, "ping").args(["-6", "-c", "3", "-i", "0.2", "fd99::2"]));
-    run_ok(&mut NetnsPair::exec(&net.a, "python3").args([
+    run_ok(NetnsPair::exec(&net.a, "ping").args(["-c", "4", "-i", "0.2", "10.99.0.2"]));
+    run_ok(NetnsPair::exec(&net.a, "ping").args(["-6", "-c", "3", "-i", "0.2", "fd99::2"]));
+    run_ok(NetnsPair::exec(&net.a, "python3").args([
         "-c",
         "import socket\ns = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)\nfor i in range(20):\n    s.sendto(bytes(200 + i), ('10.99.0.2', 9999))\n",
     ]));

@@ -593,7 +593,7 @@ pub fn tshark_totals(pcap: &std::path::Path) -> std::collections::BTreeMap<Strin
             "ipv6.plen",
         ])
         .output()
-        .unwrap();
+        .expect("tshark is needed: apt-get install tshark");
     assert!(
         out.status.success(),
         "tshark: {}",
@@ -604,9 +604,12 @@ pub fn tshark_totals(pcap: &std::path::Path) -> std::collections::BTreeMap<Strin
         let f: Vec<&str> = line.split('|').collect();
         let first = |s: &str| s.split(',').next().unwrap_or("").to_string();
         let (proto_field, len) = if !f[2].is_empty() {
-            (first(f[1]), first(f[2]).parse::<u64>().unwrap())
+            (first(f[1]), first(f[2]).parse::<u64>().expect("ip.len"))
         } else if !f[4].is_empty() {
-            (first(f[3]), first(f[4]).parse::<u64>().unwrap() + 40)
+            (
+                first(f[3]),
+                first(f[4]).parse::<u64>().expect("ipv6.plen") + 40,
+            )
         } else {
             continue; // not IP (ARP)
         };
@@ -614,7 +617,7 @@ pub fn tshark_totals(pcap: &std::path::Path) -> std::collections::BTreeMap<Strin
         let ip_at = tokens
             .iter()
             .position(|t| *t == "ip" || *t == "ipv6")
-            .unwrap();
+            .expect("an IP frame has an ip or ipv6 layer");
         let proto = tokens[ip_at + 1..]
             .iter()
             .find_map(|t| match *t {
