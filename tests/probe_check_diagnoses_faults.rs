@@ -125,6 +125,22 @@ fn check_passes_on_a_good_install_and_names_each_fault() {
         "{out}"
     );
 
+    // A capture interface that does not exist blocks, and says where to look.
+    let noiface = edited(&good, "noiface.toml", |t| {
+        format!("{t}\n[capture]\ninterfaces = [\"eth-nope9\"]\n")
+    });
+    let (code, out) = check(&noiface, "fr");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("✘ Interface de capture — eth-nope9 : absente") && out.contains("ip link"),
+        "{out}"
+    );
+    let lo = edited(&good, "lo.toml", |t| {
+        format!("{t}\n[capture]\ninterfaces = [\"lo\"]\n")
+    });
+    let (_, out) = check(&lo, "en");
+    assert!(out.contains("✔ Capture interface — lo : present"), "{out}");
+
     // A config with an unknown key: the key is named.
     let typo = edited(&good, "typo.toml", |t| {
         t.replace("batch_interval", "batch_intervall")

@@ -3,9 +3,9 @@
 //! make the exit code 1; warnings do not.
 //!
 //! Checked today: configuration, secret-file permissions, spool directory (writable, free
-//! space), capture permission, DNS, collector reachable, TLS certificate against the configured
-//! CA, token accepted, clock offset. Interface, NetFlow and per-link checks join this list with
-//! the capture, NetFlow and availability features.
+//! space), capture interfaces present, capture permission, DNS, collector reachable, TLS
+//! certificate against the configured CA, token accepted, clock offset. NetFlow and per-link
+//! checks join this list with the NetFlow and availability features.
 
 use std::path::Path;
 use std::time::Instant;
@@ -143,7 +143,29 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
     }
 
     check_spool(&mut out, &cfg);
-    check_cap_net_raw(&mut out);
+    let present = pnet_datalink::interfaces();
+    for name in &cfg.capture.interfaces {
+        let found = present.iter().any(|i| &i.name == name);
+        out.push(
+            found,
+            true,
+            ("Interface de capture", "Capture interface"),
+            format!(
+                "{name} : {}",
+                if found {
+                    l.t("présente", "present")
+                } else {
+                    l.t("absente", "missing")
+                }
+            ),
+            Some((
+                "corrigez capture.interfaces d'après `ip link`",
+                "fix capture.interfaces from `ip link`",
+            )),
+        );
+    }
+    // Blocking only when capture is configured: without it the probe still works.
+    check_cap_net_raw(&mut out, !cfg.capture.interfaces.is_empty());
 
     let host = cfg
         .collector
@@ -350,7 +372,7 @@ fn check_spool(out: &mut Lines, cfg: &ProbeConfig) {
 }
 
 /// CAP_NET_RAW (bit 13 of the effective set) is what packet capture needs.
-fn check_cap_net_raw(out: &mut Lines) {
+fn check_cap_net_raw(out: &mut Lines, blocking: bool) {
     let eff = std::fs::read_to_string("/proc/self/status")
         .ok()
         .and_then(|s| {
@@ -362,7 +384,7 @@ fn check_cap_net_raw(out: &mut Lines) {
     let l = out.lang;
     out.push(
         has,
-        false,
+        blocking,
         (
             "Droit de capture (CAP_NET_RAW)",
             "Capture permission (CAP_NET_RAW)",
