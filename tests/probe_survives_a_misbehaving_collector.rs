@@ -108,19 +108,20 @@ async fn garbage_and_wrong_versions_are_survived_and_nothing_is_lost() {
     stop.send(()).unwrap();
     server.await.unwrap();
 
-    // 3. The real collector is back on the same address: the spool drains, nothing twice.
-    tokio::task::block_in_place(|| c.restart());
+    // 3. Stop the probe with its backlog on disk, bring the real collector back on the same
+    //    address, start the probe again: the spool drains, nothing twice.
     assert_eq!(p.terminate(), Some(0));
+    tokio::task::block_in_place(|| c.restart());
     p.write_config("200ms", None);
     p.spawn();
     let st = tokio::task::block_in_place(|| {
         p.wait_status("the spool to drain", Duration::from_secs(30), |s| {
             s["running"] == true
                 && s["spool"]["batches"] == 0
-                && s["last_ack_seq"].as_u64().is_some()
+                && s["spool"]["last_acked"].as_u64() > Some(0)
         })
     });
-    let n = st["last_ack_seq"].as_u64().unwrap();
+    let n = st["spool"]["last_acked"].as_u64().unwrap();
     tokio::task::block_in_place(|| {
         assert_eq!(
             c.get("/api/v1/sites/S1")["probe"]["batches_stored"].as_u64(),

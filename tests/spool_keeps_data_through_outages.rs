@@ -73,9 +73,11 @@ fn collector_outage_then_return_totals_exact_no_duplicates() {
     p.write_config("200ms", None);
     p.spawn();
     let st = p.wait_status("the spool to empty", Duration::from_secs(30), |s| {
-        s["running"] == true && s["spool"]["batches"] == 0 && s["last_ack_seq"].as_u64().is_some()
+        s["running"] == true
+            && s["spool"]["batches"] == 0
+            && s["spool"]["last_acked"].as_u64() > Some(0)
     });
-    let n = st["last_ack_seq"].as_u64().unwrap();
+    let n = st["spool"]["last_acked"].as_u64().unwrap();
     assert_eq!(stored(&c), n, "every batch stored once");
     assert_eq!(totals(&c), expected(n, Duration::from_millis(200)));
     assert_eq!(c.metric("rie_collector_sequence_gaps_total"), 0.0);
@@ -115,12 +117,12 @@ fn probe_sigkilled_mid_write_recovers_its_spool_exactly() {
         |s| {
             s["running"] == true
                 && s["spool"]["batches"] == 0
-                && s["last_ack_seq"].as_u64().is_some()
+                && s["spool"]["last_acked"].as_u64() > Some(0)
         },
     );
     assert_eq!(st["spool"]["torn_cut"], 1, "{st}");
     assert!(p.log().contains("torn record"), "{}", p.log());
-    let n = st["last_ack_seq"].as_u64().unwrap();
+    let n = st["spool"]["last_acked"].as_u64().unwrap();
     assert_eq!(stored(&c), n, "every spooled batch stored once");
     assert_eq!(totals(&c), expected(n, Duration::from_millis(100)));
     assert_eq!(c.metric("rie_collector_sequence_gaps_total"), 0.0);
