@@ -483,6 +483,19 @@ impl NetnsPair {
             (&a, &veth_a, "10.99.0.1/24", "fd99::1/64"),
             (&b, &veth_b, "10.99.0.2/24", "fd99::2/64"),
         ] {
+            // A quiet link: no router solicitations, no duplicate-address probes, so that
+            // only the test's own traffic crosses it (captures compared packet for packet).
+            let quiet = [
+                format!("net.ipv6.conf.{dev}.router_solicitations=0"),
+                format!("net.ipv6.conf.{dev}.accept_dad=0"),
+                format!("net.ipv6.conf.{dev}.accept_ra=0"),
+            ];
+            let st = Command::new("ip")
+                .args(["netns", "exec", ns, "sysctl", "-qw"])
+                .args(&quiet)
+                .status()
+                .expect("sysctl (procps) is needed");
+            assert!(st.success(), "sysctl {quiet:?} in {ns} failed");
             ip(&["-n", ns, "addr", "add", v4, "dev", dev]);
             ip(&["-n", ns, "addr", "add", v6, "dev", dev, "nodad"]);
             ip(&["-n", ns, "link", "set", dev, "up"]);
