@@ -8,8 +8,10 @@
 //!   so a torn write (power cut, SIGKILL) or bit rot is detected on start and the file is cut
 //!   back to its last whole record; what follows is counted and logged, never half-read.
 //! - The spool numbers batches: `seq` = one more than the highest ever spooled or acknowledged,
-//!   and `meta.json` (`stream`, `acked`) is written and fsynced before any segment is deleted,
-//!   so numbering can never go back and redeliver new data under an old number.
+//!   and `meta.bin` (`stream`, `acked`) is written and fsynced before any segment is deleted,
+//!   so numbering can never go back and redeliver new data under an old number. It is two
+//!   checksummed 32-byte slots rewritten in place alternately: no new blocks (works on a full
+//!   disk), and a torn write leaves the other slot intact.
 //! - Every append is fsynced (one small write per interval: cheap, and what "spooled" means).
 //! - A budget bounds the disk used; past it the oldest segment goes first, counted and logged.
 //! - If the disk fails (full, spool directory deleted), batches are held in memory (bounded)
@@ -128,10 +130,61 @@ pub fn random_stream() -> u64 {
     rand::rngs::OsRng.next_u64() >> 1
 }
 
-#[derive(Debug, Clone, Copy, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy)]
 struct Meta {
     stream: u64,
     acked: u64,
+    /// Write generation: picks the newer of the two slots.
+    generation: u64,
+}
+
+const META_FILE: &str = "meta.bin";
+const SLOT: usize = 32;
+const META_MAGIC: u32 = 0x5249_454d; // "RIEM"
+
+impl Meta {
+    /// One slot: magic | crc32 of the rest | generation | stream | acked (little-endian).
+    fn encode(&self) -> [u8; SLOT] {
+        let mut b = [0u8; SLOT];
+        b[0..4].copy_from_slice(&META_MAGIC.to_le_bytes());
+        b[8..16].copy_from_slice(&self.generation.to_le_bytes());
+        b[16..24].copy_from_slice(&self.stream.to_le_bytes());
+        b[24..32].copy_from_slice(&self.acked.to_le_bytes());
+        let sum = crc32fast::hash(&b[8..32]);
+        b[4..8].copy_from_slice(&sum.to_le_bytes());
+        b
+    }
+
+    fn decode(b: &[u8]) -> Option<Self> {
+        let u32_at = |i: usize| {
+            b.get(i..i + 4)
+                .and_then(|x| x.try_into().ok())
+                .map(u32::from_le_bytes)
+        };
+        let u64_at = |i: usize| {
+            b.get(i..i + 8)
+                .and_then(|x| x.try_into().ok())
+                .map(u64::from_le_bytes)
+        };
+        if u32_at(0)? != META_MAGIC || u32_at(4)? != crc32fast::hash(b.get(8..32)?) {
+            return None;
+        }
+        Some(Self {
+            generation: u64_at(8)?,
+            stream: u64_at(16)?,
+            acked: u64_at(24)?,
+        })
+    }
+
+    /// The newer valid slot of a meta file; `None` when neither is valid.
+    fn read(bytes: &[u8]) -> Option<Self> {
+        let a = bytes.get(..SLOT).and_then(Self::decode);
+        let b = bytes.get(SLOT..2 * SLOT).and_then(Self::decode);
+        match (a, b) {
+            (Some(x), Some(y)) => Some(if x.generation >= y.generation { x } else { y }),
+            (x, y) => x.or(y),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -194,13 +247,17 @@ impl Spool {
             source,
         };
         std::fs::create_dir_all(dir).map_err(err)?;
-        let meta_path = dir.join("meta.json");
+        let meta_path = dir.join(META_FILE);
         let meta = match std::fs::read(&meta_path) {
-            Ok(b) => serde_json::from_slice::<Meta>(&b)
-                .map_err(|e| err(std::io::Error::other(format!("meta.json: {e}"))))?,
+            Ok(b) => Meta::read(&b).ok_or_else(|| {
+                err(std::io::Error::other(format!(
+                    "{META_FILE}: both slots damaged; move the spool directory aside to start a new stream"
+                )))
+            })?,
             Err(e) if e.kind() == std::io::ErrorKind::NotFound => Meta {
                 stream: random_stream(),
                 acked: 0,
+                generation: 0,
             },
             Err(e) => return Err(err(e)),
         };
@@ -294,15 +351,32 @@ impl Spool {
         Ok(())
     }
 
-    fn write_meta(&self) -> std::io::Result<()> {
-        let tmp = self.dir.join("meta.json.tmp");
-        {
-            let mut f = File::create(&tmp)?;
-            f.write_all(&serde_json::to_vec(&self.meta).map_err(std::io::Error::other)?)?;
-            f.sync_all()?;
+    /// Writes the mark in place, into the slot the last write did not use: no new disk blocks
+    /// are needed (it works on a full disk), and a torn write leaves the other slot valid.
+    fn write_meta(&mut self) -> std::io::Result<()> {
+        use std::os::unix::fs::FileExt;
+        let path = self.dir.join(META_FILE);
+        let created = !path.exists();
+        let f = OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(&path)?;
+        if created {
+            f.set_len(2 * SLOT as u64)?;
         }
-        std::fs::rename(&tmp, self.dir.join("meta.json"))?;
-        fsync_dir(&self.dir)
+        let next = Meta {
+            generation: self.meta.generation + 1,
+            ..self.meta
+        };
+        f.write_all_at(&next.encode(), (next.generation % 2) * SLOT as u64)?;
+        f.sync_data()?;
+        if created {
+            fsync_dir(&self.dir)?;
+        }
+        self.meta = next;
+        Ok(())
     }
 
     fn disk_bytes(&self) -> u64 {
@@ -355,8 +429,14 @@ impl Spool {
             .ok_or_else(|| std::io::Error::other("no writer"))?;
         let offset = seg.bytes;
         if let Err(e) = f.write_all(&rec).and_then(|()| f.sync_data()) {
-            // Leave no half record in the way of the next append.
+            // Leave no half record in the way of the next append, and no empty segment behind.
             let _ = f.set_len(offset);
+            if offset == 0 {
+                let first = seg.first_seq;
+                self.segments.pop_back();
+                self.writer = None;
+                let _ = std::fs::remove_file(seg_path(&self.dir, first));
+            }
             return Err(e);
         }
         seg.bytes += rec_len;
@@ -365,7 +445,7 @@ impl Spool {
     }
 
     /// Segment files removed from under the probe: their batches are lost; say so, count them,
-    /// and make the directory whole again (meta.json keeps the numbering going).
+    /// and make the directory whole again (meta.bin keeps the numbering going).
     fn forget_missing_segments(&mut self) -> std::io::Result<()> {
         let dir = self.dir.clone();
         let missing: Vec<u64> = self
@@ -410,28 +490,19 @@ impl Spool {
         }
     }
 
-    /// Deletes segments whose records are all acknowledged; `meta.json` is already durable.
+    /// Deletes segments whose records are all acknowledged; `meta.bin` already holds the mark,
+    /// so numbering survives even with no segment left.
     fn delete_acked_segments(&mut self) {
-        while self.segments.len() > 1
-            && self
-                .segments
-                .front()
-                .is_some_and(|s| s.last_seq <= self.meta.acked)
+        while self
+            .segments
+            .front()
+            .is_some_and(|s| s.last_seq <= self.meta.acked)
         {
             if let Some(seg) = self.segments.pop_front() {
-                let _ = std::fs::remove_file(seg_path(&self.dir, seg.first_seq));
-            }
-        }
-        // The last segment too, once fully acknowledged; the next append starts a new one.
-        if self.segments.len() == 1
-            && self
-                .segments
-                .front()
-                .is_some_and(|s| s.last_seq <= self.meta.acked)
-            && self.entries.is_empty()
-        {
-            if let Some(seg) = self.segments.pop_front() {
-                self.writer = None;
+                if self.segments.is_empty() {
+                    // The writer points into it: the next append starts a new segment.
+                    self.writer = None;
+                }
                 let _ = std::fs::remove_file(seg_path(&self.dir, seg.first_seq));
             }
         }
@@ -634,6 +705,33 @@ mod tests {
     }
 
     #[test]
+    fn the_ack_mark_survives_a_damaged_slot() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        s.append(b(10));
+        s.append(b(20));
+        s.ack(1);
+        let stream = s.stream();
+        let generation = s.meta.generation;
+        drop(s);
+        // Damage the slot written last, as a torn write would.
+        let path = dir.path().join(META_FILE);
+        let mut bytes = std::fs::read(&path).unwrap();
+        let newest = (generation % 2) as usize * SLOT;
+        bytes[newest + 20] ^= 0xff;
+        std::fs::write(&path, &bytes).unwrap();
+        let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
+        assert_eq!(s.stream(), stream);
+        // The older slot may hold an older mark: at worst a batch is sent again, never lost.
+        assert!(bytes_of(&mut s).ends_with(&[20]));
+        assert_eq!(s.append(b(30)), 3);
+        drop(s);
+        std::fs::write(&path, [0u8; 2 * SLOT]).unwrap();
+        let e = Spool::open(dir.path(), 1 << 30).err().unwrap().to_string();
+        assert!(e.contains("both slots damaged"), "{e}");
+    }
+
+    #[test]
     fn a_torn_tail_is_cut_and_counted() {
         let dir = tempfile::tempdir().unwrap();
         let mut s = Spool::open(dir.path(), 1 << 30).unwrap();
@@ -725,9 +823,9 @@ mod tests {
         assert_eq!(s.append(b(20)), 2);
         assert_eq!(s.state().dropped, 1);
         assert_eq!(bytes_of(&mut s), [20]);
-        assert!(spool_dir.join("meta.json").exists());
+        assert!(spool_dir.join("meta.bin").exists());
         drop(s);
-        // And the numbering survived the loss of meta.json too.
+        // And the numbering survived the loss of meta.bin too.
         let mut s = Spool::open(&spool_dir, 1 << 30).unwrap();
         assert_eq!(bytes_of(&mut s), [20]);
         assert_eq!(s.append(b(30)), 3);

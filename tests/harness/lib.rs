@@ -338,6 +338,13 @@ impl Probe {
     /// Writes a run config for `site` (from `probe-config`) with `interval` and, when given, a
     /// `[simulate]` section (TOML body), then starts the probe.
     pub fn start(c: &Collector, site: &str, interval: &str, simulate: Option<&str>) -> Self {
+        let mut p = Self::prepare(c, site, interval, simulate);
+        p.spawn();
+        p
+    }
+
+    /// Like [`Probe::start`] without starting it (to prepare its directories first).
+    pub fn prepare(c: &Collector, site: &str, interval: &str, simulate: Option<&str>) -> Self {
         let config = c.probe_config(site);
         let data_dir = c.dir.path().join(format!("probe-data-{site}"));
         let p = Self {
@@ -346,8 +353,6 @@ impl Probe {
             child: None,
         };
         p.write_config(interval, simulate);
-        let mut p = p;
-        p.spawn();
         p
     }
 
