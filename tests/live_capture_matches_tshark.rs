@@ -6,12 +6,10 @@
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rie_e2e::{bin, fixture, run_ok, tshark_totals, Guard, NetnsPair};
+use rie_e2e::{bin, by_protocol, fixture, run_ok, tshark_totals, Guard, NetnsPair};
 
 fn curl_in(ns: &str, url: &str) -> Option<String> {
     let out = NetnsPair::exec(ns, "curl")
@@ -87,28 +85,7 @@ fn live_capture_through_the_collector_equals_tshark() {
     .unwrap();
 
     let pcap = d("veth.pcap");
-    let mut tcpdump = Guard(
-        NetnsPair::exec(&net.a, "tcpdump")
-            .args([
-                "-i",
-                &net.veth_a,
-                "--immediate-mode",
-                "-U",
-                "-n",
-                "-Z",
-                "root",
-                "-w",
-                &pcap,
-            ])
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut line = String::new();
-    BufReader::new(tcpdump.0.stderr.take().unwrap())
-        .read_line(&mut line)
-        .unwrap();
-    assert!(line.contains("listening on"), "tcpdump: {line}");
+    let tcpdump = net.tcpdump(std::path::Path::new(&pcap));
 
     let mut probe = Guard(
         NetnsPair::exec(&net.a, bin("rie-probe").to_str().unwrap())
@@ -158,11 +135,7 @@ fn live_capture_through_the_collector_equals_tshark() {
     ]));
     std::thread::sleep(Duration::from_millis(500));
 
-    Command::new("kill")
-        .args(["-INT", &tcpdump.id().to_string()])
-        .status()
-        .unwrap();
-    tcpdump.0.wait().unwrap();
+    NetnsPair::stop_tcpdump(tcpdump);
     // SIGTERM: the probe stops capturing, flushes its flow table and delivers the last batch.
     Command::new("kill")
         .args(["-TERM", &probe.id().to_string()])
@@ -180,13 +153,7 @@ fn live_capture_through_the_collector_equals_tshark() {
         &curl_in(&net.a, "http://127.0.0.1:8480/api/v1/flows/totals?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&site=S1").unwrap(),
     )
     .unwrap();
-    let mut got: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for (proto, c) in totals["by_protocol"].as_object().unwrap() {
-        got.insert(
-            proto.clone(),
-            (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap()),
-        );
-    }
+    let got = by_protocol(&totals);
     assert_eq!(
         got,
         expected,

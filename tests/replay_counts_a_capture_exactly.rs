@@ -136,25 +136,7 @@ fn replay_summary_matches_what_was_captured() {
     );
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
 
-    let packets: u64 = cap.expected.values().map(|v| v.0).sum();
-    let bytes: u64 = cap.expected.values().map(|v| v.1).sum();
-    assert_eq!(
-        (
-            s["flows"].as_u64(),
-            s["packets"].as_u64(),
-            s["bytes"].as_u64()
-        ),
-        (Some(flows), Some(packets), Some(bytes)),
-        "{s}"
-    );
-    for (proto, (p, b)) in &cap.expected {
-        let got = &s["by_protocol"][proto.to_string()];
-        assert_eq!(
-            (got["packets"].as_u64(), got["bytes"].as_u64()),
-            (Some(*p), Some(*b)),
-            "protocol {proto}: {s}"
-        );
-    }
+    cap.assert_totals(flows, &s);
     assert_eq!(s["skipped_frames"], 1);
 
     // Not a capture: a clear error, exit code 2.

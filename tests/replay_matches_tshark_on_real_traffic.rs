@@ -9,12 +9,10 @@
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
-use std::io::{BufRead, BufReader};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rie_e2e::{bin, tshark_totals, Guard, NetnsPair};
+use rie_e2e::{bin, by_protocol, tshark_totals, Guard, NetnsPair};
 
 fn need(tool: &str, package: &str) {
     let found = Command::new("sh")
@@ -69,27 +67,7 @@ fn replay_equals_tshark_per_protocol_on_namespace_traffic() {
     );
     std::fs::write(dir.path().join("page.html"), "x".repeat(20_000)).unwrap();
 
-    let mut tcpdump = Guard(
-        NetnsPair::exec(&net.a, "tcpdump")
-            .args([
-                "-i",
-                &net.veth_a,
-                "--immediate-mode",
-                "-U",
-                "-n",
-                "-Z",
-                "root",
-                "-w",
-            ])
-            .arg(&pcap)
-            .stderr(Stdio::piped())
-            .spawn()
-            .unwrap(),
-    );
-    let mut err = BufReader::new(tcpdump.0.stderr.take().unwrap());
-    let mut line = String::new();
-    err.read_line(&mut line).unwrap();
-    assert!(line.contains("listening on"), "tcpdump: {line}");
+    let tcpdump = net.tcpdump(std::path::Path::new(&pcap));
 
     // Wait for the HTTP server.
     let start = Instant::now();
@@ -130,12 +108,7 @@ for port in range(20000, 20040):
     run_in(&net.a, "python3", &["-c", udp_and_rst]);
     std::thread::sleep(Duration::from_millis(300));
 
-    // SIGINT: tcpdump writes out what it has and exits.
-    Command::new("kill")
-        .args(["-INT", &tcpdump.id().to_string()])
-        .status()
-        .unwrap();
-    tcpdump.0.wait().unwrap();
+    NetnsPair::stop_tcpdump(tcpdump);
 
     let expected = tshark_totals(&pcap);
     let out = Command::new(bin("rie-probe"))
@@ -149,13 +122,7 @@ for port in range(20000, 20040):
         String::from_utf8_lossy(&out.stderr)
     );
     let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let mut got: BTreeMap<String, (u64, u64)> = BTreeMap::new();
-    for (proto, c) in s["by_protocol"].as_object().unwrap() {
-        got.insert(
-            proto.clone(),
-            (c["packets"].as_u64().unwrap(), c["bytes"].as_u64().unwrap()),
-        );
-    }
+    let got = by_protocol(&s);
     assert_eq!(got, expected, "rie-probe {s}\ntshark {expected:?}");
     // The traffic really was there: every kind of it.
     for proto in ["1", "6", "17", "58"] {

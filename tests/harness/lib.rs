@@ -517,6 +517,60 @@ impl NetnsPair {
     }
 }
 
+impl NetnsPair {
+    /// Starts tcpdump on `a`'s veth, writing `pcap`, and waits until it captures. Immediate mode:
+    /// libpcap's ring would otherwise hold the last packets back when tcpdump is stopped.
+    pub fn tcpdump(&self, pcap: &Path) -> Guard {
+        let mut g = Guard(
+            Self::exec(&self.a, "tcpdump")
+                .args([
+                    "-i",
+                    &self.veth_a,
+                    "--immediate-mode",
+                    "-U",
+                    "-n",
+                    "-Z",
+                    "root",
+                    "-w",
+                ])
+                .arg(pcap)
+                .stderr(Stdio::piped())
+                .spawn()
+                .expect("tcpdump is needed: apt-get install tcpdump"),
+        );
+        let mut line = String::new();
+        BufReader::new(g.0.stderr.take().expect("stderr"))
+            .read_line(&mut line)
+            .expect("tcpdump output");
+        assert!(line.contains("listening on"), "tcpdump: {line}");
+        g
+    }
+
+    /// Stops a tcpdump started by [`NetnsPair::tcpdump`] cleanly (SIGINT: it writes out what
+    /// it has).
+    pub fn stop_tcpdump(mut g: Guard) {
+        let st = Command::new("kill")
+            .args(["-INT", &g.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success());
+        g.0.wait().expect("wait tcpdump");
+    }
+}
+
+/// `by_protocol` of a totals answer as protocol → (packets, bytes).
+pub fn by_protocol(totals: &Value) -> std::collections::BTreeMap<String, (u64, u64)> {
+    totals["by_protocol"]
+        .as_object()
+        .expect("by_protocol")
+        .iter()
+        .map(|(p, c)| {
+            let n = |k: &str| c[k].as_u64().expect("counter");
+            (p.clone(), (n("packets"), n("bytes")))
+        })
+        .collect()
+}
+
 impl Drop for NetnsPair {
     fn drop(&mut self) {
         for ns in [&self.a, &self.b] {
@@ -570,6 +624,28 @@ impl Capture {
     }
 
     /// Appends a frame at `t_us`; `ip` = (protocol, IP length) when it carries IP.
+    /// Asserts that a totals answer (`replay --summary json` or `/api/v1/flows/totals`) holds
+    /// exactly `flows` flows and this capture's packets and bytes, in all and per protocol.
+    pub fn assert_totals(&self, flows: u64, got: &Value) {
+        let packets: u64 = self.expected.values().map(|v| v.0).sum();
+        let bytes: u64 = self.expected.values().map(|v| v.1).sum();
+        assert_eq!(
+            (
+                got["flows"].as_u64(),
+                got["packets"].as_u64(),
+                got["bytes"].as_u64()
+            ),
+            (Some(flows), Some(packets), Some(bytes)),
+            "{got}"
+        );
+        let expected: std::collections::BTreeMap<String, (u64, u64)> = self
+            .expected
+            .iter()
+            .map(|(p, v)| (p.to_string(), *v))
+            .collect();
+        assert_eq!(by_protocol(got), expected, "{got}");
+    }
+
     pub fn frame(&mut self, t_us: u64, frame: &[u8], ip: Option<(u8, u64)>) {
         let cap = frame.len().min(self.snaplen);
         self.bytes
