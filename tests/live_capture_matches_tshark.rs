@@ -105,22 +105,7 @@ fn live_capture_through_the_collector_equals_tshark() {
 
     // Traffic between the namespaces.
     std::fs::write(dir.path().join("page.html"), "y".repeat(30_000)).unwrap();
-    let _server = Guard(
-        NetnsPair::exec(&net.b, "python3")
-            .args([
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "10.99.0.2",
-                "--directory",
-                dir.path().to_str().unwrap(),
-            ])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = net.http_server(dir.path());
     wait("the HTTP server", || {
         curl_in(&net.a, "http://10.99.0.2:8080/page.html").is_some()
     });

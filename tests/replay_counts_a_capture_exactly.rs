@@ -8,7 +8,7 @@
 use std::process::Command;
 
 use etherparse::PacketBuilder;
-use rie_e2e::{bin, Capture};
+use rie_e2e::{bin, replay_json, Capture};
 
 fn write(b: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload: usize) -> Vec<u8> {
     let mut out = Vec::new();
@@ -124,17 +124,7 @@ fn replay_summary_matches_what_was_captured() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("capture.pcap");
     std::fs::write(&path, &cap.bytes).unwrap();
-    let out = Command::new(bin("rie-probe"))
-        .args(["replay", "--summary", "json", "--pcap"])
-        .arg(&path)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (s, _) = replay_json(&path, &[]);
 
     cap.assert_totals(flows, &s);
     assert_eq!(s["skipped_frames"], 1);

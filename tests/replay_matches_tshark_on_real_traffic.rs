@@ -9,10 +9,10 @@
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rie_e2e::{bin, by_protocol, tshark_totals, Guard, NetnsPair};
+use rie_e2e::{by_protocol, replay_json, tshark_totals, NetnsPair};
 
 fn need(tool: &str, package: &str) {
     let found = Command::new("sh")
@@ -49,22 +49,7 @@ fn replay_equals_tshark_per_protocol_on_namespace_traffic() {
     let dir = tempfile::tempdir().unwrap();
     let pcap = dir.path().join("veth.pcap");
 
-    let _server = Guard(
-        NetnsPair::exec(&net.b, "python3")
-            .args([
-                "-m",
-                "http.server",
-                "8080",
-                "--bind",
-                "10.99.0.2",
-                "--directory",
-            ])
-            .arg(dir.path())
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
+    let _server = net.http_server(dir.path());
     std::fs::write(dir.path().join("page.html"), "x".repeat(20_000)).unwrap();
 
     let tcpdump = net.tcpdump(std::path::Path::new(&pcap));
@@ -111,17 +96,7 @@ for port in range(20000, 20040):
     NetnsPair::stop_tcpdump(tcpdump);
 
     let expected = tshark_totals(&pcap);
-    let out = Command::new(bin("rie-probe"))
-        .args(["replay", "--summary", "json", "--pcap"])
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let s: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let (s, _) = replay_json(&pcap, &[]);
     let got = by_protocol(&s);
     assert_eq!(got, expected, "rie-probe {s}\ntshark {expected:?}");
     // The traffic really was there: every kind of it.

@@ -8,7 +8,7 @@
 use std::process::Command;
 
 use etherparse::PacketBuilder;
-use rie_e2e::{bin, Capture, Collector};
+use rie_e2e::{bin, replay_json, Capture, Collector};
 
 #[test]
 fn replayed_capture_reaches_the_collector_exactly() {
@@ -61,23 +61,8 @@ fn replayed_capture_reaches_the_collector_exactly() {
     let pcap = c.dir.path().join("site.pcap");
     std::fs::write(&pcap, &cap.bytes).unwrap();
 
-    let out = Command::new(bin("rie-probe"))
-        .args(["replay", "--summary", "json", "--config"])
-        .arg(&cfg)
-        .arg("--pcap")
-        .arg(&pcap)
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    assert!(
-        String::from_utf8_lossy(&out.stderr).contains("sent to"),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    let (_, stderr) = replay_json(&pcap, &["--config", cfg.to_str().unwrap()]);
+    assert!(stderr.contains("sent to"), "{stderr}");
 
     let t = c.totals(Some("S3"));
     cap.assert_totals(flows, &t);

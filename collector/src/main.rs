@@ -12,7 +12,7 @@ use rie_collector::config::CollectorConfig;
 use rie_collector::demo::{self, DemoOptions};
 use rie_collector::inventory::{self, GenerateOptions};
 use rie_collector::{credentials, pki, store};
-use rie_probe::cli::{init_logs, wait_for_signal, LogFormat};
+use rie_probe::cli::{wait_for_signal, LogArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -22,17 +22,8 @@ use tokio_util::sync::CancellationToken;
     about = "RIE telemetry collector: receives site probes' batches, stores rollups, serves the API"
 )]
 struct Cli {
-    /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", env = "RIE_LOG_LEVEL")]
-    log_level: String,
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "RIE_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -150,7 +141,7 @@ struct UserError(String);
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.log_level, cli.log_format);
+    cli.log.init();
     match real_main(cli) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
@@ -180,9 +171,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Cmd::Inventory {
             cmd: InventoryCmd::Generate { sites, seed, out },
         } => {
-            if !(1..=60_000).contains(&sites) {
-                return Err(UserError(format!("--sites {sites}: choose 1 to 60000")).into());
-            }
+            check_sites(sites)?;
             let s = inventory::generate(&GenerateOptions::new(sites, seed), &out)
                 .with_context(|| format!("writing {}", out.display()))?;
             println!(
@@ -252,9 +241,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             api_listen,
             incident_rate,
         } => {
-            if !(1..=60_000).contains(&sites) {
-                return Err(UserError(format!("--sites {sites}: choose 1 to 60000")).into());
-            }
+            check_sites(sites)?;
             raise_fd_limit(sites as u64 + 1_024);
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("rie-demo"));
             let opts = DemoOptions {
@@ -268,6 +255,15 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             };
             until_signal(|shutdown| demo::run(opts, shutdown))
         }
+    }
+}
+
+/// `--sites` of `inventory generate` and `demo`: the generator numbers exporters up to 65,536.
+fn check_sites(sites: usize) -> Result<(), UserError> {
+    if (1..=60_000).contains(&sites) {
+        Ok(())
+    } else {
+        Err(UserError(format!("--sites {sites}: choose 1 to 60000")))
     }
 }
 

@@ -109,21 +109,14 @@ impl SiteRegistry {
         live[idx].clock_offset_ms = Some(offset_ms);
     }
 
-    /// The state a site will have once `batch` is stored; pure with respect to the registry,
-    /// so the store writer can persist it in the batch's transaction and [`apply`] it after.
-    ///
-    /// [`apply`]: SiteRegistry::apply
-    pub fn prepare(&self, idx: usize, batch: &Batch, now_ms: i64) -> SiteLive {
-        let base = self.current(idx);
-        self.advance(idx, base, batch, now_ms)
-    }
-
     /// A copy of the site's live state.
     pub fn current(&self, idx: usize) -> SiteLive {
         self.lock()[idx].clone()
     }
 
-    /// `base` moved forward by `batch` (several batches of one site in one commit chain here).
+    /// The state a site will have once `batch` is stored, from `base` (the store writer chains
+    /// several batches of one site in one commit). Pure with respect to the registry, so the
+    /// writer can persist it in the batch's transaction and [`SiteRegistry::apply`] it after.
     pub fn advance(&self, idx: usize, base: SiteLive, batch: &Batch, now_ms: i64) -> SiteLive {
         let mut next = base;
         let site = &self.inventory.sites[idx];
@@ -345,9 +338,13 @@ mod tests {
         }
     }
 
+    fn prepare(r: &SiteRegistry, b: &Batch, now_ms: i64) -> SiteLive {
+        r.advance(0, r.current(0), b, now_ms)
+    }
+
     fn state_after(b: &Batch) -> SiteState {
         let r = registry();
-        let next = r.prepare(0, b, 1_000);
+        let next = prepare(&r, b, 1_000);
         r.apply(0, next);
         r.view(0, 1_000).state
     }
@@ -406,13 +403,13 @@ mod tests {
     fn state_since_changes_only_on_transition() {
         let r = registry();
         let b = batch(&[("P", true, true)], None);
-        let n = r.prepare(0, &b, 1_000);
+        let n = prepare(&r, &b, 1_000);
         r.apply(0, n);
-        let n = r.prepare(0, &b, 2_000);
+        let n = prepare(&r, &b, 2_000);
         r.apply(0, n);
         assert_eq!(r.view(0, 2_000).state_since_ms, Some(1_000));
-        let n = r.prepare(
-            0,
+        let n = prepare(
+            &r,
             &batch(&[("P", false, false), ("B", true, true)], None),
             3_000,
         );

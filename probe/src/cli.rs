@@ -8,6 +8,28 @@ pub enum LogFormat {
     Json,
 }
 
+/// The logging flags both binaries take.
+#[derive(Debug, Clone, clap::Args)]
+pub struct LogArgs {
+    /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
+    #[arg(long, global = true, default_value = "info", env = "RIE_LOG_LEVEL")]
+    pub log_level: String,
+    #[arg(
+        long,
+        global = true,
+        value_enum,
+        default_value = "text",
+        env = "RIE_LOG_FORMAT"
+    )]
+    pub log_format: LogFormat,
+}
+
+impl LogArgs {
+    pub fn init(&self) {
+        init_logs(&self.log_level, self.log_format);
+    }
+}
+
 /// Structured logs on stderr at `level`; `RUST_LOG` overrides it.
 pub fn init_logs(level: &str, format: LogFormat) {
     let filter = tracing_subscriber::EnvFilter::try_from_default_env()

@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rie_probe::cli::{init_logs, wait_for_signal, LogFormat};
+use rie_probe::cli::{wait_for_signal, LogArgs};
 use rie_probe::config::ProbeConfig;
 use rie_probe::session::{Session, SessionError};
 use rie_probe::status::Lang;
@@ -19,17 +19,8 @@ use tokio_util::sync::CancellationToken;
     about = "RIE site probe: meters traffic and link availability, streams them to the collector"
 )]
 struct Cli {
-    /// Log verbosity (error, warn, info, debug, trace); RUST_LOG overrides it.
-    #[arg(long, global = true, default_value = "info", env = "RIE_LOG_LEVEL")]
-    log_level: String,
-    #[arg(
-        long,
-        global = true,
-        value_enum,
-        default_value = "text",
-        env = "RIE_LOG_FORMAT"
-    )]
-    log_format: LogFormat,
+    #[command(flatten)]
+    log: LogArgs,
     #[command(subcommand)]
     cmd: Cmd,
 }
@@ -103,7 +94,7 @@ enum Cmd {
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
-    init_logs(&cli.log_level, cli.log_format);
+    cli.log.init();
     let rt = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

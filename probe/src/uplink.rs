@@ -72,7 +72,6 @@ pub struct Stats {
     pub last_ack_ms: AtomicI64,
     pub last_ack_seq: AtomicU64,
     pub connected_since_ms: AtomicI64,
-    pub pending: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub outbox: Mutex<OutboxState>,
 }
@@ -83,7 +82,6 @@ impl Stats {
     }
 
     fn set_outbox(&self, o: &dyn Outbox) {
-        self.pending.store(o.len() as u64, Ordering::Relaxed);
         *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = o.state();
     }
 

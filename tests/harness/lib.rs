@@ -546,6 +546,26 @@ impl NetnsPair {
         g
     }
 
+    /// Python's HTTP server in namespace `b` on 10.99.0.2:8080, serving `dir`.
+    pub fn http_server(&self, dir: &Path) -> Guard {
+        Guard(
+            Self::exec(&self.b, "python3")
+                .args([
+                    "-m",
+                    "http.server",
+                    "8080",
+                    "--bind",
+                    "10.99.0.2",
+                    "--directory",
+                ])
+                .arg(dir)
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("python3 is needed"),
+        )
+    }
+
     /// Stops a tcpdump started by [`NetnsPair::tcpdump`] cleanly (SIGINT: it writes out what
     /// it has).
     pub fn stop_tcpdump(mut g: Guard) {
@@ -556,6 +576,23 @@ impl NetnsPair {
         assert!(st.success());
         g.0.wait().expect("wait tcpdump");
     }
+}
+
+/// Runs `rie-probe replay --summary json --pcap PCAP` (plus `extra` arguments), requires
+/// success, and returns the summary with the command's stderr.
+pub fn replay_json(pcap: &Path, extra: &[&str]) -> (Value, String) {
+    let out = Command::new(bin("rie-probe"))
+        .args(["replay", "--summary", "json", "--pcap"])
+        .arg(pcap)
+        .args(extra)
+        .output()
+        .expect("run rie-probe replay");
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    assert!(out.status.success(), "replay failed: {stderr}");
+    (
+        serde_json::from_slice(&out.stdout).expect("replay summary JSON"),
+        stderr,
+    )
 }
 
 /// `by_protocol` of a totals answer as protocol → (packets, bytes).
