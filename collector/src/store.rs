@@ -76,6 +76,20 @@ CREATE TABLE IF NOT EXISTS link_minute(
     rtt_max_us INTEGER,
     PRIMARY KEY (minute, site_id, link_id)
 ) WITHOUT ROWID;
+-- Outage, failover, degraded and silent episodes of a site (see `episodes`); end_ms is NULL
+-- while the episode is open. link_id names the link involved (the failed primary for a
+-- failover, the backup that carried it in `cause`), NULL when site-wide.
+CREATE TABLE IF NOT EXISTS episodes(
+    id       INTEGER PRIMARY KEY,
+    site_id  TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('outage', 'failover', 'degraded', 'silent')),
+    link_id  TEXT,
+    start_ms INTEGER NOT NULL,
+    end_ms   INTEGER,
+    cause    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS episodes_site ON episodes(site_id, start_ms);
+CREATE INDEX IF NOT EXISTS episodes_open ON episodes(end_ms) WHERE end_ms IS NULL;
 CREATE TABLE IF NOT EXISTS site_status(
     site_id   TEXT PRIMARY KEY,
     live_json TEXT NOT NULL
