@@ -119,6 +119,10 @@ pub struct SiteThresholds {
     /// Average RTT on the active link at or above this: `degraded`.
     #[serde(default = "default_degraded_rtt", with = "humantime_serde")]
     pub degraded_rtt: Duration,
+    /// A probe clock further than this from the collector's is flagged (API `clock_suspect`,
+    /// log warning); timestamps are corrected by the measured offset either way.
+    #[serde(default = "default_max_clock_offset", with = "humantime_serde")]
+    pub max_clock_offset: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -174,6 +178,9 @@ fn default_degraded_loss() -> f64 {
 fn default_degraded_rtt() -> Duration {
     Duration::from_millis(700)
 }
+fn default_max_clock_offset() -> Duration {
+    Duration::from_secs(2)
+}
 
 impl Default for ProbesConfig {
     fn default() -> Self {
@@ -215,6 +222,7 @@ impl Default for SiteThresholds {
             silent_after: default_silent_after(),
             degraded_loss_ratio: default_degraded_loss(),
             degraded_rtt: default_degraded_rtt(),
+            max_clock_offset: default_max_clock_offset(),
         }
     }
 }

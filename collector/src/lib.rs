@@ -8,11 +8,13 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod episodes;
 pub mod ingest;
 pub mod inventory;
 pub mod metrics;
 pub mod pki;
 pub mod server;
+pub mod site_gauges;
 pub mod sites;
 pub mod store;
 

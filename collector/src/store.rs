@@ -323,12 +323,17 @@ impl Writer {
                 }
                 let gap = last.map_or(w.batch.seq > 1, |l| w.batch.seq > l + 1);
                 let site = w.site.as_str();
+                // Probe timestamps move to the collector's clock; flow minutes by whole minutes
+                // only, so that a well-synchronised probe's buckets stay exactly as counted.
+                let offset_ms = self.sites.clock_correction_ms(w.site_idx);
+                let minute_shift = (offset_ms as f64 / 60_000.0).round() as i64 * 60;
+                let second_shift = (offset_ms as f64 / 1000.0).round() as i64;
                 for f in &w.batch.flows {
                     let Some(rec) = crate::ingest::validate_flow(f, &self.metrics) else {
                         continue;
                     };
                     flow.execute(params![
-                        rec.minute,
+                        rec.minute - minute_shift,
                         site,
                         rec.exporter,
                         rec.protocol,
@@ -357,7 +362,7 @@ impl Writer {
                         None => (0, 0),
                     };
                     link.execute(params![
-                        s.start.div_euclid(60) * 60,
+                        (s.start - second_shift).div_euclid(60) * 60,
                         site,
                         s.link.as_str(),
                         s.sent,
@@ -377,9 +382,12 @@ impl Writer {
                 let base = live
                     .remove(&w.site_idx)
                     .unwrap_or_else(|| self.sites.current(w.site_idx));
-                let next = self
-                    .sites
-                    .advance(w.site_idx, base, &w.batch, w.received_ms);
+                let (mut next, transition) =
+                    self.sites
+                        .advance(w.site_idx, base, &w.batch, w.received_ms);
+                if let Some(t) = &transition {
+                    crate::episodes::record_transition(&tx, site, &mut next, t)?;
+                }
                 let json = serde_json::to_string(&next)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 status.execute(params![site, json])?;
@@ -473,6 +481,19 @@ impl Reader {
             out.by_protocol.insert(proto.to_string(), c);
         }
         Ok(out)
+    }
+
+    /// Episodes of a site overlapping `[from_ms, to_ms)`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn episodes(
+        &self,
+        site: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::episodes::Episode>, StoreError> {
+        Ok(crate::episodes::query(&self.conn(), site, from_ms, to_ms)?)
     }
 
     /// Cheap liveness query for `/healthz`.
