@@ -169,6 +169,26 @@ name = "core-http"
     let seen = now_ms();
     assert_episode(&episodes(&c)[0], "failover", (cut, seen), None);
     assert_eq!(episodes(&c)[0]["link"], "S1-P");
+    // The technician's checklist on the router says which link is cut, in French by default.
+    let out = SiteNet::exec(&net.site, rie_e2e::bin("rie-probe").to_str().unwrap())
+        .args(["check", "--config"])
+        .arg(&p.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{text}");
+    let line = |id: &str| {
+        text.lines()
+            .find(|l| l.contains("Lien jusqu'au cœur de réseau") && l.contains(id))
+            .unwrap_or_else(|| panic!("no link line for {id}: {text}"))
+            .to_string()
+    };
+    assert!(line("S1-P").starts_with('✘'), "{text}");
+    assert!(line("S1-B").starts_with('✔'), "{text}");
+    assert!(
+        line("S1-B").contains("core-pop") && line("S1-B").contains("core-http"),
+        "{text}"
+    );
     // Back: the primary carries again once its checks pass (one check interval).
     let back = now_ms();
     net.set_link(true, true);

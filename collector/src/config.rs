@@ -119,7 +119,8 @@ pub struct SiteThresholds {
     /// Average RTT on the active link at or above this: `degraded`.
     #[serde(default = "default_degraded_rtt", with = "humantime_serde")]
     pub degraded_rtt: Duration,
-    /// Batches in a row past a threshold before a site is `degraded` (1: at once).
+    /// Check intervals in a row past a threshold (on one target) before a site is `degraded`
+    /// (1: at once).
     #[serde(default = "default_degraded_after")]
     pub degraded_after: u32,
     /// A probe clock further than this from the collector's is flagged (API `clock_suspect`,

@@ -20,9 +20,14 @@ pub struct LinkLive {
     pub active: bool,
     pub loss_ratio: Option<f64>,
     pub rtt_avg_ms: Option<f64>,
-    /// Consecutive batches whose checks on this link were past a threshold.
+    /// Longest run of consecutive check intervals past a threshold, over this link's targets.
     #[serde(default)]
     pub bad_streak: u32,
+    /// That run per check target (`kind:target`): a run counts intervals of one target, so
+    /// that the partial intervals of several targets around a link failure or recovery do not
+    /// add up to a degradation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_streaks: Vec<(String, u32)>,
 }
 
 /// Durable part of a site's live state (persisted with each batch, restored at start).
@@ -353,6 +358,7 @@ fn evaluate_links(
                     loss_ratio: None,
                     rtt_avg_ms: None,
                     bad_streak: 0,
+                    target_streaks: Vec::new(),
                 });
             if let Some(st) = batch.links.iter().find(|s| s.link == l.id) {
                 // Loss and latency measured while the link was down say nothing of it now.
@@ -360,6 +366,7 @@ fn evaluate_links(
                     cur.loss_ratio = None;
                     cur.rtt_avg_ms = None;
                     cur.bad_streak = 0;
+                    cur.target_streaks.clear();
                 }
                 cur.up = st.up;
                 cur.active = st.active;
@@ -384,15 +391,27 @@ fn evaluate_links(
                     })
                     .fold((0.0, 0u64), |(a, n), (x, k)| (a + x, n + u64::from(k)));
                 cur.rtt_avg_ms = (n > 0).then(|| sum / n as f64 / 1000.0);
-                let bad = cur.loss_ratio.is_some_and(|l| l >= t.degraded_loss_ratio)
-                    || cur
-                        .rtt_avg_ms
-                        .is_some_and(|r| r >= t.degraded_rtt.as_secs_f64() * 1000.0);
-                cur.bad_streak = if bad {
-                    cur.bad_streak.saturating_add(1)
-                } else {
-                    0
-                };
+                let rtt_limit_us = t.degraded_rtt.as_micros() as f64;
+                for s in &samples {
+                    let bad = s.loss_ratio() >= t.degraded_loss_ratio
+                        || s.rtt_avg_us.is_some_and(|r| f64::from(r) >= rtt_limit_us);
+                    let key = format!("{}:{}", s.check.as_str(), s.target);
+                    let i = match cur.target_streaks.iter().position(|(k, _)| *k == key) {
+                        Some(i) => i,
+                        None => {
+                            cur.target_streaks.push((key, 0));
+                            cur.target_streaks.len() - 1
+                        }
+                    };
+                    let n = &mut cur.target_streaks[i].1;
+                    *n = if bad { n.saturating_add(1) } else { 0 };
+                }
+                cur.bad_streak = cur
+                    .target_streaks
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0);
                 // A link that answered nothing does not reach the core, whatever its interface says.
                 if sent > 0 && recv == 0 {
                     cur.up = false;
@@ -412,8 +431,9 @@ struct Verdict {
 
 /// Site state from its links: down when no link is up; on_backup when the primary is down or
 /// not carrying traffic while a backup is up; degraded when the link carrying traffic has been
-/// past the loss or latency threshold for `degraded_after` batches in a row (one interval
-/// alone is often the partial interval in which a link fails or recovers, and would flap).
+/// past the loss or latency threshold for `degraded_after` check intervals in a row on one of
+/// its targets (one interval alone is often the partial interval in which a link fails or
+/// recovers, and would flap).
 fn site_state(
     inv: &Inventory,
     site: &rie_proto::SiteId,
