@@ -1,5 +1,5 @@
 //! A real probe on a site router with two access links (network namespaces and veth pairs),
-//! checking the core over each link with ICMP, TCP and HTTP bound to the link's interface, while
+//! checking the core over each link with ICMP, TCP, HTTP and DNS (dnsmasq) bound to the link's interface, while
 //! the test cuts and degrades links. The collector must show each state within seconds and keep
 //! the episodes with the times the test made them happen:
 //! - primary interface down → on backup (failover), back → up;
@@ -92,6 +92,7 @@ fn assert_episode(e: &Value, kind: &str, start: (i64, i64), end: Option<(i64, i6
 fn failover_outage_and_degradation_seen_by_real_checks() {
     let net = SiteNet::new("avail");
     let _http = net.core_http();
+    let _dns = net.core_dns();
     let c = Collector::start_on(
         &fixture("inventory"),
         SocketAddr::new(MGMT_COLLECTOR.parse().unwrap(), 0),
@@ -134,6 +135,12 @@ name = "core-tcp"
 kind = "http"
 target = "http://{CORE_POP}:8080/"
 name = "core-http"
+
+[[checks.targets]]
+kind = "dns"
+target = "{CORE_POP}"
+query = "rie.gouv.fr"
+name = "core-dns"
 "#,
         net.primary_if, net.backup_if
     ));
