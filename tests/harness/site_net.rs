@@ -137,6 +137,19 @@ impl SiteNet {
         }
     }
 
+    /// Cuts or restores the management path (the probe's way to the collector).
+    pub fn set_mgmt(&self, up: bool) {
+        let dev = format!("rm{}", std::process::id() % 100_000);
+        ip(&[
+            "-n",
+            &self.site,
+            "link",
+            "set",
+            &dev,
+            if up { "up" } else { "down" },
+        ]);
+    }
+
     /// A command to run inside `ns`.
     pub fn exec(ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
