@@ -337,7 +337,9 @@ impl SiteRegistry {
     }
 }
 
-/// Per-link facts from a batch; links the batch does not mention keep their last values.
+/// Per-link facts from a batch; links the batch does not mention keep their last values, and
+/// links the probe has never reported (no status, no sample) are left out rather than assumed
+/// up: a backup nobody measured must not turn an outage into `on_backup`.
 fn evaluate_links(
     inv: &Inventory,
     site: &rie_proto::SiteId,
@@ -346,6 +348,11 @@ fn evaluate_links(
     t: &SiteThresholds,
 ) -> Vec<LinkLive> {
     inv.links_of(site)
+        .filter(|l| {
+            prev.iter().any(|p| p.link == l.id)
+                || batch.links.iter().any(|s| s.link == l.id)
+                || batch.samples.iter().any(|s| s.link == l.id)
+        })
         .map(|l| {
             let mut cur = prev
                 .iter()
@@ -634,6 +641,18 @@ pub(crate) mod tests {
             )),
             SiteState::OnBackup
         );
+    }
+
+    #[test]
+    fn a_link_never_reported_is_not_assumed_up() {
+        // Only the primary is reported, down: the unmeasured backup does not make it on_backup.
+        assert_eq!(
+            state_after(&batch(&[("P", false, false)], None)),
+            SiteState::Down
+        );
+        let r = registry();
+        let n = prepare(&r, &batch(&[("P", true, true)], None), 1_000);
+        assert_eq!(n.links.len(), 1);
     }
 
     #[test]
