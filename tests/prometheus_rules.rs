@@ -1,0 +1,102 @@
+//! The Prometheus files of `configs/prometheus/` pass Prometheus's own checker: `promtool check
+//! config` (scrape config), `promtool check rules` (recording and alert rules) and `promtool test
+//! rules` (unit tests of every rule), and the unit tests cover every alert both firing and not
+//! firing.
+
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/prometheus")
+}
+
+/// Runs promtool in `configs/prometheus`; fails with the install hint when it is missing.
+fn promtool(args: &[&str]) -> String {
+    let out = Command::new("promtool")
+        .args(args)
+        .current_dir(dir())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("promtool not runnable ({e}): install it with `apt-get install prometheus`")
+        });
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(out.status.success(), "promtool {args:?} failed:\n{text}");
+    text
+}
+
+fn files(sub: &str, suffix: &str) -> Vec<String> {
+    let mut v: Vec<String> = std::fs::read_dir(dir().join(sub))
+        .unwrap()
+        .map(|e| e.unwrap().file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(suffix))
+        .map(|n| format!("{sub}/{n}"))
+        .collect();
+    v.sort();
+    v
+}
+
+#[test]
+fn scrape_config_is_valid() {
+    let out = promtool(&["check", "config", "prometheus.yml"]);
+    assert!(out.contains("SUCCESS: 2 rule files found"), "{out}");
+}
+
+#[test]
+fn rules_are_valid() {
+    let rules = files("rules", ".yml");
+    assert_eq!(rules, ["rules/alerts.yml", "rules/recording.yml"]);
+    let mut args = vec!["check", "rules"];
+    args.extend(rules.iter().map(String::as_str));
+    let out = promtool(&args);
+    assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 14 rules found"), "{out}");
+}
+
+#[test]
+fn rule_unit_tests_pass() {
+    let tests = files("tests", ".test.yml");
+    assert_eq!(tests.len(), 4, "{tests:?}");
+    let mut args = vec!["test", "rules"];
+    args.extend(tests.iter().map(String::as_str));
+    let out = promtool(&args);
+    assert_eq!(out.matches("SUCCESS").count(), 4, "{out}");
+}
+
+/// Every alert of `rules/alerts.yml` has a unit test where it fires and one where it does not,
+/// and every alert carries the routing labels.
+#[test]
+fn every_alert_is_tested_firing_and_not_firing() {
+    let alerts_text = std::fs::read_to_string(dir().join("rules/alerts.yml")).unwrap();
+    let alerts: BTreeSet<String> = alerts_text
+        .lines()
+        .filter_map(|l| l.trim().strip_prefix("- alert: "))
+        .map(str::to_string)
+        .collect();
+    assert_eq!(alerts.len(), 12, "{alerts:?}");
+    let (mut firing, mut quiet) = (BTreeSet::new(), BTreeSet::new());
+    for f in files("tests", ".test.yml") {
+        let text = std::fs::read_to_string(dir().join(f)).unwrap();
+        let lines: Vec<&str> = text.lines().map(str::trim).collect();
+        for (i, l) in lines.iter().enumerate() {
+            if let Some(name) = l.strip_prefix("alertname: ") {
+                match lines.get(i + 1).copied() {
+                    Some("exp_alerts: []") => quiet.insert(name.to_string()),
+                    Some("exp_alerts:") => firing.insert(name.to_string()),
+                    other => panic!("unexpected line after alertname {name}: {other:?}"),
+                };
+            }
+        }
+    }
+    assert_eq!(firing, alerts, "alerts without a firing test");
+    assert_eq!(quiet, alerts, "alerts without a not-firing test");
+    // Routing: each alert sets severity; alerts not built on site series set ministry.
+    assert_eq!(alerts_text.matches("severity: ").count(), alerts.len());
+}
