@@ -1,0 +1,172 @@
+//! The NOC status page served at `/`: one HTML page, its script and style sheet, embedded in
+//! the binary (the NOC's network is closed: no CDN, nothing fetched from elsewhere), plus the
+//! two compact JSON endpoints the page polls.
+//!
+//! Why two endpoints rather than `/api/v1/sites`: with 14,000 sites the full site list is
+//! several megabytes, too much to fetch every two seconds. The page loads the inventory once
+//! (`/api/v1/status/sites`: names, places, agents, with ministries and départements as
+//! dictionaries) and then polls `/api/v1/status`: one digit of state per site (14 kB for the
+//! national inventory) and the start of each incident. The site view uses the public API
+//! (`/api/v1/sites/{id}`, `/episodes`, `/api/v1/flows/totals`).
+
+use std::collections::BTreeMap;
+
+use axum::extract::State;
+use axum::http::header;
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::{Json, Router};
+use rie_proto::SiteState;
+use serde::Serialize;
+
+use crate::api::AppState;
+use crate::ingest::probe_stream::now_ms;
+use crate::site_gauges::state_code;
+
+const INDEX_HTML: &str = include_str!("assets/index.html");
+const APP_JS: &str = include_str!("assets/app.js");
+const APP_CSS: &str = include_str!("assets/app.css");
+
+/// Routes of the status page, merged into the API router.
+pub fn routes() -> Router<AppState> {
+    Router::new()
+        .route("/", get(index))
+        .route("/assets/app.js", get(app_js))
+        .route("/assets/app.css", get(app_css))
+        .route("/api/v1/status", get(status))
+        .route("/api/v1/status/sites", get(status_sites))
+}
+
+/// Headers shared by the embedded assets: they change only with the binary, but a NOC screen
+/// left open across an upgrade must pick the new page up, hence `no-cache` (revalidate).
+fn asset(content_type: &'static str, body: &'static str) -> Response {
+    (
+        [
+            (header::CONTENT_TYPE, content_type),
+            (header::CACHE_CONTROL, "no-cache"),
+        ],
+        body,
+    )
+        .into_response()
+}
+
+async fn index() -> Response {
+    asset("text/html; charset=utf-8", INDEX_HTML)
+}
+
+async fn app_js() -> Response {
+    asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn app_css() -> Response {
+    asset("text/css; charset=utf-8", APP_CSS)
+}
+
+/// The inventory as the page needs it, loaded once per page.
+#[derive(Serialize)]
+struct StatusSites {
+    ministries: Vec<String>,
+    /// `[code, name]`, sorted by code.
+    departements: Vec<(String, String)>,
+    /// `[id, name, ministry index, département index, agents, latitude, longitude]`, in
+    /// inventory order (the order of `states` in [`Status`]).
+    sites: Vec<(String, String, usize, usize, u32, f64, f64)>,
+}
+
+async fn status_sites(State(st): State<AppState>) -> Json<StatusSites> {
+    Json(status_sites_of(&st.sites.inventory))
+}
+
+fn status_sites_of(inv: &crate::inventory::Inventory) -> StatusSites {
+    let mut ministries: BTreeMap<&str, usize> = BTreeMap::new();
+    let mut deps: BTreeMap<&str, usize> = BTreeMap::new();
+    for s in &inv.sites {
+        ministries.insert(&s.ministry, 0);
+        deps.insert(&s.departement, 0);
+    }
+    for (i, v) in ministries.values_mut().enumerate() {
+        *v = i;
+    }
+    for (i, v) in deps.values_mut().enumerate() {
+        *v = i;
+    }
+    StatusSites {
+        ministries: ministries.keys().map(|m| m.to_string()).collect(),
+        departements: deps
+            .keys()
+            .map(|d| {
+                let name = rie_proto::geo::departement(d).map_or("", |g| g.name);
+                (d.to_string(), name.to_string())
+            })
+            .collect(),
+        sites: inv
+            .sites
+            .iter()
+            .map(|s| {
+                (
+                    s.id.to_string(),
+                    s.name.clone(),
+                    ministries[s.ministry.as_str()],
+                    deps[s.departement.as_str()],
+                    s.agents,
+                    s.latitude,
+                    s.longitude,
+                )
+            })
+            .collect(),
+    }
+}
+
+/// The live picture, polled every few seconds.
+#[derive(Serialize)]
+struct Status {
+    now_ms: i64,
+    /// One digit per site, inventory order: the `rie_site_state` code (0 up, 1 degraded,
+    /// 2 on_backup, 3 down, 4 silent, 5 unknown).
+    states: String,
+    /// `[site index, state since (Unix ms) or null]` for every site degraded, on backup, down
+    /// or silent.
+    incidents: Vec<(usize, Option<i64>)>,
+}
+
+async fn status(State(st): State<AppState>) -> Response {
+    let now = now_ms();
+    let views = st.sites.views(now);
+    let mut states = String::with_capacity(views.len());
+    let mut incidents = Vec::new();
+    for (i, v) in views.iter().enumerate() {
+        let code = state_code(v.state);
+        // Codes are 0..=5: one ASCII digit each.
+        states.push(char::from(b'0' + code as u8));
+        if matches!(
+            v.state,
+            SiteState::Degraded | SiteState::OnBackup | SiteState::Down | SiteState::Silent
+        ) {
+            incidents.push((i, v.state_since_ms));
+        }
+    }
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(Status {
+            now_ms: now,
+            states,
+            incidents,
+        }),
+    )
+        .into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn assets_are_embedded_and_self_contained() {
+        assert!(INDEX_HTML.contains("<html lang=\"fr\""));
+        assert!(INDEX_HTML.contains("/assets/app.js"));
+        // Works on a closed network: nothing loaded from another host.
+        for a in [INDEX_HTML, APP_JS, APP_CSS] {
+            assert!(!a.contains("http://") && !a.contains("https://"), "external URL in an asset");
+        }
+    }
+}
