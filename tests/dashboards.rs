@@ -52,7 +52,10 @@ fn require(bin: &str, pkg: &str) {
         .stderr(Stdio::null())
         .status()
         .is_ok();
-    assert!(ok, "{bin} not found: install it with `apt-get install {pkg}`");
+    assert!(
+        ok,
+        "{bin} not found: install it with `apt-get install {pkg}`"
+    );
 }
 
 fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
@@ -180,7 +183,11 @@ fn dashboards_are_consistent() {
     for d in &ds {
         let vars = d.json["templating"]["list"].as_array().unwrap();
         let names: BTreeSet<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
-        assert!(names.contains("ds_prom") && names.contains("ds_influx"), "{}", d.file);
+        assert!(
+            names.contains("ds_prom") && names.contains("ds_influx"),
+            "{}",
+            d.file
+        );
         for v in vars.iter().filter(|v| v["type"] == "datasource") {
             assert!(
                 ["prometheus", "influxdb"].contains(&v["query"].as_str().unwrap()),
@@ -270,8 +277,14 @@ impl Prometheus {
         let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
         let child = Guard(
             Command::new("prometheus")
-                .arg(format!("--config.file={}", conf.join("prometheus.yml").display()))
-                .arg(format!("--storage.tsdb.path={}", dir.path().join("data").display()))
+                .arg(format!(
+                    "--config.file={}",
+                    conf.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
                 .arg(format!("--web.listen-address=127.0.0.1:{port}"))
                 .stdout(Stdio::null())
                 .stderr(log)
@@ -352,7 +365,11 @@ fn feed(c: &Collector) {
     send_ok(
         &c.probe_config("S3"),
         1,
-        &[links_batch(1, now_ms, &[("S3-P", false, false), ("S3-B", false, false)])],
+        &[links_batch(
+            1,
+            now_ms,
+            &[("S3-P", false, false), ("S3-B", false, false)],
+        )],
     );
     send_ok(
         &c.probe_config("S2"),
@@ -368,7 +385,9 @@ fn feed(c: &Collector) {
         text.replace(token, "token = \"00000000000000000000000000000000\""),
     )
     .unwrap();
-    assert!(!send_batches(&wrong, 2, &[rie_e2e::batch(1, vec![])]).status.success());
+    assert!(!send_batches(&wrong, 2, &[rie_e2e::batch(1, vec![])])
+        .status
+        .success());
     // A malformed frame after a good hello.
     let rt = tokio::runtime::Runtime::new().unwrap();
     rt.block_on(async {
@@ -384,9 +403,18 @@ fn feed(c: &Collector) {
         let _ = s.recv().await;
     });
     for (series, want) in [
-        ("rie_collector_invalid_records_total{reason=\"bad_exporter\"}", 1.0),
-        ("rie_collector_auth_failures_total{reason=\"bad_token\"}", 1.0),
-        ("rie_collector_frame_errors_total{reason=\"malformed\"}", 1.0),
+        (
+            "rie_collector_invalid_records_total{reason=\"bad_exporter\"}",
+            1.0,
+        ),
+        (
+            "rie_collector_auth_failures_total{reason=\"bad_token\"}",
+            1.0,
+        ),
+        (
+            "rie_collector_frame_errors_total{reason=\"malformed\"}",
+            1.0,
+        ),
     ] {
         assert_eq!(c.metric(series), want, "{series}");
     }
@@ -416,7 +444,11 @@ fn resolve_prom_vars(d: &Dashboard, p: &Prometheus) -> BTreeMap<String, String> 
         let (metric, label) = args.split_once(", ").unwrap();
         let mut values = p.label_values(metric, label);
         values.sort();
-        assert!(!values.is_empty(), "{}: variable {def} has no value", d.file);
+        assert!(
+            !values.is_empty(),
+            "{}: variable {def} has no value",
+            d.file
+        );
         out.insert(v["name"].as_str().unwrap().to_string(), values[0].clone());
     }
     out
@@ -425,7 +457,9 @@ fn resolve_prom_vars(d: &Dashboard, p: &Prometheus) -> BTreeMap<String, String> 
 fn substitute(q: &str, vars: &BTreeMap<String, String>) -> String {
     let mut q = with_builtins(q);
     for (k, v) in vars {
-        q = q.replace(&format!("${{{k}}}"), v).replace(&format!("${k}"), v);
+        q = q
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("${k}"), v);
     }
     q
 }
@@ -436,12 +470,16 @@ fn promql_panels_return_data_from_a_real_prometheus() {
     feed(&c);
     let prom = Prometheus::start(&c.api_addr.to_string());
     // Two scrapes for rates, then the recording rules once more.
-    wait_for("scrapes and recording rules", Duration::from_secs(60), || {
-        !prom
-            .query("rate(rie_collector_probe_batches_total[1m])")
-            .is_empty()
-            && !prom.query(":rie_sites:count").is_empty()
-    });
+    wait_for(
+        "scrapes and recording rules",
+        Duration::from_secs(60),
+        || {
+            !prom
+                .query("rate(rie_collector_probe_batches_total[1m])")
+                .is_empty()
+                && !prom.query(":rie_sites:count").is_empty()
+        },
+    );
     // The recording rules on real series: S3 (Justice, 120 agents) down, 3 sites.
     assert_eq!(prom.query(":rie_agents_down:sum")[0]["value"][1], "120");
     assert_eq!(prom.query(":rie_sites:count")[0]["value"][1], "3");
@@ -486,7 +524,10 @@ impl Influx {
             .stderr(Stdio::null())
             .status()
             .is_ok();
-        assert!(ok, "influxd not found: install it with `apt-get install influxdb`");
+        assert!(
+            ok,
+            "influxd not found: install it with `apt-get install influxdb`"
+        );
         let dir = tempfile::tempdir().unwrap();
         let (http, rpc) = (free_port(), free_port());
         let d = dir.path().display();
@@ -541,7 +582,9 @@ impl Influx {
 
 /// Escapes a tag value for line protocol (commas, spaces, equal signs).
 fn tag(v: &str) -> String {
-    v.replace(',', "\\,").replace(' ', "\\ ").replace('=', "\\=")
+    v.replace(',', "\\,")
+        .replace(' ', "\\ ")
+        .replace('=', "\\=")
 }
 
 /// Line protocol for the test inventory's three sites over the last 30 minutes, following the
@@ -629,8 +672,14 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
         ("ministry".to_string(), "Intérieur".to_string()),
     ]
     .into();
-    let measurements: BTreeSet<&str> =
-        ["site_traffic", "link_check", "site_state", "episode", "collector"].into();
+    let measurements: BTreeSet<&str> = [
+        "site_traffic",
+        "link_check",
+        "site_state",
+        "episode",
+        "collector",
+    ]
+    .into();
     let mut checked = 0;
     for (file, title, lang, q) in queries(&dashboards()) {
         if lang != Lang::InfluxQl {
@@ -641,14 +690,19 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
             .nth(1)
             .and_then(|s| s.split('"').next())
             .unwrap();
-        assert!(measurements.contains(from), "{file}: {title:?} reads {from}");
+        assert!(
+            measurements.contains(from),
+            "{file}: {title:?} reads {from}"
+        );
         let q = substitute(&q, &vars);
         let r = influx.query(&q);
         let res = &r["results"][0];
         assert!(res["error"].is_null(), "{file}: panel {title:?}: {q}: {r}");
         let series = res["series"].as_array();
         assert!(
-            series.is_some_and(|s| !s.is_empty() && s.iter().all(|x| !x["values"].as_array().unwrap().is_empty())),
+            series.is_some_and(|s| !s.is_empty()
+                && s.iter()
+                    .all(|x| !x["values"].as_array().unwrap().is_empty())),
             "{file}: panel {title:?}: no data for {q}: {r}"
         );
         checked += 1;

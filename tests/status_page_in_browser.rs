@@ -31,14 +31,20 @@ struct Browser {
 
 impl Browser {
     fn start() -> Self {
-        for (bin, pkg) in [("chromedriver", "chromium-driver"), ("chromium", "chromium")] {
+        for (bin, pkg) in [
+            ("chromedriver", "chromium-driver"),
+            ("chromium", "chromium"),
+        ] {
             let found = Command::new(bin)
                 .arg("--version")
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
                 .status()
                 .is_ok_and(|s| s.success());
-            assert!(found, "{bin} not found: install it with `apt-get install {pkg}`");
+            assert!(
+                found,
+                "{bin} not found: install it with `apt-get install {pkg}`"
+            );
         }
         // chromedriver takes a port number, not a socket: find a free one.
         let port = TcpListener::bind("127.0.0.1:0")
@@ -107,10 +113,7 @@ impl Browser {
     }
 
     fn find(&self, css: &str) -> String {
-        let v = self.post(
-            "/element",
-            json!({ "using": "css selector", "value": css }),
-        );
+        let v = self.post("/element", json!({ "using": "css selector", "value": css }));
         v[ELEMENT]
             .as_str()
             .unwrap_or_else(|| panic!("no element {css}: {v}"))
@@ -243,17 +246,40 @@ fn a_site_going_down_shows_on_the_status_page() {
     assert_eq!(b.text("#no-incident"), "Aucun incident pour ces filtres.");
 
     // Both of S1's links fail: the site is down.
-    send_ok(&s1, 1, &[links(2, now_ms(), &[("S1-P", false, false), ("S1-B", false, false)])]);
+    let down_at = now_ms();
+    send_ok(
+        &s1,
+        1,
+        &[links(
+            2,
+            down_at,
+            &[("S1-P", false, false), ("S1-B", false, false)],
+        )],
+    );
     let sent = Instant::now();
     let rows = b.wait("S1 down on the page", Duration::from_secs(10), |b| {
         let r = incidents(b);
         (!r.is_empty()).then_some(r)
     });
     let took = sent.elapsed();
-    assert!(took < Duration::from_secs(5), "S1 took {took:?} to show as down");
+    assert!(
+        took < Duration::from_secs(5),
+        "S1 took {took:?} to show as down"
+    );
     assert_eq!(rows, [row("S1", "Hors service", "420")]);
     assert_eq!(counters(&b), ["1", "0", "0", "1", "0", "1", "420"]);
     assert_eq!(b.text("#incident-count"), "(1)");
+    // What the page polled: one state digit per site (S1 down, S2 unknown, S3 up) and S1's
+    // incident since the time its links failed (probe clock, corrected by its small offset).
+    let status = c.get("/api/v1/status");
+    assert_eq!(status["states"], "350");
+    assert_eq!(status["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(status["incidents"][0][0], 0);
+    let since = status["incidents"][0][1].as_i64().unwrap();
+    assert!(
+        (since - down_at).abs() < 1000,
+        "since {since}, down at {down_at}"
+    );
     let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
         .parent()
         .unwrap()
@@ -272,7 +298,10 @@ fn a_site_going_down_shows_on_the_status_page() {
         "return [...document.querySelectorAll('#f-ministry option')]\
          .find(o => o.textContent === 'Justice').value;",
     );
-    b.click(&format!("#f-ministry option[value='{}']", justice.as_str().unwrap()));
+    b.click(&format!(
+        "#f-ministry option[value='{}']",
+        justice.as_str().unwrap()
+    ));
     assert!(incidents(&b).is_empty());
     assert_eq!(counters(&b), ["1", "0", "0", "0", "0", "0", "0"]);
     b.click("#f-ministry option[value='']");
@@ -306,10 +335,8 @@ fn a_site_going_down_shows_on_the_status_page() {
     );
 
     // Accessibility basics: every control has a label; state texts pass WCAG AA contrast.
-    let unlabelled = b.js(
-        "return [...document.querySelectorAll('select, input')]\
-         .filter(e => !document.querySelector(`label[for='${e.id}']`)).map(e => e.id);",
-    );
+    let unlabelled = b.js("return [...document.querySelectorAll('select, input')]\
+         .filter(e => !document.querySelector(`label[for='${e.id}']`)).map(e => e.id);");
     assert_eq!(unlabelled, json!([]));
     let worst = b.js(
         "const lum = c => { const v = c.match(/\\d+/g).slice(0, 3).map(x => { x /= 255; \

@@ -166,7 +166,10 @@ mod tests {
         assert!(INDEX_HTML.contains("/assets/app.js"));
         // Works on a closed network: nothing loaded from another host.
         for a in [INDEX_HTML, APP_JS, APP_CSS] {
-            assert!(!a.contains("http://") && !a.contains("https://"), "external URL in an asset");
+            assert!(
+                !a.contains("http://") && !a.contains("https://"),
+                "external URL in an asset"
+            );
         }
     }
 }
