@@ -100,3 +100,67 @@ fn every_alert_is_tested_firing_and_not_firing() {
     // Routing: each alert sets severity; alerts not built on site series set ministry.
     assert_eq!(alerts_text.matches("severity: ").count(), alerts.len());
 }
+
+/// Runs amtool in `configs/prometheus`; fails with the install hint when it is missing.
+fn amtool(args: &[&str]) -> String {
+    let out = Command::new("amtool")
+        .args(args)
+        .current_dir(dir())
+        .output()
+        .unwrap_or_else(|e| {
+            panic!("amtool not runnable ({e}): install it with `apt-get install prometheus-alertmanager`")
+        });
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    assert!(
+        out.status.success(),
+        "amtool {args:?} failed:\n{stdout}{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    stdout
+}
+
+/// The example Alertmanager config is valid and routes by ministry: a ministry's alerts go to
+/// its team, critical ones to the central NOC as well, the platform's to its operators.
+#[test]
+fn alertmanager_example_routes_by_ministry() {
+    let out = amtool(&["check-config", "alertmanager.yml"]);
+    assert!(
+        out.contains("SUCCESS") && out.contains("3 inhibit rules"),
+        "{out}"
+    );
+    for (labels, receivers) in [
+        (
+            ["ministry=Justice", "severity=critical"],
+            "noc-central,min-justice",
+        ),
+        (["ministry=Justice", "severity=warning"], "min-justice"),
+        (
+            ["ministry=Économie et Finances", "severity=warning"],
+            "min-economie",
+        ),
+        (
+            ["ministry=exploitation", "severity=critical"],
+            "exploitation",
+        ),
+        (
+            ["ministry=interministeriel", "severity=critical"],
+            "noc-central",
+        ),
+        (["ministry=Inconnu", "severity=warning"], "noc-central"),
+    ] {
+        let mut args = vec!["config", "routes", "test", "--config.file=alertmanager.yml"];
+        args.extend(labels);
+        assert_eq!(amtool(&args).trim(), receivers, "{labels:?}");
+    }
+    // Every ministry label a site alert can carry has its own route: the inventory's ministries.
+    let text = std::fs::read_to_string(dir().join("alertmanager.yml")).unwrap();
+    let inv = rie_collector::inventory::load_dir(&dir().join("../inventory")).unwrap();
+    let ministries: BTreeSet<&str> = inv.sites.iter().map(|s| s.ministry.as_str()).collect();
+    assert_eq!(ministries.len(), 12, "{ministries:?}");
+    for m in ministries {
+        assert!(
+            text.contains(&format!("ministry=\"{m}\"")),
+            "no route for {m}"
+        );
+    }
+}

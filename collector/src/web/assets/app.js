@@ -212,18 +212,22 @@ function drawMap(shown) {
     g.fillStyle = "#161616";
     g.fillText(b.name + " (" + b.dep + ")", x + 5, INSET_Y + 13);
   });
-  // Up sites first, then by severity, so that incidents are drawn on top.
-  const order = shown.slice().sort((a, b) => SEVERITY[states.charCodeAt(a) - 48] - SEVERITY[states.charCodeAt(b) - 48]);
-  for (const i of order) {
-    const p = inv.xy[i];
-    if (!p) continue;
-    const code = states.charCodeAt(i) - 48;
+  // One path per state (a fill per dot would cost 14,000 fills), drawn up sites first and
+  // incidents last so that they stay on top.
+  const groups = [[], [], [], [], [], []];
+  for (const i of shown) if (inv.xy[i]) groups[states.charCodeAt(i) - 48].push(i);
+  for (const code of [0, 5, 1, 4, 2, 3]) {
+    if (!groups[code].length) continue;
     const r = code === 3 ? 4.5 : code === 0 || code === 5 ? 2.5 : 3.5;
     g.beginPath();
-    g.arc(p[0], p[1], r, 0, 2 * Math.PI);
+    for (const i of groups[code]) {
+      const [x, y] = inv.xy[i];
+      g.moveTo(x + r, y);
+      g.arc(x, y, r, 0, 2 * Math.PI);
+    }
     g.fillStyle = STATE_COLORS[code];
     g.fill();
-    if (code >= 1 && code <= 4) { g.strokeStyle = "#ffffff"; g.stroke(); }
+    if (code !== 0 && code !== 5) { g.strokeStyle = "#ffffff"; g.stroke(); }
   }
 }
 
