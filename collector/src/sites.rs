@@ -20,6 +20,14 @@ pub struct LinkLive {
     pub active: bool,
     pub loss_ratio: Option<f64>,
     pub rtt_avg_ms: Option<f64>,
+    /// Longest run of consecutive check intervals past a threshold, over this link's targets.
+    #[serde(default)]
+    pub bad_streak: u32,
+    /// That run per check target (`kind:target`): a run counts intervals of one target, so
+    /// that the partial intervals of several targets around a link failure or recovery do not
+    /// add up to a degradation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_streaks: Vec<(String, u32)>,
 }
 
 /// Durable part of a site's live state (persisted with each batch, restored at start).
@@ -238,7 +246,13 @@ impl SiteRegistry {
     ) -> (SiteLive, Option<Transition>) {
         let mut next = base;
         let site = &self.inventory.sites[idx];
-        let links = evaluate_links(&self.inventory, &site.id, batch, next.links.as_slice());
+        let links = evaluate_links(
+            &self.inventory,
+            &site.id,
+            batch,
+            next.links.as_slice(),
+            &self.thresholds,
+        );
         let verdict = site_state(&self.inventory, &site.id, &links, &self.thresholds);
         let offset = self.correction(next.clock_offset_ms);
         let mut transition = None;
@@ -329,6 +343,7 @@ fn evaluate_links(
     site: &rie_proto::SiteId,
     batch: &Batch,
     prev: &[LinkLive],
+    t: &SiteThresholds,
 ) -> Vec<LinkLive> {
     inv.links_of(site)
         .map(|l| {
@@ -342,8 +357,17 @@ fn evaluate_links(
                     active: l.role == LinkRole::Primary,
                     loss_ratio: None,
                     rtt_avg_ms: None,
+                    bad_streak: 0,
+                    target_streaks: Vec::new(),
                 });
             if let Some(st) = batch.links.iter().find(|s| s.link == l.id) {
+                // Loss and latency measured while the link was down say nothing of it now.
+                if st.up && !cur.up {
+                    cur.loss_ratio = None;
+                    cur.rtt_avg_ms = None;
+                    cur.bad_streak = 0;
+                    cur.target_streaks.clear();
+                }
                 cur.up = st.up;
                 cur.active = st.active;
             }
@@ -367,6 +391,27 @@ fn evaluate_links(
                     })
                     .fold((0.0, 0u64), |(a, n), (x, k)| (a + x, n + u64::from(k)));
                 cur.rtt_avg_ms = (n > 0).then(|| sum / n as f64 / 1000.0);
+                let rtt_limit_us = t.degraded_rtt.as_micros() as f64;
+                for s in &samples {
+                    let bad = s.loss_ratio() >= t.degraded_loss_ratio
+                        || s.rtt_avg_us.is_some_and(|r| f64::from(r) >= rtt_limit_us);
+                    let key = format!("{}:{}", s.check.as_str(), s.target);
+                    let i = match cur.target_streaks.iter().position(|(k, _)| *k == key) {
+                        Some(i) => i,
+                        None => {
+                            cur.target_streaks.push((key, 0));
+                            cur.target_streaks.len() - 1
+                        }
+                    };
+                    let n = &mut cur.target_streaks[i].1;
+                    *n = if bad { n.saturating_add(1) } else { 0 };
+                }
+                cur.bad_streak = cur
+                    .target_streaks
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0);
                 // A link that answered nothing does not reach the core, whatever its interface says.
                 if sent > 0 && recv == 0 {
                     cur.up = false;
@@ -385,8 +430,10 @@ struct Verdict {
 }
 
 /// Site state from its links: down when no link is up; on_backup when the primary is down or
-/// not carrying traffic while a backup is up; degraded when the link carrying traffic is past
-/// the loss or latency threshold.
+/// not carrying traffic while a backup is up; degraded when the link carrying traffic has been
+/// past the loss or latency threshold for `degraded_after` check intervals in a row on one of
+/// its targets (one interval alone is often the partial interval in which a link fails or
+/// recovers, and would flap).
 fn site_state(
     inv: &Inventory,
     site: &rie_proto::SiteId,
@@ -438,6 +485,9 @@ fn site_state(
         return verdict(SiteState::Up, None, String::new());
     };
     let rtt_limit_ms = t.degraded_rtt.as_secs_f64() * 1000.0;
+    if c.bad_streak < t.degraded_after {
+        return verdict(SiteState::Up, None, String::new());
+    }
     if let Some(loss) = c.loss_ratio.filter(|l| *l >= t.degraded_loss_ratio) {
         return verdict(
             SiteState::Degraded,
@@ -540,11 +590,14 @@ pub(crate) mod tests {
         r.advance(0, r.current(0), &b, now_ms).0
     }
 
+    /// The state after the same batch twice (degradation needs two batches in a row).
     fn state_after(b: &Batch) -> SiteState {
         let r = registry();
         let next = prepare(&r, b, 1_000);
         r.apply(0, next);
-        r.view(0, 1_000).state
+        let next = prepare(&r, b, 2_000);
+        r.apply(0, next);
+        r.view(0, 2_000).state
     }
 
     #[test]
@@ -581,6 +634,24 @@ pub(crate) mod tests {
             )),
             SiteState::OnBackup
         );
+    }
+
+    #[test]
+    fn one_bad_interval_is_not_a_degradation() {
+        let r = registry();
+        let lossy = batch(&[("P", true, true)], Some(("P", 100, 80, 20_000)));
+        let clean = batch(&[("P", true, true)], Some(("P", 100, 100, 20_000)));
+        for (b, t, want) in [
+            (&lossy, 1_000, SiteState::Up),
+            (&clean, 2_000, SiteState::Up),
+            (&lossy, 3_000, SiteState::Up),
+            (&lossy, 4_000, SiteState::Degraded),
+        ] {
+            let n = prepare(&r, b, t);
+            r.apply(0, n);
+            assert_eq!(r.view(0, t).state, want, "at {t}");
+        }
+        assert_eq!(r.view(0, 4_000).state_since_ms, Some(4_000));
     }
 
     #[test]
