@@ -22,6 +22,7 @@ use serde::Serialize;
 use crate::api::AppState;
 use crate::ingest::probe_stream::now_ms;
 use crate::site_gauges::state_code;
+use crate::sites::SiteView;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
@@ -132,12 +133,20 @@ struct Status {
 async fn status(State(st): State<AppState>) -> Response {
     let now = now_ms();
     let views = st.sites.views(now);
+    (
+        [(header::CACHE_CONTROL, "no-store")],
+        Json(status_of(&views, now)),
+    )
+        .into_response()
+}
+
+fn status_of(views: &[SiteView], now: i64) -> Status {
     let mut states = String::with_capacity(views.len());
     let mut incidents = Vec::new();
     for (i, v) in views.iter().enumerate() {
-        let code = state_code(v.state);
         // Codes are 0..=5: one ASCII digit each.
-        states.push(char::from(b'0' + code as u8));
+        let digit = u8::try_from(state_code(v.state)).map_or('5', |c| char::from(b'0' + c));
+        states.push(digit);
         if matches!(
             v.state,
             SiteState::Degraded | SiteState::OnBackup | SiteState::Down | SiteState::Silent
@@ -145,15 +154,11 @@ async fn status(State(st): State<AppState>) -> Response {
             incidents.push((i, v.state_since_ms));
         }
     }
-    (
-        [(header::CACHE_CONTROL, "no-store")],
-        Json(Status {
-            now_ms: now,
-            states,
-            incidents,
-        }),
-    )
-        .into_response()
+    Status {
+        now_ms: now,
+        states,
+        incidents,
+    }
 }
 
 #[cfg(test)]
@@ -171,5 +176,67 @@ mod tests {
                 "external URL in an asset"
             );
         }
+    }
+
+    fn fixture_inventory() -> crate::inventory::Inventory {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/inventory");
+        crate::inventory::load_dir(&dir).unwrap()
+    }
+
+    #[test]
+    fn sites_are_indexed_into_sorted_dictionaries() {
+        let s = status_sites_of(&fixture_inventory());
+        assert_eq!(
+            s.ministries,
+            ["Intérieur", "Justice", "Économie et Finances"]
+        );
+        let deps: Vec<(&str, &str)> = s
+            .departements
+            .iter()
+            .map(|(c, n)| (c.as_str(), n.as_str()))
+            .collect();
+        assert_eq!(
+            deps,
+            [
+                ("2A", "Corse-du-Sud"),
+                ("35", "Ille-et-Vilaine"),
+                ("973", "Guyane")
+            ]
+        );
+        let ids: Vec<(&str, usize, usize, u32)> = s
+            .sites
+            .iter()
+            .map(|x| (x.0.as_str(), x.2, x.3, x.4))
+            .collect();
+        assert_eq!(
+            ids,
+            [("S1", 0, 1, 420), ("S2", 2, 2, 35), ("S3", 1, 0, 120)]
+        );
+    }
+
+    #[test]
+    fn status_has_one_digit_per_site_and_lists_incidents() {
+        let view = |state, since| SiteView {
+            state,
+            state_since_ms: since,
+            live: Default::default(),
+            connected: false,
+            clock_suspect: false,
+        };
+        let views = [
+            view(SiteState::Up, Some(1)),
+            view(SiteState::Degraded, Some(2)),
+            view(SiteState::OnBackup, Some(3)),
+            view(SiteState::Down, Some(4)),
+            view(SiteState::Silent, None),
+            view(SiteState::Unknown, None),
+        ];
+        let s = status_of(&views, 99);
+        assert_eq!(s.states, "012345");
+        assert_eq!(
+            s.incidents,
+            [(1, Some(2)), (2, Some(3)), (3, Some(4)), (4, None)]
+        );
+        assert_eq!(s.now_ms, 99);
     }
 }

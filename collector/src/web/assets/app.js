@@ -342,7 +342,7 @@ async function showSite(i, focus) {
 
 function init() {
   for (const id of ["f-ministry", "f-departement", "f-state"]) $(id).addEventListener("change", render);
-  $("site-close").addEventListener("click", () => { openSite = null; $("site").hidden = true; $("map").focus(); });
+  $("site-close").addEventListener("click", () => { openSite = null; $("site").hidden = true; $("incidents-title").focus(); });
   const c = $("map");
   c.addEventListener("click", (ev) => {
     const r = c.getBoundingClientRect();
