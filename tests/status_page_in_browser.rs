@@ -209,6 +209,15 @@ fn incidents(b: &Browser) -> Vec<(String, String, String)> {
         .collect()
 }
 
+/// The map's pixel (RGBA) at the centre of site `idx`'s dot.
+fn dot(b: &Browser, idx: usize) -> Value {
+    b.js(&format!(
+        "const [x, y] = inv.xy[{idx}]; \
+         return [...document.getElementById('map').getContext('2d')\
+           .getImageData(Math.round(x), Math.round(y), 1, 1).data];"
+    ))
+}
+
 fn counters(b: &Browser) -> Vec<String> {
     (0..6)
         .map(|c| b.text(&format!("#count-{c}")))
@@ -269,6 +278,9 @@ fn a_site_going_down_shows_on_the_status_page() {
     assert_eq!(rows, [row("S1", "Hors service", "420")]);
     assert_eq!(counters(&b), ["1", "0", "0", "1", "0", "1", "420"]);
     assert_eq!(b.text("#incident-count"), "(1)");
+    // On the map, S1's dot (Rennes) is the "down" red and S3's (Ajaccio) the "up" green.
+    assert_eq!(dot(&b, 0), json!([192, 13, 30, 255]));
+    assert_eq!(dot(&b, 2), json!([27, 122, 53, 255]));
     // What the page polled: one state digit per site (S1 down, S2 unknown, S3 up) and S1's
     // incident since the time its links failed (probe clock, corrected by its small offset).
     let status = c.get("/api/v1/status");
@@ -291,6 +303,9 @@ fn a_site_going_down_shows_on_the_status_page() {
     assert_eq!(incidents(&b), [row("S1", "Hors service", "420")]);
     b.click("#f-state option[value='0']");
     assert!(incidents(&b).is_empty());
+    // S1 is filtered off the map: its place shows the white of the mainland outline.
+    assert_eq!(dot(&b, 0), json!([255, 255, 255, 255]));
+    assert_eq!(dot(&b, 2), json!([27, 122, 53, 255]));
     assert_eq!(b.text("#no-incident"), "Aucun incident pour ces filtres.");
     // Ministry filter (state back to all): Justice has S3 (up) only.
     b.click("#f-state option[value='']");
