@@ -123,9 +123,11 @@ def national():
     b.panel("table", "Sites en incident, par agents touchés",
             [(PROM, "sort_desc(rie_site_agents and on (site) (rie_site_state > 0 and rie_site_state < 5))", "table")],
             w=12, h=10, desc="Sites dégradés, sur secours, hors service ou muets ; valeur = agents du site.", extra=TABLE)
-    b.panel("table", "Départements : sites hors service et agents touchés",
-            [(PROM, "sort_desc(departement:rie_agents_down:sum)", "table"),
-             (PROM, "departement:rie_sites_down:count", "table")], w=12, h=10, extra=TABLE)
+    b.panel("table", "Départements : sites injoignables (hors service ou muets) et agents touchés",
+            [(PROM, "sort_desc(departement:rie_agents_unreachable:sum)", "table"),
+             (PROM, "departement:rie_sites_unreachable:count", "table"),
+             (PROM, "departement:rie_sites_down:count", "table")], w=12, h=10,
+            desc="Un site coupé du réseau ne peut plus rien envoyer : il apparaît d'abord muet.", extra=TABLE)
     b.panel("timeseries", "Disponibilité nationale (part des relevés « joignable »)",
             [(INFLUX, 'SELECT mean("up") * 100 AS "disponibilité" FROM "site_state" WHERE $timeFilter GROUP BY time($__interval) fill(none)', None)],
             w=12, h=8, unit="percent")

@@ -57,7 +57,7 @@ fn rules_are_valid() {
     args.extend(rules.iter().map(String::as_str));
     let out = promtool(&args);
     assert!(out.contains("SUCCESS: 12 rules found"), "{out}");
-    assert!(out.contains("SUCCESS: 14 rules found"), "{out}");
+    assert!(out.contains("SUCCESS: 16 rules found"), "{out}");
 }
 
 #[test]
