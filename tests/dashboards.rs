@@ -9,6 +9,8 @@
 //!   frame); each query variable resolves to at least one value, every panel query returns a
 //!   non-empty result with the first value of each variable, and every metric a query names
 //!   exists (so `or vector(0)` cannot hide a misspelt name);
+//! - the alert rules, evaluated by that Prometheus on the collector's real series, put the
+//!   expected alerts in pending state with their routing labels and French annotations;
 //! - InfluxQL: a real InfluxDB 1.x (Debian `influxdb`) loaded with line protocol that follows
 //!   the InfluxDB schema of `docs/schema.md` / contracts; every panel query returns series.
 //!   The points are written by this test, not yet by the collector: switch to the collector's
@@ -483,6 +485,62 @@ fn promql_panels_return_data_from_a_real_prometheus() {
     // The recording rules on real series: S3 (Justice, 120 agents) down, 3 sites.
     assert_eq!(prom.query(":rie_agents_down:sum")[0]["value"][1], "120");
     assert_eq!(prom.query(":rie_sites:count")[0]["value"][1], "3");
+
+    // The alert rules match the collector's real series and labels: S3 down and S1 on backup
+    // are pending (their `for` has not elapsed), with the routing labels and the agents.
+    wait_for("pending alerts", Duration::from_secs(30), || {
+        prom.query("ALERTS{alertstate=\"pending\"}").len() >= 2
+    });
+    let mut pending: Vec<(String, String, String, String, String)> = prom
+        .query("ALERTS{alertstate=\"pending\"}")
+        .iter()
+        .map(|a| {
+            let l = |k: &str| a["metric"][k].as_str().unwrap_or_default().to_string();
+            (
+                l("alertname"),
+                l("site"),
+                l("ministry"),
+                l("departement"),
+                l("severity"),
+            )
+        })
+        .collect();
+    pending.sort();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        pending,
+        [
+            (
+                s("RieSiteDown"),
+                s("S3"),
+                s("Justice"),
+                s("2A"),
+                s("critical")
+            ),
+            (
+                s("RieSiteOnBackupLong"),
+                s("S1"),
+                s("Intérieur"),
+                s("35"),
+                s("warning")
+            ),
+        ]
+    );
+    let rules: Value = ureq::get(&format!("{}/api/v1/alerts", prom.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let down = rules["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "RieSiteDown")
+        .unwrap();
+    assert_eq!(
+        down["annotations"]["summary"],
+        "Site S3 injoignable (120 agents)"
+    );
 
     let ds = dashboards();
     let mut checked = 0;
