@@ -504,6 +504,8 @@ fn promql_panels_return_data_from_a_real_prometheus() {
                 l("severity"),
             )
         })
+        // On a slow machine the sites may pass the collector's 35 s of silence meanwhile.
+        .filter(|a| a.0 != "RieProbeSilent")
         .collect();
     pending.sort();
     let s = |x: &str| x.to_string();
