@@ -235,6 +235,11 @@ fn a_site_going_down_shows_on_the_status_page() {
     let (s1, s3) = (c.probe_config("S1"), c.probe_config("S3"));
     let t0 = now_ms();
     let mut first = links(1, t0, &[("S1-P", true, true), ("S1-B", true, false)]);
+    // A check on the primary (12.5 ms, no loss) for the site view's recent RTT and loss.
+    first["samples"] = json!([{
+        "link": "S1-P", "check": "icmp", "target": "10.255.0.1", "start": t0 / 1000 - 10,
+        "interval_s": 10, "sent": 10, "received": 10, "rtt_avg_us": 12_500
+    }]);
     // Some traffic this minute, for the site view's table by protocol.
     first["flows"] = json!([
         rie_e2e::flow(t0 / 60_000 * 60, 6, 3, 40, 52_000),
@@ -340,6 +345,11 @@ fn a_site_going_down_shows_on_the_status_page() {
          .map(r => [r.cells[0].textContent, r.cells[5].textContent]);",
     );
     assert_eq!(link_states, json!([["S1-P", "coupé"], ["S1-B", "coupé"]]));
+    let history = b.js(
+        "return [...document.querySelectorAll('#site-history tbody tr')]\
+         .map(r => [...r.cells].slice(0, 4).map(c => c.textContent));",
+    );
+    assert_eq!(history, json!([["S1-P", "12,5 ms", "—", "0,0 %"]]));
     let traffic = b.js(
         "return [...document.querySelectorAll('#site-traffic tbody tr')]\
          .map(r => [...r.cells].map(c => c.textContent));",

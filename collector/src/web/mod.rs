@@ -11,13 +11,13 @@
 
 use std::collections::BTreeMap;
 
-use axum::extract::State;
-use axum::http::header;
+use axum::extract::{Path, Query, State};
+use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::{Json, Router};
 use rie_proto::SiteState;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::ingest::probe_stream::now_ms;
@@ -36,6 +36,7 @@ pub fn routes() -> Router<AppState> {
         .route("/assets/app.css", get(app_css))
         .route("/api/v1/status", get(status))
         .route("/api/v1/status/sites", get(status_sites))
+        .route("/api/v1/sites/{site_id}/links/history", get(link_history))
 }
 
 /// Headers shared by the embedded assets: they change only with the binary, but a NOC screen
@@ -161,6 +162,82 @@ fn status_of(views: &[SiteView], now: i64) -> Status {
     }
 }
 
+/// One minute of one link's checks, as the site view charts it.
+#[derive(Debug, Serialize, PartialEq)]
+struct LinkMinuteOut {
+    link: String,
+    /// Start of the minute, Unix seconds.
+    minute: i64,
+    sent: i64,
+    received: i64,
+    /// Share of check probes lost (0 to 1); null when nothing was sent.
+    loss_ratio: Option<f64>,
+    /// Mean of the samples' average RTTs; null when no sample measured one.
+    rtt_avg_ms: Option<f64>,
+    rtt_max_ms: Option<f64>,
+}
+
+impl From<crate::store::LinkMinute> for LinkMinuteOut {
+    fn from(m: crate::store::LinkMinute) -> Self {
+        Self {
+            loss_ratio: (m.sent > 0).then(|| (m.sent - m.received).max(0) as f64 / m.sent as f64),
+            rtt_avg_ms: (m.rtt_n > 0).then(|| m.rtt_sum_us as f64 / m.rtt_n as f64 / 1000.0),
+            rtt_max_ms: m.rtt_max_us.map(|us| us as f64 / 1000.0),
+            link: m.link,
+            minute: m.minute,
+            sent: m.sent,
+            received: m.received,
+        }
+    }
+}
+
+#[derive(Deserialize)]
+struct HistoryQuery {
+    /// Minutes back from now (default 60, at most one week).
+    minutes: Option<i64>,
+}
+
+/// `GET /api/v1/sites/{id}/links/history?minutes=60`: the recent RTT and loss of each link.
+async fn link_history(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<HistoryQuery>,
+) -> Response {
+    let err = |code: StatusCode, msg: String| {
+        (code, Json(serde_json::json!({ "error": msg }))).into_response()
+    };
+    let minutes = q.minutes.unwrap_or(60);
+    if !(1..=7 * 24 * 60).contains(&minutes) {
+        return err(
+            StatusCode::BAD_REQUEST,
+            format!("minutes={minutes} is out of range; give 1 to 10080, e.g. minutes=60"),
+        );
+    }
+    let known = rie_proto::SiteId::new(id.clone())
+        .ok()
+        .and_then(|s| st.sites.inventory.site_index(&s))
+        .is_some();
+    if !known {
+        return err(
+            StatusCode::NOT_FOUND,
+            format!("no site {id:?} in the inventory"),
+        );
+    }
+    let to = now_ms() / 1000 + 60;
+    let from = to - 60 - minutes * 60;
+    let reader = st.reader.clone();
+    match tokio::task::spawn_blocking(move || reader.link_minutes(&id, from, to)).await {
+        Ok(Ok(rows)) => Json(
+            rows.into_iter()
+                .map(LinkMinuteOut::from)
+                .collect::<Vec<_>>(),
+        )
+        .into_response(),
+        Ok(Err(e)) => err(StatusCode::SERVICE_UNAVAILABLE, e.to_string()),
+        Err(e) => err(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -170,7 +247,9 @@ mod tests {
         assert!(INDEX_HTML.contains("<html lang=\"fr\""));
         assert!(INDEX_HTML.contains("/assets/app.js"));
         // Works on a closed network: nothing loaded from another host.
-        for a in [INDEX_HTML, APP_JS, APP_CSS] {
+        // (The SVG namespace is a name, not something fetched.)
+        for a in [INDEX_HTML, APP_JS, APP_CSS].map(|a| a.replace("http://www.w3.org/2000/svg", ""))
+        {
             assert!(
                 !a.contains("http://") && !a.contains("https://"),
                 "external URL in an asset"
@@ -238,5 +317,34 @@ mod tests {
             [(1, Some(2)), (2, Some(3)), (3, Some(4)), (4, None)]
         );
         assert_eq!(s.now_ms, 99);
+    }
+
+    #[test]
+    fn link_minutes_become_loss_and_rtt() {
+        let m = crate::store::LinkMinute {
+            link: "S1-B".into(),
+            minute: 600,
+            sent: 20,
+            received: 15,
+            rtt_sum_us: 84_000,
+            rtt_n: 2,
+            rtt_max_us: Some(90_500),
+        };
+        let out = LinkMinuteOut::from(m.clone());
+        assert_eq!(out.loss_ratio, Some(0.25));
+        assert_eq!(out.rtt_avg_ms, Some(42.0));
+        assert_eq!(out.rtt_max_ms, Some(90.5));
+        let none = LinkMinuteOut::from(crate::store::LinkMinute {
+            sent: 0,
+            received: 0,
+            rtt_n: 0,
+            rtt_sum_us: 0,
+            rtt_max_us: None,
+            ..m
+        });
+        assert_eq!(
+            (none.loss_ratio, none.rtt_avg_ms, none.rtt_max_ms),
+            (None, None, None)
+        );
     }
 }

@@ -259,6 +259,49 @@ function fmtBytes(b) {
   return (k ? b.toFixed(1).replace(".", ",") : String(b)) + " " + u[k];
 }
 
+const fmtMs = (v) => v == null ? "—" : v.toFixed(1).replace(".", ",") + " ms";
+const fmtPct = (v) => v == null ? "—" : (v * 100).toFixed(1).replace(".", ",") + " %";
+
+/** A small RTT curve (inline SVG) over the minutes of one link, with a text alternative. */
+function sparkline(rows, summary) {
+  const ns = "http://www.w3.org/2000/svg";
+  const svg = document.createElementNS(ns, "svg");
+  svg.setAttribute("width", "160"); svg.setAttribute("height", "32");
+  svg.setAttribute("role", "img"); svg.setAttribute("aria-label", summary);
+  const pts = rows.filter((r) => r.rtt_avg_ms != null);
+  if (pts.length) {
+    const t0 = rows[0].minute, t1 = Math.max(rows[rows.length - 1].minute, t0 + 60);
+    const top = Math.max(...pts.map((r) => r.rtt_avg_ms)) || 1;
+    const line = document.createElementNS(ns, "polyline");
+    line.setAttribute("points", pts.map((r) => ((r.minute - t0) / (t1 - t0) * 156 + 2).toFixed(1) + "," + (30 - r.rtt_avg_ms / top * 27).toFixed(1)).join(" "));
+    line.setAttribute("fill", "none"); line.setAttribute("stroke", "#000091"); line.setAttribute("stroke-width", "1.5");
+    svg.append(line);
+  }
+  return svg;
+}
+
+/** Per link: mean and max RTT, loss over the hour, and the RTT curve. */
+function historyTable(rows) {
+  if (!rows.length) return el("p", {}, "Aucune mesure des liens sur la dernière heure.");
+  const byLink = new Map();
+  for (const r of rows) { if (!byLink.has(r.link)) byLink.set(r.link, []); byLink.get(r.link).push(r); }
+  const t = el("table", { id: "site-history" }, el("thead", {}, el("tr", {},
+    ...["Lien", "RTT moyen", "RTT max", "Pertes", "RTT minute par minute"].map((h) => el("th", { scope: "col" }, h)))));
+  const tb = el("tbody");
+  for (const [link, rs] of byLink) {
+    const sent = rs.reduce((a, r) => a + r.sent, 0), recv = rs.reduce((a, r) => a + r.received, 0);
+    const rtts = rs.filter((r) => r.rtt_avg_ms != null);
+    const mean = rtts.length ? rtts.reduce((a, r) => a + r.rtt_avg_ms, 0) / rtts.length : null;
+    const maxes = rs.filter((r) => r.rtt_max_ms != null).map((r) => r.rtt_max_ms);
+    const max = maxes.length ? Math.max(...maxes) : null;
+    const loss = sent > 0 ? (sent - recv) / sent : null;
+    tb.append(el("tr", {}, el("td", {}, link), el("td", {}, fmtMs(mean)), el("td", {}, fmtMs(max)), el("td", {}, fmtPct(loss)),
+      el("td", {}, sparkline(rs, "RTT de " + link + " sur " + rs.length + " minutes, moyenne " + fmtMs(mean)))));
+  }
+  t.append(tb);
+  return t;
+}
+
 async function showSite(i, focus) {
   openSite = i;
   const id = inv.sites[i][0];
@@ -269,10 +312,11 @@ async function showSite(i, focus) {
   const to = new Date(), from = new Date(to.getTime() - 86400000);
   try {
     const enc = encodeURIComponent(id);
-    const [site, eps, traffic] = await Promise.all([
+    const [site, eps, traffic, history] = await Promise.all([
       getJson("/api/v1/sites/" + enc),
       getJson("/api/v1/sites/" + enc + "/episodes").catch(() => null),
       getJson("/api/v1/flows/totals?site=" + enc + "&from=" + from.toISOString().replace(/\.\d+Z$/, "Z") + "&to=" + to.toISOString().replace(/\.\d+Z$/, "Z")).catch(() => null),
+      getJson("/api/v1/sites/" + enc + "/links/history?minutes=60").catch(() => null),
     ]);
     if (!site) throw new Error("site inconnu");
     const code = ["up", "degraded", "on_backup", "down", "silent", "unknown"].indexOf(site.state);
@@ -301,13 +345,16 @@ async function showSite(i, focus) {
     lt.append(lb);
     body.append(lt);
 
+    body.append(el("h3", {}, "Latence et pertes de la dernière heure"));
+    body.append(historyTable(history || []));
+
     body.append(el("h3", {}, "Trafic des dernières 24 heures par protocole"));
     const protos = traffic ? Object.entries(traffic.by_protocol) : [];
     if (protos.length === 0) {
       body.append(el("p", {}, "Aucun trafic reçu sur cette période."));
     } else {
       const tt = el("table", { id: "site-traffic" }, el("thead", {}, el("tr", {},
-        ...["Protocole", "Octets", "Paquets", "Flux"].map((h) => el("th", { scope: "col" }, h)))));
+        ...["Protocole", "Octets", "Paquets", "Flux"].map((h, k) => el("th", { scope: "col", class: k ? "num" : "" }, h)))));
       const tb = el("tbody");
       for (const [p, c] of protos.sort((a, b) => b[1].bytes - a[1].bytes)) {
         tb.append(el("tr", {}, el("td", {}, PROTOCOLS[p] || "protocole " + p), el("td", { class: "num" }, fmtBytes(c.bytes)),
