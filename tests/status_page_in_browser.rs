@@ -283,6 +283,26 @@ fn a_site_going_down_shows_on_the_status_page() {
     assert_eq!(rows, [row("S1", "Hors service", "420")]);
     assert_eq!(counters(&b), ["1", "0", "0", "1", "0", "1", "420"]);
     assert_eq!(b.text("#incident-count"), "(1)");
+    assert_eq!(
+        b.js("return document.getElementById('announce').textContent;"),
+        "1 incident en cours"
+    );
+    // The recent RTT and loss of S1's links, as the site view gets them.
+    let minute = (t0 / 1000 - 10) / 60 * 60;
+    assert_eq!(
+        c.get("/api/v1/sites/S1/links/history?minutes=30"),
+        json!([{"link": "S1-P", "minute": minute, "sent": 10, "received": 10,
+                "loss_ratio": 0.0, "rtt_avg_ms": 12.5, "rtt_max_ms": null}])
+    );
+    for (q, code) in [
+        ("S9/links/history", 404),
+        ("S1/links/history?minutes=0", 400),
+    ] {
+        match ureq::get(&c.url(&format!("/api/v1/sites/{q}"))).call() {
+            Err(ureq::Error::Status(got, _)) => assert_eq!(got, code, "{q}"),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
     // On the map, S1's dot (Rennes) is the "down" red and S3's (Ajaccio) the "up" green.
     assert_eq!(dot(&b, 0), json!([192, 13, 30, 255]));
     assert_eq!(dot(&b, 2), json!([27, 122, 53, 255]));

@@ -131,6 +131,7 @@ async function poll() {
   } catch (e) {
     const ago = lastOk ? " (dernière mise à jour il y a " + fmtDuration(Date.now() - lastOk) + ")" : "";
     $("freshness").textContent = "Collecteur injoignable" + ago;
+    if (!$("announce").textContent.startsWith("Collecteur")) $("announce").textContent = "Collecteur injoignable";
   } finally {
     setTimeout(poll, POLL_MS);
   }
@@ -189,6 +190,9 @@ function renderIncidents(list) {
   }
   $("incidents").querySelector("tbody").replaceWith(body);
   $("incident-count").textContent = "(" + fmtInt(list.length) + ")";
+  // Screen readers hear the number of incidents when it changes, not every poll.
+  const said = fmtInt(list.length) + (list.length > 1 ? " incidents en cours" : " incident en cours");
+  if ($("announce").textContent !== said) $("announce").textContent = said;
   $("no-incident").hidden = list.length > 0;
 }
 
