@@ -1,12 +1,14 @@
 //! A real probe on a site router with two access links (network namespaces and veth pairs),
-//! checking the core over each link with ICMP, TCP and HTTP bound to the link's interface, while
+//! checking the core over each link with ICMP, TCP, HTTP and DNS (dnsmasq) bound to the link's interface, while
 //! the test cuts and degrades links. The collector must show each state within seconds and keep
 //! the episodes with the times the test made them happen:
 //! - primary interface down → on backup (failover), back → up;
 //! - primary interface up but the core unreachable over it → on backup (found by the checks
 //!   alone: the backup's checks still pass because they leave by the backup);
 //! - both links cut → down (outage), and the probe still reports over a management path;
-//! - half the packets lost on the primary → degraded.
+//! - half the packets lost on the primary → degraded;
+//! - both links cut while the probe cannot report either: the outage is rebuilt afterwards from
+//!   the probe's spool, with the times it happened, not the time it was replayed.
 
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
@@ -92,6 +94,7 @@ fn assert_episode(e: &Value, kind: &str, start: (i64, i64), end: Option<(i64, i6
 fn failover_outage_and_degradation_seen_by_real_checks() {
     let net = SiteNet::new("avail");
     let _http = net.core_http();
+    let _dns = net.core_dns();
     let c = Collector::start_on(
         &fixture("inventory"),
         SocketAddr::new(MGMT_COLLECTOR.parse().unwrap(), 0),
@@ -134,6 +137,12 @@ name = "core-tcp"
 kind = "http"
 target = "http://{CORE_POP}:8080/"
 name = "core-http"
+
+[[checks.targets]]
+kind = "dns"
+target = "{CORE_POP}"
+query = "rie.gouv.fr"
+name = "core-dns"
 "#,
         net.primary_if, net.backup_if
     ));
@@ -272,6 +281,48 @@ name = "core-http"
         (cut, back),
         Some((back, now_ms())),
     );
+
+    // 5. An outage during which the probe cannot report at all (its path to the collector is
+    // cut too): it keeps measuring into its spool, and the replay after the outage rebuilds the
+    // outage with the times it happened.
+    let before = episodes(&c).len();
+    net.set_mgmt(false);
+    net.set_link(false, false);
+    let cut = now_ms();
+    net.set_link(true, false);
+    std::thread::sleep(Duration::from_secs(4));
+    let back = now_ms();
+    net.set_link(true, true);
+    net.set_link(false, true);
+    std::thread::sleep(Duration::from_secs(4));
+    let restored = now_ms();
+    net.set_mgmt(true);
+    let end = Instant::now() + Duration::from_secs(15);
+    let outage = loop {
+        let eps = episodes(&c);
+        if let Some(o) = eps[before..]
+            .iter()
+            .find(|e| e["kind"] == "outage" && !e["end"].is_null())
+        {
+            break o.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "outage not rebuilt from the spool: {eps:?}\n{}",
+            p.log()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    };
+    // Detection still within one link poll of the cut, recovery within one check interval:
+    // both long before the spool reached the collector (`restored`).
+    assert_episode(
+        &outage,
+        "outage",
+        (cut, cut + 1_500),
+        Some((back, back + 4_000)),
+    );
+    assert!(parse_ms(&outage["end"]) < restored, "{outage}");
+    wait_state(&c, &p, "up", Duration::from_secs(10));
 
     // The probe's own view for the technician.
     let st = p.status();

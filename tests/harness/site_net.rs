@@ -137,6 +137,19 @@ impl SiteNet {
         }
     }
 
+    /// Cuts or restores the management path (the probe's way to the collector).
+    pub fn set_mgmt(&self, up: bool) {
+        let dev = format!("rm{}", std::process::id() % 100_000);
+        ip(&[
+            "-n",
+            &self.site,
+            "link",
+            "set",
+            &dev,
+            if up { "up" } else { "down" },
+        ]);
+    }
+
     /// A command to run inside `ns`.
     pub fn exec(ns: &str, program: &str) -> Command {
         let mut c = Command::new("ip");
@@ -168,6 +181,31 @@ impl SiteNet {
             std::thread::sleep(std::time::Duration::from_millis(100));
         }
         panic!("the core's HTTP server never answered on {url}");
+    }
+
+    /// A DNS server in the core on CORE_POP:53 (dnsmasq, no upstream) that knows one name,
+    /// `rie.gouv.fr` → 10.0.0.1, for the DNS checks.
+    pub fn core_dns(&self) -> Guard {
+        let g = Guard(
+            Self::exec(&self.core, "dnsmasq")
+                .args([
+                    "--keep-in-foreground",
+                    "--no-resolv",
+                    "--no-hosts",
+                    "--bind-interfaces",
+                    &format!("--listen-address={CORE_POP}"),
+                    "--address=/rie.gouv.fr/10.0.0.1",
+                    "--user=root",
+                    "--pid-file",
+                ])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .expect("dnsmasq is needed: apt-get install dnsmasq-base"),
+        );
+        // The port is bound before dnsmasq goes on; give it a moment, then check it lives.
+        std::thread::sleep(std::time::Duration::from_millis(300));
+        g
     }
 
     /// Drops a share of the packets the core receives from one access link (nftables random
