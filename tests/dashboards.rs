@@ -692,10 +692,14 @@ fn schema_points(now: i64) -> String {
             }
         }
         if state != 0 {
-            let kind = if state == 2 { "failover" } else { "outage" };
-            let link = if state == 2 { "S1-P" } else { "none" };
+            // The link tag is absent for site-wide episodes (an outage).
+            let (kind, link) = if state == 2 {
+                ("failover", ",link=S1-P")
+            } else {
+                ("outage", "")
+            };
             out.push_str(&format!(
-                "episode,{tags},kind={kind},link={link} duration_s=600i,open=1i,cause=\"test\" {}\n",
+                "episode,{tags},kind={kind}{link} duration_s=600i,open=1i,cause=\"test\" {}\n",
                 now - 600
             ));
         }
