@@ -393,5 +393,9 @@ fn a_site_going_down_shows_on_the_status_page() {
     assert!(worst.as_f64().unwrap() >= 4.5, "contrast {worst}");
 
     b.screenshot(&artefacts.join("status-page-site.png"));
+    // Escape closes the site view and brings the focus back to the incident list.
+    b.keys("#site", "\u{E00C}");
+    assert_eq!(b.js("return document.getElementById('site').hidden;"), true);
+    assert_eq!(b.js("return document.activeElement.id;"), "incidents-title");
     println!("screenshots in {}", artefacts.display());
 }

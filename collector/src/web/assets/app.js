@@ -393,7 +393,9 @@ async function showSite(i, focus) {
 
 function init() {
   for (const id of ["f-ministry", "f-departement", "f-state"]) $(id).addEventListener("change", render);
-  $("site-close").addEventListener("click", () => { openSite = null; $("site").hidden = true; $("incidents-title").focus(); });
+  const closeSite = () => { openSite = null; $("site").hidden = true; $("incidents-title").focus(); };
+  $("site-close").addEventListener("click", closeSite);
+  $("site").addEventListener("keydown", (ev) => { if (ev.key === "Escape") closeSite(); });
   const c = $("map");
   c.addEventListener("click", (ev) => {
     const r = c.getBoundingClientRect();
