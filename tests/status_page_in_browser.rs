@@ -393,6 +393,27 @@ fn a_site_going_down_shows_on_the_status_page() {
     assert!(worst.as_f64().unwrap() >= 4.5, "contrast {worst}");
 
     b.screenshot(&artefacts.join("status-page-site.png"));
+    // The address names the open site: loading it again reopens the view, with the filters.
+    let here = b.js("return location.hash;");
+    assert_eq!(here, "#site=S1");
+    b.goto("about:blank");
+    b.goto(&c.url("/#etat=3&site=S1"));
+    b.wait(
+        "the site view from the address",
+        Duration::from_secs(10),
+        |b| {
+            (b.js("const e = document.getElementById('site-state'); return e && e.textContent;")
+                == json!("Hors service"))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        b.js("return document.getElementById('f-state').value;"),
+        "3"
+    );
+    b.wait("the filtered incident list", Duration::from_secs(10), |b| {
+        (incidents(b) == [row("S1", "Hors service", "420")]).then_some(())
+    });
     // Escape closes the site view and brings the focus back to the incident list.
     b.keys("#site", "\u{E00C}");
     assert_eq!(b.js("return document.getElementById('site').hidden;"), true);

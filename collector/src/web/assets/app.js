@@ -306,8 +306,32 @@ function historyTable(rows) {
   return t;
 }
 
+// The address keeps the filters and the open site (by name, not index), so that a view can be
+// bookmarked or sent to a colleague: #ministere=Justice&etat=3&site=S1
+function saveHash() {
+  const p = new URLSearchParams();
+  const f = filters();
+  if (f.m !== "") p.set("ministere", inv.ministries[+f.m]);
+  if (f.d !== "") p.set("departement", inv.departements[+f.d][0]);
+  if (f.s !== "") p.set("etat", f.s);
+  if (openSite != null) p.set("site", inv.sites[openSite][0]);
+  history.replaceState(null, "", p.toString() ? "#" + p.toString() : location.pathname);
+}
+
+function loadHash() {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const m = inv.ministries.indexOf(p.get("ministere"));
+  if (m >= 0) $("f-ministry").value = String(m);
+  const d = inv.departements.findIndex((x) => x[0] === p.get("departement"));
+  if (d >= 0) $("f-departement").value = String(d);
+  if (/^[0-5]$/.test(p.get("etat") || "")) $("f-state").value = p.get("etat");
+  const i = inv.sites.findIndex((s) => s[0] === p.get("site"));
+  if (i >= 0) showSite(i, false);
+}
+
 async function showSite(i, focus) {
   openSite = i;
+  saveHash();
   const id = inv.sites[i][0];
   const sec = $("site");
   sec.hidden = false;
@@ -392,8 +416,8 @@ async function showSite(i, focus) {
 }
 
 function init() {
-  for (const id of ["f-ministry", "f-departement", "f-state"]) $(id).addEventListener("change", render);
-  const closeSite = () => { openSite = null; $("site").hidden = true; $("incidents-title").focus(); };
+  for (const id of ["f-ministry", "f-departement", "f-state"]) $(id).addEventListener("change", () => { render(); saveHash(); });
+  const closeSite = () => { openSite = null; $("site").hidden = true; saveHash(); $("incidents-title").focus(); };
   $("site-close").addEventListener("click", closeSite);
   $("site").addEventListener("keydown", (ev) => { if (ev.key === "Escape") closeSite(); });
   const c = $("map");
@@ -410,7 +434,7 @@ function init() {
     $("f-site").reportValidity();
   });
   $("f-site").addEventListener("input", () => $("f-site").setCustomValidity(""));
-  loadInventory().then(poll, (e) => { $("freshness").textContent = "Erreur : " + e.message; });
+  loadInventory().then(() => { loadHash(); poll(); }, (e) => { $("freshness").textContent = "Erreur : " + e.message; });
 }
 
 init();
