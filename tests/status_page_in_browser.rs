@@ -3,7 +3,7 @@
 //! the page within a few seconds, with its agents in the incident list and the counters; the
 //! state and ministry filters narrow the list; the site view opens from the keyboard and shows
 //! the open outage. Screenshots are saved to `target/test-artifacts/status-page.png` (page with the
-//! incident) and `status-page-site.png` (site view).
+//! incident), `status-page-site.png` (site view) and `status-page-national.png` (14,000 sites).
 //!
 //! Needs Debian's `chromium` and `chromium-driver`.
 
@@ -419,4 +419,63 @@ fn a_site_going_down_shows_on_the_status_page() {
     assert_eq!(b.js("return document.getElementById('site').hidden;"), true);
     assert_eq!(b.js("return document.activeElement.id;"), "incidents-title");
     println!("screenshots in {}", artefacts.display());
+}
+
+/// The national inventory (14,000 generated sites) loads and draws: every site counted, every
+/// ministry and département in the filters, the département filter narrowing the counters to
+/// exactly that département's sites (counted from the inventory file, independently).
+#[test]
+fn the_national_inventory_loads_in_the_page() {
+    let inv = tempfile::tempdir().unwrap();
+    rie_e2e::run_ok(
+        Command::new(rie_e2e::bin("rie-collector"))
+            .args(["inventory", "generate", "--sites", "14000", "--out"])
+            .arg(inv.path()),
+    );
+    let c = Collector::start_with_inventory(inv.path());
+    let b = Browser::start();
+    b.goto(&c.url("/"));
+    b.wait("14,000 unknown sites", Duration::from_secs(30), |b| {
+        (b.text("#count-5") == "14\u{202f}000").then_some(())
+    });
+    b.screenshot(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("test-artifacts/status-page-national.png"),
+    );
+    let sites = c.get("/api/v1/status/sites");
+    let n = |k: &str| sites[k].as_array().unwrap().len();
+    let options = |id: &str| {
+        b.js(&format!(
+            "return document.querySelectorAll('#{id} option').length;"
+        ))
+    };
+    assert_eq!(options("f-ministry"), json!(n("ministries") + 1));
+    assert_eq!(options("f-departement"), json!(n("departements") + 1));
+    // Département 974 (La Réunion), counted from the CSV.
+    let csv = std::fs::read_to_string(inv.path().join("sites.csv")).unwrap();
+    let in_974 = csv
+        .lines()
+        .skip(1)
+        .filter(|l| l.split(',').rev().nth(5) == Some("974"))
+        .count();
+    assert!(in_974 > 0);
+    let idx = b.js(
+        "return [...document.querySelectorAll('#f-departement option')]\
+         .find(o => o.textContent.startsWith('974 ')).value;",
+    );
+    b.click(&format!(
+        "#f-departement option[value='{}']",
+        idx.as_str().unwrap()
+    ));
+    assert_eq!(
+        b.text("#count-5").replace('\u{202f}', ""),
+        in_974.to_string()
+    );
+    // Every site of the inventory has a place on the map (mainland, Corsica or an inset)
+    // unless it is in an overseas collectivity outside the five départements.
+    let unplaced = b.js("return inv.sites.filter((s, i) => !inv.xy[i] && \
+           !['975','977','978','986','987','988'].includes(inv.departements[s[3]][0])).length;");
+    assert_eq!(unplaced, json!(0));
 }

@@ -30,11 +30,11 @@ const CORSICA = [
 ];
 // Overseas départements: inset boxes along the bottom of the map, each with its own scale.
 const INSETS = [
-  { dep: "971", name: "Guadeloupe", lon: [-61.85, -61.0], lat: [15.8, 16.55] },
-  { dep: "972", name: "Martinique", lon: [-61.25, -60.8], lat: [14.38, 14.9] },
+  { dep: "971", name: "Guadeloupe", lon: [-62.0, -61.0], lat: [15.6, 16.55] },
+  { dep: "972", name: "Martinique", lon: [-61.45, -60.75], lat: [14.2, 14.9] },
   { dep: "973", name: "Guyane", lon: [-54.6, -51.6], lat: [2.1, 5.8] },
-  { dep: "974", name: "La Réunion", lon: [55.2, 55.85], lat: [-21.4, -20.85] },
-  { dep: "976", name: "Mayotte", lon: [44.95, 45.3], lat: [-13.05, -12.6] },
+  { dep: "974", name: "La Réunion", lon: [55.1, 55.9], lat: [-21.45, -20.4] },
+  { dep: "976", name: "Mayotte", lon: [44.95, 45.5], lat: [-13.1, -12.35] },
 ];
 
 const W = 640, MAIN_H = 490, INSET_Y = 500, INSET_W = 122, INSET_H = 112;
@@ -84,14 +84,19 @@ function fmtDuration(ms) {
 const fmtInt = (n) => n.toLocaleString("fr-FR");
 const fmtTime = (ms) => new Date(ms).toLocaleString("fr-FR");
 
+/** Where a site's dot goes: its inset for the five overseas départements, the mainland map
+ * otherwise (kept inside the frame: inventory coordinates are approximate), nowhere for the
+ * other overseas collectivities (listed, not drawn). */
 function place(site) {
   const dep = inv.departements[site[3]][0];
-  const inset = INSETS.findIndex((b) => b.dep === dep);
-  if (inset >= 0) return insetProj[inset](site[6], site[5]);
-  if (site[6] >= MAIN_BOX.lon[0] && site[6] <= MAIN_BOX.lon[1] && site[5] >= MAIN_BOX.lat[0] && site[5] <= MAIN_BOX.lat[1]) {
-    return projMain(site[6], site[5]);
+  const clamp = (p, x0, y0, x1, y1) => [Math.min(Math.max(p[0], x0), x1), Math.min(Math.max(p[1], y0), y1)];
+  const k = INSETS.findIndex((b) => b.dep === dep);
+  if (k >= 0) {
+    const x = k * (INSET_W + 5) + 1;
+    return clamp(insetProj[k](site[6], site[5]), x + 4, INSET_Y + 18, x + INSET_W - 4, INSET_Y + INSET_H - 4);
   }
-  return null; // other overseas territories: listed, not drawn
+  if (dep.length === 3) return null;
+  return clamp(projMain(site[6], site[5]), 4, 4, W - 4, MAIN_H - 4);
 }
 
 async function loadInventory() {
