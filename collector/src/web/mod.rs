@@ -1,13 +1,15 @@
 //! The NOC status page served at `/`: one HTML page, its script and style sheet, embedded in
 //! the binary (the NOC's network is closed: no CDN, nothing fetched from elsewhere), plus the
-//! two compact JSON endpoints the page polls.
+//! JSON endpoints made for it.
 //!
 //! Why two endpoints rather than `/api/v1/sites`: with 14,000 sites the full site list is
 //! several megabytes, too much to fetch every two seconds. The page loads the inventory once
 //! (`/api/v1/status/sites`: names, places, agents, with ministries and départements as
 //! dictionaries) and then polls `/api/v1/status`: one digit of state per site (14 kB for the
 //! national inventory) and the start of each incident. The site view uses the public API
-//! (`/api/v1/sites/{id}`, `/episodes`, `/api/v1/flows/totals`).
+//! (`/api/v1/sites/{id}`, `/episodes`, `/api/v1/flows/totals`) and one more endpoint served
+//! here, `/api/v1/sites/{id}/links/history`: the last hour of each link's checks from the
+//! store's minute rollups (RTT and loss), which no other endpoint gave.
 
 use std::collections::BTreeMap;
 
