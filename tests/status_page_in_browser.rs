@@ -27,6 +27,8 @@ struct Browser {
     base: String,
     session: String,
     _driver: Guard,
+    /// Chromium's profile, removed after the session and the driver are gone.
+    _profile: tempfile::TempDir,
 }
 
 impl Browser {
@@ -74,7 +76,7 @@ impl Browser {
                 "args": ["--headless", "--no-sandbox", "--disable-gpu",
                          "--disable-background-networking", "--disable-component-update",
                          "--no-first-run", "--window-size=1400,1100",
-                         format!("--user-data-dir={}", profile.keep().display())]
+                         format!("--user-data-dir={}", profile.path().display())]
             }
         }}});
         let v: Value = ureq::post(&format!("{base}/session"))
@@ -87,6 +89,7 @@ impl Browser {
             base,
             session,
             _driver: driver,
+            _profile: profile,
         }
     }
 
