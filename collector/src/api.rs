@@ -32,6 +32,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site_id}", get(one_site))
         .route("/api/v1/sites/{site_id}/episodes", get(site_episodes))
         .route("/api/v1/flows/totals", get(flow_totals))
+        .merge(crate::web::routes())
         .with_state(state)
 }
 

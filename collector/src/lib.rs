@@ -17,5 +17,6 @@ pub mod server;
 pub mod site_gauges;
 pub mod sites;
 pub mod store;
+pub mod web;
 
 pub use server::{run, Running, StartError};

@@ -423,6 +423,19 @@ pub struct FlowTotals {
     pub by_protocol: BTreeMap<String, Counts>,
 }
 
+/// One row of `link_minute`: a link's checks summed over one minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkMinute {
+    pub link: String,
+    pub minute: i64,
+    pub sent: i64,
+    pub received: i64,
+    /// Sum of the samples' average RTTs, over `rtt_n` samples that measured one.
+    pub rtt_sum_us: i64,
+    pub rtt_n: i64,
+    pub rtt_max_us: Option<i64>,
+}
+
 /// Read side for the API, on its own connection.
 pub struct Reader {
     conn: Mutex<Connection>,
@@ -494,6 +507,36 @@ impl Reader {
         to_ms: i64,
     ) -> Result<Vec<crate::episodes::Episode>, StoreError> {
         Ok(crate::episodes::query(&self.conn(), site, from_ms, to_ms)?)
+    }
+
+    /// Minute rollups of a site's link checks with the minute in `[from, to)` (Unix seconds),
+    /// ordered by link then minute: the status page's recent RTT and loss.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn link_minutes(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<LinkMinute>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT link_id, minute, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
+             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY link_id, minute",
+        )?;
+        let rows = stmt.query_map(params![site, from, to], |r| {
+            Ok(LinkMinute {
+                link: r.get(0)?,
+                minute: r.get(1)?,
+                sent: r.get(2)?,
+                received: r.get(3)?,
+                rtt_sum_us: r.get(4)?,
+                rtt_n: r.get(5)?,
+                rtt_max_us: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Cheap liveness query for `/healthz`.
