@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod indicators;
 pub mod ingest;
 pub mod inventory;
 pub mod metrics;
