@@ -13,6 +13,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod metrics;
 pub mod pki;
+pub mod reports;
 pub mod server;
 pub mod sites;
 pub mod store;

@@ -214,6 +214,14 @@ impl CostModel {
         Ok(model)
     }
 
+    /// The file at `path`, or the built-in defaults when there is none.
+    ///
+    /// # Errors
+    /// See [`CostModel::load`].
+    pub fn load_or_default(path: Option<&Path>) -> Result<Self, CostsError> {
+        path.map_or_else(|| Ok(Self::default()), Self::load)
+    }
+
     /// Checks values without I/O; `file` names the source in errors.
     ///
     /// # Errors
