@@ -45,6 +45,9 @@ struct ConfigArgs {
     api_listen: Option<SocketAddr>,
     #[arg(long, env = "RIE_NETFLOW_LISTEN")]
     netflow_listen: Option<SocketAddr>,
+    /// Cost model for reports and /api/v1/indicators (`costs` in the config).
+    #[arg(long, env = "RIE_COSTS")]
+    costs: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -124,9 +127,6 @@ struct ReportArgs {
     /// `fr`: CSV with `;` separator and decimal comma.
     #[arg(long, default_value = "en")]
     locale: String,
-    /// Cost model file (default: `costs` from the config, else the built-in defaults).
-    #[arg(long, env = "RIE_COSTS")]
-    costs: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -350,6 +350,9 @@ fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
     if let Some(v) = a.api_listen {
         cfg.api.listen = v;
     }
+    if let Some(v) = &a.costs {
+        cfg.costs = Some(v.clone());
+    }
     if let Some(v) = a.netflow_listen {
         cfg.netflow.listen = Some(v);
     }
@@ -403,9 +406,8 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         other => return Err(UserError(format!("--locale {other}: choose en or fr")).into()),
     };
     let cfg = build_config(&a.cfg)?;
-    let costs = a.costs.clone().or_else(|| cfg.costs.clone());
     let model =
-        CostModel::load_or_default(costs.as_deref()).map_err(|e| UserError(e.to_string()))?;
+        CostModel::load_or_default(cfg.costs.as_deref()).map_err(|e| UserError(e.to_string()))?;
     let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
     let db = cfg.db_path();
     if !db.exists() {

@@ -475,6 +475,11 @@ impl Reader {
         Ok(out)
     }
 
+    /// Runs `f` on the reader's connection (indicators read several tables in one go).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn())
+    }
+
     /// Cheap liveness query for `/healthz`.
     ///
     /// # Errors
