@@ -766,6 +766,112 @@ mod tests {
         assert_eq!((f.down_ms, f.backup_ms), (100, 700));
     }
 
+    /// Property: for random inventories, traffic and cost models with every allocation key,
+    /// per-site costs sum exactly to link costs plus national items, and every group's total
+    /// is the sum of its sites.
+    #[test]
+    fn allocated_costs_sum_to_the_total_for_random_inventories() {
+        use crate::inventory::{Inventory, Link, Site};
+        use costs::{OneOffCost, SharedCost};
+        use rand::{Rng, SeedableRng};
+        use rie_proto::{LinkId, SiteId, Technology};
+        let keys = [
+            AllocationKey::PerAgent,
+            AllocationKey::PerSite,
+            AllocationKey::PerTrafficVolume,
+            AllocationKey::PerContractedBandwidth,
+        ];
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(11);
+        for round in 0..200 {
+            let n = rng.gen_range(1..60);
+            let mut sites = Vec::new();
+            let mut links = Vec::new();
+            for i in 0..n {
+                let id = SiteId::new(format!("S{i}")).unwrap();
+                sites.push(Site {
+                    id: id.clone(),
+                    name: format!("site {i}"),
+                    ministry: ["M1", "M2", "M3"][i % 3].into(),
+                    departement: ["35", "75", "974", "2A"][rng.gen_range(0..4)].into(),
+                    agents: if rng.gen_bool(0.1) {
+                        0
+                    } else {
+                        rng.gen_range(1..3000)
+                    },
+                    latitude: 0.0,
+                    longitude: 0.0,
+                    credential_ref: format!("p{i}"),
+                    exporters: Vec::new(),
+                });
+                for (j, role) in [LinkRole::Primary, LinkRole::Backup]
+                    .into_iter()
+                    .enumerate()
+                {
+                    if j == 1 && rng.gen_bool(0.6) {
+                        continue;
+                    }
+                    links.push(Link {
+                        id: LinkId::new(format!("S{i}-{j}")).unwrap(),
+                        site: id.clone(),
+                        role,
+                        operator: "X".into(),
+                        technology: Technology::ALL[rng.gen_range(0..5)],
+                        bandwidth_mbps: f64::from(rng.gen_range(1..2000u32)) / 4.0,
+                        monthly_cost_cents: rng.gen_range(0..300_000),
+                    });
+                }
+            }
+            let inv = Inventory::index(sites, links);
+            let model = CostModel {
+                shared: (0..rng.gen_range(0..6))
+                    .map(|k| SharedCost {
+                        name: format!("s{k}"),
+                        label: String::new(),
+                        annual_eur: rng.gen_range(0..50_000_000),
+                        allocation: keys[rng.gen_range(0..4)],
+                    })
+                    .collect(),
+                one_off: (0..rng.gen_range(0..3))
+                    .map(|k| OneOffCost {
+                        name: format!("o{k}"),
+                        label: String::new(),
+                        amount_eur: rng.gen_range(0..90_000_000),
+                        amortisation_years: rng.gen_range(1..10),
+                        allocation: keys[rng.gen_range(0..4)],
+                    })
+                    .collect(),
+                ..CostModel::default()
+            };
+            let inp = Inputs {
+                episodes: vec![Vec::new(); n],
+                traffic_bytes: (0..n)
+                    .map(|_| {
+                        if round % 3 == 0 {
+                            0
+                        } else {
+                            rng.gen_range(0..1u64 << 40)
+                        }
+                    })
+                    .collect(),
+                measured: vec![false; n],
+                unknown_site_episodes: 0,
+            };
+            let period = Period::parse(["2026-10", "2026-Q1", "2028"][round % 3]).unwrap();
+            let t = site_table(&inv, &model, &period, 0, &inp);
+            let links: i64 = inv.links.iter().map(|l| l.monthly_cost_cents).sum::<i64>()
+                * i64::from(period.months);
+            let items: i64 = t.items.iter().map(|c| c.cents).sum();
+            let sites: i64 = t.sites.iter().map(SiteFigures::total_cents).sum();
+            assert_eq!(sites, links + items, "round {round}");
+            for g in [GroupBy::Ministry, GroupBy::Region, GroupBy::Technology] {
+                let r = compute(&inv, &model, &period, 0, &inp, g);
+                let sum: i64 = r.groups.iter().map(|g| g.total_cost_cents).sum();
+                assert_eq!(sum, r.national.total_cost_cents);
+                assert_eq!(sum, links + items);
+            }
+        }
+    }
+
     #[test]
     fn group_by_names_round_trip() {
         for g in GroupBy::ALL {
