@@ -232,6 +232,7 @@ fn national_indicators_by_hand() {
     let notes = &r["notes"];
     assert_eq!(notes["zero_agent_sites"], serde_json::json!(["D"]));
     assert_eq!(notes["links_without_cost"], serde_json::json!(["E-P"]));
+    assert_eq!(notes["unknown_ministries"], serde_json::json!(["Culture"]));
     assert_eq!(notes["sites_without_data"], 1);
     assert_eq!(notes["episodes_of_unknown_sites"], 1);
     assert_eq!(notes["per_traffic_volume_fell_back_to_per_agent"], false);

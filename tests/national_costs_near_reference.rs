@@ -87,6 +87,7 @@ fn generated_national_inventory_lands_near_100_euros_per_agent() {
         true
     );
     assert_eq!(r["notes"]["sites_without_data"], 14_000);
+    assert_eq!(r["notes"]["unknown_ministries"], serde_json::json!([]));
     assert_eq!(n["availability_time_pct"], Value::Null);
 
     let s = report("site");

@@ -109,6 +109,31 @@ pub struct CostModel {
     pub one_off: Vec<OneOffCost>,
     #[serde(default)]
     pub risk: RiskConfig,
+    /// Ministry names the inventory should use; sites with another name are still reported
+    /// under it, and listed in the report's notes. Empty: no check.
+    #[serde(default = "default_ministries")]
+    pub ministries: Vec<String>,
+}
+
+/// The ministries of the generated national inventory (`inventory::generate`).
+fn default_ministries() -> Vec<String> {
+    [
+        "Économie et Finances",
+        "Intérieur",
+        "Justice",
+        "Transition écologique",
+        "Travail et Solidarités",
+        "Agriculture",
+        "Éducation nationale",
+        "Armées",
+        "Culture",
+        "Enseignement supérieur et Recherche",
+        "Services du Premier ministre",
+        "Outre-mer",
+        "Europe et Affaires étrangères",
+    ]
+    .map(String::from)
+    .to_vec()
 }
 
 fn default_reference() -> i64 {
@@ -189,6 +214,7 @@ impl Default for CostModel {
             shared: default_shared(),
             one_off: default_one_off(),
             risk: RiskConfig::default(),
+            ministries: default_ministries(),
         }
     }
 }

@@ -161,27 +161,44 @@ pub fn load_inputs(
     for eps in &mut inp.episodes {
         eps.sort_by_key(|e| (e.start_ms, e.end_ms));
     }
-    // flow_minute and link_minute hold the minute start in Unix seconds.
+    // flow_minute and link_minute hold the minute start in Unix seconds. Both scans are one
+    // sequential range of the primary key (minute first), summed here by site without a
+    // temporary b-tree; the link check scan stops as soon as every site has been seen.
     let (s, e) = (period.start_ms / 1000, period.end_ms / 1000);
-    let mut st = conn.prepare(
-        "SELECT site_id, SUM(bytes) FROM flow_minute WHERE minute >= ?1 AND minute < ?2 GROUP BY site_id",
-    )?;
-    let rows = st.query_map(params![s, e], |r| {
-        Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)?))
-    })?;
-    for row in rows {
-        let (site, bytes) = row?;
-        if let Some(i) = index(&site) {
-            inp.traffic_bytes[i] = u64::try_from(bytes).unwrap_or(0);
+    let by_name: std::collections::HashMap<&str, usize> = inv
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, site)| (site.id.as_str(), i))
+        .collect();
+    let mut st =
+        conn.prepare("SELECT site_id, bytes FROM flow_minute WHERE minute >= ?1 AND minute < ?2")?;
+    let mut rows = st.query(params![s, e])?;
+    while let Some(r) = rows.next()? {
+        let site = r.get_ref(0)?.as_str().unwrap_or("");
+        if let Some(&i) = by_name.get(site) {
+            let bytes = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
+            inp.traffic_bytes[i] = inp.traffic_bytes[i].saturating_add(bytes);
             inp.measured[i] = true;
         }
     }
-    let mut st = conn
-        .prepare("SELECT DISTINCT site_id FROM link_minute WHERE minute >= ?1 AND minute < ?2")?;
-    let rows = st.query_map(params![s, e], |r| r.get::<_, String>(0))?;
-    for row in rows {
-        if let Some(i) = index(&row?) {
-            inp.measured[i] = true;
+    // Any link check row proves the site was measured; stop as soon as every site is.
+    let mut left = inp.measured.iter().filter(|m| !**m).count();
+    if left > 0 {
+        let mut st =
+            conn.prepare("SELECT site_id FROM link_minute WHERE minute >= ?1 AND minute < ?2")?;
+        let mut rows = st.query(params![s, e])?;
+        while let Some(r) = rows.next()? {
+            let site = r.get_ref(0)?.as_str().unwrap_or("");
+            if let Some(&i) = by_name.get(site) {
+                if !inp.measured[i] {
+                    inp.measured[i] = true;
+                    left -= 1;
+                    if left == 0 {
+                        break;
+                    }
+                }
+            }
         }
     }
     Ok(inp)
@@ -523,6 +540,8 @@ pub struct Notes {
     pub links_without_cost: Vec<String>,
     /// Département codes not in the reference geography (their region shows as "inconnue").
     pub unknown_departements: Vec<String>,
+    /// Ministry names not in the cost model's `ministries` list (their sites are still reported).
+    pub unknown_ministries: Vec<String>,
     /// Sites with no measurement in the period: no availability, not counted as available.
     pub sites_without_data: u64,
     pub per_traffic_volume_fell_back_to_per_agent: bool,
@@ -666,7 +685,19 @@ pub fn compute(
         .collect();
     unknown.sort();
     unknown.dedup();
+    let mut unknown_ministries: Vec<String> = if model.ministries.is_empty() {
+        Vec::new()
+    } else {
+        inv.sites
+            .iter()
+            .filter(|s| !model.ministries.contains(&s.ministry))
+            .map(|s| s.ministry.clone())
+            .collect()
+    };
+    unknown_ministries.sort();
+    unknown_ministries.dedup();
     let notes = Notes {
+        unknown_ministries,
         zero_agent_sites: inv
             .sites
             .iter()
@@ -870,6 +901,35 @@ mod tests {
                 assert_eq!(sum, links + items);
             }
         }
+    }
+
+    /// Traffic in the period sums per site; a link check row alone marks a site measured;
+    /// rows outside the period count for nothing.
+    #[test]
+    fn load_inputs_reads_traffic_and_link_checks_of_the_period() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = crate::inventory::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/indicators"),
+        )
+        .unwrap();
+        let conn = crate::store::open(&dir.path().join("rie.db")).unwrap();
+        let p = Period::parse("2026-10").unwrap();
+        let (s, e) = (p.start_ms / 1000, p.end_ms / 1000);
+        conn.execute_batch(&format!(
+            "INSERT INTO flow_minute VALUES ({s}, 'A', 'x', 6, 0, 1, 1, 100);
+             INSERT INTO flow_minute VALUES ({s}, 'A', 'x', 17, 0, 1, 1, 23);
+             INSERT INTO flow_minute VALUES ({}, 'A', 'x', 6, 0, 1, 1, 1000);
+             INSERT INTO flow_minute VALUES ({e}, 'B', 'x', 6, 0, 1, 1, 1000);
+             INSERT INTO flow_minute VALUES ({s}, 'nowhere', 'x', 6, 0, 1, 1, 5);
+             INSERT INTO link_minute VALUES ({}, 'C', 'C-P', 1, 1, 1, 1, 1, 1);
+             INSERT INTO link_minute VALUES ({e}, 'D', 'D-P', 1, 1, 1, 1, 1, 1);",
+            e - 60,
+            s + 60,
+        ))
+        .unwrap();
+        let inp = load_inputs(&conn, &inv, &p).unwrap();
+        assert_eq!(inp.traffic_bytes, vec![1123, 0, 0, 0, 0]);
+        assert_eq!(inp.measured, vec![true, false, true, false, false]);
     }
 
     #[test]

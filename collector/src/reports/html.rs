@@ -305,10 +305,11 @@ pub fn render_html(input: &HtmlInput<'_>) -> String {
     let nt = &r.notes;
     let _ = write!(
         s,
-        "<h2>Remarques sur les données</h2><ul><li>Sites sans agent (exclus des ratios par agent) : {}</li><li>Liens sans coût : {}</li><li>Codes département inconnus : {}</li><li>Sites sans données de mesure dans la période : {}</li>{}</ul>",
+        "<h2>Remarques sur les données</h2><ul><li>Sites sans agent (exclus des ratios par agent) : {}</li><li>Liens sans coût : {}</li><li>Codes département inconnus : {}</li><li>Ministères hors de la liste du modèle de coûts : {}</li><li>Sites sans données de mesure dans la période : {}</li>{}</ul>",
         list(&nt.zero_agent_sites),
         list(&nt.links_without_cost),
         list(&nt.unknown_departements),
+        list(&nt.unknown_ministries),
         nt.sites_without_data,
         if nt.per_traffic_volume_fell_back_to_per_agent {
             "<li>Aucun trafic mesuré sur la période : la clé « par volume de trafic » a été remplacée par la clé « par agent ».</li>"
