@@ -22,6 +22,8 @@ pub struct AppState {
     pub sites: Arc<SiteRegistry>,
     pub reader: Arc<Reader>,
     pub metrics: Arc<Metrics>,
+    /// Cost model of `/api/v1/indicators`.
+    pub costs: Arc<crate::indicators::CostModel>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -33,6 +35,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site_id}/episodes", get(site_episodes))
         .route("/api/v1/flows/totals", get(flow_totals))
         .merge(crate::web::routes())
+        .route("/api/v1/indicators", get(indicators))
         .with_state(state)
 }
 
@@ -341,4 +344,36 @@ async fn flow_totals(
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(totals).into_response())
+}
+
+#[derive(Deserialize)]
+struct IndicatorsQuery {
+    period: String,
+    #[serde(default)]
+    group_by: Option<String>,
+}
+
+/// Same document as `rie-collector report --format json` (see `indicators::Report`).
+async fn indicators(
+    State(st): State<AppState>,
+    Query(q): Query<IndicatorsQuery>,
+) -> Result<Response, ApiError> {
+    use crate::indicators::{self, GroupBy, Period};
+    let period = Period::parse(&q.period).map_err(|e| bad_request(e.to_string()))?;
+    let by = q.group_by.as_deref().unwrap_or("national");
+    let group_by = GroupBy::parse(by).ok_or_else(|| {
+        bad_request(format!(
+            "group_by={by:?} is not one of site, ministry, departement, region, technology, national"
+        ))
+    })?;
+    let reader = st.reader.clone();
+    let inv = st.sites.inventory.clone();
+    let costs = st.costs.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        reader.with_conn(|c| indicators::report(c, &inv, &costs, &period, now_ms(), group_by))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(report).into_response())
 }

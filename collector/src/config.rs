@@ -50,6 +50,10 @@ pub struct CollectorConfig {
     pub sites: SiteThresholds,
     #[serde(default)]
     pub netflow: NetflowConfig,
+    /// Cost model for indicators and finance reports (`configs/costs.toml`); the built-in
+    /// defaults (the same values as that file) when absent.
+    #[serde(default)]
+    pub costs: Option<PathBuf>,
     /// Where this configuration came from, for error messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -245,6 +249,7 @@ impl Default for CollectorConfig {
             store: StoreConfig::default(),
             sites: SiteThresholds::default(),
             netflow: NetflowConfig::default(),
+            costs: None,
             source: None,
         }
     }

@@ -32,6 +32,8 @@ pub enum StartError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Costs(#[from] crate::indicators::CostsError),
     #[error("cannot listen on {addr} ({what}): {source}; free the port or set another address")]
     Bind {
         addr: SocketAddr,
@@ -46,7 +48,10 @@ impl StartError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            StartError::Config(_) | StartError::Inventory(_) | StartError::Pki(_)
+            StartError::Config(_)
+                | StartError::Inventory(_)
+                | StartError::Pki(_)
+                | StartError::Costs(_)
         )
     }
 }
@@ -105,6 +110,9 @@ async fn bind(
 pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Running, StartError> {
     cfg.validate()?;
     let inventory = Arc::new(load_inventory(&cfg)?);
+    let costs = Arc::new(crate::indicators::CostModel::load_or_default(
+        cfg.costs.as_deref(),
+    )?);
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
     let db = cfg.db_path();
     let conn = store::open(&db)?;
@@ -168,6 +176,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         sites: sites.clone(),
         reader,
         metrics: metrics.clone(),
+        costs,
     });
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {
