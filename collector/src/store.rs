@@ -537,6 +537,8 @@ impl Reader {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
     /// Runs `f` on the reader's connection (indicators read several tables in one go).
     pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
         f(&self.conn())
