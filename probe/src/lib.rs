@@ -10,6 +10,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod meter;
+pub mod netflow;
 pub mod runner;
 pub mod session;
 pub mod sources;
