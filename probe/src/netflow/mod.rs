@@ -412,6 +412,17 @@ impl Aggregator {
         e.2 = e.2.saturating_add(r.bytes);
     }
 
+    /// Puts back an aggregate taken earlier (its commit failed), summing with what came since.
+    pub fn restore(&mut self, exporter: IpAddr, a: &FlowAggregate) {
+        let e = self
+            .sums
+            .entry((a.minute, a.protocol, a.direction, exporter, a.sampling_rate))
+            .or_default();
+        e.0 = e.0.saturating_add(a.flows);
+        e.1 = e.1.saturating_add(a.packets);
+        e.2 = e.2.saturating_add(a.bytes);
+    }
+
     pub fn is_empty(&self) -> bool {
         self.sums.is_empty()
     }
