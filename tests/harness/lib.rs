@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netflow;
+
 /// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
 ///
 /// # Panics
@@ -39,8 +41,11 @@ pub struct Collector {
     pub dir: tempfile::TempDir,
     pub probe_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// NetFlow UDP address, for a collector started with [`Collector::start_netflow`].
+    pub netflow_addr: Option<SocketAddr>,
     child: Option<Child>,
     stderr_log: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl Collector {
@@ -50,6 +55,16 @@ impl Collector {
     }
 
     pub fn start_with_inventory(inventory: &Path) -> Self {
+        Self::start_inner(inventory, false)
+    }
+
+    /// A collector with its NetFlow input on an ephemeral UDP port of 127.0.0.1, committing
+    /// NetFlow aggregates every 200 ms.
+    pub fn start_netflow(inventory: &Path) -> Self {
+        Self::start_inner(inventory, true)
+    }
+
+    fn start_inner(inventory: &Path, netflow: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
         std::fs::create_dir_all(&inv).expect("mkdir");
@@ -67,8 +82,16 @@ impl Collector {
             dir,
             probe_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            netflow_addr: None,
             child: None,
+            extra_args: Vec::new(),
         };
+        if netflow {
+            let cfg = c.dir.path().join("collector.toml");
+            std::fs::write(&cfg, "[netflow]\nflush_interval = \"200ms\"\n").expect("config");
+            c.extra_args = vec!["--config".into(), cfg.display().to_string()];
+            c.netflow_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         c.spawn();
         c
     }
@@ -102,6 +125,12 @@ impl Collector {
                 "--api-listen",
                 &self.api_addr.to_string(),
             ])
+            .args(&self.extra_args)
+            .args(
+                self.netflow_addr
+                    .iter()
+                    .flat_map(|a| ["--netflow-listen".to_string(), a.to_string()]),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -121,6 +150,10 @@ impl Collector {
             (Some(p), Some(a)) => (self.probe_addr, self.api_addr) = (p, a),
             _ => panic!("collector did not start: {line:?}\n{}", self.log()),
         }
+        if self.netflow_addr.is_some() {
+            self.netflow_addr = addr("netflow=");
+            assert!(self.netflow_addr.is_some(), "no netflow= in {line:?}");
+        }
         self.child = Some(child);
     }
 
@@ -136,6 +169,12 @@ impl Collector {
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         terminate(&mut self.child)
+    }
+
+    /// SIGTERM (the collector commits what it holds), then start again on the same files.
+    pub fn restart_graceful(&mut self) {
+        assert_eq!(self.terminate(), Some(0), "{}", self.log());
+        self.spawn();
     }
 
     pub fn restart(&mut self) {
