@@ -213,6 +213,10 @@ impl Decoder {
             d.errors.push(DecodeReason::UnsupportedVersion);
             return d;
         }
+        if truncated(d.version, datagram) {
+            d.errors.push(DecodeReason::Truncated);
+            return d;
+        }
         // Port 0: the scope is the exporter's address, whatever its source port.
         let source = SocketAddr::new(exporter, 0);
         let result = self.parser.parse_from_source(source, datagram);
@@ -353,6 +357,19 @@ impl Decoder {
             self.sampling.clear();
         }
         self.sampling.insert(scope, rate);
+    }
+}
+
+/// A datagram shorter than its header, or than what its header announces (v5 record count,
+/// IPFIX message length): cut in transit or by a bad exporter, reported as such rather than
+/// as the parser's generic error.
+fn truncated(version: u16, d: &[u8]) -> bool {
+    let be16 = |i: usize| usize::from(u16::from_be_bytes([d[i], d[i + 1]]));
+    match version {
+        5 => d.len() < 24 || d.len() < 24 + 48 * be16(2),
+        9 => d.len() < 20,
+        10 => d.len() < 16 || d.len() < be16(2),
+        _ => false,
     }
 }
 
