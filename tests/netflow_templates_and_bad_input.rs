@@ -150,13 +150,14 @@ fn malformed_datagrams_are_counted_and_a_good_router_is_unaffected() {
     let good_template = v9(0, T, 60_000, &[v9_template_256()]);
     send_from(S1, to, &[good_template]);
 
-    let mut bad: Vec<(Vec<u8>, &str)> = Vec::new();
-    // An empty datagram, unknown versions, garbage.
-    bad.push((vec![], "empty"));
-    bad.push((vec![0, 42, 1, 2, 3], "unsupported_version"));
-    bad.push((vec![0xff; 1400], "unsupported_version"));
-    // A v5 header cut short.
-    bad.push((vec![0, 5, 0, 1, 0, 0], "truncated"));
+    let mut bad: Vec<(Vec<u8>, &str)> = vec![
+        // An empty datagram, unknown versions, garbage.
+        (vec![], "empty"),
+        (vec![0, 42, 1, 2, 3], "unsupported_version"),
+        (vec![0xff; 1400], "unsupported_version"),
+        // A v5 header cut short.
+        (vec![0, 5, 0, 1, 0, 0], "truncated"),
+    ];
     // A v5 header announcing 30 records but carrying none.
     let mut v5 = vec![0, 5, 0, 30];
     v5.extend_from_slice(&[0u8; 20]);

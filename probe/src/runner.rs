@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::config::{ProbeConfig, ProbeConfigError};
 use crate::meter::aggregate::Prefixes;
 use crate::sources::capture::LiveMeter;
+use crate::sources::netflow::{NetflowRelay, NetflowRelayError, RelayStats};
 use crate::sources::simulate::Simulator;
 use crate::spool::{Outbox, OutboxState, Spool, SpoolError};
 use crate::uplink::{self, now_ms, Identity, Settings, Stats};
@@ -28,6 +29,8 @@ pub enum RunError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Capture(#[from] crate::sources::capture::CaptureError),
+    #[error(transparent)]
+    Netflow(#[from] NetflowRelayError),
 }
 
 impl Settings {
@@ -48,8 +51,22 @@ impl Settings {
 /// cut) do not send in lockstep. At shutdown the capture is stopped and flushed into a last
 /// batch. The last batch's link states are left in `links` for the status file.
 pub async fn produce(
+    sim: Option<Simulator>,
+    live: Option<LiveMeter>,
+    interval: Duration,
+    tx: mpsc::Sender<Batch>,
+    links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
+    shutdown: CancellationToken,
+) {
+    produce_with(sim, live, None, interval, tx, links, shutdown).await;
+}
+
+/// [`produce`] with the NetFlow relay as one more source: its aggregates join each batch, and
+/// what it holds at shutdown goes into the last one.
+pub async fn produce_with(
     mut sim: Option<Simulator>,
     live: Option<LiveMeter>,
+    relay: Option<NetflowRelay>,
     interval: Duration,
     tx: mpsc::Sender<Batch>,
     links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
@@ -71,6 +88,9 @@ pub async fn produce(
             samples: vec![],
             links: vec![],
         };
+        if let Some(r) = &relay {
+            batch.flows.extend(r.take());
+        }
         if let Some(c) = sim.as_mut().map(|s| s.measure(now, interval)) {
             batch.flows.extend(c.flows);
             batch.samples = c.samples;
@@ -87,20 +107,28 @@ pub async fn produce(
             r = tx.send(batch) => if r.is_err() { return },
         }
     }
+    let mut flows = Vec::new();
     if let Some(live) = live {
-        let flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
+        flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
             .await
             .unwrap_or_default();
-        if !flows.is_empty() {
-            let last = Batch {
-                seq: 0,
-                created_ms: now_ms(),
-                flows,
-                samples: vec![],
-                links: vec![],
-            };
-            let _ = tx.send(last).await;
-        }
+    }
+    if let Some(relay) = relay {
+        flows.extend(
+            tokio::task::spawn_blocking(move || relay.stop_and_flush())
+                .await
+                .unwrap_or_default(),
+        );
+    }
+    if !flows.is_empty() {
+        let last = Batch {
+            seq: 0,
+            created_ms: now_ms(),
+            flows,
+            samples: vec![],
+            links: vec![],
+        };
+        let _ = tx.send(last).await;
     }
 }
 
@@ -126,6 +154,9 @@ pub struct Status {
     /// IP packets captured since start, when capture is on.
     #[serde(default)]
     pub capture_packets: Option<u64>,
+    /// NetFlow datagrams received from the router since start, when the relay is on.
+    #[serde(default)]
+    pub netflow_datagrams: Option<u64>,
 }
 
 pub fn status_path(data_dir: &Path) -> PathBuf {
@@ -169,7 +200,16 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             Prefixes(cfg.meter.site_prefixes.clone()),
         )?)
     };
-    if sim.is_none() && live.is_none() {
+    let relay = if cfg.netflow.enabled {
+        Some(NetflowRelay::start(
+            cfg.netflow.listen,
+            Prefixes(cfg.meter.site_prefixes.clone()),
+        )?)
+    } else {
+        None
+    };
+    let relay_stats: Option<Arc<RelayStats>> = relay.as_ref().map(|r| r.stats.clone());
+    if sim.is_none() && live.is_none() && relay.is_none() {
         info!("no measurement source enabled: the probe keeps its connection alive and empties its spool");
     }
     let capture_packets = live.as_ref().map(|l| l.packets.clone());
@@ -206,6 +246,9 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             spool: stats.outbox(),
             links: links.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             capture_packets: capture_packets.as_ref().map(|p| p.load(Ordering::Relaxed)),
+            netflow_datagrams: relay_stats
+                .as_ref()
+                .map(|r| r.datagrams.load(Ordering::Relaxed)),
         }
     };
     let status_task = {
@@ -232,7 +275,16 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         stats.clone(),
         uplink_stop.clone(),
     ));
-    produce(sim, live, cfg.batch_interval, tx, Some(links), shutdown).await;
+    produce_with(
+        sim,
+        live,
+        relay,
+        cfg.batch_interval,
+        tx,
+        Some(links),
+        shutdown,
+    )
+    .await;
     if tokio::time::timeout(Duration::from_secs(5), &mut uplink)
         .await
         .is_err()
