@@ -62,9 +62,11 @@ impl Default for DecoderConfig {
     fn default() -> Self {
         Self {
             max_exporters: 20_000,
-            pending_templates: 16,
-            pending_per_template: 64,
-            pending_bytes: 256 * 1024,
+            // Worst case 64 KiB × 20,000 exporters if every one of them sent only
+            // template-less data; in practice a few exporters restarting at a time.
+            pending_templates: 8,
+            pending_per_template: 32,
+            pending_bytes: 64 * 1024,
         }
     }
 }
