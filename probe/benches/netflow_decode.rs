@@ -5,6 +5,11 @@
 //! receiver decoding as it goes; reports records/s and datagrams lost.
 //!
 //! Run: `cargo bench -p rie-probe --bench netflow_decode` (figures in docs/performance.md).
+//!
+//! To offer the same paced stream to another collector (nfcapd, nfacctd), set
+//! `NETFLOW_BENCH_SEND=HOST:PORT` (and optionally `NETFLOW_BENCH_RATE`, datagrams/s, default
+//! 10000, `NETFLOW_BENCH_VERSION` 9 or 10): the bench only sends, 5 s, and prints how many
+//! records it sent.
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
@@ -225,7 +230,45 @@ fn over_udp(name: &str, make: fn(u32, bool) -> Vec<u8>, rate: u32) {
     );
 }
 
+/// Sends the paced stream to an external collector; prints what was sent.
+fn send_only(to: &str) {
+    let rate: u32 = std::env::var("NETFLOW_BENCH_RATE")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10_000);
+    let make: fn(u32, bool) -> Vec<u8> = match std::env::var("NETFLOW_BENCH_VERSION").as_deref() {
+        Ok("10") => ipfix,
+        _ => v9,
+    };
+    let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
+    tx.send_to(&make(0, true), to).expect("send");
+    std::thread::sleep(Duration::from_millis(50));
+    let packets: Vec<Vec<u8>> = (0..64).map(|s| make(s, false)).collect();
+    let total = rate * 5;
+    let start = Instant::now();
+    for i in 0..total {
+        if i % 100 == 0 {
+            let due = start + Duration::from_secs_f64(f64::from(i) / f64::from(rate));
+            if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                std::thread::sleep(wait);
+            }
+        }
+        tx.send_to(&packets[(i % 64) as usize], to).expect("send");
+    }
+    println!(
+        "sent {} datagrams, {} records (+1 template datagram with {} records) to {to} in {:.2} s",
+        total,
+        u64::from(total) * u64::from(RECORDS_PER_PACKET),
+        RECORDS_PER_PACKET,
+        start.elapsed().as_secs_f64()
+    );
+}
+
 fn main() {
+    if let Ok(to) = std::env::var("NETFLOW_BENCH_SEND") {
+        send_only(&to);
+        return;
+    }
     in_memory("NetFlow v9", v9);
     in_memory("IPFIX", ipfix);
     for rate in [10_000, 20_000, 40_000] {
