@@ -440,3 +440,38 @@ fn arbitrary_bytes_never_panic() {
     let r = d.decode(R1, &seeds[0], &mut out);
     assert_eq!(r.records, 2);
 }
+
+/// RFC 7011 §8.1: a template record with no field withdraws the template; data for it
+/// afterwards is held (not decoded with the stale layout), and a new definition decodes it.
+#[test]
+fn ipfix_template_withdrawal_stops_decoding_until_redefined() {
+    let mut d = decoder();
+    let mut out = Vec::new();
+    let t = template(2, 500, &[(1, 4), (2, 4)]);
+    d.decode(
+        R1,
+        &ipfix(0, 1_790_000_000, &[t, data(500, &[vec![10, 1]])]),
+        &mut out,
+    );
+    assert_eq!(out.len(), 1);
+    // Withdrawal: set id 2, template 500, field count 0.
+    let mut w = Vec::new();
+    be16(&mut w, 2);
+    be16(&mut w, 8);
+    be16(&mut w, 500);
+    be16(&mut w, 0);
+    let r = d.decode(R1, &ipfix(0, 1_790_000_001, &[w]), &mut out);
+    assert!(r.errors.is_empty(), "{r:?}");
+    out.clear();
+    let r = d.decode(
+        R1,
+        &ipfix(0, 1_790_000_002, &[data(500, &[vec![20, 2]])]),
+        &mut out,
+    );
+    assert_eq!(r.records, 0, "withdrawn template must not decode: {r:?}");
+    // Redefined with swapped fields: the held data decodes with the new layout.
+    let t2 = template(2, 500, &[(2, 4), (1, 4)]);
+    d.decode(R1, &ipfix(0, 1_790_000_003, &[t2]), &mut out);
+    assert_eq!(out.len(), 1, "{out:?}");
+    assert_eq!((out[0].packets, out[0].bytes), (20, 2));
+}
