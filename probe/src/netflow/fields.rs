@@ -112,7 +112,7 @@ impl Raw {
         let sampling = match (self.packet_interval, self.packet_space) {
             // Systematic count-based sampling: `interval` packets taken out of
             // `interval + space`.
-            (Some(i), Some(s)) if i > 0 => Some((i + s) / i),
+            (Some(i), Some(s)) if i > 0 => Some(i.saturating_add(s) / i),
             _ => self.sampling_interval.or(self.sampler_random),
         }
         .and_then(|r| u32::try_from(r).ok())

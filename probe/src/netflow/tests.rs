@@ -475,3 +475,20 @@ fn ipfix_template_withdrawal_stops_decoding_until_redefined() {
     assert_eq!(out.len(), 1, "{out:?}");
     assert_eq!((out[0].packets, out[0].bytes), (20, 2));
 }
+
+#[test]
+fn ipfix_packet_interval_sampling_in_the_record() {
+    let mut d = decoder();
+    let mut out = Vec::new();
+    // samplingPacketInterval 1 of every (1 + samplingPacketSpace 9) packets: rate 10.
+    let t = template(2, 600, &[(305, 4), (306, 4), (1, 4), (2, 4)]);
+    d.decode(
+        R1,
+        &ipfix(0, 1_790_000_000, &[t, data(600, &[vec![1, 9, 100, 2]])]),
+        &mut out,
+    );
+    assert_eq!(
+        (out[0].packets, out[0].bytes, out[0].sampling_rate),
+        (20, 1000, 10)
+    );
+}
