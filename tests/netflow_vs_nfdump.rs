@@ -40,6 +40,7 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         .fold((0, 0), |a, v| (a.0 + v.0, a.1 + v.1));
 
     let mut expected = Vec::new();
+    let mut sent = Vec::new();
     for (version, from) in [
         ("5", [127, 0, 0, 2]),
         ("9", [127, 0, 0, 3]),
@@ -58,6 +59,7 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
             datagrams.len()
         );
         expected.push((version, from, oracle));
+        sent.push(datagrams.len());
     }
     for (version, from, oracle) in &expected {
         let exporter = format!("{}.{}.{}.{}", from[0], from[1], from[2], from[3]);
@@ -80,6 +82,14 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         c.metric("rie_collector_netflow_unknown_exporter_records_total") as u64,
         expected[2].2 .0
     );
+    for (site, n) in [("S1", sent[0]), ("S2", sent[1]), ("unknown", sent[2])] {
+        assert_eq!(
+            c.metric(&format!(
+                "rie_collector_netflow_packets_total{{exporter_site=\"{site}\"}}"
+            )),
+            n as f64
+        );
+    }
     assert_eq!(
         c.metric("rie_collector_decode_errors_total{reason=\"malformed\"}"),
         0.0

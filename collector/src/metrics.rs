@@ -184,6 +184,9 @@ pub struct NetflowMetrics {
     pub decode_errors: IntCounterVec,
     /// Flow records decoded, by version.
     pub records: IntCounterVec,
+    /// NetFlow export packets (datagrams) received, by the site of their exporter
+    /// (`unknown` for exporters no site declares): which routers export, and how much.
+    pub packets_by_site: IntCounterVec,
     /// Flow records from exporters in no site's `netflow_exporters`: stored under site
     /// `unknown`, never dropped.
     pub unknown_exporter_records: IntCounter,
@@ -222,6 +225,11 @@ impl NetflowMetrics {
                 "NetFlow/IPFIX flow records decoded, by version.",
                 "version",
             ),
+            packets_by_site: counter_vec(
+                "rie_collector_netflow_packets_total",
+                "NetFlow/IPFIX export packets received, by the site of the exporter (unknown: none).",
+                "exporter_site",
+            ),
             unknown_exporter_records: IntCounter::new(
                 "rie_collector_netflow_unknown_exporter_records_total",
                 "Flow records from exporters of no inventory site, stored under site `unknown`.",
@@ -248,10 +256,11 @@ impl NetflowMetrics {
             )
             .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 8] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
             Box::new(m.datagrams.clone()),
             Box::new(m.decode_errors.clone()),
             Box::new(m.records.clone()),
+            Box::new(m.packets_by_site.clone()),
             Box::new(m.unknown_exporter_records.clone()),
             Box::new(m.pending_flowsets.clone()),
             Box::new(m.exporters.clone()),

@@ -206,6 +206,11 @@ impl Input {
             _ => "other",
         };
         self.nf.datagrams.with_label_values(&[version]).inc();
+        let site = self
+            .inventory
+            .site_of_exporter(&exporter)
+            .map_or(UNKNOWN_SITE, |s| s.id.as_str());
+        self.nf.packets_by_site.with_label_values(&[site]).inc();
         for e in &d.errors {
             self.nf.decode_errors.with_label_values(&[e.as_str()]).inc();
         }
@@ -216,7 +221,7 @@ impl Input {
             .records
             .with_label_values(&[version])
             .inc_by(records.len() as u64);
-        if self.inventory.site_of_exporter(&exporter).is_none() {
+        if site == UNKNOWN_SITE {
             self.nf
                 .unknown_exporter_records
                 .inc_by(records.len() as u64);
