@@ -209,3 +209,34 @@ fn malformed_datagrams_are_counted_and_a_good_router_is_unaffected() {
     );
     assert_eq!(triple(&c.totals(Some("unknown"))), (0, 0, 0));
 }
+
+/// What "acknowledged" means for UDP: once a commit made the traffic visible, a crash
+/// (SIGKILL) neither loses it nor counts it again, and the templates committed with it let
+/// the router's next data decode after the restart.
+#[test]
+fn committed_netflow_survives_a_crash_and_is_not_counted_twice() {
+    let tmp = tempfile::tempdir().unwrap();
+    let mut c = Collector::start_netflow(&inventory(tmp.path()));
+    send_from(
+        S2,
+        c.netflow_addr.unwrap(),
+        &[v9(
+            7,
+            T,
+            60_000,
+            &[
+                v9_template_256(),
+                data(256, &[v9_record(4000, 40), v9_record(60, 1)]),
+            ],
+        )],
+    );
+    wait_site(&c, "S2", (2, 41, 4060));
+    c.restart(); // SIGKILL, then start again on the same files
+    assert_eq!(triple(&c.totals(Some("S2"))), (2, 41, 4060));
+    send_from(
+        S2,
+        c.netflow_addr.unwrap(),
+        &[v9(7, T, 61_000, &[data(256, &[v9_record(1, 1)])])],
+    );
+    wait_site(&c, "S2", (3, 42, 4061));
+}
