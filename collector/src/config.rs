@@ -138,6 +138,9 @@ pub struct NetflowConfig {
     /// Exporters (address × observation domain) whose templates are kept in memory.
     #[serde(default = "default_netflow_exporters")]
     pub max_exporters: usize,
+    /// Threads decoding datagrams, each owning a share of the exporters.
+    #[serde(default = "default_netflow_threads")]
+    pub decode_threads: usize,
 }
 
 fn default_netflow_flush() -> Duration {
@@ -149,6 +152,9 @@ fn default_netflow_rcvbuf() -> usize {
 fn default_netflow_exporters() -> usize {
     20_000
 }
+fn default_netflow_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
 
 impl Default for NetflowConfig {
     fn default() -> Self {
@@ -157,6 +163,7 @@ impl Default for NetflowConfig {
             flush_interval: default_netflow_flush(),
             receive_buffer_bytes: default_netflow_rcvbuf(),
             max_exporters: default_netflow_exporters(),
+            decode_threads: default_netflow_threads(),
         }
     }
 }
@@ -322,6 +329,12 @@ impl CollectorConfig {
             return Err(invalid(
                 "netflow.max_exporters",
                 "must be at least 1; e.g. 20000 (one per router, with room)".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.netflow.decode_threads) {
+            return Err(invalid(
+                "netflow.decode_threads",
+                "must be between 1 and 64; e.g. 4".into(),
             ));
         }
         if self.netflow.flush_interval < Duration::from_millis(100) {

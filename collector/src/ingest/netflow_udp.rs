@@ -1,8 +1,10 @@
 //! NetFlow v5/v9/IPFIX exported directly by routers (`--netflow-listen`, `[netflow]`): one UDP
-//! socket with a large receive buffer, read by one thread that owns the decoder state
-//! (templates per exporter, held data, announced sampling), attributes each datagram to a
-//! site by its source address (inventory `netflow_exporters`), and sums records into minute
-//! rows that it commits to the store every `flush_interval`.
+//! socket with a large receive buffer, read by one thread that hands each datagram to one of
+//! `decode_threads` lanes, chosen by exporter address and observation domain, so that each
+//! decode thread owns the state of its exporters (templates, held data, announced sampling).
+//! A decode thread attributes each datagram to a site by its source address (inventory
+//! `netflow_exporters`), sums records into minute rows and commits them to the store every
+//! `flush_interval`.
 //!
 //! Design constraints:
 //! - **What an acknowledgement means for UDP**: nothing is acknowledged to an exporter and
@@ -123,40 +125,113 @@ pub fn start(
     let conn = store::open(db)?;
     conn.execute_batch(SCHEMA)?;
     let templates = SqliteTemplates::load(&conn)?;
-    let decoder = Decoder::new(
-        &DecoderConfig {
-            max_exporters: cfg.max_exporters,
-            ..DecoderConfig::default()
-        },
-        Some(templates.clone()),
-    )?;
+    drop(conn);
     let nf = NetflowMetrics::register(&metrics.registry);
     nf.templates_persisted.set(templates.len() as i64);
     let rcvbuf = socket2::SockRef::from(&socket)
         .recv_buffer_size()
         .unwrap_or(0);
-    tracing::info!(netflow = %addr, receive_buffer = rcvbuf, templates = templates.len(), "NetFlow input listening");
-    let mut input = Input {
-        socket,
-        decoder,
-        inventory,
-        metrics,
-        nf,
-        conn,
-        templates,
-        agg: Aggregator::default(),
-        flush_every: cfg.flush_interval,
-        shutdown,
-    };
+    let n = cfg.decode_threads.max(1);
+    let mut lanes = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    for i in 0..n {
+        let decoder = Decoder::new(
+            &DecoderConfig {
+                max_exporters: cfg.max_exporters,
+                ..DecoderConfig::default()
+            },
+            Some(templates.clone()),
+        )?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(LANE_DEPTH);
+        let mut worker = Worker {
+            decoder,
+            inventory: inventory.clone(),
+            metrics: metrics.clone(),
+            nf: nf.clone(),
+            conn: store::open(db)?,
+            templates: templates.clone(),
+            agg: Aggregator::default(),
+            flush_every: cfg.flush_interval,
+            shown: (0, 0),
+        };
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("netflow-{i}"))
+                .spawn(move || worker.run(&rx))
+                .map_err(NetflowStartError::Thread)?,
+        );
+        lanes.push(tx);
+    }
+    tracing::info!(netflow = %addr, receive_buffer = rcvbuf, templates = templates.len(), decode_threads = n, "NetFlow input listening");
     let thread = std::thread::Builder::new()
-        .name("netflow".into())
-        .spawn(move || input.run())
+        .name("netflow-recv".into())
+        .spawn(move || receive(&socket, lanes, &shutdown, workers))
         .map_err(NetflowStartError::Thread)?;
     Ok(NetflowInput { addr, thread })
 }
 
-struct Input {
-    socket: UdpSocket,
+/// Datagrams waiting per decode thread; when a lane is full the receiver waits, and the
+/// kernel's socket buffer absorbs the burst.
+const LANE_DEPTH: usize = 1024;
+
+/// The lane of a datagram: by exporter address and observation domain / source id, so that
+/// one exporter scope is always decoded by the same thread, which owns its templates and
+/// held data.
+fn lane_of(exporter: IpAddr, data: &[u8], lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let domain = match data.get(..2) {
+        Some([0, 9]) => data.get(16..20),
+        Some([0, 10]) => data.get(12..16),
+        _ => None,
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    exporter.hash(&mut h);
+    domain.hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
+
+/// The receiving thread: reads datagrams and hands each to its lane until shutdown, then
+/// drains the socket, closes the lanes and waits for the decode threads' last commit.
+type Lane = std::sync::mpsc::SyncSender<(IpAddr, Vec<u8>)>;
+
+fn hand(lanes: &[Lane], from: SocketAddr, data: &[u8]) {
+    let exporter = from.ip().to_canonical();
+    let lane = lane_of(exporter, data, lanes.len());
+    // A lane only closes when its thread died (a bug): nothing else to do than go on.
+    let _ = lanes[lane].send((exporter, data.to_vec()));
+}
+
+fn receive(
+    socket: &UdpSocket,
+    lanes: Vec<Lane>,
+    shutdown: &CancellationToken,
+    workers: Vec<std::thread::JoinHandle<()>>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    while !shutdown.is_cancelled() {
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => hand(&lanes, from, &buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "NetFlow socket error");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    // Datagrams already in the socket buffer were received by the kernel: take them too.
+    let _ = socket.set_nonblocking(true);
+    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+        hand(&lanes, from, &buf[..n]);
+    }
+    // Closing the lanes tells each decode thread to commit and stop.
+    drop(lanes);
+    for w in workers {
+        let _ = w.join();
+    }
+    tracing::info!("NetFlow input stopped, aggregates committed");
+}
+
+struct Worker {
     decoder: Decoder,
     inventory: Arc<Inventory>,
     metrics: Arc<Metrics>,
@@ -165,35 +240,28 @@ struct Input {
     templates: Arc<SqliteTemplates>,
     agg: Aggregator,
     flush_every: Duration,
-    shutdown: CancellationToken,
+    /// What this thread last added to the shared gauges (pending flowsets, exporters).
+    shown: (i64, i64),
 }
 
-impl Input {
-    fn run(&mut self) {
-        let mut buf = vec![0u8; 65_536];
+impl Worker {
+    fn run(&mut self, rx: &std::sync::mpsc::Receiver<(IpAddr, Vec<u8>)>) {
+        use std::sync::mpsc::RecvTimeoutError;
         let mut records = Vec::new();
-        let mut last_flush = Instant::now();
-        while !self.shutdown.is_cancelled() {
-            match self.socket.recv_from(&mut buf) {
-                Ok((n, from)) => self.datagram(from.ip().to_canonical(), &buf[..n], &mut records),
-                Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
-                Err(e) => {
-                    tracing::warn!(error = %e, "NetFlow socket error");
-                    std::thread::sleep(Duration::from_millis(50));
-                }
+        let mut next_flush = Instant::now() + self.flush_every;
+        loop {
+            let wait = next_flush.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok((exporter, data)) => self.datagram(exporter, &data, &mut records),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
             }
-            if last_flush.elapsed() >= self.flush_every {
+            if Instant::now() >= next_flush {
                 self.flush();
-                last_flush = Instant::now();
+                next_flush = Instant::now() + self.flush_every;
             }
-        }
-        // Datagrams already in the socket buffer were received by the kernel: take them too.
-        let _ = self.socket.set_nonblocking(true);
-        while let Ok((n, from)) = self.socket.recv_from(&mut buf) {
-            self.datagram(from.ip().to_canonical(), &buf[..n], &mut records);
         }
         self.flush();
-        tracing::info!("NetFlow input stopped, aggregates committed");
     }
 
     fn datagram(&mut self, exporter: IpAddr, data: &[u8], records: &mut Vec<FlowRecord>) {
@@ -235,10 +303,14 @@ impl Input {
     /// Commits the aggregates and changed templates in one transaction; on failure keeps
     /// them for the next attempt.
     fn flush(&mut self) {
-        self.nf
-            .pending_flowsets
-            .set(self.decoder.pending_flowsets() as i64);
-        self.nf.exporters.set(self.decoder.exporters() as i64);
+        // Each thread adds its own share to the shared gauges.
+        let now = (
+            self.decoder.pending_flowsets() as i64,
+            self.decoder.exporters() as i64,
+        );
+        self.nf.pending_flowsets.add(now.0 - self.shown.0);
+        self.nf.exporters.add(now.1 - self.shown.1);
+        self.shown = now;
         let taken = self.agg.take();
         let dirty = self.templates.take_dirty();
         if taken.is_empty() && dirty.is_empty() {
@@ -323,5 +395,29 @@ impl Input {
         SqliteTemplates::write(&tx, dirty, now_ms)?;
         tx.commit()?;
         Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_always_takes_the_same_lane_and_scopes_spread() {
+        let ip: IpAddr = "10.0.1.1".parse().unwrap();
+        let v9 = |domain: u32| {
+            let mut d = vec![0, 9];
+            d.extend_from_slice(&[0; 14]);
+            d.extend_from_slice(&domain.to_be_bytes());
+            d
+        };
+        assert_eq!(lane_of(ip, &v9(7), 4), lane_of(ip, &v9(7), 4));
+        // Same exporter, same domain, other payload: same lane.
+        let mut other = v9(7);
+        other.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(lane_of(ip, &v9(7), 4), lane_of(ip, &other, 4));
+        let used: std::collections::HashSet<usize> = (0..64).map(|d| lane_of(ip, &v9(d), 4)).collect();
+        assert_eq!(used.len(), 4, "domains of one exporter spread over the lanes");
+        assert_eq!(lane_of(ip, &[], 1), 0);
     }
 }
