@@ -240,10 +240,20 @@ fn send_only(to: &str) {
         Ok("10") => ipfix,
         _ => v9,
     };
+    // 64 observation domains (source ids), so that a collector spreading exporters over
+    // threads can use them; templates for each first.
+    let with_domain = |mut p: Vec<u8>, domain: u32| {
+        let at = if p[1] == 9 { 16 } else { 12 };
+        p[at..at + 4].copy_from_slice(&domain.to_be_bytes());
+        p
+    };
     let tx = UdpSocket::bind("127.0.0.1:0").expect("bind");
-    tx.send_to(&make(0, true), to).expect("send");
+    for d in 0..64 {
+        tx.send_to(&with_domain(make(0, true), d), to)
+            .expect("send");
+    }
     std::thread::sleep(Duration::from_millis(50));
-    let packets: Vec<Vec<u8>> = (0..64).map(|s| make(s, false)).collect();
+    let packets: Vec<Vec<u8>> = (0..64).map(|s| with_domain(make(s, false), s)).collect();
     let total = rate * 5;
     let start = Instant::now();
     for i in 0..total {
@@ -256,7 +266,7 @@ fn send_only(to: &str) {
         tx.send_to(&packets[(i % 64) as usize], to).expect("send");
     }
     println!(
-        "sent {} datagrams, {} records (+1 template datagram with {} records) to {to} in {:.2} s",
+        "sent {} datagrams, {} records (+64 template datagrams with {} records each) to {to} in {:.2} s",
         total,
         u64::from(total) * u64::from(RECORDS_PER_PACKET),
         RECORDS_PER_PACKET,

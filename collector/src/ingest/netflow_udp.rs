@@ -416,8 +416,13 @@ mod tests {
         let mut other = v9(7);
         other.extend_from_slice(&[1, 2, 3]);
         assert_eq!(lane_of(ip, &v9(7), 4), lane_of(ip, &other, 4));
-        let used: std::collections::HashSet<usize> = (0..64).map(|d| lane_of(ip, &v9(d), 4)).collect();
-        assert_eq!(used.len(), 4, "domains of one exporter spread over the lanes");
+        let used: std::collections::HashSet<usize> =
+            (0..64).map(|d| lane_of(ip, &v9(d), 4)).collect();
+        assert_eq!(
+            used.len(),
+            4,
+            "domains of one exporter spread over the lanes"
+        );
         assert_eq!(lane_of(ip, &[], 1), 0);
     }
 }
