@@ -133,12 +133,51 @@ pub struct SiteThresholds {
     pub max_clock_offset: Duration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetflowConfig {
     /// UDP address for NetFlow v5/v9/IPFIX exported directly by routers; off when absent.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// How often the minute aggregates held in memory are committed to the store: the most a
+    /// crash can lose (UDP has no acknowledgement, so exporters never resend).
+    #[serde(default = "default_netflow_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Receive buffer asked of the kernel (capped by `net.core.rmem_max`): absorbs bursts
+    /// while a commit runs.
+    #[serde(default = "default_netflow_rcvbuf")]
+    pub receive_buffer_bytes: usize,
+    /// Exporters (address × observation domain) whose templates are kept in memory.
+    #[serde(default = "default_netflow_exporters")]
+    pub max_exporters: usize,
+    /// Threads decoding datagrams, each owning a share of the exporters.
+    #[serde(default = "default_netflow_threads")]
+    pub decode_threads: usize,
+}
+
+fn default_netflow_flush() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_netflow_rcvbuf() -> usize {
+    16 * 1024 * 1024
+}
+fn default_netflow_exporters() -> usize {
+    20_000
+}
+fn default_netflow_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
+
+impl Default for NetflowConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            flush_interval: default_netflow_flush(),
+            receive_buffer_bytes: default_netflow_rcvbuf(),
+            max_exporters: default_netflow_exporters(),
+            decode_threads: default_netflow_threads(),
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -305,6 +344,24 @@ impl CollectorConfig {
                     "{:?} is not host:port; e.g. \"collector.rie.gouv.fr:7443\"",
                     self.probes.public_address
                 ),
+            ));
+        }
+        if self.netflow.max_exporters < 1 {
+            return Err(invalid(
+                "netflow.max_exporters",
+                "must be at least 1; e.g. 20000 (one per router, with room)".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.netflow.decode_threads) {
+            return Err(invalid(
+                "netflow.decode_threads",
+                "must be between 1 and 64; e.g. 4".into(),
+            ));
+        }
+        if self.netflow.flush_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "netflow.flush_interval",
+                "must be at least 100ms; e.g. \"5s\"".into(),
             ));
         }
         if self.store.queue == 0 || self.store.commit_max_batches == 0 {

@@ -340,7 +340,7 @@ pub async fn run_probes(plan: ProbePlan, shutdown: CancellationToken) -> Result<
                 Arc::new(Stats::default()),
                 shutdown.clone(),
             ));
-            produce(Some(sim), None, None, interval, tx, None, shutdown).await;
+            produce(Some(sim), None, interval, tx, None, shutdown).await;
         });
     }
     shutdown.cancelled().await;

@@ -357,12 +357,6 @@ fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
         cfg.netflow.listen = Some(v);
     }
     cfg.validate().map_err(|e| UserError(e.to_string()))?;
-    if let Some(addr) = cfg.netflow.listen {
-        return Err(UserError(format!(
-            "netflow.listen = {addr}: NetFlow/IPFIX input is not available in this version yet; remove the setting (probes relay traffic in the meantime)"
-        ))
-        .into());
-    }
     Ok(cfg)
 }
 
@@ -380,10 +374,16 @@ async fn serve(cfg: CollectorConfig) -> anyhow::Result<()> {
     spawn_signal_handler(shutdown.clone());
     let running = rie_collector::run(cfg, shutdown).await?;
     // Printed on stdout so that scripts and tests can find the bound addresses.
-    println!(
-        "listening probes={} api={}",
-        running.probe_addr, running.api_addr
-    );
+    match running.netflow_addr {
+        Some(nf) => println!(
+            "listening probes={} api={} netflow={nf}",
+            running.probe_addr, running.api_addr
+        ),
+        None => println!(
+            "listening probes={} api={}",
+            running.probe_addr, running.api_addr
+        ),
+    }
     running.wait().await;
     Ok(())
 }

@@ -34,6 +34,8 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Costs(#[from] crate::indicators::CostsError),
+    #[error(transparent)]
+    Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
     #[error("cannot listen on {addr} ({what}): {source}; free the port or set another address")]
     Bind {
         addr: SocketAddr,
@@ -60,11 +62,14 @@ impl StartError {
 pub struct Running {
     pub probe_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// UDP address of the NetFlow input, when `netflow.listen` is set.
+    pub netflow_addr: Option<SocketAddr>,
     pub sites: Arc<SiteRegistry>,
     pub metrics: Arc<Metrics>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     writer: std::thread::JoinHandle<()>,
+    netflow: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -80,6 +85,9 @@ impl Running {
         self.tracker.wait().await;
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        if let Some(netflow) = self.netflow {
+            let _ = tokio::task::spawn_blocking(move || netflow.join()).await;
+        }
         info!("collector stopped");
     }
 }
@@ -155,6 +163,20 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
 
+    let netflow = match cfg.netflow.listen {
+        Some(listen) => Some(crate::ingest::netflow_udp::start(
+            &cfg.netflow,
+            listen,
+            &db,
+            inventory.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
+    let netflow_addr = netflow.as_ref().map(|n| n.addr);
+    let netflow = netflow.map(|n| n.thread);
+
     let tracker = TaskTracker::new();
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),
@@ -197,10 +219,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     Ok(Running {
         probe_addr,
         api_addr,
+        netflow_addr,
         sites,
         metrics,
         shutdown,
         tracker,
         writer,
+        netflow,
     })
 }

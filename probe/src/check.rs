@@ -3,9 +3,10 @@
 //! make the exit code 1; warnings do not.
 //!
 //! Checked: configuration, secret-file permissions, spool directory (writable, free space),
-//! capture interfaces present, capture permission, each link reaching the core (one attempt of
-//! each configured check over the link), DNS, collector reachable, TLS certificate against the
-//! configured CA, token accepted, clock offset.
+//! capture interfaces present, capture permission, NetFlow datagrams arriving on the configured
+//! port (when the relay is enabled), each link reaching the core (one attempt of each configured
+//! check over the link), DNS, collector reachable, TLS certificate against the configured CA,
+//! token accepted, clock offset.
 
 use std::path::Path;
 use std::time::Instant;
@@ -168,6 +169,9 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
     let bound_checks = cfg.links.iter().any(|l| l.interface.is_some());
     check_cap_net_raw(&mut out, !cfg.capture.interfaces.is_empty() || bound_checks);
     check_links(&mut out, &cfg, &resolved.checks).await;
+    if cfg.netflow.enabled {
+        check_netflow(&mut out, &cfg).await;
+    }
 
     let host = cfg
         .collector
@@ -458,6 +462,128 @@ fn check_cap_net_raw(out: &mut Lines, blocking: bool) {
             "run the probe through its systemd unit (AmbientCapabilities=CAP_NET_RAW)",
         )),
     );
+}
+
+/// NetFlow datagrams arriving on `netflow.listen`: listens for `netflow.check_wait` when the
+/// port is free; when the running probe holds it, reads what it counted in its status file.
+async fn check_netflow(out: &mut Lines, cfg: &ProbeConfig) {
+    let l = out.lang;
+    let label = (
+        "Datagrammes NetFlow reçus sur le port configuré",
+        "NetFlow datagrams arriving on the configured port",
+    );
+    let addr = cfg.netflow.listen;
+    let fix_export = (
+        "configurez l'export NetFlow du routeur vers l'adresse de la sonde, port indiqué (ex. `ip flow-export destination ADRESSE PORT`), et ouvrez ce port UDP",
+        "configure the router's NetFlow export to the probe's address and this port (e.g. `ip flow-export destination ADDRESS PORT`), and open that UDP port",
+    );
+    let socket = crate::sources::netflow::bind(addr)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .and_then(tokio::net::UdpSocket::from_std);
+    match socket {
+        Ok(socket) => {
+            let mut buf = vec![0u8; 65_536];
+            let got =
+                tokio::time::timeout(cfg.netflow.check_wait, socket.recv_from(&mut buf)).await;
+            match got {
+                Ok(Ok((n, from))) => {
+                    let version = if n >= 2 {
+                        u16::from_be_bytes([buf[0], buf[1]])
+                    } else {
+                        0
+                    };
+                    let version = match version {
+                        10 => "IPFIX".to_string(),
+                        v => format!("v{v}"),
+                    };
+                    out.push(
+                        true,
+                        true,
+                        label,
+                        format!(
+                            "{addr} : {} {} ({version})",
+                            l.t("datagramme reçu de", "datagram received from"),
+                            from.ip()
+                        ),
+                        None,
+                    );
+                }
+                Ok(Err(e)) => out.push(
+                    false,
+                    true,
+                    label,
+                    format!("{addr} : {e}"),
+                    Some(fix_export),
+                ),
+                Err(_) => out.push(
+                    false,
+                    true,
+                    label,
+                    format!(
+                        "{addr} : {} {} s",
+                        l.t("rien reçu en", "nothing received in"),
+                        cfg.netflow.check_wait.as_secs()
+                    ),
+                    Some(fix_export),
+                ),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            // Most likely the running probe: ask it what it received.
+            let status = std::fs::read(crate::runner::status_path(&cfg.data_dir))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::runner::Status>(&b).ok())
+                .filter(|s| s.running);
+            match status.and_then(|s| s.netflow_datagrams) {
+                Some(n) if n > 0 => out.push(
+                    true,
+                    true,
+                    label,
+                    format!(
+                        "{addr} : {n} {}",
+                        l.t(
+                            "datagrammes reçus par la sonde en marche",
+                            "datagrams received by the running probe"
+                        )
+                    ),
+                    None,
+                ),
+                Some(_) => out.push(
+                    false,
+                    true,
+                    label,
+                    format!(
+                        "{addr} : {}",
+                        l.t(
+                            "la sonde en marche n'a encore rien reçu",
+                            "the running probe has received nothing yet"
+                        )
+                    ),
+                    Some(fix_export),
+                ),
+                None => out.push(
+                    false,
+                    true,
+                    label,
+                    format!("{addr} : {e}"),
+                    Some((
+                        "un autre programme occupe ce port : arrêtez-le ou changez netflow.listen",
+                        "another program holds this port: stop it or change netflow.listen",
+                    )),
+                ),
+            }
+        }
+        Err(e) => out.push(
+            false,
+            true,
+            label,
+            format!("{addr} : {e}"),
+            Some((
+                "corrigez netflow.listen (une adresse de ce routeur)",
+                "fix netflow.listen (an address of this router)",
+            )),
+        ),
+    }
 }
 
 /// True when no blocking check failed.

@@ -67,6 +67,8 @@ pub struct ProbeConfig {
     /// Availability checks over each link (`[checks]`, `[[checks.targets]]`).
     #[serde(default)]
     pub checks: ChecksConfig,
+    #[serde(default)]
+    pub netflow: NetflowRelayConfig,
     /// Simulated measurements, for demos and tests only: never on a real site.
     #[serde(default)]
     pub simulate: Option<SimulateConfig>,
@@ -116,6 +118,39 @@ pub struct CaptureConfig {
     /// empty: no capture.
     #[serde(default)]
     pub interfaces: Vec<String>,
+}
+
+/// NetFlow/IPFIX relay: the site router exports to the probe, which decodes, aggregates
+/// (direction from `meter.site_prefixes`) and sends the result in its batches, spooled like
+/// capture data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetflowRelayConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// UDP address the router exports to, e.g. "0.0.0.0:2055".
+    #[serde(default = "default_netflow_listen")]
+    pub listen: std::net::SocketAddr,
+    /// How long `rie-probe check` waits for a datagram on that port.
+    #[serde(default = "default_netflow_check_wait", with = "humantime_serde")]
+    pub check_wait: Duration,
+}
+
+fn default_netflow_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 2055))
+}
+fn default_netflow_check_wait() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for NetflowRelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: default_netflow_listen(),
+            check_wait: default_netflow_check_wait(),
+        }
+    }
 }
 
 /// The flow meter: the site's own prefixes (for traffic direction) and flow expiry.

@@ -14,6 +14,7 @@ pub mod cli;
 pub mod config;
 pub mod links;
 pub mod meter;
+pub mod netflow;
 pub mod runner;
 pub mod session;
 pub mod sources;

@@ -18,6 +18,7 @@ use crate::config::{ProbeConfig, ProbeConfigError};
 use crate::links::{Monitor, Sources};
 use crate::meter::aggregate::Prefixes;
 use crate::sources::capture::LiveMeter;
+use crate::sources::netflow::{NetflowRelay, NetflowRelayError, RelayStats};
 use crate::sources::simulate::Simulator;
 use crate::spool::{Outbox, OutboxState, Spool, SpoolError};
 use crate::uplink::{self, now_ms, Identity, Settings, Stats};
@@ -30,6 +31,8 @@ pub enum RunError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Capture(#[from] crate::sources::capture::CaptureError),
+    #[error(transparent)]
+    Netflow(#[from] NetflowRelayError),
 }
 
 impl Settings {
@@ -86,8 +89,22 @@ impl Availability {
 /// the capture is stopped and flushed into a last batch. The last link states are left in
 /// `links` for the status file.
 pub async fn produce(
+    sim: Option<Simulator>,
+    live: Option<LiveMeter>,
+    interval: Duration,
+    tx: mpsc::Sender<Batch>,
+    links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
+    shutdown: CancellationToken,
+) {
+    produce_with(sim, live, None, None, interval, tx, links, shutdown).await;
+}
+
+/// [`produce`] with the NetFlow relay as one more source: its aggregates join each batch, and
+/// what it holds at shutdown goes into the last one.
+pub async fn produce_with(
     mut sim: Option<Simulator>,
     live: Option<LiveMeter>,
+    relay: Option<NetflowRelay>,
     mut avail: Option<Availability>,
     interval: Duration,
     tx: mpsc::Sender<Batch>,
@@ -130,6 +147,9 @@ pub async fn produce(
         }
         if !link_event {
             batch.flows = live.as_ref().map(LiveMeter::take).unwrap_or_default();
+            if let Some(r) = &relay {
+                batch.flows.extend(r.take());
+            }
             if let Some(c) = sim.as_mut().map(|s| s.measure(now, interval)) {
                 batch.flows.extend(c.flows);
                 batch.samples.extend(c.samples);
@@ -152,20 +172,28 @@ pub async fn produce(
             r = tx.send(batch) => if r.is_err() { return },
         }
     }
+    let mut flows = Vec::new();
     if let Some(live) = live {
-        let flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
+        flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
             .await
             .unwrap_or_default();
-        if !flows.is_empty() {
-            let last = Batch {
-                seq: 0,
-                created_ms: now_ms(),
-                flows,
-                samples: vec![],
-                links: vec![],
-            };
-            let _ = tx.send(last).await;
-        }
+    }
+    if let Some(relay) = relay {
+        flows.extend(
+            tokio::task::spawn_blocking(move || relay.stop_and_flush())
+                .await
+                .unwrap_or_default(),
+        );
+    }
+    if !flows.is_empty() {
+        let last = Batch {
+            seq: 0,
+            created_ms: now_ms(),
+            flows,
+            samples: vec![],
+            links: vec![],
+        };
+        let _ = tx.send(last).await;
     }
 }
 
@@ -191,6 +219,9 @@ pub struct Status {
     /// IP packets captured since start, when capture is on.
     #[serde(default)]
     pub capture_packets: Option<u64>,
+    /// NetFlow datagrams received from the router since start, when the relay is on.
+    #[serde(default)]
+    pub netflow_datagrams: Option<u64>,
 }
 
 pub fn status_path(data_dir: &Path) -> PathBuf {
@@ -236,7 +267,16 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
     };
     let avail = (!cfg.links.is_empty())
         .then(|| Availability::start(&cfg, resolved.checks.clone(), shutdown.clone()));
-    if sim.is_none() && live.is_none() && avail.is_none() {
+    let relay = if cfg.netflow.enabled {
+        Some(NetflowRelay::start(
+            cfg.netflow.listen,
+            Prefixes(cfg.meter.site_prefixes.clone()),
+        )?)
+    } else {
+        None
+    };
+    let relay_stats: Option<Arc<RelayStats>> = relay.as_ref().map(|r| r.stats.clone());
+    if sim.is_none() && live.is_none() && relay.is_none() && avail.is_none() {
         info!("no measurement source enabled: the probe keeps its connection alive and empties its spool");
     }
     let capture_packets = live.as_ref().map(|l| l.packets.clone());
@@ -273,6 +313,9 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             spool: stats.outbox(),
             links: links.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             capture_packets: capture_packets.as_ref().map(|p| p.load(Ordering::Relaxed)),
+            netflow_datagrams: relay_stats
+                .as_ref()
+                .map(|r| r.datagrams.load(Ordering::Relaxed)),
         }
     };
     let status_task = {
@@ -299,9 +342,10 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         stats.clone(),
         uplink_stop.clone(),
     ));
-    produce(
+    produce_with(
         sim,
         live,
+        relay,
         avail,
         cfg.batch_interval,
         tx,

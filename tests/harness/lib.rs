@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod netflow;
+
 /// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
 ///
 /// # Panics
@@ -41,8 +43,11 @@ pub struct Collector {
     pub dir: tempfile::TempDir,
     pub probe_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// NetFlow UDP address, for a collector started with [`Collector::start_netflow`].
+    pub netflow_addr: Option<SocketAddr>,
     child: Option<Child>,
     stderr_log: PathBuf,
+    extra_args: Vec<String>,
 }
 
 impl Collector {
@@ -52,11 +57,21 @@ impl Collector {
     }
 
     pub fn start_with_inventory(inventory: &Path) -> Self {
-        Self::start_on(inventory, SocketAddr::from(([127, 0, 0, 1], 0)))
+        Self::start_inner(inventory, SocketAddr::from(([127, 0, 0, 1], 0)), false)
     }
 
     /// Starts a collector whose probe listener binds `probe_listen` (port 0: any free one).
     pub fn start_on(inventory: &Path, probe_listen: SocketAddr) -> Self {
+        Self::start_inner(inventory, probe_listen, false)
+    }
+
+    /// A collector with its NetFlow input on an ephemeral UDP port of 127.0.0.1, committing
+    /// NetFlow aggregates every 200 ms.
+    pub fn start_netflow(inventory: &Path) -> Self {
+        Self::start_inner(inventory, SocketAddr::from(([127, 0, 0, 1], 0)), true)
+    }
+
+    fn start_inner(inventory: &Path, probe_listen: SocketAddr, netflow: bool) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
         std::fs::create_dir_all(&inv).expect("mkdir");
@@ -74,8 +89,16 @@ impl Collector {
             dir,
             probe_addr: probe_listen,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            netflow_addr: None,
             child: None,
+            extra_args: Vec::new(),
         };
+        if netflow {
+            let cfg = c.dir.path().join("collector.toml");
+            std::fs::write(&cfg, "[netflow]\nflush_interval = \"200ms\"\n").expect("config");
+            c.extra_args = vec!["--config".into(), cfg.display().to_string()];
+            c.netflow_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
         c.spawn();
         c
     }
@@ -109,6 +132,12 @@ impl Collector {
                 "--api-listen",
                 &self.api_addr.to_string(),
             ])
+            .args(&self.extra_args)
+            .args(
+                self.netflow_addr
+                    .iter()
+                    .flat_map(|a| ["--netflow-listen".to_string(), a.to_string()]),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -128,6 +157,10 @@ impl Collector {
             (Some(p), Some(a)) => (self.probe_addr, self.api_addr) = (p, a),
             _ => panic!("collector did not start: {line:?}\n{}", self.log()),
         }
+        if self.netflow_addr.is_some() {
+            self.netflow_addr = addr("netflow=");
+            assert!(self.netflow_addr.is_some(), "no netflow= in {line:?}");
+        }
         self.child = Some(child);
     }
 
@@ -143,6 +176,12 @@ impl Collector {
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         terminate(&mut self.child)
+    }
+
+    /// SIGTERM (the collector commits what it holds), then start again on the same files.
+    pub fn restart_graceful(&mut self) {
+        assert_eq!(self.terminate(), Some(0), "{}", self.log());
+        self.spawn();
     }
 
     pub fn restart(&mut self) {
