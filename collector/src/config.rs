@@ -123,6 +123,14 @@ pub struct SiteThresholds {
     /// Average RTT on the active link at or above this: `degraded`.
     #[serde(default = "default_degraded_rtt", with = "humantime_serde")]
     pub degraded_rtt: Duration,
+    /// Check intervals in a row past a threshold (on one target) before a site is `degraded`
+    /// (1: at once).
+    #[serde(default = "default_degraded_after")]
+    pub degraded_after: u32,
+    /// A probe clock further than this from the collector's is flagged (API `clock_suspect`,
+    /// log warning); timestamps are corrected by the measured offset either way.
+    #[serde(default = "default_max_clock_offset", with = "humantime_serde")]
+    pub max_clock_offset: Duration,
 }
 
 #[derive(Debug, Clone, Default, Deserialize)]
@@ -178,6 +186,12 @@ fn default_degraded_loss() -> f64 {
 fn default_degraded_rtt() -> Duration {
     Duration::from_millis(700)
 }
+fn default_degraded_after() -> u32 {
+    2
+}
+fn default_max_clock_offset() -> Duration {
+    Duration::from_secs(2)
+}
 
 impl Default for ProbesConfig {
     fn default() -> Self {
@@ -219,6 +233,8 @@ impl Default for SiteThresholds {
             silent_after: default_silent_after(),
             degraded_loss_ratio: default_degraded_loss(),
             degraded_rtt: default_degraded_rtt(),
+            degraded_after: default_degraded_after(),
+            max_clock_offset: default_max_clock_offset(),
         }
     }
 }
@@ -303,6 +319,12 @@ impl CollectorConfig {
             return Err(invalid(
                 "sites.degraded_loss_ratio",
                 "must be in ]0, 1]; e.g. 0.05".into(),
+            ));
+        }
+        if self.sites.degraded_after == 0 {
+            return Err(invalid(
+                "sites.degraded_after",
+                "must be at least 1 (batches in a row); e.g. 2".into(),
             ));
         }
         if self.sites.silent_after < Duration::from_secs(1) {

@@ -8,6 +8,7 @@ pub mod api;
 pub mod config;
 pub mod credentials;
 pub mod demo;
+pub mod episodes;
 pub mod indicators;
 pub mod ingest;
 pub mod inventory;
@@ -15,7 +16,9 @@ pub mod metrics;
 pub mod pki;
 pub mod reports;
 pub mod server;
+pub mod site_gauges;
 pub mod sites;
 pub mod store;
+pub mod web;
 
 pub use server::{run, Running, StartError};

@@ -119,6 +119,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let metrics = Arc::new(Metrics::new());
     let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
     let dedup = Arc::new(store::load_state(&conn, &sites)?);
+    metrics
+        .registry
+        .register(Box::new(crate::site_gauges::SiteGauges::new(sites.clone())))
+        .expect("site gauge names are unique");
     let reader = Arc::new(Reader::open(&db)?);
 
     let (probe_listener, probe_addr) = bind(cfg.probes.listen, "probes.listen").await?;
@@ -135,6 +139,17 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let writer = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer.run(store_rx))
+        .map_err(|e| StoreError::Open {
+            path: db.display().to_string(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+
+    let watcher = crate::episodes::SilenceWatcher::new(store::open(&db)?, sites.clone())
+        .map_err(StoreError::Sql)?;
+    let watcher_stop = shutdown.clone();
+    std::thread::Builder::new()
+        .name("silence-watcher".into())
+        .spawn(move || watcher.run(std::time::Duration::from_secs(1), watcher_stop))
         .map_err(|e| StoreError::Open {
             path: db.display().to_string(),
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),

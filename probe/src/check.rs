@@ -2,10 +2,10 @@
 //! was found and, when it fails, the one thing to do. Blocking failures (the probe cannot work)
 //! make the exit code 1; warnings do not.
 //!
-//! Checked today: configuration, secret-file permissions, spool directory (writable, free
-//! space), capture interfaces present, capture permission, DNS, collector reachable, TLS
-//! certificate against the configured CA, token accepted, clock offset. NetFlow and per-link
-//! checks join this list with the NetFlow and availability features.
+//! Checked: configuration, secret-file permissions, spool directory (writable, free space),
+//! capture interfaces present, capture permission, each link reaching the core (one attempt of
+//! each configured check over the link), DNS, collector reachable, TLS certificate against the
+//! configured CA, token accepted, clock offset.
 
 use std::path::Path;
 use std::time::Instant;
@@ -164,8 +164,10 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
             )),
         );
     }
-    // Blocking only when capture is configured: without it the probe still works.
-    check_cap_net_raw(&mut out, !cfg.capture.interfaces.is_empty());
+    // Blocking when capture or interface-bound checks need it: without them the probe works.
+    let bound_checks = cfg.links.iter().any(|l| l.interface.is_some());
+    check_cap_net_raw(&mut out, !cfg.capture.interfaces.is_empty() || bound_checks);
+    check_links(&mut out, &cfg, &resolved.checks).await;
 
     let host = cfg
         .collector
@@ -315,6 +317,59 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
         }
     }
     out.v
+}
+
+/// One attempt of every check over each link: the link reaches the core when any answers.
+/// Blocking for the primary (the site's traffic and the probe's reports ride on it), a warning
+/// for a backup.
+async fn check_links(
+    out: &mut Lines,
+    cfg: &ProbeConfig,
+    targets: &[(crate::checks::TargetConfig, crate::checks::Target)],
+) {
+    let l = out.lang;
+    for link in &cfg.links {
+        let iface = link.interface.as_deref().unwrap_or("-");
+        let mut parts = Vec::new();
+        let mut any = false;
+        for (i, (tc, target)) in targets
+            .iter()
+            .filter(|(tc, _)| tc.links.is_empty() || tc.links.contains(&link.id))
+            .enumerate()
+        {
+            let bind = crate::checks::Binding::from(link);
+            match crate::checks::attempt(target, &bind, cfg.checks.timeout, i as u16 + 1).await {
+                Ok(rtt) => {
+                    any = true;
+                    parts.push(format!(
+                        "{} {:.1} ms",
+                        tc.label(),
+                        rtt.as_secs_f64() * 1000.0
+                    ));
+                }
+                Err(e) => parts.push(format!("{} ✘ ({e})", tc.label())),
+            }
+        }
+        if parts.is_empty() {
+            parts.push(
+                l.t(
+                    "aucune cible configurée ([[checks.targets]])",
+                    "no target configured ([[checks.targets]])",
+                )
+                .to_string(),
+            );
+        }
+        out.push(
+            any,
+            link.role == rie_proto::LinkRole::Primary,
+            ("Lien jusqu'au cœur de réseau", "Link reaches the core"),
+            format!("{} ({iface}) : {}", link.id, parts.join(", ")),
+            Some((
+                "vérifiez l'interface (`ip link`), la route par ce lien et l'accès opérateur ; signalez-le au NOC",
+                "check the interface (`ip link`), the route over this link and the operator access; report it to the NOC",
+            )),
+        );
+    }
 }
 
 fn check_spool(out: &mut Lines, cfg: &ProbeConfig) {

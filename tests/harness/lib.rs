@@ -34,6 +34,8 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+pub mod site_net;
+
 /// A collector process with its own directory (PKI, database, inventory).
 pub struct Collector {
     pub dir: tempfile::TempDir,
@@ -50,6 +52,11 @@ impl Collector {
     }
 
     pub fn start_with_inventory(inventory: &Path) -> Self {
+        Self::start_on(inventory, SocketAddr::from(([127, 0, 0, 1], 0)))
+    }
+
+    /// Starts a collector whose probe listener binds `probe_listen` (port 0: any free one).
+    pub fn start_on(inventory: &Path, probe_listen: SocketAddr) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
         std::fs::create_dir_all(&inv).expect("mkdir");
@@ -65,7 +72,7 @@ impl Collector {
         let mut c = Self {
             stderr_log: dir.path().join("collector.log"),
             dir,
-            probe_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe_addr: probe_listen,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             child: None,
         };
@@ -385,14 +392,24 @@ impl Probe {
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_with(Command::new(bin("rie-probe")));
+    }
+
+    /// Starts the probe inside network namespace `ns`.
+    pub fn spawn_in_netns(&mut self, ns: &str) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(bin("rie-probe"));
+        self.spawn_with(cmd);
+    }
+
+    fn spawn_with(&mut self, mut cmd: Command) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("probe log");
         self.child = Some(
-            Command::new(bin("rie-probe"))
-                .args(["run", "--config"])
+            cmd.args(["run", "--config"])
                 .arg(&self.config)
                 .stdout(Stdio::null())
                 .stderr(log)
