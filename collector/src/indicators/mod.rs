@@ -287,18 +287,22 @@ fn site_availability(eps: &[Episode], dual_homed: bool, from: i64, to: i64, f: &
         .filter(|e| e.kind == EpisodeKind::Outage && in_period(e))
         .count() as u64;
     if dual_homed {
-        // A failover right after an outage is the late takeover of that failure, not a new one.
+        // A failover right after an outage is the late takeover of that failure, and an outage
+        // right after a failover is the backup failing while it carried: neither is a new
+        // failure of the primary. (The collector closes one episode and opens the next at the
+        // same instant, so "right after" is equality.)
+        let follows = |e: &Episode, prev: EpisodeKind| {
+            eps.iter()
+                .any(|o| o.kind == prev && o.end_ms == Some(e.start_ms))
+        };
         for e in eps.iter().filter(|e| in_period(e)) {
             match e.kind {
-                EpisodeKind::Outage => f.primary_failures += 1,
-                EpisodeKind::Failover => {
-                    let late = eps
-                        .iter()
-                        .any(|o| o.kind == EpisodeKind::Outage && o.end_ms == Some(e.start_ms));
-                    if !late {
-                        f.primary_failures += 1;
-                        f.failovers_in_time += 1;
-                    }
+                EpisodeKind::Outage if !follows(e, EpisodeKind::Failover) => {
+                    f.primary_failures += 1;
+                }
+                EpisodeKind::Failover if !follows(e, EpisodeKind::Outage) => {
+                    f.primary_failures += 1;
+                    f.failovers_in_time += 1;
                 }
                 _ => {}
             }
@@ -795,6 +799,13 @@ mod tests {
         site_availability(&eps, true, 0, 1000, &mut f);
         assert_eq!((f.primary_failures, f.failovers_in_time), (1, 0));
         assert_eq!((f.down_ms, f.backup_ms), (100, 700));
+        // The backup fails while carrying (failover then outage): still one primary failure,
+        // taken over in time.
+        let mut f = SiteFigures::default();
+        let eps = [ep(Failover, 100, Some(200)), ep(Outage, 200, Some(300))];
+        site_availability(&eps, true, 0, 1000, &mut f);
+        assert_eq!((f.primary_failures, f.failovers_in_time), (1, 1));
+        assert_eq!((f.outages, f.down_ms), (1, 100));
     }
 
     /// Property: for random inventories, traffic and cost models with every allocation key,

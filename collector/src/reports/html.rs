@@ -174,7 +174,7 @@ const METHODOLOGY: &str = r#"<h2 id="methodologie">Méthodologie</h2>
 <tr><td>MTTR</td><td>durée de coupure / nombre de coupures (min)</td><td><code>episodes</code></td></tr>
 <tr><td>MTBF</td><td>(temps mesuré − durée de coupure) / nombre de coupures (h)</td><td><code>episodes</code></td></tr>
 <tr><td>Temps sur secours</td><td>Σ durée des épisodes <code>failover</code> (h)</td><td><code>episodes</code></td></tr>
-<tr><td>Taux de bascule réussie</td><td>bascules à temps / pannes du lien principal sur les sites bi-raccordés ; une bascule à temps est un épisode <code>failover</code> qui ne suit pas immédiatement une coupure ; une panne = une coupure ou une bascule à temps (le seuil est celui du collecteur qui classe les épisodes)</td><td><code>episodes</code></td></tr>
+<tr><td>Taux de bascule réussie</td><td>bascules à temps / pannes du lien principal sur les sites bi-raccordés ; une bascule à temps est un épisode <code>failover</code> qui ne suit pas immédiatement une coupure ; une panne = une bascule à temps ou une coupure qui ne suit pas immédiatement une bascule (sinon c'est le secours qui tombe, pas une nouvelle panne du principal) (le seuil est celui du collecteur qui classe les épisodes)</td><td><code>episodes</code></td></tr>
 <tr><td>Part des agents bi-raccordés</td><td>agents des sites ayant un lien de secours / agents</td><td>Inventaire</td></tr>
 <tr><td>Sites à risque</td><td>sites mono-raccordés ayant des agents et (au moins le seuil d'agents ou une disponibilité sous l'objectif), classés par heures-agent perdues puis par agents</td><td>Inventaire, <code>episodes</code>, <code>configs/costs.toml</code> (<code>[risk]</code>)</td></tr>
 </tbody></table>
