@@ -379,14 +379,14 @@ fn html_is_self_contained_french_with_charts() {
     assert_eq!(html.matches("<svg").count(), 3);
     // Reference line on the cost chart, the national cost per agent, the methodology.
     assert!(html.contains("référence 100,00 €"));
-    assert!(html.contains("124,78 €"));
+    assert!(html.contains("124,78\u{a0}€"));
     assert!(html.contains("id=\"methodologie\""));
     assert!(html.contains("DINUM"));
     // Availability distribution: B (99.46 %) in "≥ 99 %", E without data.
     assert!(html.contains("Nombre de sites par tranche de disponibilité"));
     // Outage minutes by département: 974 (360 min) and 35 (270 min).
     assert!(
-        html.contains(">360 min<") && html.contains(">270 min<"),
+        html.contains(">360\u{a0}min<") && html.contains(">270\u{a0}min<"),
         "outage bars"
     );
 }
