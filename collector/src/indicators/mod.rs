@@ -432,6 +432,10 @@ pub struct GroupRow {
     pub primary_failures: u64,
     pub failovers_in_time: u64,
     pub failover_success_pct: Option<f64>,
+    /// What resilience buys: time-weighted availability of the group's dual-homed sites…
+    pub availability_dual_homed_pct: Option<f64>,
+    /// …and of its single-homed sites, same formula.
+    pub availability_single_homed_pct: Option<f64>,
 }
 
 fn group_row(group: String, members: &[&SiteFigures], months: i64) -> GroupRow {
@@ -474,6 +478,13 @@ fn group_row(group: String, members: &[&SiteFigures], months: i64) -> GroupRow {
         .filter(|s| s.dual_homed)
         .map(|s| s.agents)
         .sum();
+    let availability_of = |dual: bool| {
+        let (m, d) = measured
+            .iter()
+            .filter(|s| s.dual_homed == dual)
+            .fold((0i64, 0i64), |(m, d), s| (m + s.measured_ms, d + s.down_ms));
+        (m > 0).then(|| round_to(100.0 * (1.0 - d as f64 / m as f64), 4))
+    };
     GroupRow {
         group,
         sites: members.len() as u64,
@@ -517,6 +528,8 @@ fn group_row(group: String, members: &[&SiteFigures], months: i64) -> GroupRow {
         failovers_in_time: in_time,
         failover_success_pct: (failures > 0)
             .then(|| round_to(100.0 * in_time as f64 / failures as f64, 4)),
+        availability_dual_homed_pct: availability_of(true),
+        availability_single_homed_pct: availability_of(false),
     }
 }
 

@@ -144,7 +144,7 @@ fn availability_buckets(by_site: &Report) -> Vec<(String, f64, String)> {
 
 fn main_table(r: &Report) -> String {
     let mut s = String::from(
-        "<table><thead><tr><th>Groupe</th><th>Sites</th><th>Agents</th><th>Coût total</th><th>€/agent/an</th><th>€/Mbit/s/mois</th><th>Secours €/agent/an</th><th>Agents bi-raccordés</th><th>Dispo. (temps)</th><th>Dispo. (agents)</th><th>Heures-agent perdues</th><th>Coupures</th><th>MTTR (min)</th><th>MTBF (h)</th><th>Heures sur secours</th><th>Bascules réussies</th></tr></thead><tbody>",
+        "<table><thead><tr><th>Groupe</th><th>Sites</th><th>Agents</th><th>Coût total</th><th>€/agent/an</th><th>€/Mbit/s/mois</th><th>Secours €/agent/an</th><th>Agents bi-raccordés</th><th>Dispo. (temps)</th><th>Dispo. (agents)</th><th>Heures-agent perdues</th><th>Coupures</th><th>MTTR (min)</th><th>MTBF (h)</th><th>Heures sur secours</th><th>Bascules réussies</th><th>Dispo. bi-raccordés</th><th>Dispo. mono-raccordés</th></tr></thead><tbody>",
     );
     let row = |s: &mut String, g: &GroupRow, strong: bool| {
         let (o, c) = if strong {
@@ -154,7 +154,7 @@ fn main_table(r: &Report) -> String {
         };
         let _ = write!(
             s,
-            "<tr><td>{o}{}{c}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{o}{}{c}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&g.group),
             g.sites,
             g.agents,
@@ -172,6 +172,8 @@ fn main_table(r: &Report) -> String {
             fr_fixed(g.backup_hours, 1),
             g.failover_success_pct
                 .map_or("—".into(), |v| format!("{} % ({}/{})", fr_number(v), g.failovers_in_time, g.primary_failures)),
+                    pct(g.availability_dual_homed_pct),
+            pct(g.availability_single_homed_pct),
         );
     };
     for g in &r.groups {
@@ -202,6 +204,7 @@ const METHODOLOGY: &str = r#"<h2 id="methodologie">Méthodologie</h2>
 <tr><td>MTBF</td><td>(temps mesuré − durée de coupure) / nombre de coupures (h)</td><td><code>episodes</code></td></tr>
 <tr><td>Temps sur secours</td><td>Σ durée des épisodes <code>failover</code> (h)</td><td><code>episodes</code></td></tr>
 <tr><td>Taux de bascule réussie</td><td>bascules à temps / pannes du lien principal sur les sites bi-raccordés ; une bascule à temps est un épisode <code>failover</code> qui ne suit pas immédiatement une coupure ; une panne = une bascule à temps ou une coupure qui ne suit pas immédiatement une bascule (sinon c'est le secours qui tombe, pas une nouvelle panne du principal) (le seuil est celui du collecteur qui classe les épisodes)</td><td><code>episodes</code></td></tr>
+<tr><td>Disponibilité bi-raccordés / mono-raccordés</td><td>même formule que la disponibilité (temps), sur les seuls sites avec (resp. sans) lien de secours : ce que la résilience achète</td><td><code>episodes</code>, inventaire</td></tr>
 <tr><td>Part des agents bi-raccordés</td><td>agents des sites ayant un lien de secours / agents</td><td>Inventaire</td></tr>
 <tr><td>Sites à risque</td><td>sites mono-raccordés ayant des agents et (au moins le seuil d'agents ou une disponibilité sous l'objectif), classés par heures-agent perdues puis par agents</td><td>Inventaire, <code>episodes</code>, <code>configs/costs.toml</code> (<code>[risk]</code>)</td></tr>
 </tbody></table>
