@@ -34,8 +34,8 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site_id}", get(one_site))
         .route("/api/v1/sites/{site_id}/episodes", get(site_episodes))
         .route("/api/v1/flows/totals", get(flow_totals))
-        .route("/api/v1/indicators", get(indicators))
         .merge(crate::web::routes())
+        .route("/api/v1/indicators", get(indicators))
         .with_state(state)
 }
 

@@ -496,11 +496,6 @@ impl Reader {
         Ok(out)
     }
 
-    /// Runs `f` on the reader's connection (indicators read several tables in one go).
-    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        f(&self.conn())
-    }
-
     /// Episodes of a site overlapping `[from_ms, to_ms)`.
     ///
     /// # Errors
@@ -542,6 +537,11 @@ impl Reader {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Runs `f` on the reader's connection (indicators read several tables in one go).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn())
     }
 
     /// Cheap liveness query for `/healthz`.
