@@ -216,6 +216,10 @@ fn national_indicators_by_hand() {
     assert_eq!(n["primary_failures"], 3);
     assert_eq!(n["failovers_in_time"], 2);
     assert_eq!(n["failover_success_pct"], 66.6667);
+    // What resilience buys: dual-homed A + C: 1 − 0.5 / 1488 = 99.966398 %; single-homed
+    // B + D: 1 − 10 / 1486 = 99.327052 %.
+    assert_eq!(n["availability_dual_homed_pct"], 99.9664);
+    assert_eq!(n["availability_single_homed_pct"], 99.3271);
     assert_eq!(r["reference_cost_per_agent_year_cents"], 10_000);
     // At risk: single-homed with agents: B (99.461 % < 99.5 %, 80 agent-hours lost) first, then
     // E (70 agents ≥ 50, no data).
@@ -292,7 +296,7 @@ fn csv_in_french_locale() {
     assert_eq!(lines[0], rie_collector::reports::CSV_COLUMNS.join(";"));
     assert_eq!(
         lines[1],
-        "2026-10;national;national;5;490;1;2;81,6327;1730;3535,00;975,00;2055,83;5590,83;124,78;3,23;23,88;100,00;4;2974;99,6469;99,9583;130;4;630;157,5;740,875;4;3;2;66,6667"
+        "2026-10;national;national;5;490;1;2;81,6327;1730;3535,00;975,00;2055,83;5590,83;124,78;3,23;23,88;100,00;4;2974;99,6469;99,9583;130;4;630;157,5;740,875;4;3;2;66,6667;99,9664;99,3271"
     );
     let en = report(
         &c,
@@ -379,14 +383,14 @@ fn html_is_self_contained_french_with_charts() {
     assert_eq!(html.matches("<svg").count(), 3);
     // Reference line on the cost chart, the national cost per agent, the methodology.
     assert!(html.contains("référence 100,00 €"));
-    assert!(html.contains("124,78 €"));
+    assert!(html.contains("124,78\u{a0}€"));
     assert!(html.contains("id=\"methodologie\""));
     assert!(html.contains("DINUM"));
     // Availability distribution: B (99.46 %) in "≥ 99 %", E without data.
     assert!(html.contains("Nombre de sites par tranche de disponibilité"));
     // Outage minutes by département: 974 (360 min) and 35 (270 min).
     assert!(
-        html.contains(">360 min<") && html.contains(">270 min<"),
+        html.contains(">360\u{a0}min<") && html.contains(">270\u{a0}min<"),
         "outage bars"
     );
 }

@@ -287,18 +287,22 @@ fn site_availability(eps: &[Episode], dual_homed: bool, from: i64, to: i64, f: &
         .filter(|e| e.kind == EpisodeKind::Outage && in_period(e))
         .count() as u64;
     if dual_homed {
-        // A failover right after an outage is the late takeover of that failure, not a new one.
+        // A failover right after an outage is the late takeover of that failure, and an outage
+        // right after a failover is the backup failing while it carried: neither is a new
+        // failure of the primary. (The collector closes one episode and opens the next at the
+        // same instant, so "right after" is equality.)
+        let follows = |e: &Episode, prev: EpisodeKind| {
+            eps.iter()
+                .any(|o| o.kind == prev && o.end_ms == Some(e.start_ms))
+        };
         for e in eps.iter().filter(|e| in_period(e)) {
             match e.kind {
-                EpisodeKind::Outage => f.primary_failures += 1,
-                EpisodeKind::Failover => {
-                    let late = eps
-                        .iter()
-                        .any(|o| o.kind == EpisodeKind::Outage && o.end_ms == Some(e.start_ms));
-                    if !late {
-                        f.primary_failures += 1;
-                        f.failovers_in_time += 1;
-                    }
+                EpisodeKind::Outage if !follows(e, EpisodeKind::Failover) => {
+                    f.primary_failures += 1;
+                }
+                EpisodeKind::Failover if !follows(e, EpisodeKind::Outage) => {
+                    f.primary_failures += 1;
+                    f.failovers_in_time += 1;
                 }
                 _ => {}
             }
@@ -428,6 +432,10 @@ pub struct GroupRow {
     pub primary_failures: u64,
     pub failovers_in_time: u64,
     pub failover_success_pct: Option<f64>,
+    /// What resilience buys: time-weighted availability of the group's dual-homed sites…
+    pub availability_dual_homed_pct: Option<f64>,
+    /// …and of its single-homed sites, same formula.
+    pub availability_single_homed_pct: Option<f64>,
 }
 
 fn group_row(group: String, members: &[&SiteFigures], months: i64) -> GroupRow {
@@ -470,6 +478,13 @@ fn group_row(group: String, members: &[&SiteFigures], months: i64) -> GroupRow {
         .filter(|s| s.dual_homed)
         .map(|s| s.agents)
         .sum();
+    let availability_of = |dual: bool| {
+        let (m, d) = measured
+            .iter()
+            .filter(|s| s.dual_homed == dual)
+            .fold((0i64, 0i64), |(m, d), s| (m + s.measured_ms, d + s.down_ms));
+        (m > 0).then(|| round_to(100.0 * (1.0 - d as f64 / m as f64), 4))
+    };
     GroupRow {
         group,
         sites: members.len() as u64,
@@ -513,6 +528,8 @@ fn group_row(group: String, members: &[&SiteFigures], months: i64) -> GroupRow {
         failovers_in_time: in_time,
         failover_success_pct: (failures > 0)
             .then(|| round_to(100.0 * in_time as f64 / failures as f64, 4)),
+        availability_dual_homed_pct: availability_of(true),
+        availability_single_homed_pct: availability_of(false),
     }
 }
 
@@ -795,6 +812,13 @@ mod tests {
         site_availability(&eps, true, 0, 1000, &mut f);
         assert_eq!((f.primary_failures, f.failovers_in_time), (1, 0));
         assert_eq!((f.down_ms, f.backup_ms), (100, 700));
+        // The backup fails while carrying (failover then outage): still one primary failure,
+        // taken over in time.
+        let mut f = SiteFigures::default();
+        let eps = [ep(Failover, 100, Some(200)), ep(Outage, 200, Some(300))];
+        site_availability(&eps, true, 0, 1000, &mut f);
+        assert_eq!((f.primary_failures, f.failovers_in_time), (1, 1));
+        assert_eq!((f.outages, f.down_ms), (1, 100));
     }
 
     /// Property: for random inventories, traffic and cost models with every allocation key,

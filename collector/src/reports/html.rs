@@ -24,12 +24,39 @@ fn esc(s: &str) -> String {
         .replace('"', "&quot;")
 }
 
+/// Groups the integer part by thousands with a no-break space, French style ("1 234 567,89").
+fn group_thousands(s: &str) -> String {
+    let (sign, rest) = s.strip_prefix('-').map_or(("", s), |r| ("-", r));
+    let (int, frac) = rest
+        .split_once(',')
+        .map_or((rest, None), |(i, f)| (i, Some(f)));
+    let mut out = String::new();
+    for (i, ch) in int.chars().enumerate() {
+        if i > 0 && (int.len() - i) % 3 == 0 {
+            out.push('\u{a0}');
+        }
+        out.push(ch);
+    }
+    match frac {
+        Some(f) => format!("{sign}{out},{f}"),
+        None => format!("{sign}{out}"),
+    }
+}
+
+/// Exact euros from cents, grouped, with a no-break space before the sign.
 fn eur(c: Option<i64>) -> String {
-    c.map_or("—".into(), |c| format!("{} €", euros(c, Locale::Fr)))
+    c.map_or("—".into(), |c| {
+        format!("{}\u{a0}€", group_thousands(&euros(c, Locale::Fr)))
+    })
+}
+
+/// A display number with `decimals` decimals, decimal comma, grouped thousands.
+fn fr_fixed(v: f64, decimals: usize) -> String {
+    group_thousands(&format!("{v:.decimals$}").replace('.', ","))
 }
 
 fn pct(v: Option<f64>) -> String {
-    v.map_or("—".into(), |v| format!("{} %", fr_number(v)))
+    v.map_or("—".into(), |v| format!("{}\u{a0}%", fr_number(v)))
 }
 
 /// Horizontal bar chart; `reference` draws a vertical dashed line with its label.
@@ -111,13 +138,13 @@ fn availability_buckets(by_site: &Report) -> Vec<(String, f64, String)> {
         .chain(["< 98 %".to_string(), "sans données".to_string()]);
     labels
         .zip(counts)
-        .map(|(l, c)| (l, c as f64, format!("{c} sites")))
+        .map(|(l, c)| (l, c as f64, format!("{}\u{a0}sites", fr_fixed(c as f64, 0))))
         .collect()
 }
 
 fn main_table(r: &Report) -> String {
     let mut s = String::from(
-        "<table><thead><tr><th>Groupe</th><th>Sites</th><th>Agents</th><th>Coût total</th><th>€/agent/an</th><th>€/Mbit/s/mois</th><th>Secours €/agent/an</th><th>Agents bi-raccordés</th><th>Dispo. (temps)</th><th>Dispo. (agents)</th><th>Heures-agent perdues</th><th>Coupures</th><th>MTTR (min)</th><th>MTBF (h)</th><th>Heures sur secours</th><th>Bascules réussies</th></tr></thead><tbody>",
+        "<table><thead><tr><th>Groupe</th><th>Sites</th><th>Agents</th><th>Coût total</th><th>€/agent/an</th><th>€/Mbit/s/mois</th><th>Secours €/agent/an</th><th>Agents bi-raccordés</th><th>Dispo. (temps)</th><th>Dispo. (agents)</th><th>Heures-agent perdues</th><th>Coupures</th><th>MTTR (min)</th><th>MTBF (h)</th><th>Heures sur secours</th><th>Bascules réussies</th><th>Dispo. bi-raccordés</th><th>Dispo. mono-raccordés</th></tr></thead><tbody>",
     );
     let row = |s: &mut String, g: &GroupRow, strong: bool| {
         let (o, c) = if strong {
@@ -127,7 +154,7 @@ fn main_table(r: &Report) -> String {
         };
         let _ = write!(
             s,
-            "<tr><td>{o}{}{c}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            "<tr><td>{o}{}{c}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
             esc(&g.group),
             g.sites,
             g.agents,
@@ -138,13 +165,15 @@ fn main_table(r: &Report) -> String {
             pct(g.dual_homed_agent_share_pct),
             pct(g.availability_time_pct),
             pct(g.availability_agent_pct),
-            fr_number(g.agent_hours_lost),
+            fr_fixed(g.agent_hours_lost, 1),
             g.outages,
-            g.mttr_minutes.map_or("—".into(), fr_number),
-            g.mtbf_hours.map_or("—".into(), fr_number),
-            fr_number(g.backup_hours),
+            g.mttr_minutes.map_or("—".into(), |v| fr_fixed(v, 1)),
+            g.mtbf_hours.map_or("—".into(), |v| fr_fixed(v, 1)),
+            fr_fixed(g.backup_hours, 1),
             g.failover_success_pct
                 .map_or("—".into(), |v| format!("{} % ({}/{})", fr_number(v), g.failovers_in_time, g.primary_failures)),
+                    pct(g.availability_dual_homed_pct),
+            pct(g.availability_single_homed_pct),
         );
     };
     for g in &r.groups {
@@ -174,7 +203,8 @@ const METHODOLOGY: &str = r#"<h2 id="methodologie">Méthodologie</h2>
 <tr><td>MTTR</td><td>durée de coupure / nombre de coupures (min)</td><td><code>episodes</code></td></tr>
 <tr><td>MTBF</td><td>(temps mesuré − durée de coupure) / nombre de coupures (h)</td><td><code>episodes</code></td></tr>
 <tr><td>Temps sur secours</td><td>Σ durée des épisodes <code>failover</code> (h)</td><td><code>episodes</code></td></tr>
-<tr><td>Taux de bascule réussie</td><td>bascules à temps / pannes du lien principal sur les sites bi-raccordés ; une bascule à temps est un épisode <code>failover</code> qui ne suit pas immédiatement une coupure ; une panne = une coupure ou une bascule à temps (le seuil est celui du collecteur qui classe les épisodes)</td><td><code>episodes</code></td></tr>
+<tr><td>Taux de bascule réussie</td><td>bascules à temps / pannes du lien principal sur les sites bi-raccordés ; une bascule à temps est un épisode <code>failover</code> qui ne suit pas immédiatement une coupure ; une panne = une bascule à temps ou une coupure qui ne suit pas immédiatement une bascule (sinon c'est le secours qui tombe, pas une nouvelle panne du principal) (le seuil est celui du collecteur qui classe les épisodes)</td><td><code>episodes</code></td></tr>
+<tr><td>Disponibilité bi-raccordés / mono-raccordés</td><td>même formule que la disponibilité (temps), sur les seuls sites avec (resp. sans) lien de secours : ce que la résilience achète</td><td><code>episodes</code>, inventaire</td></tr>
 <tr><td>Part des agents bi-raccordés</td><td>agents des sites ayant un lien de secours / agents</td><td>Inventaire</td></tr>
 <tr><td>Sites à risque</td><td>sites mono-raccordés ayant des agents et (au moins le seuil d'agents ou une disponibilité sous l'objectif), classés par heures-agent perdues puis par agents</td><td>Inventaire, <code>episodes</code>, <code>configs/costs.toml</code> (<code>[risk]</code>)</td></tr>
 </tbody></table>
@@ -205,7 +235,7 @@ pub fn render_html(input: &HtmlInput<'_>) -> String {
         cpa = eur(n.cost_per_agent_year_cents),
         refe = eur(Some(reference)),
         aa = pct(n.availability_agent_pct),
-        lost = fr_number(n.agent_hours_lost),
+        lost = fr_fixed(n.agent_hours_lost, 1),
         dual = pct(n.dual_homed_agent_share_pct),
     );
     s.push_str("<h2>Coût par agent et par an, par ministère</h2>");
@@ -256,7 +286,7 @@ pub fn render_html(input: &HtmlInput<'_>) -> String {
             (
                 g.group.clone(),
                 g.outage_minutes,
-                format!("{} min", fr_number(g.outage_minutes)),
+                format!("{}\u{a0}min", fr_fixed(g.outage_minutes, 0)),
             )
         })
         .collect();
@@ -296,7 +326,7 @@ pub fn render_html(input: &HtmlInput<'_>) -> String {
                 esc(&x.departement),
                 x.agents,
                 pct(x.availability_pct),
-                fr_number(x.agent_hours_lost),
+                fr_fixed(x.agent_hours_lost, 1),
                 esc(&x.reason)
             );
         }
@@ -333,4 +363,18 @@ fn list(v: &[String]) -> String {
         String::new()
     };
     format!("{}{more}", shown.join(", "))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn french_number_display() {
+        assert_eq!(eur(Some(832_633_264)), "8\u{a0}326\u{a0}332,64\u{a0}€");
+        assert_eq!(eur(Some(-12_345)), "-123,45\u{a0}€");
+        assert_eq!(fr_fixed(61_178.578_3, 0), "61\u{a0}179");
+        assert_eq!(fr_fixed(130.0, 1), "130,0");
+        assert_eq!(eur(None), "—");
+    }
 }

@@ -72,6 +72,8 @@ pub const CSV_COLUMNS: &[&str] = &[
     "primary_failures",
     "failovers_in_time",
     "failover_success_pct",
+    "availability_dual_homed_pct",
+    "availability_single_homed_pct",
 ];
 
 /// Cents as euros with exactly two decimals, from integers (no float on money).
@@ -127,6 +129,8 @@ fn csv_row(r: &Report, g: &GroupRow, l: Locale) -> Vec<String> {
         g.primary_failures.to_string(),
         g.failovers_in_time.to_string(),
         opt(g.failover_success_pct, |v| num(v, l)),
+        opt(g.availability_dual_homed_pct, |v| num(v, l)),
+        opt(g.availability_single_homed_pct, |v| num(v, l)),
     ]
 }
 
