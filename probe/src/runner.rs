@@ -96,21 +96,39 @@ pub async fn produce(
     links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
     shutdown: CancellationToken,
 ) {
-    produce_with(sim, live, None, None, interval, tx, links, shutdown).await;
+    let sources = Producers {
+        sim,
+        live,
+        relay: None,
+        avail: None,
+    };
+    produce_with(sources, interval, tx, links, shutdown).await;
 }
 
-/// [`produce`] with the NetFlow relay as one more source: its aggregates join each batch, and
-/// what it holds at shutdown goes into the last one.
+/// What measures for a probe; each is optional.
+pub struct Producers {
+    pub sim: Option<Simulator>,
+    pub live: Option<LiveMeter>,
+    /// The NetFlow relay: its aggregates join each batch, and what it holds at shutdown goes
+    /// into the last one.
+    pub relay: Option<NetflowRelay>,
+    pub avail: Option<Availability>,
+}
+
+/// [`produce`] with every kind of source.
 pub async fn produce_with(
-    mut sim: Option<Simulator>,
-    live: Option<LiveMeter>,
-    relay: Option<NetflowRelay>,
-    mut avail: Option<Availability>,
+    sources: Producers,
     interval: Duration,
     tx: mpsc::Sender<Batch>,
     links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
     shutdown: CancellationToken,
 ) {
+    let Producers {
+        mut sim,
+        live,
+        relay,
+        mut avail,
+    } = sources;
     let offset = interval.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..1.0));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -343,10 +361,12 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         uplink_stop.clone(),
     ));
     produce_with(
-        sim,
-        live,
-        relay,
-        avail,
+        Producers {
+            sim,
+            live,
+            relay,
+            avail,
+        },
         cfg.batch_interval,
         tx,
         Some(links),
