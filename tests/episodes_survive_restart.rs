@@ -6,35 +6,10 @@
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
 
-use std::time::{Duration, SystemTime, UNIX_EPOCH};
+use std::time::Duration;
 
-use rie_e2e::{send_ok, Collector};
+use rie_e2e::{now_ms, rfc3339, s1_links, send_ok, Collector};
 use serde_json::{json, Value};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// A batch reporting S1's two links: (up, active, changed_ms) for the primary then the backup.
-fn links(seq: u64, created_ms: i64, p: (bool, bool, i64), b: (bool, bool, i64)) -> Value {
-    json!({
-        "seq": seq, "created_ms": created_ms,
-        "links": [
-            {"link": "S1-P", "up": p.0, "active": p.1, "changed_ms": p.2},
-            {"link": "S1-B", "up": b.0, "active": b.1, "changed_ms": b.2},
-        ]
-    })
-}
-
-fn rfc3339(ms: i64) -> String {
-    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
-        .unwrap()
-        .format(&time::format_description::well_known::Rfc3339)
-        .unwrap()
-}
 
 fn episodes(c: &Collector, from_ms: i64, to_ms: i64) -> Vec<Value> {
     c.get(&format!(
@@ -72,26 +47,26 @@ fn episodes_follow_states_and_survive_a_collector_kill() {
     let t0 = now_ms() / 1000 * 1000 - 600_000;
     let s = 1000;
     let batches = [
-        links(1, t0, (true, true, t0), (true, false, t0)),
-        links(
+        s1_links(1, t0, (true, true, t0), (true, false, t0)),
+        s1_links(
             2,
             t0 + 61 * s,
             (false, false, t0 + 60 * s),
             (true, true, t0 + 60 * s + 400),
         ),
-        links(
+        s1_links(
             3,
             t0 + 181 * s,
             (false, false, t0 + 60 * s),
             (false, false, t0 + 180 * s),
         ),
-        links(
+        s1_links(
             4,
             t0 + 301 * s,
             (true, true, t0 + 300 * s),
             (true, false, t0 + 300 * s),
         ),
-        links(
+        s1_links(
             5,
             t0 + 401 * s,
             (false, false, t0 + 400 * s),
@@ -178,7 +153,7 @@ fn episodes_follow_states_and_survive_a_collector_kill() {
     );
 
     // The primary comes back: the open failover closes at the probe's event time.
-    let back = links(
+    let back = s1_links(
         6,
         t0 + 501 * s,
         (true, true, t0 + 500 * s),

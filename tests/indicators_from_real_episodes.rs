@@ -5,28 +5,9 @@
 //! minutes, time on backup, failover success and agent-hours lost.
 
 use std::process::Command;
-use std::time::{SystemTime, UNIX_EPOCH};
 
-use rie_e2e::{bin, run_ok, send_ok, Collector};
-use serde_json::{json, Value};
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-/// A batch reporting S1's two links: (up, active, changed_ms) for the primary then the backup.
-fn links(seq: u64, created_ms: i64, p: (bool, bool, i64), b: (bool, bool, i64)) -> Value {
-    json!({
-        "seq": seq, "created_ms": created_ms,
-        "links": [
-            {"link": "S1-P", "up": p.0, "active": p.1, "changed_ms": p.2},
-            {"link": "S1-B", "up": b.0, "active": b.1, "changed_ms": b.2},
-        ]
-    })
-}
+use rie_e2e::{bin, now_ms, run_ok, s1_links, send_ok, Collector};
+use serde_json::Value;
 
 #[test]
 fn report_counts_the_episodes_the_collector_recorded() {
@@ -38,32 +19,32 @@ fn report_counts_the_episodes_the_collector_recorded() {
     // backup failing while it carried), both back at +300 s, primary fails again at +400 s
     // (failover), back at +500 s.
     let batches = [
-        links(1, t0, (true, true, t0), (true, false, t0)),
-        links(
+        s1_links(1, t0, (true, true, t0), (true, false, t0)),
+        s1_links(
             2,
             t0 + 61 * s,
             (false, false, t0 + 60 * s),
             (true, true, t0 + 60 * s),
         ),
-        links(
+        s1_links(
             3,
             t0 + 181 * s,
             (false, false, t0 + 60 * s),
             (false, false, t0 + 180 * s),
         ),
-        links(
+        s1_links(
             4,
             t0 + 301 * s,
             (true, true, t0 + 300 * s),
             (true, false, t0 + 300 * s),
         ),
-        links(
+        s1_links(
             5,
             t0 + 401 * s,
             (false, false, t0 + 400 * s),
             (true, true, t0 + 400 * s),
         ),
-        links(
+        s1_links(
             6,
             t0 + 501 * s,
             (true, true, t0 + 500 * s),

@@ -14,27 +14,11 @@
 #![allow(clippy::unwrap_used)]
 
 use std::net::SocketAddr;
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rie_e2e::site_net::{SiteNet, CORE_POP, MGMT_COLLECTOR};
-use rie_e2e::{fixture, Collector, Probe};
+use rie_e2e::{fixture, now_ms, parse_rfc3339_ms, Collector, Probe};
 use serde_json::Value;
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
-
-fn parse_ms(s: &Value) -> i64 {
-    let t = time::OffsetDateTime::parse(
-        s.as_str().unwrap(),
-        &time::format_description::well_known::Rfc3339,
-    )
-    .unwrap();
-    (t.unix_timestamp_nanos() / 1_000_000) as i64
-}
 
 fn state(c: &Collector) -> String {
     c.get("/api/v1/sites/S1")["state"]
@@ -71,7 +55,7 @@ fn episodes(c: &Collector) -> Vec<Value> {
 /// takes up to one link poll or one check interval), and its duration is end − start.
 fn assert_episode(e: &Value, kind: &str, start: (i64, i64), end: Option<(i64, i64)>) {
     assert_eq!(e["kind"], kind, "{e}");
-    let s = parse_ms(&e["start"]);
+    let s = parse_rfc3339_ms(&e["start"]);
     assert!(
         (start.0 - 100..=start.1).contains(&s),
         "{kind} started at {s}, caused in [{}, {}]: {e}",
@@ -79,7 +63,7 @@ fn assert_episode(e: &Value, kind: &str, start: (i64, i64), end: Option<(i64, i6
         start.1
     );
     if let Some((a, b)) = end {
-        let t = parse_ms(&e["end"]);
+        let t = parse_rfc3339_ms(&e["end"]);
         assert!(
             (a - 100..=b).contains(&t),
             "{kind} ended at {t}, caused in [{a}, {b}]: {e}"
@@ -321,7 +305,7 @@ name = "core-dns"
         (cut, cut + 1_500),
         Some((back, back + 4_000)),
     );
-    assert!(parse_ms(&outage["end"]) < restored, "{outage}");
+    assert!(parse_rfc3339_ms(&outage["end"]) < restored, "{outage}");
     wait_state(&c, &p, "up", Duration::from_secs(10));
 
     // The probe's own view for the technician.

@@ -13,10 +13,10 @@
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rie_e2e::{send_ok, Collector, Guard};
+use rie_e2e::{now_ms, send_ok, Collector, Guard};
 use serde_json::{json, Value};
 
 /// WebDriver's key for element references.
@@ -177,13 +177,6 @@ impl Drop for Browser {
         // Ends Chromium through the driver; the driver itself is then killed by its guard.
         let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
     }
-}
-
-fn now_ms() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
 }
 
 /// A batch reporting `links` as (id, up, active), all changed at `at_ms`.

@@ -96,6 +96,13 @@ CREATE TABLE IF NOT EXISTS site_status(
 );
 ";
 
+/// Adds one aggregate to its minute row: probe batches and NetFlow input sum into the same rows.
+pub const UPSERT_FLOW_MINUTE: &str =
+    "INSERT INTO flow_minute(minute, site_id, exporter, protocol, direction, flows, packets, bytes)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+     ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
+       flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes";
+
 /// Opens (creating if needed) the database with the durability settings the acks rely on.
 ///
 /// # Errors
@@ -289,12 +296,7 @@ impl Writer {
         let mut live: HashMap<usize, SiteLive> = HashMap::new();
         {
             let dedup = self.dedup.lock();
-            let mut flow = tx.prepare_cached(
-                "INSERT INTO flow_minute(minute, site_id, exporter, protocol, direction, flows, packets, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
-                   flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
-            )?;
+            let mut flow = tx.prepare_cached(UPSERT_FLOW_MINUTE)?;
             let mut link = tx.prepare_cached(
                 "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)

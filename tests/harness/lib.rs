@@ -313,6 +313,43 @@ pub fn batch(seq: u64, flows: Vec<Value>) -> Value {
     serde_json::json!({ "seq": seq, "created_ms": MINUTE * 1000, "flows": flows })
 }
 
+/// Wall clock, Unix milliseconds.
+pub fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
+}
+
+/// Unix milliseconds as RFC 3339, the way the API writes times.
+pub fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .expect("time in range")
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("format")
+}
+
+/// Unix milliseconds of an RFC 3339 time in a JSON answer.
+pub fn parse_rfc3339_ms(v: &Value) -> i64 {
+    let t = time::OffsetDateTime::parse(
+        v.as_str().expect("a time string"),
+        &time::format_description::well_known::Rfc3339,
+    )
+    .expect("RFC 3339");
+    (t.unix_timestamp_nanos() / 1_000_000) as i64
+}
+
+/// A batch (send-batch JSON) reporting S1's two links of the fixture inventory:
+/// (up, active, changed_ms) for the primary S1-P then the backup S1-B.
+pub fn s1_links(seq: u64, created_ms: i64, p: (bool, bool, i64), b: (bool, bool, i64)) -> Value {
+    serde_json::json!({
+        "seq": seq, "created_ms": created_ms,
+        "links": [
+            {"link": "S1-P", "up": p.0, "active": p.1, "changed_ms": p.2},
+            {"link": "S1-B", "up": b.0, "active": b.1, "changed_ms": b.2},
+        ]
+    })
+}
+
 /// Runs `rie-probe send-batch` with `batches` on `stream`; returns the raw output.
 pub fn send_batches(config: &Path, stream: u64, batches: &[Value]) -> Output {
     let file = config.with_extension(format!("batches-{}.json", unique()));
@@ -522,18 +559,7 @@ impl NetnsPair {
             b: b.clone(),
             veth_a: veth_a.clone(),
         };
-        let ip = |args: &[&str]| {
-            let out = Command::new("ip")
-                .args(args)
-                .output()
-                .expect("ip (iproute2) is needed: apt-get install iproute2");
-            assert!(
-                out.status.success(),
-                "ip {} failed: {} (network-namespace tests need root and iproute2)",
-                args.join(" "),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        };
+        let ip = site_net::ip;
         ip(&["netns", "add", &a]);
         ip(&["netns", "add", &b]);
         ip(&[

@@ -22,7 +22,8 @@ pub struct SiteNet {
     pub backup_if: String,
 }
 
-fn ip(args: &[&str]) {
+/// Runs `ip ARGS`, failing with the reason (root and iproute2 are needed).
+pub fn ip(args: &[&str]) {
     let out = Command::new("ip")
         .args(args)
         .output()

@@ -350,12 +350,7 @@ impl Worker {
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
         let mut rows = 0;
         {
-            let mut flow = tx.prepare_cached(
-                "INSERT INTO flow_minute(minute, site_id, exporter, protocol, direction, flows, packets, bytes)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
-                 ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
-                   flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
-            )?;
+            let mut flow = tx.prepare_cached(crate::store::UPSERT_FLOW_MINUTE)?;
             let mut sampling = tx.prepare_cached(
                 "INSERT INTO netflow_sampling(minute, site_id, exporter, sampling_rate, flows) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(minute, site_id, exporter, sampling_rate) DO UPDATE SET flows = flows + excluded.flows",
