@@ -40,6 +40,15 @@ fn duplicate_is_acked_but_counted_once() {
     );
     assert_eq!(c.metric("rie_collector_probe_batches_total"), 3.0);
     assert_eq!(c.metric("rie_collector_duplicate_batches_total"), 1.0);
+    // Three stored batches of two aggregates; the duplicate adds none.
+    assert_eq!(
+        c.metric("rie_collector_flow_records_total{source=\"probe\"}"),
+        6.0
+    );
+    assert_eq!(
+        c.metric("rie_collector_flow_records_total{source=\"netflow\"}"),
+        0.0
+    );
 }
 
 #[test]

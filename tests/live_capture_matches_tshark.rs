@@ -151,4 +151,17 @@ fn live_capture_through_the_collector_equals_tshark() {
             "no protocol {proto} in the capture: {expected:?}"
         );
     }
+    // The probe's counters for node_exporter's textfile collector agree with tshark too.
+    let prom = std::fs::read_to_string(dir.path().join("probe-data/metrics.prom")).unwrap();
+    let value = |name: &str| -> u64 {
+        prom.lines()
+            .find_map(|l| l.strip_prefix(&format!("{name}{{site=\"S1\"}} ")))
+            .unwrap_or_else(|| panic!("no {name} in {prom}"))
+            .parse()
+            .unwrap()
+    };
+    let packets: u64 = expected.values().map(|(p, _)| p).sum();
+    assert_eq!(value("rie_probe_capture_packets_total"), packets, "{prom}");
+    assert_eq!(value("rie_probe_flow_table_evictions_total"), 0, "{prom}");
+    assert_eq!(value("rie_probe_up"), 0, "stopped: {prom}");
 }

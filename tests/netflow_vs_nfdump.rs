@@ -82,6 +82,11 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         c.metric("rie_collector_netflow_unknown_exporter_records_total") as u64,
         expected[2].2 .0
     );
+    // Every NetFlow record is one flow: the records taken in equal nfdump's flows.
+    assert_eq!(
+        c.metric("rie_collector_flow_records_total{source=\"netflow\"}") as u64,
+        sum.0
+    );
     for (site, n) in [("S1", sent[0]), ("S2", sent[1]), ("unknown", sent[2])] {
         assert_eq!(
             c.metric(&format!(

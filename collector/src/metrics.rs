@@ -25,6 +25,9 @@ pub struct Metrics {
     pub store_commit_seconds: Histogram,
     pub store_batches_per_commit: Histogram,
     pub sites: IntGaugeVec,
+    /// Flow records taken into the rollups, by source: `probe` (the aggregates in probe batches,
+    /// capture or relayed NetFlow) and `netflow` (records exported directly to the collector).
+    pub flow_records: IntCounterVec,
 }
 
 impl Metrics {
@@ -119,9 +122,17 @@ impl Metrics {
                 &["state"],
             )
             .expect("valid metric"),
+            flow_records: IntCounterVec::new(
+                Opts::new(
+                    "rie_collector_flow_records_total",
+                    "Flow records taken into the rollups, by source (probe aggregates, direct NetFlow records).",
+                ),
+                &["source"],
+            )
+            .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
             Box::new(m.probe_connections.clone()),
             Box::new(m.probe_batches.clone()),
             Box::new(m.duplicate_batches.clone()),
@@ -135,6 +146,7 @@ impl Metrics {
             Box::new(m.store_commit_seconds.clone()),
             Box::new(m.store_batches_per_commit.clone()),
             Box::new(m.sites.clone()),
+            Box::new(m.flow_records.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
         ];
         for c in collectors {
@@ -149,6 +161,9 @@ impl Metrics {
             "no_hello",
         ] {
             m.auth_failures.with_label_values(&[r]);
+        }
+        for s in ["probe", "netflow"] {
+            m.flow_records.with_label_values(&[s]);
         }
         for r in ["oversized", "malformed", "unexpected", "io", "tls"] {
             m.frame_errors.with_label_values(&[r]);

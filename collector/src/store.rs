@@ -260,7 +260,15 @@ impl Writer {
                 let mut dedup = self.dedup.lock();
                 for (w, outcome) in group.drain(..).zip(outcomes) {
                     let stored = match outcome {
-                        Outcome::New { next, gap } => {
+                        Outcome::New {
+                            next,
+                            gap,
+                            flow_records,
+                        } => {
+                            self.metrics
+                                .flow_records
+                                .with_label_values(&["probe"])
+                                .inc_by(flow_records);
                             dedup.insert((w.site.clone(), w.stream), w.batch.seq);
                             self.sites.apply(w.site_idx, next);
                             self.metrics.probe_batches.inc();
@@ -325,6 +333,7 @@ impl Writer {
                 }
                 let gap = last.map_or(w.batch.seq > 1, |l| w.batch.seq > l + 1);
                 let site = w.site.as_str();
+                let mut flow_records = 0u64;
                 // Probe timestamps move to the collector's clock; flow minutes by whole minutes
                 // only, so that a well-synchronised probe's buckets stay exactly as counted.
                 let offset_ms = self.sites.clock_correction_ms(w.site_idx);
@@ -334,6 +343,7 @@ impl Writer {
                     let Some(rec) = crate::ingest::validate_flow(f, &self.metrics) else {
                         continue;
                     };
+                    flow_records += 1;
                     flow.execute(params![
                         rec.minute - minute_shift,
                         site,
@@ -395,7 +405,11 @@ impl Writer {
                 status.execute(params![site, json])?;
                 live.insert(w.site_idx, next.clone());
                 pending.insert(key, w.batch.seq);
-                outcomes.push(Outcome::New { next, gap });
+                outcomes.push(Outcome::New {
+                    next,
+                    gap,
+                    flow_records,
+                });
             }
         }
         tx.commit()?;
@@ -404,7 +418,12 @@ impl Writer {
 }
 
 enum Outcome {
-    New { next: SiteLive, gap: bool },
+    New {
+        next: SiteLive,
+        gap: bool,
+        /// Valid flow aggregates stored (counted once the commit succeeded).
+        flow_records: u64,
+    },
     Duplicate,
 }
 

@@ -237,6 +237,11 @@ pub struct Status {
     /// IP packets captured since start, when capture is on.
     #[serde(default)]
     pub capture_packets: Option<u64>,
+    /// Flows open in the capture's table, and flows reported early because it was full.
+    #[serde(default)]
+    pub flow_table_entries: Option<u64>,
+    #[serde(default)]
+    pub flow_table_evictions: Option<u64>,
     /// NetFlow datagrams received from the router since start, when the relay is on.
     #[serde(default)]
     pub netflow_datagrams: Option<u64>,
@@ -247,13 +252,107 @@ pub fn status_path(data_dir: &Path) -> PathBuf {
 }
 
 fn write_status(path: &Path, st: &Status) {
-    let tmp = path.with_extension("json.tmp");
     let r = serde_json::to_vec_pretty(st)
         .map_err(std::io::Error::other)
-        .and_then(|b| std::fs::write(&tmp, b))
-        .and_then(|()| std::fs::rename(&tmp, path));
+        .and_then(|b| replace_file(path, &b))
+        .and_then(|()| {
+            replace_file(
+                &path.with_file_name("metrics.prom"),
+                st.prometheus().as_bytes(),
+            )
+        });
     if let Err(e) = r {
-        warn!(file = %path.display(), error = %e, "cannot write the status file");
+        warn!(file = %path.display(), error = %e, "cannot write the status files");
+    }
+}
+
+/// Writes beside and renames, so that readers never see half a file.
+fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
+    let tmp = path.with_extension("tmp");
+    std::fs::write(&tmp, bytes)?;
+    std::fs::rename(&tmp, path)
+}
+
+impl Status {
+    /// The probe's counters in the Prometheus text format, for node_exporter's textfile
+    /// collector (`data_dir/metrics.prom`): a router runs no HTTP server for the probe.
+    pub fn prometheus(&self) -> String {
+        let site = self.site.replace(['\\', '"'], "");
+        let mut out = String::new();
+        let mut put = |name: &str, kind: &str, help: &str, v: Option<u64>| {
+            if let Some(v) = v {
+                out.push_str(&format!(
+                    "# HELP {name} {help}\n# TYPE {name} {kind}\n{name}{{site=\"{site}\"}} {v}\n"
+                ));
+            }
+        };
+        put(
+            "rie_probe_up",
+            "gauge",
+            "1 while the probe runs.",
+            Some(u64::from(self.running)),
+        );
+        put(
+            "rie_probe_connected",
+            "gauge",
+            "1 while connected to the collector.",
+            Some(u64::from(self.connected)),
+        );
+        put(
+            "rie_probe_batches_acked_total",
+            "counter",
+            "Batches the collector acknowledged since start.",
+            Some(self.batches_acked),
+        );
+        put(
+            "rie_probe_reconnects_total",
+            "counter",
+            "Connections to the collector opened again since start.",
+            Some(self.reconnects),
+        );
+        put(
+            "rie_probe_spool_batches",
+            "gauge",
+            "Batches waiting in the spool for an acknowledgement.",
+            Some(self.spool.batches as u64),
+        );
+        put(
+            "rie_probe_spool_bytes",
+            "gauge",
+            "Bytes of the spool.",
+            Some(self.spool.bytes),
+        );
+        put(
+            "rie_probe_spool_dropped_total",
+            "counter",
+            "Batches given up (spool budget exceeded, unreadable).",
+            Some(self.spool.dropped),
+        );
+        put(
+            "rie_probe_capture_packets_total",
+            "counter",
+            "IP packets counted by the live capture.",
+            self.capture_packets,
+        );
+        put(
+            "rie_probe_flow_table_entries",
+            "gauge",
+            "Flows open in the capture's flow table.",
+            self.flow_table_entries,
+        );
+        put(
+            "rie_probe_flow_table_evictions_total",
+            "counter",
+            "Flows reported early because the flow table was full.",
+            self.flow_table_evictions,
+        );
+        put(
+            "rie_probe_netflow_datagrams_total",
+            "counter",
+            "NetFlow/IPFIX datagrams received from the site router.",
+            self.netflow_datagrams,
+        );
+        out
     }
 }
 
@@ -297,7 +396,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
     if sim.is_none() && live.is_none() && relay.is_none() && avail.is_none() {
         info!("no measurement source enabled: the probe keeps its connection alive and empties its spool");
     }
-    let capture_packets = live.as_ref().map(|l| l.packets.clone());
+    let capture = live.as_ref().map(|l| l.counters.clone());
     let (tx, rx) = mpsc::channel(64);
     let stats = Arc::new(Stats::default());
     let links = Arc::new(Mutex::new(Vec::new()));
@@ -330,7 +429,13 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             last_error: stats.last_error(),
             spool: stats.outbox(),
             links: links.lock().unwrap_or_else(|p| p.into_inner()).clone(),
-            capture_packets: capture_packets.as_ref().map(|p| p.load(Ordering::Relaxed)),
+            capture_packets: capture.as_ref().map(|c| c.packets.load(Ordering::Relaxed)),
+            flow_table_entries: capture
+                .as_ref()
+                .map(|c| c.table_entries.load(Ordering::Relaxed)),
+            flow_table_evictions: capture
+                .as_ref()
+                .map(|c| c.table_evictions.load(Ordering::Relaxed)),
             netflow_datagrams: relay_stats
                 .as_ref()
                 .map(|r| r.datagrams.load(Ordering::Relaxed)),

@@ -289,6 +289,10 @@ impl Worker {
             .records
             .with_label_values(&[version])
             .inc_by(records.len() as u64);
+        self.metrics
+            .flow_records
+            .with_label_values(&["netflow"])
+            .inc_by(records.len() as u64);
         if site == UNKNOWN_SITE {
             self.nf
                 .unknown_exporter_records

@@ -34,13 +34,23 @@ struct Meter {
     agg: Aggregator,
 }
 
+/// What the capture counts, shared with the status file and the metrics textfile.
+#[derive(Debug, Default)]
+pub struct CaptureCounters {
+    /// IP packets counted since start.
+    pub packets: AtomicU64,
+    /// Flows open in the table at the last batch.
+    pub table_entries: AtomicU64,
+    /// Flows reported early because the table was full, since start.
+    pub table_evictions: AtomicU64,
+}
+
 /// The running capture and its flow meter.
 pub struct LiveMeter {
     meter: Arc<Mutex<Meter>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
-    /// Packets counted since start (IP packets only).
-    pub packets: Arc<AtomicU64>,
+    pub counters: Arc<CaptureCounters>,
 }
 
 fn now_ns() -> u64 {
@@ -64,7 +74,7 @@ impl LiveMeter {
             agg: Aggregator::new(prefixes),
         }));
         let stop = Arc::new(AtomicBool::new(false));
-        let packets = Arc::new(AtomicU64::new(0));
+        let counters = Arc::new(CaptureCounters::default());
         let all = pnet_datalink::interfaces();
         let mut receivers = Vec::new();
         for name in interfaces {
@@ -91,7 +101,7 @@ impl LiveMeter {
         let threads = receivers
             .into_iter()
             .map(|(name, mut rx)| {
-                let (meter, stop, packets) = (meter.clone(), stop.clone(), packets.clone());
+                let (meter, stop, counters) = (meter.clone(), stop.clone(), counters.clone());
                 std::thread::spawn(move || {
                     info!(interface = %name, "capture started");
                     while !stop.load(Ordering::Relaxed) {
@@ -102,7 +112,7 @@ impl LiveMeter {
                                     let Meter { table, agg } = &mut *g;
                                     table.observe(now_ns(), &m);
                                     table.drain().for_each(|r| agg.add(&r));
-                                    packets.fetch_add(1, Ordering::Relaxed);
+                                    counters.packets.fetch_add(1, Ordering::Relaxed);
                                 }
                             }
                             Err(e) if e.kind() == std::io::ErrorKind::TimedOut => {}
@@ -119,7 +129,7 @@ impl LiveMeter {
             meter,
             stop,
             threads,
-            packets,
+            counters,
         })
     }
 
@@ -129,6 +139,12 @@ impl LiveMeter {
         let Meter { table, agg } = &mut *g;
         table.sweep(now_ns());
         table.drain().for_each(|r| agg.add(&r));
+        self.counters
+            .table_entries
+            .store(table.len() as u64, Ordering::Relaxed);
+        self.counters
+            .table_evictions
+            .store(table.evictions, Ordering::Relaxed);
         agg.take()
     }
 
