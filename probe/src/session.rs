@@ -121,6 +121,12 @@ impl Session {
             },
         };
         let version = hello.protocol_version;
+        // Stamped as it leaves, after TCP and TLS: the collector measures the clock offset on
+        // it, and a handshake slowed by a reconnect storm must not look like a wrong clock.
+        let hello = Hello {
+            probe_time_ms: crate::uplink::now_ms(),
+            ..hello
+        };
         s.send(&Message::Hello(hello)).await?;
         match tokio::time::timeout(t, s.recv()).await {
             Err(_) => Err(SessionError::Timeout(t)),

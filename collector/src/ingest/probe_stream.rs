@@ -157,6 +157,9 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
             return;
         }
     };
+    // The clock offset is measured on the hello's arrival, not after authentication, which
+    // waits on the store and, under a reconnect storm, on the CPU.
+    let offset_ms = hello.probe_time_ms - now_ms();
     let site_idx = match authenticate(&ctx, &hello).await {
         Ok(idx) => idx,
         Err((code, label, reason)) => {
@@ -180,10 +183,9 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
         site_idx,
         hello.protocol_version,
         &hello.probe_version,
-        hello.probe_time_ms - now,
+        offset_ms,
         now,
     );
-    let offset_ms = hello.probe_time_ms - now;
     if offset_ms.unsigned_abs() > ctx.sites.thresholds().max_clock_offset.as_millis() as u64 {
         warn!(site = %hello.site, offset_ms, "probe clock is off; its timestamps are corrected, but check the router's NTP");
     }
