@@ -50,6 +50,9 @@ pub struct CollectorConfig {
     pub sites: SiteThresholds,
     #[serde(default)]
     pub netflow: NetflowConfig,
+    /// InfluxDB sink (off unless `influx.url` is set); see `sinks::influx`.
+    #[serde(default)]
+    pub influx: crate::sinks::influx::InfluxConfig,
     /// Where this configuration came from, for error messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -229,6 +232,7 @@ impl Default for CollectorConfig {
             store: StoreConfig::default(),
             sites: SiteThresholds::default(),
             netflow: NetflowConfig::default(),
+            influx: crate::sinks::influx::InfluxConfig::default(),
             source: None,
         }
     }
@@ -306,6 +310,9 @@ impl CollectorConfig {
                 "must be at least 1s; e.g. \"35s\"".into(),
             ));
         }
+        self.influx
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 

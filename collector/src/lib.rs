@@ -13,6 +13,7 @@ pub mod inventory;
 pub mod metrics;
 pub mod pki;
 pub mod server;
+pub mod sinks;
 pub mod sites;
 pub mod store;
 
