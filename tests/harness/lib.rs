@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod influx;
+
 /// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
 ///
 /// # Panics
@@ -41,6 +43,8 @@ pub struct Collector {
     pub api_addr: SocketAddr,
     child: Option<Child>,
     stderr_log: PathBuf,
+    /// Optional `--config` file (e.g. an `[influx]` section), written by [`Collector::start_with_config`].
+    config: Option<PathBuf>,
 }
 
 impl Collector {
@@ -50,6 +54,16 @@ impl Collector {
     }
 
     pub fn start_with_inventory(inventory: &Path) -> Self {
+        Self::start_with(inventory, None)
+    }
+
+    /// Starts a collector on the fixture inventory with `config_toml` as its `--config` file
+    /// (flags for directories and addresses still apply on top).
+    pub fn start_with_config(config_toml: &str) -> Self {
+        Self::start_with(&fixture("inventory"), Some(config_toml))
+    }
+
+    fn start_with(inventory: &Path, config_toml: Option<&str>) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
         std::fs::create_dir_all(&inv).expect("mkdir");
@@ -62,8 +76,14 @@ impl Collector {
                 .arg(dir.path().join("pki")),
         );
         assert!(out.contains("ca.pem"), "{out}");
+        let config = config_toml.map(|t| {
+            let p = dir.path().join("collector.toml");
+            std::fs::write(&p, t).expect("write config");
+            p
+        });
         let mut c = Self {
             stderr_log: dir.path().join("collector.log"),
+            config,
             dir,
             probe_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
@@ -93,8 +113,12 @@ impl Collector {
             .append(true)
             .open(&self.stderr_log)
             .expect("log file");
-        let mut child = Command::new(bin("rie-collector"))
-            .arg("serve")
+        let mut cmd = Command::new(bin("rie-collector"));
+        cmd.arg("serve");
+        if let Some(c) = &self.config {
+            cmd.arg("--config").arg(c);
+        }
+        let mut child = cmd
             .args(self.config_args())
             .args([
                 "--probe-listen",
@@ -140,6 +164,12 @@ impl Collector {
 
     pub fn restart(&mut self) {
         self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM (clean shutdown, exit code asserted 0), then start again on the same files.
+    pub fn restart_gracefully(&mut self) {
+        assert_eq!(self.terminate(), Some(0), "{}", self.log());
         self.spawn();
     }
 

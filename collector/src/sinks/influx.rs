@@ -20,7 +20,7 @@
 //! - Only the configured disk budget can drop data: the oldest chunks go first, counted in
 //!   `rie_collector_influx_points_dropped_total` and logged at error level.
 
-use std::collections::{BTreeMap, BTreeSet, HashMap, VecDeque};
+use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -116,6 +116,12 @@ pub struct InfluxConfig {
     pub retry_min: Duration,
     #[serde(default = "default_retry_max", with = "humantime_serde")]
     pub retry_max: Duration,
+    /// A minute's `site_traffic` point is written once the minute has ended and no batch has
+    /// added to it for this long (one write per minute, not one per batch: servers that keep
+    /// an arbitrary sample among equal timestamps, like VictoriaMetrics, then see one value).
+    /// Probes deliver a minute within one batch interval after it ends: keep this above it.
+    #[serde(default = "default_traffic_delay", with = "humantime_serde")]
+    pub traffic_delay: Duration,
     /// Every site's state is written this often (and on every change).
     #[serde(default = "default_site_state_interval", with = "humantime_serde")]
     pub site_state_interval: Duration,
@@ -152,6 +158,9 @@ fn default_retry_min() -> Duration {
 fn default_retry_max() -> Duration {
     Duration::from_secs(30)
 }
+fn default_traffic_delay() -> Duration {
+    Duration::from_secs(20)
+}
 fn default_site_state_interval() -> Duration {
     Duration::from_secs(60)
 }
@@ -179,6 +188,7 @@ impl Default for InfluxConfig {
             disk_budget_mb: default_disk_budget(),
             retry_min: default_retry_min(),
             retry_max: default_retry_max(),
+            traffic_delay: default_traffic_delay(),
             site_state_interval: default_site_state_interval(),
             health_interval: default_health_interval(),
         }
@@ -365,7 +375,14 @@ CREATE TABLE IF NOT EXISTS influx_outbox(
     id     INTEGER PRIMARY KEY,
     points INTEGER NOT NULL,
     body   TEXT NOT NULL
-);";
+);
+-- Site minutes whose traffic point is not yet written (see `traffic_delay`): kept on disk so
+-- that a crash before the minute is written does not lose it.
+CREATE TABLE IF NOT EXISTS influx_pending_minutes(
+    site_id TEXT NOT NULL,
+    minute  INTEGER NOT NULL,
+    PRIMARY KEY (site_id, minute)
+) WITHOUT ROWID;";
 
 /// Chunks of line protocol waiting on disk, oldest first (lowest id).
 struct Outbox {
@@ -484,6 +501,49 @@ impl Outbox {
             self.bytes = self.bytes.saturating_sub(b as u64);
         }
         Ok(())
+    }
+
+    fn mark_pending(&mut self, keys: &[(&str, i64)], done: &[(&str, i64)]) -> Result<(), SinkError> {
+        if keys.is_empty() && done.is_empty() {
+            return Ok(());
+        }
+        let path = self.path.display().to_string();
+        let err = |source| SinkError::Outbox {
+            path: path.clone(),
+            source,
+        };
+        let tx = self.conn.transaction().map_err(err)?;
+        {
+            let mut ins = tx
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO influx_pending_minutes(site_id, minute) VALUES (?1, ?2)",
+                )
+                .map_err(err)?;
+            for (site, minute) in keys {
+                ins.execute(params![site, minute]).map_err(err)?;
+            }
+            let mut del = tx
+                .prepare_cached(
+                    "DELETE FROM influx_pending_minutes WHERE site_id = ?1 AND minute = ?2",
+                )
+                .map_err(err)?;
+            for (site, minute) in done {
+                del.execute(params![site, minute]).map_err(err)?;
+            }
+        }
+        tx.commit().map_err(err)
+    }
+
+    fn pending(&self) -> Result<Vec<(String, i64)>, SinkError> {
+        let mut stmt = self
+            .conn
+            .prepare("SELECT site_id, minute FROM influx_pending_minutes")
+            .map_err(|e| self.sql_err(e))?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .map_err(|e| self.sql_err(e))?;
+        rows.collect::<Result<_, _>>()
+            .map_err(|e| self.sql_err(e))
     }
 
     /// Drops the oldest chunks until the backlog fits the budget; returns the points dropped.
@@ -736,6 +796,9 @@ pub fn start(
         tags: tags.clone(),
         sites: sites.clone(),
         conn: reader,
+        dirty: HashMap::new(),
+        newly_pending: Vec::new(),
+        written_pending: Vec::new(),
     };
     let sender_task = tokio::spawn(sender(shared.clone(), writer, stop.clone()));
     let intake_task = tokio::spawn(intake.run(commit_rx, input_rx, stop.clone()));
@@ -819,6 +882,11 @@ struct Intake {
     sites: Arc<SiteRegistry>,
     /// Read connection on the store, for each touched minute's running totals.
     conn: Connection,
+    /// (site, minute) touched by a commit and not yet written, with when it was last touched.
+    dirty: HashMap<(usize, i64), std::time::Instant>,
+    /// Keys to record as pending, and keys written, at the next [`Intake::push`].
+    newly_pending: Vec<(usize, i64)>,
+    written_pending: Vec<(usize, i64)>,
 }
 
 impl Intake {
@@ -828,13 +896,18 @@ impl Intake {
         mut inputs: mpsc::UnboundedReceiver<Input>,
         stop: CancellationToken,
     ) {
+        self.load_pending();
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             let mut lines = Vec::new();
             tokio::select! {
                 Some(c) = commits.recv() => self.commit_lines(&c, &mut lines),
                 Some(Input::Lines(l)) = inputs.recv() => lines.extend(l),
+                _ = tick.tick() => self.due_traffic(&mut lines),
                 _ = stop.cancelled() => {
-                    // The writer has stopped: take what it sent, then end.
+                    // The writer has stopped: take what it sent; minutes not yet due stay
+                    // pending on disk for the next start.
                     while let Ok(c) = commits.try_recv() { self.commit_lines(&c, &mut lines); }
                     while let Ok(Input::Lines(l)) = inputs.try_recv() { lines.extend(l); }
                     self.push(lines);
@@ -855,12 +928,29 @@ impl Intake {
         }
     }
 
-    fn push(&self, lines: Vec<String>) {
-        if lines.is_empty() {
+    fn push(&mut self, lines: Vec<String>) {
+        let (new, done) = (
+            std::mem::take(&mut self.newly_pending),
+            std::mem::take(&mut self.written_pending),
+        );
+        if lines.is_empty() && new.is_empty() && done.is_empty() {
             return;
         }
         let n = lines.len();
-        match self.shared.with_queue(|q| Ok(((), q.push(lines)?))) {
+        let site = |&(idx, minute): &(usize, i64)| {
+            (self.sites.inventory.sites[idx].id.as_str(), minute)
+        };
+        let new: Vec<_> = new.iter().map(site).collect();
+        let done: Vec<_> = done.iter().map(site).collect();
+        // New pending minutes are recorded before, written ones cleared after, their lines are
+        // queued (in one transaction when the lines go to disk too).
+        let r = self.shared.with_queue(|q| {
+            q.disk.mark_pending(&new, &[])?;
+            let dropped = q.push(lines)?;
+            q.disk.mark_pending(&[], &done)?;
+            Ok(((), dropped))
+        });
+        match r {
             Ok(()) => {
                 if self.shared.queue().memory.len() >= self.shared.cfg.batch_points {
                     self.shared.notify.notify_one();
@@ -874,22 +964,58 @@ impl Intake {
     }
 
     fn commit_lines(&mut self, committed: &Committed, out: &mut Vec<String>) {
-        // Minutes touched per site: their running totals are read back once per commit.
-        let mut minutes: BTreeMap<usize, BTreeSet<i64>> = BTreeMap::new();
+        let now = std::time::Instant::now();
         for (idx, batch) in committed {
             for f in &batch.flows {
-                minutes
-                    .entry(*idx)
-                    .or_default()
-                    .insert(f.minute.div_euclid(60) * 60);
+                let key = (*idx, f.minute.div_euclid(60) * 60);
+                if self.dirty.insert(key, now).is_none() {
+                    self.newly_pending.push(key);
+                }
             }
             self.link_lines(*idx, batch, out);
         }
-        for (idx, mins) in minutes {
-            for m in mins {
-                if let Err(e) = self.traffic_lines(idx, m, out) {
-                    tracing::error!(error = %e, "cannot read traffic totals for InfluxDB");
+    }
+
+    /// Minutes left pending by the previous run (a crash, or a stop before they were due).
+    fn load_pending(&mut self) {
+        match self.shared.queue().disk.pending() {
+            Ok(keys) => {
+                let now = std::time::Instant::now();
+                for (site, minute) in keys {
+                    let idx = rie_proto::SiteId::new(site)
+                        .ok()
+                        .and_then(|s| self.sites.inventory.site_index(&s));
+                    if let Some(idx) = idx {
+                        self.dirty.insert((idx, minute), now);
+                    }
                 }
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read pending InfluxDB minutes"),
+        }
+    }
+
+    /// Writes the minutes that are complete (ended, and untouched for `traffic_delay`).
+    fn due_traffic(&mut self, out: &mut Vec<String>) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let delay = self.shared.cfg.traffic_delay;
+        let now_s = crate::ingest::probe_stream::now_ms().div_euclid(1000);
+        let mut due: Vec<(usize, i64)> = self
+            .dirty
+            .iter()
+            .filter(|((_, minute), touched)| {
+                touched.elapsed() >= delay && now_s >= minute + 60 + delay.as_secs() as i64
+            })
+            .map(|(k, _)| *k)
+            .collect();
+        // Oldest minutes first, as they happened.
+        due.sort_by_key(|&(idx, minute)| (minute, idx));
+        for (idx, minute) in due {
+            self.dirty.remove(&(idx, minute));
+            self.written_pending.push((idx, minute));
+            if let Err(e) = self.traffic_lines(idx, minute, out) {
+                tracing::error!(error = %e, "cannot read traffic totals for InfluxDB");
             }
         }
     }
@@ -982,10 +1108,11 @@ impl Intake {
             let Some(link_tags) = self.tags.link.get(link) else {
                 continue;
             };
+            // (sent - received) / sent: exact for the usual ratios (1/10 is 0.1, not 1 - 0.9).
             let loss = if a.sent == 0 {
                 1.0
             } else {
-                1.0 - a.received as f64 / a.sent as f64
+                (a.sent - a.received) as f64 / a.sent as f64
             };
             let ms = |us: Option<u32>| us.map(|v| f64::from(v) / 1000.0);
             out.extend(
