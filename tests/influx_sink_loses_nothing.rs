@@ -105,11 +105,7 @@ fn has_tags(labels: &BTreeMap<String, String>, tags: &[(&str, &str)]) -> bool {
 }
 
 /// One VictoriaMetrics series by name and tags; asserts there is exactly one.
-fn vm_series(
-    vm: &VictoriaMetrics,
-    name: &str,
-    tags: &[(&str, &str)],
-) -> rie_e2e::influx::Series {
+fn vm_series(vm: &VictoriaMetrics, name: &str, tags: &[(&str, &str)]) -> rie_e2e::influx::Series {
     let all: Vec<_> = vm
         .export(name)
         .into_iter()
@@ -148,7 +144,11 @@ fn wait_series(
 }
 
 fn tags<'a>(extra: &[(&'a str, &'a str)]) -> Vec<(&'a str, &'a str)> {
-    S1_TAGS.iter().copied().chain(extra.iter().copied()).collect()
+    S1_TAGS
+        .iter()
+        .copied()
+        .chain(extra.iter().copied())
+        .collect()
 }
 
 #[test]
@@ -164,7 +164,13 @@ fn v2_victoriametrics_exact_values_through_an_outage() {
         ("protocol", "tcp"),
         ("source", "capture"),
     ]);
-    wait_series(&c, &vm, "site_traffic_bytes", &tcp_tags, &expected_tcp_bytes(2));
+    wait_series(
+        &c,
+        &vm,
+        "site_traffic_bytes",
+        &tcp_tags,
+        &expected_tcp_bytes(2),
+    );
     let flows = vm_series(&vm, "site_traffic_flows", &tcp_tags);
     assert_eq!(
         flows.points,
@@ -213,15 +219,18 @@ fn v2_victoriametrics_exact_values_through_an_outage() {
     });
     assert!(c.metric("rie_collector_influx_points_retried_total") >= 1.0);
     vm.resume();
-    let bytes = wait_series(&c, &vm, "site_traffic_bytes", &tcp_tags, &expected_tcp_bytes(12));
+    let bytes = wait_series(
+        &c,
+        &vm,
+        "site_traffic_bytes",
+        &tcp_tags,
+        &expected_tcp_bytes(12),
+    );
     wait_drained(&c);
     assert_eq!(bytes.samples, 12, "one sample per minute, no duplicate");
     let sent = vm_series(&vm, "link_check_sent", &p_tags);
     assert_eq!(sent.samples, 12);
-    assert_eq!(
-        sent.points.values().sum::<f64>(),
-        10.0 + 20.0 + 10.0 * 10.0
-    );
+    assert_eq!(sent.points.values().sum::<f64>(), 10.0 + 20.0 + 10.0 * 10.0);
     assert_eq!(c.metric("rie_collector_influx_points_dropped_total"), 0.0);
 }
 
@@ -236,7 +245,13 @@ fn v2_backlog_survives_a_collector_restart_while_influx_is_down() {
         ("protocol", "tcp"),
         ("source", "capture"),
     ]);
-    wait_series(&c, &vm, "site_traffic_bytes", &tcp_tags, &expected_tcp_bytes(2));
+    wait_series(
+        &c,
+        &vm,
+        "site_traffic_bytes",
+        &tcp_tags,
+        &expected_tcp_bytes(2),
+    );
     vm.stop();
     for seq in 3..=6 {
         assert_eq!(send_ok(&s1, 1, &[later_batch(seq)]), [(seq, false)]);
@@ -258,13 +273,23 @@ fn v2_backlog_survives_a_collector_restart_while_influx_is_down() {
         assert_eq!(send_ok(&s1, 1, &[later_batch(seq)]), [(seq, false)]);
     }
     // And a SIGKILL once the backlog is on disk loses nothing either.
-    c.wait_until("a failed write after restart", Duration::from_secs(30), |c| {
-        c.metric("rie_collector_influx_write_errors_total") >= 1.0
-            && c.metric("rie_collector_influx_points_buffered") >= 18.0
-    });
+    c.wait_until(
+        "a failed write after restart",
+        Duration::from_secs(30),
+        |c| {
+            c.metric("rie_collector_influx_write_errors_total") >= 1.0
+                && c.metric("rie_collector_influx_points_buffered") >= 18.0
+        },
+    );
     c.restart();
     vm.resume();
-    let bytes = wait_series(&c, &vm, "site_traffic_bytes", &tcp_tags, &expected_tcp_bytes(9));
+    let bytes = wait_series(
+        &c,
+        &vm,
+        "site_traffic_bytes",
+        &tcp_tags,
+        &expected_tcp_bytes(9),
+    );
     wait_drained(&c);
     assert_eq!(bytes.samples, 9);
     assert_eq!(c.metric("rie_collector_influx_points_dropped_total"), 0.0);
@@ -283,7 +308,12 @@ fn v1_influxdb_exact_values_through_an_outage() {
     let c = Collector::start_with_config(&v1_config(&db.url()));
     let s1 = c.probe_config("S1");
     send_ok(&s1, 1, &first_batches());
-    wait_rows(&c, &db, "SELECT bytes FROM site_traffic WHERE protocol = 'tcp'", 2);
+    wait_rows(
+        &c,
+        &db,
+        "SELECT bytes FROM site_traffic WHERE protocol = 'tcp'",
+        2,
+    );
     let rows = db.rows(
         "rie",
         "SELECT bytes, packets, flows FROM site_traffic WHERE site = 'S1' AND protocol = 'tcp' AND direction = 'inbound' AND source = 'capture'",
@@ -342,7 +372,12 @@ fn v1_influxdb_exact_values_through_an_outage() {
             && c.metric("rie_collector_influx_points_buffered") >= 16.0
     });
     db.resume();
-    wait_rows(&c, &db, "SELECT bytes FROM site_traffic WHERE protocol = 'tcp'", 10);
+    wait_rows(
+        &c,
+        &db,
+        "SELECT bytes FROM site_traffic WHERE protocol = 'tcp'",
+        10,
+    );
     wait_drained(&c);
     let rows = db.rows(
         "rie",

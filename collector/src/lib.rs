@@ -10,6 +10,7 @@ pub mod credentials;
 pub mod demo;
 pub mod ingest;
 pub mod inventory;
+pub mod loadgen;
 pub mod metrics;
 pub mod pki;
 pub mod server;

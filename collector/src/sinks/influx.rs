@@ -209,13 +209,18 @@ impl InfluxConfig {
             _ => {
                 return Err((
                     "influx.url",
-                    format!("{url:?} is not an http(s) URL; e.g. \"https://influx.rie.gouv.fr:8086\""),
+                    format!(
+                        "{url:?} is not an http(s) URL; e.g. \"https://influx.rie.gouv.fr:8086\""
+                    ),
                 ))
             }
         }
         match self.api {
             InfluxApi::V2 if self.org.is_empty() => {
-                return Err(("influx.org", "required with api = \"v2\"; e.g. \"rie\"".into()))
+                return Err((
+                    "influx.org",
+                    "required with api = \"v2\"; e.g. \"rie\"".into(),
+                ))
             }
             InfluxApi::V2 if self.bucket.is_empty() => {
                 return Err((
@@ -258,7 +263,8 @@ impl InfluxConfig {
         if self.retry_min.is_zero() || self.retry_max < self.retry_min {
             return Err((
                 "influx.retry_max",
-                "retry_min must be > 0 and retry_max >= retry_min; e.g. \"500ms\" and \"30s\"".into(),
+                "retry_min must be > 0 and retry_max >= retry_min; e.g. \"500ms\" and \"30s\""
+                    .into(),
             ));
         }
         for (key, d) in [
@@ -503,7 +509,11 @@ impl Outbox {
         Ok(())
     }
 
-    fn mark_pending(&mut self, keys: &[(&str, i64)], done: &[(&str, i64)]) -> Result<(), SinkError> {
+    fn mark_pending(
+        &mut self,
+        keys: &[(&str, i64)],
+        done: &[(&str, i64)],
+    ) -> Result<(), SinkError> {
         if keys.is_empty() && done.is_empty() {
             return Ok(());
         }
@@ -542,8 +552,7 @@ impl Outbox {
         let rows = stmt
             .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
             .map_err(|e| self.sql_err(e))?;
-        rows.collect::<Result<_, _>>()
-            .map_err(|e| self.sql_err(e))
+        rows.collect::<Result<_, _>>().map_err(|e| self.sql_err(e))
     }
 
     /// Drops the oldest chunks until the backlog fits the budget; returns the points dropped.
@@ -859,7 +868,8 @@ impl InfluxSink {
     /// intake takes what is left, and memory goes to the outbox for the next start.
     pub async fn finish(&self) {
         self.stop.cancel();
-        let tasks: Vec<_> = std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
+        let tasks: Vec<_> =
+            std::mem::take(&mut *self.tasks.lock().unwrap_or_else(|p| p.into_inner()));
         for t in tasks {
             let _ = t.await;
         }
@@ -937,9 +947,8 @@ impl Intake {
             return;
         }
         let n = lines.len();
-        let site = |&(idx, minute): &(usize, i64)| {
-            (self.sites.inventory.sites[idx].id.as_str(), minute)
-        };
+        let site =
+            |&(idx, minute): &(usize, i64)| (self.sites.inventory.sites[idx].id.as_str(), minute);
         let new: Vec<_> = new.iter().map(site).collect();
         let done: Vec<_> = done.iter().map(site).collect();
         // New pending minutes are recorded before, written ones cleared after, their lines are
@@ -1039,7 +1048,11 @@ impl Intake {
                 r.get::<_, bool>(0)?,
                 r.get::<_, i64>(1)?,
                 r.get::<_, i64>(2)?,
-                [r.get::<_, i64>(3)?, r.get::<_, i64>(4)?, r.get::<_, i64>(5)?],
+                [
+                    r.get::<_, i64>(3)?,
+                    r.get::<_, i64>(4)?,
+                    r.get::<_, i64>(5)?,
+                ],
             ))
         })?;
         for row in rows {
@@ -1087,9 +1100,7 @@ impl Intake {
             if !self.tags.link.contains_key(&s.link) {
                 continue;
             }
-            let a = acc
-                .entry((&s.link, s.check.as_str(), s.start))
-                .or_default();
+            let a = acc.entry((&s.link, s.check.as_str(), s.start)).or_default();
             let received = s.received.min(s.sent);
             a.sent += u64::from(s.sent);
             a.received += u64::from(received);
@@ -1200,10 +1211,12 @@ async fn periodic(sink: InfluxSink, metrics: Arc<Metrics>, shutdown: Cancellatio
             }
             // Silence is not proof of an outage: `up` keeps the last reported state.
             let reported = v.live.state;
-            let up = i64::from(matches!(
-                reported,
-                Some(SiteState::Up | SiteState::Degraded | SiteState::OnBackup)
-            ) || (reported.is_none() && v.live.last_seen_ms.is_some()));
+            let up = i64::from(
+                matches!(
+                    reported,
+                    Some(SiteState::Up | SiteState::Degraded | SiteState::OnBackup)
+                ) || (reported.is_none() && v.live.last_seen_ms.is_some()),
+            );
             let agents = sink.sites.inventory.sites.get(idx).map_or(0, |s| s.agents);
             // Periodic points sit on the period's start (a restart rewrites, not adds); a change
             // sits on when it happened.
@@ -1296,10 +1309,7 @@ impl HttpWriter {
                     client: http.build().map_err(|e| SinkError::Client(e.to_string()))?,
                     url: format!("{}/write", url.trim_end_matches('/')),
                     query,
-                    auth: cfg
-                        .username
-                        .clone()
-                        .map(|u| (u, cfg.password.0.clone())),
+                    auth: cfg.username.clone().map(|u| (u, cfg.password.0.clone())),
                 })
             }
         }
@@ -1359,7 +1369,10 @@ impl HttpWriter {
 }
 
 fn classify(status: u16, text: String) -> WriteError {
-    let msg = format!("HTTP {status}: {}", text.chars().take(500).collect::<String>());
+    let msg = format!(
+        "HTTP {status}: {}",
+        text.chars().take(500).collect::<String>()
+    );
     if (400..500).contains(&status) && status != 408 && status != 429 {
         WriteError::Rejected(msg)
     } else {
