@@ -49,7 +49,10 @@ impl StartError {
     pub fn is_user_error(&self) -> bool {
         matches!(
             self,
-            StartError::Config(_) | StartError::Inventory(_) | StartError::Pki(_)
+            StartError::Config(_)
+                | StartError::Inventory(_)
+                | StartError::Pki(_)
+                | StartError::Influx(crate::sinks::influx::SinkError::Client(_))
         )
     }
 }

@@ -73,6 +73,10 @@ pub struct InfluxConfig {
     pub url: Option<String>,
     #[serde(default)]
     pub api: InfluxApi,
+    /// PEM file of the CA that signed InfluxDB's certificate (https). When set, it is the only
+    /// trust anchor (the public web roots are not used): see docs/dependencies.md for why.
+    #[serde(default)]
+    pub ca_cert: Option<PathBuf>,
     /// v2: organisation and bucket.
     #[serde(default)]
     pub org: String,
@@ -172,6 +176,7 @@ impl Default for InfluxConfig {
     fn default() -> Self {
         Self {
             url: None,
+            ca_cert: None,
             api: InfluxApi::default(),
             org: String::new(),
             bucket: String::new(),
@@ -1281,9 +1286,18 @@ impl influxdb2::models::WriteDataPoint for Body {
 
 impl HttpWriter {
     fn new(cfg: &InfluxConfig, url: &str) -> Result<Self, SinkError> {
-        let http = reqwest::ClientBuilder::new()
+        let mut http = reqwest::ClientBuilder::new()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout);
+        if let Some(path) = &cfg.ca_cert {
+            let pem = std::fs::read(path).map_err(|e| {
+                SinkError::Client(format!("influx.ca_cert {}: {e}", path.display()))
+            })?;
+            let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
+                SinkError::Client(format!("influx.ca_cert {}: {e}", path.display()))
+            })?;
+            http = http.tls_built_in_root_certs(false).add_root_certificate(ca);
+        }
         match cfg.api {
             InfluxApi::V2 => {
                 let client = influxdb2::ClientBuilder::with_builder(
