@@ -396,3 +396,40 @@ fn v1_influxdb_exact_values_through_an_outage() {
     assert_eq!(count["results"][0]["series"][0]["values"][0][1], json!(10));
     assert_eq!(c.metric("rie_collector_influx_points_dropped_total"), 0.0);
 }
+
+/// HTTPS through influxdb2's rustls client: with `influx.ca_cert` naming the collector PKI's CA
+/// (which signed the server's certificate) points are written; without it, the server is not
+/// trusted (the public roots do not know this CA) and points wait, counted as write errors.
+#[test]
+fn v2_over_https_trusts_only_the_configured_ca() {
+    let pki = tempfile::tempdir().unwrap();
+    rie_e2e::run_ok(
+        std::process::Command::new(rie_e2e::bin("rie-collector"))
+            .args(["pki", "init", "--dir"])
+            .arg(pki.path()),
+    );
+    let vm = VictoriaMetrics::start_tls(
+        &pki.path().join("server.pem"),
+        &pki.path().join("server.key"),
+    );
+    let trusted = format!(
+        "{}ca_cert = \"{}\"\n",
+        v2_config(&vm.url()),
+        pki.path().join("ca.pem").display()
+    );
+    let c = Collector::start_with_config(&trusted);
+    let s1 = c.probe_config("S1");
+    send_ok(&s1, 1, &first_batches());
+    wait_drained(&c);
+    assert_eq!(c.metric("rie_collector_influx_write_errors_total"), 0.0);
+
+    let untrusted = Collector::start_with_config(&v2_config(&vm.url()));
+    untrusted.wait_until("a refused certificate", Duration::from_secs(30), |c| {
+        c.metric("rie_collector_influx_write_errors_total") >= 1.0
+    });
+    assert_eq!(
+        untrusted.metric("rie_collector_influx_points_written_total"),
+        0.0
+    );
+    assert!(untrusted.metric("rie_collector_influx_points_buffered") >= 1.0);
+}

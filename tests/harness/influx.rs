@@ -48,6 +48,20 @@ fn wait_http_ok(url: &str, what: &str, log: &Path) {
     );
 }
 
+fn wait_tcp(port: u16, what: &str, log: &Path) {
+    let end = Instant::now() + Duration::from_secs(30);
+    while Instant::now() < end {
+        if std::net::TcpStream::connect(("127.0.0.1", port)).is_ok() {
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    panic!(
+        "{what} did not start: {}",
+        std::fs::read_to_string(log).unwrap_or_default()
+    );
+}
+
 fn stop_gracefully(child: &mut Option<Guard>) {
     if let Some(mut g) = child.take() {
         let _ = Command::new("kill")
@@ -79,6 +93,8 @@ pub struct VictoriaMetrics {
     pub dir: tempfile::TempDir,
     pub port: u16,
     child: Option<Guard>,
+    /// HTTPS with this (certificate, key) when set.
+    tls: Option<(std::path::PathBuf, std::path::PathBuf)>,
 }
 
 impl VictoriaMetrics {
@@ -88,19 +104,43 @@ impl VictoriaMetrics {
             dir: tempfile::tempdir().expect("temp dir"),
             port: free_port(),
             child: None,
+            tls: None,
+        };
+        vm.resume();
+        vm
+    }
+
+    /// Serving HTTPS with `cert` (valid for `localhost`) and `key`. Only the write path is
+    /// used then ([`Self::export`] speaks plain HTTP).
+    pub fn start_tls(cert: &Path, key: &Path) -> Self {
+        require("victoria-metrics", "victoria-metrics");
+        let mut vm = Self {
+            dir: tempfile::tempdir().expect("temp dir"),
+            port: free_port(),
+            child: None,
+            tls: Some((cert.to_path_buf(), key.to_path_buf())),
         };
         vm.resume();
         vm
     }
 
     pub fn url(&self) -> String {
-        format!("http://127.0.0.1:{}", self.port)
+        match self.tls {
+            Some(_) => format!("https://localhost:{}", self.port),
+            None => format!("http://127.0.0.1:{}", self.port),
+        }
     }
 
     /// Starts it again on the same port and data.
     pub fn resume(&mut self) {
         let log = self.dir.path().join("vm.log");
-        let child = Command::new("victoria-metrics")
+        let mut cmd = Command::new("victoria-metrics");
+        if let Some((cert, key)) = &self.tls {
+            cmd.arg("-tls")
+                .arg(format!("-tlsCertFile={}", cert.display()))
+                .arg(format!("-tlsKeyFile={}", key.display()));
+        }
+        let child = cmd
             .arg(format!("-httpListenAddr=127.0.0.1:{}", self.port))
             .arg(format!(
                 "-storageDataPath={}",
@@ -117,7 +157,11 @@ impl VictoriaMetrics {
             .spawn()
             .expect("spawn victoria-metrics");
         self.child = Some(Guard(child));
-        wait_http_ok(&format!("{}/health", self.url()), "victoria-metrics", &log);
+        if self.tls.is_some() {
+            wait_tcp(self.port, "victoria-metrics", &log);
+        } else {
+            wait_http_ok(&format!("{}/health", self.url()), "victoria-metrics", &log);
+        }
     }
 
     /// Stops it (SIGTERM: VictoriaMetrics flushes what it holds in memory, as a restarted
