@@ -11,6 +11,7 @@ use std::time::Duration;
 
 use rie_e2e::influx::{Influxd, VictoriaMetrics};
 use rie_e2e::{send_ok, Collector, MINUTE};
+
 use serde_json::{json, Value};
 
 const S1_TAGS: [(&str, &str); 4] = [
@@ -432,4 +433,53 @@ fn v2_over_https_trusts_only_the_configured_ca() {
         0.0
     );
     assert!(untrusted.metric("rie_collector_influx_points_buffered") >= 1.0);
+}
+
+/// InfluxDB refusing some points of a request (here a field type conflict: `rtt_avg_ms`
+/// already exists as an integer) writes the others; the sink counts the refused points, logs
+/// InfluxDB's answer (which quotes the offending line), does not retry them, and goes on.
+#[test]
+fn v1_refused_points_are_counted_and_the_rest_written() {
+    let db = Influxd::start("rie");
+    ureq::post(&format!("{}/write?db=rie&precision=s", db.url()))
+        .send_string("link_check,site=S2 rtt_avg_ms=1i 1790000040")
+        .unwrap();
+    let c = Collector::start_with_config(&v1_config(&db.url()));
+    let s1 = c.probe_config("S1");
+    // The primary answered nothing (no RTT fields: accepted); the backup has an RTT (refused).
+    let silent_primary = json!({"link": "S1-P", "check": "icmp", "target": "10.255.0.1",
+        "start": MINUTE, "interval_s": 60, "sent": 10, "received": 0});
+    let b = batch(
+        1,
+        vec![tcp(MINUTE, 1, 10, 1_000)],
+        vec![silent_primary, sample("S1-B", MINUTE, 10, 10, 45_000)],
+    );
+    assert_eq!(send_ok(&s1, 1, &[b]), [(1, false)]);
+    wait_rows(
+        &c,
+        &db,
+        "SELECT bytes FROM site_traffic WHERE site = 'S1'",
+        1,
+    );
+    wait_drained(&c);
+    let rows = db.rows(
+        "rie",
+        "SELECT sent, received, loss_ratio, link FROM link_check WHERE site = 'S1'",
+    );
+    assert_eq!(rows.len(), 1, "{rows:?}");
+    assert_eq!(rows[0]["link"], json!("S1-P"));
+    assert_eq!(
+        (
+            rows[0]["sent"].as_i64(),
+            rows[0]["received"].as_i64(),
+            rows[0]["loss_ratio"].as_f64()
+        ),
+        (Some(10), Some(0), Some(1.0))
+    );
+    assert_eq!(c.metric("rie_collector_influx_points_rejected_total"), 1.0);
+    assert_eq!(c.metric("rie_collector_influx_points_retried_total"), 0.0);
+    assert_eq!(c.metric("rie_collector_influx_points_dropped_total"), 0.0);
+    let log = c.log();
+    assert_eq!(log.matches("InfluxDB refused points").count(), 1, "{log}");
+    assert!(log.contains("rtt_avg_ms"), "{log}");
 }

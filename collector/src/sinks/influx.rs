@@ -327,7 +327,7 @@ impl InfluxMetrics {
             .expect("valid metric"),
             dropped: c(
                 "rie_collector_influx_points_dropped_total",
-                "Points dropped because the disk budget (influx.disk_budget_mb) was exhausted.",
+                "Points dropped: disk budget (influx.disk_budget_mb) exhausted, or the outbox unwritable.",
             ),
             write_errors: c(
                 "rie_collector_influx_write_errors_total",
@@ -1394,6 +1394,13 @@ fn classify(status: u16, text: String) -> WriteError {
     }
 }
 
+/// `N` of InfluxDB's "partial write: ... dropped=N" answer.
+fn partial_write_dropped(msg: &str) -> Option<usize> {
+    let rest = &msg[msg.find("dropped=")? + "dropped=".len()..];
+    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
+    digits.parse().ok()
+}
+
 fn backoff(cfg: &InfluxConfig, failures: u32) -> Duration {
     let exp = cfg
         .retry_min
@@ -1432,10 +1439,14 @@ async fn sender(shared: Arc<Shared>, writer: HttpWriter, stop: CancellationToken
                     shared.with_queue(|q| Ok((q.done(&chunk)?, 0)))
                 }
                 Err(WriteError::Rejected(msg)) => {
+                    // InfluxDB writes the valid lines of a request and reports the others
+                    // ("partial write: ... dropped=N"); without that count, all were refused.
+                    let refused =
+                        partial_write_dropped(&msg).map_or(chunk.points, |n| n.min(chunk.points));
                     m.write_errors.inc();
-                    m.rejected.inc_by(chunk.points as u64);
-                    let first = chunk.body.lines().next().unwrap_or("");
-                    tracing::error!(error = %msg, first_line = %first, points = chunk.points, "InfluxDB refused points (not retried)");
+                    m.rejected.inc_by(refused as u64);
+                    m.written.inc_by((chunk.points - refused) as u64);
+                    tracing::error!(error = %msg, refused, points = chunk.points, "InfluxDB refused points (not retried); the error quotes the offending line");
                     shared.with_queue(|q| Ok((q.done(&chunk)?, 0)))
                 }
                 Err(WriteError::Retry(msg)) => {
@@ -1551,6 +1562,13 @@ mod tests {
         c.memory_points = 1;
         assert_eq!(c.validate().unwrap_err().0, "influx.memory_points");
         assert!(!format!("{:?}", Secret("hunter2".into())).contains("hunter2"));
+    }
+
+    #[test]
+    fn partial_write_count() {
+        let msg = r#"HTTP 400: {"error":"partial write: field type conflict: input field \"bytes\" on measurement \"site_traffic\" is type integer, already exists as type float dropped=3"}"#;
+        assert_eq!(partial_write_dropped(msg), Some(3));
+        assert_eq!(partial_write_dropped("HTTP 400: bad"), None);
     }
 
     #[test]
