@@ -748,6 +748,20 @@ impl Shared {
     }
 }
 
+/// An episode as written to InfluxDB (see `docs/schema.md`).
+#[derive(Debug, Clone, Copy)]
+pub struct EpisodePoint<'a> {
+    /// Inventory index of the site.
+    pub site_idx: usize,
+    /// `outage`, `failover`, `degraded` or `silent`.
+    pub kind: &'a str,
+    pub link: Option<&'a str>,
+    pub start_ms: i64,
+    /// `None` while open.
+    pub end_ms: Option<i64>,
+    pub cause: &'a str,
+}
+
 /// Handle on a running sink: enqueue episodes, finish at shutdown. Cheap to clone.
 #[derive(Clone)]
 pub struct InfluxSink {
@@ -830,30 +844,21 @@ pub fn start(
 }
 
 impl InfluxSink {
-    /// Queues an `episode` point (kind outage|failover|degraded|silent); call it when an
-    /// episode opens and again when it closes (same start: the close overwrites the open).
-    pub fn episode(
-        &self,
-        site_idx: usize,
-        kind: &str,
-        link: Option<&str>,
-        start_ms: i64,
-        end_ms: Option<i64>,
-        cause: &str,
-        now_ms: i64,
-    ) {
-        let Some(site) = self.tags.site.get(site_idx) else {
+    /// Queues an `episode` point; call it when an episode opens and again when it closes (same
+    /// start: the close overwrites the open).
+    pub fn episode(&self, e: &EpisodePoint<'_>, now_ms: i64) {
+        let Some(site) = self.tags.site.get(e.site_idx) else {
             return;
         };
-        let duration = (end_ms.unwrap_or(now_ms) - start_ms).max(0) / 1000;
+        let duration = (e.end_ms.unwrap_or(now_ms) - e.start_ms).max(0) / 1000;
         if let Some(l) = Line::new("episode")
             .tags(site)
-            .tag("kind", kind)
-            .tag("link", link.unwrap_or(""))
+            .tag("kind", e.kind)
+            .tag("link", e.link.unwrap_or(""))
             .int("duration_s", duration)
-            .int("open", i64::from(end_ms.is_none()))
-            .string("cause", cause)
-            .at(start_ms.div_euclid(1000))
+            .int("open", i64::from(e.end_ms.is_none()))
+            .string("cause", e.cause)
+            .at(e.start_ms.div_euclid(1000))
         {
             let _ = self.input.send(Input::Lines(vec![l]));
         }
@@ -1454,7 +1459,8 @@ async fn sender(shared: Arc<Shared>, writer: HttpWriter, stop: CancellationToken
                     m.write_errors.inc();
                     m.retried.inc_by(chunk.points as u64);
                     let wait = backoff(&cfg, failures);
-                    if failures == 1 || failures % 20 == 0 {
+                    // Logged at failures 1, 2, 4, 8...: a long outage does not flood the log.
+                    if failures.is_power_of_two() {
                         tracing::warn!(error = %msg, failures, retry_in = ?wait, "InfluxDB write failed; keeping points");
                     }
                     if let Err(e) = shared.with_queue(|q| Ok(((), q.failed(&chunk)?))) {
@@ -1562,6 +1568,95 @@ mod tests {
         c.memory_points = 1;
         assert_eq!(c.validate().unwrap_err().0, "influx.memory_points");
         assert!(!format!("{:?}", Secret("hunter2".into())).contains("hunter2"));
+    }
+
+    /// Episode, site-state and collector points as queued (InfluxDB unreachable: they end up in
+    /// the outbox at shutdown, where they are read back verbatim).
+    #[tokio::test]
+    async fn episode_state_and_health_lines() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = Arc::new(
+            crate::inventory::load_dir(
+                &Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/inventory"),
+            )
+            .unwrap(),
+        );
+        let sites = Arc::new(SiteRegistry::new(inv, Default::default()));
+        let metrics = Arc::new(Metrics::new());
+        let cfg = InfluxConfig {
+            url: Some("http://127.0.0.1:1".into()),
+            api: InfluxApi::V1,
+            database: "rie".into(),
+            instance: "c1".into(),
+            retry_min: Duration::from_secs(60),
+            retry_max: Duration::from_secs(60),
+            ..InfluxConfig::default()
+        };
+        let shutdown = CancellationToken::new();
+        let tracker = tokio_util::task::TaskTracker::new();
+        let db = dir.path().join("rie.db");
+        crate::store::open(&db).unwrap();
+        let (sink, _hook) = start(&cfg, dir.path(), &db, sites, &metrics, &shutdown, &tracker)
+            .unwrap()
+            .unwrap();
+        let open = EpisodePoint {
+            site_idx: 2,
+            kind: "failover",
+            link: Some("S3-P"),
+            start_ms: 1_790_000_040_500,
+            end_ms: None,
+            cause: "primary S3-P: no answer, \"backup\" took over",
+        };
+        sink.episode(&open, 1_790_000_100_000);
+        sink.episode(
+            &EpisodePoint {
+                end_ms: Some(1_790_000_160_000),
+                ..open
+            },
+            1_790_000_170_000,
+        );
+        // The periodic task's first tick is immediate.
+        tokio::time::sleep(Duration::from_millis(300)).await;
+        shutdown.cancel();
+        tracker.close();
+        tracker.wait().await;
+        sink.finish().await;
+        let out = Outbox::open(&dir.path().join("influx-outbox.db"), u64::MAX).unwrap();
+        let mut stmt = out
+            .conn
+            .prepare("SELECT body FROM influx_outbox ORDER BY id")
+            .unwrap();
+        let lines: Vec<String> = stmt
+            .query_map([], |r| r.get::<_, String>(0))
+            .unwrap()
+            .map(|b| b.unwrap())
+            .flat_map(|b| b.lines().map(String::from).collect::<Vec<_>>())
+            .collect();
+        let tags = r"site=S3,ministry=Justice,departement=2A,region=Corse";
+        assert!(lines.contains(&format!(
+            r#"episode,{tags},kind=failover,link=S3-P duration_s=59i,open=1i,cause="primary S3-P: no answer, \"backup\" took over" 1790000040"#
+        )), "{lines:#?}");
+        assert!(lines.contains(&format!(
+            r#"episode,{tags},kind=failover,link=S3-P duration_s=119i,open=0i,cause="primary S3-P: no answer, \"backup\" took over" 1790000040"#
+        )), "{lines:#?}");
+        // Never seen: unknown (5), not up; S3 has 120 agents.
+        let state: Vec<_> = lines
+            .iter()
+            .filter(|l| l.starts_with(&format!("site_state,{tags} ")))
+            .collect();
+        assert_eq!(state.len(), 1, "{lines:#?}");
+        assert!(
+            state[0].starts_with(&format!(
+                "site_state,{tags} state_code=5i,up=0i,on_backup=0i,agents=120i "
+            )),
+            "{}",
+            state[0]
+        );
+        let at: i64 = state[0].rsplit(' ').next().unwrap().parse().unwrap();
+        assert_eq!(at % 60, 0, "periodic points sit on the period's start");
+        assert!(lines.iter().any(|l| l.starts_with(
+            "collector,instance=c1 connections=0i,batches=0i,frame_errors=0i,points_buffered="
+        )));
     }
 
     #[test]
