@@ -49,7 +49,7 @@ c2=$(cpu "$pid"); t2=$(date +%s.%N)
 wait "$lg"
 rss=$(awk '/VmHWM/{print $2}' "/proc/$pid/status")
 cat "$dir/report.json"
-tail -4 "$dir/loadgen.err"
+cat "$dir/loadgen.err"
 echo "collector: $(echo "($c2-$c1)/($t2-$t1)" | bc -l | cut -c1-5) cores over the steady window, peak RSS $((rss / 1024)) MiB"
 echo "collector warnings/errors: $(grep -cE 'WARN|ERROR' "$dir/serve.err" || true)"
 if [ -n "$influx" ]; then

@@ -103,6 +103,9 @@ enum Cmd {
         interval: Duration,
         #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
         duration: Duration,
+        /// Latencies of the first part (the fleet connecting) are reported apart.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
         /// Collector probe address (its certificate must name `localhost`).
         #[arg(long)]
         address: String,
@@ -259,6 +262,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             probes,
             interval,
             duration,
+            warmup,
             address,
             ca,
             data_dir,
@@ -273,6 +277,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 probes,
                 interval,
                 duration,
+                warmup,
                 address,
                 ca,
                 data_dir,
