@@ -5,13 +5,14 @@
 # (batches/s, ack latency p50/p99/max, produced/acked/stored) and the collector's CPU over a
 # steady window and its peak RSS.
 # Usage: scripts/measure-loadgen.sh [PROBES] [DURATION_S] [INFLUX_V2_URL]
+#   DATA_PARENT=/dev/shm puts the collector's database on tmpfs (isolates fsync from a busy disk).
 #   With INFLUX_V2_URL (e.g. a local VictoriaMetrics), the InfluxDB sink is on.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 probes=${1:-14000}; duration=${2:-90}; influx=${3:-}
 cargo build --release -p rie-collector >/dev/null
 bin=./target/release/rie-collector
-dir=$(mktemp -d)
+dir=$(mktemp -d -p "${DATA_PARENT:-/tmp}")
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 $bin inventory generate --sites "$probes" --seed 1 --out "$dir/inv" >/dev/null
 $bin pki init --dir "$dir/pki" >/dev/null
@@ -52,6 +53,13 @@ cat "$dir/report.json"
 cat "$dir/loadgen.err"
 echo "collector: $(echo "($c2-$c1)/($t2-$t1)" | bc -l | cut -c1-5) cores over the steady window, peak RSS $((rss / 1024)) MiB"
 echo "collector warnings/errors: $(grep -cE 'WARN|ERROR' "$dir/serve.err" || true)"
+# Group commits (fsync included) slower than 250 ms explain ack-latency spikes on a shared disk.
+curl -s "http://$api_addr/metrics" | awk '
+  /^rie_collector_store_commit_seconds_bucket\{le="0.25"\}/ {fast=$2}
+  /^rie_collector_store_commit_seconds_count/ {n=$2}
+  /^rie_collector_store_commit_seconds_sum/ {sum=$2}
+  END {printf "store commits: %d, mean %.1f ms, slower than 250 ms: %d\n", n, 1000*sum/n, n-fast}'
+
 if [ -n "$influx" ]; then
   curl -s "http://$api_addr/metrics" | grep -E '^rie_collector_influx_' || true
 fi
