@@ -59,21 +59,25 @@ pub enum LoadgenError {
 pub struct Recorder {
     pub produced: AtomicU64,
     pub acked: AtomicU64,
-    latencies_us: Mutex<Vec<u32>>,
+    /// Set once the warm-up is over: later latencies are the steady state's.
+    steady: std::sync::atomic::AtomicBool,
+    /// (latency µs, steady) since the last [`Recorder::take`].
+    latencies: Mutex<Vec<(u32, bool)>>,
 }
 
 impl Recorder {
     fn record(&self, d: Duration) {
         let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
-        self.latencies_us
+        let steady = self.steady.load(Ordering::Relaxed);
+        self.latencies
             .lock()
             .unwrap_or_else(|p| p.into_inner())
-            .push(us);
+            .push((us, steady));
     }
 
-    /// (count, p50, p99, max) in ms of the latencies recorded since the last call.
-    fn take(&self) -> Vec<u32> {
-        std::mem::take(&mut *self.latencies_us.lock().unwrap_or_else(|p| p.into_inner()))
+    /// The latencies recorded since the last call.
+    fn take(&self) -> Vec<(u32, bool)> {
+        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|p| p.into_inner()))
     }
 }
 
@@ -148,7 +152,7 @@ pub struct Report {
     pub ack_latency_ms: Latency,
     /// During the warm-up.
     pub ack_latency_ms_warmup: Latency,
-    /// After the warm-up, the worst 5-s window's p99.
+    /// The worst p99 of the progress windows (5 s) that are wholly after the warm-up.
     pub worst_window_p99_ms: f64,
 }
 
@@ -232,36 +236,51 @@ pub async fn run(
         stop.clone(),
     )?;
     let started = Instant::now();
-    let mut all = Vec::new();
-    let mut warm = Vec::new();
+    let deadline = tokio::time::Instant::now() + opts.duration;
+    {
+        let (rec, warmup) = (rec.clone(), opts.warmup);
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            rec.steady.store(true, Ordering::Relaxed);
+        });
+    }
+    let (mut steady, mut warm) = (Vec::new(), Vec::new());
     let mut worst_p99: f64 = 0.0;
     let mut tick = tokio::time::interval(Duration::from_secs(5));
     tick.tick().await;
-    let mut last_acked = 0;
-    while started.elapsed() < opts.duration {
-        tokio::select! {
-            _ = shutdown.cancelled() => break,
-            _ = tick.tick() => {}
-        }
+    let mut last = (0u64, Instant::now());
+    loop {
+        let end = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep_until(deadline) => true,
+            _ = tick.tick() => false,
+        };
         let window = rec.take();
         let acked = rec.acked.load(Ordering::Relaxed);
-        let l = Latency::of(window.clone());
+        let l = Latency::of(window.iter().map(|&(us, _)| us).collect());
         eprintln!(
             "[{:>4}s] acked/s {:.0} | produced {} acked {} | ack latency ms p50 {:.1} p99 {:.1} max {:.1}",
             started.elapsed().as_secs(),
-            (acked - last_acked) as f64 / 5.0,
+            (acked - last.0) as f64 / last.1.elapsed().as_secs_f64().max(0.001),
             rec.produced.load(Ordering::Relaxed),
             acked,
             l.p50,
             l.p99,
             l.max
         );
-        last_acked = acked;
-        if started.elapsed() <= opts.warmup + Duration::from_millis(500) {
-            warm.extend(window);
-        } else {
+        last = (acked, Instant::now());
+        if window.iter().all(|&(_, s)| s) && !window.is_empty() {
             worst_p99 = worst_p99.max(l.p99);
-            all.extend(window);
+        }
+        for (us, s) in window {
+            if s {
+                steady.push(us)
+            } else {
+                warm.push(us)
+            }
+        }
+        if end {
+            break;
         }
     }
     let duration = started.elapsed();
@@ -276,7 +295,13 @@ pub async fn run(
     stop.cancel();
     tasks.close();
     let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
-    all.extend(rec.take());
+    for (us, s) in rec.take() {
+        if s {
+            steady.push(us)
+        } else {
+            warm.push(us)
+        }
+    }
     let stored_after = stored(&opts.metrics_url).await?;
     let produced = rec.produced.load(Ordering::Relaxed);
     let acked = rec.acked.load(Ordering::Relaxed);
@@ -289,7 +314,7 @@ pub async fn run(
         batches_unacked: produced.saturating_sub(acked),
         batches_stored: stored_before.zip(stored_after).map(|(b, a)| a - b),
         acked_per_s: acked as f64 / duration.as_secs_f64(),
-        ack_latency_ms: Latency::of(all),
+        ack_latency_ms: Latency::of(steady),
         ack_latency_ms_warmup: Latency::of(warm),
         worst_window_p99_ms: worst_p99,
     })
