@@ -62,4 +62,13 @@ curl -s "http://$api_addr/metrics" | awk '
 
 if [ -n "$influx" ]; then
   curl -s "http://$api_addr/metrics" | grep -E '^rie_collector_influx_' || true
+  # Probes have stopped: how long the sink takes to empty its backlog (its throughput).
+  b0=$(curl -s "http://$api_addr/metrics" | awk '/^rie_collector_influx_points_buffered /{print $2}')
+  t0=$(date +%s.%N)
+  for _ in $(seq 120); do
+    b=$(curl -s "http://$api_addr/metrics" | awk '/^rie_collector_influx_points_buffered /{print $2}')
+    [ "$b" = 0 ] && break
+    sleep 0.5
+  done
+  echo "influx backlog $b0 -> $b in $(echo "$(date +%s.%N)-$t0" | bc -l | cut -c1-5) s"
 fi
