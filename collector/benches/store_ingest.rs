@@ -8,21 +8,19 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rie_collector::config::SiteThresholds;
-use rie_collector::inventory::{self, GenerateOptions};
 use rie_collector::metrics::Metrics;
 use rie_collector::sites::SiteRegistry;
 use rie_collector::store::{self, BatchWrite, Writer};
-use rie_probe::sources::simulate::{SimulateConfig, Simulator};
-use rie_proto::{Batch, LinkRole};
+use rie_proto::Batch;
 use tokio::sync::{mpsc, oneshot};
+
+mod common;
 
 const ROUNDS: usize = 6;
 
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
-    inventory::generate(&GenerateOptions::new(14_000, 1), &dir.path().join("inv"))
-        .expect("generate");
-    let inv = Arc::new(inventory::load_dir(&dir.path().join("inv")).expect("load"));
+    let (inv, mut sims) = common::national(dir.path());
     let conn = store::open(&dir.path().join("rie.db")).expect("open");
     let sites = Arc::new(SiteRegistry::new(inv.clone(), SiteThresholds::default()));
     let dedup = Arc::new(store::load_state(&conn, &sites).expect("state"));
@@ -30,30 +28,6 @@ fn main() {
     let (tx, rx) = mpsc::channel(4096);
     let writer = Writer::new(conn, dedup, sites, metrics.clone(), 2048);
     let handle = std::thread::spawn(move || writer.run(rx));
-
-    let mut sims: Vec<Simulator> = inv
-        .sites
-        .iter()
-        .map(|s| {
-            let links: Vec<_> = inv.links_of(&s.id).collect();
-            Simulator::new(SimulateConfig {
-                seed: 1,
-                agents: s.agents,
-                primary_link: links
-                    .iter()
-                    .find(|l| l.role == LinkRole::Primary)
-                    .expect("primary")
-                    .id
-                    .clone(),
-                backup_link: links
-                    .iter()
-                    .find(|l| l.role == LinkRole::Backup)
-                    .map(|l| l.id.clone()),
-                rtt_ms: 15.0,
-                incident_rate: 0.0,
-            })
-        })
-        .collect();
 
     let mut total = 0usize;
     let started = Instant::now();

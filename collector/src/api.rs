@@ -22,6 +22,8 @@ pub struct AppState {
     pub sites: Arc<SiteRegistry>,
     pub reader: Arc<Reader>,
     pub metrics: Arc<Metrics>,
+    /// Cost model of `/api/v1/indicators`.
+    pub costs: Arc<crate::indicators::CostModel>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -30,7 +32,10 @@ pub fn router(state: AppState) -> Router {
         .route("/metrics", get(metrics))
         .route("/api/v1/sites", get(list_sites))
         .route("/api/v1/sites/{site_id}", get(one_site))
+        .route("/api/v1/sites/{site_id}/episodes", get(site_episodes))
         .route("/api/v1/flows/totals", get(flow_totals))
+        .merge(crate::web::routes())
+        .route("/api/v1/indicators", get(indicators))
         .with_state(state)
 }
 
@@ -126,6 +131,7 @@ struct ProbeOut {
     probe_version: Option<String>,
     protocol_version: Option<u16>,
     clock_offset_ms: Option<i64>,
+    clock_suspect: bool,
     batches_stored: u64,
     last_batch: Option<String>,
 }
@@ -178,6 +184,7 @@ fn site_out(sites: &SiteRegistry, idx: usize, v: SiteView, detail: bool) -> Site
             probe_version: v.live.probe_version.clone(),
             protocol_version: v.live.protocol_version,
             clock_offset_ms: v.live.clock_offset_ms,
+            clock_suspect: v.clock_suspect,
             batches_stored: v.live.batches_stored,
             last_batch: v.live.last_batch_ms.and_then(rfc3339_ms),
         }),
@@ -219,11 +226,8 @@ async fn list_sites(
     Ok(Json(out))
 }
 
-async fn one_site(
-    State(st): State<AppState>,
-    Path(id): Path<String>,
-) -> Result<Json<SiteOut>, ApiError> {
-    let idx = rie_proto::SiteId::new(id.clone())
+fn site_index(st: &AppState, id: &str) -> Result<usize, ApiError> {
+    rie_proto::SiteId::new(id.to_string())
         .ok()
         .and_then(|s| st.sites.inventory.site_index(&s))
         .ok_or_else(|| {
@@ -231,9 +235,72 @@ async fn one_site(
                 StatusCode::NOT_FOUND,
                 format!("no site {id:?} in the inventory"),
             )
-        })?;
+        })
+}
+
+async fn one_site(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+) -> Result<Json<SiteOut>, ApiError> {
+    let idx = site_index(&st, &id)?;
     let v = st.sites.view(idx, now_ms());
     Ok(Json(site_out(&st.sites, idx, v, true)))
+}
+
+#[derive(Deserialize)]
+struct EpisodesQuery {
+    from: Option<String>,
+    to: Option<String>,
+}
+
+#[derive(Serialize)]
+struct EpisodeOut {
+    kind: crate::sites::EpisodeKind,
+    start: Option<String>,
+    end: Option<String>,
+    /// Up to `end`, or up to now while the episode is open.
+    duration_s: i64,
+    link: Option<String>,
+    cause: String,
+}
+
+/// Episodes overlapping `[from, to)`; both default to the last 30 days up to now.
+async fn site_episodes(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<EpisodesQuery>,
+) -> Result<Json<Vec<EpisodeOut>>, ApiError> {
+    let idx = site_index(&st, &id)?;
+    let now = now_ms();
+    let to = match q.to.as_deref() {
+        Some(t) => parse_time("to", t)? * 1000,
+        None => now,
+    };
+    let from = match q.from.as_deref() {
+        Some(f) => parse_time("from", f)? * 1000,
+        None => to - 30 * 86_400_000,
+    };
+    if from >= to {
+        return Err(bad_request("`from` must be before `to`".into()));
+    }
+    let site = st.sites.inventory.sites[idx].id.to_string();
+    let reader = st.reader.clone();
+    let rows = tokio::task::spawn_blocking(move || reader.episodes(&site, from, to))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    Ok(Json(
+        rows.into_iter()
+            .map(|e| EpisodeOut {
+                kind: e.kind,
+                start: rfc3339_ms(e.start_ms),
+                end: e.end_ms.and_then(rfc3339_ms),
+                duration_s: (e.end_ms.unwrap_or(now) - e.start_ms).max(0) / 1000,
+                link: e.link,
+                cause: e.cause,
+            })
+            .collect(),
+    ))
 }
 
 #[derive(Deserialize)]
@@ -277,4 +344,36 @@ async fn flow_totals(
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(totals).into_response())
+}
+
+#[derive(Deserialize)]
+struct IndicatorsQuery {
+    period: String,
+    #[serde(default)]
+    group_by: Option<String>,
+}
+
+/// Same document as `rie-collector report --format json` (see `indicators::Report`).
+async fn indicators(
+    State(st): State<AppState>,
+    Query(q): Query<IndicatorsQuery>,
+) -> Result<Response, ApiError> {
+    use crate::indicators::{self, GroupBy, Period};
+    let period = Period::parse(&q.period).map_err(|e| bad_request(e.to_string()))?;
+    let by = q.group_by.as_deref().unwrap_or("national");
+    let group_by = GroupBy::parse(by).ok_or_else(|| {
+        bad_request(format!(
+            "group_by={by:?} is not one of site, ministry, departement, region, technology, national"
+        ))
+    })?;
+    let reader = st.reader.clone();
+    let inv = st.sites.inventory.clone();
+    let costs = st.costs.clone();
+    let report = tokio::task::spawn_blocking(move || {
+        reader.with_conn(|c| indicators::report(c, &inv, &costs, &period, now_ms(), group_by))
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(report).into_response())
 }

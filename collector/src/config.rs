@@ -53,6 +53,10 @@ pub struct CollectorConfig {
     /// InfluxDB sink (off unless `influx.url` is set); see `sinks::influx`.
     #[serde(default)]
     pub influx: crate::sinks::influx::InfluxConfig,
+    /// Cost model for indicators and finance reports (`configs/costs.toml`); the built-in
+    /// defaults (the same values as that file) when absent.
+    #[serde(default)]
+    pub costs: Option<PathBuf>,
     /// Where this configuration came from, for error messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -122,14 +126,61 @@ pub struct SiteThresholds {
     /// Average RTT on the active link at or above this: `degraded`.
     #[serde(default = "default_degraded_rtt", with = "humantime_serde")]
     pub degraded_rtt: Duration,
+    /// Check intervals in a row past a threshold (on one target) before a site is `degraded`
+    /// (1: at once).
+    #[serde(default = "default_degraded_after")]
+    pub degraded_after: u32,
+    /// A probe clock further than this from the collector's is flagged (API `clock_suspect`,
+    /// log warning); timestamps are corrected by the measured offset either way.
+    #[serde(default = "default_max_clock_offset", with = "humantime_serde")]
+    pub max_clock_offset: Duration,
 }
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NetflowConfig {
     /// UDP address for NetFlow v5/v9/IPFIX exported directly by routers; off when absent.
     #[serde(default)]
     pub listen: Option<SocketAddr>,
+    /// How often the minute aggregates held in memory are committed to the store: the most a
+    /// crash can lose (UDP has no acknowledgement, so exporters never resend).
+    #[serde(default = "default_netflow_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Receive buffer asked of the kernel (capped by `net.core.rmem_max`): absorbs bursts
+    /// while a commit runs.
+    #[serde(default = "default_netflow_rcvbuf")]
+    pub receive_buffer_bytes: usize,
+    /// Exporters (address × observation domain) whose templates are kept in memory.
+    #[serde(default = "default_netflow_exporters")]
+    pub max_exporters: usize,
+    /// Threads decoding datagrams, each owning a share of the exporters.
+    #[serde(default = "default_netflow_threads")]
+    pub decode_threads: usize,
+}
+
+fn default_netflow_flush() -> Duration {
+    Duration::from_secs(5)
+}
+fn default_netflow_rcvbuf() -> usize {
+    16 * 1024 * 1024
+}
+fn default_netflow_exporters() -> usize {
+    20_000
+}
+fn default_netflow_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
+
+impl Default for NetflowConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            flush_interval: default_netflow_flush(),
+            receive_buffer_bytes: default_netflow_rcvbuf(),
+            max_exporters: default_netflow_exporters(),
+            decode_threads: default_netflow_threads(),
+        }
+    }
 }
 
 fn default_data_dir() -> PathBuf {
@@ -177,6 +228,12 @@ fn default_degraded_loss() -> f64 {
 fn default_degraded_rtt() -> Duration {
     Duration::from_millis(700)
 }
+fn default_degraded_after() -> u32 {
+    2
+}
+fn default_max_clock_offset() -> Duration {
+    Duration::from_secs(2)
+}
 
 impl Default for ProbesConfig {
     fn default() -> Self {
@@ -218,6 +275,8 @@ impl Default for SiteThresholds {
             silent_after: default_silent_after(),
             degraded_loss_ratio: default_degraded_loss(),
             degraded_rtt: default_degraded_rtt(),
+            degraded_after: default_degraded_after(),
+            max_clock_offset: default_max_clock_offset(),
         }
     }
 }
@@ -233,6 +292,7 @@ impl Default for CollectorConfig {
             sites: SiteThresholds::default(),
             netflow: NetflowConfig::default(),
             influx: crate::sinks::influx::InfluxConfig::default(),
+            costs: None,
             source: None,
         }
     }
@@ -290,6 +350,24 @@ impl CollectorConfig {
                 ),
             ));
         }
+        if self.netflow.max_exporters < 1 {
+            return Err(invalid(
+                "netflow.max_exporters",
+                "must be at least 1; e.g. 20000 (one per router, with room)".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.netflow.decode_threads) {
+            return Err(invalid(
+                "netflow.decode_threads",
+                "must be between 1 and 64; e.g. 4".into(),
+            ));
+        }
+        if self.netflow.flush_interval < Duration::from_millis(100) {
+            return Err(invalid(
+                "netflow.flush_interval",
+                "must be at least 100ms; e.g. \"5s\"".into(),
+            ));
+        }
         if self.store.queue == 0 || self.store.commit_max_batches == 0 {
             return Err(invalid(
                 "store",
@@ -302,6 +380,12 @@ impl CollectorConfig {
             return Err(invalid(
                 "sites.degraded_loss_ratio",
                 "must be in ]0, 1]; e.g. 0.05".into(),
+            ));
+        }
+        if self.sites.degraded_after == 0 {
+            return Err(invalid(
+                "sites.degraded_after",
+                "must be at least 1 (batches in a row); e.g. 2".into(),
             ));
         }
         if self.sites.silent_after < Duration::from_secs(1) {

@@ -117,6 +117,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         "rie-telemetry demo: {} sites, {} agents, {} links ({} sites dual-homed); collector probe listener {} (TLS)",
         summary.sites, summary.agents, summary.links, summary.dual_homed, running.probe_addr
     );
+    println!("  status   http://{api}/  (NOC status page)");
     println!("  sites    http://{api}/api/v1/sites");
     println!("  one site http://{api}/api/v1/sites/S00001");
     println!("  traffic  http://{api}/api/v1/flows/totals?from=2020-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");

@@ -45,6 +45,9 @@ struct ConfigArgs {
     api_listen: Option<SocketAddr>,
     #[arg(long, env = "RIE_NETFLOW_LISTEN")]
     netflow_listen: Option<SocketAddr>,
+    /// Cost model for reports and /api/v1/indicators (`costs` in the config).
+    #[arg(long, env = "RIE_COSTS")]
+    costs: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -126,12 +129,36 @@ enum Cmd {
         #[arg(long, default_value_t = 0.001)]
         incident_rate: f64,
     },
+    /// Cost and resilience indicators for a period, as CSV, JSON or a French HTML page
+    /// (see docs/indicators.md).
+    Report(ReportArgs),
     /// Internal: the demo's simulated probes, in their own process.
     #[command(hide = true)]
     DemoProbes {
         #[arg(long)]
         plan: PathBuf,
     },
+}
+
+#[derive(Args)]
+struct ReportArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// Month (2026-10), quarter (2026-Q4) or year (2026), UTC.
+    #[arg(long)]
+    period: String,
+    /// site, ministry, departement, region, technology or national.
+    #[arg(long, default_value = "national")]
+    by: String,
+    /// csv, json or html.
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// `fr`: CSV with `;` separator and decimal comma.
+    #[arg(long, default_value = "en")]
+    locale: String,
 }
 
 #[derive(Subcommand)]
@@ -295,6 +322,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Ok::<_, rie_collector::loadgen::LoadgenError>(())
             })
         }
+        Cmd::Report(args) => report(args),
         Cmd::ProbeConfig {
             cfg,
             site,
@@ -391,16 +419,13 @@ fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
     if let Some(v) = a.api_listen {
         cfg.api.listen = v;
     }
+    if let Some(v) = &a.costs {
+        cfg.costs = Some(v.clone());
+    }
     if let Some(v) = a.netflow_listen {
         cfg.netflow.listen = Some(v);
     }
     cfg.validate().map_err(|e| UserError(e.to_string()))?;
-    if let Some(addr) = cfg.netflow.listen {
-        return Err(UserError(format!(
-            "netflow.listen = {addr}: NetFlow/IPFIX input is not available in this version yet; remove the setting (probes relay traffic in the meantime)"
-        ))
-        .into());
-    }
     Ok(cfg)
 }
 
@@ -418,11 +443,77 @@ async fn serve(cfg: CollectorConfig) -> anyhow::Result<()> {
     spawn_signal_handler(shutdown.clone());
     let running = rie_collector::run(cfg, shutdown).await?;
     // Printed on stdout so that scripts and tests can find the bound addresses.
-    println!(
-        "listening probes={} api={}",
-        running.probe_addr, running.api_addr
-    );
+    match running.netflow_addr {
+        Some(nf) => println!(
+            "listening probes={} api={} netflow={nf}",
+            running.probe_addr, running.api_addr
+        ),
+        None => println!(
+            "listening probes={} api={}",
+            running.probe_addr, running.api_addr
+        ),
+    }
     running.wait().await;
+    Ok(())
+}
+
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    use rie_collector::indicators::{CostModel, GroupBy, Period};
+    use rie_collector::reports::{self, Format, Locale};
+    let period = Period::parse(&a.period).map_err(|e| UserError(format!("--period: {e}")))?;
+    let group_by = GroupBy::parse(&a.by).ok_or_else(|| {
+        UserError(format!(
+            "--by {}: choose site, ministry, departement, region, technology or national",
+            a.by
+        ))
+    })?;
+    let format = Format::parse(&a.format)
+        .ok_or_else(|| UserError(format!("--format {}: choose csv, json or html", a.format)))?;
+    let locale = match a.locale.as_str() {
+        "en" => Locale::En,
+        "fr" => Locale::Fr,
+        other => return Err(UserError(format!("--locale {other}: choose en or fr")).into()),
+    };
+    let cfg = build_config(&a.cfg)?;
+    let model =
+        CostModel::load_or_default(cfg.costs.as_deref()).map_err(|e| UserError(e.to_string()))?;
+    let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+    let db = cfg.db_path();
+    if !db.exists() {
+        return Err(UserError(format!(
+            "{}: no collector database here; point --data-dir (or data_dir in the config) at the collector's data directory",
+            db.display()
+        ))
+        .into());
+    }
+    let conn = store::open(&db)?;
+    let progress = reports::Progress::start(format!("report {}", period.label));
+    let text = reports::build(
+        &conn,
+        &reports::Request {
+            inventory: &inv,
+            model: &model,
+            period: &period,
+            now_ms: rie_collector::ingest::probe_stream::now_ms(),
+            group_by,
+            format,
+            locale,
+        },
+        &|s| progress.stage(s),
+    )?;
+    progress.finish();
+    match &a.out {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing the report to standard output")?;
+        }
+    }
     Ok(())
 }
 

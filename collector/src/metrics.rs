@@ -172,3 +172,110 @@ impl Default for Metrics {
         Self::new()
     }
 }
+
+/// Metrics of the NetFlow/IPFIX input (`ingest::netflow_udp`), registered in the collector's
+/// registry by [`NetflowMetrics::register`] when the input starts.
+#[derive(Clone)]
+pub struct NetflowMetrics {
+    /// Datagrams received, by NetFlow version (`5`, `9`, `10` for IPFIX, `other`).
+    pub datagrams: IntCounterVec,
+    /// Datagrams or parts of datagrams that could not be used, by reason
+    /// (`rie_probe::netflow::DecodeReason`).
+    pub decode_errors: IntCounterVec,
+    /// Flow records decoded, by version.
+    pub records: IntCounterVec,
+    /// NetFlow export packets (datagrams) received, by the site of their exporter
+    /// (`unknown` for exporters no site declares): which routers export, and how much.
+    pub packets_by_site: IntCounterVec,
+    /// Flow records from exporters in no site's `netflow_exporters`: stored under site
+    /// `unknown`, never dropped.
+    pub unknown_exporter_records: IntCounter,
+    /// Flowsets held until their template arrives, over all exporters.
+    pub pending_flowsets: IntGauge,
+    /// Exporter scopes (address × domain) whose templates are in memory.
+    pub exporters: IntGauge,
+    /// Templates kept in the store (survive a restart).
+    pub templates_persisted: IntGauge,
+    /// Minute rows committed to the store.
+    pub rows_committed: IntCounter,
+}
+
+impl NetflowMetrics {
+    /// Creates the metrics and registers them in `registry`.
+    ///
+    /// # Panics
+    /// When called twice on one registry (names must be unique): the collector calls it once.
+    pub fn register(registry: &Registry) -> Self {
+        let counter_vec = |name: &str, help: &str, label: &str| {
+            IntCounterVec::new(Opts::new(name, help), &[label]).expect("valid metric")
+        };
+        let m = Self {
+            datagrams: counter_vec(
+                "rie_collector_netflow_datagrams_total",
+                "NetFlow/IPFIX datagrams received, by version (5, 9, 10 = IPFIX, other).",
+                "version",
+            ),
+            decode_errors: counter_vec(
+                "rie_collector_decode_errors_total",
+                "NetFlow/IPFIX datagrams or flowsets that could not be used, by reason.",
+                "reason",
+            ),
+            records: counter_vec(
+                "rie_collector_netflow_records_total",
+                "NetFlow/IPFIX flow records decoded, by version.",
+                "version",
+            ),
+            packets_by_site: counter_vec(
+                "rie_collector_netflow_packets_total",
+                "NetFlow/IPFIX export packets received, by the site of the exporter (unknown: none).",
+                "exporter_site",
+            ),
+            unknown_exporter_records: IntCounter::new(
+                "rie_collector_netflow_unknown_exporter_records_total",
+                "Flow records from exporters of no inventory site, stored under site `unknown`.",
+            )
+            .expect("valid metric"),
+            pending_flowsets: IntGauge::new(
+                "rie_collector_netflow_pending_flowsets",
+                "NetFlow v9/IPFIX flowsets held until their template arrives.",
+            )
+            .expect("valid metric"),
+            exporters: IntGauge::new(
+                "rie_collector_netflow_exporters",
+                "Exporter scopes (address x observation domain) with templates in memory.",
+            )
+            .expect("valid metric"),
+            templates_persisted: IntGauge::new(
+                "rie_collector_netflow_templates_persisted",
+                "NetFlow v9/IPFIX templates kept in the store across restarts.",
+            )
+            .expect("valid metric"),
+            rows_committed: IntCounter::new(
+                "rie_collector_netflow_rows_committed_total",
+                "Minute rows of NetFlow traffic committed to the store.",
+            )
+            .expect("valid metric"),
+        };
+        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+            Box::new(m.datagrams.clone()),
+            Box::new(m.decode_errors.clone()),
+            Box::new(m.records.clone()),
+            Box::new(m.packets_by_site.clone()),
+            Box::new(m.unknown_exporter_records.clone()),
+            Box::new(m.pending_flowsets.clone()),
+            Box::new(m.exporters.clone()),
+            Box::new(m.templates_persisted.clone()),
+            Box::new(m.rows_committed.clone()),
+        ];
+        for c in collectors {
+            registry.register(c).expect("metric names are unique");
+        }
+        for v in ["5", "9", "10", "other"] {
+            m.datagrams.with_label_values(&[v]);
+        }
+        for r in rie_probe::netflow::DecodeReason::ALL {
+            m.decode_errors.with_label_values(&[r.as_str()]);
+        }
+        m
+    }
+}

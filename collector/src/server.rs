@@ -35,6 +35,10 @@ pub enum StartError {
     Store(#[from] StoreError),
     #[error(transparent)]
     Influx(#[from] crate::sinks::influx::SinkError),
+    #[error(transparent)]
+    Costs(#[from] crate::indicators::CostsError),
+    #[error(transparent)]
+    Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
     #[error("cannot listen on {addr} ({what}): {source}; free the port or set another address")]
     Bind {
         addr: SocketAddr,
@@ -53,6 +57,7 @@ impl StartError {
                 | StartError::Inventory(_)
                 | StartError::Pki(_)
                 | StartError::Influx(crate::sinks::influx::SinkError::Client(_))
+                | StartError::Costs(_)
         )
     }
 }
@@ -61,6 +66,8 @@ impl StartError {
 pub struct Running {
     pub probe_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// UDP address of the NetFlow input, when `netflow.listen` is set.
+    pub netflow_addr: Option<SocketAddr>,
     pub sites: Arc<SiteRegistry>,
     pub metrics: Arc<Metrics>,
     /// The InfluxDB sink when `[influx]` is configured (e.g. to queue episode points).
@@ -68,6 +75,7 @@ pub struct Running {
     shutdown: CancellationToken,
     tracker: TaskTracker,
     writer: std::thread::JoinHandle<()>,
+    netflow: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -83,6 +91,9 @@ impl Running {
         self.tracker.wait().await;
         let writer = self.writer;
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        if let Some(netflow) = self.netflow {
+            let _ = tokio::task::spawn_blocking(move || netflow.join()).await;
+        }
         if let Some(sink) = self.influx {
             sink.finish().await;
         }
@@ -116,12 +127,19 @@ async fn bind(
 pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Running, StartError> {
     cfg.validate()?;
     let inventory = Arc::new(load_inventory(&cfg)?);
+    let costs = Arc::new(crate::indicators::CostModel::load_or_default(
+        cfg.costs.as_deref(),
+    )?);
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
     let db = cfg.db_path();
     let conn = store::open(&db)?;
     let metrics = Arc::new(Metrics::new());
     let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
     let dedup = Arc::new(store::load_state(&conn, &sites)?);
+    metrics
+        .registry
+        .register(Box::new(crate::site_gauges::SiteGauges::new(sites.clone())))
+        .expect("site gauge names are unique");
     let reader = Arc::new(Reader::open(&db)?);
 
     let (probe_listener, probe_addr) = bind(cfg.probes.listen, "probes.listen").await?;
@@ -157,6 +175,31 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
 
+    let watcher = crate::episodes::SilenceWatcher::new(store::open(&db)?, sites.clone())
+        .map_err(StoreError::Sql)?;
+    let watcher_stop = shutdown.clone();
+    std::thread::Builder::new()
+        .name("silence-watcher".into())
+        .spawn(move || watcher.run(std::time::Duration::from_secs(1), watcher_stop))
+        .map_err(|e| StoreError::Open {
+            path: db.display().to_string(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+
+    let netflow = match cfg.netflow.listen {
+        Some(listen) => Some(crate::ingest::netflow_udp::start(
+            &cfg.netflow,
+            listen,
+            &db,
+            inventory.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
+    let netflow_addr = netflow.as_ref().map(|n| n.addr);
+    let netflow = netflow.map(|n| n.thread);
+
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),
         acceptor: TlsAcceptor::from(tls),
@@ -177,6 +220,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         sites: sites.clone(),
         reader,
         metrics: metrics.clone(),
+        costs,
     });
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {
@@ -197,11 +241,13 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     Ok(Running {
         probe_addr,
         api_addr,
+        netflow_addr,
         sites,
         metrics,
         influx,
         shutdown,
         tracker,
         writer,
+        netflow,
     })
 }

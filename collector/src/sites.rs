@@ -20,6 +20,14 @@ pub struct LinkLive {
     pub active: bool,
     pub loss_ratio: Option<f64>,
     pub rtt_avg_ms: Option<f64>,
+    /// Longest run of consecutive check intervals past a threshold, over this link's targets.
+    #[serde(default)]
+    pub bad_streak: u32,
+    /// That run per check target (`kind:target`): a run counts intervals of one target, so
+    /// that the partial intervals of several targets around a link failure or recovery do not
+    /// add up to a degradation.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target_streaks: Vec<(String, u32)>,
 }
 
 /// Durable part of a site's live state (persisted with each batch, restored at start).
@@ -35,9 +43,72 @@ pub struct SiteLive {
     pub clock_offset_ms: Option<i64>,
     pub links: Vec<LinkLive>,
     pub batches_stored: u64,
+    /// The outage, failover or degraded episode in progress (row in `episodes`).
+    #[serde(default)]
+    pub open_episode: Option<OpenEpisode>,
+    /// When the probe reported again after a silence: the end of that silent episode.
+    #[serde(default)]
+    pub resumed_ms: Option<i64>,
     /// Open probe connections (more than one means a duplicate probe or a reconnect race).
     #[serde(skip)]
     pub connections: u32,
+}
+
+/// An episode row still open, kept with the site's state so that closing it needs no lookup.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OpenEpisode {
+    pub id: i64,
+    pub kind: EpisodeKind,
+    pub start_ms: i64,
+}
+
+/// Kinds of episode (the `episodes.kind` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EpisodeKind {
+    Outage,
+    Failover,
+    Degraded,
+    Silent,
+}
+
+impl EpisodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpisodeKind::Outage => "outage",
+            EpisodeKind::Failover => "failover",
+            EpisodeKind::Degraded => "degraded",
+            EpisodeKind::Silent => "silent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Outage, Self::Failover, Self::Degraded, Self::Silent]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    /// The episode a site in `state` is living, if any.
+    pub fn of_state(state: SiteState) -> Option<Self> {
+        match state {
+            SiteState::Down => Some(Self::Outage),
+            SiteState::OnBackup => Some(Self::Failover),
+            SiteState::Degraded => Some(Self::Degraded),
+            _ => None,
+        }
+    }
+}
+
+/// A change of site state found while storing a batch: the writer closes the open episode and
+/// opens the next one in the batch's transaction.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Transition {
+    pub to: SiteState,
+    /// When it happened, collector clock (probe event time corrected by the clock offset).
+    pub at_ms: i64,
+    /// Link involved: the failed primary (failover), the degraded link; none when site-wide.
+    pub link: Option<LinkId>,
+    pub cause: String,
 }
 
 /// The state shown to users: `SiteLive` with silence applied at read time.
@@ -48,12 +119,17 @@ pub struct SiteView {
     #[serde(flatten)]
     pub live: SiteLive,
     pub connected: bool,
+    /// The probe's clock is further from the collector's than `sites.max_clock_offset`.
+    pub clock_suspect: bool,
 }
 
 pub struct SiteRegistry {
     pub inventory: Arc<Inventory>,
     thresholds: SiteThresholds,
     live: Mutex<Vec<SiteLive>>,
+    /// Silence is counted from here at the earliest: sites cannot report while the collector
+    /// itself is down, and that is not their silence.
+    started_ms: i64,
 }
 
 impl SiteRegistry {
@@ -63,7 +139,31 @@ impl SiteRegistry {
             inventory,
             thresholds,
             live,
+            started_ms: crate::ingest::probe_stream::now_ms(),
         }
+    }
+
+    /// Sets when the collector started (tests and benches replay fixed clocks).
+    pub fn starting_at(mut self, started_ms: i64) -> Self {
+        self.started_ms = started_ms;
+        self
+    }
+
+    pub fn thresholds(&self) -> &SiteThresholds {
+        &self.thresholds
+    }
+
+    fn silent_ms(&self) -> i64 {
+        self.thresholds.silent_after.as_millis() as i64
+    }
+
+    /// Records a sign of life; after a silence, remembers when it ended.
+    fn touch(&self, s: &mut SiteLive, now_ms: i64) {
+        let quiet_since = s.last_seen_ms.map(|seen| seen.max(self.started_ms));
+        if quiet_since.is_some_and(|q| now_ms - q > self.silent_ms()) {
+            s.resumed_ms = Some(now_ms);
+        }
+        s.last_seen_ms = Some(now_ms);
     }
 
     fn lock(&self) -> MutexGuard<'_, Vec<SiteLive>> {
@@ -92,7 +192,7 @@ impl SiteRegistry {
         let mut live = self.lock();
         let s = &mut live[idx];
         s.connections += 1;
-        s.last_seen_ms = Some(now_ms);
+        self.touch(s, now_ms);
         s.protocol_version = Some(version);
         s.probe_version = Some(probe_version.to_string());
         s.clock_offset_ms = Some(offset_ms);
@@ -105,8 +205,23 @@ impl SiteRegistry {
 
     pub fn on_heartbeat(&self, idx: usize, offset_ms: i64, now_ms: i64) {
         let mut live = self.lock();
-        live[idx].last_seen_ms = Some(now_ms);
+        self.touch(&mut live[idx], now_ms);
         live[idx].clock_offset_ms = Some(offset_ms);
+    }
+
+    /// What to subtract from the probe's timestamps to put them on the collector's clock.
+    ///
+    /// The offset measured at hello includes the network's one-way delay and the hello's
+    /// handling (tens of milliseconds), so within `max_clock_offset` the probe's NTP-disciplined
+    /// clock is the better source and is trusted as is; beyond it, the measured offset is
+    /// applied (and the site flagged).
+    pub fn clock_correction_ms(&self, idx: usize) -> i64 {
+        self.correction(self.lock()[idx].clock_offset_ms)
+    }
+
+    fn correction(&self, offset_ms: Option<i64>) -> i64 {
+        let max = self.thresholds.max_clock_offset.as_millis() as i64;
+        offset_ms.filter(|o| o.abs() > max).unwrap_or(0)
     }
 
     /// A copy of the site's live state.
@@ -115,25 +230,65 @@ impl SiteRegistry {
     }
 
     /// The state a site will have once `batch` is stored, from `base` (the store writer chains
-    /// several batches of one site in one commit). Pure with respect to the registry, so the
-    /// writer can persist it in the batch's transaction and [`SiteRegistry::apply`] it after.
-    pub fn advance(&self, idx: usize, base: SiteLive, batch: &Batch, now_ms: i64) -> SiteLive {
+    /// several batches of one site in one commit), and the state change if there is one. Pure
+    /// with respect to the registry, so the writer can persist both in the batch's transaction
+    /// and [`SiteRegistry::apply`] the state after.
+    ///
+    /// State changes are dated by the probe's own event time (the link change, else the batch's
+    /// creation), corrected by the clock offset: batches replayed from the probe's spool after an
+    /// outage then rebuild the outage with its real start and end, not the replay time.
+    pub fn advance(
+        &self,
+        idx: usize,
+        base: SiteLive,
+        batch: &Batch,
+        now_ms: i64,
+    ) -> (SiteLive, Option<Transition>) {
         let mut next = base;
         let site = &self.inventory.sites[idx];
-        let links = evaluate_links(&self.inventory, &site.id, batch, next.links.as_slice());
-        let state = site_state(&self.inventory, &site.id, &links, &self.thresholds);
-        if next.state != Some(state) {
-            next.state = Some(state);
-            next.state_since_ms = Some(now_ms);
+        let links = evaluate_links(
+            &self.inventory,
+            &site.id,
+            batch,
+            next.links.as_slice(),
+            &self.thresholds,
+        );
+        let verdict = site_state(&self.inventory, &site.id, &links, &self.thresholds);
+        let offset = self.correction(next.clock_offset_ms);
+        let mut transition = None;
+        if next.state != Some(verdict.state) {
+            // The first link change that this batch reports, else when the batch was closed.
+            let event = batch
+                .links
+                .iter()
+                .filter(|st| {
+                    next.links
+                        .iter()
+                        .find(|p| p.link == st.link)
+                        .is_none_or(|p| p.up != st.up || p.active != st.active)
+                })
+                .filter_map(|st| st.changed_ms)
+                .min()
+                .unwrap_or(batch.created_ms);
+            let floor = next.state_since_ms.unwrap_or(i64::MIN);
+            let at = (event - offset).clamp(floor.min(now_ms), now_ms);
+            next.state = Some(verdict.state);
+            next.state_since_ms = Some(at);
+            transition = Some(Transition {
+                to: verdict.state,
+                at_ms: at,
+                link: verdict.link,
+                cause: verdict.cause,
+            });
         }
         next.links = links;
-        next.last_seen_ms = Some(now_ms);
+        self.touch(&mut next, now_ms);
         next.last_batch_ms = Some(now_ms);
         next.batches_stored += 1;
-        next
+        (next, transition)
     }
 
-    /// Installs the state computed by [`SiteRegistry::prepare`], keeping live connection facts.
+    /// Installs the state computed by [`SiteRegistry::advance`], keeping live connection facts.
     pub fn apply(&self, idx: usize, next: SiteLive) {
         let mut live = self.lock();
         let cur = &mut live[idx];
@@ -142,6 +297,9 @@ impl SiteRegistry {
             clock_offset_ms: cur.clock_offset_ms.or(next.clock_offset_ms),
             protocol_version: cur.protocol_version.or(next.protocol_version),
             probe_version: cur.probe_version.clone().or(next.probe_version),
+            // A hello racing with the commit may have seen the end of a silence first.
+            resumed_ms: cur.resumed_ms.max(next.resumed_ms),
+            last_seen_ms: cur.last_seen_ms.max(next.last_seen_ms),
             ..next
         };
     }
@@ -158,30 +316,43 @@ impl SiteRegistry {
     }
 
     fn to_view(&self, live: SiteLive, now_ms: i64) -> SiteView {
-        let silent_ms = self.thresholds.silent_after.as_millis() as i64;
         let (state, since) = match (live.last_seen_ms, live.state) {
             (None, _) => (SiteState::Unknown, None),
-            (Some(seen), _) if now_ms - seen > silent_ms => (SiteState::Silent, Some(seen)),
+            (Some(seen), _) if now_ms - seen.max(self.started_ms) > self.silent_ms() => {
+                (SiteState::Silent, Some(seen))
+            }
             (Some(seen), None) => (SiteState::Up, Some(seen)),
             (Some(_), Some(s)) => (s, live.state_since_ms),
         };
+        let max_offset = self.thresholds.max_clock_offset.as_millis() as i64;
         SiteView {
             state,
             state_since_ms: since,
             connected: live.connections > 0,
+            clock_suspect: live
+                .clock_offset_ms
+                .is_some_and(|o| o.unsigned_abs() > max_offset.unsigned_abs()),
             live,
         }
     }
 }
 
-/// Per-link facts from a batch; links the batch does not mention keep their last values.
+/// Per-link facts from a batch; links the batch does not mention keep their last values, and
+/// links the probe has never reported (no status, no sample) are left out rather than assumed
+/// up: a backup nobody measured must not turn an outage into `on_backup`.
 fn evaluate_links(
     inv: &Inventory,
     site: &rie_proto::SiteId,
     batch: &Batch,
     prev: &[LinkLive],
+    t: &SiteThresholds,
 ) -> Vec<LinkLive> {
     inv.links_of(site)
+        .filter(|l| {
+            prev.iter().any(|p| p.link == l.id)
+                || batch.links.iter().any(|s| s.link == l.id)
+                || batch.samples.iter().any(|s| s.link == l.id)
+        })
         .map(|l| {
             let mut cur = prev
                 .iter()
@@ -193,8 +364,17 @@ fn evaluate_links(
                     active: l.role == LinkRole::Primary,
                     loss_ratio: None,
                     rtt_avg_ms: None,
+                    bad_streak: 0,
+                    target_streaks: Vec::new(),
                 });
             if let Some(st) = batch.links.iter().find(|s| s.link == l.id) {
+                // Loss and latency measured while the link was down say nothing of it now.
+                if st.up && !cur.up {
+                    cur.loss_ratio = None;
+                    cur.rtt_avg_ms = None;
+                    cur.bad_streak = 0;
+                    cur.target_streaks.clear();
+                }
                 cur.up = st.up;
                 cur.active = st.active;
             }
@@ -218,6 +398,27 @@ fn evaluate_links(
                     })
                     .fold((0.0, 0u64), |(a, n), (x, k)| (a + x, n + u64::from(k)));
                 cur.rtt_avg_ms = (n > 0).then(|| sum / n as f64 / 1000.0);
+                let rtt_limit_us = t.degraded_rtt.as_micros() as f64;
+                for s in &samples {
+                    let bad = s.loss_ratio() >= t.degraded_loss_ratio
+                        || s.rtt_avg_us.is_some_and(|r| f64::from(r) >= rtt_limit_us);
+                    let key = format!("{}:{}", s.check.as_str(), s.target);
+                    let i = match cur.target_streaks.iter().position(|(k, _)| *k == key) {
+                        Some(i) => i,
+                        None => {
+                            cur.target_streaks.push((key, 0));
+                            cur.target_streaks.len() - 1
+                        }
+                    };
+                    let n = &mut cur.target_streaks[i].1;
+                    *n = if bad { n.saturating_add(1) } else { 0 };
+                }
+                cur.bad_streak = cur
+                    .target_streaks
+                    .iter()
+                    .map(|(_, n)| *n)
+                    .max()
+                    .unwrap_or(0);
                 // A link that answered nothing does not reach the core, whatever its interface says.
                 if sent > 0 && recv == 0 {
                     cur.up = false;
@@ -228,20 +429,39 @@ fn evaluate_links(
         .collect()
 }
 
+/// A site state with what explains it.
+struct Verdict {
+    state: SiteState,
+    link: Option<LinkId>,
+    cause: String,
+}
+
 /// Site state from its links: down when no link is up; on_backup when the primary is down or
-/// not carrying traffic while a backup is up; degraded when the link carrying traffic is past
-/// the loss or latency threshold.
+/// not carrying traffic while a backup is up; degraded when the link carrying traffic has been
+/// past the loss or latency threshold for `degraded_after` check intervals in a row on one of
+/// its targets (one interval alone is often the partial interval in which a link fails or
+/// recovers, and would flap).
 fn site_state(
     inv: &Inventory,
     site: &rie_proto::SiteId,
     links: &[LinkLive],
     t: &SiteThresholds,
-) -> SiteState {
+) -> Verdict {
+    let verdict = |state, link: Option<&LinkLive>, cause: String| Verdict {
+        state,
+        link: link.map(|l| l.link.clone()),
+        cause,
+    };
     if links.is_empty() {
-        return SiteState::Up;
+        return verdict(SiteState::Up, None, String::new());
     }
     if !links.iter().any(|l| l.up) {
-        return SiteState::Down;
+        let ids: Vec<&str> = links.iter().map(|l| l.link.as_str()).collect();
+        return verdict(
+            SiteState::Down,
+            None,
+            format!("no link reaches the core ({} down)", ids.join(", ")),
+        );
     }
     let role = |id: &LinkId| inv.links_of(site).find(|l| &l.id == id).map(|l| l.role);
     let primary = links
@@ -251,32 +471,63 @@ fn site_state(
         .iter()
         .find(|l| l.active && l.up)
         .or_else(|| links.iter().find(|l| l.up));
-    let on_backup = match (primary, carrying) {
-        (Some(p), Some(c)) => !(p.up && p.active) && role(&c.link) == Some(LinkRole::Backup),
-        _ => false,
+    if let (Some(p), Some(c)) = (primary, carrying) {
+        if !(p.up && p.active) && role(&c.link) == Some(LinkRole::Backup) {
+            let why = if p.up {
+                "no longer carries the traffic"
+            } else {
+                "down"
+            };
+            return verdict(
+                SiteState::OnBackup,
+                Some(p),
+                format!(
+                    "primary {} {why}; backup {} carries the traffic",
+                    p.link, c.link
+                ),
+            );
+        }
+    }
+    let Some(c) = carrying else {
+        return verdict(SiteState::Up, None, String::new());
     };
-    if on_backup {
-        return SiteState::OnBackup;
+    let rtt_limit_ms = t.degraded_rtt.as_secs_f64() * 1000.0;
+    if c.bad_streak < t.degraded_after {
+        return verdict(SiteState::Up, None, String::new());
     }
-    let bad = carrying.is_some_and(|c| {
-        c.loss_ratio.is_some_and(|l| l >= t.degraded_loss_ratio)
-            || c.rtt_avg_ms
-                .is_some_and(|r| r >= t.degraded_rtt.as_secs_f64() * 1000.0)
-    });
-    if bad {
-        SiteState::Degraded
-    } else {
-        SiteState::Up
+    if let Some(loss) = c.loss_ratio.filter(|l| *l >= t.degraded_loss_ratio) {
+        return verdict(
+            SiteState::Degraded,
+            Some(c),
+            format!(
+                "loss {:.1} % on {} (threshold {:.1} %)",
+                loss * 100.0,
+                c.link,
+                t.degraded_loss_ratio * 100.0
+            ),
+        );
     }
+    if let Some(rtt) = c.rtt_avg_ms.filter(|r| *r >= rtt_limit_ms) {
+        return verdict(
+            SiteState::Degraded,
+            Some(c),
+            format!(
+                "rtt {rtt:.0} ms on {} (threshold {rtt_limit_ms:.0} ms)",
+                c.link
+            ),
+        );
+    }
+    verdict(SiteState::Up, None, String::new())
 }
 
 #[cfg(test)]
-mod tests {
+pub(crate) mod tests {
     use super::*;
     use crate::inventory::{Link, Site};
     use rie_proto::{AvailabilitySample, CheckKind, LinkStatus, SiteId, Technology};
 
-    fn registry() -> SiteRegistry {
+    /// One site S1 with a primary P and a backup B, started at time 0.
+    pub(crate) fn registry() -> SiteRegistry {
         let site = Site {
             id: SiteId::new("S1").unwrap(),
             name: "n".into(),
@@ -301,7 +552,7 @@ mod tests {
             vec![site.clone()],
             vec![link("P", LinkRole::Primary), link("B", LinkRole::Backup)],
         );
-        SiteRegistry::new(Arc::new(inv), SiteThresholds::default())
+        SiteRegistry::new(Arc::new(inv), SiteThresholds::default()).starting_at(0)
     }
 
     fn batch(links: &[(&str, bool, bool)], loss: Option<(&str, u32, u32, u32)>) -> Batch {
@@ -339,14 +590,21 @@ mod tests {
     }
 
     fn prepare(r: &SiteRegistry, b: &Batch, now_ms: i64) -> SiteLive {
-        r.advance(0, r.current(0), b, now_ms)
+        let b = Batch {
+            created_ms: now_ms,
+            ..b.clone()
+        };
+        r.advance(0, r.current(0), &b, now_ms).0
     }
 
+    /// The state after the same batch twice (degradation needs two batches in a row).
     fn state_after(b: &Batch) -> SiteState {
         let r = registry();
         let next = prepare(&r, b, 1_000);
         r.apply(0, next);
-        r.view(0, 1_000).state
+        let next = prepare(&r, b, 2_000);
+        r.apply(0, next);
+        r.view(0, 2_000).state
     }
 
     #[test]
@@ -386,6 +644,36 @@ mod tests {
     }
 
     #[test]
+    fn a_link_never_reported_is_not_assumed_up() {
+        // Only the primary is reported, down: the unmeasured backup does not make it on_backup.
+        assert_eq!(
+            state_after(&batch(&[("P", false, false)], None)),
+            SiteState::Down
+        );
+        let r = registry();
+        let n = prepare(&r, &batch(&[("P", true, true)], None), 1_000);
+        assert_eq!(n.links.len(), 1);
+    }
+
+    #[test]
+    fn one_bad_interval_is_not_a_degradation() {
+        let r = registry();
+        let lossy = batch(&[("P", true, true)], Some(("P", 100, 80, 20_000)));
+        let clean = batch(&[("P", true, true)], Some(("P", 100, 100, 20_000)));
+        for (b, t, want) in [
+            (&lossy, 1_000, SiteState::Up),
+            (&clean, 2_000, SiteState::Up),
+            (&lossy, 3_000, SiteState::Up),
+            (&lossy, 4_000, SiteState::Degraded),
+        ] {
+            let n = prepare(&r, b, t);
+            r.apply(0, n);
+            assert_eq!(r.view(0, t).state, want, "at {t}");
+        }
+        assert_eq!(r.view(0, 4_000).state_since_ms, Some(4_000));
+    }
+
+    #[test]
     fn silence_and_unknown_are_read_time_overlays() {
         let r = registry();
         assert_eq!(r.view(0, 0).state, SiteState::Unknown);
@@ -415,5 +703,100 @@ mod tests {
         );
         r.apply(0, n);
         assert_eq!(r.view(0, 3_000).state_since_ms, Some(3_000));
+    }
+
+    pub(crate) fn link_batch(created_ms: i64, links: &[(&str, bool, bool, Option<i64>)]) -> Batch {
+        let mut b = batch(&[], None);
+        b.created_ms = created_ms;
+        b.links = links
+            .iter()
+            .map(|(id, up, active, changed)| LinkStatus {
+                link: LinkId::new(*id).unwrap(),
+                up: *up,
+                active: *active,
+                changed_ms: *changed,
+            })
+            .collect();
+        b
+    }
+
+    #[test]
+    fn transitions_are_dated_by_the_probe_event_corrected_by_the_clock_offset() {
+        let r = registry();
+        // The probe's clock is 5 s ahead of the collector's.
+        r.on_hello(0, 1, "0.1.0", 5_000, 100_000);
+        let up = link_batch(
+            105_000,
+            &[("P", true, true, None), ("B", true, false, None)],
+        );
+        let (n, t) = r.advance(0, r.current(0), &up, 100_000);
+        assert_eq!(t.map(|t| (t.to, t.at_ms)), Some((SiteState::Up, 100_000)));
+        r.apply(0, n);
+        // Replayed late (received at 500 s): the primary failed at 205 s probe time.
+        let fail = link_batch(
+            206_000,
+            &[
+                ("P", false, false, Some(205_000)),
+                ("B", true, true, Some(205_400)),
+            ],
+        );
+        let (n, t) = r.advance(0, r.current(0), &fail, 500_000);
+        let t = t.unwrap();
+        assert_eq!((t.to, t.at_ms), (SiteState::OnBackup, 200_000));
+        assert_eq!(t.link.unwrap().as_str(), "P");
+        assert_eq!(t.cause, "primary P down; backup B carries the traffic");
+        assert_eq!(n.state_since_ms, Some(200_000));
+        r.apply(0, n);
+        // Same state again: no transition.
+        let (_, t) = r.advance(0, r.current(0), &fail, 510_000);
+        assert_eq!(t, None);
+        // Both down: an outage, site-wide.
+        let down = link_batch(
+            300_000,
+            &[
+                ("P", false, false, Some(205_000)),
+                ("B", false, false, Some(299_000)),
+            ],
+        );
+        let (_, t) = r.advance(0, r.current(0), &down, 510_000);
+        let t = t.unwrap();
+        assert_eq!((t.to, t.at_ms, t.link), (SiteState::Down, 294_000, None));
+        assert_eq!(t.cause, "no link reaches the core (P, B down)");
+    }
+
+    #[test]
+    fn a_probe_clock_in_the_future_cannot_date_a_change_after_its_arrival() {
+        let r = registry();
+        let b = link_batch(9_000_000, &[("P", false, false, Some(9_000_000))]);
+        let (_, t) = r.advance(0, r.current(0), &b, 1_000);
+        assert_eq!(t.unwrap().at_ms, 1_000);
+    }
+
+    #[test]
+    fn touch_after_silence_records_the_end_of_the_silence() {
+        let r = registry();
+        r.on_hello(0, 1, "0.1.0", 0, 1_000);
+        r.on_heartbeat(0, 0, 20_000);
+        assert_eq!(r.current(0).resumed_ms, None);
+        r.on_heartbeat(0, 0, 100_000);
+        assert_eq!(r.current(0).resumed_ms, Some(100_000));
+    }
+
+    #[test]
+    fn silence_is_not_counted_while_the_collector_was_down() {
+        let r = registry().starting_at(1_000_000);
+        r.on_hello(0, 1, "0.1.0", 0, 1_000);
+        r.on_disconnect(0);
+        assert_eq!(r.view(0, 1_010_000).state, SiteState::Up);
+        assert_eq!(r.view(0, 1_036_000).state, SiteState::Silent);
+    }
+
+    #[test]
+    fn clock_offsets_past_the_threshold_are_flagged() {
+        let r = registry();
+        r.on_hello(0, 1, "0.1.0", 1_500, 1_000);
+        assert!(!r.view(0, 1_000).clock_suspect);
+        r.on_heartbeat(0, -2_500, 2_000);
+        assert!(r.view(0, 2_000).clock_suspect);
     }
 }

@@ -347,12 +347,17 @@ impl Writer {
                 }
                 let gap = last.map_or(w.batch.seq > 1, |l| w.batch.seq > l + 1);
                 let site = w.site.as_str();
+                // Probe timestamps move to the collector's clock; flow minutes by whole minutes
+                // only, so that a well-synchronised probe's buckets stay exactly as counted.
+                let offset_ms = self.sites.clock_correction_ms(w.site_idx);
+                let minute_shift = (offset_ms as f64 / 60_000.0).round() as i64 * 60;
+                let second_shift = (offset_ms as f64 / 1000.0).round() as i64;
                 for f in &w.batch.flows {
                     let Some(rec) = crate::ingest::validate_flow(f, &self.metrics) else {
                         continue;
                     };
                     flow.execute(params![
-                        rec.minute,
+                        rec.minute - minute_shift,
                         site,
                         rec.exporter,
                         rec.protocol,
@@ -381,7 +386,7 @@ impl Writer {
                         None => (0, 0),
                     };
                     link.execute(params![
-                        s.start.div_euclid(60) * 60,
+                        (s.start - second_shift).div_euclid(60) * 60,
                         site,
                         s.link.as_str(),
                         s.sent,
@@ -401,9 +406,12 @@ impl Writer {
                 let base = live
                     .remove(&w.site_idx)
                     .unwrap_or_else(|| self.sites.current(w.site_idx));
-                let next = self
-                    .sites
-                    .advance(w.site_idx, base, &w.batch, w.received_ms);
+                let (mut next, transition) =
+                    self.sites
+                        .advance(w.site_idx, base, &w.batch, w.received_ms);
+                if let Some(t) = &transition {
+                    crate::episodes::record_transition(&tx, site, &mut next, t)?;
+                }
                 let json = serde_json::to_string(&next)
                     .map_err(|e| rusqlite::Error::ToSqlConversionFailure(Box::new(e)))?;
                 status.execute(params![site, json])?;
@@ -437,6 +445,19 @@ pub struct FlowTotals {
     pub packets: u64,
     pub bytes: u64,
     pub by_protocol: BTreeMap<String, Counts>,
+}
+
+/// One row of `link_minute`: a link's checks summed over one minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkMinute {
+    pub link: String,
+    pub minute: i64,
+    pub sent: i64,
+    pub received: i64,
+    /// Sum of the samples' average RTTs, over `rtt_n` samples that measured one.
+    pub rtt_sum_us: i64,
+    pub rtt_n: i64,
+    pub rtt_max_us: Option<i64>,
 }
 
 /// Read side for the API, on its own connection.
@@ -497,6 +518,54 @@ impl Reader {
             out.by_protocol.insert(proto.to_string(), c);
         }
         Ok(out)
+    }
+
+    /// Episodes of a site overlapping `[from_ms, to_ms)`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn episodes(
+        &self,
+        site: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<crate::episodes::Episode>, StoreError> {
+        Ok(crate::episodes::query(&self.conn(), site, from_ms, to_ms)?)
+    }
+
+    /// Minute rollups of a site's link checks with the minute in `[from, to)` (Unix seconds),
+    /// ordered by link then minute: the status page's recent RTT and loss.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn link_minutes(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<LinkMinute>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT link_id, minute, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
+             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY link_id, minute",
+        )?;
+        let rows = stmt.query_map(params![site, from, to], |r| {
+            Ok(LinkMinute {
+                link: r.get(0)?,
+                minute: r.get(1)?,
+                sent: r.get(2)?,
+                received: r.get(3)?,
+                rtt_sum_us: r.get(4)?,
+                rtt_n: r.get(5)?,
+                rtt_max_us: r.get(6)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Runs `f` on the reader's connection (indicators read several tables in one go).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn())
     }
 
     /// Cheap liveness query for `/healthz`.

@@ -76,16 +76,17 @@ fn user_errors_exit_with_code_2_and_say_the_fix() {
     assert_eq!(again.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
+    let cfg = dir.path().join("collector.toml");
+    std::fs::write(
+        &cfg,
+        "[netflow]\nlisten = \"127.0.0.1:0\"\nmax_exporters = 0\n",
+    )
+    .unwrap();
     let netflow = collector()
-        .args([
-            "serve",
-            "--netflow-listen",
-            "127.0.0.1:0",
-            "--inventory",
-            "/nonexistent",
-        ])
+        .args(["serve", "--config"])
+        .arg(&cfg)
         .output()
         .unwrap();
     assert_eq!(netflow.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&netflow.stderr).contains("netflow.listen"));
+    assert!(String::from_utf8_lossy(&netflow.stderr).contains("netflow.max_exporters"));
 }

@@ -2,10 +2,11 @@
 //! was found and, when it fails, the one thing to do. Blocking failures (the probe cannot work)
 //! make the exit code 1; warnings do not.
 //!
-//! Checked today: configuration, secret-file permissions, spool directory (writable, free
-//! space), capture interfaces present, capture permission, DNS, collector reachable, TLS
-//! certificate against the configured CA, token accepted, clock offset. NetFlow and per-link
-//! checks join this list with the NetFlow and availability features.
+//! Checked: configuration, secret-file permissions, spool directory (writable, free space),
+//! capture interfaces present, capture permission, NetFlow datagrams arriving on the configured
+//! port (when the relay is enabled), each link reaching the core (one attempt of each configured
+//! check over the link), DNS, collector reachable, TLS certificate against the configured CA,
+//! token accepted, clock offset.
 
 use std::path::Path;
 use std::time::Instant;
@@ -164,8 +165,13 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
             )),
         );
     }
-    // Blocking only when capture is configured: without it the probe still works.
-    check_cap_net_raw(&mut out, !cfg.capture.interfaces.is_empty());
+    // Blocking when capture or interface-bound checks need it: without them the probe works.
+    let bound_checks = cfg.links.iter().any(|l| l.interface.is_some());
+    check_cap_net_raw(&mut out, !cfg.capture.interfaces.is_empty() || bound_checks);
+    check_links(&mut out, &cfg, &resolved.checks).await;
+    if cfg.netflow.enabled {
+        check_netflow(&mut out, &cfg).await;
+    }
 
     let host = cfg
         .collector
@@ -317,6 +323,59 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
     out.v
 }
 
+/// One attempt of every check over each link: the link reaches the core when any answers.
+/// Blocking for the primary (the site's traffic and the probe's reports ride on it), a warning
+/// for a backup.
+async fn check_links(
+    out: &mut Lines,
+    cfg: &ProbeConfig,
+    targets: &[(crate::checks::TargetConfig, crate::checks::Target)],
+) {
+    let l = out.lang;
+    for link in &cfg.links {
+        let iface = link.interface.as_deref().unwrap_or("-");
+        let mut parts = Vec::new();
+        let mut any = false;
+        for (i, (tc, target)) in targets
+            .iter()
+            .filter(|(tc, _)| tc.links.is_empty() || tc.links.contains(&link.id))
+            .enumerate()
+        {
+            let bind = crate::checks::Binding::from(link);
+            match crate::checks::attempt(target, &bind, cfg.checks.timeout, i as u16 + 1).await {
+                Ok(rtt) => {
+                    any = true;
+                    parts.push(format!(
+                        "{} {:.1} ms",
+                        tc.label(),
+                        rtt.as_secs_f64() * 1000.0
+                    ));
+                }
+                Err(e) => parts.push(format!("{} ✘ ({e})", tc.label())),
+            }
+        }
+        if parts.is_empty() {
+            parts.push(
+                l.t(
+                    "aucune cible configurée ([[checks.targets]])",
+                    "no target configured ([[checks.targets]])",
+                )
+                .to_string(),
+            );
+        }
+        out.push(
+            any,
+            link.role == rie_proto::LinkRole::Primary,
+            ("Lien jusqu'au cœur de réseau", "Link reaches the core"),
+            format!("{} ({iface}) : {}", link.id, parts.join(", ")),
+            Some((
+                "vérifiez l'interface (`ip link`), la route par ce lien et l'accès opérateur ; signalez-le au NOC",
+                "check the interface (`ip link`), the route over this link and the operator access; report it to the NOC",
+            )),
+        );
+    }
+}
+
 fn check_spool(out: &mut Lines, cfg: &ProbeConfig) {
     let l = out.lang;
     let dir = cfg.spool_dir();
@@ -403,6 +462,128 @@ fn check_cap_net_raw(out: &mut Lines, blocking: bool) {
             "run the probe through its systemd unit (AmbientCapabilities=CAP_NET_RAW)",
         )),
     );
+}
+
+/// NetFlow datagrams arriving on `netflow.listen`: listens for `netflow.check_wait` when the
+/// port is free; when the running probe holds it, reads what it counted in its status file.
+async fn check_netflow(out: &mut Lines, cfg: &ProbeConfig) {
+    let l = out.lang;
+    let label = (
+        "Datagrammes NetFlow reçus sur le port configuré",
+        "NetFlow datagrams arriving on the configured port",
+    );
+    let addr = cfg.netflow.listen;
+    let fix_export = (
+        "configurez l'export NetFlow du routeur vers l'adresse de la sonde, port indiqué (ex. `ip flow-export destination ADRESSE PORT`), et ouvrez ce port UDP",
+        "configure the router's NetFlow export to the probe's address and this port (e.g. `ip flow-export destination ADDRESS PORT`), and open that UDP port",
+    );
+    let socket = crate::sources::netflow::bind(addr)
+        .and_then(|s| s.set_nonblocking(true).map(|()| s))
+        .and_then(tokio::net::UdpSocket::from_std);
+    match socket {
+        Ok(socket) => {
+            let mut buf = vec![0u8; 65_536];
+            let got =
+                tokio::time::timeout(cfg.netflow.check_wait, socket.recv_from(&mut buf)).await;
+            match got {
+                Ok(Ok((n, from))) => {
+                    let version = if n >= 2 {
+                        u16::from_be_bytes([buf[0], buf[1]])
+                    } else {
+                        0
+                    };
+                    let version = match version {
+                        10 => "IPFIX".to_string(),
+                        v => format!("v{v}"),
+                    };
+                    out.push(
+                        true,
+                        true,
+                        label,
+                        format!(
+                            "{addr} : {} {} ({version})",
+                            l.t("datagramme reçu de", "datagram received from"),
+                            from.ip()
+                        ),
+                        None,
+                    );
+                }
+                Ok(Err(e)) => out.push(
+                    false,
+                    true,
+                    label,
+                    format!("{addr} : {e}"),
+                    Some(fix_export),
+                ),
+                Err(_) => out.push(
+                    false,
+                    true,
+                    label,
+                    format!(
+                        "{addr} : {} {} s",
+                        l.t("rien reçu en", "nothing received in"),
+                        cfg.netflow.check_wait.as_secs()
+                    ),
+                    Some(fix_export),
+                ),
+            }
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::AddrInUse => {
+            // Most likely the running probe: ask it what it received.
+            let status = std::fs::read(crate::runner::status_path(&cfg.data_dir))
+                .ok()
+                .and_then(|b| serde_json::from_slice::<crate::runner::Status>(&b).ok())
+                .filter(|s| s.running);
+            match status.and_then(|s| s.netflow_datagrams) {
+                Some(n) if n > 0 => out.push(
+                    true,
+                    true,
+                    label,
+                    format!(
+                        "{addr} : {n} {}",
+                        l.t(
+                            "datagrammes reçus par la sonde en marche",
+                            "datagrams received by the running probe"
+                        )
+                    ),
+                    None,
+                ),
+                Some(_) => out.push(
+                    false,
+                    true,
+                    label,
+                    format!(
+                        "{addr} : {}",
+                        l.t(
+                            "la sonde en marche n'a encore rien reçu",
+                            "the running probe has received nothing yet"
+                        )
+                    ),
+                    Some(fix_export),
+                ),
+                None => out.push(
+                    false,
+                    true,
+                    label,
+                    format!("{addr} : {e}"),
+                    Some((
+                        "un autre programme occupe ce port : arrêtez-le ou changez netflow.listen",
+                        "another program holds this port: stop it or change netflow.listen",
+                    )),
+                ),
+            }
+        }
+        Err(e) => out.push(
+            false,
+            true,
+            label,
+            format!("{addr} : {e}"),
+            Some((
+                "corrigez netflow.listen (une adresse de ce routeur)",
+                "fix netflow.listen (an address of this router)",
+            )),
+        ),
+    }
 }
 
 /// True when no blocking check failed.

@@ -10,6 +10,7 @@ use rie_proto::SiteId;
 use rustls_pki_types::ServerName;
 use serde::Deserialize;
 
+use crate::checks::{ChecksConfig, LinkConfig, TargetConfig};
 use crate::session::Target;
 use crate::sources::simulate::SimulateConfig;
 
@@ -60,6 +61,14 @@ pub struct ProbeConfig {
     pub meter: MeterConfig,
     #[serde(default)]
     pub capture: CaptureConfig,
+    /// The site's access links, as checks bind to them (`[[links]]`).
+    #[serde(default)]
+    pub links: Vec<LinkConfig>,
+    /// Availability checks over each link (`[checks]`, `[[checks.targets]]`).
+    #[serde(default)]
+    pub checks: ChecksConfig,
+    #[serde(default)]
+    pub netflow: NetflowRelayConfig,
     /// Simulated measurements, for demos and tests only: never on a real site.
     #[serde(default)]
     pub simulate: Option<SimulateConfig>,
@@ -109,6 +118,39 @@ pub struct CaptureConfig {
     /// empty: no capture.
     #[serde(default)]
     pub interfaces: Vec<String>,
+}
+
+/// NetFlow/IPFIX relay: the site router exports to the probe, which decodes, aggregates
+/// (direction from `meter.site_prefixes`) and sends the result in its batches, spooled like
+/// capture data.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetflowRelayConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// UDP address the router exports to, e.g. "0.0.0.0:2055".
+    #[serde(default = "default_netflow_listen")]
+    pub listen: std::net::SocketAddr,
+    /// How long `rie-probe check` waits for a datagram on that port.
+    #[serde(default = "default_netflow_check_wait", with = "humantime_serde")]
+    pub check_wait: Duration,
+}
+
+fn default_netflow_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 2055))
+}
+fn default_netflow_check_wait() -> Duration {
+    Duration::from_secs(10)
+}
+
+impl Default for NetflowRelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: default_netflow_listen(),
+            check_wait: default_netflow_check_wait(),
+        }
+    }
 }
 
 /// The flow meter: the site's own prefixes (for traffic direction) and flow expiry.
@@ -218,6 +260,8 @@ fn default_replay_rate() -> f64 {
 pub struct Resolved {
     pub target: Target,
     pub token: String,
+    /// Check targets, parsed.
+    pub checks: Vec<(TargetConfig, crate::checks::Target)>,
 }
 
 impl ProbeConfig {
@@ -365,6 +409,7 @@ impl ProbeConfig {
                 "is empty; use the token written by `rie-collector probe-config`",
             ));
         }
+        let checks = self.resolve_checks()?;
         Ok(Resolved {
             target: Target {
                 address: c.address.clone(),
@@ -373,7 +418,82 @@ impl ProbeConfig {
                 connect_timeout: c.connect_timeout,
             },
             token,
+            checks,
         })
+    }
+
+    /// Validates `[[links]]` and `[checks]`; returns the parsed targets.
+    fn resolve_checks(
+        &self,
+    ) -> Result<Vec<(TargetConfig, crate::checks::Target)>, ProbeConfigError> {
+        for (i, l) in self.links.iter().enumerate() {
+            if self.links[..i].iter().any(|o| o.id == l.id) {
+                return Err(self.invalid(
+                    "links.id",
+                    format!(
+                        "link {} is listed twice; each [[links]] entry is one access link",
+                        l.id
+                    ),
+                ));
+            }
+            if let Some(iface) = &l.interface {
+                if iface.is_empty() || iface.len() > 15 || iface.contains('/') {
+                    return Err(self.invalid(
+                        "links.interface",
+                        format!(
+                            "{iface:?} (link {}) is not an interface name; e.g. \"eth1\"",
+                            l.id
+                        ),
+                    ));
+                }
+            }
+        }
+        if self
+            .links
+            .iter()
+            .filter(|l| l.role == rie_proto::LinkRole::Primary)
+            .count()
+            > 1
+        {
+            return Err(self.invalid("links.role", "only one link can be the primary"));
+        }
+        let c = &self.checks;
+        if c.interval < Duration::from_secs(1) {
+            return Err(self.invalid("checks.interval", "must be at least 1s; e.g. \"10s\""));
+        }
+        if !(1..=100).contains(&c.attempts) {
+            return Err(self.invalid("checks.attempts", "must be between 1 and 100; e.g. 5"));
+        }
+        if c.timeout.is_zero() || c.timeout * c.attempts > c.interval * 2 {
+            return Err(self.invalid(
+                "checks.timeout",
+                "must be above 0 and leave the attempts room in the interval; e.g. \"1s\" for 5 attempts every 10s",
+            ));
+        }
+        if !c.targets.is_empty() && self.links.is_empty() {
+            return Err(self.invalid(
+                "links",
+                "checks need the site's links: add a [[links]] entry (id, role, interface) per access link",
+            ));
+        }
+        let mut out = Vec::with_capacity(c.targets.len());
+        for t in &c.targets {
+            let parsed = t
+                .parse()
+                .map_err(|m| self.invalid("checks.targets.target", m))?;
+            if let Some(unknown) = t
+                .links
+                .iter()
+                .find(|id| self.links.iter().all(|l| &l.id != *id))
+            {
+                return Err(self.invalid(
+                    "checks.targets.links",
+                    format!("link {unknown} (target {}) is not in [[links]]", t.label()),
+                ));
+            }
+            out.push((t.clone(), parsed));
+        }
+        Ok(out)
     }
 }
 

@@ -9,13 +9,16 @@ use std::time::Duration;
 
 use rie_proto::{Batch, LinkStatus};
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, Notify};
 use tokio_util::sync::CancellationToken;
 use tracing::{info, warn};
 
+use crate::checks::Checker;
 use crate::config::{ProbeConfig, ProbeConfigError};
+use crate::links::{Monitor, Sources};
 use crate::meter::aggregate::Prefixes;
 use crate::sources::capture::LiveMeter;
+use crate::sources::netflow::{NetflowRelay, NetflowRelayError, RelayStats};
 use crate::sources::simulate::Simulator;
 use crate::spool::{Outbox, OutboxState, Spool, SpoolError};
 use crate::uplink::{self, now_ms, Identity, Settings, Stats};
@@ -28,6 +31,8 @@ pub enum RunError {
     Spool(#[from] SpoolError),
     #[error(transparent)]
     Capture(#[from] crate::sources::capture::CaptureError),
+    #[error(transparent)]
+    Netflow(#[from] NetflowRelayError),
 }
 
 impl Settings {
@@ -42,42 +47,140 @@ impl Settings {
     }
 }
 
+/// The site's links and their checks: the monitor's state plus the checks' samples.
+pub struct Availability {
+    monitor: Monitor,
+    checker: Checker,
+    changed: Arc<Notify>,
+}
+
+impl Availability {
+    pub fn start(
+        cfg: &ProbeConfig,
+        targets: Vec<(crate::checks::TargetConfig, crate::checks::Target)>,
+        shutdown: CancellationToken,
+    ) -> Self {
+        let changed = Arc::new(Notify::new());
+        let checker = Checker::start(&cfg.checks, targets, &cfg.links, changed.clone(), shutdown);
+        Self {
+            monitor: Monitor::new(cfg.links.clone(), Sources::default()),
+            checker,
+            changed,
+        }
+    }
+
+    /// Recomputes link states; true when one changed.
+    fn poll(&mut self, now_ms: i64) -> bool {
+        let reach = self
+            .checker
+            .reach
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        self.monitor.poll(now_ms, &reach)
+    }
+}
+
 /// Closes a batch every `interval` from the enabled sources (simulated measurements, live
-/// capture) until shutdown; the uplink's outbox numbers it. The first batch closes after a
-/// random part of the interval, so that probes started together (a demo, a fleet after a power
-/// cut) do not send in lockstep. At shutdown the capture is stopped and flushed into a last
-/// batch. The last batch's link states are left in `links` for the status file.
+/// capture, link checks) until shutdown; the uplink's outbox numbers it. A link state change
+/// (failover, failback, link lost) is sent at once in a batch of its own rather than at the
+/// next interval. The first batch closes after a random part of the interval, so that probes
+/// started together (a demo, a fleet after a power cut) do not send in lockstep. At shutdown
+/// the capture is stopped and flushed into a last batch. The last link states are left in
+/// `links` for the status file.
 pub async fn produce(
-    mut sim: Option<Simulator>,
+    sim: Option<Simulator>,
     live: Option<LiveMeter>,
     interval: Duration,
     tx: mpsc::Sender<Batch>,
     links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
     shutdown: CancellationToken,
 ) {
+    let sources = Producers {
+        sim,
+        live,
+        relay: None,
+        avail: None,
+    };
+    produce_with(sources, interval, tx, links, shutdown).await;
+}
+
+/// What measures for a probe; each is optional.
+pub struct Producers {
+    pub sim: Option<Simulator>,
+    pub live: Option<LiveMeter>,
+    /// The NetFlow relay: its aggregates join each batch, and what it holds at shutdown goes
+    /// into the last one.
+    pub relay: Option<NetflowRelay>,
+    pub avail: Option<Availability>,
+}
+
+/// [`produce`] with every kind of source.
+pub async fn produce_with(
+    sources: Producers,
+    interval: Duration,
+    tx: mpsc::Sender<Batch>,
+    links: Option<Arc<Mutex<Vec<LinkStatus>>>>,
+    shutdown: CancellationToken,
+) {
+    let Producers {
+        mut sim,
+        live,
+        relay,
+        mut avail,
+    } = sources;
     let offset = interval.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..1.0));
     let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + offset, interval);
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // Interface and route changes are polled; check results notify.
+    let mut link_poll = tokio::time::interval(Duration::from_secs(1));
+    link_poll.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let changed = avail.as_ref().map(|a| a.changed.clone());
     loop {
-        tokio::select! {
+        let link_event = tokio::select! {
             _ = shutdown.cancelled() => break,
-            _ = ticker.tick() => {}
-        }
+            _ = ticker.tick() => false,
+            _ = link_poll.tick(), if avail.is_some() => true,
+            _ = async { if let Some(c) = &changed { c.notified().await } }, if changed.is_some() => true,
+        };
         let now = now_ms();
+        let moved = avail.as_mut().is_some_and(|a| a.poll(now));
+        if link_event && !moved {
+            continue;
+        }
         let mut batch = Batch {
             seq: 0,
             created_ms: now,
-            flows: live.as_ref().map(LiveMeter::take).unwrap_or_default(),
+            flows: vec![],
             samples: vec![],
-            links: vec![],
+            links: avail
+                .as_ref()
+                .map(|a| a.monitor.current())
+                .unwrap_or_default(),
         };
-        if let Some(c) = sim.as_mut().map(|s| s.measure(now, interval)) {
-            batch.flows.extend(c.flows);
-            batch.samples = c.samples;
-            batch.links = c.links;
+        // The check results that moved a link go with the change, so that the collector
+        // judges the link on them rather than on the previous interval's.
+        if let Some(a) = &avail {
+            batch.samples = a.checker.take_samples();
+        }
+        if !link_event {
+            batch.flows = live.as_ref().map(LiveMeter::take).unwrap_or_default();
+            if let Some(r) = &relay {
+                batch.flows.extend(r.take());
+            }
+            if let Some(c) = sim.as_mut().map(|s| s.measure(now, interval)) {
+                batch.flows.extend(c.flows);
+                batch.samples.extend(c.samples);
+                if avail.is_none() {
+                    batch.links = c.links;
+                }
+            }
         }
         if batch.flows.is_empty() && batch.samples.is_empty() && batch.links.is_empty() {
             continue;
+        }
+        if link_event {
+            info!(links = ?batch.links, "link state changed, sending now");
         }
         if let Some(l) = &links {
             *l.lock().unwrap_or_else(|p| p.into_inner()) = batch.links.clone();
@@ -87,20 +190,28 @@ pub async fn produce(
             r = tx.send(batch) => if r.is_err() { return },
         }
     }
+    let mut flows = Vec::new();
     if let Some(live) = live {
-        let flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
+        flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
             .await
             .unwrap_or_default();
-        if !flows.is_empty() {
-            let last = Batch {
-                seq: 0,
-                created_ms: now_ms(),
-                flows,
-                samples: vec![],
-                links: vec![],
-            };
-            let _ = tx.send(last).await;
-        }
+    }
+    if let Some(relay) = relay {
+        flows.extend(
+            tokio::task::spawn_blocking(move || relay.stop_and_flush())
+                .await
+                .unwrap_or_default(),
+        );
+    }
+    if !flows.is_empty() {
+        let last = Batch {
+            seq: 0,
+            created_ms: now_ms(),
+            flows,
+            samples: vec![],
+            links: vec![],
+        };
+        let _ = tx.send(last).await;
     }
 }
 
@@ -126,6 +237,9 @@ pub struct Status {
     /// IP packets captured since start, when capture is on.
     #[serde(default)]
     pub capture_packets: Option<u64>,
+    /// NetFlow datagrams received from the router since start, when the relay is on.
+    #[serde(default)]
+    pub netflow_datagrams: Option<u64>,
 }
 
 pub fn status_path(data_dir: &Path) -> PathBuf {
@@ -169,7 +283,18 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             Prefixes(cfg.meter.site_prefixes.clone()),
         )?)
     };
-    if sim.is_none() && live.is_none() {
+    let avail = (!cfg.links.is_empty())
+        .then(|| Availability::start(&cfg, resolved.checks.clone(), shutdown.clone()));
+    let relay = if cfg.netflow.enabled {
+        Some(NetflowRelay::start(
+            cfg.netflow.listen,
+            Prefixes(cfg.meter.site_prefixes.clone()),
+        )?)
+    } else {
+        None
+    };
+    let relay_stats: Option<Arc<RelayStats>> = relay.as_ref().map(|r| r.stats.clone());
+    if sim.is_none() && live.is_none() && relay.is_none() && avail.is_none() {
         info!("no measurement source enabled: the probe keeps its connection alive and empties its spool");
     }
     let capture_packets = live.as_ref().map(|l| l.packets.clone());
@@ -206,6 +331,9 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             spool: stats.outbox(),
             links: links.lock().unwrap_or_else(|p| p.into_inner()).clone(),
             capture_packets: capture_packets.as_ref().map(|p| p.load(Ordering::Relaxed)),
+            netflow_datagrams: relay_stats
+                .as_ref()
+                .map(|r| r.datagrams.load(Ordering::Relaxed)),
         }
     };
     let status_task = {
@@ -232,7 +360,19 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         stats.clone(),
         uplink_stop.clone(),
     ));
-    produce(sim, live, cfg.batch_interval, tx, Some(links), shutdown).await;
+    produce_with(
+        Producers {
+            sim,
+            live,
+            relay,
+            avail,
+        },
+        cfg.batch_interval,
+        tx,
+        Some(links),
+        shutdown,
+    )
+    .await;
     if tokio::time::timeout(Duration::from_secs(5), &mut uplink)
         .await
         .is_err()

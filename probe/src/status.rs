@@ -148,6 +148,18 @@ pub fn render(st: &Status, lang: Lang) -> (String, bool) {
             .join(" ; ")
     };
     line(lang.t("Liens", "Links"), links);
+    if let Some(n) = st.netflow_datagrams {
+        line(
+            "NetFlow",
+            format!(
+                "{n} {}",
+                lang.t(
+                    "datagrammes reçus du routeur",
+                    "datagrams received from the router"
+                )
+            ),
+        );
+    }
     line(
         lang.t("Reconnexions", "Reconnections"),
         st.reconnects.to_string(),

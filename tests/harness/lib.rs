@@ -12,6 +12,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 pub mod influx;
+pub mod netflow;
 
 /// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
 ///
@@ -36,15 +37,18 @@ pub fn fixture(rel: &str) -> PathBuf {
         .join(rel)
 }
 
+pub mod site_net;
+
 /// A collector process with its own directory (PKI, database, inventory).
 pub struct Collector {
     pub dir: tempfile::TempDir,
     pub probe_addr: SocketAddr,
     pub api_addr: SocketAddr,
+    /// NetFlow UDP address, for a collector started with [`Collector::start_netflow`].
+    pub netflow_addr: Option<SocketAddr>,
     child: Option<Child>,
     stderr_log: PathBuf,
-    /// Optional `--config` file (e.g. an `[influx]` section), written by [`Collector::start_with_config`].
-    config: Option<PathBuf>,
+    extra_args: Vec<String>,
 }
 
 impl Collector {
@@ -54,16 +58,41 @@ impl Collector {
     }
 
     pub fn start_with_inventory(inventory: &Path) -> Self {
-        Self::start_with(inventory, None)
+        Self::start_inner(inventory, SocketAddr::from(([127, 0, 0, 1], 0)), false)
     }
 
     /// Starts a collector on the fixture inventory with `config_toml` as its `--config` file
     /// (flags for directories and addresses still apply on top).
     pub fn start_with_config(config_toml: &str) -> Self {
-        Self::start_with(&fixture("inventory"), Some(config_toml))
+        Self::start_full(
+            &fixture("inventory"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            false,
+            Some(config_toml),
+        )
     }
 
-    fn start_with(inventory: &Path, config_toml: Option<&str>) -> Self {
+    /// Starts a collector whose probe listener binds `probe_listen` (port 0: any free one).
+    pub fn start_on(inventory: &Path, probe_listen: SocketAddr) -> Self {
+        Self::start_inner(inventory, probe_listen, false)
+    }
+
+    /// A collector with its NetFlow input on an ephemeral UDP port of 127.0.0.1, committing
+    /// NetFlow aggregates every 200 ms.
+    pub fn start_netflow(inventory: &Path) -> Self {
+        Self::start_inner(inventory, SocketAddr::from(([127, 0, 0, 1], 0)), true)
+    }
+
+    fn start_inner(inventory: &Path, probe_listen: SocketAddr, netflow: bool) -> Self {
+        Self::start_full(inventory, probe_listen, netflow, None)
+    }
+
+    fn start_full(
+        inventory: &Path,
+        probe_listen: SocketAddr,
+        netflow: bool,
+        config_toml: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
         std::fs::create_dir_all(&inv).expect("mkdir");
@@ -76,19 +105,25 @@ impl Collector {
                 .arg(dir.path().join("pki")),
         );
         assert!(out.contains("ca.pem"), "{out}");
-        let config = config_toml.map(|t| {
-            let p = dir.path().join("collector.toml");
-            std::fs::write(&p, t).expect("write config");
-            p
-        });
         let mut c = Self {
             stderr_log: dir.path().join("collector.log"),
-            config,
             dir,
-            probe_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            probe_addr: probe_listen,
             api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            netflow_addr: None,
             child: None,
+            extra_args: Vec::new(),
         };
+        let mut toml = config_toml.unwrap_or_default().to_string();
+        if netflow {
+            toml.push_str("\n[netflow]\nflush_interval = \"200ms\"\n");
+            c.netflow_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
+        if !toml.is_empty() {
+            let cfg = c.dir.path().join("collector.toml");
+            std::fs::write(&cfg, toml).expect("config");
+            c.extra_args = vec!["--config".into(), cfg.display().to_string()];
+        }
         c.spawn();
         c
     }
@@ -113,12 +148,8 @@ impl Collector {
             .append(true)
             .open(&self.stderr_log)
             .expect("log file");
-        let mut cmd = Command::new(bin("rie-collector"));
-        cmd.arg("serve");
-        if let Some(c) = &self.config {
-            cmd.arg("--config").arg(c);
-        }
-        let mut child = cmd
+        let mut child = Command::new(bin("rie-collector"))
+            .arg("serve")
             .args(self.config_args())
             .args([
                 "--probe-listen",
@@ -126,6 +157,12 @@ impl Collector {
                 "--api-listen",
                 &self.api_addr.to_string(),
             ])
+            .args(&self.extra_args)
+            .args(
+                self.netflow_addr
+                    .iter()
+                    .flat_map(|a| ["--netflow-listen".to_string(), a.to_string()]),
+            )
             .env("RUST_LOG", "info")
             .stdout(Stdio::piped())
             .stderr(log)
@@ -145,6 +182,10 @@ impl Collector {
             (Some(p), Some(a)) => (self.probe_addr, self.api_addr) = (p, a),
             _ => panic!("collector did not start: {line:?}\n{}", self.log()),
         }
+        if self.netflow_addr.is_some() {
+            self.netflow_addr = addr("netflow=");
+            assert!(self.netflow_addr.is_some(), "no netflow= in {line:?}");
+        }
         self.child = Some(child);
     }
 
@@ -160,6 +201,12 @@ impl Collector {
     /// SIGTERM and wait for a clean exit; returns the exit status code.
     pub fn terminate(&mut self) -> Option<i32> {
         terminate(&mut self.child)
+    }
+
+    /// SIGTERM (the collector commits what it holds), then start again on the same files.
+    pub fn restart_graceful(&mut self) {
+        assert_eq!(self.terminate(), Some(0), "{}", self.log());
+        self.spawn();
     }
 
     pub fn restart(&mut self) {
@@ -415,14 +462,24 @@ impl Probe {
     }
 
     pub fn spawn(&mut self) {
+        self.spawn_with(Command::new(bin("rie-probe")));
+    }
+
+    /// Starts the probe inside network namespace `ns`.
+    pub fn spawn_in_netns(&mut self, ns: &str) {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", ns]).arg(bin("rie-probe"));
+        self.spawn_with(cmd);
+    }
+
+    fn spawn_with(&mut self, mut cmd: Command) {
         let log = std::fs::OpenOptions::new()
             .create(true)
             .append(true)
             .open(self.data_dir.with_extension("log"))
             .expect("probe log");
         self.child = Some(
-            Command::new(bin("rie-probe"))
-                .args(["run", "--config"])
+            cmd.args(["run", "--config"])
                 .arg(&self.config)
                 .stdout(Stdio::null())
                 .stderr(log)

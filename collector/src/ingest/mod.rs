@@ -1,9 +1,11 @@
-//! Inputs of the collector: probe connections over TLS (`probe_stream`). NetFlow exported
-//! directly by routers comes in a later stage (see issue "flow metering").
+//! Inputs of the collector: probe connections over TLS (`probe_stream`), NetFlow/IPFIX
+//! exported directly by routers (`netflow_udp`, templates persisted by `netflow_templates`).
 //!
 //! Shared here: the checks every flow record passes before it reaches the store, so that each
 //! input counts what it leaves out in the same metric.
 
+pub mod netflow_templates;
+pub mod netflow_udp;
 pub mod probe_stream;
 
 use rie_proto::FlowAggregate;

@@ -183,6 +183,10 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
         hello.probe_time_ms - now,
         now,
     );
+    let offset_ms = hello.probe_time_ms - now;
+    if offset_ms.unsigned_abs() > ctx.sites.thresholds().max_clock_offset.as_millis() as u64 {
+        warn!(site = %hello.site, offset_ms, "probe clock is off; its timestamps are corrected, but check the router's NTP");
+    }
     ctx.metrics.probe_connections.inc();
     info!(site = %hello.site, %peer, version = hello.protocol_version, probe = %hello.probe_version, stream = hello.stream, "probe connected");
     let reason = session(&ctx, &mut framed, &hello, site_idx, &shutdown).await;

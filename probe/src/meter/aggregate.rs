@@ -20,6 +20,19 @@ impl Prefixes {
         self.0.iter().any(|n| n.contains(ip))
     }
 
+    /// Direction of traffic from `src` to `dst` (unknown when either is missing).
+    pub fn direction_of(
+        &self,
+        src: Option<&std::net::IpAddr>,
+        dst: Option<&std::net::IpAddr>,
+    ) -> Direction {
+        match (src.map(|a| self.inside(a)), dst.map(|a| self.inside(a))) {
+            (Some(true), Some(false)) => Direction::Outbound,
+            (Some(false), Some(true)) => Direction::Inbound,
+            _ => Direction::Unknown,
+        }
+    }
+
     pub fn direction(&self, k: &FlowKey) -> Direction {
         match (self.inside(&k.src), self.inside(&k.dst)) {
             (true, false) => Direction::Outbound,
@@ -82,6 +95,17 @@ mod tests {
     use super::*;
     use crate::meter::flow_table::EndReason;
     use std::net::IpAddr;
+
+    #[test]
+    fn direction_of_relayed_addresses() {
+        let p = Prefixes(vec!["10.1.0.0/16".parse().unwrap()]);
+        let a: IpAddr = "10.1.0.5".parse().unwrap();
+        let b: IpAddr = "192.0.2.9".parse().unwrap();
+        assert_eq!(p.direction_of(Some(&a), Some(&b)), Direction::Outbound);
+        assert_eq!(p.direction_of(Some(&b), Some(&a)), Direction::Inbound);
+        assert_eq!(p.direction_of(Some(&a), Some(&a)), Direction::Unknown);
+        assert_eq!(p.direction_of(None, Some(&a)), Direction::Unknown);
+    }
 
     fn rec(src: &str, dst: &str, first_s: u64, packets: u64, continuation: bool) -> FlowRecord {
         FlowRecord {

@@ -1,6 +1,7 @@
-//! Producers of measurements. Each source fills its part of a batch when the interval closes.
-//! Live capture (`pnet`), NetFlow relay and link checks come with their own issues; today the
-//! only source is `simulate`, for demos, load tests and end-to-end tests.
+//! Producers of measurements. Each source fills its part of a batch when the interval closes:
+//! live capture (`capture`, pnet), the relay of the site router's NetFlow export (`netflow`),
+//! and `simulate` for demos, load tests and end-to-end tests. Link checks come with their issue.
 
 pub mod capture;
+pub mod netflow;
 pub mod simulate;

@@ -1,0 +1,428 @@
+//! NetFlow v5/v9/IPFIX exported directly by routers (`--netflow-listen`, `[netflow]`): one UDP
+//! socket with a large receive buffer, read by one thread that hands each datagram to one of
+//! `decode_threads` lanes, chosen by exporter address and observation domain, so that each
+//! decode thread owns the state of its exporters (templates, held data, announced sampling).
+//! A decode thread attributes each datagram to a site by its source address (inventory
+//! `netflow_exporters`), sums records into minute rows and commits them to the store every
+//! `flush_interval`.
+//!
+//! Design constraints:
+//! - **What an acknowledgement means for UDP**: nothing is acknowledged to an exporter and
+//!   no exporter ever resends. A record counts once it is in a committed transaction; until
+//!   then it is in memory. A graceful stop (SIGTERM) commits everything first; a crash loses
+//!   at most the last `flush_interval` of traffic, and never counts anything twice (each
+//!   in-memory sum is written by exactly one transaction, and put back only if that
+//!   transaction failed).
+//! - **Unknown exporters** are stored under the site [`UNKNOWN_SITE`] with their address, and
+//!   counted in `rie_collector_netflow_unknown_exporter_records_total`: visible in
+//!   `/api/v1/flows/totals` (all sites, or `site=unknown`), never dropped silently.
+//! - **Isolation**: a malformed datagram is counted in `rie_collector_decode_errors_total`
+//!   and affects only its own exporter's scope; the loop never stops on input.
+//! - Writes use their own SQLite connection (WAL: the probe writer and this one take turns,
+//!   `busy_timeout` covers the wait) and the same upsert on `flow_minute` as probe batches, so
+//!   NetFlow and probe traffic sum in one table. The sampling correction applied is kept
+//!   beside it in `netflow_sampling`.
+
+use std::collections::BTreeMap;
+use std::io::ErrorKind;
+use std::net::{IpAddr, SocketAddr, UdpSocket};
+use std::path::Path;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use rie_probe::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
+use rie_proto::{Direction, FlowAggregate};
+use rusqlite::{params, Connection, TransactionBehavior};
+use tokio_util::sync::CancellationToken;
+
+use super::netflow_templates::SqliteTemplates;
+use crate::config::NetflowConfig;
+use crate::inventory::Inventory;
+use crate::metrics::{Metrics, NetflowMetrics};
+use crate::store::{self, StoreError};
+
+/// Site id under which traffic of exporters in no site's `netflow_exporters` is stored.
+pub const UNKNOWN_SITE: &str = "unknown";
+
+const SCHEMA: &str = "
+-- Sampling corrections applied to NetFlow rows of flow_minute (rate > 1 only): which share of
+-- a minute's flows of a site and exporter were scaled, and by how much.
+CREATE TABLE IF NOT EXISTS netflow_sampling(
+    minute        INTEGER NOT NULL,
+    site_id       TEXT NOT NULL,
+    exporter      TEXT NOT NULL,
+    sampling_rate INTEGER NOT NULL,
+    flows         INTEGER NOT NULL,
+    PRIMARY KEY (minute, site_id, exporter, sampling_rate)
+) WITHOUT ROWID;
+";
+
+/// Why the NetFlow input could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum NetflowStartError {
+    #[error(
+        "cannot listen on {addr} (netflow.listen): {source}; free the port or set another address"
+    )]
+    Bind {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error(transparent)]
+    Store(#[from] StoreError),
+    #[error("netflow templates: {0}")]
+    Templates(#[from] rusqlite::Error),
+    #[error(transparent)]
+    Decoder(#[from] rie_probe::netflow::DecoderConfigError),
+    #[error("cannot start the NetFlow thread: {0}")]
+    Thread(std::io::Error),
+}
+
+/// A started NetFlow input.
+pub struct NetflowInput {
+    pub addr: SocketAddr,
+    pub thread: std::thread::JoinHandle<()>,
+}
+
+/// Binds the UDP socket with the configured receive buffer.
+fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, NetflowStartError> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let err = |source| NetflowStartError::Bind { addr, source };
+    let socket =
+        Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    // Capped by net.core.rmem_max; the kernel reports double what it grants.
+    if let Err(e) = socket.set_recv_buffer_size(rcvbuf) {
+        tracing::warn!(error = %e, "cannot size the NetFlow receive buffer");
+    }
+    socket.bind(&addr.into()).map_err(err)?;
+    let socket: UdpSocket = socket.into();
+    socket
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .map_err(err)?;
+    Ok(socket)
+}
+
+/// Binds `cfg.listen` and starts the input thread; it stops (after a last commit) when
+/// `shutdown` is cancelled.
+///
+/// # Errors
+/// [`NetflowStartError`] for the port, the database or the decoder limits.
+pub fn start(
+    cfg: &NetflowConfig,
+    listen: SocketAddr,
+    db: &Path,
+    inventory: Arc<Inventory>,
+    metrics: Arc<Metrics>,
+    shutdown: CancellationToken,
+) -> Result<NetflowInput, NetflowStartError> {
+    let socket = bind(listen, cfg.receive_buffer_bytes)?;
+    let addr = socket
+        .local_addr()
+        .map_err(|source| NetflowStartError::Bind {
+            addr: listen,
+            source,
+        })?;
+    let conn = store::open(db)?;
+    conn.execute_batch(SCHEMA)?;
+    let templates = SqliteTemplates::load(&conn)?;
+    drop(conn);
+    let nf = NetflowMetrics::register(&metrics.registry);
+    nf.templates_persisted.set(templates.len() as i64);
+    let rcvbuf = socket2::SockRef::from(&socket)
+        .recv_buffer_size()
+        .unwrap_or(0);
+    let n = cfg.decode_threads.max(1);
+    let mut lanes = Vec::with_capacity(n);
+    let mut workers = Vec::with_capacity(n);
+    for i in 0..n {
+        let decoder = Decoder::new(
+            &DecoderConfig {
+                max_exporters: cfg.max_exporters,
+                ..DecoderConfig::default()
+            },
+            Some(templates.clone()),
+        )?;
+        let (tx, rx) = std::sync::mpsc::sync_channel(LANE_DEPTH);
+        let mut worker = Worker {
+            decoder,
+            inventory: inventory.clone(),
+            metrics: metrics.clone(),
+            nf: nf.clone(),
+            conn: store::open(db)?,
+            templates: templates.clone(),
+            agg: Aggregator::default(),
+            flush_every: cfg.flush_interval,
+            shown: (0, 0),
+        };
+        workers.push(
+            std::thread::Builder::new()
+                .name(format!("netflow-{i}"))
+                .spawn(move || worker.run(&rx))
+                .map_err(NetflowStartError::Thread)?,
+        );
+        lanes.push(tx);
+    }
+    tracing::info!(netflow = %addr, receive_buffer = rcvbuf, templates = templates.len(), decode_threads = n, "NetFlow input listening");
+    let thread = std::thread::Builder::new()
+        .name("netflow-recv".into())
+        .spawn(move || receive(&socket, lanes, &shutdown, workers))
+        .map_err(NetflowStartError::Thread)?;
+    Ok(NetflowInput { addr, thread })
+}
+
+/// Datagrams waiting per decode thread; when a lane is full the receiver waits, and the
+/// kernel's socket buffer absorbs the burst.
+const LANE_DEPTH: usize = 1024;
+
+/// The lane of a datagram: by exporter address and observation domain / source id, so that
+/// one exporter scope is always decoded by the same thread, which owns its templates and
+/// held data.
+fn lane_of(exporter: IpAddr, data: &[u8], lanes: usize) -> usize {
+    use std::hash::{Hash, Hasher};
+    let domain = match data.get(..2) {
+        Some([0, 9]) => data.get(16..20),
+        Some([0, 10]) => data.get(12..16),
+        _ => None,
+    };
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    exporter.hash(&mut h);
+    domain.hash(&mut h);
+    (h.finish() % lanes as u64) as usize
+}
+
+/// The receiving thread: reads datagrams and hands each to its lane until shutdown, then
+/// drains the socket, closes the lanes and waits for the decode threads' last commit.
+type Lane = std::sync::mpsc::SyncSender<(IpAddr, Vec<u8>)>;
+
+fn hand(lanes: &[Lane], from: SocketAddr, data: &[u8]) {
+    let exporter = from.ip().to_canonical();
+    let lane = lane_of(exporter, data, lanes.len());
+    // A lane only closes when its thread died (a bug): nothing else to do than go on.
+    let _ = lanes[lane].send((exporter, data.to_vec()));
+}
+
+fn receive(
+    socket: &UdpSocket,
+    lanes: Vec<Lane>,
+    shutdown: &CancellationToken,
+    workers: Vec<std::thread::JoinHandle<()>>,
+) {
+    let mut buf = vec![0u8; 65_536];
+    while !shutdown.is_cancelled() {
+        match socket.recv_from(&mut buf) {
+            Ok((n, from)) => hand(&lanes, from, &buf[..n]),
+            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+            Err(e) => {
+                tracing::warn!(error = %e, "NetFlow socket error");
+                std::thread::sleep(Duration::from_millis(50));
+            }
+        }
+    }
+    // Datagrams already in the socket buffer were received by the kernel: take them too.
+    let _ = socket.set_nonblocking(true);
+    while let Ok((n, from)) = socket.recv_from(&mut buf) {
+        hand(&lanes, from, &buf[..n]);
+    }
+    // Closing the lanes tells each decode thread to commit and stop.
+    drop(lanes);
+    for w in workers {
+        let _ = w.join();
+    }
+    tracing::info!("NetFlow input stopped, aggregates committed");
+}
+
+struct Worker {
+    decoder: Decoder,
+    inventory: Arc<Inventory>,
+    metrics: Arc<Metrics>,
+    nf: NetflowMetrics,
+    conn: Connection,
+    templates: Arc<SqliteTemplates>,
+    agg: Aggregator,
+    flush_every: Duration,
+    /// What this thread last added to the shared gauges (pending flowsets, exporters).
+    shown: (i64, i64),
+}
+
+impl Worker {
+    fn run(&mut self, rx: &std::sync::mpsc::Receiver<(IpAddr, Vec<u8>)>) {
+        use std::sync::mpsc::RecvTimeoutError;
+        let mut records = Vec::new();
+        let mut next_flush = Instant::now() + self.flush_every;
+        loop {
+            let wait = next_flush.saturating_duration_since(Instant::now());
+            match rx.recv_timeout(wait) {
+                Ok((exporter, data)) => self.datagram(exporter, &data, &mut records),
+                Err(RecvTimeoutError::Timeout) => {}
+                Err(RecvTimeoutError::Disconnected) => break,
+            }
+            if Instant::now() >= next_flush {
+                self.flush();
+                next_flush = Instant::now() + self.flush_every;
+            }
+        }
+        self.flush();
+    }
+
+    fn datagram(&mut self, exporter: IpAddr, data: &[u8], records: &mut Vec<FlowRecord>) {
+        records.clear();
+        let d = self.decoder.decode(exporter, data, records);
+        let version = match d.version {
+            5 => "5",
+            9 => "9",
+            10 => "10",
+            _ => "other",
+        };
+        self.nf.datagrams.with_label_values(&[version]).inc();
+        let site = self
+            .inventory
+            .site_of_exporter(&exporter)
+            .map_or(UNKNOWN_SITE, |s| s.id.as_str());
+        self.nf.packets_by_site.with_label_values(&[site]).inc();
+        for e in &d.errors {
+            self.nf.decode_errors.with_label_values(&[e.as_str()]).inc();
+        }
+        if records.is_empty() {
+            return;
+        }
+        self.nf
+            .records
+            .with_label_values(&[version])
+            .inc_by(records.len() as u64);
+        if site == UNKNOWN_SITE {
+            self.nf
+                .unknown_exporter_records
+                .inc_by(records.len() as u64);
+        }
+        for r in records.iter() {
+            // The collector does not know the site's prefixes: direction stays unknown.
+            self.agg.add(r, Direction::Unknown);
+        }
+    }
+
+    /// Commits the aggregates and changed templates in one transaction; on failure keeps
+    /// them for the next attempt.
+    fn flush(&mut self) {
+        // Each thread adds its own share to the shared gauges.
+        let now = (
+            self.decoder.pending_flowsets() as i64,
+            self.decoder.exporters() as i64,
+        );
+        self.nf.pending_flowsets.add(now.0 - self.shown.0);
+        self.nf.exporters.add(now.1 - self.shown.1);
+        self.shown = now;
+        let taken = self.agg.take();
+        let dirty = self.templates.take_dirty();
+        if taken.is_empty() && dirty.is_empty() {
+            return;
+        }
+        match self.commit(&taken, &dirty) {
+            Ok(rows) => {
+                self.nf.rows_committed.inc_by(rows);
+                self.nf.templates_persisted.set(self.templates.len() as i64);
+            }
+            Err(e) => {
+                self.metrics.store_errors.inc();
+                tracing::error!(error = %e, "NetFlow commit failed; kept in memory for the next attempt");
+                for (exporter, aggs) in &taken {
+                    for a in aggs {
+                        self.agg.restore(*exporter, a);
+                    }
+                }
+                self.templates.restore_dirty(dirty);
+            }
+        }
+    }
+
+    fn commit(
+        &mut self,
+        taken: &BTreeMap<IpAddr, Vec<FlowAggregate>>,
+        dirty: &std::collections::HashMap<
+            netflow_parser::template_store::TemplateStoreKey,
+            Option<Vec<u8>>,
+        >,
+    ) -> Result<u64, rusqlite::Error> {
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as i64);
+        let tx = self
+            .conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)?;
+        let mut rows = 0;
+        {
+            let mut flow = tx.prepare_cached(
+                "INSERT INTO flow_minute(minute, site_id, exporter, protocol, direction, flows, packets, bytes)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
+                 ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
+                   flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
+            )?;
+            let mut sampling = tx.prepare_cached(
+                "INSERT INTO netflow_sampling(minute, site_id, exporter, sampling_rate, flows) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(minute, site_id, exporter, sampling_rate) DO UPDATE SET flows = flows + excluded.flows",
+            )?;
+            for (exporter, aggs) in taken {
+                let site = self
+                    .inventory
+                    .site_of_exporter(exporter)
+                    .map_or(UNKNOWN_SITE, |s| s.id.as_str());
+                for a in aggs {
+                    let Some(row) = super::validate_flow(a, &self.metrics) else {
+                        continue;
+                    };
+                    flow.execute(params![
+                        row.minute,
+                        site,
+                        row.exporter,
+                        row.protocol,
+                        row.direction,
+                        row.flows,
+                        row.packets,
+                        row.bytes
+                    ])?;
+                    if a.sampling_rate > 1 {
+                        sampling.execute(params![
+                            row.minute,
+                            site,
+                            row.exporter,
+                            a.sampling_rate,
+                            row.flows
+                        ])?;
+                    }
+                    rows += 1;
+                }
+            }
+        }
+        SqliteTemplates::write(&tx, dirty, now_ms)?;
+        tx.commit()?;
+        Ok(rows)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_scope_always_takes_the_same_lane_and_scopes_spread() {
+        let ip: IpAddr = "10.0.1.1".parse().unwrap();
+        let v9 = |domain: u32| {
+            let mut d = vec![0, 9];
+            d.extend_from_slice(&[0; 14]);
+            d.extend_from_slice(&domain.to_be_bytes());
+            d
+        };
+        assert_eq!(lane_of(ip, &v9(7), 4), lane_of(ip, &v9(7), 4));
+        // Same exporter, same domain, other payload: same lane.
+        let mut other = v9(7);
+        other.extend_from_slice(&[1, 2, 3]);
+        assert_eq!(lane_of(ip, &v9(7), 4), lane_of(ip, &other, 4));
+        let used: std::collections::HashSet<usize> =
+            (0..64).map(|d| lane_of(ip, &v9(d), 4)).collect();
+        assert_eq!(
+            used.len(),
+            4,
+            "domains of one exporter spread over the lanes"
+        );
+        assert_eq!(lane_of(ip, &[], 1), 0);
+    }
+}

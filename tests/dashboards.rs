@@ -1,0 +1,775 @@
+//! The Grafana dashboards of `dashboards/` hold together and every one of their queries returns
+//! data from real servers:
+//! - static checks: panel ids unique per dashboard, datasources chosen by the `ds_prom` /
+//!   `ds_influx` variables (no datasource uid, no host written anywhere, provisioning included),
+//!   every `$variable` of a query defined by the dashboard or built into Grafana;
+//! - PromQL: a real Prometheus (Debian `prometheus`) started on loopback with
+//!   `configs/prometheus` (recording rules included) scrapes a real collector fed through the
+//!   probe protocol (sites on backup, down and up, an invalid record, a refused token, a bad
+//!   frame); each query variable resolves to at least one value, every panel query returns a
+//!   non-empty result with the first value of each variable, and every metric a query names
+//!   exists (so `or vector(0)` cannot hide a misspelt name);
+//! - the alert rules, evaluated by that Prometheus on the collector's real series, put the
+//!   expected alerts in pending state with their routing labels and French annotations;
+//! - InfluxQL: a real InfluxDB 1.x (Debian `influxdb`) loaded with line protocol that follows
+//!   the InfluxDB schema of `docs/schema.md` / contracts; every panel query returns series.
+//!   The points are written by this test, not yet by the collector: switch to the collector's
+//!   InfluxDB sink once it lands.
+
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use rie_e2e::{send_batches, send_ok, Collector, Guard};
+use serde_json::{json, Value};
+
+fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn now_s() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64
+}
+
+fn require(bin: &str, pkg: &str) {
+    let ok = Command::new(bin)
+        .arg("--version")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .status()
+        .is_ok();
+    assert!(
+        ok,
+        "{bin} not found: install it with `apt-get install {pkg}`"
+    );
+}
+
+fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+/// A dashboard file, parsed.
+struct Dashboard {
+    file: String,
+    json: Value,
+}
+
+fn dashboards() -> Vec<Dashboard> {
+    let mut out: Vec<Dashboard> = std::fs::read_dir(root().join("dashboards"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|x| x == "json"))
+        .map(|p| Dashboard {
+            file: p.file_name().unwrap().to_string_lossy().into_owned(),
+            json: serde_json::from_str(&std::fs::read_to_string(&p).unwrap())
+                .unwrap_or_else(|e| panic!("{}: {e}", p.display())),
+        })
+        .collect();
+    out.sort_by(|a, b| a.file.cmp(&b.file));
+    let names: Vec<&str> = out.iter().map(|d| d.file.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "rie-collecteur.json",
+            "rie-ministere.json",
+            "rie-national.json",
+            "rie-site.json"
+        ]
+    );
+    out
+}
+
+/// Every panel, rows' nested panels included.
+fn panels(d: &Value) -> Vec<&Value> {
+    let mut out = Vec::new();
+    for p in d["panels"].as_array().unwrap() {
+        out.push(p);
+        for q in p["panels"].as_array().into_iter().flatten() {
+            out.push(q);
+        }
+    }
+    out
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Lang {
+    PromQl,
+    InfluxQl,
+}
+
+/// `(dashboard, panel title, language, query)` of every target of every panel.
+fn queries(ds: &[Dashboard]) -> Vec<(String, String, Lang, String)> {
+    let mut out = Vec::new();
+    for d in ds {
+        for p in panels(&d.json) {
+            for t in p["targets"].as_array().into_iter().flatten() {
+                let uid = t["datasource"]["uid"].as_str().unwrap_or_default();
+                let (lang, q) = match uid {
+                    "${ds_prom}" => (Lang::PromQl, t["expr"].as_str()),
+                    "${ds_influx}" => (Lang::InfluxQl, t["query"].as_str()),
+                    other => panic!(
+                        "{}: panel {:?} uses datasource {other:?}, not $ds_prom or $ds_influx",
+                        d.file, p["title"]
+                    ),
+                };
+                let q = q.unwrap_or_else(|| panic!("{}: {:?} has no query", d.file, p["title"]));
+                out.push((
+                    d.file.clone(),
+                    p["title"].as_str().unwrap().to_string(),
+                    lang,
+                    q.to_string(),
+                ));
+            }
+        }
+    }
+    out
+}
+
+/// Names after `$` or inside `${...}` in a query.
+fn variables_in(q: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let b = q.as_bytes();
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'$' {
+            let braced = b.get(i + 1) == Some(&b'{');
+            let start = i + 1 + usize::from(braced);
+            let mut j = start;
+            while j < b.len() && (b[j].is_ascii_alphanumeric() || b[j] == b'_') {
+                j += 1;
+            }
+            if j > start {
+                out.insert(q[start..j].to_string());
+            }
+            i = j;
+        } else {
+            i += 1;
+        }
+    }
+    out
+}
+
+const BUILTINS: [&str; 4] = ["timeFilter", "__interval", "__rate_interval", "__range"];
+
+/// Grafana's built-in variables as the test evaluates them (last hour, 1-minute steps).
+fn with_builtins(q: &str) -> String {
+    q.replace("$timeFilter", "time > now() - 1h")
+        .replace("$__rate_interval", "1m")
+        .replace("$__interval", "1m")
+        .replace("$__range", "1h")
+}
+
+#[test]
+fn dashboards_are_consistent() {
+    let ds = dashboards();
+    for d in &ds {
+        let vars = d.json["templating"]["list"].as_array().unwrap();
+        let names: BTreeSet<&str> = vars.iter().map(|v| v["name"].as_str().unwrap()).collect();
+        assert!(
+            names.contains("ds_prom") && names.contains("ds_influx"),
+            "{}",
+            d.file
+        );
+        for v in vars.iter().filter(|v| v["type"] == "datasource") {
+            assert!(
+                ["prometheus", "influxdb"].contains(&v["query"].as_str().unwrap()),
+                "{}: {v}",
+                d.file
+            );
+        }
+        let mut ids = BTreeSet::new();
+        for p in panels(&d.json) {
+            let id = p["id"].as_u64().unwrap();
+            assert!(ids.insert(id), "{}: panel id {id} used twice", d.file);
+            assert!(!p["title"].as_str().unwrap().is_empty());
+        }
+        assert!(ids.len() >= 6, "{}: only {} panels", d.file, ids.len());
+        // Queries use only variables the dashboard defines or that Grafana provides.
+        for (_, title, _, q) in queries(std::slice::from_ref(d)) {
+            for v in variables_in(&q) {
+                assert!(
+                    names.contains(v.as_str()) || BUILTINS.contains(&v.as_str()),
+                    "{}: panel {title:?} uses undefined variable ${v}",
+                    d.file
+                );
+            }
+        }
+    }
+    // No host anywhere: dashboards and provisioning take their addresses from outside.
+    let mut files: Vec<PathBuf> = ds
+        .iter()
+        .map(|d| root().join("dashboards").join(&d.file))
+        .collect();
+    for sub in ["datasources", "dashboards"] {
+        files.push(root().join(format!("dashboards/provisioning/{sub}/rie.yaml")));
+    }
+    for f in files {
+        // Comments may show an example; the settings themselves may not.
+        let text: String = std::fs::read_to_string(&f)
+            .unwrap()
+            .lines()
+            .filter(|l| !l.trim_start().starts_with('#'))
+            .collect();
+        assert!(
+            !text.contains("://") && !text.contains("localhost") && !text.contains("127.0.0.1"),
+            "{} names a host",
+            f.display()
+        );
+    }
+    let prov = std::fs::read_to_string(root().join("dashboards/provisioning/datasources/rie.yaml"))
+        .unwrap();
+    assert!(prov.contains("url: $RIE_PROMETHEUS_URL") && prov.contains("url: $RIE_INFLUXDB_URL"));
+}
+
+// ---- Prometheus side ----------------------------------------------------------------------
+
+struct Prometheus {
+    url: String,
+    _dir: tempfile::TempDir,
+    _child: Guard,
+}
+
+impl Prometheus {
+    /// Starts Prometheus with `configs/prometheus` (rules included), scraping `target` every
+    /// second and evaluating rules every second.
+    fn start(target: &str) -> Self {
+        require("prometheus", "prometheus");
+        let dir = tempfile::tempdir().unwrap();
+        let conf = dir.path().join("conf");
+        for sub in ["rules", "targets"] {
+            std::fs::create_dir_all(conf.join(sub)).unwrap();
+        }
+        let src = root().join("configs/prometheus");
+        for f in ["rules/recording.yml", "rules/alerts.yml"] {
+            std::fs::copy(src.join(f), conf.join(f)).unwrap();
+        }
+        let main = std::fs::read_to_string(src.join("prometheus.yml"))
+            .unwrap()
+            .replace("scrape_interval: 15s", "scrape_interval: 1s")
+            .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
+            .replace("scrape_timeout: 10s", "scrape_timeout: 1s");
+        std::fs::write(conf.join("prometheus.yml"), main).unwrap();
+        std::fs::write(
+            conf.join("targets/collector.yml"),
+            format!("- targets: [\"{target}\"]\n"),
+        )
+        .unwrap();
+        std::fs::write(conf.join("targets/alertmanager.yml"), "[]\n").unwrap();
+        let port = free_port();
+        let log = std::fs::File::create(dir.path().join("prometheus.log")).unwrap();
+        let child = Guard(
+            Command::new("prometheus")
+                .arg(format!(
+                    "--config.file={}",
+                    conf.join("prometheus.yml").display()
+                ))
+                .arg(format!(
+                    "--storage.tsdb.path={}",
+                    dir.path().join("data").display()
+                ))
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let url = format!("http://127.0.0.1:{port}");
+        wait_for("Prometheus ready", Duration::from_secs(30), || {
+            ureq::get(&format!("{url}/-/ready")).call().is_ok()
+        });
+        Self {
+            url,
+            _dir: dir,
+            _child: child,
+        }
+    }
+
+    /// Instant query; returns the result vector (panics on a query error).
+    fn query(&self, q: &str) -> Vec<Value> {
+        let v: Value = ureq::get(&format!("{}/api/v1/query", self.url))
+            .query("query", q)
+            .call()
+            .unwrap_or_else(|e| panic!("PromQL {q:?}: {e}"))
+            .into_json()
+            .unwrap();
+        assert_eq!(v["status"], "success", "{q}: {v}");
+        match &v["data"]["result"] {
+            Value::Array(a) => a.clone(),
+            // Scalars (e.g. `time()`) are one value.
+            other => vec![other.clone()],
+        }
+    }
+
+    fn label_values(&self, metric: &str, label: &str) -> Vec<String> {
+        let v: Value = ureq::get(&format!("{}/api/v1/label/{label}/values", self.url))
+            .query("match[]", metric)
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        v["data"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s.as_str().unwrap().to_string())
+            .collect()
+    }
+}
+
+/// A batch reporting `links` as (id, up, active), changed at `at_ms`.
+fn links_batch(seq: u64, at_ms: i64, links: &[(&str, bool, bool)]) -> Value {
+    json!({
+        "seq": seq, "created_ms": at_ms,
+        "links": links.iter().map(|(l, up, active)| json!({
+            "link": l, "up": up, "active": active, "changed_ms": at_ms
+        })).collect::<Vec<_>>()
+    })
+}
+
+/// Feeds the collector through the real protocol: S1 on backup (with RTT and loss measured on
+/// its backup link and some traffic), S3 down, S2 up; plus one record with a bad exporter
+/// address, one refused token and one malformed frame, so that every error family has series.
+fn feed(c: &Collector) {
+    let now_ms = now_s() * 1000;
+    let minute = now_s() / 60 * 60;
+    let s1 = c.probe_config("S1");
+    let mut b = links_batch(1, now_ms, &[("S1-P", false, false), ("S1-B", true, true)]);
+    b["samples"] = json!([{
+        "link": "S1-B", "check": "icmp", "target": "10.255.0.1", "start": now_s() - 10,
+        "interval_s": 10, "sent": 10, "received": 10, "rtt_avg_us": 42_000
+    }]);
+    b["flows"] = json!([
+        rie_e2e::flow(minute, 6, 3, 40, 52_000),
+        {"minute": minute, "protocol": 17, "direction": "inbound", "exporter": "router",
+         "flows": 1, "packets": 1, "bytes": 100}
+    ]);
+    send_ok(&s1, 1, &[b]);
+    send_ok(
+        &c.probe_config("S3"),
+        1,
+        &[links_batch(
+            1,
+            now_ms,
+            &[("S3-P", false, false), ("S3-B", false, false)],
+        )],
+    );
+    send_ok(
+        &c.probe_config("S2"),
+        1,
+        &[links_batch(1, now_ms, &[("S2-P", true, true)])],
+    );
+    // A refused token.
+    let text = std::fs::read_to_string(&s1).unwrap();
+    let token = text.lines().find(|l| l.starts_with("token = ")).unwrap();
+    let wrong = s1.with_file_name("wrong-token.toml");
+    std::fs::write(
+        &wrong,
+        text.replace(token, "token = \"00000000000000000000000000000000\""),
+    )
+    .unwrap();
+    assert!(!send_batches(&wrong, 2, &[rie_e2e::batch(1, vec![])])
+        .status
+        .success());
+    // A malformed frame after a good hello.
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    rt.block_on(async {
+        let cfg = rie_probe::config::ProbeConfig::load(&s1).unwrap();
+        let r = cfg.resolve().unwrap();
+        let id = rie_probe::uplink::Identity::new(cfg.site_id.clone(), r.token, 3);
+        let mut s = rie_probe::session::Session::open(&r.target, id.hello())
+            .await
+            .unwrap();
+        s.send_raw(&[0, 0, 0, 5, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])
+            .await
+            .unwrap();
+        let _ = s.recv().await;
+    });
+    for (series, want) in [
+        (
+            "rie_collector_invalid_records_total{reason=\"bad_exporter\"}",
+            1.0,
+        ),
+        (
+            "rie_collector_auth_failures_total{reason=\"bad_token\"}",
+            1.0,
+        ),
+        (
+            "rie_collector_frame_errors_total{reason=\"malformed\"}",
+            1.0,
+        ),
+    ] {
+        assert_eq!(c.metric(series), want, "{series}");
+    }
+}
+
+/// Metric names (and recorded series) a PromQL query reads.
+fn metric_names(q: &str) -> BTreeSet<String> {
+    q.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_' || c == ':'))
+        .filter(|w| w.contains("rie_") || *w == "up")
+        .map(str::to_string)
+        .collect()
+}
+
+/// First value of each query variable of `d` (Grafana's default pick, values sorted).
+fn resolve_prom_vars(d: &Dashboard, p: &Prometheus) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    for v in d.json["templating"]["list"].as_array().unwrap() {
+        if v["type"] != "query" {
+            continue;
+        }
+        assert_eq!(v["datasource"]["uid"], "${ds_prom}", "{}: {v}", d.file);
+        let def = v["definition"].as_str().unwrap();
+        let args = def
+            .strip_prefix("label_values(")
+            .and_then(|s| s.strip_suffix(')'))
+            .unwrap_or_else(|| panic!("{}: variable query {def:?} is not label_values", d.file));
+        let (metric, label) = args.split_once(", ").unwrap();
+        let mut values = p.label_values(metric, label);
+        values.sort();
+        assert!(
+            !values.is_empty(),
+            "{}: variable {def} has no value",
+            d.file
+        );
+        out.insert(v["name"].as_str().unwrap().to_string(), values[0].clone());
+    }
+    out
+}
+
+fn substitute(q: &str, vars: &BTreeMap<String, String>) -> String {
+    let mut q = with_builtins(q);
+    for (k, v) in vars {
+        q = q
+            .replace(&format!("${{{k}}}"), v)
+            .replace(&format!("${k}"), v);
+    }
+    q
+}
+
+#[test]
+fn promql_panels_return_data_from_a_real_prometheus() {
+    let c = Collector::start();
+    feed(&c);
+    let prom = Prometheus::start(&c.api_addr.to_string());
+    // Two scrapes for rates, then the recording rules once more.
+    wait_for(
+        "scrapes and recording rules",
+        Duration::from_secs(60),
+        || {
+            !prom
+                .query("rate(rie_collector_probe_batches_total[1m])")
+                .is_empty()
+                && !prom.query(":rie_sites:count").is_empty()
+        },
+    );
+    // The recording rules on real series: S3 (Justice, 120 agents) down, 3 sites.
+    assert_eq!(prom.query(":rie_agents_down:sum")[0]["value"][1], "120");
+    assert_eq!(prom.query(":rie_sites:count")[0]["value"][1], "3");
+
+    // The alert rules match the collector's real series and labels: S3 down and S1 on backup
+    // are pending (their `for` has not elapsed), with the routing labels and the agents.
+    wait_for("pending alerts", Duration::from_secs(30), || {
+        prom.query("ALERTS{alertstate=\"pending\"}").len() >= 2
+    });
+    let mut pending: Vec<(String, String, String, String, String)> = prom
+        .query("ALERTS{alertstate=\"pending\"}")
+        .iter()
+        .map(|a| {
+            let l = |k: &str| a["metric"][k].as_str().unwrap_or_default().to_string();
+            (
+                l("alertname"),
+                l("site"),
+                l("ministry"),
+                l("departement"),
+                l("severity"),
+            )
+        })
+        // On a slow machine the sites may pass the collector's 35 s of silence meanwhile.
+        .filter(|a| a.0 != "RieProbeSilent")
+        .collect();
+    pending.sort();
+    let s = |x: &str| x.to_string();
+    assert_eq!(
+        pending,
+        [
+            (
+                s("RieSiteDown"),
+                s("S3"),
+                s("Justice"),
+                s("2A"),
+                s("critical")
+            ),
+            (
+                s("RieSiteOnBackupLong"),
+                s("S1"),
+                s("Intérieur"),
+                s("35"),
+                s("warning")
+            ),
+        ]
+    );
+    let rules: Value = ureq::get(&format!("{}/api/v1/alerts", prom.url))
+        .call()
+        .unwrap()
+        .into_json()
+        .unwrap();
+    let down = rules["data"]["alerts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|a| a["labels"]["alertname"] == "RieSiteDown")
+        .unwrap();
+    assert_eq!(
+        down["annotations"]["summary"],
+        "Site S3 injoignable (120 agents)"
+    );
+
+    let ds = dashboards();
+    let mut checked = 0;
+    for d in &ds {
+        let vars = resolve_prom_vars(d, &prom);
+        for (file, title, lang, q) in queries(std::slice::from_ref(d)) {
+            if lang != Lang::PromQl {
+                continue;
+            }
+            let q = substitute(&q, &vars);
+            let r = prom.query(&q);
+            assert!(!r.is_empty(), "{file}: panel {title:?}: no data for {q}");
+            for m in metric_names(&q) {
+                let sel = format!("{{__name__=\"{m}\"}}");
+                assert!(
+                    !prom.query(&sel).is_empty(),
+                    "{file}: panel {title:?} reads {m}, which does not exist"
+                );
+            }
+            checked += 1;
+        }
+    }
+    assert!(checked >= 30, "only {checked} PromQL queries");
+}
+
+// ---- InfluxDB side ------------------------------------------------------------------------
+
+struct Influx {
+    url: String,
+    _dir: tempfile::TempDir,
+    _child: Guard,
+}
+
+impl Influx {
+    fn start() -> Self {
+        let ok = Command::new("influxd")
+            .arg("version")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .is_ok();
+        assert!(
+            ok,
+            "influxd not found: install it with `apt-get install influxdb`"
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let (http, rpc) = (free_port(), free_port());
+        let d = dir.path().display();
+        let conf = format!(
+            "reporting-disabled = true\nbind-address = \"127.0.0.1:{rpc}\"\n\
+             [meta]\n  dir = \"{d}/meta\"\n\
+             [data]\n  dir = \"{d}/data\"\n  wal-dir = \"{d}/wal\"\n  query-log-enabled = false\n\
+             [monitor]\n  store-enabled = false\n\
+             [http]\n  bind-address = \"127.0.0.1:{http}\"\n  log-enabled = false\n"
+        );
+        std::fs::write(dir.path().join("influxdb.conf"), conf).unwrap();
+        let log = std::fs::File::create(dir.path().join("influxd.log")).unwrap();
+        let child = Guard(
+            Command::new("influxd")
+                .arg("-config")
+                .arg(dir.path().join("influxdb.conf"))
+                .stdout(Stdio::null())
+                .stderr(log)
+                .spawn()
+                .unwrap(),
+        );
+        let url = format!("http://127.0.0.1:{http}");
+        wait_for("influxd ready", Duration::from_secs(30), || {
+            ureq::get(&format!("{url}/ping")).call().is_ok()
+        });
+        Self {
+            url,
+            _dir: dir,
+            _child: child,
+        }
+    }
+
+    fn query(&self, q: &str) -> Value {
+        ureq::post(&format!("{}/query", self.url))
+            .query("db", "rie")
+            .query("epoch", "s")
+            .send_form(&[("q", q)])
+            .unwrap_or_else(|e| panic!("InfluxQL {q:?}: {e}"))
+            .into_json()
+            .unwrap()
+    }
+
+    fn write(&self, lines: &str) {
+        let r = ureq::post(&format!("{}/write", self.url))
+            .query("db", "rie")
+            .query("precision", "s")
+            .send_string(lines)
+            .unwrap_or_else(|e| panic!("write: {e}"));
+        assert_eq!(r.status(), 204);
+    }
+}
+
+/// Escapes a tag value for line protocol (commas, spaces, equal signs).
+fn tag(v: &str) -> String {
+    v.replace(',', "\\,")
+        .replace(' ', "\\ ")
+        .replace('=', "\\=")
+}
+
+/// Line protocol for the test inventory's three sites over the last 30 minutes, following the
+/// InfluxDB schema of the contracts (measurements, tags, field types, precision seconds).
+fn schema_points(now: i64) -> String {
+    let sites = [
+        ("S1", "Intérieur", "35", "Bretagne", 420, 2),
+        ("S2", "Économie et Finances", "973", "Guyane", 35, 0),
+        ("S3", "Justice", "2A", "Corse", 120, 3),
+    ];
+    let links = [
+        ("S1", "S1-P", "primary", "fibre"),
+        ("S1", "S1-B", "backup", "4g"),
+        ("S2", "S2-P", "primary", "satellite"),
+        ("S3", "S3-P", "primary", "fibre"),
+    ];
+    let start = now / 60 * 60 - 30 * 60;
+    let mut out = String::new();
+    for (site, ministry, dep, region, agents, state) in sites {
+        let tags = format!(
+            "site={site},ministry={},departement={dep},region={}",
+            tag(ministry),
+            tag(region)
+        );
+        for k in 0..30 {
+            let t = start + k * 60;
+            for (proto, bytes) in [("tcp", 52_000 + k), ("udp", 1_500 + k)] {
+                out.push_str(&format!(
+                    "site_traffic,{tags},direction=inbound,protocol={proto},source=capture \
+                     bytes={bytes}i,packets={}i,flows=3i {t}\n",
+                    bytes / 1000 + 1
+                ));
+            }
+            let up = i64::from(state != 3);
+            let on_backup = i64::from(state == 2);
+            out.push_str(&format!(
+                "site_state,{tags} state_code={state}i,up={up}i,on_backup={on_backup}i,agents={agents}i {t}\n"
+            ));
+            for (s, link, role, tech) in links.iter().filter(|l| l.0 == site) {
+                debug_assert_eq!(*s, site);
+                out.push_str(&format!(
+                    "link_check,{tags},link={link},role={role},technology={tech},check=icmp \
+                     sent=10i,received=9i,loss_ratio=0.1,rtt_avg_ms=42.5,rtt_max_ms=80,rtt_p95_ms=70,jitter_ms=3.2 {t}\n"
+                ));
+            }
+        }
+        if state != 0 {
+            // The link tag is absent for site-wide episodes (an outage).
+            let (kind, link) = if state == 2 {
+                ("failover", ",link=S1-P")
+            } else {
+                ("outage", "")
+            };
+            out.push_str(&format!(
+                "episode,{tags},kind={kind}{link} duration_s=600i,open=1i,cause=\"test\" {}\n",
+                now - 600
+            ));
+        }
+    }
+    for k in 0..180 {
+        out.push_str(&format!(
+            "collector,instance=c1 connections=3i,batches={}i,frame_errors=0i,points_buffered={}i {}\n",
+            100 + k,
+            k % 7,
+            now - 1800 + k * 10
+        ));
+    }
+    out
+}
+
+#[test]
+fn influxql_panels_return_data_from_a_real_influxdb() {
+    let influx = Influx::start();
+    let r = influx.query("CREATE DATABASE rie");
+    assert!(r["results"][0]["error"].is_null(), "{r}");
+    influx.write(&schema_points(now_s()));
+    // Loaded exactly: S1's TCP bytes over the 30 minutes are 30 × 52,000 + (0 + … + 29).
+    let r = influx.query(
+        "SELECT sum(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1' AND \"protocol\" = 'tcp'",
+    );
+    assert_eq!(
+        r["results"][0]["series"][0]["values"][0][1],
+        30 * 52_000 + (0..30).sum::<i64>(),
+        "{r}"
+    );
+    // The values the Prometheus variables would give (first of each, sorted).
+    let vars: BTreeMap<String, String> = [
+        ("site".to_string(), "S1".to_string()),
+        ("ministry".to_string(), "Intérieur".to_string()),
+    ]
+    .into();
+    let measurements: BTreeSet<&str> = [
+        "site_traffic",
+        "link_check",
+        "site_state",
+        "episode",
+        "collector",
+    ]
+    .into();
+    let mut checked = 0;
+    for (file, title, lang, q) in queries(&dashboards()) {
+        if lang != Lang::InfluxQl {
+            continue;
+        }
+        let from = q
+            .split("FROM \"")
+            .nth(1)
+            .and_then(|s| s.split('"').next())
+            .unwrap();
+        assert!(
+            measurements.contains(from),
+            "{file}: {title:?} reads {from}"
+        );
+        let q = substitute(&q, &vars);
+        let r = influx.query(&q);
+        let res = &r["results"][0];
+        assert!(res["error"].is_null(), "{file}: panel {title:?}: {q}: {r}");
+        let series = res["series"].as_array();
+        assert!(
+            series.is_some_and(|s| !s.is_empty()
+                && s.iter()
+                    .all(|x| !x["values"].as_array().unwrap().is_empty())),
+            "{file}: panel {title:?}: no data for {q}: {r}"
+        );
+        checked += 1;
+    }
+    assert!(checked >= 12, "only {checked} InfluxQL queries");
+}

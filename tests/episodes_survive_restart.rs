@@ -1,0 +1,219 @@
+//! Link states sent through the real protocol become site states, episodes and per-site
+//! Prometheus series, dated by the probe's events (not by when the batches arrive), and they
+//! survive a collector SIGKILL: a site on backup when the collector died is still on backup,
+//! with the same start, when it comes back, and its episode closes when the primary returns.
+
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use rie_e2e::{send_ok, Collector};
+use serde_json::{json, Value};
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A batch reporting S1's two links: (up, active, changed_ms) for the primary then the backup.
+fn links(seq: u64, created_ms: i64, p: (bool, bool, i64), b: (bool, bool, i64)) -> Value {
+    json!({
+        "seq": seq, "created_ms": created_ms,
+        "links": [
+            {"link": "S1-P", "up": p.0, "active": p.1, "changed_ms": p.2},
+            {"link": "S1-B", "up": b.0, "active": b.1, "changed_ms": b.2},
+        ]
+    })
+}
+
+fn rfc3339(ms: i64) -> String {
+    time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
+        .unwrap()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap()
+}
+
+fn episodes(c: &Collector, from_ms: i64, to_ms: i64) -> Vec<Value> {
+    c.get(&format!(
+        "/api/v1/sites/S1/episodes?from={}&to={}",
+        rfc3339(from_ms),
+        rfc3339(to_ms)
+    ))
+    .as_array()
+    .unwrap()
+    .clone()
+}
+
+fn summary(eps: &[Value]) -> Vec<(String, String, Value, i64, Value)> {
+    eps.iter()
+        .map(|e| {
+            (
+                e["kind"].as_str().unwrap().to_string(),
+                e["start"].as_str().unwrap().to_string(),
+                e["end"].clone(),
+                e["duration_s"].as_i64().unwrap(),
+                e["link"].clone(),
+            )
+        })
+        .collect()
+}
+
+const LABELS: &str = r#"site="S1",ministry="Intérieur",departement="35",region="Bretagne""#;
+
+#[test]
+fn episodes_follow_states_and_survive_a_collector_kill() {
+    let mut c = Collector::start();
+    let cfg = c.probe_config("S1");
+    // Whole seconds, ten minutes ago: the batches replay a past incident, as a probe's spool
+    // does after the site comes back.
+    let t0 = now_ms() / 1000 * 1000 - 600_000;
+    let s = 1000;
+    let batches = [
+        links(1, t0, (true, true, t0), (true, false, t0)),
+        links(
+            2,
+            t0 + 61 * s,
+            (false, false, t0 + 60 * s),
+            (true, true, t0 + 60 * s + 400),
+        ),
+        links(
+            3,
+            t0 + 181 * s,
+            (false, false, t0 + 60 * s),
+            (false, false, t0 + 180 * s),
+        ),
+        links(
+            4,
+            t0 + 301 * s,
+            (true, true, t0 + 300 * s),
+            (true, false, t0 + 300 * s),
+        ),
+        links(
+            5,
+            t0 + 401 * s,
+            (false, false, t0 + 400 * s),
+            (true, true, t0 + 400 * s),
+        ),
+    ];
+    let acks = send_ok(&cfg, 7, &batches);
+    assert_eq!(acks.len(), 5);
+
+    let eps = episodes(&c, t0 - 3_600_000, now_ms() + 1000);
+    let s3 = |off: i64| rfc3339(t0 + off * s);
+    let got = summary(&eps);
+    assert_eq!(got.len(), 3, "{eps:?}");
+    assert_eq!(
+        got[0],
+        (
+            "failover".into(),
+            s3(60),
+            json!(s3(180)),
+            120,
+            json!("S1-P")
+        )
+    );
+    assert_eq!(
+        got[1],
+        ("outage".into(), s3(180), json!(s3(300)), 120, Value::Null)
+    );
+    assert_eq!(
+        (&got[2].0, &got[2].1, &got[2].2, &got[2].4),
+        (
+            &"failover".to_string(),
+            &s3(400),
+            &Value::Null,
+            &json!("S1-P")
+        )
+    );
+    assert_eq!(
+        eps[2]["cause"],
+        "primary S1-P down; backup S1-B carries the traffic"
+    );
+    assert_eq!(
+        eps[1]["cause"],
+        "no link reaches the core (S1-P, S1-B down)"
+    );
+    // A window that only overlaps the outage returns only the outage.
+    let only = episodes(&c, t0 + 200 * s, t0 + 250 * s);
+    assert_eq!(summary(&only), vec![got[1].clone()]);
+
+    let site = c.get("/api/v1/sites/S1");
+    assert_eq!(site["state"], "on_backup");
+    assert_eq!(site["state_since"], s3(400));
+    assert_eq!(c.metric(&format!("rie_site_on_backup{{{LABELS}}}")), 1.0);
+    assert_eq!(c.metric(&format!("rie_site_up{{{LABELS}}}")), 1.0);
+    assert_eq!(c.metric(&format!("rie_site_state{{{LABELS}}}")), 2.0);
+    assert_eq!(c.metric(&format!("rie_site_agents{{{LABELS}}}")), 420.0);
+    assert_eq!(
+        c.metric(&format!(
+            r#"rie_link_up{{{LABELS},link="S1-P",role="primary"}}"#
+        )),
+        0.0
+    );
+    assert_eq!(
+        c.metric(&format!(
+            r#"rie_link_up{{{LABELS},link="S1-B",role="backup"}}"#
+        )),
+        1.0
+    );
+    // S2 never reported: state unknown (5), and no claim about being up.
+    assert_eq!(
+        c.metric(
+            r#"rie_site_state{site="S2",ministry="Économie et Finances",departement="973",region="Guyane"}"#
+        ),
+        5.0
+    );
+
+    // SIGKILL and restart: the site is still on backup since the same instant.
+    c.restart();
+    let site = c.get("/api/v1/sites/S1");
+    assert_eq!(site["state"], "on_backup", "{site}");
+    assert_eq!(site["state_since"], s3(400));
+    assert_eq!(
+        summary(&episodes(&c, t0 - 3_600_000, now_ms() + 1000)).len(),
+        3
+    );
+
+    // The primary comes back: the open failover closes at the probe's event time.
+    let back = links(
+        6,
+        t0 + 501 * s,
+        (true, true, t0 + 500 * s),
+        (true, false, t0 + 500 * s),
+    );
+    send_ok(&cfg, 7, &[back]);
+    let eps = episodes(&c, t0 - 3_600_000, now_ms() + 1000);
+    let got = summary(&eps);
+    assert_eq!(
+        got[2],
+        (
+            "failover".into(),
+            s3(400),
+            json!(s3(500)),
+            100,
+            json!("S1-P")
+        )
+    );
+    c.wait_until("S1 up again", Duration::from_secs(5), |c| {
+        c.get("/api/v1/sites/S1")["state"] == "up"
+    });
+    assert_eq!(c.metric(&format!("rie_site_on_backup{{{LABELS}}}")), 0.0);
+
+    // Errors name the parameter and give an example.
+    let err = ureq::get(&c.url("/api/v1/sites/S1/episodes?from=yesterday"))
+        .call()
+        .unwrap_err();
+    let body = match err {
+        ureq::Error::Status(400, r) => r.into_string().unwrap(),
+        e => panic!("expected 400, got {e}"),
+    };
+    assert!(
+        body.contains(r#"from=\"yesterday\" is not an RFC 3339 time"#),
+        "{body}"
+    );
+    let err = ureq::get(&c.url("/api/v1/sites/NOPE/episodes")).call();
+    assert!(matches!(err, Err(ureq::Error::Status(404, _))));
+}

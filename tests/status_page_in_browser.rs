@@ -1,0 +1,484 @@
+//! The NOC status page in a real headless Chromium, driven over WebDriver (chromedriver): a
+//! site whose links all go down — reported through the real probe protocol — shows as down on
+//! the page within a few seconds, with its agents in the incident list and the counters; the
+//! state and ministry filters narrow the list; the site view opens from the keyboard and shows
+//! the open outage. Screenshots are saved to `target/test-artifacts/status-page.png` (page with the
+//! incident), `status-page-site.png` (site view) and `status-page-national.png` (14,000 sites).
+//!
+//! Needs Debian's `chromium` and `chromium-driver`.
+
+// Tests panic on the unexpected: that is their job.
+#![allow(clippy::unwrap_used)]
+
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+
+use base64::Engine;
+use rie_e2e::{send_ok, Collector, Guard};
+use serde_json::{json, Value};
+
+/// WebDriver's key for element references.
+const ELEMENT: &str = "element-6066-11e4-a52e-4f735466cecf";
+
+/// A chromedriver process and one browser session, both ended on drop.
+struct Browser {
+    base: String,
+    session: String,
+    _driver: Guard,
+    /// Chromium's profile, removed after the session and the driver are gone.
+    _profile: tempfile::TempDir,
+}
+
+impl Browser {
+    fn start() -> Self {
+        for (bin, pkg) in [
+            ("chromedriver", "chromium-driver"),
+            ("chromium", "chromium"),
+        ] {
+            let found = Command::new(bin)
+                .arg("--version")
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .status()
+                .is_ok_and(|s| s.success());
+            assert!(
+                found,
+                "{bin} not found: install it with `apt-get install {pkg}`"
+            );
+        }
+        // chromedriver takes a port number, not a socket: find a free one.
+        let port = TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap()
+            .port();
+        let driver = Guard(
+            Command::new("chromedriver")
+                .arg(format!("--port={port}"))
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let base = format!("http://127.0.0.1:{port}");
+        let end = Instant::now() + Duration::from_secs(20);
+        while ureq::get(&format!("{base}/status")).call().is_err() {
+            assert!(Instant::now() < end, "chromedriver did not start on {base}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        let profile = tempfile::tempdir().unwrap();
+        let caps = json!({"capabilities": {"alwaysMatch": {
+            "browserName": "chrome",
+            "goog:chromeOptions": {
+                "binary": "/usr/bin/chromium",
+                "args": ["--headless", "--no-sandbox", "--disable-gpu",
+                         "--disable-background-networking", "--disable-component-update",
+                         "--no-first-run", "--window-size=1400,1100",
+                         format!("--user-data-dir={}", profile.path().display())]
+            }
+        }}});
+        let v: Value = ureq::post(&format!("{base}/session"))
+            .send_json(caps)
+            .unwrap_or_else(|e| panic!("WebDriver session refused: {e}"))
+            .into_json()
+            .unwrap();
+        let session = v["value"]["sessionId"].as_str().unwrap().to_string();
+        Self {
+            base,
+            session,
+            _driver: driver,
+            _profile: profile,
+        }
+    }
+
+    fn url(&self, path: &str) -> String {
+        format!("{}/session/{}{path}", self.base, self.session)
+    }
+
+    fn post(&self, path: &str, body: Value) -> Value {
+        let v: Value = ureq::post(&self.url(path))
+            .send_json(body)
+            .unwrap_or_else(|e| panic!("WebDriver POST {path}: {e}"))
+            .into_json()
+            .unwrap();
+        v["value"].clone()
+    }
+
+    fn goto(&self, url: &str) {
+        self.post("/url", json!({ "url": url }));
+    }
+
+    /// Runs `script` (a function body) in the page and returns its value.
+    fn js(&self, script: &str) -> Value {
+        self.post("/execute/sync", json!({ "script": script, "args": [] }))
+    }
+
+    fn find(&self, css: &str) -> String {
+        let v = self.post("/element", json!({ "using": "css selector", "value": css }));
+        v[ELEMENT]
+            .as_str()
+            .unwrap_or_else(|| panic!("no element {css}: {v}"))
+            .to_string()
+    }
+
+    fn click(&self, css: &str) {
+        let e = self.find(css);
+        self.post(&format!("/element/{e}/click"), json!({}));
+    }
+
+    fn keys(&self, css: &str, text: &str) {
+        let e = self.find(css);
+        self.post(&format!("/element/{e}/value"), json!({ "text": text }));
+    }
+
+    fn text(&self, css: &str) -> String {
+        let e = self.find(css);
+        ureq::get(&self.url(&format!("/element/{e}/text")))
+            .call()
+            .unwrap()
+            .into_json::<Value>()
+            .unwrap()["value"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    }
+
+    /// Polls `f` until it returns `Some`, for at most `timeout`.
+    fn wait<T>(&self, what: &str, timeout: Duration, mut f: impl FnMut(&Self) -> Option<T>) -> T {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(v) = f(self) {
+                return v;
+            }
+            assert!(Instant::now() < end, "timed out waiting for {what}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn screenshot(&self, to: &PathBuf) {
+        let v: Value = ureq::get(&self.url("/screenshot"))
+            .call()
+            .unwrap()
+            .into_json()
+            .unwrap();
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(v["value"].as_str().unwrap())
+            .unwrap();
+        assert_eq!(&png[1..4], b"PNG");
+        std::fs::create_dir_all(to.parent().unwrap()).unwrap();
+        std::fs::write(to, png).unwrap();
+    }
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        // Ends Chromium through the driver; the driver itself is then killed by its guard.
+        let _ = ureq::delete(&format!("{}/session/{}", self.base, self.session)).call();
+    }
+}
+
+fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap()
+        .as_millis() as i64
+}
+
+/// A batch reporting `links` as (id, up, active), all changed at `at_ms`.
+fn links(seq: u64, at_ms: i64, links: &[(&str, bool, bool)]) -> Value {
+    json!({
+        "seq": seq, "created_ms": at_ms,
+        "links": links.iter().map(|(l, up, active)| json!({
+            "link": l, "up": up, "active": active, "changed_ms": at_ms
+        })).collect::<Vec<_>>()
+    })
+}
+
+/// The incident table as `[site, state text, agents text]` rows.
+fn incidents(b: &Browser) -> Vec<(String, String, String)> {
+    let v = b.js(
+        "return [...document.querySelectorAll('#incidents tbody tr[data-site]')]\
+         .map(r => [r.dataset.site, r.cells[1].textContent, r.cells[2].textContent]);",
+    );
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let s = |i: usize| r[i].as_str().unwrap().to_string();
+            (s(0), s(1), s(2))
+        })
+        .collect()
+}
+
+/// The map's pixel (RGBA) at the centre of site `idx`'s dot.
+fn dot(b: &Browser, idx: usize) -> Value {
+    b.js(&format!(
+        "const [x, y] = inv.xy[{idx}]; \
+         return [...document.getElementById('map').getContext('2d')\
+           .getImageData(Math.round(x), Math.round(y), 1, 1).data];"
+    ))
+}
+
+fn counters(b: &Browser) -> Vec<String> {
+    (0..6)
+        .map(|c| b.text(&format!("#count-{c}")))
+        .chain([b.text("#agents-affected")])
+        .collect()
+}
+
+fn row(site: &str, state: &str, agents: &str) -> (String, String, String) {
+    (site.into(), state.into(), agents.into())
+}
+
+#[test]
+fn a_site_going_down_shows_on_the_status_page() {
+    let c = Collector::start();
+    let (s1, s3) = (c.probe_config("S1"), c.probe_config("S3"));
+    let t0 = now_ms();
+    let mut first = links(1, t0, &[("S1-P", true, true), ("S1-B", true, false)]);
+    // A check on the primary (12.5 ms, no loss) for the site view's recent RTT and loss.
+    first["samples"] = json!([{
+        "link": "S1-P", "check": "icmp", "target": "10.255.0.1", "start": t0 / 1000 - 10,
+        "interval_s": 10, "sent": 10, "received": 10, "rtt_avg_us": 12_500
+    }]);
+    // Some traffic this minute, for the site view's table by protocol.
+    first["flows"] = json!([
+        rie_e2e::flow(t0 / 60_000 * 60, 6, 3, 40, 52_000),
+        rie_e2e::flow(t0 / 60_000 * 60, 17, 2, 10, 1_500),
+    ]);
+    send_ok(&s1, 1, &[first]);
+    send_ok(&s3, 1, &[links(1, t0, &[("S3-P", true, true)])]);
+
+    let b = Browser::start();
+    b.goto(&c.url("/"));
+    assert_eq!(b.js("return document.documentElement.lang;"), "fr");
+    // S1 and S3 up, S2 never reported (unknown); no incident.
+    b.wait("the page's first poll", Duration::from_secs(10), |b| {
+        (b.text("#count-0") == "2").then_some(())
+    });
+    assert_eq!(counters(&b), ["2", "0", "0", "0", "0", "1", "0"]);
+    assert!(incidents(&b).is_empty());
+    assert_eq!(b.text("#no-incident"), "Aucun incident pour ces filtres.");
+
+    // Both of S1's links fail: the site is down.
+    let down_at = now_ms();
+    send_ok(
+        &s1,
+        1,
+        &[links(
+            2,
+            down_at,
+            &[("S1-P", false, false), ("S1-B", false, false)],
+        )],
+    );
+    let sent = Instant::now();
+    let rows = b.wait("S1 down on the page", Duration::from_secs(10), |b| {
+        let r = incidents(b);
+        (!r.is_empty()).then_some(r)
+    });
+    let took = sent.elapsed();
+    assert!(
+        took < Duration::from_secs(5),
+        "S1 took {took:?} to show as down"
+    );
+    assert_eq!(rows, [row("S1", "Hors service", "420")]);
+    assert_eq!(counters(&b), ["1", "0", "0", "1", "0", "1", "420"]);
+    assert_eq!(b.text("#incident-count"), "(1)");
+    assert_eq!(
+        b.js("return document.getElementById('announce').textContent;"),
+        "1 incident en cours"
+    );
+    // The recent RTT and loss of S1's links, as the site view gets them.
+    let minute = (t0 / 1000 - 10) / 60 * 60;
+    assert_eq!(
+        c.get("/api/v1/sites/S1/links/history?minutes=30"),
+        json!([{"link": "S1-P", "minute": minute, "sent": 10, "received": 10,
+                "loss_ratio": 0.0, "rtt_avg_ms": 12.5, "rtt_max_ms": null}])
+    );
+    for (q, code) in [
+        ("S9/links/history", 404),
+        ("S1/links/history?minutes=0", 400),
+    ] {
+        match ureq::get(&c.url(&format!("/api/v1/sites/{q}"))).call() {
+            Err(ureq::Error::Status(got, _)) => assert_eq!(got, code, "{q}"),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+    // On the map, S1's dot (Rennes) is the "down" red and S3's (Ajaccio) the "up" green.
+    assert_eq!(dot(&b, 0), json!([192, 13, 30, 255]));
+    assert_eq!(dot(&b, 2), json!([27, 122, 53, 255]));
+    // What the page polled: one state digit per site (S1 down, S2 unknown, S3 up) and S1's
+    // incident since the time its links failed (probe clock, corrected by its small offset).
+    let status = c.get("/api/v1/status");
+    assert_eq!(status["states"], "350");
+    assert_eq!(status["incidents"].as_array().unwrap().len(), 1);
+    assert_eq!(status["incidents"][0][0], 0);
+    let since = status["incidents"][0][1].as_i64().unwrap();
+    assert!(
+        (since - down_at).abs() < 1000,
+        "since {since}, down at {down_at}"
+    );
+    let artefacts = PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("test-artifacts");
+    b.screenshot(&artefacts.join("status-page.png"));
+
+    // State filter: "Hors service" keeps S1; "Opérationnel" leaves no incident and S3 on the map.
+    b.click("#f-state option[value='3']");
+    assert_eq!(incidents(&b), [row("S1", "Hors service", "420")]);
+    b.click("#f-state option[value='0']");
+    assert!(incidents(&b).is_empty());
+    // S1 is filtered off the map: its place shows the white of the mainland outline.
+    assert_eq!(dot(&b, 0), json!([255, 255, 255, 255]));
+    assert_eq!(dot(&b, 2), json!([27, 122, 53, 255]));
+    assert_eq!(b.text("#no-incident"), "Aucun incident pour ces filtres.");
+    // Ministry filter (state back to all): Justice has S3 (up) only.
+    b.click("#f-state option[value='']");
+    let justice = b.js(
+        "return [...document.querySelectorAll('#f-ministry option')]\
+         .find(o => o.textContent === 'Justice').value;",
+    );
+    b.click(&format!(
+        "#f-ministry option[value='{}']",
+        justice.as_str().unwrap()
+    ));
+    assert!(incidents(&b).is_empty());
+    assert_eq!(counters(&b), ["1", "0", "0", "0", "0", "0", "0"]);
+    b.click("#f-ministry option[value='']");
+    assert_eq!(incidents(&b), [row("S1", "Hors service", "420")]);
+
+    // Keyboard: Enter on the incident opens the site view and moves the focus there.
+    b.keys("#incidents tbody button[data-site='S1']", "\u{E007}");
+    b.wait("the site view", Duration::from_secs(5), |b| {
+        (b.js("return document.getElementById('site-state') !== null;") == json!(true))
+            .then_some(())
+    });
+    assert_eq!(b.js("return document.activeElement.id;"), "site");
+    assert_eq!(b.text("#site-state"), "Hors service");
+    let episode = b.js(
+        "const r = document.querySelector('#site-episodes tbody tr'); \
+         return r ? [r.cells[0].textContent, r.cells[2].textContent] : null;",
+    );
+    assert_eq!(episode, json!(["Coupure", "en cours"]));
+    let link_states = b.js(
+        "return [...document.querySelectorAll('#site-links tbody tr')]\
+         .map(r => [r.cells[0].textContent, r.cells[5].textContent]);",
+    );
+    assert_eq!(link_states, json!([["S1-P", "coupé"], ["S1-B", "coupé"]]));
+    let history = b.js(
+        "return [...document.querySelectorAll('#site-history tbody tr')]\
+         .map(r => [...r.cells].slice(0, 4).map(c => c.textContent));",
+    );
+    assert_eq!(history, json!([["S1-P", "12,5 ms", "—", "0,0 %"]]));
+    let traffic = b.js(
+        "return [...document.querySelectorAll('#site-traffic tbody tr')]\
+         .map(r => [...r.cells].map(c => c.textContent));",
+    );
+    assert_eq!(
+        traffic,
+        json!([["TCP", "52,0 ko", "40", "3"], ["UDP", "1,5 ko", "10", "2"]])
+    );
+
+    // Accessibility basics: every control has a label; state texts pass WCAG AA contrast.
+    let unlabelled = b.js("return [...document.querySelectorAll('select, input')]\
+         .filter(e => !document.querySelector(`label[for='${e.id}']`)).map(e => e.id);");
+    assert_eq!(unlabelled, json!([]));
+    let worst = b.js(
+        "const lum = c => { const v = c.match(/\\d+/g).slice(0, 3).map(x => { x /= 255; \
+           return x <= 0.03928 ? x / 12.92 : ((x + 0.055) / 1.055) ** 2.4; }); \
+           return 0.2126 * v[0] + 0.7152 * v[1] + 0.0722 * v[2]; }; \
+         return Math.min(...[...document.querySelectorAll('.state, #counters .l, td button')]\
+           .map(e => 1.05 / (lum(getComputedStyle(e).color) + 0.05)));",
+    );
+    assert!(worst.as_f64().unwrap() >= 4.5, "contrast {worst}");
+
+    b.screenshot(&artefacts.join("status-page-site.png"));
+    // The address names the open site: loading it again reopens the view, with the filters.
+    let here = b.js("return location.hash;");
+    assert_eq!(here, "#site=S1");
+    b.goto("about:blank");
+    b.goto(&c.url("/#etat=3&site=S1"));
+    b.wait(
+        "the site view from the address",
+        Duration::from_secs(10),
+        |b| {
+            (b.js("const e = document.getElementById('site-state'); return e && e.textContent;")
+                == json!("Hors service"))
+            .then_some(())
+        },
+    );
+    assert_eq!(
+        b.js("return document.getElementById('f-state').value;"),
+        "3"
+    );
+    b.wait("the filtered incident list", Duration::from_secs(10), |b| {
+        (incidents(b) == [row("S1", "Hors service", "420")]).then_some(())
+    });
+    // Escape closes the site view and brings the focus back to the incident list.
+    b.keys("#site", "\u{E00C}");
+    assert_eq!(b.js("return document.getElementById('site').hidden;"), true);
+    assert_eq!(b.js("return document.activeElement.id;"), "incidents-title");
+    println!("screenshots in {}", artefacts.display());
+}
+
+/// The national inventory (14,000 generated sites) loads and draws: every site counted, every
+/// ministry and département in the filters, the département filter narrowing the counters to
+/// exactly that département's sites (counted from the inventory file, independently).
+#[test]
+fn the_national_inventory_loads_in_the_page() {
+    let inv = tempfile::tempdir().unwrap();
+    rie_e2e::run_ok(
+        Command::new(rie_e2e::bin("rie-collector"))
+            .args(["inventory", "generate", "--sites", "14000", "--out"])
+            .arg(inv.path()),
+    );
+    let c = Collector::start_with_inventory(inv.path());
+    let b = Browser::start();
+    b.goto(&c.url("/"));
+    b.wait("14,000 unknown sites", Duration::from_secs(30), |b| {
+        (b.text("#count-5") == "14\u{202f}000").then_some(())
+    });
+    b.screenshot(
+        &PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("test-artifacts/status-page-national.png"),
+    );
+    let sites = c.get("/api/v1/status/sites");
+    let n = |k: &str| sites[k].as_array().unwrap().len();
+    let options = |id: &str| {
+        b.js(&format!(
+            "return document.querySelectorAll('#{id} option').length;"
+        ))
+    };
+    assert_eq!(options("f-ministry"), json!(n("ministries") + 1));
+    assert_eq!(options("f-departement"), json!(n("departements") + 1));
+    // Département 974 (La Réunion), counted from the CSV.
+    let csv = std::fs::read_to_string(inv.path().join("sites.csv")).unwrap();
+    let in_974 = csv
+        .lines()
+        .skip(1)
+        .filter(|l| l.split(',').rev().nth(5) == Some("974"))
+        .count();
+    assert!(in_974 > 0);
+    let idx = b.js(
+        "return [...document.querySelectorAll('#f-departement option')]\
+         .find(o => o.textContent.startsWith('974 ')).value;",
+    );
+    b.click(&format!(
+        "#f-departement option[value='{}']",
+        idx.as_str().unwrap()
+    ));
+    assert_eq!(
+        b.text("#count-5").replace('\u{202f}', ""),
+        in_974.to_string()
+    );
+    // Every site of the inventory has a place on the map (mainland, Corsica or an inset)
+    // unless it is in an overseas collectivity outside the five départements.
+    let unplaced = b.js("return inv.sites.filter((s, i) => !inv.xy[i] && \
+           !['975','977','978','986','987','988'].includes(inv.departements[s[3]][0])).length;");
+    assert_eq!(unplaced, json!(0));
+}
