@@ -762,6 +762,65 @@ pub struct EpisodePoint<'a> {
     pub cause: &'a str,
 }
 
+fn episode_line(tags: &Tags, e: &EpisodePoint<'_>, now_ms: i64) -> Option<String> {
+    let site = tags.site.get(e.site_idx)?;
+    let duration = (e.end_ms.unwrap_or(now_ms) - e.start_ms).max(0) / 1000;
+    Line::new("episode")
+        .tags(site)
+        .tag("kind", e.kind)
+        .tag("link", e.link.unwrap_or(""))
+        .int("duration_s", duration)
+        .int("open", i64::from(e.end_ms.is_none()))
+        .string("cause", e.cause)
+        .at(e.start_ms.div_euclid(1000))
+}
+
+/// `episode` points for the episodes of the store's `episodes` table that are open (their
+/// duration grows) or closed at or after `closed_since_ms`. Rewriting one is harmless: same
+/// series and start, the newer value wins.
+fn episode_lines(
+    conn: &Connection,
+    tags: &Tags,
+    sites: &SiteRegistry,
+    closed_since_ms: i64,
+    now_ms: i64,
+) -> Result<Vec<String>, rusqlite::Error> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
+         WHERE end_ms IS NULL OR end_ms >= ?1 ORDER BY start_ms",
+    )?;
+    let rows = stmt.query_map([closed_since_ms], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, String>(1)?,
+            r.get::<_, Option<String>>(2)?,
+            r.get::<_, i64>(3)?,
+            r.get::<_, Option<i64>>(4)?,
+            r.get::<_, String>(5)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (site, kind, link, start_ms, end_ms, cause) = row?;
+        let Some(site_idx) = rie_proto::SiteId::new(site)
+            .ok()
+            .and_then(|s| sites.inventory.site_index(&s))
+        else {
+            continue;
+        };
+        let e = EpisodePoint {
+            site_idx,
+            kind: &kind,
+            link: link.as_deref(),
+            start_ms,
+            end_ms,
+            cause: &cause,
+        };
+        out.extend(episode_line(tags, &e, now_ms));
+    }
+    Ok(out)
+}
+
 /// Handle on a running sink: enqueue episodes, finish at shutdown. Cheap to clone.
 #[derive(Clone)]
 pub struct InfluxSink {
@@ -838,7 +897,13 @@ pub fn start(
         stop,
         tasks: Arc::new(Mutex::new(vec![sender_task, intake_task])),
     };
-    tracker.spawn(periodic(sink.clone(), metrics.clone(), shutdown.clone()));
+    let episodes_db = crate::store::open(db)?;
+    tracker.spawn(periodic(
+        sink.clone(),
+        metrics.clone(),
+        episodes_db,
+        shutdown.clone(),
+    ));
     tracing::info!(url = %url, api = ?cfg.api, "InfluxDB sink started");
     Ok(Some((sink, commit_tx)))
 }
@@ -847,19 +912,7 @@ impl InfluxSink {
     /// Queues an `episode` point; call it when an episode opens and again when it closes (same
     /// start: the close overwrites the open).
     pub fn episode(&self, e: &EpisodePoint<'_>, now_ms: i64) {
-        let Some(site) = self.tags.site.get(e.site_idx) else {
-            return;
-        };
-        let duration = (e.end_ms.unwrap_or(now_ms) - e.start_ms).max(0) / 1000;
-        if let Some(l) = Line::new("episode")
-            .tags(site)
-            .tag("kind", e.kind)
-            .tag("link", e.link.unwrap_or(""))
-            .int("duration_s", duration)
-            .int("open", i64::from(e.end_ms.is_none()))
-            .string("cause", e.cause)
-            .at(e.start_ms.div_euclid(1000))
-        {
+        if let Some(l) = episode_line(&self.tags, e, now_ms) {
             let _ = self.input.send(Input::Lines(vec![l]));
         }
     }
@@ -1192,8 +1245,16 @@ pub fn state_code(s: SiteState) -> i64 {
 // ---------------------------------------------------------------------------------------------
 // Periodic points: site states and collector health
 
-async fn periodic(sink: InfluxSink, metrics: Arc<Metrics>, shutdown: CancellationToken) {
+async fn periodic(
+    sink: InfluxSink,
+    metrics: Arc<Metrics>,
+    episodes_db: Connection,
+    shutdown: CancellationToken,
+) {
     let cfg = sink.shared.cfg.clone();
+    // Episodes closed in the hour before a start are written again (idempotent), in case the
+    // previous run stopped before writing their close.
+    let mut episodes_since = crate::ingest::probe_stream::now_ms() - 3_600_000;
     let mut tick = tokio::time::interval(cfg.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Vec<Option<SiteState>> = vec![None; sink.tags.site.len()];
@@ -1244,6 +1305,21 @@ async fn periodic(sink: InfluxSink, metrics: Arc<Metrics>, shutdown: Cancellatio
                     .int("agents", i64::from(agents))
                     .at(at),
             );
+        }
+        match episode_lines(
+            &episodes_db,
+            &sink.tags,
+            &sink.sites,
+            episodes_since,
+            now_ms,
+        ) {
+            Ok(l) => {
+                lines.extend(l);
+                // A minute of overlap: a close recorded just before this scan but committed
+                // just after it is written by the next one.
+                episodes_since = now_ms - 60_000;
+            }
+            Err(e) => tracing::error!(error = %e, "cannot read episodes for InfluxDB"),
         }
         let frame_errors: u64 = ["oversized", "malformed", "unexpected", "io", "tls"]
             .iter()
@@ -1595,7 +1671,19 @@ mod tests {
         let shutdown = CancellationToken::new();
         let tracker = tokio_util::task::TaskTracker::new();
         let db = dir.path().join("rie.db");
-        crate::store::open(&db).unwrap();
+        let now = crate::ingest::probe_stream::now_ms();
+        crate::store::open(&db)
+            .unwrap()
+            .execute_batch(&format!(
+                "INSERT INTO episodes(site_id, kind, link_id, start_ms, end_ms, cause) VALUES
+                 ('S1', 'outage', NULL, {open_start}, NULL, 'no link answers'),
+                 ('S2', 'degraded', 'S2-P', {closed_start}, {closed_end}, 'loss 12 %'),
+                 ('S2', 'silent', NULL, 1000000000000, 1000000060000, 'old');",
+                open_start = now - 125_000,
+                closed_start = now - 600_000,
+                closed_end = now - 300_000,
+            ))
+            .unwrap();
         let (sink, _hook) = start(&cfg, dir.path(), &db, sites, &metrics, &shutdown, &tracker)
             .unwrap()
             .unwrap();
@@ -1632,6 +1720,33 @@ mod tests {
             .map(|b| b.unwrap())
             .flat_map(|b| b.lines().map(String::from).collect::<Vec<_>>())
             .collect();
+        // From the store's episodes table: the open one, the one closed 5 min ago, not the old one.
+        let open: Vec<_> = lines
+            .iter()
+            .filter(|l| l.starts_with("episode,site=S1,"))
+            .collect();
+        assert_eq!(open.len(), 1, "{lines:#?}");
+        assert!(
+            open[0].contains(",kind=outage duration_s=12"),
+            "{}",
+            open[0]
+        );
+        assert!(open[0].ends_with(&format!(
+            r#",open=1i,cause="no link answers" {}"#,
+            (now - 125_000).div_euclid(1000)
+        )));
+        let closed: Vec<_> = lines
+            .iter()
+            .filter(|l| l.starts_with("episode,site=S2,"))
+            .collect();
+        assert_eq!(
+            closed,
+            [&format!(
+                r#"episode,site=S2,ministry=Économie\ et\ Finances,departement=973,region=Guyane,kind=degraded,link=S2-P duration_s=300i,open=0i,cause="loss 12 %" {}"#,
+                (now - 600_000).div_euclid(1000)
+            )],
+            "{lines:#?}"
+        );
         let tags = r"site=S3,ministry=Justice,departement=2A,region=Corse";
         assert!(lines.contains(&format!(
             r#"episode,{tags},kind=failover,link=S3-P duration_s=59i,open=1i,cause="primary S3-P: no answer, \"backup\" took over" 1790000040"#
