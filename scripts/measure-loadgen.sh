@@ -53,6 +53,8 @@ cat "$dir/report.json"
 cat "$dir/loadgen.err"
 echo "collector: $(echo "($c2-$c1)/($t2-$t1)" | bc -l | cut -c1-5) cores over the steady window, peak RSS $((rss / 1024)) MiB"
 echo "collector warnings/errors: $(grep -cE 'WARN|ERROR' "$dir/serve.err" || true)"
+# The most frequent ones, without their variable fields.
+grep -E 'WARN|ERROR' "$dir/serve.err" | sed -E 's/\x1b\[[0-9;]*m//g; s/^[^ ]+ +//; s/[0-9]+/N/g' | cut -c1-160 | sort | uniq -c | sort -rn | head -5 || true
 # Group commits (fsync included) slower than 250 ms explain ack-latency spikes on a shared disk.
 curl -s "http://$api_addr/metrics" | awk '
   /^rie_collector_store_commit_seconds_bucket\{le="0.25"\}/ {fast=$2}
