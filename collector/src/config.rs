@@ -50,6 +50,9 @@ pub struct CollectorConfig {
     pub sites: SiteThresholds,
     #[serde(default)]
     pub netflow: NetflowConfig,
+    /// InfluxDB sink (off unless `influx.url` is set); see `sinks::influx`.
+    #[serde(default)]
+    pub influx: crate::sinks::influx::InfluxConfig,
     /// Cost model for indicators and finance reports (`configs/costs.toml`); the built-in
     /// defaults (the same values as that file) when absent.
     #[serde(default)]
@@ -288,6 +291,7 @@ impl Default for CollectorConfig {
             store: StoreConfig::default(),
             sites: SiteThresholds::default(),
             netflow: NetflowConfig::default(),
+            influx: crate::sinks::influx::InfluxConfig::default(),
             costs: None,
             source: None,
         }
@@ -390,6 +394,9 @@ impl CollectorConfig {
                 "must be at least 1s; e.g. \"35s\"".into(),
             ));
         }
+        self.influx
+            .validate()
+            .map_err(|(key, message)| invalid(key, message))?;
         Ok(())
     }
 

@@ -87,22 +87,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
     }
-    let tokens: Vec<String> = {
-        let mut conn = store::open(&db)?;
-        let tx = conn.transaction().map_err(store::StoreError::from)?;
-        let now = now_ms();
-        let tokens = inv
-            .sites
-            .iter()
-            .map(|s| {
-                let t = credentials::new_token();
-                credentials::store(&tx, &s.credential_ref, &t, now).map(|()| t)
-            })
-            .collect::<Result<Vec<_>, _>>()
-            .map_err(store::StoreError::from)?;
-        tx.commit().map_err(store::StoreError::from)?;
-        tokens
-    };
+    let tokens = issue_tokens(&db, &inv.sites)?;
 
     let mut cfg = CollectorConfig {
         data_dir,
@@ -150,31 +135,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         address: running.probe_addr.to_string(),
         ca_pem: pki::ca_pem(&pki_dir)?,
         interval_ms: opts.interval.as_millis() as u64,
-        sites: inv
-            .sites
-            .iter()
-            .zip(tokens)
-            .enumerate()
-            .filter_map(|(i, (site, token))| {
-                let links: Vec<_> = inv.links_of(&site.id).collect();
-                let primary = links.iter().find(|l| l.role == LinkRole::Primary)?;
-                Some(SimSite {
-                    token,
-                    sim: SimulateConfig {
-                        seed: opts.seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
-                        agents: site.agents,
-                        primary_link: primary.id.clone(),
-                        backup_link: links
-                            .iter()
-                            .find(|l| l.role == LinkRole::Backup)
-                            .map(|l| l.id.clone()),
-                        rtt_ms: rtt_of(primary.technology),
-                        incident_rate: opts.incident_rate,
-                    },
-                    site: site.id.clone(),
-                })
-            })
-            .collect(),
+        sites: sim_sites(&inv, &inv.sites, tokens, opts.seed, opts.incident_rate),
     };
     let mut probes = spawn_probe_process(&plan, &opts.dir).await?;
 
@@ -245,6 +206,64 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     Ok(())
 }
 
+/// Issues a fresh token for each of `sites` in the database at `db`, in one transaction
+/// (replacing, and so revoking, their previous tokens).
+///
+/// # Errors
+/// Database errors.
+pub fn issue_tokens(
+    db: &std::path::Path,
+    sites: &[inventory::Site],
+) -> Result<Vec<String>, store::StoreError> {
+    let mut conn = store::open(db)?;
+    let tx = conn.transaction()?;
+    let now = now_ms();
+    let tokens = sites
+        .iter()
+        .map(|s| {
+            let t = credentials::new_token();
+            credentials::store(&tx, &s.credential_ref, &t, now).map(|()| t)
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    tx.commit()?;
+    Ok(tokens)
+}
+
+/// One simulated probe per site of `sites` (in order, zipped with `tokens`), its links and RTT
+/// from the inventory; sites without a primary link are left out.
+pub fn sim_sites(
+    inv: &inventory::Inventory,
+    sites: &[inventory::Site],
+    tokens: Vec<String>,
+    seed: u64,
+    incident_rate: f64,
+) -> Vec<SimSite> {
+    sites
+        .iter()
+        .zip(tokens)
+        .enumerate()
+        .filter_map(|(i, (site, token))| {
+            let links: Vec<_> = inv.links_of(&site.id).collect();
+            let primary = links.iter().find(|l| l.role == LinkRole::Primary)?;
+            Some(SimSite {
+                token,
+                sim: SimulateConfig {
+                    seed: seed.wrapping_mul(1_000_003).wrapping_add(i as u64),
+                    agents: site.agents,
+                    primary_link: primary.id.clone(),
+                    backup_link: links
+                        .iter()
+                        .find(|l| l.role == LinkRole::Backup)
+                        .map(|l| l.id.clone()),
+                    rtt_ms: rtt_of(primary.technology),
+                    incident_rate,
+                },
+                site: site.id.clone(),
+            })
+        })
+        .collect()
+}
+
 /// What the probe process simulates: one entry per site, with its credential.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbePlan {
@@ -291,6 +310,34 @@ async fn spawn_probe_process(
 /// # Errors
 /// [`DemoError::Setup`] when the plan is unusable.
 pub async fn run_probes(plan: ProbePlan, shutdown: CancellationToken) -> Result<(), DemoError> {
+    let stdin_closed = shutdown.clone();
+    tokio::spawn(async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = [0u8; 64];
+        let mut stdin = tokio::io::stdin();
+        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
+        stdin_closed.cancel();
+    });
+    let tasks = spawn_probes(plan, None, shutdown.clone(), shutdown.clone())?;
+    shutdown.cancelled().await;
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
+    Ok(())
+}
+
+/// Starts one simulated probe (producer + uplink) per site of the plan, spread over the first
+/// seconds as a real fleet would arrive. Producers stop on `stop_producing`, uplinks on
+/// `shutdown` (after delivering what they hold, within the uplink's drain time). When
+/// `recorder` is given, every batch's send-to-ack latency is recorded (load generator).
+///
+/// # Errors
+/// [`DemoError::Setup`] when the plan is unusable.
+pub fn spawn_probes(
+    plan: ProbePlan,
+    recorder: Option<Arc<crate::loadgen::Recorder>>,
+    stop_producing: CancellationToken,
+    shutdown: CancellationToken,
+) -> Result<tokio_util::task::TaskTracker, DemoError> {
     let target = Target {
         address: plan.address.clone(),
         server_name: ServerName::try_from("localhost")
@@ -306,24 +353,17 @@ pub async fn run_probes(plan: ProbePlan, shutdown: CancellationToken) -> Result<
         max_in_flight: 8,
         replay_rate: 20.0,
     };
-    let stdin_closed = shutdown.clone();
-    tokio::spawn(async move {
-        use tokio::io::AsyncReadExt;
-        let mut buf = [0u8; 64];
-        let mut stdin = tokio::io::stdin();
-        while matches!(stdin.read(&mut buf).await, Ok(n) if n > 0) {}
-        stdin_closed.cancel();
-    });
     // Spread the connections over a few seconds, as a real fleet would arrive.
     let spread = interval.min(Duration::from_secs(5));
     let n = plan.sites.len().max(1);
     let tasks = tokio_util::task::TaskTracker::new();
     for (i, s) in plan.sites.into_iter().enumerate() {
-        let out = MemoryOutbox::new(1_000);
+        let out = crate::loadgen::Timed::new(MemoryOutbox::new(1_000), recorder.clone());
         let id = Identity::new(s.site, s.token, out.stream());
         let (tx, rx) = mpsc::channel(16);
         let delay = spread.mul_f64(i as f64 / n as f64);
         let (target, settings, shutdown) = (target.clone(), settings.clone(), shutdown.clone());
+        let stop_producing = stop_producing.clone();
         let sim = Simulator::new(s.sim);
         let inner = tasks.clone();
         tasks.spawn(async move {
@@ -340,11 +380,8 @@ pub async fn run_probes(plan: ProbePlan, shutdown: CancellationToken) -> Result<
                 Arc::new(Stats::default()),
                 shutdown.clone(),
             ));
-            produce(Some(sim), None, interval, tx, None, shutdown).await;
+            produce(Some(sim), None, interval, tx, None, stop_producing).await;
         });
     }
-    shutdown.cancelled().await;
-    tasks.close();
-    let _ = tokio::time::timeout(Duration::from_secs(5), tasks.wait()).await;
-    Ok(())
+    Ok(tasks)
 }

@@ -97,6 +97,38 @@ enum Cmd {
         #[arg(long, default_value_t = 0.001)]
         incident_rate: f64,
     },
+    /// Load test: simulated probes against a running collector through the real TLS protocol;
+    /// prints batches/s, ack latency percentiles and losses (JSON report on stdout).
+    Loadgen {
+        #[arg(long, default_value_t = 14_000)]
+        probes: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Latencies of the first part (the fleet connecting) are reported apart.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Collector probe address (its certificate must name `localhost`).
+        #[arg(long)]
+        address: String,
+        /// The collector's CA certificate (pki/ca.pem).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The collector's data directory: tokens for the simulated sites are issued in its rie.db.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The collector's inventory; its first --probes sites are simulated.
+        #[arg(long)]
+        inventory: PathBuf,
+        /// The collector's /metrics URL, to count the batches it stored.
+        #[arg(long)]
+        metrics: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.001)]
+        incident_rate: f64,
+    },
     /// Cost and resilience indicators for a period, as CSV, JSON or a French HTML page
     /// (see docs/indicators.md).
     Report(ReportArgs),
@@ -252,6 +284,43 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             let plan: demo::ProbePlan = serde_json::from_slice(&text).context("demo probe plan")?;
             raise_fd_limit(plan.sites.len() as u64 + 1_024);
             until_signal(|shutdown| demo::run_probes(plan, shutdown))
+        }
+        Cmd::Loadgen {
+            probes,
+            interval,
+            duration,
+            warmup,
+            address,
+            ca,
+            data_dir,
+            inventory,
+            metrics,
+            seed,
+            incident_rate,
+        } => {
+            check_sites(probes)?;
+            raise_fd_limit(probes as u64 + 1_024);
+            let opts = rie_collector::loadgen::LoadgenOptions {
+                probes,
+                interval,
+                duration,
+                warmup,
+                address,
+                ca,
+                data_dir,
+                inventory,
+                metrics_url: metrics,
+                seed,
+                incident_rate,
+            };
+            until_signal(|shutdown| async move {
+                let report = rie_collector::loadgen::run(opts, shutdown).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+                Ok::<_, rie_collector::loadgen::LoadgenError>(())
+            })
         }
         Cmd::Report(args) => report(args),
         Cmd::ProbeConfig {

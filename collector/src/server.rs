@@ -16,6 +16,7 @@ use crate::ingest::probe_stream;
 use crate::inventory::{self, Inventory, InventoryError};
 use crate::metrics::Metrics;
 use crate::pki::{self, PkiError};
+use crate::sinks::influx::InfluxSink;
 use crate::sites::SiteRegistry;
 use crate::store::{self, Reader, StoreError, Writer};
 use crate::{api, config::ConfigError};
@@ -32,6 +33,8 @@ pub enum StartError {
     Pki(#[from] PkiError),
     #[error(transparent)]
     Store(#[from] StoreError),
+    #[error(transparent)]
+    Influx(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
     Costs(#[from] crate::indicators::CostsError),
     #[error(transparent)]
@@ -53,6 +56,7 @@ impl StartError {
             StartError::Config(_)
                 | StartError::Inventory(_)
                 | StartError::Pki(_)
+                | StartError::Influx(crate::sinks::influx::SinkError::Client(_))
                 | StartError::Costs(_)
         )
     }
@@ -66,6 +70,8 @@ pub struct Running {
     pub netflow_addr: Option<SocketAddr>,
     pub sites: Arc<SiteRegistry>,
     pub metrics: Arc<Metrics>,
+    /// The InfluxDB sink when `[influx]` is configured (e.g. to queue episode points).
+    pub influx: Option<InfluxSink>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
     writer: std::thread::JoinHandle<()>,
@@ -87,6 +93,9 @@ impl Running {
         let _ = tokio::task::spawn_blocking(move || writer.join()).await;
         if let Some(netflow) = self.netflow {
             let _ = tokio::task::spawn_blocking(move || netflow.join()).await;
+        }
+        if let Some(sink) = self.influx {
+            sink.finish().await;
         }
         info!("collector stopped");
     }
@@ -136,6 +145,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let (probe_listener, probe_addr) = bind(cfg.probes.listen, "probes.listen").await?;
     let (api_listener, api_addr) = bind(cfg.api.listen, "api.listen").await?;
 
+    let tracker = TaskTracker::new();
     let (store_tx, store_rx) = mpsc::channel(cfg.store.queue);
     let writer = Writer::new(
         conn,
@@ -144,6 +154,19 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics.clone(),
         cfg.store.commit_max_batches,
     );
+    let influx = crate::sinks::influx::start(
+        &cfg.influx,
+        &cfg.data_dir,
+        &db,
+        sites.clone(),
+        &metrics,
+        &shutdown,
+        &tracker,
+    )?;
+    let (influx, writer) = match influx {
+        Some((sink, hook)) => (Some(sink), writer.on_commit(hook)),
+        None => (None, writer),
+    };
     let writer = std::thread::Builder::new()
         .name("store-writer".into())
         .spawn(move || writer.run(store_rx))
@@ -177,7 +200,6 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let netflow_addr = netflow.as_ref().map(|n| n.addr);
     let netflow = netflow.map(|n| n.thread);
 
-    let tracker = TaskTracker::new();
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),
         acceptor: TlsAcceptor::from(tls),
@@ -222,6 +244,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         netflow_addr,
         sites,
         metrics,
+        influx,
         shutdown,
         tracker,
         writer,

@@ -209,7 +209,15 @@ pub struct Writer {
     sites: Arc<SiteRegistry>,
     metrics: Arc<Metrics>,
     max_group: usize,
+    /// Optional hook (InfluxDB sink): receives each group's newly stored batches after commit.
+    /// Unbounded on purpose: the writer never waits on a sink; the sink bounds its own memory.
+    on_commit: Option<CommitHook>,
 }
+
+/// Newly stored batches of one commit, with the inventory index of their site.
+pub type Committed = Vec<(usize, Batch)>;
+/// Where the writer sends [`Committed`] groups (see [`Writer::on_commit`]).
+pub type CommitHook = mpsc::UnboundedSender<Committed>;
 
 impl Writer {
     pub fn new(
@@ -225,7 +233,14 @@ impl Writer {
             sites,
             metrics,
             max_group,
+            on_commit: None,
         }
+    }
+
+    /// Sends every committed group's new batches to `hook` (never blocks the writer).
+    pub fn on_commit(mut self, hook: CommitHook) -> Self {
+        self.on_commit = Some(hook);
+        self
     }
 
     /// Runs until the channel is closed and drained.
@@ -258,6 +273,7 @@ impl Writer {
                     .observe(started.elapsed().as_secs_f64());
                 self.metrics.store_batches_per_commit.observe(n as f64);
                 let mut dedup = self.dedup.lock();
+                let mut committed = Vec::new();
                 for (w, outcome) in group.drain(..).zip(outcomes) {
                     let stored = match outcome {
                         Outcome::New {
@@ -283,6 +299,14 @@ impl Writer {
                         }
                     };
                     let _ = w.reply.send(Ok(stored));
+                    if stored == Stored::New && self.on_commit.is_some() {
+                        committed.push((w.site_idx, w.batch));
+                    }
+                }
+                drop(dedup);
+                if let (Some(hook), false) = (&self.on_commit, committed.is_empty()) {
+                    // A stopped sink is not the store's problem: the data is committed.
+                    let _ = hook.send(committed);
                 }
             }
             Err(e) => {

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+pub mod influx;
 pub mod netflow;
 
 /// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
@@ -60,6 +61,17 @@ impl Collector {
         Self::start_inner(inventory, SocketAddr::from(([127, 0, 0, 1], 0)), false)
     }
 
+    /// Starts a collector on the fixture inventory with `config_toml` as its `--config` file
+    /// (flags for directories and addresses still apply on top).
+    pub fn start_with_config(config_toml: &str) -> Self {
+        Self::start_full(
+            &fixture("inventory"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            false,
+            Some(config_toml),
+        )
+    }
+
     /// Starts a collector whose probe listener binds `probe_listen` (port 0: any free one).
     pub fn start_on(inventory: &Path, probe_listen: SocketAddr) -> Self {
         Self::start_inner(inventory, probe_listen, false)
@@ -72,6 +84,15 @@ impl Collector {
     }
 
     fn start_inner(inventory: &Path, probe_listen: SocketAddr, netflow: bool) -> Self {
+        Self::start_full(inventory, probe_listen, netflow, None)
+    }
+
+    fn start_full(
+        inventory: &Path,
+        probe_listen: SocketAddr,
+        netflow: bool,
+        config_toml: Option<&str>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
         std::fs::create_dir_all(&inv).expect("mkdir");
@@ -93,11 +114,15 @@ impl Collector {
             child: None,
             extra_args: Vec::new(),
         };
+        let mut toml = config_toml.unwrap_or_default().to_string();
         if netflow {
-            let cfg = c.dir.path().join("collector.toml");
-            std::fs::write(&cfg, "[netflow]\nflush_interval = \"200ms\"\n").expect("config");
-            c.extra_args = vec!["--config".into(), cfg.display().to_string()];
+            toml.push_str("\n[netflow]\nflush_interval = \"200ms\"\n");
             c.netflow_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
+        }
+        if !toml.is_empty() {
+            let cfg = c.dir.path().join("collector.toml");
+            std::fs::write(&cfg, toml).expect("config");
+            c.extra_args = vec!["--config".into(), cfg.display().to_string()];
         }
         c.spawn();
         c
@@ -186,6 +211,12 @@ impl Collector {
 
     pub fn restart(&mut self) {
         self.kill9();
+        self.spawn();
+    }
+
+    /// SIGTERM (clean shutdown, exit code asserted 0), then start again on the same files.
+    pub fn restart_gracefully(&mut self) {
+        assert_eq!(self.terminate(), Some(0), "{}", self.log());
         self.spawn();
     }
 

@@ -1,0 +1,332 @@
+//! `rie-collector loadgen`: N simulated probes (the demo's, see `demo::spawn_probes`) against a
+//! running collector through the real TLS protocol, each sending realistic batches (8 flow
+//! aggregates, one availability sample and one status per link) every interval; reports
+//! batches/s, send-to-ack latency percentiles and losses (batches produced vs acknowledged vs
+//! stored by the collector, from its `/metrics`).
+//!
+//! It runs in its own process, as real probes do: each side of 14,000 loopback connections then
+//! has its own file-descriptor budget. Tokens are issued in the collector's database (the
+//! collector reads credentials at each hello, so it may be running).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use rie_probe::spool::{Outbox, OutboxState};
+use rie_proto::Batch;
+use serde::Serialize;
+use tokio_util::sync::CancellationToken;
+
+use crate::demo::{self, DemoError, ProbePlan};
+use crate::inventory;
+
+#[derive(Debug, Clone)]
+pub struct LoadgenOptions {
+    pub probes: usize,
+    pub interval: Duration,
+    pub duration: Duration,
+    /// Latencies of this first part of the run (the fleet connecting: 14,000 TLS handshakes)
+    /// are reported apart from the steady state.
+    pub warmup: Duration,
+    /// Collector probe address, `host:port` (certificate name `localhost`).
+    pub address: String,
+    /// CA certificate of the collector (`pki/ca.pem`).
+    pub ca: PathBuf,
+    /// The collector's data directory (tokens are issued in its `rie.db`).
+    pub data_dir: PathBuf,
+    /// The collector's inventory; the first `probes` sites are simulated.
+    pub inventory: PathBuf,
+    /// The collector's `/metrics` URL, to count what it stored.
+    pub metrics_url: Option<String>,
+    pub seed: u64,
+    pub incident_rate: f64,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum LoadgenError {
+    #[error("{0}")]
+    Setup(String),
+    #[error(transparent)]
+    Demo(#[from] DemoError),
+    #[error(transparent)]
+    Store(#[from] crate::store::StoreError),
+}
+
+/// Counters shared by every simulated probe.
+#[derive(Default)]
+pub struct Recorder {
+    pub produced: AtomicU64,
+    pub acked: AtomicU64,
+    /// Set once the warm-up is over: later latencies are the steady state's.
+    steady: std::sync::atomic::AtomicBool,
+    /// (latency µs, steady) since the last [`Recorder::take`].
+    latencies: Mutex<Vec<(u32, bool)>>,
+}
+
+impl Recorder {
+    fn record(&self, d: Duration) {
+        let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
+        let steady = self.steady.load(Ordering::Relaxed);
+        self.latencies
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .push((us, steady));
+    }
+
+    /// The latencies recorded since the last call.
+    fn take(&self) -> Vec<(u32, bool)> {
+        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+}
+
+/// An outbox that times each batch from its first send to its acknowledgement.
+pub struct Timed<O> {
+    inner: O,
+    sent: BTreeMap<u64, Instant>,
+    rec: Option<Arc<Recorder>>,
+}
+
+impl<O: Outbox> Timed<O> {
+    pub fn new(inner: O, rec: Option<Arc<Recorder>>) -> Self {
+        Self {
+            inner,
+            sent: BTreeMap::new(),
+            rec,
+        }
+    }
+}
+
+impl<O: Outbox> Outbox for Timed<O> {
+    fn stream(&self) -> u64 {
+        self.inner.stream()
+    }
+    fn append(&mut self, batch: Batch) -> u64 {
+        if let Some(r) = &self.rec {
+            r.produced.fetch_add(1, Ordering::Relaxed);
+        }
+        self.inner.append(batch)
+    }
+    fn len(&self) -> usize {
+        self.inner.len()
+    }
+    fn get(&mut self, i: usize) -> Option<Batch> {
+        let b = self.inner.get(i)?;
+        if self.rec.is_some() {
+            self.sent.entry(b.seq).or_insert_with(Instant::now);
+        }
+        Some(b)
+    }
+    fn ack(&mut self, seq: u64) {
+        let before = self.inner.len();
+        self.inner.ack(seq);
+        if let Some(r) = &self.rec {
+            r.acked
+                .fetch_add((before - self.inner.len()) as u64, Ordering::Relaxed);
+            let later = self.sent.split_off(&(seq + 1));
+            for (_, at) in std::mem::replace(&mut self.sent, later) {
+                r.record(at.elapsed());
+            }
+        }
+    }
+    fn state(&self) -> OutboxState {
+        self.inner.state()
+    }
+}
+
+/// What `loadgen` prints at the end (JSON).
+#[derive(Debug, Clone, Serialize)]
+pub struct Report {
+    pub probes: usize,
+    pub interval_s: f64,
+    pub duration_s: f64,
+    pub batches_produced: u64,
+    pub batches_acked: u64,
+    /// Produced but not acknowledged when the run ended (losses, from the probes' side).
+    pub batches_unacked: u64,
+    /// `rie_collector_probe_batches_total` after minus before (when `--metrics` is given).
+    pub batches_stored: Option<u64>,
+    pub acked_per_s: f64,
+    /// After the warm-up (steady state).
+    pub ack_latency_ms: Latency,
+    /// During the warm-up.
+    pub ack_latency_ms_warmup: Latency,
+    /// The worst p99 of the progress windows (5 s) that are wholly after the warm-up.
+    pub worst_window_p99_ms: f64,
+}
+
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Latency {
+    pub count: usize,
+    pub p50: f64,
+    pub p99: f64,
+    pub max: f64,
+}
+
+impl Latency {
+    fn of(mut us: Vec<u32>) -> Self {
+        if us.is_empty() {
+            return Self::default();
+        }
+        us.sort_unstable();
+        let q = |p: f64| f64::from(us[((us.len() - 1) as f64 * p).round() as usize]) / 1000.0;
+        Self {
+            count: us.len(),
+            p50: q(0.5),
+            p99: q(0.99),
+            max: q(1.0),
+        }
+    }
+}
+
+async fn stored(url: &Option<String>) -> Result<Option<u64>, LoadgenError> {
+    let Some(url) = url else { return Ok(None) };
+    let text = reqwest::get(url)
+        .await
+        .and_then(|r| r.error_for_status())
+        .map_err(|e| LoadgenError::Setup(format!("--metrics {url}: {e}")))?
+        .text()
+        .await
+        .map_err(|e| LoadgenError::Setup(format!("--metrics {url}: {e}")))?;
+    Ok(text.lines().find_map(|l| {
+        l.strip_prefix("rie_collector_probe_batches_total ")
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .map(|v| v as u64)
+    }))
+}
+
+/// Runs the load, prints progress every 5 s on stderr, returns the report.
+///
+/// # Errors
+/// [`LoadgenError`] for unusable inputs (inventory too small, CA unreadable, ...).
+pub async fn run(
+    opts: LoadgenOptions,
+    shutdown: CancellationToken,
+) -> Result<Report, LoadgenError> {
+    let inv =
+        inventory::load_dir(&opts.inventory).map_err(|e| LoadgenError::Setup(e.to_string()))?;
+    if inv.sites.len() < opts.probes {
+        return Err(LoadgenError::Setup(format!(
+            "--probes {}: the inventory {} has only {} sites; generate a larger one (rie-collector inventory generate --sites {})",
+            opts.probes,
+            opts.inventory.display(),
+            inv.sites.len(),
+            opts.probes
+        )));
+    }
+    let ca_pem = std::fs::read_to_string(&opts.ca)
+        .map_err(|e| LoadgenError::Setup(format!("--ca {}: {e}", opts.ca.display())))?;
+    let sites = &inv.sites[..opts.probes];
+    let tokens = demo::issue_tokens(&opts.data_dir.join("rie.db"), sites)?;
+    let plan = ProbePlan {
+        address: opts.address.clone(),
+        ca_pem,
+        interval_ms: opts.interval.as_millis() as u64,
+        sites: demo::sim_sites(&inv, sites, tokens, opts.seed, opts.incident_rate),
+    };
+    let stored_before = stored(&opts.metrics_url).await?;
+    let rec = Arc::new(Recorder::default());
+    let stop_producing = CancellationToken::new();
+    let stop = CancellationToken::new();
+    let tasks = demo::spawn_probes(
+        plan,
+        Some(rec.clone()),
+        stop_producing.clone(),
+        stop.clone(),
+    )?;
+    let started = Instant::now();
+    let deadline = tokio::time::Instant::now() + opts.duration;
+    {
+        let (rec, warmup) = (rec.clone(), opts.warmup);
+        tokio::spawn(async move {
+            tokio::time::sleep(warmup).await;
+            rec.steady.store(true, Ordering::Relaxed);
+        });
+    }
+    let (mut steady, mut warm) = (Vec::new(), Vec::new());
+    let mut worst_p99: f64 = 0.0;
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    tick.tick().await;
+    let mut last = (0u64, Instant::now());
+    loop {
+        let end = tokio::select! {
+            _ = shutdown.cancelled() => true,
+            _ = tokio::time::sleep_until(deadline) => true,
+            _ = tick.tick() => false,
+        };
+        let window = rec.take();
+        let acked = rec.acked.load(Ordering::Relaxed);
+        let l = Latency::of(window.iter().map(|&(us, _)| us).collect());
+        eprintln!(
+            "[{:>4}s] acked/s {:.0} | produced {} acked {} | ack latency ms p50 {:.1} p99 {:.1} max {:.1}",
+            started.elapsed().as_secs(),
+            (acked - last.0) as f64 / last.1.elapsed().as_secs_f64().max(0.001),
+            rec.produced.load(Ordering::Relaxed),
+            acked,
+            l.p50,
+            l.p99,
+            l.max
+        );
+        last = (acked, Instant::now());
+        if window.iter().all(|&(_, s)| s) && !window.is_empty() {
+            worst_p99 = worst_p99.max(l.p99);
+        }
+        for (us, s) in window {
+            if s {
+                steady.push(us)
+            } else {
+                warm.push(us)
+            }
+        }
+        if end {
+            break;
+        }
+    }
+    let duration = started.elapsed();
+    // Stop producing, then let every probe deliver what it holds.
+    stop_producing.cancel();
+    let end = Instant::now() + Duration::from_secs(30);
+    while rec.acked.load(Ordering::Relaxed) < rec.produced.load(Ordering::Relaxed)
+        && Instant::now() < end
+    {
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+    stop.cancel();
+    tasks.close();
+    let _ = tokio::time::timeout(Duration::from_secs(10), tasks.wait()).await;
+    for (us, s) in rec.take() {
+        if s {
+            steady.push(us)
+        } else {
+            warm.push(us)
+        }
+    }
+    let stored_after = stored(&opts.metrics_url).await?;
+    let produced = rec.produced.load(Ordering::Relaxed);
+    let acked = rec.acked.load(Ordering::Relaxed);
+    Ok(Report {
+        probes: opts.probes,
+        interval_s: opts.interval.as_secs_f64(),
+        duration_s: duration.as_secs_f64(),
+        batches_produced: produced,
+        batches_acked: acked,
+        batches_unacked: produced.saturating_sub(acked),
+        batches_stored: stored_before.zip(stored_after).map(|(b, a)| a - b),
+        acked_per_s: acked as f64 / duration.as_secs_f64(),
+        ack_latency_ms: Latency::of(steady),
+        ack_latency_ms_warmup: Latency::of(warm),
+        worst_window_p99_ms: worst_p99,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn percentiles_from_sorted_samples() {
+        let l = Latency::of((1..=100).rev().map(|ms| ms * 1000).collect());
+        assert_eq!((l.count, l.p50, l.p99, l.max), (100, 51.0, 99.0, 100.0));
+    }
+}
