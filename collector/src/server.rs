@@ -208,6 +208,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         dedup,
         store: store_tx,
         metrics: metrics.clone(),
+        ring: cfg.cluster.ring(),
     });
     tracker.spawn(probe_stream::run(
         probe_listener,
