@@ -48,7 +48,9 @@ impl ClusterConfig {
             if crate::config::split_host_port(m).is_none() {
                 return Err(ClusterConfigError {
                     key: "cluster.members",
-                    message: format!("{m:?} is not host:port; e.g. \"collector-a.rie.gouv.fr:7443\""),
+                    message: format!(
+                        "{m:?} is not host:port; e.g. \"collector-a.rie.gouv.fr:7443\""
+                    ),
                 });
             }
             if self.members[..i].contains(m) {
@@ -61,7 +63,8 @@ impl ClusterConfig {
         match &self.self_address {
             None => Err(ClusterConfigError {
                 key: "cluster.self",
-                message: "is missing; set it to this collector's own entry of cluster.members".into(),
+                message: "is missing; set it to this collector's own entry of cluster.members"
+                    .into(),
             }),
             Some(s) if !self.members.contains(s) => Err(ClusterConfigError {
                 key: "cluster.self",
@@ -150,7 +153,10 @@ mod tests {
             per[three.iter().position(|x| x == after).unwrap()] += 1;
             if before != after {
                 moved += 1;
-                assert_eq!(after, "collector-c.example:7443", "{s} moved between old members");
+                assert_eq!(
+                    after, "collector-c.example:7443",
+                    "{s} moved between old members"
+                );
             }
         }
         // Expected 14,000/3 = 4,667, binomial sd ≈ 56: ±5 % is more than 10 sd.

@@ -72,6 +72,23 @@ impl Collector {
         )
     }
 
+    /// A member of a collector cluster: probe listener on `probe_listen` (known in advance, as
+    /// it appears in every member's `[cluster] members`), `config_toml` as its config, and the
+    /// PKI copied from `pki_from` (one CA for the cluster), or a new one for the first member.
+    pub fn start_member(
+        config_toml: &str,
+        probe_listen: SocketAddr,
+        pki_from: Option<&Collector>,
+    ) -> Self {
+        Self::start_pki(
+            &fixture("inventory"),
+            probe_listen,
+            false,
+            Some(config_toml),
+            pki_from.map(|c| c.dir.path().join("pki")).as_deref(),
+        )
+    }
+
     /// Starts a collector whose probe listener binds `probe_listen` (port 0: any free one).
     pub fn start_on(inventory: &Path, probe_listen: SocketAddr) -> Self {
         Self::start_inner(inventory, probe_listen, false)
@@ -93,18 +110,37 @@ impl Collector {
         netflow: bool,
         config_toml: Option<&str>,
     ) -> Self {
+        Self::start_pki(inventory, probe_listen, netflow, config_toml, None)
+    }
+
+    fn start_pki(
+        inventory: &Path,
+        probe_listen: SocketAddr,
+        netflow: bool,
+        config_toml: Option<&str>,
+        pki_from: Option<&Path>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
         std::fs::create_dir_all(&inv).expect("mkdir");
         for f in ["sites.csv", "links.csv"] {
             std::fs::copy(inventory.join(f), inv.join(f)).expect("copy inventory");
         }
-        let out = run_ok(
-            Command::new(bin("rie-collector"))
-                .args(["pki", "init", "--dir"])
-                .arg(dir.path().join("pki")),
-        );
-        assert!(out.contains("ca.pem"), "{out}");
+        if let Some(from) = pki_from {
+            std::fs::create_dir_all(dir.path().join("pki")).expect("mkdir pki");
+            for e in std::fs::read_dir(from).expect("pki dir") {
+                let e = e.expect("pki entry");
+                std::fs::copy(e.path(), dir.path().join("pki").join(e.file_name()))
+                    .expect("copy pki");
+            }
+        } else {
+            let out = run_ok(
+                Command::new(bin("rie-collector"))
+                    .args(["pki", "init", "--dir"])
+                    .arg(dir.path().join("pki")),
+            );
+            assert!(out.contains("ca.pem"), "{out}");
+        }
         let mut c = Self {
             stderr_log: dir.path().join("collector.log"),
             dir,

@@ -178,9 +178,16 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
     };
     // Ownership is checked after authentication, so that only a probe with a valid token
     // learns the cluster's layout (every member holds the whole inventory and its tokens).
-    if let Some(owner) = ctx.ring.as_ref().and_then(|r| r.redirect_for(hello.site.as_str())) {
+    if let Some(owner) = ctx
+        .ring
+        .as_ref()
+        .and_then(|r| r.redirect_for(hello.site.as_str()))
+    {
         info!(%peer, site = %hello.site, owner, "site belongs to another collector: redirected");
-        ctx.metrics.auth_failures.with_label_values(&["redirected"]).inc();
+        ctx.metrics
+            .auth_failures
+            .with_label_values(&["redirected"])
+            .inc();
         let refused = Refused {
             code: RefuseCode::Redirect,
             reason: format!("site {} is served by collector {owner}", hello.site),

@@ -1,0 +1,181 @@
+#![allow(clippy::unwrap_used)]
+//! Scale-out with two collectors on loopback: each site is owned by exactly one (rendezvous
+//! hashing over `[cluster] members`); a probe pointed at the other one is redirected in the
+//! hello answer and its batches are stored exactly once, on the owner; and the national totals
+//! (the sum over the members) equal those of a single collector fed the same batches.
+
+use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rie_collector::cluster;
+use rie_e2e::*;
+use rie_probe::spool::{MemoryOutbox, Outbox};
+use rie_probe::uplink::{self, Identity, Settings, Stats};
+use serde_json::Value;
+
+const SITES: [&str; 3] = ["S1", "S2", "S3"];
+
+fn free_port() -> SocketAddr {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+}
+
+/// Distinct, site-specific batches: totals tell whose they are and whether any was doubled.
+fn batches_of(i: u64) -> Vec<Value> {
+    (1..=5)
+        .map(|k| {
+            batch(
+                k,
+                vec![
+                    flow(
+                        MINUTE + 60 * k as i64,
+                        6,
+                        i * 10 + k,
+                        i * 1_000 + k * 7,
+                        i * 100_000 + k * 1_234,
+                    ),
+                    flow(MINUTE + 60 * k as i64, 17, k, k * 3, k * 555 + i),
+                ],
+            )
+        })
+        .collect()
+}
+
+/// Delivers `batches` for `site` through the probe's real uplink (reconnects, redirects,
+/// exactly-once outbox), dialing `address`; returns when every batch is acknowledged.
+fn deliver(
+    probe_config: &std::path::Path,
+    address: SocketAddr,
+    site: &str,
+    batches: &[Value],
+) -> Arc<Stats> {
+    let resolved = rie_probe::config::ProbeConfig::load(probe_config)
+        .unwrap()
+        .resolve()
+        .unwrap();
+    let mut target = resolved.target;
+    target.address = address.to_string();
+    let out = MemoryOutbox::new(1_000);
+    let id = Identity::new(
+        rie_proto::SiteId::new(site).unwrap(),
+        resolved.token,
+        out.stream(),
+    );
+    let settings = Settings {
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(500),
+        heartbeat_interval: Duration::from_secs(5),
+        max_in_flight: 4,
+        replay_rate: 1_000.0,
+    };
+    let stats = Arc::new(Stats::default());
+    let rt = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .unwrap();
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    for b in batches {
+        tx.try_send(serde_json::from_value(b.clone()).unwrap())
+            .unwrap();
+    }
+    drop(tx);
+    let shutdown = tokio_util::sync::CancellationToken::new();
+    rt.block_on(async {
+        tokio::time::timeout(
+            Duration::from_secs(30),
+            uplink::run(target, id, settings, rx, out, stats.clone(), shutdown),
+        )
+        .await
+        .expect("every batch acknowledged within 30 s")
+    });
+    stats
+}
+
+/// Installs on `member` the token the probe config issued by another member holds: every
+/// member holds the whole inventory and every site's token (one enrolment for the cluster).
+fn share_token(member: &Collector, probe_config: &std::path::Path, site: &str) {
+    let token = rie_probe::config::ProbeConfig::load(probe_config)
+        .unwrap()
+        .resolve()
+        .unwrap()
+        .token;
+    let conn = rie_collector::store::open(&member.dir.path().join("data/rie.db")).unwrap();
+    rie_collector::credentials::store(&conn, &format!("probe-{site}"), &token, now_ms()).unwrap();
+}
+
+#[test]
+fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector() {
+    let (pa, pb) = (free_port(), free_port());
+    let members = vec![pa.to_string(), pb.to_string()];
+    let toml =
+        |me: SocketAddr| format!("[cluster]\nmembers = [\"{pa}\", \"{pb}\"]\nself = \"{me}\"\n");
+    // One CA for the cluster: the first member creates it, the second copies it.
+    let a = Collector::start_member(&toml(pa), pa, None);
+    let b = Collector::start_member(&toml(pb), pb, Some(&a));
+    let single = Collector::start();
+
+    for (i, site) in SITES.iter().enumerate() {
+        let batches = batches_of(i as u64 + 1);
+        let cfg = a.probe_config(site);
+        share_token(&b, &cfg, site);
+        let owner = cluster::owner(&members, site).unwrap();
+        // Dial the member that does NOT own the site: the hello must redirect.
+        let wrong = if owner == pa.to_string() { pb } else { pa };
+        let stats = deliver(&cfg, wrong, site, &batches);
+        assert_eq!(
+            stats
+                .batches_acked
+                .load(std::sync::atomic::Ordering::Relaxed),
+            5,
+            "{site}"
+        );
+        assert_eq!(
+            stats
+                .duplicates_acked
+                .load(std::sync::atomic::Ordering::Relaxed),
+            0,
+            "{site}"
+        );
+
+        let (own, other) = if owner == pa.to_string() {
+            (&a, &b)
+        } else {
+            (&b, &a)
+        };
+        assert_eq!(
+            own.totals(Some(site)),
+            expected_totals(&batches),
+            "{site} on its owner {owner}"
+        );
+        assert_eq!(
+            other.totals(Some(site))["flows"],
+            0,
+            "{site} must not be on the other member"
+        );
+        assert!(other
+            .log()
+            .contains("site belongs to another collector: redirected"));
+
+        let single_cfg = single.probe_config(site);
+        send_ok(&single_cfg, 1, &batches);
+    }
+    // Each hello to the wrong member was redirected once.
+    let redirected =
+        |c: &Collector| c.metric("rie_collector_auth_failures_total{reason=\"redirected\"}");
+    assert_eq!(redirected(&a) + redirected(&b), 3.0);
+
+    // National totals: the sum over the members equals the single collector's, exactly.
+    let (ta, tb, ts) = (a.totals(None), b.totals(None), single.totals(None));
+    for k in ["flows", "packets", "bytes"] {
+        assert_eq!(
+            ta[k].as_u64().unwrap() + tb[k].as_u64().unwrap(),
+            ts[k].as_u64().unwrap(),
+            "{k}: {ta} + {tb} vs {ts}"
+        );
+    }
+    let all: Vec<Value> = (1..=3).flat_map(batches_of).collect();
+    assert_eq!(ts, expected_totals(&all));
+}
