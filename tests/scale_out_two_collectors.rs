@@ -162,10 +162,29 @@ fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector()
         let single_cfg = single.probe_config(site);
         send_ok(&single_cfg, 1, &batches);
     }
-    // Each hello to the wrong member was redirected once.
-    let redirected =
-        |c: &Collector| c.metric("rie_collector_auth_failures_total{reason=\"redirected\"}");
-    assert_eq!(redirected(&a) + redirected(&b), 3.0);
+    // Each hello to the wrong member was redirected once: a member redirects exactly the
+    // sites it does not own (absent series: none redirected yet).
+    let redirected = |c: &Collector| {
+        let text = ureq::get(&c.url("/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap();
+        text.lines()
+            .find_map(|l| {
+                l.strip_prefix("rie_collector_auth_failures_total{reason=\"redirected\"} ")
+            })
+            .map_or(0.0, |v| v.trim().parse::<f64>().unwrap())
+    };
+    let not_owned_by = |m: SocketAddr| {
+        SITES
+            .iter()
+            .filter(|s| cluster::owner(&members, s).unwrap() != m.to_string())
+            .count() as f64
+    };
+    assert_eq!(redirected(&a), not_owned_by(pa));
+    assert_eq!(redirected(&b), not_owned_by(pb));
+    assert_eq!(not_owned_by(pa) + not_owned_by(pb), 3.0);
 
     // National totals: the sum over the members equals the single collector's, exactly.
     let (ta, tb, ts) = (a.totals(None), b.totals(None), single.totals(None));
