@@ -109,12 +109,17 @@ fn share_token(member: &Collector, probe_config: &std::path::Path, site: &str) {
 #[test]
 fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector() {
     let (pa, pb) = (free_port(), free_port());
+    let (aa, ab) = (free_port(), free_port());
     let members = vec![pa.to_string(), pb.to_string()];
-    let toml =
-        |me: SocketAddr| format!("[cluster]\nmembers = [\"{pa}\", \"{pb}\"]\nself = \"{me}\"\n");
+    let toml = |me: SocketAddr| {
+        format!(
+            "[cluster]\nmembers = [\"{pa}\", \"{pb}\"]\nself = \"{me}\"\n\
+             api_members = [\"http://{aa}\", \"http://{ab}\"]\n"
+        )
+    };
     // One CA for the cluster: the first member creates it, the second copies it.
-    let a = Collector::start_member(&toml(pa), pa, None);
-    let b = Collector::start_member(&toml(pb), pb, Some(&a));
+    let a = Collector::start_member(&toml(pa), pa, aa, None);
+    let b = Collector::start_member(&toml(pb), pb, ab, Some(&a));
     let single = Collector::start();
 
     for (i, site) in SITES.iter().enumerate() {
@@ -197,4 +202,31 @@ fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector()
     }
     let all: Vec<Value> = (1..=3).flat_map(batches_of).collect();
     assert_eq!(ts, expected_totals(&all));
+
+    // Through the fan-out of either member's API: the single collector's answer, exactly,
+    // for all sites and for one site.
+    let window = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
+    for c in [&a, &b] {
+        assert_eq!(c.get(&format!("/api/v1/cluster/flows/totals?{window}")), ts);
+        assert_eq!(
+            c.get(&format!("/api/v1/cluster/flows/totals?{window}&site=S2")),
+            single.totals(Some("S2"))
+        );
+    }
+    // A bad query is the caller's error (400), not a member's failure.
+    let e = ureq::get(&a.url("/api/v1/cluster/flows/totals?from=yesterday&to=now")).call();
+    assert!(matches!(e, Err(ureq::Error::Status(400, _))), "{e:?}");
+    // A member down: no partial national total, a 502 naming the member.
+    let mut b = b;
+    b.kill9();
+    match ureq::get(&a.url(&format!("/api/v1/cluster/flows/totals?{window}"))).call() {
+        Err(ureq::Error::Status(502, r)) => {
+            let body = r.into_string().unwrap();
+            assert!(body.contains(&ab.to_string()), "{body}");
+        }
+        other => panic!("expected 502, got {other:?}"),
+    }
+    // A single collector has no cluster endpoint to answer from.
+    let e = ureq::get(&single.url(&format!("/api/v1/cluster/flows/totals?{window}"))).call();
+    assert!(matches!(e, Err(ureq::Error::Status(404, _))), "{e:?}");
 }

@@ -7,6 +7,8 @@
 //! wins (about 1/n of them), never a site between two old members. A hello for a site owned by
 //! another member is answered with a redirect (see `ingest::probe_stream`).
 
+use std::sync::Arc;
+
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
@@ -20,6 +22,10 @@ pub struct ClusterConfig {
     /// This collector's own entry in `members`.
     #[serde(default, rename = "self")]
     pub self_address: Option<String>,
+    /// Base URL of every member's HTTP API (`http://host:port`), this one included, for the
+    /// national answers of `/api/v1/cluster/...`; empty: that endpoint answers 404.
+    #[serde(default)]
+    pub api_members: Vec<String>,
 }
 
 /// Why a `[cluster]` section cannot work; `key` is the configuration key to fix.
@@ -59,6 +65,28 @@ impl ClusterConfig {
                     message: format!("{m:?} is listed twice"),
                 });
             }
+        }
+        for u in &self.api_members {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || reqwest::Url::parse(u).is_err()
+            {
+                return Err(ClusterConfigError {
+                    key: "cluster.api_members",
+                    message: format!(
+                        "{u:?} is not a URL; e.g. \"http://collector-a.rie.gouv.fr:8080\""
+                    ),
+                });
+            }
+        }
+        if !self.api_members.is_empty() && self.api_members.len() != self.members.len() {
+            return Err(ClusterConfigError {
+                key: "cluster.api_members",
+                message: format!(
+                    "lists {} APIs for {} members; give one API URL per member of cluster.members",
+                    self.api_members.len(),
+                    self.members.len()
+                ),
+            });
         }
         match &self.self_address {
             None => Err(ClusterConfigError {
@@ -127,6 +155,115 @@ impl Ring {
     }
 }
 
+/// National flow totals: `GET /api/v1/cluster/flows/totals` (same parameters as
+/// `/api/v1/flows/totals`) asks every member's `/api/v1/flows/totals` and sums the answers.
+/// Sites are disjoint between members, so the sum is exact. If any member does not answer, the
+/// answer is 502 naming it: a partial national total would be a wrong number, not a rough one.
+pub fn routes(api_members: Vec<String>) -> axum::Router {
+    use axum::routing::get;
+    let state = Arc::new(FanOut {
+        members: api_members,
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default(),
+    });
+    axum::Router::new()
+        .route("/api/v1/cluster/flows/totals", get(cluster_totals))
+        .with_state(state)
+}
+
+struct FanOut {
+    members: Vec<String>,
+    http: reqwest::Client,
+}
+
+/// One member's answer, as `/api/v1/flows/totals` writes it.
+#[derive(Deserialize)]
+struct MemberTotals {
+    flows: u64,
+    packets: u64,
+    bytes: u64,
+    #[serde(default)]
+    by_protocol: std::collections::BTreeMap<String, MemberCounts>,
+}
+
+#[derive(Deserialize)]
+struct MemberCounts {
+    flows: u64,
+    packets: u64,
+    bytes: u64,
+}
+
+async fn cluster_totals(
+    axum::extract::State(st): axum::extract::State<Arc<FanOut>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::Json;
+    let fail = |code: StatusCode, e: String| {
+        (code, Json(serde_json::json!({ "error": e }))).into_response()
+    };
+    if st.members.is_empty() {
+        return fail(
+            StatusCode::NOT_FOUND,
+            "no cluster: set [cluster] api_members to answer national queries".into(),
+        );
+    }
+    let q = query.unwrap_or_default();
+    let asks = st.members.iter().map(|m| {
+        let url = format!("{}/api/v1/flows/totals?{q}", m.trim_end_matches('/'));
+        let http = st.http.clone();
+        async move {
+            let r = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{url}: {e}")))?;
+            let status = r.status();
+            let body = r
+                .text()
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{url}: {e}")))?;
+            if status.is_client_error() {
+                // The same query is wrong for every member: pass the member's reason on.
+                return Err((StatusCode::BAD_REQUEST, format!("{url}: {status}: {body}")));
+            }
+            if !status.is_success() {
+                return Err((StatusCode::BAD_GATEWAY, format!("{url}: {status}: {body}")));
+            }
+            serde_json::from_str::<MemberTotals>(&body).map_err(|e| {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    format!("{url}: unexpected answer: {e}"),
+                )
+            })
+        }
+    });
+    let mut sum = crate::store::FlowTotals::default();
+    for r in futures_util::future::join_all(asks).await {
+        match r {
+            Ok(t) => {
+                sum.flows += t.flows;
+                sum.packets += t.packets;
+                sum.bytes += t.bytes;
+                for (p, c) in t.by_protocol {
+                    let e = sum.by_protocol.entry(p).or_default();
+                    e.flows += c.flows;
+                    e.packets += c.packets;
+                    e.bytes += c.bytes;
+                }
+            }
+            Err((code, e)) => {
+                tracing::warn!(error = %e, "national totals: a member did not answer");
+                return fail(code, e);
+            }
+        }
+    }
+    Json(sum).into_response()
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -184,6 +321,7 @@ mod tests {
         let cfg = ClusterConfig {
             members: m(&["a:1", "b:2"]),
             self_address: Some("a:1".into()),
+            api_members: vec![],
         };
         cfg.validate().unwrap();
         let ring = cfg.ring().unwrap();
@@ -201,6 +339,7 @@ mod tests {
             ClusterConfig {
                 members: m(members),
                 self_address: me.map(str::to_string),
+                api_members: vec![],
             }
             .validate()
             .unwrap_err()
@@ -210,6 +349,22 @@ mod tests {
         assert_eq!(bad(&["a"], Some("a")).key, "cluster.members");
         assert_eq!(bad(&["a:1", "a:1"], Some("a:1")).key, "cluster.members");
         assert_eq!(bad(&[], Some("a:1")).key, "cluster.members");
+        let api = |urls: &[&str]| ClusterConfig {
+            members: m(&["a:1", "b:2"]),
+            self_address: Some("a:1".into()),
+            api_members: m(urls),
+        };
+        assert_eq!(
+            api(&["http://a:8080"]).validate().unwrap_err().key,
+            "cluster.api_members"
+        );
+        assert_eq!(
+            api(&["a:8080", "b:8080"]).validate().unwrap_err().key,
+            "cluster.api_members"
+        );
+        api(&["http://a:8080", "https://b:8443"])
+            .validate()
+            .unwrap();
         assert!(ClusterConfig::default().validate().is_ok());
         assert!(ClusterConfig::default().ring().is_none());
     }

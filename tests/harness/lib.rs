@@ -74,10 +74,12 @@ impl Collector {
 
     /// A member of a collector cluster: probe listener on `probe_listen` (known in advance, as
     /// it appears in every member's `[cluster] members`), `config_toml` as its config, and the
+    /// API on `api_listen` (known in advance for `api_members`), and the
     /// PKI copied from `pki_from` (one CA for the cluster), or a new one for the first member.
     pub fn start_member(
         config_toml: &str,
         probe_listen: SocketAddr,
+        api_listen: SocketAddr,
         pki_from: Option<&Collector>,
     ) -> Self {
         Self::start_pki(
@@ -86,6 +88,7 @@ impl Collector {
             false,
             Some(config_toml),
             pki_from.map(|c| c.dir.path().join("pki")).as_deref(),
+            Some(api_listen),
         )
     }
 
@@ -110,7 +113,7 @@ impl Collector {
         netflow: bool,
         config_toml: Option<&str>,
     ) -> Self {
-        Self::start_pki(inventory, probe_listen, netflow, config_toml, None)
+        Self::start_pki(inventory, probe_listen, netflow, config_toml, None, None)
     }
 
     fn start_pki(
@@ -119,6 +122,7 @@ impl Collector {
         netflow: bool,
         config_toml: Option<&str>,
         pki_from: Option<&Path>,
+        api_listen: Option<SocketAddr>,
     ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
@@ -145,7 +149,7 @@ impl Collector {
             stderr_log: dir.path().join("collector.log"),
             dir,
             probe_addr: probe_listen,
-            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_addr: api_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
             netflow_addr: None,
             child: None,
             extra_args: Vec::new(),
