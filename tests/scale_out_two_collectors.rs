@@ -94,18 +94,6 @@ fn deliver(
     stats
 }
 
-/// Installs on `member` the token the probe config issued by another member holds: every
-/// member holds the whole inventory and every site's token (one enrolment for the cluster).
-fn share_token(member: &Collector, probe_config: &std::path::Path, site: &str) {
-    let token = rie_probe::config::ProbeConfig::load(probe_config)
-        .unwrap()
-        .resolve()
-        .unwrap()
-        .token;
-    let conn = rie_collector::store::open(&member.dir.path().join("data/rie.db")).unwrap();
-    rie_collector::credentials::store(&conn, &format!("probe-{site}"), &token, now_ms()).unwrap();
-}
-
 #[test]
 fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector() {
     let (pa, pb) = (free_port(), free_port());
@@ -125,7 +113,17 @@ fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector()
     for (i, site) in SITES.iter().enumerate() {
         let batches = batches_of(i as u64 + 1);
         let cfg = a.probe_config(site);
-        share_token(&b, &cfg, site);
+        // One enrolment for the cluster: b accepts the token a issued (both hold it).
+        let shared = b.probe_config_sharing(site, &cfg);
+        let token = |f: &std::path::Path| {
+            std::fs::read_to_string(f)
+                .unwrap()
+                .lines()
+                .find(|l| l.starts_with("token"))
+                .unwrap()
+                .to_string()
+        };
+        assert_eq!(token(&shared), token(&cfg));
         let owner = cluster::owner(&members, site).unwrap();
         // Dial the member that does NOT own the site: the hello must redirect.
         let wrong = if owner == pa.to_string() { pb } else { pa };

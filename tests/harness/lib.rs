@@ -279,6 +279,23 @@ impl Collector {
         out
     }
 
+    /// Enrols `site` on this collector with the token of `probe_config` (written by another
+    /// member of a cluster): `probe-config --token-from`. Returns the file it writes.
+    pub fn probe_config_sharing(&self, site: &str, probe_config: &Path) -> PathBuf {
+        let out = self.dir.path().join(format!("probe-{site}-shared.toml"));
+        run_ok(
+            Command::new(bin("rie-collector"))
+                .arg("probe-config")
+                .args(self.config_args())
+                .args(["--site", site, "--address", &self.probe_addr.to_string()])
+                .arg("--token-from")
+                .arg(probe_config)
+                .arg("--out")
+                .arg(&out),
+        );
+        out
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("http://{}{path}", self.api_addr)
     }
