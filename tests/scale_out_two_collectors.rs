@@ -16,12 +16,18 @@ use serde_json::Value;
 
 const SITES: [&str; 3] = ["S1", "S2", "S3"];
 
-fn free_port() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
+/// Members' addresses must be in their configs before they start, so they are chosen here:
+/// held bound until all are picked (distinct), released just before the collectors start.
+/// The tests of this file take turns ([`ONE_AT_A_TIME`]) so that one test's collectors on
+/// ephemeral ports cannot grab the other's released ports.
+fn free_ports<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
+
+static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Distinct, site-specific batches: totals tell whose they are and whether any was doubled.
 fn batches_of(i: u64) -> Vec<Value> {
@@ -96,8 +102,8 @@ fn deliver(
 
 #[test]
 fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector() {
-    let (pa, pb) = (free_port(), free_port());
-    let (aa, ab) = (free_port(), free_port());
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let [pa, pb, aa, ab] = free_ports();
     let members = vec![pa.to_string(), pb.to_string()];
     let toml = |me: SocketAddr| {
         format!(
@@ -227,4 +233,124 @@ fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector()
     // A single collector has no cluster endpoint to answer from.
     let e = ureq::get(&single.url(&format!("/api/v1/cluster/flows/totals?{window}"))).call();
     assert!(matches!(e, Err(ureq::Error::Status(404, _))), "{e:?}");
+}
+
+/// A site changes owner when a member is added: the probe keeps its stream, the old owner keeps
+/// what it acknowledged, the new owner (no high-water mark for the stream) gets exactly the
+/// rest, and the national total is every batch once.
+#[test]
+fn a_site_moving_to_a_new_member_is_stored_once_across_the_two() {
+    let site = "S1";
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    // Pick b's address so that adding it moves S1 to b (rendezvous: about one try in two).
+    let ([pa, pb, aa, ab], members) = loop {
+        let p = free_ports();
+        let members = vec![p[0].to_string(), p[1].to_string()];
+        if cluster::owner(&members, site).unwrap() == p[1].to_string() {
+            break (p, members);
+        }
+    };
+    let one = format!("[cluster]\nmembers = [\"{pa}\"]\nself = \"{pa}\"\n");
+    let two = |me: SocketAddr| {
+        format!(
+            "[cluster]\nmembers = [\"{}\", \"{}\"]\nself = \"{me}\"\n\
+             api_members = [\"http://{aa}\", \"http://{ab}\"]\n",
+            members[0], members[1]
+        )
+    };
+    let mut a = Collector::start_member(&one, pa, aa, None);
+    let b = Collector::start_member(&two(pb), pb, ab, Some(&a));
+    let cfg = a.probe_config(site);
+    b.probe_config_sharing(site, &cfg);
+
+    // The probe's uplink runs across the change, on one stream (its outbox).
+    let resolved = rie_probe::config::ProbeConfig::load(&cfg)
+        .unwrap()
+        .resolve()
+        .unwrap();
+    let out = MemoryOutbox::new(1_000);
+    let id = Identity::new(
+        rie_proto::SiteId::new(site).unwrap(),
+        resolved.token,
+        out.stream(),
+    );
+    let settings = Settings {
+        reconnect_min: Duration::from_millis(50),
+        reconnect_max: Duration::from_millis(300),
+        heartbeat_interval: Duration::from_secs(5),
+        max_in_flight: 4,
+        replay_rate: 1_000.0,
+    };
+    let stats = Arc::new(Stats::default());
+    let (tx, rx) = tokio::sync::mpsc::channel(64);
+    let uplink = {
+        let stats = stats.clone();
+        let target = resolved.target;
+        std::thread::spawn(move || {
+            let rt = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            rt.block_on(uplink::run(
+                target,
+                id,
+                settings,
+                rx,
+                out,
+                stats,
+                tokio_util::sync::CancellationToken::new(),
+            ));
+        })
+    };
+    let all = batches_of(7);
+    let acked = || {
+        stats
+            .batches_acked
+            .load(std::sync::atomic::Ordering::Relaxed)
+    };
+    for b in &all[..3] {
+        tx.blocking_send(serde_json::from_value(b.clone()).unwrap())
+            .unwrap();
+    }
+    a.wait_until(
+        "3 batches acknowledged by a",
+        Duration::from_secs(20),
+        |_| acked() == 3,
+    );
+    // b joins: a is restarted with the two-member list and no longer owns S1.
+    std::fs::write(a.dir.path().join("collector.toml"), two(pa)).unwrap();
+    a.restart_gracefully();
+    for b in &all[3..] {
+        tx.blocking_send(serde_json::from_value(b.clone()).unwrap())
+            .unwrap();
+    }
+    drop(tx);
+    let t0 = std::time::Instant::now();
+    while !uplink.is_finished() {
+        assert!(
+            t0.elapsed() < Duration::from_secs(30),
+            "uplink did not deliver: {}",
+            a.log()
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    uplink.join().unwrap();
+    assert_eq!(acked(), 5);
+    assert_eq!(
+        stats
+            .duplicates_acked
+            .load(std::sync::atomic::Ordering::Relaxed),
+        0
+    );
+    // The old owner keeps the first three, the new one has the last two, none is in both.
+    assert_eq!(a.totals(Some(site)), expected_totals(&all[..3]));
+    assert_eq!(b.totals(Some(site)), expected_totals(&all[3..]));
+    let window = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
+    assert_eq!(
+        b.get(&format!("/api/v1/cluster/flows/totals?{window}")),
+        expected_totals(&all)
+    );
+    assert!(a
+        .log()
+        .contains("site belongs to another collector: redirected"));
 }
