@@ -57,6 +57,9 @@ pub struct CollectorConfig {
     /// defaults (the same values as that file) when absent.
     #[serde(default)]
     pub costs: Option<PathBuf>,
+    /// Scale-out: members of the cluster and this collector's address; see `cluster`.
+    #[serde(default)]
+    pub cluster: crate::cluster::ClusterConfig,
     /// Where this configuration came from, for error messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -293,6 +296,7 @@ impl Default for CollectorConfig {
             netflow: NetflowConfig::default(),
             influx: crate::sinks::influx::InfluxConfig::default(),
             costs: None,
+            cluster: crate::cluster::ClusterConfig::default(),
             source: None,
         }
     }
@@ -329,6 +333,9 @@ impl CollectorConfig {
             key,
             message,
         };
+        if let Err(e) = self.cluster.validate() {
+            return Err(invalid(e.key, e.message));
+        }
         if self.probes.max_connections == 0 {
             return Err(invalid(
                 "probes.max_connections",

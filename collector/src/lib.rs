@@ -5,6 +5,7 @@
 //! → `api` (HTTP JSON and `/metrics`). `run` wires them under one cancellation token.
 
 pub mod api;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod demo;

@@ -76,6 +76,11 @@ enum Cmd {
         /// Address the probe dials (default: probes.public_address from the config).
         #[arg(long)]
         address: Option<String>,
+        /// Scale-out: enrol the site with the token of this existing probe config (written by
+        /// another member of the cluster) instead of a new one, so that every member accepts
+        /// the same probe and the other members' copies stay valid.
+        #[arg(long, value_name = "PROBE_CONFIG")]
+        token_from: Option<PathBuf>,
     },
     /// Collector plus simulated probes on loopback, through the real protocol: data in a minute.
     Demo {
@@ -328,7 +333,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             site,
             out,
             address,
-        } => probe_config(&build_config(&cfg)?, &site, &out, address),
+            token_from,
+        } => probe_config(&build_config(&cfg)?, &site, &out, address, token_from),
         Cmd::Demo {
             sites,
             seed,
@@ -517,11 +523,32 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// The `[collector] token` of a probe config file, for `probe-config --token-from`.
+fn token_of(file: &std::path::Path) -> anyhow::Result<String> {
+    let text = std::fs::read_to_string(file)
+        .map_err(|e| UserError(format!("--token-from {}: {e}", file.display())))?;
+    let v: toml::Value = toml::from_str(&text)
+        .map_err(|e| UserError(format!("--token-from {}: {e}", file.display())))?;
+    v.get("collector")
+        .and_then(|c| c.get("token"))
+        .and_then(toml::Value::as_str)
+        .filter(|t| !t.is_empty())
+        .map(str::to_string)
+        .ok_or_else(|| {
+            UserError(format!(
+                "--token-from {}: no [collector] token; give a file written by `rie-collector probe-config`",
+                file.display()
+            ))
+            .into()
+        })
+}
+
 fn probe_config(
     cfg: &CollectorConfig,
     site: &str,
     out: &std::path::Path,
     address: Option<String>,
+    token_from: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
     let id =
@@ -540,7 +567,10 @@ fn probe_config(
         .into());
     }
     let ca = pki::ca_pem(&cfg.tls.pki_dir).map_err(|e| UserError(e.to_string()))?;
-    let token = credentials::new_token();
+    let token = match &token_from {
+        None => credentials::new_token(),
+        Some(f) => token_of(f)?,
+    };
     let conn = store::open(&cfg.db_path())?;
     credentials::store(
         &conn,

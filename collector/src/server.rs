@@ -208,6 +208,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         dedup,
         store: store_tx,
         metrics: metrics.clone(),
+        ring: cfg.cluster.ring(),
     });
     tracker.spawn(probe_stream::run(
         probe_listener,
@@ -221,7 +222,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         reader,
         metrics: metrics.clone(),
         costs,
-    });
+    })
+    .merge(crate::cluster::routes(cfg.cluster.api_members.clone()));
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {
         let serve = axum::serve(api_listener, app)

@@ -9,7 +9,8 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
-use rie_proto::{Batch, Heartbeat, Hello, Message, SiteId, PROTOCOL_VERSION};
+use rie_proto::{Batch, Heartbeat, Hello, Message, RefuseCode, SiteId, PROTOCOL_VERSION};
+use rustls_pki_types::ServerName;
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -131,13 +132,17 @@ pub async fn run<O: Outbox>(
     stats.set_outbox(&out);
     let mut producer_open = true;
     let mut backoff = settings.reconnect_min;
+    // Collector named by a redirect (scale-out): used until a connection to it fails, then the
+    // configured address again, which redirects anew if the cluster has not changed.
+    let mut redirected: Option<Target> = None;
     loop {
         if shutdown.is_cancelled() || (!producer_open && out.is_empty()) {
             break;
         }
+        let current = redirected.as_ref().unwrap_or(&target);
         let opened = tokio::select! {
             _ = shutdown.cancelled() => break,
-            s = Session::open(&target, id.hello()) => s,
+            s = Session::open(current, id.hello()) => s,
         };
         match opened {
             Ok(mut session) => {
@@ -173,13 +178,38 @@ pub async fn run<O: Outbox>(
                     }
                 }
             }
+            Err(SessionError::Refused(r))
+                if r.code == RefuseCode::Redirect && r.redirect.is_some() =>
+            {
+                let to = r.redirect.unwrap_or_default();
+                match (&redirected, redirect_target(&target, &to)) {
+                    // A redirect from a member we were redirected to: the members disagree
+                    // (a configuration being rolled out). Back to the configured address, slowly.
+                    (Some(_), _) | (None, None) => {
+                        warn!(site = %id.site, from = %current.address, to = %to, "collector redirect not followed (redirect loop or bad address); retrying the configured collector");
+                        stats.set_error(Some(format!("redirect to {to} not followed")));
+                        redirected = None;
+                        backoff = settings.reconnect_max;
+                    }
+                    (None, Some(t)) => {
+                        info!(site = %id.site, from = %target.address, to = %to, "collector redirects this site; following");
+                        redirected = Some(t);
+                        // Straight to the owner: the redirect is not a failure.
+                        continue;
+                    }
+                }
+            }
             Err(SessionError::Refused(r)) => {
+                redirected = None;
                 // A refusal is a configuration problem: retry, but slowly.
                 warn!(site = %id.site, code = ?r.code, reason = %r.reason, "collector refused this probe");
                 stats.set_error(Some(format!("refused: {}", r.reason)));
                 backoff = settings.reconnect_max;
             }
             Err(e) => {
+                if redirected.take().is_some() {
+                    info!(site = %id.site, error = %e, "collector named by the redirect unreachable; back to the configured collector");
+                }
                 info!(site = %id.site, error = %e, "collector unreachable");
                 stats.set_error(Some(e.to_string()));
             }
@@ -206,6 +236,21 @@ pub async fn run<O: Outbox>(
     if !out.is_empty() {
         info!(site = %id.site, batches = out.len(), "stopping with unacknowledged batches (kept in the spool)");
     }
+}
+
+/// The configured target with the address of a redirect; the certificate name becomes the
+/// redirect's host (each collector has its own name in its certificate). `None` if `to` is not
+/// `host:port` or its host is not a valid name.
+fn redirect_target(configured: &Target, to: &str) -> Option<Target> {
+    let (host, port) = to.rsplit_once(':')?;
+    port.parse::<u16>().ok()?;
+    let host = host.trim_start_matches('[').trim_end_matches(']');
+    let server_name = ServerName::try_from(host.to_string()).ok()?;
+    Some(Target {
+        address: to.to_string(),
+        server_name,
+        ..configured.clone()
+    })
 }
 
 #[allow(clippy::too_many_arguments)]

@@ -105,6 +105,10 @@ pub enum RefuseCode {
     UnknownSite,
     BadToken,
     Overloaded,
+    /// The site belongs to another collector of the cluster, named in [`Refused::redirect`].
+    /// A probe older than this code decodes it as [`RefuseCode::Other`] and retries its
+    /// configured address, which answers the same: it never connects, so the operator sees it.
+    Redirect,
     /// A code added by a newer collector; the text reason still explains it.
     #[serde(other)]
     Other,
@@ -116,6 +120,10 @@ pub struct Refused {
     pub code: RefuseCode,
     /// Human-readable reason with the fix, shown to the technician by `rie-probe`.
     pub reason: String,
+    /// With [`RefuseCode::Redirect`]: the `host:port` of the collector that owns the site.
+    /// Added after version 1's first release: absent from older collectors' answers.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub redirect: Option<String>,
 }
 
 /// One interval of measurements from a probe.

@@ -42,6 +42,7 @@ fn fixtures() -> Vec<(&'static str, Message)> {
             Message::Refused(Refused {
                 code: RefuseCode::BadToken,
                 reason: "token refused".into(),
+                redirect: None,
             }),
         ),
         (
@@ -150,9 +151,53 @@ fn fields_from_a_newer_peer_are_ignored() {
         decode(&refused).unwrap(),
         Message::Refused(Refused {
             code: RefuseCode::Other,
-            reason: "r".into()
+            reason: "r".into(),
+            redirect: None,
         })
     );
+}
+
+/// A redirect (added after version 1's first release) as an older probe sees it: the same
+/// frame decodes with the unknown code as `Other` and the unknown field ignored, so the old
+/// probe treats it as a refusal and retries, and never mistakes it for a welcome.
+#[test]
+fn a_redirect_decodes_on_an_older_probe_as_a_refusal() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    #[serde(rename_all = "snake_case")]
+    enum OldCode {
+        UnsupportedVersion,
+        UnknownSite,
+        BadToken,
+        Overloaded,
+        #[serde(other)]
+        Other,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    struct OldRefused {
+        code: OldCode,
+        reason: String,
+    }
+    #[derive(serde::Deserialize, Debug)]
+    enum OldMessage {
+        Refused(OldRefused),
+    }
+    let new = Message::Refused(Refused {
+        code: RefuseCode::Redirect,
+        reason: "site S00042 is served by collector b:7443".into(),
+        redirect: Some("b:7443".into()),
+    });
+    let bytes = encode(&new).unwrap();
+    assert_eq!(decode(&bytes).unwrap(), new);
+    let OldMessage::Refused(old) = rmp_serde::from_slice::<OldMessage>(&bytes).unwrap();
+    assert_eq!(old.code, OldCode::Other);
+    assert_eq!(old.reason, "site S00042 is served by collector b:7443");
+    // And a version-1 refusal without the field still decodes (the golden fixture checks the
+    // bytes; this checks the field is really optional on the way in).
+    let v1 = raw(json!({"Refused": {"code": "bad_token", "reason": "r"}}));
+    match decode(&v1).unwrap() {
+        Message::Refused(r) => assert_eq!(r.redirect, None),
+        other => panic!("{other:?}"),
+    }
 }
 
 #[test]

@@ -72,6 +72,26 @@ impl Collector {
         )
     }
 
+    /// A member of a collector cluster: probe listener on `probe_listen` (known in advance, as
+    /// it appears in every member's `[cluster] members`), `config_toml` as its config, and the
+    /// API on `api_listen` (known in advance for `api_members`), and the
+    /// PKI copied from `pki_from` (one CA for the cluster), or a new one for the first member.
+    pub fn start_member(
+        config_toml: &str,
+        probe_listen: SocketAddr,
+        api_listen: SocketAddr,
+        pki_from: Option<&Collector>,
+    ) -> Self {
+        Self::start_pki(
+            &fixture("inventory"),
+            probe_listen,
+            false,
+            Some(config_toml),
+            pki_from.map(|c| c.dir.path().join("pki")).as_deref(),
+            Some(api_listen),
+        )
+    }
+
     /// Starts a collector whose probe listener binds `probe_listen` (port 0: any free one).
     pub fn start_on(inventory: &Path, probe_listen: SocketAddr) -> Self {
         Self::start_inner(inventory, probe_listen, false)
@@ -93,23 +113,43 @@ impl Collector {
         netflow: bool,
         config_toml: Option<&str>,
     ) -> Self {
+        Self::start_pki(inventory, probe_listen, netflow, config_toml, None, None)
+    }
+
+    fn start_pki(
+        inventory: &Path,
+        probe_listen: SocketAddr,
+        netflow: bool,
+        config_toml: Option<&str>,
+        pki_from: Option<&Path>,
+        api_listen: Option<SocketAddr>,
+    ) -> Self {
         let dir = tempfile::tempdir().expect("temp dir");
         let inv = dir.path().join("inventory");
         std::fs::create_dir_all(&inv).expect("mkdir");
         for f in ["sites.csv", "links.csv"] {
             std::fs::copy(inventory.join(f), inv.join(f)).expect("copy inventory");
         }
-        let out = run_ok(
-            Command::new(bin("rie-collector"))
-                .args(["pki", "init", "--dir"])
-                .arg(dir.path().join("pki")),
-        );
-        assert!(out.contains("ca.pem"), "{out}");
+        if let Some(from) = pki_from {
+            std::fs::create_dir_all(dir.path().join("pki")).expect("mkdir pki");
+            for e in std::fs::read_dir(from).expect("pki dir") {
+                let e = e.expect("pki entry");
+                std::fs::copy(e.path(), dir.path().join("pki").join(e.file_name()))
+                    .expect("copy pki");
+            }
+        } else {
+            let out = run_ok(
+                Command::new(bin("rie-collector"))
+                    .args(["pki", "init", "--dir"])
+                    .arg(dir.path().join("pki")),
+            );
+            assert!(out.contains("ca.pem"), "{out}");
+        }
         let mut c = Self {
             stderr_log: dir.path().join("collector.log"),
             dir,
             probe_addr: probe_listen,
-            api_addr: SocketAddr::from(([127, 0, 0, 1], 0)),
+            api_addr: api_listen.unwrap_or(SocketAddr::from(([127, 0, 0, 1], 0))),
             netflow_addr: None,
             child: None,
             extra_args: Vec::new(),
@@ -234,6 +274,23 @@ impl Collector {
                     &self.probe_addr.to_string(),
                     "--out",
                 ])
+                .arg(&out),
+        );
+        out
+    }
+
+    /// Enrols `site` on this collector with the token of `probe_config` (written by another
+    /// member of a cluster): `probe-config --token-from`. Returns the file it writes.
+    pub fn probe_config_sharing(&self, site: &str, probe_config: &Path) -> PathBuf {
+        let out = self.dir.path().join(format!("probe-{site}-shared.toml"));
+        run_ok(
+            Command::new(bin("rie-collector"))
+                .arg("probe-config")
+                .args(self.config_args())
+                .args(["--site", site, "--address", &self.probe_addr.to_string()])
+                .arg("--token-from")
+                .arg(probe_config)
+                .arg("--out")
                 .arg(&out),
         );
         out

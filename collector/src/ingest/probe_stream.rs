@@ -43,6 +43,8 @@ pub struct Context {
     pub dedup: Arc<DedupIndex>,
     pub store: mpsc::Sender<BatchWrite>,
     pub metrics: Arc<Metrics>,
+    /// Cluster membership: `None` on a single collector, which owns every site.
+    pub ring: Option<crate::cluster::Ring>,
 }
 
 pub fn now_ms() -> i64 {
@@ -165,10 +167,35 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
         Err((code, label, reason)) => {
             warn!(%peer, site = %hello.site, reason = %reason, "probe refused");
             ctx.metrics.auth_failures.with_label_values(&[label]).inc();
-            let _ = send(&mut framed, &Message::Refused(Refused { code, reason })).await;
+            let refused = Refused {
+                code,
+                reason,
+                redirect: None,
+            };
+            let _ = send(&mut framed, &Message::Refused(refused)).await;
             return;
         }
     };
+    // Ownership is checked after authentication, so that only a probe with a valid token
+    // learns the cluster's layout (every member holds the whole inventory and its tokens).
+    if let Some(owner) = ctx
+        .ring
+        .as_ref()
+        .and_then(|r| r.redirect_for(hello.site.as_str()))
+    {
+        info!(%peer, site = %hello.site, owner, "site belongs to another collector: redirected");
+        ctx.metrics
+            .auth_failures
+            .with_label_values(&["redirected"])
+            .inc();
+        let refused = Refused {
+            code: RefuseCode::Redirect,
+            reason: format!("site {} is served by collector {owner}", hello.site),
+            redirect: Some(owner.to_string()),
+        };
+        let _ = send(&mut framed, &Message::Refused(refused)).await;
+        return;
+    }
     let now = now_ms();
     let welcome = Welcome {
         protocol_version: hello.protocol_version,

