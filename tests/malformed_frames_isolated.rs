@@ -32,6 +32,7 @@ fn batch(seq: u64, bytes: u64) -> Message {
             packets: 1,
             bytes,
             sampling_rate: 1,
+            port_class: rie_proto::PortClass::Unknown,
         }],
         samples: vec![],
         links: vec![],

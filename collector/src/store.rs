@@ -103,6 +103,51 @@ pub const UPSERT_FLOW_MINUTE: &str =
      ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
        flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes";
 
+/// The same aggregates as `flow_minute`, split further by service-port class (see
+/// `rie_proto::PortClass`). Every upsert into `flow_minute` is mirrored here in the same
+/// transaction, so for any filter on minute, site and exporter the sums of both tables are equal.
+/// A separate table rather than a new `flow_minute` column: SQLite cannot change a primary key
+/// with ALTER TABLE, and readers of `flow_minute` stay untouched.
+pub const UPSERT_FLOW_CLASS_MINUTE: &str =
+    "INSERT INTO flow_class_minute(minute, site_id, exporter, protocol, direction, port_class, flows, packets, bytes)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT(minute, site_id, exporter, protocol, direction, port_class) DO UPDATE SET
+       flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes";
+
+/// Creates `flow_class_minute` on a database that predates it, carrying the existing
+/// `flow_minute` rows over with class `unknown` in the same transaction, so that totals by class
+/// still sum to the totals on an upgraded collector.
+fn migrate_port_classes(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'flow_class_minute'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists > 0 {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS flow_class_minute(
+            minute     INTEGER NOT NULL,
+            site_id    TEXT NOT NULL,
+            exporter   TEXT NOT NULL,
+            protocol   INTEGER NOT NULL,
+            direction  INTEGER NOT NULL,
+            port_class TEXT NOT NULL,
+            flows      INTEGER NOT NULL,
+            packets    INTEGER NOT NULL,
+            bytes      INTEGER NOT NULL,
+            PRIMARY KEY (minute, site_id, exporter, protocol, direction, port_class)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS flow_class_minute_site ON flow_class_minute(site_id, minute);
+         INSERT OR IGNORE INTO flow_class_minute
+            SELECT minute, site_id, exporter, protocol, direction, 'unknown', flows, packets, bytes
+            FROM flow_minute;
+         COMMIT;",
+    )
+}
+
 /// Opens (creating if needed) the database with the durability settings the acks rely on.
 ///
 /// # Errors
@@ -127,6 +172,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
         .map_err(wrap)?;
     conn.execute_batch(SCHEMA).map_err(wrap)?;
+    migrate_port_classes(&conn).map_err(wrap)?;
     Ok(conn)
 }
 
@@ -329,6 +375,7 @@ impl Writer {
         {
             let dedup = self.dedup.lock();
             let mut flow = tx.prepare_cached(UPSERT_FLOW_MINUTE)?;
+            let mut flow_class = tx.prepare_cached(UPSERT_FLOW_CLASS_MINUTE)?;
             let mut link = tx.prepare_cached(
                 "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)
@@ -374,6 +421,17 @@ impl Writer {
                         rec.exporter,
                         rec.protocol,
                         rec.direction,
+                        rec.flows,
+                        rec.packets,
+                        rec.bytes
+                    ])?;
+                    flow_class.execute(params![
+                        rec.minute - minute_shift,
+                        site,
+                        rec.exporter,
+                        rec.protocol,
+                        rec.direction,
+                        rec.port_class.as_str(),
                         rec.flows,
                         rec.packets,
                         rec.bytes
@@ -466,6 +524,9 @@ pub struct FlowTotals {
     pub packets: u64,
     pub bytes: u64,
     pub by_protocol: BTreeMap<String, Counts>,
+    /// The same totals split by service-port class (`unknown` for data from probes and
+    /// databases that predate classes); sums exactly to the totals.
+    pub by_port_class: BTreeMap<String, Counts>,
 }
 
 /// One row of `link_minute`: a link's checks summed over one minute.
@@ -537,6 +598,32 @@ impl Reader {
             out.packets += c.packets;
             out.bytes += c.bytes;
             out.by_protocol.insert(proto.to_string(), c);
+        }
+        drop(stmt);
+        let mut stmt = conn.prepare_cached(
+            "SELECT port_class, SUM(flows), SUM(packets), SUM(bytes) FROM flow_class_minute
+             WHERE minute >= ?1 AND minute < ?2
+               AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
+             GROUP BY port_class ORDER BY port_class",
+        )?;
+        let rows = stmt.query_map(params![from, to, site, exporter], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (class, flows, packets, bytes) = row?;
+            out.by_port_class.insert(
+                class,
+                Counts {
+                    flows: flows as u64,
+                    packets: packets as u64,
+                    bytes: bytes as u64,
+                },
+            );
         }
         Ok(out)
     }

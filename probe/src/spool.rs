@@ -663,6 +663,7 @@ mod tests {
                 packets: 1,
                 bytes,
                 sampling_rate: 1,
+                port_class: rie_proto::PortClass::Unknown,
             }],
             samples: vec![],
             links: vec![],

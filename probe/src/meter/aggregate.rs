@@ -1,12 +1,12 @@
 //! From flow records to what a batch carries: per minute (of the flow slice's first packet),
-//! protocol and direction, the flows, packets and bytes. Direction is decided against the
+//! protocol, direction and service-port class ([`PortClass`]), the flows, packets and bytes. Direction is decided against the
 //! site's own prefixes: from inside to outside is outbound, the reverse inbound, anything else
 //! (transit, or no prefixes configured) unknown.
 
 use std::collections::BTreeMap;
 
 use ipnet::IpNet;
-use rie_proto::{Direction, FlowAggregate};
+use rie_proto::{Direction, FlowAggregate, PortClass};
 
 use super::flow_table::FlowRecord;
 use super::packet::FlowKey;
@@ -46,7 +46,7 @@ impl Prefixes {
 #[derive(Debug, Default)]
 pub struct Aggregator {
     prefixes: Prefixes,
-    sums: BTreeMap<(i64, u8, Direction), (u64, u64, u64)>,
+    sums: BTreeMap<(i64, u8, Direction, PortClass), (u64, u64, u64)>,
 }
 
 impl Aggregator {
@@ -60,7 +60,11 @@ impl Aggregator {
     pub fn add(&mut self, r: &FlowRecord) {
         let minute = (r.first_ns / 1_000_000_000) as i64 / 60 * 60;
         let dir = self.prefixes.direction(&r.key);
-        let e = self.sums.entry((minute, r.key.proto, dir)).or_default();
+        let class = PortClass::classify(r.key.proto, r.key.sport, r.key.dport);
+        let e = self
+            .sums
+            .entry((minute, r.key.proto, dir, class))
+            .or_default();
         e.0 += u64::from(!r.continuation);
         e.1 += r.packets;
         e.2 += r.bytes;
@@ -75,15 +79,18 @@ impl Aggregator {
         std::mem::take(&mut self.sums)
             .into_iter()
             .map(
-                |((minute, protocol, direction), (flows, packets, bytes))| FlowAggregate {
-                    minute,
-                    protocol,
-                    direction,
-                    exporter: None,
-                    flows,
-                    packets,
-                    bytes,
-                    sampling_rate: 1,
+                |((minute, protocol, direction, port_class), (flows, packets, bytes))| {
+                    FlowAggregate {
+                        minute,
+                        protocol,
+                        direction,
+                        exporter: None,
+                        flows,
+                        packets,
+                        bytes,
+                        sampling_rate: 1,
+                        port_class,
+                    }
                 },
             )
             .collect()

@@ -352,6 +352,7 @@ fn aggregator_sums_per_minute_protocol_and_exporter() {
         protocol,
         src: None,
         dst: None,
+        port_class: rie_proto::PortClass::Web,
         start_ms,
         packets: 1,
         bytes,
