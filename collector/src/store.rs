@@ -703,3 +703,70 @@ impl Reader {
         )?)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_from_before_port_classes_is_migrated_with_its_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The flow_minute table as an older collector created it, with data.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE flow_minute(
+                    minute INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+                    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, flows INTEGER NOT NULL,
+                    packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                    PRIMARY KEY (minute, site_id, exporter, protocol, direction)) WITHOUT ROWID;
+                 INSERT INTO flow_minute VALUES (120, 'S1', '', 6, 1, 3, 10, 1000);
+                 INSERT INTO flow_minute VALUES (120, 'S1', '', 17, 2, 1, 2, 300);
+                 INSERT INTO flow_minute VALUES (180, 'S2', '', 6, 1, 5, 7, 700);",
+            )
+            .unwrap();
+        }
+        let reader = Reader::open(&path).unwrap();
+        let t = reader.flow_totals(0, 600, Some("S1"), None).unwrap();
+        assert_eq!((t.flows, t.packets, t.bytes), (4, 12, 1300));
+        assert_eq!(
+            t.by_port_class.into_iter().collect::<Vec<_>>(),
+            vec![(
+                "unknown".to_string(),
+                Counts {
+                    flows: 4,
+                    packets: 12,
+                    bytes: 1300
+                }
+            )]
+        );
+
+        // New data lands in both tables; reopening does not copy the old rows again.
+        {
+            let conn = open(&path).unwrap();
+            for sql in [UPSERT_FLOW_MINUTE, UPSERT_FLOW_CLASS_MINUTE] {
+                let n = sql.matches('?').count();
+                let class = rusqlite::types::Value::Text("web".into());
+                let mut vals: Vec<rusqlite::types::Value> = vec![
+                    120.into(),
+                    rusqlite::types::Value::Text("S1".into()),
+                    rusqlite::types::Value::Text(String::new()),
+                    6.into(),
+                    1.into(),
+                ];
+                if n == 9 {
+                    vals.push(class);
+                }
+                vals.extend([1.into(), 1.into(), 60.into()]);
+                conn.execute(sql, rusqlite::params_from_iter(vals)).unwrap();
+            }
+        }
+        let reader = Reader::open(&path).unwrap();
+        let t = reader.flow_totals(0, 600, Some("S1"), None).unwrap();
+        assert_eq!((t.flows, t.packets, t.bytes), (5, 13, 1360));
+        assert_eq!(t.by_port_class["unknown"].bytes, 1300);
+        assert_eq!(t.by_port_class["web"].bytes, 60);
+        assert_eq!(t.by_protocol["6"].bytes, 1060);
+    }
+}

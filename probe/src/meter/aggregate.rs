@@ -148,4 +148,32 @@ mod tests {
         assert_eq!(find(Direction::Unknown).packets, 1);
         assert!(a.is_empty());
     }
+
+    #[test]
+    fn port_classes_split_aggregates_and_keep_the_sums() {
+        let mut a = Aggregator::new(Prefixes(vec!["10.1.0.0/16".parse().unwrap()]));
+        let mut web = rec("10.1.0.5", "8.8.8.8", 125, 3, false);
+        web.key.dport = 443;
+        let mut dns = rec("10.1.0.5", "8.8.8.8", 125, 2, false);
+        (dns.key.proto, dns.key.sport, dns.key.dport) = (17, 40_000, 53);
+        let mut icmp = rec("10.1.0.5", "8.8.8.8", 125, 1, false);
+        (icmp.key.proto, icmp.key.sport, icmp.key.dport) = (1, 0, 0);
+        for r in [&web, &dns, &icmp] {
+            a.add(r);
+        }
+        let mut got: Vec<_> = a
+            .take()
+            .into_iter()
+            .map(|f| (f.port_class, f.protocol, f.flows, f.packets, f.bytes))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (PortClass::Web, 6, 1, 3, 300),
+                (PortClass::Dns, 17, 1, 2, 200),
+                (PortClass::None, 1, 1, 1, 100),
+            ]
+        );
+    }
 }
