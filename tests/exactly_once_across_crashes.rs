@@ -36,6 +36,7 @@ fn batch(seq: u64) -> Batch {
         })
         .collect();
     Batch {
+        top_talkers: Vec::new(),
         seq,
         created_ms: 0,
         flows,

@@ -21,6 +21,7 @@ async fn open(cfg: &Path, stream: u64) -> Session {
 
 fn batch(seq: u64, bytes: u64) -> Message {
     Message::Batch(Batch {
+        top_talkers: Vec::new(),
         seq,
         created_ms: 0,
         flows: vec![FlowAggregate {

@@ -73,7 +73,7 @@ fn replayed_capture_reaches_the_collector_exactly() {
     for k in 0..100u64 {
         let mut f = Vec::new();
         eth()
-            .ipv4([10, 1, 0, 6], [192, 0, 2, 8], 64)
+            .ipv4([10, 1, 0, 6], [198, 51, 100, 8], 64)
             .udp(20_000, 20_002)
             .write(&mut f, &[0u8; 172])
             .unwrap();
@@ -119,6 +119,23 @@ fn replayed_capture_reaches_the_collector_exactly() {
 
     let t = c.totals(Some("S3"));
     cap.assert_totals(flows, &t);
+    // Top talkers (remote /24s, default top 10 per minute): every flow but the RTP stream talks
+    // to 192.0.2.0/24, the RTP stream to 198.51.100.0/24; here both are in the top, so their
+    // sum is the totals.
+    let (tb, tp) = (t["bytes"].as_u64().unwrap(), t["packets"].as_u64().unwrap());
+    let mut want = vec![
+        serde_json::json!({"prefix": "192.0.2.0/24", "bytes": tb - 20_000, "packets": tp - 100}),
+        serde_json::json!({"prefix": "198.51.100.0/24", "bytes": 20_000, "packets": 100}),
+    ];
+    want.sort_by_key(|v| std::cmp::Reverse(v["bytes"].as_u64().unwrap()));
+    let talkers =
+        c.get("/api/v1/sites/S3/top_talkers?from=2026-09-21T00:00:00Z&to=2026-09-22T00:00:00Z");
+    assert_eq!(talkers, serde_json::Value::Array(want.clone()), "{talkers}");
+    let one = c.get(
+        "/api/v1/sites/S3/top_talkers?from=2026-09-21T00:00:00Z&to=2026-09-22T00:00:00Z&limit=1",
+    );
+    assert_eq!(one, serde_json::Value::Array(want[..1].to_vec()), "{one}");
+
     // The split by port class is exactly what was written, and sums exactly to the totals.
     let by_class = t["by_port_class"].as_object().unwrap();
     let got: BTreeMap<&str, (u64, u64, u64)> = by_class

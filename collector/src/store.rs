@@ -90,6 +90,15 @@ CREATE TABLE IF NOT EXISTS episodes(
 );
 CREATE INDEX IF NOT EXISTS episodes_site ON episodes(site_id, start_ms);
 CREATE INDEX IF NOT EXISTS episodes_open ON episodes(end_ms) WHERE end_ms IS NULL;
+-- Top remote prefixes per site and minute (the probe's top N by bytes; see rie_proto::talkers).
+CREATE TABLE IF NOT EXISTS top_talker_minute(
+    minute  INTEGER NOT NULL,
+    site_id TEXT NOT NULL,
+    prefix  TEXT NOT NULL,
+    bytes   INTEGER NOT NULL,
+    packets INTEGER NOT NULL,
+    PRIMARY KEY (site_id, minute, prefix)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS site_status(
     site_id   TEXT PRIMARY KEY,
     live_json TEXT NOT NULL
@@ -376,6 +385,11 @@ impl Writer {
             let dedup = self.dedup.lock();
             let mut flow = tx.prepare_cached(UPSERT_FLOW_MINUTE)?;
             let mut flow_class = tx.prepare_cached(UPSERT_FLOW_CLASS_MINUTE)?;
+            let mut talker = tx.prepare_cached(
+                "INSERT INTO top_talker_minute(minute, site_id, prefix, bytes, packets) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(site_id, minute, prefix) DO UPDATE SET
+                   bytes = bytes + excluded.bytes, packets = packets + excluded.packets",
+            )?;
             let mut link = tx.prepare_cached(
                 "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)
@@ -435,6 +449,27 @@ impl Writer {
                         rec.flows,
                         rec.packets,
                         rec.bytes
+                    ])?;
+                }
+                for t in &w.batch.top_talkers {
+                    // Same checks as flow records: a usable prefix, counters that fit.
+                    let (Ok(net), Ok(bytes), Ok(packets)) = (
+                        t.prefix.parse::<ipnet::IpNet>(),
+                        i64::try_from(t.bytes),
+                        i64::try_from(t.packets),
+                    ) else {
+                        self.metrics
+                            .invalid_records
+                            .with_label_values(&["bad_top_talker"])
+                            .inc();
+                        continue;
+                    };
+                    talker.execute(params![
+                        t.minute.div_euclid(60) * 60 - minute_shift,
+                        site,
+                        net.trunc().to_string(),
+                        bytes,
+                        packets
                     ])?;
                 }
                 for s in &w.batch.samples {
@@ -527,6 +562,14 @@ pub struct FlowTotals {
     /// The same totals split by service-port class (`unknown` for data from probes and
     /// databases that predate classes); sums exactly to the totals.
     pub by_port_class: BTreeMap<String, Counts>,
+}
+
+/// One prefix of `GET /api/v1/sites/{id}/top_talkers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TalkerTotal {
+    pub prefix: String,
+    pub bytes: u64,
+    pub packets: u64,
 }
 
 /// One row of `link_minute`: a link's checks summed over one minute.
@@ -626,6 +669,34 @@ impl Reader {
             );
         }
         Ok(out)
+    }
+
+    /// A site's top talkers summed over the minutes in `[from, to)` (Unix seconds), by bytes
+    /// (ties by prefix), at most `limit`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn top_talkers(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<TalkerTotal>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT prefix, SUM(bytes) AS b, SUM(packets) FROM top_talker_minute
+             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3
+             GROUP BY prefix ORDER BY b DESC, prefix LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![site, from, to, limit], |r| {
+            Ok(TalkerTotal {
+                prefix: r.get(0)?,
+                bytes: r.get::<_, i64>(1)? as u64,
+                packets: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Episodes of a site overlapping `[from_ms, to_ms)`.

@@ -652,6 +652,7 @@ mod tests {
 
     fn b(bytes: u64) -> Batch {
         Batch {
+            top_talkers: Vec::new(),
             seq: 0,
             created_ms: bytes as i64,
             flows: vec![rie_proto::FlowAggregate {

@@ -11,6 +11,7 @@ pub mod ids;
 pub mod messages;
 pub mod model;
 pub mod port_class;
+pub mod talkers;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, MAX_FRAME_LEN};
 pub use ids::{IdError, LinkId, SiteId};
@@ -23,3 +24,4 @@ pub use model::{
     Technology,
 };
 pub use port_class::PortClass;
+pub use talkers::TopTalker;

@@ -47,6 +47,7 @@ fn fixtures() -> Vec<(&'static str, Message)> {
         (
             "batch",
             Message::Batch(Batch {
+                top_talkers: Vec::new(),
                 seq: 42,
                 created_ms: 1_790_000_050_000,
                 flows: vec![FlowAggregate {

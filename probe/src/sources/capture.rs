@@ -148,6 +148,18 @@ impl LiveMeter {
         agg.take()
     }
 
+    /// Keeps the top `n` remote prefixes per minute (`[meter] top_talkers`).
+    pub fn set_top_talkers(&self, n: usize) {
+        let mut g = self.meter.lock().unwrap_or_else(|p| p.into_inner());
+        g.agg.set_top_talkers(n);
+    }
+
+    /// Top remote prefixes of the flows taken so far (call right after [`Self::take`]).
+    pub fn take_top_talkers(&self) -> Vec<rie_proto::TopTalker> {
+        let mut g = self.meter.lock().unwrap_or_else(|p| p.into_inner());
+        g.agg.take_top_talkers()
+    }
+
     /// Stops capturing and reports every flow still open.
     pub fn stop_and_flush(mut self) -> Vec<FlowAggregate> {
         self.stop.store(true, Ordering::Relaxed);
