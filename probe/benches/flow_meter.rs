@@ -1,8 +1,9 @@
 //! Flow meter benchmark: frames held in memory (no I/O) are parsed and counted in the flow
 //! table, one core. Reports packets per second and the memory the table takes with 10,000
 //! active flows (process RSS before and after filling it). Then the step after the table: flow
-//! records summed into minute aggregates (`Aggregator::add`, which classifies the service port)
-//! in records per second, and the classification alone.
+//! records summed into minute aggregates (`Aggregator::add`, which classifies the service port
+//! and counts the remote /24 for the top talkers) in records per second, and the
+//! classification alone.
 //!
 //! Run: `cargo bench -p rie-probe --bench flow_meter` (figures in docs/performance.md).
 
@@ -122,18 +123,18 @@ fn aggregation() {
         })
         .collect();
     let prefixes = Prefixes(vec!["10.1.0.0/16".parse().expect("prefix")]);
-    let mut agg = Aggregator::new(prefixes);
+    let mut agg = Aggregator::new(prefixes).with_top_talkers(10);
     let start = Instant::now();
     let mut rows = 0usize;
     for n in 0..RECORDS {
         agg.add(&records[(n % u64::from(FLOWS)) as usize]);
         if n % 100_000 == 99_999 {
-            rows += agg.take().len();
+            rows += agg.take().len() + agg.take_top_talkers().len();
         }
     }
     let dt = start.elapsed();
     println!(
-        "aggregate: {RECORDS} flow records in {:.3} s = {:.0} records/s on one core ({rows} aggregates)",
+        "aggregate: {RECORDS} flow records in {:.3} s = {:.0} records/s on one core, with port classes and top-10 talkers ({rows} aggregates and talkers)",
         dt.as_secs_f64(),
         RECORDS as f64 / dt.as_secs_f64()
     );
