@@ -47,11 +47,14 @@ impl Prefixes {
     }
 }
 
+/// Minute, protocol, direction, port class.
+type SumKey = (i64, u8, Direction, PortClass);
+
 /// Sums flow records into minute aggregates until taken.
 #[derive(Debug, Default)]
 pub struct Aggregator {
     prefixes: Prefixes,
-    sums: BTreeMap<(i64, u8, Direction, PortClass), (u64, u64, u64)>,
+    sums: BTreeMap<SumKey, (u64, u64, u64)>,
     /// Bytes and packets per (minute, remote prefix).
     talkers: HashMap<(i64, IpNet), (u64, u64)>,
     /// How many talkers per minute `take_top_talkers` keeps (0: none are tracked).
