@@ -196,8 +196,9 @@ pub async fn produce_with(
         }
     }
     let mut flows = Vec::new();
+    let mut top_talkers = Vec::new();
     if let Some(live) = live {
-        flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
+        (flows, top_talkers) = tokio::task::spawn_blocking(move || live.stop_and_flush())
             .await
             .unwrap_or_default();
     }
@@ -210,7 +211,7 @@ pub async fn produce_with(
     }
     if !flows.is_empty() {
         let last = Batch {
-            top_talkers: Vec::new(),
+            top_talkers,
             seq: 0,
             created_ms: now_ms(),
             flows,

@@ -160,8 +160,9 @@ impl LiveMeter {
         g.agg.take_top_talkers()
     }
 
-    /// Stops capturing and reports every flow still open.
-    pub fn stop_and_flush(mut self) -> Vec<FlowAggregate> {
+    /// Stops capturing and reports every flow still open, with the top talkers of what is
+    /// reported.
+    pub fn stop_and_flush(mut self) -> (Vec<FlowAggregate>, Vec<rie_proto::TopTalker>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -170,6 +171,6 @@ impl LiveMeter {
         let Meter { table, agg } = &mut *g;
         table.flush();
         table.drain().for_each(|r| agg.add(&r));
-        agg.take()
+        (agg.take(), agg.take_top_talkers())
     }
 }
