@@ -32,9 +32,11 @@ fn batch(seq: u64) -> Batch {
             packets: 10 + (seq * 13 + k) % 97,
             bytes: 1_000 + (seq * 7_919 + k * 104_729) % 65_521,
             sampling_rate: 1,
+            port_class: rie_proto::PortClass::Unknown,
         })
         .collect();
     Batch {
+        top_talkers: Vec::new(),
         seq,
         created_ms: 0,
         flows,

@@ -151,6 +151,34 @@ fn live_capture_through_the_collector_equals_tshark() {
             "no protocol {proto} in the capture: {expected:?}"
         );
     }
+    // Top talkers from the live path (sent with the batches and the final flush): all IPv4
+    // traffic (ICMP, TCP, UDP) is with 10.99.0.2, so 10.99.0.0/24 carries exactly the IPv4 bytes
+    // tshark counted; it comes first (the IPv6 pings are smaller).
+    let talkers: serde_json::Value = serde_json::from_str(
+        &curl_in(&net.a, "http://127.0.0.1:8480/api/v1/sites/S1/top_talkers?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z").unwrap(),
+    )
+    .unwrap();
+    let v4: u64 = ["1", "6", "17"].iter().map(|p| expected[*p].1).sum();
+    assert_eq!(talkers[0]["prefix"], "10.99.0.0/24", "{talkers}");
+    assert_eq!(
+        talkers[0]["bytes"].as_u64(),
+        Some(v4),
+        "{talkers}\ntshark {expected:?}"
+    );
+    // The class split sums exactly to the totals.
+    let class_bytes: u64 = totals["by_port_class"]
+        .as_object()
+        .unwrap()
+        .values()
+        .map(|c| c["bytes"].as_u64().unwrap())
+        .sum();
+    assert_eq!(Some(class_bytes), totals["bytes"].as_u64(), "{totals}");
+    // All TCP is HTTP on 8080: class web is exactly tshark's TCP bytes.
+    assert_eq!(
+        totals["by_port_class"]["web"]["bytes"].as_u64(),
+        Some(expected["6"].1),
+        "{totals}"
+    );
     // The probe's counters for node_exporter's textfile collector agree with tshark too.
     let prom = std::fs::read_to_string(dir.path().join("probe-data/metrics.prom")).unwrap();
     let value = |name: &str| -> u64 {

@@ -21,6 +21,7 @@ async fn open(cfg: &Path, stream: u64) -> Session {
 
 fn batch(seq: u64, bytes: u64) -> Message {
     Message::Batch(Batch {
+        top_talkers: Vec::new(),
         seq,
         created_ms: 0,
         flows: vec![FlowAggregate {
@@ -32,6 +33,7 @@ fn batch(seq: u64, bytes: u64) -> Message {
             packets: 1,
             bytes,
             sampling_rate: 1,
+            port_class: rie_proto::PortClass::Unknown,
         }],
         samples: vec![],
         links: vec![],

@@ -78,6 +78,18 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         .iter()
         .fold((0, 0, 0), |a, (_, _, o)| (a.0 + o.0, a.1 + o.1, a.2 + o.2));
     assert_eq!(all, sum, "the unknown bucket is part of the totals");
+    // Split by service-port class, each version's traffic still sums exactly to nfdump's, and
+    // every record was classified from its ports (softflowd exports them in v5, v9 and IPFIX).
+    for (site, (_, _, oracle)) in ["S1", "S2", "unknown"].iter().zip(&expected) {
+        let t = c.totals(Some(site));
+        let classes = t["by_port_class"].as_object().unwrap();
+        let sum = classes.values().fold((0, 0, 0), |a, v| {
+            let o = triple(v);
+            (a.0 + o.0, a.1 + o.1, a.2 + o.2)
+        });
+        assert_eq!(sum, *oracle, "{site}: {t}");
+        assert!(!classes.contains_key("unknown"), "{site}: {t}");
+    }
     assert_eq!(
         c.metric("rie_collector_netflow_unknown_exporter_records_total") as u64,
         expected[2].2 .0

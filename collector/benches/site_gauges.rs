@@ -26,6 +26,7 @@ fn main() {
     for (idx, sim) in sims.iter_mut().enumerate() {
         let c = sim.measure(now_ms, Duration::from_secs(10));
         let batch = Batch {
+            top_talkers: Vec::new(),
             seq: 1,
             created_ms: now_ms,
             flows: c.flows,

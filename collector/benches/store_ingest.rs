@@ -44,6 +44,7 @@ fn main() {
                 site: site.id.clone(),
                 stream: 1,
                 batch: Batch {
+                    top_talkers: Vec::new(),
                     seq: round as u64 + 1,
                     created_ms: now_ms,
                     flows: c.flows,

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites", get(list_sites))
         .route("/api/v1/sites/{site_id}", get(one_site))
         .route("/api/v1/sites/{site_id}/episodes", get(site_episodes))
+        .route("/api/v1/sites/{site_id}/top_talkers", get(site_top_talkers))
         .route("/api/v1/flows/totals", get(flow_totals))
         .merge(crate::web::routes())
         .route("/api/v1/indicators", get(indicators))
@@ -320,6 +321,35 @@ fn parse_time(name: &str, v: &str) -> Result<i64, ApiError> {
                 "{name}={v:?} is not an RFC 3339 time; e.g. 2026-10-01T00:00:00Z"
             ))
         })
+}
+
+#[derive(Deserialize)]
+struct TalkersQuery {
+    from: String,
+    to: String,
+    limit: Option<u32>,
+}
+
+/// The site's top remote prefixes summed over the minutes starting in `[from, to)`, by bytes.
+async fn site_top_talkers(
+    State(st): State<AppState>,
+    Path(id): Path<String>,
+    Query(q): Query<TalkersQuery>,
+) -> Result<Json<Vec<crate::store::TalkerTotal>>, ApiError> {
+    let idx = site_index(&st, &id)?;
+    let from = parse_time("from", &q.from)?;
+    let to = parse_time("to", &q.to)?;
+    if to < from {
+        return Err(bad_request("to is before from".into()));
+    }
+    let site = st.sites.inventory.sites[idx].id.to_string();
+    let limit = q.limit.unwrap_or(10);
+    let reader = st.reader.clone();
+    let rows = tokio::task::spawn_blocking(move || reader.top_talkers(&site, from, to, limit))
+        .await
+        .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+        .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(rows))
 }
 
 async fn flow_totals(

@@ -557,6 +557,7 @@ pub(crate) mod tests {
 
     fn batch(links: &[(&str, bool, bool)], loss: Option<(&str, u32, u32, u32)>) -> Batch {
         Batch {
+            top_talkers: Vec::new(),
             seq: 1,
             created_ms: 0,
             flows: vec![],
@@ -591,6 +592,7 @@ pub(crate) mod tests {
 
     fn prepare(r: &SiteRegistry, b: &Batch, now_ms: i64) -> SiteLive {
         let b = Batch {
+            top_talkers: Vec::new(),
             created_ms: now_ms,
             ..b.clone()
         };

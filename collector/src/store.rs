@@ -90,6 +90,15 @@ CREATE TABLE IF NOT EXISTS episodes(
 );
 CREATE INDEX IF NOT EXISTS episodes_site ON episodes(site_id, start_ms);
 CREATE INDEX IF NOT EXISTS episodes_open ON episodes(end_ms) WHERE end_ms IS NULL;
+-- Top remote prefixes per site and minute (the probe's top N by bytes; see rie_proto::talkers).
+CREATE TABLE IF NOT EXISTS top_talker_minute(
+    minute  INTEGER NOT NULL,
+    site_id TEXT NOT NULL,
+    prefix  TEXT NOT NULL,
+    bytes   INTEGER NOT NULL,
+    packets INTEGER NOT NULL,
+    PRIMARY KEY (site_id, minute, prefix)
+) WITHOUT ROWID;
 CREATE TABLE IF NOT EXISTS site_status(
     site_id   TEXT PRIMARY KEY,
     live_json TEXT NOT NULL
@@ -102,6 +111,51 @@ pub const UPSERT_FLOW_MINUTE: &str =
      VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)
      ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
        flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes";
+
+/// The same aggregates as `flow_minute`, split further by service-port class (see
+/// `rie_proto::PortClass`). Every upsert into `flow_minute` is mirrored here in the same
+/// transaction, so for any filter on minute, site and exporter the sums of both tables are equal.
+/// A separate table rather than a new `flow_minute` column: SQLite cannot change a primary key
+/// with ALTER TABLE, and readers of `flow_minute` stay untouched.
+pub const UPSERT_FLOW_CLASS_MINUTE: &str =
+    "INSERT INTO flow_class_minute(minute, site_id, exporter, protocol, direction, port_class, flows, packets, bytes)
+     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+     ON CONFLICT(minute, site_id, exporter, protocol, direction, port_class) DO UPDATE SET
+       flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes";
+
+/// Creates `flow_class_minute` on a database that predates it, carrying the existing
+/// `flow_minute` rows over with class `unknown` in the same transaction, so that totals by class
+/// still sum to the totals on an upgraded collector.
+fn migrate_port_classes(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'flow_class_minute'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists > 0 {
+        return Ok(());
+    }
+    conn.execute_batch(
+        "BEGIN IMMEDIATE;
+         CREATE TABLE IF NOT EXISTS flow_class_minute(
+            minute     INTEGER NOT NULL,
+            site_id    TEXT NOT NULL,
+            exporter   TEXT NOT NULL,
+            protocol   INTEGER NOT NULL,
+            direction  INTEGER NOT NULL,
+            port_class TEXT NOT NULL,
+            flows      INTEGER NOT NULL,
+            packets    INTEGER NOT NULL,
+            bytes      INTEGER NOT NULL,
+            PRIMARY KEY (minute, site_id, exporter, protocol, direction, port_class)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS flow_class_minute_site ON flow_class_minute(site_id, minute);
+         INSERT OR IGNORE INTO flow_class_minute
+            SELECT minute, site_id, exporter, protocol, direction, 'unknown', flows, packets, bytes
+            FROM flow_minute;
+         COMMIT;",
+    )
+}
 
 /// Opens (creating if needed) the database with the durability settings the acks rely on.
 ///
@@ -127,6 +181,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
     conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=FULL;")
         .map_err(wrap)?;
     conn.execute_batch(SCHEMA).map_err(wrap)?;
+    migrate_port_classes(&conn).map_err(wrap)?;
     Ok(conn)
 }
 
@@ -329,6 +384,12 @@ impl Writer {
         {
             let dedup = self.dedup.lock();
             let mut flow = tx.prepare_cached(UPSERT_FLOW_MINUTE)?;
+            let mut flow_class = tx.prepare_cached(UPSERT_FLOW_CLASS_MINUTE)?;
+            let mut talker = tx.prepare_cached(
+                "INSERT INTO top_talker_minute(minute, site_id, prefix, bytes, packets) VALUES (?1, ?2, ?3, ?4, ?5)
+                 ON CONFLICT(site_id, minute, prefix) DO UPDATE SET
+                   bytes = bytes + excluded.bytes, packets = packets + excluded.packets",
+            )?;
             let mut link = tx.prepare_cached(
                 "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)
@@ -377,6 +438,38 @@ impl Writer {
                         rec.flows,
                         rec.packets,
                         rec.bytes
+                    ])?;
+                    flow_class.execute(params![
+                        rec.minute - minute_shift,
+                        site,
+                        rec.exporter,
+                        rec.protocol,
+                        rec.direction,
+                        rec.port_class.as_str(),
+                        rec.flows,
+                        rec.packets,
+                        rec.bytes
+                    ])?;
+                }
+                for t in &w.batch.top_talkers {
+                    // Same checks as flow records: a usable prefix, counters that fit.
+                    let (Ok(net), Ok(bytes), Ok(packets)) = (
+                        t.prefix.parse::<ipnet::IpNet>(),
+                        i64::try_from(t.bytes),
+                        i64::try_from(t.packets),
+                    ) else {
+                        self.metrics
+                            .invalid_records
+                            .with_label_values(&["bad_top_talker"])
+                            .inc();
+                        continue;
+                    };
+                    talker.execute(params![
+                        t.minute.div_euclid(60) * 60 - minute_shift,
+                        site,
+                        net.trunc().to_string(),
+                        bytes,
+                        packets
                     ])?;
                 }
                 for s in &w.batch.samples {
@@ -466,6 +559,17 @@ pub struct FlowTotals {
     pub packets: u64,
     pub bytes: u64,
     pub by_protocol: BTreeMap<String, Counts>,
+    /// The same totals split by service-port class (`unknown` for data from probes and
+    /// databases that predate classes); sums exactly to the totals.
+    pub by_port_class: BTreeMap<String, Counts>,
+}
+
+/// One prefix of `GET /api/v1/sites/{id}/top_talkers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TalkerTotal {
+    pub prefix: String,
+    pub bytes: u64,
+    pub packets: u64,
 }
 
 /// One row of `link_minute`: a link's checks summed over one minute.
@@ -538,7 +642,61 @@ impl Reader {
             out.bytes += c.bytes;
             out.by_protocol.insert(proto.to_string(), c);
         }
+        drop(stmt);
+        let mut stmt = conn.prepare_cached(
+            "SELECT port_class, SUM(flows), SUM(packets), SUM(bytes) FROM flow_class_minute
+             WHERE minute >= ?1 AND minute < ?2
+               AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
+             GROUP BY port_class ORDER BY port_class",
+        )?;
+        let rows = stmt.query_map(params![from, to, site, exporter], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, i64>(1)?,
+                r.get::<_, i64>(2)?,
+                r.get::<_, i64>(3)?,
+            ))
+        })?;
+        for row in rows {
+            let (class, flows, packets, bytes) = row?;
+            out.by_port_class.insert(
+                class,
+                Counts {
+                    flows: flows as u64,
+                    packets: packets as u64,
+                    bytes: bytes as u64,
+                },
+            );
+        }
         Ok(out)
+    }
+
+    /// A site's top talkers summed over the minutes in `[from, to)` (Unix seconds), by bytes
+    /// (ties by prefix), at most `limit`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn top_talkers(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<TalkerTotal>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT prefix, SUM(bytes) AS b, SUM(packets) FROM top_talker_minute
+             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3
+             GROUP BY prefix ORDER BY b DESC, prefix LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![site, from, to, limit], |r| {
+            Ok(TalkerTotal {
+                prefix: r.get(0)?,
+                bytes: r.get::<_, i64>(1)? as u64,
+                packets: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
     }
 
     /// Episodes of a site overlapping `[from_ms, to_ms)`.
@@ -614,5 +772,72 @@ impl Reader {
             credential_ref,
             token,
         )?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_database_from_before_port_classes_is_migrated_with_its_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The flow_minute table as an older collector created it, with data.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE flow_minute(
+                    minute INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+                    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, flows INTEGER NOT NULL,
+                    packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                    PRIMARY KEY (minute, site_id, exporter, protocol, direction)) WITHOUT ROWID;
+                 INSERT INTO flow_minute VALUES (120, 'S1', '', 6, 1, 3, 10, 1000);
+                 INSERT INTO flow_minute VALUES (120, 'S1', '', 17, 2, 1, 2, 300);
+                 INSERT INTO flow_minute VALUES (180, 'S2', '', 6, 1, 5, 7, 700);",
+            )
+            .unwrap();
+        }
+        let reader = Reader::open(&path).unwrap();
+        let t = reader.flow_totals(0, 600, Some("S1"), None).unwrap();
+        assert_eq!((t.flows, t.packets, t.bytes), (4, 12, 1300));
+        assert_eq!(
+            t.by_port_class.into_iter().collect::<Vec<_>>(),
+            vec![(
+                "unknown".to_string(),
+                Counts {
+                    flows: 4,
+                    packets: 12,
+                    bytes: 1300
+                }
+            )]
+        );
+
+        // New data lands in both tables; reopening does not copy the old rows again.
+        {
+            let conn = open(&path).unwrap();
+            for sql in [UPSERT_FLOW_MINUTE, UPSERT_FLOW_CLASS_MINUTE] {
+                let n = sql.matches('?').count();
+                let class = rusqlite::types::Value::Text("web".into());
+                let mut vals: Vec<rusqlite::types::Value> = vec![
+                    120.into(),
+                    rusqlite::types::Value::Text("S1".into()),
+                    rusqlite::types::Value::Text(String::new()),
+                    6.into(),
+                    1.into(),
+                ];
+                if n == 9 {
+                    vals.push(class);
+                }
+                vals.extend([1.into(), 1.into(), 60.into()]);
+                conn.execute(sql, rusqlite::params_from_iter(vals)).unwrap();
+            }
+        }
+        let reader = Reader::open(&path).unwrap();
+        let t = reader.flow_totals(0, 600, Some("S1"), None).unwrap();
+        assert_eq!((t.flows, t.packets, t.bytes), (5, 13, 1360));
+        assert_eq!(t.by_port_class["unknown"].bytes, 1300);
+        assert_eq!(t.by_port_class["web"].bytes, 60);
+        assert_eq!(t.by_protocol["6"].bytes, 1060);
     }
 }

@@ -1,14 +1,19 @@
 //! Flow meter benchmark: frames held in memory (no I/O) are parsed and counted in the flow
 //! table, one core. Reports packets per second and the memory the table takes with 10,000
-//! active flows (process RSS before and after filling it).
+//! active flows (process RSS before and after filling it). Then the step after the table: flow
+//! records summed into minute aggregates (`Aggregator::add`, which classifies the service port
+//! and counts the remote /24 for the top talkers) in records per second, and the
+//! classification alone.
 //!
 //! Run: `cargo bench -p rie-probe --bench flow_meter` (figures in docs/performance.md).
 
 use std::time::Instant;
 
 use etherparse::PacketBuilder;
-use rie_probe::meter::flow_table::{FlowTable, FlowTableConfig};
-use rie_probe::meter::packet;
+use rie_probe::meter::aggregate::{Aggregator, Prefixes};
+use rie_probe::meter::flow_table::{EndReason, FlowRecord, FlowTable, FlowTableConfig};
+use rie_probe::meter::packet::{self, FlowKey};
+use rie_proto::PortClass;
 
 const FLOWS: u32 = 10_000;
 const PACKETS: u64 = 5_000_000;
@@ -82,5 +87,73 @@ fn main() {
         rss_before,
         rss_after,
         rss_after.saturating_sub(rss_before)
+    );
+
+    aggregation();
+}
+
+/// Records per second through the aggregator (direction, port class, minute sums), and the
+/// port classification alone, over the same record mix.
+fn aggregation() {
+    const RECORDS: u64 = 2_000_000;
+    let records: Vec<FlowRecord> = (0..FLOWS)
+        .map(|i| {
+            let (proto, sport, dport) = match i % 20 {
+                0 => (1, 0, 0),
+                1..=5 => (17, 1024 + i as u16, 53),
+                6..=7 => (17, 20_000 + i as u16, 20_002),
+                8..=9 => (6, 40_000, 5201),
+                _ => (6, 1024 + i as u16, 443),
+            };
+            FlowRecord {
+                key: FlowKey {
+                    src: std::net::IpAddr::from([10, 1, (i >> 8) as u8, i as u8]),
+                    dst: std::net::IpAddr::from([192, 0, 2, (i % 200) as u8]),
+                    sport,
+                    dport,
+                    proto,
+                },
+                first_ns: 1_790_000_000_000_000_000 + u64::from(i) * 1_000_000,
+                last_ns: 1_790_000_000_000_000_000 + u64::from(i) * 1_000_000,
+                packets: 3,
+                bytes: 1800,
+                continuation: false,
+                reason: EndReason::Inactive,
+            }
+        })
+        .collect();
+    let prefixes = Prefixes(vec!["10.1.0.0/16".parse().expect("prefix")]);
+    let mut agg = Aggregator::new(prefixes).with_top_talkers(10);
+    let start = Instant::now();
+    let mut rows = 0usize;
+    for n in 0..RECORDS {
+        agg.add(&records[(n % u64::from(FLOWS)) as usize]);
+        if n % 100_000 == 99_999 {
+            rows += agg.take().len() + agg.take_top_talkers().len();
+        }
+    }
+    let dt = start.elapsed();
+    println!(
+        "aggregate: {RECORDS} flow records in {:.3} s = {:.0} records/s on one core, with port classes and top-10 talkers ({rows} aggregates and talkers)",
+        dt.as_secs_f64(),
+        RECORDS as f64 / dt.as_secs_f64()
+    );
+    let start = Instant::now();
+    let mut web = 0u64;
+    for n in 0..RECORDS * 10 {
+        let k = &records[(n % u64::from(FLOWS)) as usize].key;
+        let c = PortClass::classify(
+            std::hint::black_box(k.proto),
+            std::hint::black_box(k.sport),
+            k.dport,
+        );
+        web += u64::from(c == PortClass::Web);
+    }
+    let dt = start.elapsed();
+    println!(
+        "port_class: {} classifications in {:.3} s = {:.1} ns each ({web} web)",
+        RECORDS * 10,
+        dt.as_secs_f64(),
+        dt.as_nanos() as f64 / (RECORDS * 10) as f64
     );
 }

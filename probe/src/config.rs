@@ -168,6 +168,13 @@ pub struct MeterConfig {
     /// Flow table bound; past it the oldest flow is reported early and counted as an eviction.
     #[serde(default = "default_max_flows")]
     pub max_flows: usize,
+    /// Remote prefixes (/24, /48) per minute sent as top talkers, by bytes; 0 sends none.
+    #[serde(default = "default_top_talkers")]
+    pub top_talkers: usize,
+}
+
+fn default_top_talkers() -> usize {
+    10
 }
 
 impl Default for MeterConfig {
@@ -177,6 +184,7 @@ impl Default for MeterConfig {
             active_timeout: default_active_timeout(),
             inactive_timeout: default_inactive_timeout(),
             max_flows: default_max_flows(),
+            top_talkers: default_top_talkers(),
         }
     }
 }

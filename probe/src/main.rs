@@ -268,7 +268,8 @@ async fn cmd_replay(
     let meter = cfg.as_ref().map(|c| c.meter.clone()).unwrap_or_default();
     let mut agg = rie_probe::meter::aggregate::Aggregator::new(
         rie_probe::meter::aggregate::Prefixes(meter.site_prefixes.clone()),
-    );
+    )
+    .with_top_talkers(meter.top_talkers);
     let s = match rie_probe::meter::pcap::replay(pcap, meter.table(), |r| agg.add(r)) {
         Ok(s) => s,
         Err(e) => return config_error(e),
@@ -296,11 +297,13 @@ async fn cmd_replay(
         Err(e) => return config_error(e),
     };
     let now = rie_probe::uplink::now_ms();
-    let batches: Vec<Batch> = agg
+    let mut talkers = agg.take_top_talkers();
+    let mut batches: Vec<Batch> = agg
         .take()
         .chunks(1_000)
         .enumerate()
         .map(|(i, chunk)| Batch {
+            top_talkers: Vec::new(),
             seq: i as u64 + 1,
             created_ms: now,
             flows: chunk.to_vec(),
@@ -308,6 +311,10 @@ async fn cmd_replay(
             links: vec![],
         })
         .collect();
+    // Top talkers ride in the first batch (a capture with only unmetered frames has none).
+    if let Some(first) = batches.first_mut() {
+        first.top_talkers = std::mem::take(&mut talkers);
+    }
     let id = Identity::new(
         cfg.site_id.clone(),
         resolved.token,

@@ -149,6 +149,7 @@ pub async fn produce_with(
             continue;
         }
         let mut batch = Batch {
+            top_talkers: Vec::new(),
             seq: 0,
             created_ms: now,
             flows: vec![],
@@ -165,6 +166,10 @@ pub async fn produce_with(
         }
         if !link_event {
             batch.flows = live.as_ref().map(LiveMeter::take).unwrap_or_default();
+            batch.top_talkers = live
+                .as_ref()
+                .map(LiveMeter::take_top_talkers)
+                .unwrap_or_default();
             if let Some(r) = &relay {
                 batch.flows.extend(r.take());
             }
@@ -191,8 +196,9 @@ pub async fn produce_with(
         }
     }
     let mut flows = Vec::new();
+    let mut top_talkers = Vec::new();
     if let Some(live) = live {
-        flows = tokio::task::spawn_blocking(move || live.stop_and_flush())
+        (flows, top_talkers) = tokio::task::spawn_blocking(move || live.stop_and_flush())
             .await
             .unwrap_or_default();
     }
@@ -205,6 +211,7 @@ pub async fn produce_with(
     }
     if !flows.is_empty() {
         let last = Batch {
+            top_talkers,
             seq: 0,
             created_ms: now_ms(),
             flows,
@@ -382,6 +389,9 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             Prefixes(cfg.meter.site_prefixes.clone()),
         )?)
     };
+    if let Some(l) = &live {
+        l.set_top_talkers(cfg.meter.top_talkers);
+    }
     let avail = (!cfg.links.is_empty())
         .then(|| Availability::start(&cfg, resolved.checks.clone(), shutdown.clone()));
     let relay = if cfg.netflow.enabled {

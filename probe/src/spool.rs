@@ -652,6 +652,7 @@ mod tests {
 
     fn b(bytes: u64) -> Batch {
         Batch {
+            top_talkers: Vec::new(),
             seq: 0,
             created_ms: bytes as i64,
             flows: vec![rie_proto::FlowAggregate {
@@ -663,6 +664,7 @@ mod tests {
                 packets: 1,
                 bytes,
                 sampling_rate: 1,
+                port_class: rie_proto::PortClass::Unknown,
             }],
             samples: vec![],
             links: vec![],

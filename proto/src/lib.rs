@@ -10,6 +10,8 @@ pub mod geo;
 pub mod ids;
 pub mod messages;
 pub mod model;
+pub mod port_class;
+pub mod talkers;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, MAX_FRAME_LEN};
 pub use ids::{IdError, LinkId, SiteId};
@@ -21,3 +23,5 @@ pub use model::{
     AvailabilitySample, CheckKind, Direction, FlowAggregate, LinkRole, LinkStatus, SiteState,
     Technology,
 };
+pub use port_class::PortClass;
+pub use talkers::TopTalker;

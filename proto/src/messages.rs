@@ -139,6 +139,9 @@ pub struct Batch {
     pub samples: Vec<AvailabilitySample>,
     #[serde(default)]
     pub links: Vec<LinkStatus>,
+    /// Top remote prefixes by bytes per minute (capture meter only; added after v1).
+    #[serde(default)]
+    pub top_talkers: Vec<crate::talkers::TopTalker>,
 }
 
 /// The batch `seq` is durably stored (or had been already: `duplicate`).

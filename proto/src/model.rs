@@ -8,6 +8,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::ids::LinkId;
+pub use crate::port_class::PortClass;
 
 /// Role of an access link at its site.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -147,6 +148,9 @@ pub struct FlowAggregate {
     pub bytes: u64,
     #[serde(default = "one")]
     pub sampling_rate: u32,
+    /// Class of the service port (see `port_class`); `unknown` from probes that predate it.
+    #[serde(default)]
+    pub port_class: PortClass,
 }
 
 fn one() -> u32 {

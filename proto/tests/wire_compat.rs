@@ -48,6 +48,7 @@ fn fixtures() -> Vec<(&'static str, Message)> {
         (
             "batch",
             Message::Batch(Batch {
+                top_talkers: Vec::new(),
                 seq: 42,
                 created_ms: 1_790_000_050_000,
                 flows: vec![FlowAggregate {
@@ -59,6 +60,7 @@ fn fixtures() -> Vec<(&'static str, Message)> {
                     packets: 3_400,
                     bytes: 2_901_337,
                     sampling_rate: 1,
+                    port_class: rie_proto::PortClass::Unknown,
                 }],
                 samples: vec![AvailabilitySample {
                     link: link.clone(),
@@ -142,6 +144,7 @@ fn fields_from_a_newer_peer_are_ignored() {
             assert_eq!(b.seq, 7);
             assert_eq!(b.flows[0].bytes, 3);
             assert_eq!(b.flows[0].sampling_rate, 1);
+            assert_eq!(b.flows[0].port_class, PortClass::Unknown);
             assert!(b.samples.is_empty() && b.links.is_empty());
         }
         other => panic!("{other:?}"),

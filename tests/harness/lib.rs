@@ -483,18 +483,35 @@ fn unique() -> u128 {
 /// answer of `/api/v1/flows/totals`, computed from what the test sent.
 pub fn expected_totals(batches: &[Value]) -> Value {
     let mut by: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
+    let mut by_class: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
     for b in batches {
         for f in b["flows"].as_array().into_iter().flatten() {
-            let e = by.entry(f["protocol"].to_string()).or_default();
-            for (i, k) in ["flows", "packets", "bytes"].iter().enumerate() {
-                e[i] += f[*k].as_u64().expect("counter");
+            // Records without `port_class` are what a probe older than classes sends.
+            let class = f["port_class"].as_str().unwrap_or("unknown").to_string();
+            for e in [
+                by.entry(f["protocol"].to_string()).or_default(),
+                by_class.entry(class).or_default(),
+            ] {
+                for (i, k) in ["flows", "packets", "bytes"].iter().enumerate() {
+                    e[i] += f[*k].as_u64().expect("counter");
+                }
             }
         }
     }
+    let counts = |m: &std::collections::BTreeMap<String, [u64; 3]>| {
+        m.iter()
+            .map(|(k, v)| {
+                (
+                    k.clone(),
+                    serde_json::json!({"flows": v[0], "packets": v[1], "bytes": v[2]}),
+                )
+            })
+            .collect::<serde_json::Map<_, _>>()
+    };
     let total = |i: usize| by.values().map(|v| v[i]).sum::<u64>();
     serde_json::json!({
         "flows": total(0), "packets": total(1), "bytes": total(2),
-        "by_protocol": by.iter().map(|(k, v)| (k.clone(), serde_json::json!({"flows": v[0], "packets": v[1], "bytes": v[2]}))).collect::<serde_json::Map<_, _>>()
+        "by_protocol": counts(&by), "by_port_class": counts(&by_class)
     })
 }
 

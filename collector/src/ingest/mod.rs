@@ -19,6 +19,7 @@ pub struct FlowRow {
     pub exporter: String,
     pub protocol: i64,
     pub direction: i64,
+    pub port_class: rie_proto::PortClass,
     pub flows: i64,
     pub packets: i64,
     pub bytes: i64,
@@ -51,6 +52,7 @@ pub fn validate_flow(f: &FlowAggregate, metrics: &Metrics) -> Option<FlowRow> {
         exporter,
         protocol: i64::from(f.protocol),
         direction: f.direction.as_i64(),
+        port_class: f.port_class,
         flows,
         packets,
         bytes,
@@ -74,6 +76,7 @@ mod tests {
             packets: 2,
             bytes: 3,
             sampling_rate: 1,
+            port_class: rie_proto::PortClass::Unknown,
         };
         assert_eq!(validate_flow(&f, &m).unwrap().minute, 120);
         f.bytes = u64::MAX;

@@ -355,6 +355,7 @@ impl Worker {
         let mut rows = 0;
         {
             let mut flow = tx.prepare_cached(crate::store::UPSERT_FLOW_MINUTE)?;
+            let mut flow_class = tx.prepare_cached(crate::store::UPSERT_FLOW_CLASS_MINUTE)?;
             let mut sampling = tx.prepare_cached(
                 "INSERT INTO netflow_sampling(minute, site_id, exporter, sampling_rate, flows) VALUES (?1, ?2, ?3, ?4, ?5)
                  ON CONFLICT(minute, site_id, exporter, sampling_rate) DO UPDATE SET flows = flows + excluded.flows",
@@ -374,6 +375,17 @@ impl Worker {
                         row.exporter,
                         row.protocol,
                         row.direction,
+                        row.flows,
+                        row.packets,
+                        row.bytes
+                    ])?;
+                    flow_class.execute(params![
+                        row.minute,
+                        site,
+                        row.exporter,
+                        row.protocol,
+                        row.direction,
+                        row.port_class.as_str(),
                         row.flows,
                         row.packets,
                         row.bytes

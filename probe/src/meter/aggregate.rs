@@ -1,12 +1,17 @@
 //! From flow records to what a batch carries: per minute (of the flow slice's first packet),
-//! protocol and direction, the flows, packets and bytes. Direction is decided against the
+//! protocol, direction and service-port class ([`PortClass`]), the flows, packets and bytes. Direction is decided against the
 //! site's own prefixes: from inside to outside is outbound, the reverse inbound, anything else
 //! (transit, or no prefixes configured) unknown.
+//!
+//! Alongside, per minute, the bytes and packets of each remote prefix (IPv4 /24, IPv6 /48: the
+//! side outside the site's prefixes), of which [`Aggregator::take_top_talkers`] keeps the top N
+//! by bytes. Traffic whose direction is unknown has no remote side and is in no talker.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
+use std::net::IpAddr;
 
 use ipnet::IpNet;
-use rie_proto::{Direction, FlowAggregate};
+use rie_proto::{Direction, FlowAggregate, PortClass, TopTalker};
 
 use super::flow_table::FlowRecord;
 use super::packet::FlowKey;
@@ -42,11 +47,25 @@ impl Prefixes {
     }
 }
 
+/// Minute, protocol, direction, port class.
+type SumKey = (i64, u8, Direction, PortClass);
+
 /// Sums flow records into minute aggregates until taken.
 #[derive(Debug, Default)]
 pub struct Aggregator {
     prefixes: Prefixes,
-    sums: BTreeMap<(i64, u8, Direction), (u64, u64, u64)>,
+    sums: BTreeMap<SumKey, (u64, u64, u64)>,
+    /// Bytes and packets per (minute, remote prefix).
+    talkers: HashMap<(i64, IpNet), (u64, u64)>,
+    /// How many talkers per minute `take_top_talkers` keeps (0: none are tracked).
+    top_n: usize,
+}
+
+/// The remote prefix a talker is counted under: /24 for IPv4, /48 for IPv6.
+pub fn talker_prefix(ip: IpAddr) -> IpNet {
+    let len = if ip.is_ipv4() { 24 } else { 48 };
+    // The lengths are valid for their family, so the fallback is never taken.
+    IpNet::new(ip, len).map_or(IpNet::from(ip), |n| n.trunc())
 }
 
 impl Aggregator {
@@ -54,16 +73,71 @@ impl Aggregator {
         Self {
             prefixes,
             sums: BTreeMap::new(),
+            talkers: HashMap::new(),
+            top_n: 0,
         }
+    }
+
+    /// Tracks remote prefixes and keeps the top `n` per minute (`[meter] top_talkers`).
+    pub fn with_top_talkers(mut self, n: usize) -> Self {
+        self.top_n = n;
+        self
+    }
+
+    pub fn set_top_talkers(&mut self, n: usize) {
+        self.top_n = n;
     }
 
     pub fn add(&mut self, r: &FlowRecord) {
         let minute = (r.first_ns / 1_000_000_000) as i64 / 60 * 60;
         let dir = self.prefixes.direction(&r.key);
-        let e = self.sums.entry((minute, r.key.proto, dir)).or_default();
+        let class = PortClass::classify(r.key.proto, r.key.sport, r.key.dport);
+        let e = self
+            .sums
+            .entry((minute, r.key.proto, dir, class))
+            .or_default();
         e.0 += u64::from(!r.continuation);
         e.1 += r.packets;
         e.2 += r.bytes;
+        if self.top_n > 0 {
+            let remote = match dir {
+                Direction::Outbound => Some(r.key.dst),
+                Direction::Inbound => Some(r.key.src),
+                Direction::Unknown => None,
+            };
+            if let Some(ip) = remote {
+                let t = self.talkers.entry((minute, talker_prefix(ip))).or_default();
+                t.0 += r.bytes;
+                t.1 += r.packets;
+            }
+        }
+    }
+
+    /// The top N remote prefixes of each minute summed so far, by bytes (ties: by prefix), then
+    /// starts again empty. The others are dropped: they are the "other" part of the totals.
+    pub fn take_top_talkers(&mut self) -> Vec<TopTalker> {
+        let mut by_minute: BTreeMap<i64, Vec<(IpNet, u64, u64)>> = BTreeMap::new();
+        for ((minute, net), (bytes, packets)) in self.talkers.drain() {
+            by_minute
+                .entry(minute)
+                .or_default()
+                .push((net, bytes, packets));
+        }
+        let mut out = Vec::new();
+        for (minute, mut v) in by_minute {
+            v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
+            out.extend(
+                v.into_iter()
+                    .take(self.top_n)
+                    .map(|(net, bytes, packets)| TopTalker {
+                        minute,
+                        prefix: net.to_string(),
+                        bytes,
+                        packets,
+                    }),
+            );
+        }
+        out
     }
 
     pub fn is_empty(&self) -> bool {
@@ -75,15 +149,18 @@ impl Aggregator {
         std::mem::take(&mut self.sums)
             .into_iter()
             .map(
-                |((minute, protocol, direction), (flows, packets, bytes))| FlowAggregate {
-                    minute,
-                    protocol,
-                    direction,
-                    exporter: None,
-                    flows,
-                    packets,
-                    bytes,
-                    sampling_rate: 1,
+                |((minute, protocol, direction, port_class), (flows, packets, bytes))| {
+                    FlowAggregate {
+                        minute,
+                        protocol,
+                        direction,
+                        exporter: None,
+                        flows,
+                        packets,
+                        bytes,
+                        sampling_rate: 1,
+                        port_class,
+                    }
                 },
             )
             .collect()
@@ -140,5 +217,66 @@ mod tests {
         assert_eq!(find(Direction::Inbound).flows, 1);
         assert_eq!(find(Direction::Unknown).packets, 1);
         assert!(a.is_empty());
+    }
+
+    #[test]
+    fn port_classes_split_aggregates_and_keep_the_sums() {
+        let mut a = Aggregator::new(Prefixes(vec!["10.1.0.0/16".parse().unwrap()]));
+        let mut web = rec("10.1.0.5", "8.8.8.8", 125, 3, false);
+        web.key.dport = 443;
+        let mut dns = rec("10.1.0.5", "8.8.8.8", 125, 2, false);
+        (dns.key.proto, dns.key.sport, dns.key.dport) = (17, 40_000, 53);
+        let mut icmp = rec("10.1.0.5", "8.8.8.8", 125, 1, false);
+        (icmp.key.proto, icmp.key.sport, icmp.key.dport) = (1, 0, 0);
+        for r in [&web, &dns, &icmp] {
+            a.add(r);
+        }
+        let mut got: Vec<_> = a
+            .take()
+            .into_iter()
+            .map(|f| (f.port_class, f.protocol, f.flows, f.packets, f.bytes))
+            .collect();
+        got.sort();
+        assert_eq!(
+            got,
+            vec![
+                (PortClass::Web, 6, 1, 3, 300),
+                (PortClass::Dns, 17, 1, 2, 200),
+                (PortClass::None, 1, 1, 1, 100),
+            ]
+        );
+    }
+
+    #[test]
+    fn top_talkers_per_minute_exact() {
+        let mut a =
+            Aggregator::new(Prefixes(vec!["10.1.0.0/16".parse().unwrap()])).with_top_talkers(2);
+        // Minute 120: 8.8.8.0/24 gets 3+4 packets (out and in), 192.0.2.0/24 5, 198.51.100.0/24 1.
+        a.add(&rec("10.1.0.5", "8.8.8.8", 125, 3, false));
+        a.add(&rec("8.8.8.9", "10.1.0.5", 130, 4, false));
+        a.add(&rec("10.1.0.5", "192.0.2.1", 130, 5, false));
+        a.add(&rec("10.1.0.5", "198.51.100.7", 130, 1, false));
+        // Transit: no remote side.
+        a.add(&rec("10.2.0.1", "10.3.0.1", 130, 50, false));
+        // Minute 180, IPv6: /48.
+        a.add(&rec("2001:db8:1:2::1", "10.1.0.5", 185, 2, false));
+        let got: Vec<_> = a
+            .take_top_talkers()
+            .into_iter()
+            .map(|t| (t.minute, t.prefix, t.bytes, t.packets))
+            .collect();
+        assert_eq!(
+            got,
+            vec![
+                (120, "8.8.8.0/24".to_string(), 700, 7),
+                (120, "192.0.2.0/24".to_string(), 500, 5),
+                (180, "2001:db8:1::/48".to_string(), 200, 2),
+            ]
+        );
+        assert!(a.take_top_talkers().is_empty());
+        // Not tracked unless asked for.
+        let mut b = Aggregator::new(Prefixes(vec!["10.1.0.0/16".parse().unwrap()]));
+        b.add(&rec("10.1.0.5", "8.8.8.8", 125, 3, false));
+        assert!(b.take_top_talkers().is_empty());
     }
 }

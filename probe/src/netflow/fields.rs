@@ -26,6 +26,9 @@ pub struct Counters {
     pub protocol: Option<u8>,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
+    /// Transport ports (IANA 7 and 11), when the record carries them.
+    pub sport: Option<u16>,
+    pub dport: Option<u16>,
     pub start_ms: Option<i64>,
     pub end_ms: Option<i64>,
     /// Announced sampling rate (> 1), when the record carries one.
@@ -58,6 +61,8 @@ struct Raw {
     protocol: Option<u8>,
     src: Option<IpAddr>,
     dst: Option<IpAddr>,
+    sport: Option<u16>,
+    dport: Option<u16>,
 }
 
 impl Raw {
@@ -68,6 +73,8 @@ impl Raw {
             1 => self.octet_delta = n(),
             2 => self.packet_delta = n(),
             4 => self.protocol = n().and_then(|p| u8::try_from(p).ok()),
+            7 => self.sport = n().and_then(|p| u16::try_from(p).ok()),
+            11 => self.dport = n().and_then(|p| u16::try_from(p).ok()),
             8 | 27 => self.src = self.src.or(ip(v)),
             12 | 28 => self.dst = self.dst.or(ip(v)),
             21 => self.end_uptime = n(),
@@ -138,6 +145,8 @@ impl Raw {
             protocol: self.protocol,
             src: self.src,
             dst: self.dst,
+            sport: self.sport,
+            dport: self.dport,
             start_ms: self.start_abs_ms.or_else(|| from_uptime(self.start_uptime)),
             end_ms,
             sampling,
@@ -206,7 +215,9 @@ fn iana_id(f: &IANAIPFixField) -> Option<u16> {
         F::OctetDeltaCount => 1,
         F::PacketDeltaCount => 2,
         F::ProtocolIdentifier => 4,
+        F::SourceTransportPort => 7,
         F::SourceIpv4address => 8,
+        F::DestinationTransportPort => 11,
         F::DestinationIpv4address => 12,
         F::FlowEndSysUpTime => 21,
         F::FlowStartSysUpTime => 22,

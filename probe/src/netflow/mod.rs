@@ -40,7 +40,7 @@ use std::sync::Arc;
 use netflow_parser::scoped_parser::AutoScopedParser;
 use netflow_parser::template_store::TemplateStore;
 use netflow_parser::{NetflowError, NetflowPacket, NetflowParser, PendingFlowsConfig};
-use rie_proto::{Direction, FlowAggregate};
+use rie_proto::{Direction, FlowAggregate, PortClass};
 
 pub use fields::Counters;
 
@@ -136,6 +136,9 @@ pub struct FlowRecord {
     pub protocol: u8,
     pub src: Option<IpAddr>,
     pub dst: Option<IpAddr>,
+    /// Class of the service port, from the record's transport ports (`unknown` when a
+    /// port-carrying protocol's record has no port fields).
+    pub port_class: PortClass,
     /// Start of the flow (else its end, else the export time), Unix milliseconds.
     pub start_ms: i64,
     pub packets: u64,
@@ -287,6 +290,7 @@ impl Decoder {
                         protocol: r.protocol_number,
                         src: Some(IpAddr::V4(r.src_addr)),
                         dst: Some(IpAddr::V4(r.dst_addr)),
+                        port_class: PortClass::classify(r.protocol_number, r.src_port, r.dst_port),
                         start_ms,
                         packets: u64::from(r.d_pkts) * u64::from(rate),
                         bytes: u64::from(r.d_octets) * u64::from(rate),
@@ -395,12 +399,22 @@ fn push(
         return;
     }
     let rate = c.sampling.or(announced).unwrap_or(1).max(1);
+    let protocol = c.protocol.unwrap_or(0);
+    let port_class = match (c.sport, c.dport) {
+        (Some(s), Some(d)) => PortClass::classify(protocol, s, d),
+        // No ports in the record: a portless protocol is still `none`.
+        _ => match PortClass::classify(protocol, 0, 0) {
+            PortClass::None => PortClass::None,
+            _ => PortClass::Unknown,
+        },
+    };
     out.push(FlowRecord {
         exporter,
         version,
-        protocol: c.protocol.unwrap_or(0),
+        protocol,
         src: c.src,
         dst: c.dst,
+        port_class,
         start_ms: c.start_ms.or(c.end_ms).unwrap_or(export_ms),
         packets: c.packets.unwrap_or(0).saturating_mul(u64::from(rate)),
         bytes: c.bytes.unwrap_or(0).saturating_mul(u64::from(rate)),
@@ -415,7 +429,7 @@ pub struct Aggregator {
     sums: BTreeMap<AggKey, (u64, u64, u64)>,
 }
 
-type AggKey = (i64, u8, Direction, IpAddr, u32);
+type AggKey = (i64, u8, Direction, IpAddr, u32, PortClass);
 
 impl Aggregator {
     /// Adds one record; `direction` is decided by the caller (the probe knows its site's
@@ -424,7 +438,14 @@ impl Aggregator {
         let minute = r.start_ms.div_euclid(60_000) * 60;
         let e = self
             .sums
-            .entry((minute, r.protocol, direction, r.exporter, r.sampling_rate))
+            .entry((
+                minute,
+                r.protocol,
+                direction,
+                r.exporter,
+                r.sampling_rate,
+                r.port_class,
+            ))
             .or_default();
         e.0 += 1;
         e.1 = e.1.saturating_add(r.packets);
@@ -435,7 +456,14 @@ impl Aggregator {
     pub fn restore(&mut self, exporter: IpAddr, a: &FlowAggregate) {
         let e = self
             .sums
-            .entry((a.minute, a.protocol, a.direction, exporter, a.sampling_rate))
+            .entry((
+                a.minute,
+                a.protocol,
+                a.direction,
+                exporter,
+                a.sampling_rate,
+                a.port_class,
+            ))
             .or_default();
         e.0 = e.0.saturating_add(a.flows);
         e.1 = e.1.saturating_add(a.packets);
@@ -453,7 +481,7 @@ impl Aggregator {
     /// Everything summed so far, grouped by exporter; the aggregator starts again empty.
     pub fn take(&mut self) -> BTreeMap<IpAddr, Vec<FlowAggregate>> {
         let mut out: BTreeMap<IpAddr, Vec<FlowAggregate>> = BTreeMap::new();
-        for ((minute, protocol, direction, exporter, rate), (flows, packets, bytes)) in
+        for ((minute, protocol, direction, exporter, rate, port_class), (flows, packets, bytes)) in
             std::mem::take(&mut self.sums)
         {
             out.entry(exporter).or_default().push(FlowAggregate {
@@ -465,6 +493,7 @@ impl Aggregator {
                 packets,
                 bytes,
                 sampling_rate: rate,
+                port_class,
             });
         }
         out

@@ -137,6 +137,8 @@ fn v5_counters_times_and_sampling() {
     assert_eq!(f.start_ms, 1_790_000_040_000);
     assert_eq!((f.packets, f.bytes, f.sampling_rate), (30, 4000, 10));
     assert_eq!(f.protocol, 6);
+    // Ports 40000 -> 443 in the v5 record.
+    assert_eq!(f.port_class, rie_proto::PortClass::Web);
 }
 
 #[test]
@@ -177,6 +179,41 @@ fn v9_template_then_data_and_held_data_replayed() {
         out.iter()
             .all(|f| f.start_ms == 1_790_000_090_000 && f.protocol == 17),
         "{out:?}"
+    );
+    // UDP without port fields in the template: the class cannot be known.
+    assert!(out
+        .iter()
+        .all(|f| f.port_class == rie_proto::PortClass::Unknown));
+}
+
+#[test]
+fn ipfix_transport_ports_give_the_port_class() {
+    use rie_proto::PortClass;
+    let mut d = decoder();
+    let mut out = Vec::new();
+    // octetDeltaCount(1) packetDeltaCount(2) protocolIdentifier(4) sourceTransportPort(7)
+    // destinationTransportPort(11)
+    let t = template(2, 402, &[(1, 4), (2, 4), (4, 4), (7, 4), (11, 4)]);
+    let t2 = template(2, 403, &[(1, 4), (2, 4), (4, 4)]);
+    let dg = ipfix(
+        0,
+        1_790_000_100,
+        &[
+            t,
+            t2,
+            data(
+                402,
+                &[vec![100, 1, 17, 53_000, 53], vec![200, 2, 6, 22, 50_000]],
+            ),
+            data(403, &[vec![84, 1, 1]]),
+        ],
+    );
+    let r = d.decode(R1, &dg, &mut out);
+    assert_eq!(r.records, 3, "{r:?}");
+    let classes: Vec<_> = out.iter().map(|f| f.port_class).collect();
+    assert_eq!(
+        classes,
+        vec![PortClass::Dns, PortClass::Remote, PortClass::None]
     );
 }
 
@@ -352,6 +389,7 @@ fn aggregator_sums_per_minute_protocol_and_exporter() {
         protocol,
         src: None,
         dst: None,
+        port_class: rie_proto::PortClass::Web,
         start_ms,
         packets: 1,
         bytes,

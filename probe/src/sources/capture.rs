@@ -148,8 +148,21 @@ impl LiveMeter {
         agg.take()
     }
 
-    /// Stops capturing and reports every flow still open.
-    pub fn stop_and_flush(mut self) -> Vec<FlowAggregate> {
+    /// Keeps the top `n` remote prefixes per minute (`[meter] top_talkers`).
+    pub fn set_top_talkers(&self, n: usize) {
+        let mut g = self.meter.lock().unwrap_or_else(|p| p.into_inner());
+        g.agg.set_top_talkers(n);
+    }
+
+    /// Top remote prefixes of the flows taken so far (call right after [`Self::take`]).
+    pub fn take_top_talkers(&self) -> Vec<rie_proto::TopTalker> {
+        let mut g = self.meter.lock().unwrap_or_else(|p| p.into_inner());
+        g.agg.take_top_talkers()
+    }
+
+    /// Stops capturing and reports every flow still open, with the top talkers of what is
+    /// reported.
+    pub fn stop_and_flush(mut self) -> (Vec<FlowAggregate>, Vec<rie_proto::TopTalker>) {
         self.stop.store(true, Ordering::Relaxed);
         for t in self.threads.drain(..) {
             let _ = t.join();
@@ -158,6 +171,6 @@ impl LiveMeter {
         let Meter { table, agg } = &mut *g;
         table.flush();
         table.drain().for_each(|r| agg.add(&r));
-        agg.take()
+        (agg.take(), agg.take_top_talkers())
     }
 }

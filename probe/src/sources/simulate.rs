@@ -96,6 +96,7 @@ impl Simulator {
                     packets: (bytes / avg_packet).max(1),
                     bytes,
                     sampling_rate: 1,
+                    port_class: rie_proto::PortClass::Unknown,
                 });
             }
         }
