@@ -178,23 +178,6 @@ struct FanOut {
     http: reqwest::Client,
 }
 
-/// One member's answer, as `/api/v1/flows/totals` writes it.
-#[derive(Deserialize)]
-struct MemberTotals {
-    flows: u64,
-    packets: u64,
-    bytes: u64,
-    #[serde(default)]
-    by_protocol: std::collections::BTreeMap<String, MemberCounts>,
-}
-
-#[derive(Deserialize)]
-struct MemberCounts {
-    flows: u64,
-    packets: u64,
-    bytes: u64,
-}
-
 async fn cluster_totals(
     axum::extract::State(st): axum::extract::State<Arc<FanOut>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
@@ -233,7 +216,7 @@ async fn cluster_totals(
             if !status.is_success() {
                 return Err((StatusCode::BAD_GATEWAY, format!("{url}: {status}: {body}")));
             }
-            serde_json::from_str::<MemberTotals>(&body).map_err(|e| {
+            serde_json::from_str::<crate::store::FlowTotals>(&body).map_err(|e| {
                 (
                     StatusCode::BAD_GATEWAY,
                     format!("{url}: unexpected answer: {e}"),
@@ -244,17 +227,7 @@ async fn cluster_totals(
     let mut sum = crate::store::FlowTotals::default();
     for r in futures_util::future::join_all(asks).await {
         match r {
-            Ok(t) => {
-                sum.flows += t.flows;
-                sum.packets += t.packets;
-                sum.bytes += t.bytes;
-                for (p, c) in t.by_protocol {
-                    let e = sum.by_protocol.entry(p).or_default();
-                    e.flows += c.flows;
-                    e.packets += c.packets;
-                    e.bytes += c.bytes;
-                }
-            }
+            Ok(t) => sum.add(t),
             Err((code, e)) => {
                 tracing::warn!(error = %e, "national totals: a member did not answer");
                 return fail(code, e);

@@ -545,23 +545,45 @@ enum Outcome {
 }
 
 /// Counters for one protocol (or all of them).
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct Counts {
     pub flows: u64,
     pub packets: u64,
     pub bytes: u64,
 }
 
-/// Answer of `GET /api/v1/flows/totals`.
-#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+/// Answer of `GET /api/v1/flows/totals` (read back by the cluster's national fan-out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FlowTotals {
     pub flows: u64,
     pub packets: u64,
     pub bytes: u64,
+    #[serde(default)]
     pub by_protocol: BTreeMap<String, Counts>,
     /// The same totals split by service-port class (`unknown` for data from probes and
     /// databases that predate classes); sums exactly to the totals.
+    #[serde(default)]
     pub by_port_class: BTreeMap<String, Counts>,
+}
+
+impl FlowTotals {
+    /// Adds another part's totals (another collector's slice of the sites).
+    pub fn add(&mut self, other: FlowTotals) {
+        self.flows += other.flows;
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        for (mine, theirs) in [
+            (&mut self.by_protocol, other.by_protocol),
+            (&mut self.by_port_class, other.by_port_class),
+        ] {
+            for (k, c) in theirs {
+                let e = mine.entry(k).or_default();
+                e.flows += c.flows;
+                e.packets += c.packets;
+                e.bytes += c.bytes;
+            }
+        }
+    }
 }
 
 /// One prefix of `GET /api/v1/sites/{id}/top_talkers`.
