@@ -460,6 +460,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("key `probes.public_address`"), "{e}");
+        std::fs::write(&p, "[store.retention]\nminute_days = 35\nhour_days = 30\n").unwrap();
+        let e = CollectorConfig::load(&p)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `store.retention.hour_days`"), "{e}");
     }
 
     #[test]
