@@ -321,8 +321,16 @@ impl Compactor {
         Ok(total)
     }
 
-    /// Runs a pass every `interval` until `stop` is cancelled.
+    /// Runs a first pass 5 s after start (the start, with its reconnecting probes, is not
+    /// slowed), then one every `interval`, until `stop` is cancelled.
     pub fn run(mut self, stop: CancellationToken) {
+        let wait = |d: Duration| {
+            let until = Instant::now() + d;
+            while !stop.is_cancelled() && Instant::now() < until {
+                std::thread::sleep(Duration::from_millis(100));
+            }
+        };
+        wait(Duration::from_secs(5));
         while !stop.is_cancelled() {
             let started = Instant::now();
             let now = crate::ingest::probe_stream::now_ms() / 1000;
@@ -339,10 +347,7 @@ impl Compactor {
                     tracing::warn!(error = %e, "store compaction pass failed, retrying next interval")
                 }
             }
-            let until = Instant::now() + self.cfg.interval;
-            while !stop.is_cancelled() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(200));
-            }
+            wait(self.cfg.interval);
         }
     }
 }
