@@ -114,6 +114,9 @@ pub struct StoreConfig {
     /// Most batches committed in one transaction (one fsync).
     #[serde(default = "default_commit_max")]
     pub commit_max_batches: usize,
+    /// `[store.retention]`: how long minute, hour and day rollups are kept.
+    #[serde(default)]
+    pub retention: crate::retention::RetentionConfig,
 }
 
 /// When a site counts as degraded or silent.
@@ -269,6 +272,7 @@ impl Default for StoreConfig {
         Self {
             queue: default_queue(),
             commit_max_batches: default_commit_max(),
+            retention: crate::retention::RetentionConfig::default(),
         }
     }
 }
@@ -381,6 +385,9 @@ impl CollectorConfig {
                 "queue and commit_max_batches must be at least 1".into(),
             ));
         }
+        if let Err((key, msg)) = self.store.retention.validate() {
+            return Err(invalid(key, msg));
+        }
         if !(0.0..=1.0).contains(&self.sites.degraded_loss_ratio)
             || self.sites.degraded_loss_ratio == 0.0
         {
@@ -460,6 +467,13 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("key `probes.public_address`"), "{e}");
+        std::fs::write(&p, "[store.retention]\nminute_days = 35\nhour_days = 30\n").unwrap();
+        let e = CollectorConfig::load(&p)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("key `store.retention.hour_days`"), "{e}");
     }
 
     #[test]

@@ -17,6 +17,7 @@ pub mod loadgen;
 pub mod metrics;
 pub mod pki;
 pub mod reports;
+pub mod retention;
 pub mod server;
 pub mod sinks;
 pub mod site_gauges;

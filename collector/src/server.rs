@@ -186,6 +186,18 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
             source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
         })?;
 
+    let compactor =
+        crate::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
+            .map_err(StoreError::Sql)?;
+    let compactor_stop = shutdown.clone();
+    std::thread::Builder::new()
+        .name("store-compaction".into())
+        .spawn(move || compactor.run(compactor_stop))
+        .map_err(|e| StoreError::Open {
+            path: db.display().to_string(),
+            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
+        })?;
+
     let netflow = match cfg.netflow.listen {
         Some(listen) => Some(crate::ingest::netflow_udp::start(
             &cfg.netflow,

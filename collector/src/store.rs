@@ -182,6 +182,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(wrap)?;
     conn.execute_batch(SCHEMA).map_err(wrap)?;
     migrate_port_classes(&conn).map_err(wrap)?;
+    conn.execute_batch(crate::retention::SCHEMA).map_err(wrap)?;
     Ok(conn)
 }
 
@@ -625,7 +626,8 @@ impl Reader {
         self.conn.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// Traffic whose minute bucket starts in `[from, to)` (Unix seconds).
+    /// Traffic whose bucket (minute, or hour/day once compacted, see `retention`) starts in
+    /// `[from, to)` (Unix seconds).
     ///
     /// # Errors
     /// Database errors.
@@ -638,8 +640,8 @@ impl Reader {
     ) -> Result<FlowTotals, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT protocol, SUM(flows), SUM(packets), SUM(bytes) FROM flow_minute
-             WHERE minute >= ?1 AND minute < ?2
+            "SELECT protocol, SUM(flows), SUM(packets), SUM(bytes) FROM flow_rollup
+             WHERE start >= ?1 AND start < ?2
                AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
              GROUP BY protocol ORDER BY protocol",
         )?;

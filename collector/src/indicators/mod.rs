@@ -161,7 +161,8 @@ pub fn load_inputs(
     for eps in &mut inp.episodes {
         eps.sort_by_key(|e| (e.start_ms, e.end_ms));
     }
-    // flow_minute and link_minute hold the minute start in Unix seconds. Both scans are one
+    // The rollup views (minute, hour and day tiers, see `retention`) hold the bucket start in
+    // Unix seconds; periods are UTC months, so every bucket lies wholly inside or outside. Both scans are one
     // sequential range of the primary key (minute first), summed here by site without a
     // temporary b-tree; the link check scan stops as soon as every site has been seen.
     let (s, e) = (period.start_ms / 1000, period.end_ms / 1000);
@@ -172,7 +173,7 @@ pub fn load_inputs(
         .map(|(i, site)| (site.id.as_str(), i))
         .collect();
     let mut st =
-        conn.prepare("SELECT site_id, bytes FROM flow_minute WHERE minute >= ?1 AND minute < ?2")?;
+        conn.prepare("SELECT site_id, bytes FROM flow_rollup WHERE start >= ?1 AND start < ?2")?;
     let mut rows = st.query(params![s, e])?;
     while let Some(r) = rows.next()? {
         let site = r.get_ref(0)?.as_str().unwrap_or("");
@@ -186,7 +187,7 @@ pub fn load_inputs(
     let mut left = inp.measured.iter().filter(|m| !**m).count();
     if left > 0 {
         let mut st =
-            conn.prepare("SELECT site_id FROM link_minute WHERE minute >= ?1 AND minute < ?2")?;
+            conn.prepare("SELECT site_id FROM link_rollup WHERE start >= ?1 AND start < ?2")?;
         let mut rows = st.query(params![s, e])?;
         while let Some(r) = rows.next()? {
             let site = r.get_ref(0)?.as_str().unwrap_or("");
