@@ -368,9 +368,12 @@ fn v1_influxdb_exact_values_through_an_outage() {
     for seq in 3..=10 {
         assert_eq!(send_ok(&s1, 1, &[later_batch(seq)]), [(seq, false)]);
     }
-    c.wait_until("a failed write", Duration::from_secs(30), |c| {
+    // How many points are held at this moment depends on how far the sink got before the
+    // stop (the suite runs on a loaded machine); what matters is checked after the restart:
+    // every row, exactly once, nothing dropped.
+    c.wait_until("a failed write", Duration::from_secs(60), |c| {
         c.metric("rie_collector_influx_write_errors_total") >= 1.0
-            && c.metric("rie_collector_influx_points_buffered") >= 16.0
+            && c.metric("rie_collector_influx_points_buffered") >= 1.0
     });
     db.resume();
     wait_rows(
