@@ -8,7 +8,7 @@
 
 use std::time::Duration;
 
-use rie_e2e::{now_ms, rfc3339, s1_links, send_ok, Collector};
+use rie_e2e::{now_ms, rfc3339, s1_incident, send_ok, Collector};
 use serde_json::{json, Value};
 
 fn episodes(c: &Collector, from_ms: i64, to_ms: i64) -> Vec<Value> {
@@ -46,33 +46,8 @@ fn episodes_follow_states_and_survive_a_collector_kill() {
     // does after the site comes back.
     let t0 = now_ms() / 1000 * 1000 - 600_000;
     let s = 1000;
-    let batches = [
-        s1_links(1, t0, (true, true, t0), (true, false, t0)),
-        s1_links(
-            2,
-            t0 + 61 * s,
-            (false, false, t0 + 60 * s),
-            (true, true, t0 + 60 * s + 400),
-        ),
-        s1_links(
-            3,
-            t0 + 181 * s,
-            (false, false, t0 + 60 * s),
-            (false, false, t0 + 180 * s),
-        ),
-        s1_links(
-            4,
-            t0 + 301 * s,
-            (true, true, t0 + 300 * s),
-            (true, false, t0 + 300 * s),
-        ),
-        s1_links(
-            5,
-            t0 + 401 * s,
-            (false, false, t0 + 400 * s),
-            (true, true, t0 + 400 * s),
-        ),
-    ];
+    let [b1, b2, b3, b4, b5, back] = s1_incident(t0);
+    let batches = [b1, b2, b3, b4, b5];
     let acks = send_ok(&cfg, 7, &batches);
     assert_eq!(acks.len(), 5);
 
@@ -153,12 +128,6 @@ fn episodes_follow_states_and_survive_a_collector_kill() {
     );
 
     // The primary comes back: the open failover closes at the probe's event time.
-    let back = s1_links(
-        6,
-        t0 + 501 * s,
-        (true, true, t0 + 500 * s),
-        (true, false, t0 + 500 * s),
-    );
     send_ok(&cfg, 7, &[back]);
     let eps = episodes(&c, t0 - 3_600_000, now_ms() + 1000);
     let got = summary(&eps);

@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use rie_e2e::{bin, now_ms, run_ok, s1_links, send_ok, Collector};
+use rie_e2e::{bin, now_ms, run_ok, s1_incident, send_ok, Collector};
 use serde_json::Value;
 
 #[test]
@@ -14,43 +14,10 @@ fn report_counts_the_episodes_the_collector_recorded() {
     let c = Collector::start();
     let cfg = c.probe_config("S1");
     let t0 = now_ms() / 1000 * 1000 - 600_000;
-    let s = 1000;
     // Primary fails at +60 s (backup takes over: failover), backup fails at +180 s (outage, the
     // backup failing while it carried), both back at +300 s, primary fails again at +400 s
     // (failover), back at +500 s.
-    let batches = [
-        s1_links(1, t0, (true, true, t0), (true, false, t0)),
-        s1_links(
-            2,
-            t0 + 61 * s,
-            (false, false, t0 + 60 * s),
-            (true, true, t0 + 60 * s),
-        ),
-        s1_links(
-            3,
-            t0 + 181 * s,
-            (false, false, t0 + 60 * s),
-            (false, false, t0 + 180 * s),
-        ),
-        s1_links(
-            4,
-            t0 + 301 * s,
-            (true, true, t0 + 300 * s),
-            (true, false, t0 + 300 * s),
-        ),
-        s1_links(
-            5,
-            t0 + 401 * s,
-            (false, false, t0 + 400 * s),
-            (true, true, t0 + 400 * s),
-        ),
-        s1_links(
-            6,
-            t0 + 501 * s,
-            (true, true, t0 + 500 * s),
-            (true, false, t0 + 500 * s),
-        ),
-    ];
+    let batches = s1_incident(t0);
     assert_eq!(send_ok(&cfg, 7, &batches).len(), 6);
 
     // The calendar year of the incident (10 minutes can only cross a year boundary at New Year).

@@ -608,6 +608,26 @@ pub struct LinkMinute {
     pub rtt_max_us: Option<i64>,
 }
 
+/// Runs a `SELECT key, SUM(flows), SUM(packets), SUM(bytes) ... GROUP BY key` into counters.
+fn sum_by_key(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<BTreeMap<String, Counts>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Counts {
+                flows: r.get::<_, i64>(1)? as u64,
+                packets: r.get::<_, i64>(2)? as u64,
+                bytes: r.get::<_, i64>(3)? as u64,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
 /// Read side for the API, on its own connection.
 pub struct Reader {
     conn: Mutex<Connection>,
@@ -639,58 +659,31 @@ impl Reader {
         exporter: Option<&str>,
     ) -> Result<FlowTotals, StoreError> {
         let conn = self.conn();
-        let mut stmt = conn.prepare_cached(
-            "SELECT protocol, SUM(flows), SUM(packets), SUM(bytes) FROM flow_rollup
+        let by_protocol = sum_by_key(
+            &conn,
+            "SELECT CAST(protocol AS TEXT), SUM(flows), SUM(packets), SUM(bytes) FROM flow_rollup
              WHERE start >= ?1 AND start < ?2
                AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
              GROUP BY protocol ORDER BY protocol",
+            params![from, to, site, exporter],
         )?;
-        let rows = stmt.query_map(params![from, to, site, exporter], |r| {
-            Ok((
-                r.get::<_, i64>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        let mut out = FlowTotals::default();
-        for row in rows {
-            let (proto, flows, packets, bytes) = row?;
-            let c = Counts {
-                flows: flows as u64,
-                packets: packets as u64,
-                bytes: bytes as u64,
-            };
-            out.flows += c.flows;
-            out.packets += c.packets;
-            out.bytes += c.bytes;
-            out.by_protocol.insert(proto.to_string(), c);
-        }
-        drop(stmt);
-        let mut stmt = conn.prepare_cached(
+        let by_port_class = sum_by_key(
+            &conn,
             "SELECT port_class, SUM(flows), SUM(packets), SUM(bytes) FROM flow_class_minute
              WHERE minute >= ?1 AND minute < ?2
                AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
              GROUP BY port_class ORDER BY port_class",
+            params![from, to, site, exporter],
         )?;
-        let rows = stmt.query_map(params![from, to, site, exporter], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, i64>(3)?,
-            ))
-        })?;
-        for row in rows {
-            let (class, flows, packets, bytes) = row?;
-            out.by_port_class.insert(
-                class,
-                Counts {
-                    flows: flows as u64,
-                    packets: packets as u64,
-                    bytes: bytes as u64,
-                },
-            );
+        let mut out = FlowTotals {
+            by_protocol,
+            by_port_class,
+            ..FlowTotals::default()
+        };
+        for c in out.by_protocol.values() {
+            out.flows += c.flows;
+            out.packets += c.packets;
+            out.bytes += c.bytes;
         }
         Ok(out)
     }

@@ -438,6 +438,47 @@ pub fn s1_links(seq: u64, created_ms: i64, p: (bool, bool, i64), b: (bool, bool,
     })
 }
 
+/// A past incident on S1, replayed as the probe's spool would after the site comes back
+/// (`t0` in Unix ms, whole seconds): primary fails at +60 s (the backup takes over 400 ms later:
+/// failover), the backup fails at +180 s (outage), both back at +300 s, the primary fails again
+/// at +400 s (failover), back at +500 s. Each batch is closed one second after its event.
+pub fn s1_incident(t0: i64) -> [Value; 6] {
+    let s = 1000;
+    [
+        s1_links(1, t0, (true, true, t0), (true, false, t0)),
+        s1_links(
+            2,
+            t0 + 61 * s,
+            (false, false, t0 + 60 * s),
+            (true, true, t0 + 60 * s + 400),
+        ),
+        s1_links(
+            3,
+            t0 + 181 * s,
+            (false, false, t0 + 60 * s),
+            (false, false, t0 + 180 * s),
+        ),
+        s1_links(
+            4,
+            t0 + 301 * s,
+            (true, true, t0 + 300 * s),
+            (true, false, t0 + 300 * s),
+        ),
+        s1_links(
+            5,
+            t0 + 401 * s,
+            (false, false, t0 + 400 * s),
+            (true, true, t0 + 400 * s),
+        ),
+        s1_links(
+            6,
+            t0 + 501 * s,
+            (true, true, t0 + 500 * s),
+            (true, false, t0 + 500 * s),
+        ),
+    ]
+}
+
 /// Runs `rie-probe send-batch` with `batches` on `stream`; returns the raw output.
 pub fn send_batches(config: &Path, stream: u64, batches: &[Value]) -> Output {
     let file = config.with_extension(format!("batches-{}.json", unique()));
