@@ -197,6 +197,9 @@ name = "core-dns"
     // checks can tell, and the backup's checks, bound to the backup, still pass. The partly
     // lost check intervals in which the drop starts and stops are one batch each: not enough
     // for `degraded` (sites.degraded_after = 2), so the history shows the failover alone.
+    // Let a full check interval pass first: the interval in which the primary came back was
+    // partly lost, and two partly lost intervals in a row are a degradation.
+    std::thread::sleep(Duration::from_secs(3));
     let cut = now_ms();
     net.core_loss(true, 100);
     wait_state(&c, &p, "on_backup", Duration::from_secs(8));

@@ -400,8 +400,12 @@ fn evaluate_links(
                 cur.rtt_avg_ms = (n > 0).then(|| sum / n as f64 / 1000.0);
                 let rtt_limit_us = t.degraded_rtt.as_micros() as f64;
                 for s in &samples {
-                    let bad = s.loss_ratio() >= t.degraded_loss_ratio
-                        || s.rtt_avg_us.is_some_and(|r| f64::from(r) >= rtt_limit_us);
+                    // A target that answered nothing says the link is down, not degraded:
+                    // reachability decides that, and counting it here would make a
+                    // `degraded` blip ahead of every failover the checks find.
+                    let bad = s.received > 0
+                        && (s.loss_ratio() >= t.degraded_loss_ratio
+                            || s.rtt_avg_us.is_some_and(|r| f64::from(r) >= rtt_limit_us));
                     let key = format!("{}:{}", s.check.as_str(), s.target);
                     let i = match cur.target_streaks.iter().position(|(k, _)| *k == key) {
                         Some(i) => i,
