@@ -104,7 +104,7 @@ interface = "{}"
 
 [checks]
 interval = "2s"
-attempts = 4
+attempts = 8
 timeout = "400ms"
 
 [[checks.targets]]
