@@ -676,6 +676,12 @@ impl Probe {
     pub fn terminate(&mut self) -> Option<i32> {
         terminate(&mut self.child)
     }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to the running probe.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("probe running").id();
+        run_ok(Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]));
+    }
 }
 
 impl Drop for Probe {
@@ -691,6 +697,7 @@ pub struct NetnsPair {
     pub a: String,
     pub b: String,
     pub veth_a: String,
+    pub veth_b: String,
 }
 
 impl NetnsPair {
@@ -704,6 +711,7 @@ impl NetnsPair {
             a: a.clone(),
             b: b.clone(),
             veth_a: veth_a.clone(),
+            veth_b: veth_b.clone(),
         };
         let ip = site_net::ip;
         ip(&["netns", "add", &a]);
