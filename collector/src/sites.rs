@@ -367,7 +367,8 @@ fn evaluate_links(
                     bad_streak: 0,
                     target_streaks: Vec::new(),
                 });
-            if let Some(st) = batch.links.iter().find(|s| s.link == l.id) {
+            let reported = batch.links.iter().find(|s| s.link == l.id);
+            if let Some(st) = reported {
                 // Loss and latency measured while the link was down say nothing of it now.
                 if st.up && !cur.up {
                     cur.loss_ratio = None;
@@ -423,8 +424,11 @@ fn evaluate_links(
                     .map(|(_, n)| *n)
                     .max()
                     .unwrap_or(0);
-                // A link that answered nothing does not reach the core, whatever its interface says.
-                if sent > 0 && recv == 0 {
+                // The probe's own link status already weighs its checks (over several polls, with
+                // the interface and the route); only a batch without it (an older probe, samples
+                // alone) lets the collector infer: a link that answered nothing does not reach
+                // the core, whatever its interface says.
+                if reported.is_none() && sent > 0 && recv == 0 {
                     cur.up = false;
                 }
             }
@@ -639,13 +643,20 @@ pub(crate) mod tests {
             state_after(&batch(&[("P", true, true)], Some(("P", 100, 99, 20_000)))),
             SiteState::Up
         );
-        // The primary's interface is up but nothing answers across it: the backup carries.
+        // Samples alone (no link status from the probe): nothing answers across the primary,
+        // so it does not reach the core and the backup carries.
+        assert_eq!(
+            state_after(&batch(&[("B", true, false)], Some(("P", 10, 0, 0)))),
+            SiteState::OnBackup
+        );
+        // With the probe's link status, the probe decides: one unanswered interval is not a
+        // failure it has confirmed.
         assert_eq!(
             state_after(&batch(
                 &[("P", true, true), ("B", true, false)],
                 Some(("P", 10, 0, 0))
             )),
-            SiteState::OnBackup
+            SiteState::Up
         );
     }
 
