@@ -161,7 +161,7 @@ impl SilenceWatcher {
                     let start = v.state_since_ms.unwrap_or(now_ms);
                     tx.prepare_cached(
                         "INSERT INTO episodes(site_id, kind, link_id, start_ms, end_ms, cause)
-                         VALUES (?1, 'silent', NULL, ?2, NULL, 'probe not reporting')",
+                         VALUES (?1, 'silent', NULL, ?2, NULL, 'la sonde ne transmet plus')",
                     )?
                     .execute(params![self.sites.inventory.sites[idx].id.as_str(), start])?;
                     opened.push((idx, (tx.last_insert_rowid(), start)));

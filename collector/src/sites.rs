@@ -437,7 +437,12 @@ fn evaluate_links(
         .collect()
 }
 
-/// A site state with what explains it.
+/// One decimal with a decimal comma, as the NOC reads it ("12,5").
+fn decimal_fr(v: f64) -> String {
+    format!("{v:.1}").replace('.', ",")
+}
+
+/// A site state with what explains it (in French: the NOC's status page and reports show it).
 struct Verdict {
     state: SiteState,
     link: Option<LinkId>,
@@ -468,7 +473,10 @@ fn site_state(
         return verdict(
             SiteState::Down,
             None,
-            format!("no link reaches the core ({} down)", ids.join(", ")),
+            format!(
+                "aucun lien n'atteint le cœur de réseau ({} en panne)",
+                ids.join(", ")
+            ),
         );
     }
     let role = |id: &LinkId| inv.links_of(site).find(|l| &l.id == id).map(|l| l.role);
@@ -482,15 +490,15 @@ fn site_state(
     if let (Some(p), Some(c)) = (primary, carrying) {
         if !(p.up && p.active) && role(&c.link) == Some(LinkRole::Backup) {
             let why = if p.up {
-                "no longer carries the traffic"
+                "ne porte plus le trafic"
             } else {
-                "down"
+                "en panne"
             };
             return verdict(
                 SiteState::OnBackup,
                 Some(p),
                 format!(
-                    "primary {} {why}; backup {} carries the traffic",
+                    "lien principal {} {why} ; le secours {} porte le trafic",
                     p.link, c.link
                 ),
             );
@@ -508,10 +516,10 @@ fn site_state(
             SiteState::Degraded,
             Some(c),
             format!(
-                "loss {:.1} % on {} (threshold {:.1} %)",
-                loss * 100.0,
+                "pertes {} % sur {} (seuil {} %)",
+                decimal_fr(loss * 100.0),
                 c.link,
-                t.degraded_loss_ratio * 100.0
+                decimal_fr(t.degraded_loss_ratio * 100.0)
             ),
         );
     }
@@ -520,7 +528,7 @@ fn site_state(
             SiteState::Degraded,
             Some(c),
             format!(
-                "rtt {rtt:.0} ms on {} (threshold {rtt_limit_ms:.0} ms)",
+                "latence {rtt:.0} ms sur {} (seuil {rtt_limit_ms:.0} ms)",
                 c.link
             ),
         );
@@ -761,7 +769,10 @@ pub(crate) mod tests {
         let t = t.unwrap();
         assert_eq!((t.to, t.at_ms), (SiteState::OnBackup, 200_000));
         assert_eq!(t.link.unwrap().as_str(), "P");
-        assert_eq!(t.cause, "primary P down; backup B carries the traffic");
+        assert_eq!(
+            t.cause,
+            "lien principal P en panne ; le secours B porte le trafic"
+        );
         assert_eq!(n.state_since_ms, Some(200_000));
         r.apply(0, n);
         // Same state again: no transition.
@@ -778,7 +789,10 @@ pub(crate) mod tests {
         let (_, t) = r.advance(0, r.current(0), &down, 510_000);
         let t = t.unwrap();
         assert_eq!((t.to, t.at_ms, t.link), (SiteState::Down, 294_000, None));
-        assert_eq!(t.cause, "no link reaches the core (P, B down)");
+        assert_eq!(
+            t.cause,
+            "aucun lien n'atteint le cœur de réseau (P, B en panne)"
+        );
     }
 
     #[test]
