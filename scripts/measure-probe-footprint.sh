@@ -59,4 +59,7 @@ wait "$gen"
 cat "$work/gen.out"
 echo "rie-probe : $(echo "100*($p2-$p1)/($t2-$t1)" | bc -l | cut -c1-5) % of one core, peak RSS $((prss / 1024)) MiB"
 echo "softflowd : $(echo "100*($s2-$s1)/($t2-$t1)" | bc -l | cut -c1-5) % of one core, peak RSS $((srss / 1024)) MiB"
+sleep 2
+m() { awk -v n="$1" '$1 ~ "^"n"[{]" {print $2}' "$work/probe/metrics.prom"; }
+echo "rie-probe : $(m rie_probe_capture_packets_total) IP packets captured, $(m rie_probe_capture_kernel_drops_total) dropped by the kernel"
 grep -i "error\|warn" "$work/probe.log" | head -3 || true
