@@ -568,29 +568,22 @@ mod tests {
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.toml");
-        std::fs::write(
-            &p,
-            "site_id = \"S1\"\n[collector]\naddress = \"nope\"\ntoken = \"t\"\nca_cert = \"x\"\n",
-        )
-        .unwrap();
-        let e = ProbeConfig::load(&p)
-            .unwrap()
-            .resolve()
-            .err()
-            .unwrap()
-            .to_string();
+        let resolve_error = |address: &str, extra: &str| {
+            std::fs::write(
+                &p,
+                format!("site_id = \"S1\"\n[collector]\naddress = \"{address}\"\ntoken = \"t\"\nca_cert = \"x\"\n{extra}"),
+            )
+            .unwrap();
+            ProbeConfig::load(&p)
+                .unwrap()
+                .resolve()
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = resolve_error("nope", "");
         assert!(e.contains("p.toml: key `collector.address`"), "{e}");
-        std::fs::write(
-            &p,
-            "site_id = \"S1\"\n[collector]\naddress = \"c:7443\"\ntoken = \"t\"\nca_cert = \"x\"\n[capture]\nsocket_buffer_kib = 8\n",
-        )
-        .unwrap();
-        let e = ProbeConfig::load(&p)
-            .unwrap()
-            .resolve()
-            .err()
-            .unwrap()
-            .to_string();
+        let e = resolve_error("c:7443", "[capture]\nsocket_buffer_kib = 8\n");
         assert!(e.contains("key `capture.socket_buffer_kib`"), "{e}");
         std::fs::write(&p, "site_id = \"S 1\"\n").unwrap();
         let e = ProbeConfig::load(&p).unwrap_err().to_string();
