@@ -209,7 +209,9 @@ pub fn routes(api_members: Vec<String>) -> axum::Router {
     use axum::routing::get;
     let state = Arc::new(FanOut {
         members: api_members,
+        // HTTP/1.1 only: keeps h2 0.3 (RUSTSEC-2026-0258) unused (docs/dependencies.md).
         http: reqwest::Client::builder()
+            .http1_only()
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default(),

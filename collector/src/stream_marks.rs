@@ -113,7 +113,9 @@ impl MarkLookup {
             marks_to_confirm = unconfirmed.len(),
             "cluster stream marks: peers are asked for streams without a current mark"
         );
+        // HTTP/1.1 only: keeps h2 0.3 (RUSTSEC-2026-0258) unused (docs/dependencies.md).
         let http = reqwest::Client::builder()
+            .http1_only()
             .timeout(cfg.mark_lookup_timeout)
             .connect_timeout(cfg.mark_lookup_timeout)
             .build()?;

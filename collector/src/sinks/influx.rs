@@ -1367,7 +1367,10 @@ impl influxdb2::models::WriteDataPoint for Body {
 
 impl HttpWriter {
     fn new(cfg: &InfluxConfig, url: &str) -> Result<Self, SinkError> {
+        // HTTP/1.1 only: InfluxDB's write API needs nothing more, and it keeps reqwest 0.11's
+        // h2 0.3 (RUSTSEC-2026-0258, no 0.3 fix) out of every connection (docs/dependencies.md).
         let mut http = reqwest::ClientBuilder::new()
+            .http1_only()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout);
         if let Some(path) = &cfg.ca_cert {
