@@ -12,6 +12,7 @@ use std::net::{SocketAddr, TcpListener};
 use std::time::{Duration, Instant};
 
 use rie_collector::cluster;
+use rie_e2e::influx::Influxd;
 use rie_e2e::*;
 use serde_json::Value;
 
@@ -53,7 +54,9 @@ fn free_ports<const N: usize>() -> [SocketAddr; N] {
     std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
 
-fn move_site(extra_b: &str) -> Moved {
+/// `cluster_b`: extra `[cluster]` keys for b; `tail`: what follows the `[cluster]` section of a
+/// member's config, given its name ("a" or "b").
+fn move_site(first: &[Value], cluster_b: &str, tail: &dyn Fn(&str) -> String) -> Moved {
     // b's address is picked so that the two-member list gives SITE to b.
     let [pa, pb, aa, ab] = loop {
         let p: [SocketAddr; 4] = free_ports();
@@ -62,7 +65,10 @@ fn move_site(extra_b: &str) -> Moved {
             break p;
         }
     };
-    let one = format!("[cluster]\nmembers = [\"{pa}\"]\nself = \"{pa}\"\n");
+    let one = format!(
+        "[cluster]\nmembers = [\"{pa}\"]\nself = \"{pa}\"\n{}",
+        tail("a")
+    );
     let two = |me: SocketAddr, extra: &str| {
         format!(
             "[cluster]\nmembers = [\"{pa}\", \"{pb}\"]\nself = \"{me}\"\n\
@@ -71,14 +77,18 @@ fn move_site(extra_b: &str) -> Moved {
     };
     let mut a = Collector::start_member(&one, pa, aa, None);
     let cfg_a = a.probe_config(SITE);
-    let acks = send_ok(&cfg_a, STREAM, &batches(1..=5));
+    let acks = send_ok(&cfg_a, STREAM, first);
     assert_eq!(acks, (1..=5).map(|k| (k, false)).collect::<Vec<_>>());
-    assert_eq!(a.totals(Some(SITE)), expected_totals(&batches(1..=5)));
+    assert_eq!(a.totals(Some(SITE)), expected_totals(first));
 
     // b joins: a is restarted with the two-member list (it keeps its marks on disk).
-    std::fs::write(a.dir.path().join("collector.toml"), two(pa, "")).unwrap();
+    std::fs::write(
+        a.dir.path().join("collector.toml"),
+        two(pa, "") + &tail("a"),
+    )
+    .unwrap();
     a.restart_gracefully();
-    let b = Collector::start_member(&two(pb, extra_b), pb, ab, Some(&a));
+    let b = Collector::start_member(&(two(pb, cluster_b) + &tail("b")), pb, ab, Some(&a));
     let cfg_b = b.probe_config_sharing(SITE, &cfg_a);
     // a no longer takes the site: the probe would be redirected to b.
     let out = send_batches(&cfg_a, STREAM, &batches(6..=6));
@@ -98,7 +108,7 @@ fn lookups(c: &Collector, result: &str) -> f64 {
 #[test]
 fn replayed_batches_of_a_moved_site_are_acknowledged_not_stored_again() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Moved { a, mut b, cfg_b } = move_site("");
+    let Moved { a, mut b, cfg_b } = move_site(&batches(1..=5), "", &|_| String::new());
 
     // The old owner's mark, as the new owner reads it.
     let mark = a.get(&format!("/api/v1/cluster/streams/{SITE}/{STREAM}"));
@@ -147,6 +157,21 @@ fn replayed_batches_of_a_moved_site_are_acknowledged_not_stored_again() {
             all
         );
     }
+
+    // Each member reports the states of its own sites only: S1 is b's now, so a (which holds
+    // the whole inventory and heard from S1 before the move) does not show it.
+    let site_series = |c: &Collector, site: &str| {
+        ureq::get(&c.url("/metrics"))
+            .call()
+            .unwrap()
+            .into_string()
+            .unwrap()
+            .lines()
+            .filter(|l| l.starts_with("rie_site_state{") && l.contains(&format!("site=\"{site}\"")))
+            .count()
+    };
+    assert_eq!(site_series(&a, SITE), 0);
+    assert_eq!(site_series(&b, SITE), 1);
 
     // The stream is now b's: a further hello does not ask again, nor does one after a restart
     // with the same member list.
@@ -198,7 +223,10 @@ fn replayed_batches_of_a_moved_site_are_acknowledged_not_stored_again() {
 #[test]
 fn an_unanswering_old_owner_delays_the_hello_by_the_timeout_then_is_counted() {
     let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
-    let Moved { a, b, cfg_b } = move_site("mark_lookup_timeout = \"1s\"\n");
+    let Moved { a, b, cfg_b } =
+        move_site(&batches(1..=5), "mark_lookup_timeout = \"1s\"\n", &|_| {
+            String::new()
+        });
 
     // a hangs: its kernel still accepts connections, nothing answers.
     a.signal("STOP");
@@ -223,4 +251,87 @@ fn an_unanswering_old_owner_delays_the_hello_by_the_timeout_then_is_counted() {
         doubled
     );
     assert_ne!(doubled, expected_totals(&batches(1..=8)));
+}
+
+/// Batches `seqs`, all about the same minute: a site moving during that minute leaves part of
+/// it on each member.
+fn same_minute(seqs: std::ops::RangeInclusive<u64>) -> Vec<Value> {
+    seqs.map(|k| {
+        batch(
+            k,
+            vec![
+                flow(MINUTE, 6, k, 10 * k + 1, 1_000 * k + 17),
+                flow(MINUTE, 17, 2 * k, 3 * k, 555 * k + 3),
+            ],
+        )
+    })
+    .collect()
+}
+
+#[test]
+fn a_minute_split_between_two_members_sums_exactly_in_influxdb() {
+    let _turn = ONE_AT_A_TIME.lock().unwrap_or_else(|p| p.into_inner());
+    let db = Influxd::start("rie");
+    let url = db.url();
+    let influx = move |member: &str| {
+        format!(
+            "[influx]\nurl = \"{url}\"\napi = \"v1\"\ndatabase = \"rie\"\n\
+             instance = \"member-{member}\"\nflush_interval = \"200ms\"\nretry_min = \"100ms\"\n\
+             retry_max = \"400ms\"\nhealth_interval = \"1h\"\nsite_state_interval = \"1h\"\n\
+             traffic_delay = \"1s\"\n"
+        )
+    };
+    // The site moves in the middle of MINUTE: a stored batches 1..5 of it, b gets 3..8.
+    let Moved { a: _a, b, cfg_b } = move_site(&same_minute(1..=5), "", &influx);
+    let stream = STREAM;
+    let acks = send_ok(&cfg_b, stream, &same_minute(3..=8));
+    assert_eq!(
+        acks,
+        vec![
+            (3, true),
+            (4, true),
+            (5, true),
+            (6, false),
+            (7, false),
+            (8, false)
+        ]
+    );
+    // Each member writes its part of the minute under its own `collector` tag.
+    let q = format!(
+        "SELECT bytes, collector FROM site_traffic WHERE site = '{SITE}' AND protocol = 'tcp' AND time = {MINUTE}s"
+    );
+    b.wait_until(
+        "both members wrote their part",
+        Duration::from_secs(60),
+        |_| db.rows("rie", &q).len() == 2,
+    );
+    let parts = db.rows("rie", &q);
+    let mut by: Vec<(String, i64)> = parts
+        .iter()
+        .map(|r| {
+            (
+                r["collector"].as_str().unwrap().to_string(),
+                r["bytes"].as_i64().unwrap(),
+            )
+        })
+        .collect();
+    by.sort();
+    let tcp_bytes = |ks: std::ops::RangeInclusive<i64>| ks.map(|k| 1_000 * k + 17).sum::<i64>();
+    assert_eq!(
+        by,
+        vec![
+            ("member-a".to_string(), tcp_bytes(1..=5)),
+            ("member-b".to_string(), tcp_bytes(6..=8))
+        ]
+    );
+    // What dashboards ask (sum over every tag but the ones they group by): every batch once.
+    let total = db.rows(
+        "rie",
+        &format!("SELECT sum(bytes) FROM site_traffic WHERE site = '{SITE}' AND time = {MINUTE}s"),
+    );
+    let all = expected_totals(&same_minute(1..=8));
+    assert_eq!(
+        total[0]["sum"].as_u64().unwrap(),
+        all["bytes"].as_u64().unwrap()
+    );
 }

@@ -136,7 +136,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let db = cfg.db_path();
     let conn = store::open(&db)?;
     let metrics = Arc::new(Metrics::new());
-    let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
+    let mut registry = SiteRegistry::new(inventory.clone(), cfg.sites.clone());
+    if let Some(ring) = cfg.cluster.ring() {
+        registry = registry.owning(move |site| ring.redirect_for(site).is_none());
+    }
+    let sites = Arc::new(registry);
     let dedup = Arc::new(store::load_state(&conn, &sites)?);
     let marks = crate::stream_marks::MarkLookup::start(
         &cfg.cluster,

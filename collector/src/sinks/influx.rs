@@ -1128,10 +1128,16 @@ impl Intake {
             }
         }
         for ((netflow, proto, dir), [flows, packets, bytes]) in sums {
+            let mut line = Line::new("site_traffic").tags(&self.tags.site[idx]);
+            if self.sites.clustered() {
+                // Cluster: a site that changes owner in the middle of a minute has part of that
+                // minute on each member. Each writes its own part under its own `collector` tag,
+                // so neither overwrites the other, and sums over the tag are exact
+                // (docs/schema.md). Steady state: one value per site, no extra series.
+                line = line.tag("collector", &self.shared.cfg.instance);
+            }
             out.extend(
-                Line::new("site_traffic")
-                    .tags(&self.tags.site[idx])
-                    .tag("direction", dir)
+                line.tag("direction", dir)
                     .tag("protocol", proto)
                     .tag("source", if netflow { "netflow" } else { "capture" })
                     .int("bytes", bytes)
@@ -1273,6 +1279,12 @@ async fn periodic(
         let views = sink.sites.views(now_ms);
         let mut lines = Vec::new();
         for (idx, v) in views.iter().enumerate() {
+            // Cluster: every member holds the whole inventory, but a site's state is written by
+            // its owner only; another member would write `unknown` (or `silent`, for a site that
+            // moved away) on the same series and period timestamp.
+            if !sink.sites.owns(idx) {
+                continue;
+            }
             let changed = last.get(idx).copied().flatten() != Some(v.state);
             if !full && !changed {
                 continue;
