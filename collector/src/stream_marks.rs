@@ -323,7 +323,8 @@ mod tests {
         let conn = Connection::open_in_memory().unwrap();
         conn.execute_batch(
             "CREATE TABLE probe_streams(site_id TEXT, stream INTEGER, last_seq INTEGER, updated_ms INTEGER);
-             INSERT INTO probe_streams VALUES ('S1', 7, 5, 1000), ('S2', 8, 9, 1000);",
+             INSERT INTO probe_streams VALUES ('S1', 7, 5, 1000), ('S2', 8, 9, 1000),
+               ('S3', 9, 1, 1000), ('S4', 10, 1, 1000);",
         )
         .unwrap();
         let cfg = ClusterConfig {
@@ -337,7 +338,15 @@ mod tests {
             .unwrap()
             .unwrap();
         assert_eq!(l.peers, vec!["http://127.0.0.1:10".to_string()]);
-        for (site, stream) in [("S1", 7u64), ("S2", 8)] {
+        let rows = [("S1", 7u64), ("S2", 8), ("S3", 9), ("S4", 10)];
+        let owned_here = rows
+            .iter()
+            .filter(|(site, _)| ring.redirect_for(site).is_none())
+            .count();
+        // Rendezvous hashing is deterministic: these four sites split between the two members.
+        assert!(owned_here > 0 && owned_here < rows.len(), "{owned_here}");
+        assert_eq!(l.unconfirmed().len(), owned_here);
+        for (site, stream) in rows {
             let id = SiteId::new(site).unwrap();
             // Owned here and written before the list (at 1000 < 2000): asked again.
             let owned = ring.redirect_for(site).is_none();
