@@ -296,7 +296,7 @@ mod tests {
     fn a_site_owned_by_another_cluster_member_is_not_silent_here() {
         let (_d, path) = db();
         // The same silence as above, on a member that does not own S1 (it moved away).
-        let sites = Arc::new(registry().owning(|site| site != "S1"));
+        let sites = Arc::new(registry().owning("b:7443", |site| site != "S1"));
         sites.on_hello(0, 1, "0.1.0", 0, 1_000);
         let mut w = SilenceWatcher::new(crate::store::open(&path).unwrap(), sites.clone()).unwrap();
         w.scan(40_000).unwrap();
@@ -304,6 +304,6 @@ mod tests {
         let conn = crate::store::open(&path).unwrap();
         assert!(query(&conn, "S1", 0, i64::MAX).unwrap().is_empty());
         assert!(!sites.owns(0));
-        assert!(sites.clustered());
+        assert_eq!(sites.member(), Some("b:7443"));
     }
 }

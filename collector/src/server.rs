@@ -138,7 +138,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let metrics = Arc::new(Metrics::new());
     let mut registry = SiteRegistry::new(inventory.clone(), cfg.sites.clone());
     if let Some(ring) = cfg.cluster.ring() {
-        registry = registry.owning(move |site| ring.redirect_for(site).is_none());
+        let me = ring.me.clone();
+        registry = registry.owning(&me, move |site| ring.redirect_for(site).is_none());
     }
     let sites = Arc::new(registry);
     let dedup = Arc::new(store::load_state(&conn, &sites)?);

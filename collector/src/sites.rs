@@ -135,6 +135,8 @@ pub struct SiteRegistry {
     /// (Prometheus gauges, InfluxDB `site_state`, silent episodes): another member's site is
     /// not silent here, it is elsewhere.
     owned: Option<Vec<bool>>,
+    /// Cluster: this member's name (`cluster.self`, unique among the members).
+    member: Option<String>,
 }
 
 impl SiteRegistry {
@@ -146,11 +148,14 @@ impl SiteRegistry {
             live,
             started_ms: crate::ingest::probe_stream::now_ms(),
             owned: None,
+            member: None,
         }
     }
 
-    /// Cluster: restricts what this member reports to the sites `owns` accepts (by site id).
-    pub fn owning(mut self, owns: impl Fn(&str) -> bool) -> Self {
+    /// Cluster: this collector is the member `member` (its `cluster.self`), and reports only the
+    /// sites `owns` accepts (by site id).
+    pub fn owning(mut self, member: &str, owns: impl Fn(&str) -> bool) -> Self {
+        self.member = Some(member.to_string());
         self.owned = Some(
             self.inventory
                 .sites
@@ -161,9 +166,9 @@ impl SiteRegistry {
         self
     }
 
-    /// Whether this collector is a member of a cluster (its sites are a slice of the inventory).
-    pub fn clustered(&self) -> bool {
-        self.owned.is_some()
+    /// This collector's name in its cluster (`cluster.self`), `None` on a single collector.
+    pub fn member(&self) -> Option<&str> {
+        self.member.as_deref()
     }
 
     /// Whether this member reports the state of the site at `idx` (always, on a single collector).

@@ -1129,12 +1129,13 @@ impl Intake {
         }
         for ((netflow, proto, dir), [flows, packets, bytes]) in sums {
             let mut line = Line::new("site_traffic").tags(&self.tags.site[idx]);
-            if self.sites.clustered() {
+            if let Some(member) = self.sites.member() {
                 // Cluster: a site that changes owner in the middle of a minute has part of that
-                // minute on each member. Each writes its own part under its own `collector` tag,
-                // so neither overwrites the other, and sums over the tag are exact
-                // (docs/schema.md). Steady state: one value per site, no extra series.
-                line = line.tag("collector", &self.shared.cfg.instance);
+                // minute on each member. Each writes its own part under its own `collector` tag
+                // (its `cluster.self`, unique by validation, unlike `influx.instance`), so neither
+                // overwrites the other, and sums over the tag are exact (docs/schema.md). Steady
+                // state: one value per site, no extra series.
+                line = line.tag("collector", member);
             }
             out.extend(
                 line.tag("direction", dir)
