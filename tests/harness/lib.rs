@@ -243,6 +243,17 @@ impl Collector {
         terminate(&mut self.child)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`...) to the running process: SIGSTOP makes a member that
+    /// accepts connections (the kernel does) but never answers, as a hung machine does.
+    pub fn signal(&self, signal: &str) {
+        let c = self.child.as_ref().expect("collector running");
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &c.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{signal}");
+    }
+
     /// SIGTERM (the collector commits what it holds), then start again on the same files.
     pub fn restart_graceful(&mut self) {
         assert_eq!(self.terminate(), Some(0), "{}", self.log());
