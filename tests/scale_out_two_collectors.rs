@@ -217,6 +217,52 @@ fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector()
             single.totals(Some("S2"))
         );
     }
+    // The national status picture from either member: each site's state comes from its owner
+    // (each member shows the other's sites as unknown in its own picture).
+    let ids: Vec<String> = a.get("/api/v1/status/sites")["sites"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s[0].as_str().unwrap().to_string())
+        .collect();
+    let local = |c: &Collector| {
+        c.get("/api/v1/status")["states"]
+            .as_str()
+            .unwrap()
+            .to_string()
+    };
+    let (la, lb) = (local(&a), local(&b));
+    let owned_by_a = |id: &str| cluster::owner(&members, id).unwrap() == pa.to_string();
+    let national: String = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            char::from(if owned_by_a(id) {
+                la.as_bytes()[i]
+            } else {
+                lb.as_bytes()[i]
+            })
+        })
+        .collect();
+    for site in SITES {
+        let i = ids.iter().position(|id| id == site).unwrap();
+        assert_eq!(
+            &national[i..=i],
+            "0",
+            "{site} is up on its owner: {national}"
+        );
+        let other = if owned_by_a(site) { &lb } else { &la };
+        assert_eq!(&other[i..=i], "5", "{site} is unknown to the other member");
+    }
+    let owned = ids.iter().filter(|id| owned_by_a(id)).count();
+    assert_eq!(a.get("/api/v1/status")["owned_sites"], owned);
+    assert_eq!(b.get("/api/v1/status")["owned_sites"], ids.len() - owned);
+    for c in [&a, &b] {
+        let n = c.get("/api/v1/cluster/status");
+        assert_eq!(n["states"], national.as_str(), "{n}");
+        assert_eq!(n["unreachable"], serde_json::json!([]), "{n}");
+    }
+
     // A bad query is the caller's error (400), not a member's failure.
     let e = ureq::get(&a.url("/api/v1/cluster/flows/totals?from=yesterday&to=now")).call();
     assert!(matches!(e, Err(ureq::Error::Status(400, _))), "{e:?}");
@@ -230,8 +276,29 @@ fn sites_land_on_exactly_one_collector_and_national_totals_match_one_collector()
         }
         other => panic!("expected 502, got {other:?}"),
     }
+    // The status picture goes on without it: its sites unknown, the member named.
+    let n = a.get("/api/v1/cluster/status");
+    let blind: String = ids
+        .iter()
+        .enumerate()
+        .map(|(i, id)| {
+            if owned_by_a(id) {
+                char::from(national.as_bytes()[i])
+            } else {
+                '5'
+            }
+        })
+        .collect();
+    assert_eq!(n["states"], blind.as_str(), "{n}");
+    assert_eq!(
+        n["unreachable"],
+        serde_json::json!([format!("http://{ab}")]),
+        "{n}"
+    );
     // A single collector has no cluster endpoint to answer from.
     let e = ureq::get(&single.url(&format!("/api/v1/cluster/flows/totals?{window}"))).call();
+    assert!(matches!(e, Err(ureq::Error::Status(404, _))), "{e:?}");
+    let e = ureq::get(&single.url("/api/v1/cluster/status")).call();
     assert!(matches!(e, Err(ureq::Error::Status(404, _))), "{e:?}");
 }
 

@@ -205,10 +205,16 @@ impl Ring {
 /// `/api/v1/flows/totals`) asks every member's `/api/v1/flows/totals` and sums the answers.
 /// Sites are disjoint between members, so the sum is exact. If any member does not answer, the
 /// answer is 502 naming it: a partial national total would be a wrong number, not a rough one.
-pub fn routes(api_members: Vec<String>) -> axum::Router {
+///
+/// The national status picture: `GET /api/v1/cluster/status` asks every member's
+/// `/api/v1/status` and takes each site's state from its owner (`owner_of[i]`: index in the
+/// member list of inventory site `i`). A member that does not answer leaves its sites `unknown`
+/// and is named in `unreachable`: the NOC sees the rest of the nation and which part is blind.
+pub fn routes(api_members: Vec<String>, owner_of: Vec<usize>) -> axum::Router {
     use axum::routing::get;
     let state = Arc::new(FanOut {
         members: api_members,
+        owner_of,
         // HTTP/1.1 only: keeps h2 0.3 (RUSTSEC-2026-0258) unused (docs/dependencies.md).
         http: reqwest::Client::builder()
             .http1_only()
@@ -218,11 +224,24 @@ pub fn routes(api_members: Vec<String>) -> axum::Router {
     });
     axum::Router::new()
         .route("/api/v1/cluster/flows/totals", get(cluster_totals))
+        .route("/api/v1/cluster/status", get(cluster_status))
         .with_state(state)
+}
+
+/// For each inventory site, the index of its owner in `members`.
+pub fn owner_index<'a>(members: &[String], sites: impl Iterator<Item = &'a str>) -> Vec<usize> {
+    sites
+        .map(|s| {
+            owner(members, s)
+                .and_then(|o| members.iter().position(|m| m == o))
+                .unwrap_or(0)
+        })
+        .collect()
 }
 
 struct FanOut {
     members: Vec<String>,
+    owner_of: Vec<usize>,
     http: reqwest::Client,
 }
 
@@ -283,6 +302,53 @@ async fn cluster_totals(
         }
     }
     Json(sum).into_response()
+}
+
+async fn cluster_status(
+    axum::extract::State(st): axum::extract::State<Arc<FanOut>>,
+) -> axum::response::Response {
+    use axum::http::{header, StatusCode};
+    use axum::response::IntoResponse;
+    use axum::Json;
+    if st.members.is_empty() {
+        return (
+            StatusCode::NOT_FOUND,
+            Json(serde_json::json!({
+                "error": "no cluster: set [cluster] api_members to answer national queries"
+            })),
+        )
+            .into_response();
+    }
+    let asks = st.members.iter().map(|m| {
+        let url = format!("{}/api/v1/status", m.trim_end_matches('/'));
+        let http = st.http.clone();
+        async move {
+            let answer = async {
+                let r = http.get(&url).send().await?.error_for_status()?;
+                r.json::<crate::web::Status>().await
+            };
+            match tokio::time::timeout(std::time::Duration::from_secs(3), answer).await {
+                Ok(Ok(s)) => Some(s),
+                Ok(Err(e)) => {
+                    tracing::warn!(member = %url, error = %e, "national status: a member did not answer");
+                    None
+                }
+                Err(_) => {
+                    tracing::warn!(member = %url, "national status: a member did not answer in 3 s");
+                    None
+                }
+            }
+        }
+    });
+    let answers = futures_util::future::join_all(asks).await;
+    let members: Vec<(String, Option<crate::web::Status>)> =
+        st.members.iter().cloned().zip(answers).collect();
+    let status = crate::web::Status::merge(
+        &members,
+        &st.owner_of,
+        crate::ingest::probe_stream::now_ms(),
+    );
+    ([(header::CACHE_CONTROL, "no-store")], Json(status)).into_response()
 }
 
 #[cfg(test)]

@@ -250,7 +250,13 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics: metrics.clone(),
         costs,
     })
-    .merge(crate::cluster::routes(cfg.cluster.api_members.clone()))
+    .merge(crate::cluster::routes(
+        cfg.cluster.api_members.clone(),
+        crate::cluster::owner_index(
+            &cfg.cluster.members,
+            sites.inventory.sites.iter().map(|s| s.id.as_str()),
+        ),
+    ))
     .merge(crate::stream_marks::routes(dedup));
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {
