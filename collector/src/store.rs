@@ -112,6 +112,13 @@ pub const UPSERT_FLOW_MINUTE: &str =
      ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
        flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes";
 
+/// Adds one top talker to its minute row: probe batches and the NetFlow input sum into the same
+/// rows (parameters: minute, site, prefix, bytes, packets).
+pub const UPSERT_TOP_TALKER: &str =
+    "INSERT INTO top_talker_minute(minute, site_id, prefix, bytes, packets) VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT(site_id, minute, prefix) DO UPDATE SET
+       bytes = bytes + excluded.bytes, packets = packets + excluded.packets";
+
 /// The same aggregates as `flow_minute`, split further by service-port class (see
 /// `rie_proto::PortClass`). Every upsert into `flow_minute` is mirrored here in the same
 /// transaction, so for any filter on minute, site and exporter the sums of both tables are equal.
@@ -386,11 +393,7 @@ impl Writer {
             let dedup = self.dedup.lock();
             let mut flow = tx.prepare_cached(UPSERT_FLOW_MINUTE)?;
             let mut flow_class = tx.prepare_cached(UPSERT_FLOW_CLASS_MINUTE)?;
-            let mut talker = tx.prepare_cached(
-                "INSERT INTO top_talker_minute(minute, site_id, prefix, bytes, packets) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(site_id, minute, prefix) DO UPDATE SET
-                   bytes = bytes + excluded.bytes, packets = packets + excluded.packets",
-            )?;
+            let mut talker = tx.prepare_cached(UPSERT_TOP_TALKER)?;
             let mut link = tx.prepare_cached(
                 "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)

@@ -137,6 +137,11 @@ impl Inventory {
             .map(|&i| &self.links[i])
     }
 
+    /// Position in [`Inventory::sites`] of the site whose router exports from this address.
+    pub fn site_index_of_exporter(&self, addr: &IpAddr) -> Option<usize> {
+        self.exporter_site.get(addr).copied()
+    }
+
     /// The site whose router exports from this address.
     pub fn site_of_exporter(&self, addr: &IpAddr) -> Option<&Site> {
         self.exporter_site.get(addr).map(|&i| &self.sites[i])
