@@ -568,6 +568,10 @@ pub struct FlowTotals {
     /// databases that predate classes); sums exactly to the totals.
     #[serde(default)]
     pub by_port_class: BTreeMap<String, Counts>,
+    /// The same totals split by direction (`inbound`, `outbound`, `unknown`); sums exactly
+    /// to the totals.
+    #[serde(default)]
+    pub by_direction: BTreeMap<String, Counts>,
 }
 
 impl FlowTotals {
@@ -579,6 +583,7 @@ impl FlowTotals {
         for (mine, theirs) in [
             (&mut self.by_protocol, other.by_protocol),
             (&mut self.by_port_class, other.by_port_class),
+            (&mut self.by_direction, other.by_direction),
         ] {
             for (k, c) in theirs {
                 let e = mine.entry(k).or_default();
@@ -678,9 +683,19 @@ impl Reader {
              GROUP BY port_class ORDER BY port_class",
             params![from, to, site, exporter],
         )?;
+        let by_direction = sum_by_key(
+            &conn,
+            "SELECT CASE direction WHEN 1 THEN 'inbound' WHEN 2 THEN 'outbound' ELSE 'unknown' END AS d,
+                    SUM(flows), SUM(packets), SUM(bytes) FROM flow_rollup
+             WHERE start >= ?1 AND start < ?2
+               AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
+             GROUP BY d ORDER BY d",
+            params![from, to, site, exporter],
+        )?;
         let mut out = FlowTotals {
             by_protocol,
             by_port_class,
+            by_direction,
             ..FlowTotals::default()
         };
         for c in out.by_protocol.values() {
