@@ -105,9 +105,16 @@ pub fn talkers_pcap(path: &Path) -> Capture {
         let i16 = i as u16;
         let local = [10, 1, 0, 5 + (i % 3) as u8];
         // Even peers are reached from inside, odd ones call in.
-        let (client, server) = if i % 2 == 0 { (local, *remote) } else { (*remote, local) };
+        let (client, server) = if i % 2 == 0 {
+            (local, *remote)
+        } else {
+            (*remote, local)
+        };
         for round in 0..(2 + i) {
-            for (k, payload) in [0usize, 0, 100 * (i + 1), 700 + 50 * i, 0].into_iter().enumerate() {
+            for (k, payload) in [0usize, 0, 100 * (i + 1), 700 + 50 * i, 0]
+                .into_iter()
+                .enumerate()
+            {
                 let fwd = k % 2 == 0;
                 let (src, dst, sp, dp) = if fwd {
                     (client, server, 41_000 + 16 * i16 + round as u16, 443)
@@ -146,7 +153,11 @@ pub fn talkers_pcap(path: &Path) -> Capture {
     for (i, peer) in peers6.iter().enumerate() {
         for (out, len) in [(true, 120 + 300 * i), (false, 900 - 200 * i)] {
             let (src, dst) = if out { (site6, *peer) } else { (*peer, site6) };
-            let (sp, dp) = if out { (50_000 + i as u16, 443) } else { (443, 50_000 + i as u16) };
+            let (sp, dp) = if out {
+                (50_000 + i as u16, 443)
+            } else {
+                (443, 50_000 + i as u16)
+            };
             let mut f = Vec::new();
             eth()
                 .ipv6(src, dst, 64)
@@ -238,7 +249,11 @@ pub fn nfdump_summary(dir: &Path, filter: Option<&str>) -> (u64, u64, u64) {
         .output()
         .expect("nfdump is needed: apt-get install nfdump");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "nfdump {filter:?}: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nfdump {filter:?}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let field = |name: &str| -> u64 {
         text.lines()
             .flat_map(|l| l.split(','))
@@ -273,7 +288,11 @@ pub fn nfdump_blocks(
         .output()
         .expect("nfdump is needed: apt-get install nfdump");
     let text = String::from_utf8_lossy(&out.stdout);
-    assert!(out.status.success(), "nfdump -A {key}/{bits} {filter}: {text} {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "nfdump -A {key}/{bits} {filter}: {text} {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let mut blocks = std::collections::BTreeMap::new();
     for line in text
         .lines()
@@ -291,6 +310,91 @@ pub fn nfdump_blocks(
         e.1 += f[2].parse::<u64>().expect("packets");
     }
     blocks
+}
+
+/// What nfdump says of the traffic of [`talkers_pcap`]'s site in the nfcapd files of `dir`
+/// (site prefixes [`TALKER_SITE_PREFIXES`]): flows, packets and bytes per direction (outbound:
+/// `src net` inside and `dst net` not; inbound the reverse; unknown the rest), and bytes and
+/// packets per remote block (`-A dstip4/24` of outbound plus `-A srcip4/24` of inbound, /48
+/// for IPv6): the collector's `by_direction` and top talkers must equal these.
+/// What nfdump says of a site's traffic in `dir`: totals per direction, and bytes and
+/// packets per remote block.
+pub fn nfdump_site_view(
+    dir: &Path,
+) -> (
+    std::collections::BTreeMap<&'static str, (u64, u64, u64)>,
+    std::collections::BTreeMap<String, (u64, u64)>,
+) {
+    let inside = |side: &str| {
+        let nets: Vec<String> = TALKER_SITE_PREFIXES
+            .iter()
+            .map(|p| format!("{side} net {p}"))
+            .collect();
+        format!("({})", nets.join(" or "))
+    };
+    let (inside_src, inside_dst) = (inside("src"), inside("dst"));
+    let outbound = format!("{inside_src} and not {inside_dst}");
+    let inbound = format!("{inside_dst} and not {inside_src}");
+    let all = nfdump_summary(dir, None);
+    let o = nfdump_summary(dir, Some(&outbound));
+    let i = nfdump_summary(dir, Some(&inbound));
+    let u = (all.0 - o.0 - i.0, all.1 - o.1 - i.1, all.2 - o.2 - i.2);
+    let mut dirs = std::collections::BTreeMap::new();
+    for (k, v) in [("outbound", o), ("inbound", i), ("unknown", u)] {
+        if v.0 > 0 {
+            dirs.insert(k, v);
+        }
+    }
+    let mut blocks: std::collections::BTreeMap<String, (u64, u64)> =
+        std::collections::BTreeMap::new();
+    for (key, bits, filter) in [
+        ("dstip4", 24, format!("ipv4 and {outbound}")),
+        ("srcip4", 24, format!("ipv4 and {inbound}")),
+        ("dstip6", 48, format!("ipv6 and {outbound}")),
+        ("srcip6", 48, format!("ipv6 and {inbound}")),
+    ] {
+        for (net, (b, p)) in nfdump_blocks(dir, key, bits, &filter) {
+            let e = blocks.entry(net).or_default();
+            e.0 += b;
+            e.1 += p;
+        }
+    }
+    (dirs, blocks)
+}
+
+pub fn api_directions(
+    c: &crate::Collector,
+    site: &str,
+) -> std::collections::BTreeMap<String, (u64, u64, u64)> {
+    let t = c.get(&format!(
+        "/api/v1/flows/totals?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&site={site}"
+    ));
+    t["by_direction"]
+        .as_object()
+        .unwrap()
+        .iter()
+        .map(|(k, v)| {
+            let n = |f: &str| v[f].as_u64().unwrap_or(0);
+            (k.clone(), (n("flows"), n("packets"), n("bytes")))
+        })
+        .collect()
+}
+
+pub fn api_talkers(
+    c: &crate::Collector,
+    site: &str,
+) -> std::collections::BTreeMap<String, (u64, u64)> {
+    let v = c.get(&format!("/api/v1/sites/{site}/top_talkers?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&limit=100"));
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| {
+            (
+                t["prefix"].as_str().unwrap().to_string(),
+                (t["bytes"].as_u64().unwrap(), t["packets"].as_u64().unwrap()),
+            )
+        })
+        .collect()
 }
 
 /// Runs nfcapd on a free port, sends it `datagrams` and stops it: the directory holds the

@@ -395,7 +395,10 @@ impl Worker {
             .iter()
             .filter_map(|(exporter, aggs)| {
                 let idx = self.inventory.site_index_of_exporter(exporter)?;
-                Some(aggs.iter().map(move |a| (idx, a.minute.div_euclid(60) * 60)))
+                Some(
+                    aggs.iter()
+                        .map(move |a| (idx, a.minute.div_euclid(60) * 60)),
+                )
             })
             .flatten()
             .collect();
@@ -477,7 +480,8 @@ impl Worker {
                     continue;
                 };
                 for t in list {
-                    let (Ok(bytes), Ok(packets)) = (i64::try_from(t.bytes), i64::try_from(t.packets))
+                    let (Ok(bytes), Ok(packets)) =
+                        (i64::try_from(t.bytes), i64::try_from(t.packets))
                     else {
                         self.metrics
                             .invalid_records
@@ -485,7 +489,13 @@ impl Worker {
                             .inc();
                         continue;
                     };
-                    talker.execute(params![t.minute, site.id.as_str(), t.prefix, bytes, packets])?;
+                    talker.execute(params![
+                        t.minute,
+                        site.id.as_str(),
+                        t.prefix,
+                        bytes,
+                        packets
+                    ])?;
                 }
             }
         }

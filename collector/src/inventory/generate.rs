@@ -436,7 +436,12 @@ mod tests {
         }
         v4.sort();
         for w in v4.windows(2) {
-            assert!(!w[0].contains(&w[1].network()), "{} overlaps {}", w[0], w[1]);
+            assert!(
+                !w[0].contains(&w[1].network()),
+                "{} overlaps {}",
+                w[0],
+                w[1]
+            );
         }
         let v6: std::collections::HashSet<_> = inv.sites.iter().map(|s| s.prefixes[1]).collect();
         assert_eq!(v6.len(), inv.sites.len());

@@ -116,9 +116,7 @@ fn read_table<T>(
         .clone();
     let found: Vec<&str> = found.iter().map(str::trim).collect();
     let columns = found.len();
-    if columns > header.len()
-        || columns < header.len() - optional
-        || found[..] != header[..columns]
+    if columns > header.len() || columns < header.len() - optional || found[..] != header[..columns]
     {
         return Err(invalid(
             1,
@@ -208,8 +206,8 @@ fn parse_site(row: &Row) -> Result<Site, InventoryError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
-    let prefixes = parse_prefixes(row.record.get(9).unwrap_or(""))
-        .map_err(|message| row.err(9, message))?;
+    let prefixes =
+        parse_prefixes(row.record.get(9).unwrap_or("")).map_err(|message| row.err(9, message))?;
     Ok(Site {
         id,
         name: row.text(1)?.to_string(),
@@ -507,10 +505,19 @@ mod tests {
             )
             .replace("probe-S2,\n", "probe-S2,,\n");
         let inv = load(&with, LINKS).unwrap();
-        let got: Vec<String> = inv.sites[0].prefixes.iter().map(|p| p.to_string()).collect();
+        let got: Vec<String> = inv.sites[0]
+            .prefixes
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
         assert_eq!(got, ["10.42.0.0/16", "fd52:4945:2a::/48"]);
         assert!(inv.sites[1].prefixes.is_empty());
-        let bad = |cell: &str| message(&with.replace("10.42.0.0/16; fd52:4945:2a::/48", cell), LINKS);
+        let bad = |cell: &str| {
+            message(
+                &with.replace("10.42.0.0/16; fd52:4945:2a::/48", cell),
+                LINKS,
+            )
+        };
         assert_eq!(
             bad("10.42.0.0/33"),
             "sites.csv: line 2, column 10 (site_prefixes): \"10.42.0.0/33\" is not an IPv4 or IPv6 prefix; write address/length, several separated by ';', e.g. 10.42.0.0/16;fd52:4945:2a::/48"

@@ -277,7 +277,10 @@ mod tests {
         assert_eq!(d("10.41.255.255", "10.42.0.0"), Direction::Inbound);
         assert_eq!(d("::ffff:10.42.0.1", "2001:db8::1"), Direction::Unknown);
         // A record without an address, or a site without prefixes.
-        assert_eq!(direction_in(&p, None, Some(&ip("10.42.0.1"))), Direction::Unknown);
+        assert_eq!(
+            direction_in(&p, None, Some(&ip("10.42.0.1"))),
+            Direction::Unknown
+        );
         assert_eq!(
             direction_in(&[], Some(&ip("10.42.0.1")), Some(&ip("192.0.2.1"))),
             Direction::Unknown
@@ -288,22 +291,67 @@ mod tests {
     fn talkers_table_restore_and_limit() {
         let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
         let mut t = Talkers::new(1);
-        t.add(60, Direction::Outbound, ip("10.0.0.1"), ip("192.0.2.7"), 500, 5);
-        t.add(60, Direction::Inbound, ip("192.0.2.200"), ip("10.0.0.1"), 300, 3);
-        t.add(60, Direction::Inbound, ip("198.51.100.1"), ip("10.0.0.1"), 700, 7);
-        t.add(60, Direction::Unknown, ip("203.0.113.1"), ip("10.0.0.1"), 9_999, 9);
+        t.add(
+            60,
+            Direction::Outbound,
+            ip("10.0.0.1"),
+            ip("192.0.2.7"),
+            500,
+            5,
+        );
+        t.add(
+            60,
+            Direction::Inbound,
+            ip("192.0.2.200"),
+            ip("10.0.0.1"),
+            300,
+            3,
+        );
+        t.add(
+            60,
+            Direction::Inbound,
+            ip("198.51.100.1"),
+            ip("10.0.0.1"),
+            700,
+            7,
+        );
+        t.add(
+            60,
+            Direction::Unknown,
+            ip("203.0.113.1"),
+            ip("10.0.0.1"),
+            9_999,
+            9,
+        );
         let top = t.take_top();
         // 192.0.2.0/24: 800 bytes (both directions) beats 198.51.100.0/24's 700; N = 1.
         assert_eq!(top.len(), 1);
-        assert_eq!((top[0].prefix.as_str(), top[0].bytes, top[0].packets), ("192.0.2.0/24", 800, 8));
+        assert_eq!(
+            (top[0].prefix.as_str(), top[0].bytes, top[0].packets),
+            ("192.0.2.0/24", 800, 8)
+        );
         assert!(t.is_empty());
         t.restore(&top[0]);
-        t.add(60, Direction::Outbound, ip("10.0.0.1"), ip("192.0.2.1"), 1, 1);
+        t.add(
+            60,
+            Direction::Outbound,
+            ip("10.0.0.1"),
+            ip("192.0.2.1"),
+            1,
+            1,
+        );
         let again = t.take_top();
         assert_eq!((again[0].bytes, again[0].packets), (801, 9));
         // Not tracked at all with N = 0.
         let mut none = Talkers::new(0);
-        none.add(60, Direction::Outbound, ip("10.0.0.1"), ip("192.0.2.7"), 500, 5);
+        none.add(
+            60,
+            Direction::Outbound,
+            ip("10.0.0.1"),
+            ip("192.0.2.7"),
+            500,
+            5,
+        );
         assert!(none.is_empty());
     }
 
