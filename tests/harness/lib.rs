@@ -103,6 +103,16 @@ impl Collector {
         Self::start_inner(inventory, SocketAddr::from(([127, 0, 0, 1], 0)), true)
     }
 
+    /// [`Self::start_netflow`] with `config_toml` as the rest of the configuration.
+    pub fn start_netflow_with_config(inventory: &Path, config_toml: &str) -> Self {
+        Self::start_full(
+            inventory,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            true,
+            Some(config_toml),
+        )
+    }
+
     fn start_inner(inventory: &Path, probe_listen: SocketAddr, netflow: bool) -> Self {
         Self::start_full(inventory, probe_listen, netflow, None)
     }
