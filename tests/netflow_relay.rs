@@ -117,8 +117,7 @@ fn relayed_direction_and_talkers_equal_nfdump() {
     for d in &datagrams {
         tx.send_to(d, ("127.0.0.1", port)).unwrap();
     }
-    let want: std::collections::BTreeMap<String, (u64, u64, u64)> =
-        dirs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+    let want = dirs.clone();
     c.wait_until(
         &format!("S1 directions = nfdump {want:?}"),
         Duration::from_secs(15),

@@ -11,7 +11,6 @@
 
 #![allow(clippy::unwrap_used)]
 
-use std::collections::BTreeMap;
 use std::time::Duration;
 
 use rie_e2e::netflow::{
@@ -47,8 +46,7 @@ fn direct_netflow_direction_and_talkers_equal_nfdump() {
         expected.push((site, dirs, blocks));
     }
     for (site, dirs, blocks) in &expected {
-        let want: BTreeMap<String, (u64, u64, u64)> =
-            dirs.iter().map(|(k, v)| (k.to_string(), *v)).collect();
+        let want = dirs.clone();
         c.wait_until(
             &format!("{site} directions = nfdump {want:?}"),
             Duration::from_secs(10),

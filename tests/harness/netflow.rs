@@ -317,14 +317,7 @@ pub fn nfdump_blocks(
 /// `src net` inside and `dst net` not; inbound the reverse; unknown the rest), and bytes and
 /// packets per remote block (`-A dstip4/24` of outbound plus `-A srcip4/24` of inbound, /48
 /// for IPv6): the collector's `by_direction` and top talkers must equal these.
-/// What nfdump says of a site's traffic in `dir`: totals per direction, and bytes and
-/// packets per remote block.
-pub fn nfdump_site_view(
-    dir: &Path,
-) -> (
-    std::collections::BTreeMap<&'static str, (u64, u64, u64)>,
-    std::collections::BTreeMap<String, (u64, u64)>,
-) {
+pub fn nfdump_site_view(dir: &Path) -> (Directions, Blocks) {
     let inside = |side: &str| {
         let nets: Vec<String> = TALKER_SITE_PREFIXES
             .iter()
@@ -339,14 +332,13 @@ pub fn nfdump_site_view(
     let o = nfdump_summary(dir, Some(&outbound));
     let i = nfdump_summary(dir, Some(&inbound));
     let u = (all.0 - o.0 - i.0, all.1 - o.1 - i.1, all.2 - o.2 - i.2);
-    let mut dirs = std::collections::BTreeMap::new();
+    let mut dirs = Directions::new();
     for (k, v) in [("outbound", o), ("inbound", i), ("unknown", u)] {
         if v.0 > 0 {
-            dirs.insert(k, v);
+            dirs.insert(k.to_string(), v);
         }
     }
-    let mut blocks: std::collections::BTreeMap<String, (u64, u64)> =
-        std::collections::BTreeMap::new();
+    let mut blocks = Blocks::new();
     for (key, bits, filter) in [
         ("dstip4", 24, format!("ipv4 and {outbound}")),
         ("srcip4", 24, format!("ipv4 and {inbound}")),
@@ -362,16 +354,19 @@ pub fn nfdump_site_view(
     (dirs, blocks)
 }
 
-pub fn api_directions(
-    c: &crate::Collector,
-    site: &str,
-) -> std::collections::BTreeMap<String, (u64, u64, u64)> {
+/// Flows, packets and bytes per direction (`inbound`, `outbound`, `unknown`).
+pub type Directions = std::collections::BTreeMap<String, (u64, u64, u64)>;
+/// Bytes and packets per address block (`192.0.2.0/24`).
+pub type Blocks = std::collections::BTreeMap<String, (u64, u64)>;
+
+/// `by_direction` of the site's `/api/v1/flows/totals` over all time.
+pub fn api_directions(c: &crate::Collector, site: &str) -> Directions {
     let t = c.get(&format!(
         "/api/v1/flows/totals?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&site={site}"
     ));
     t["by_direction"]
         .as_object()
-        .unwrap()
+        .expect("by_direction in the totals")
         .iter()
         .map(|(k, v)| {
             let n = |f: &str| v[f].as_u64().unwrap_or(0);
@@ -380,18 +375,19 @@ pub fn api_directions(
         .collect()
 }
 
-pub fn api_talkers(
-    c: &crate::Collector,
-    site: &str,
-) -> std::collections::BTreeMap<String, (u64, u64)> {
-    let v = c.get(&format!("/api/v1/sites/{site}/top_talkers?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&limit=100"));
+/// The site's `/api/v1/sites/{id}/top_talkers` over all time (up to 100).
+pub fn api_talkers(c: &crate::Collector, site: &str) -> Blocks {
+    let v = c.get(&format!(
+        "/api/v1/sites/{site}/top_talkers?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&limit=100"
+    ));
+    let n = |t: &serde_json::Value, f: &str| t[f].as_u64().expect("counter");
     v.as_array()
-        .unwrap()
+        .expect("a list of talkers")
         .iter()
         .map(|t| {
             (
-                t["prefix"].as_str().unwrap().to_string(),
-                (t["bytes"].as_u64().unwrap(), t["packets"].as_u64().unwrap()),
+                t["prefix"].as_str().expect("prefix").to_string(),
+                (n(t, "bytes"), n(t, "packets")),
             )
         })
         .collect()
