@@ -58,4 +58,19 @@ fn direct_netflow_direction_and_talkers_equal_nfdump() {
             "{site} top talkers vs nfdump"
         );
     }
+    // Every record was counted by the direction it got: nfdump's flows, over the three sites.
+    for d in ["inbound", "outbound", "unknown"] {
+        let want: u64 = expected.iter().map(|(_, dirs, _)| dirs[d].0).sum();
+        assert_eq!(
+            c.metric(&format!(
+                "rie_collector_netflow_direction_records_total{{direction=\"{d}\"}}"
+            )) as u64,
+            want,
+            "{d}"
+        );
+    }
+    assert_eq!(
+        c.metric("rie_collector_netflow_no_prefix_records_total"),
+        0.0
+    );
 }

@@ -94,6 +94,12 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         c.metric("rie_collector_netflow_unknown_exporter_records_total") as u64,
         expected[2].2 .0
     );
+    // S1 and S2 declare no site_prefixes here: their records are counted as such (the
+    // unknown exporter's are not: it has no site at all).
+    assert_eq!(
+        c.metric("rie_collector_netflow_no_prefix_records_total") as u64,
+        expected[0].2 .0 + expected[1].2 .0
+    );
     // Every NetFlow record is one flow: the records taken in equal nfdump's flows.
     assert_eq!(
         c.metric("rie_collector_flow_records_total{source=\"netflow\"}") as u64,

@@ -317,6 +317,11 @@ impl Worker {
                 .unknown_exporter_records
                 .inc_by(records.len() as u64);
         }
+        if idx.is_some() && prefixes.is_empty() {
+            self.nf.no_prefix_records.inc_by(records.len() as u64);
+        }
+        // Counted per datagram, not per record: one label lookup per direction at most.
+        let mut by_dir = [0u64; 3];
         for r in records.iter() {
             // Same rule as the probe: source inside → outbound, destination inside → inbound;
             // no prefixes (or an unknown exporter): unknown.
@@ -325,6 +330,7 @@ impl Worker {
             } else {
                 direction_in(prefixes, r.src.as_ref(), r.dst.as_ref())
             };
+            by_dir[dir.as_i64() as usize] += 1;
             self.agg.add(r, dir);
             if let (Some(i), Direction::Inbound | Direction::Outbound) = (idx, dir) {
                 let minute = r.start_ms.div_euclid(60_000) * 60;
@@ -332,6 +338,15 @@ impl Worker {
                     .entry(i)
                     .or_insert_with(|| Talkers::new(self.top_talkers))
                     .add(minute, dir, r.src, r.dst, r.bytes, r.packets);
+            }
+        }
+        // Direction::as_i64: 0 unknown, 1 inbound, 2 outbound.
+        for (i, name) in ["unknown", "inbound", "outbound"].into_iter().enumerate() {
+            if by_dir[i] > 0 {
+                self.nf
+                    .records_by_direction
+                    .with_label_values(&[name])
+                    .inc_by(by_dir[i]);
             }
         }
     }
