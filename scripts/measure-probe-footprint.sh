@@ -6,6 +6,8 @@
 # over FLOWS destination ports (so FLOWS active flows) for SECONDS. Prints CPU (share of one
 # core) and peak RSS of both meters over the steady window. Needs root, iproute2, softflowd,
 # python3. Usage: scripts/measure-probe-footprint.sh [RATE_MBIT] [FLOWS] [SECONDS]
+# With CHECKS=1 the probe also runs its link checks over the veth as a site would (link S1-P;
+# ICMP, TCP and HTTP targets every 10 s, 5 attempts each, against a Python server in B).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-100}; flows=${2:-10000}; secs=${3:-30}
@@ -26,6 +28,31 @@ sleep 1
 ./target/release/rie-collector probe-config "${common[@]}" --site S1 --address 127.0.0.1:7443 --out "$work/p.toml" >/dev/null
 sed -i "s#/var/lib/rie-probe#$work/probe#" "$work/p.toml"
 printf '\n[capture]\ninterfaces = ["fpa"]\n[meter]\nsite_prefixes = ["10.97.0.1/32"]\n' >> "$work/p.toml"
+if [ "${CHECKS:-0}" = 1 ]; then
+  (cd "$work" && exec ip netns exec "$b" python3 -m http.server -b 10.97.0.2 8080 >/dev/null 2>&1) &
+  cat >> "$work/p.toml" <<TOML
+[[links]]
+id = "S1-P"
+role = "primary"
+interface = "fpa"
+[checks]
+interval = "10s"
+attempts = 5
+timeout = "1s"
+[[checks.targets]]
+kind = "icmp"
+target = "10.97.0.2"
+name = "pop"
+[[checks.targets]]
+kind = "tcp"
+target = "10.97.0.2:8080"
+name = "tcp"
+[[checks.targets]]
+kind = "http"
+target = "http://10.97.0.2:8080/"
+name = "http"
+TOML
+fi
 ip netns exec "$a" ./target/release/rie-probe --log-level warn run --config "$work/p.toml" 2>"$work/probe.log" &
 probe=$!
 ip netns exec "$a" softflowd -d -i fpa -n 127.0.0.1:9995 -v 9 -c none -t maxlife=60 >/dev/null 2>&1 &
@@ -59,4 +86,7 @@ wait "$gen"
 cat "$work/gen.out"
 echo "rie-probe : $(echo "100*($p2-$p1)/($t2-$t1)" | bc -l | cut -c1-5) % of one core, peak RSS $((prss / 1024)) MiB"
 echo "softflowd : $(echo "100*($s2-$s1)/($t2-$t1)" | bc -l | cut -c1-5) % of one core, peak RSS $((srss / 1024)) MiB"
+sleep 2
+m() { awk -v n="$1" '$1 ~ "^"n"[{]" {print $2}' "$work/probe/metrics.prom"; }
+echo "rie-probe : $(m rie_probe_capture_packets_total) IP packets captured, $(m rie_probe_capture_kernel_drops_total) dropped by the kernel"
 grep -i "error\|warn" "$work/probe.log" | head -3 || true

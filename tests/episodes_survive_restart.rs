@@ -80,11 +80,11 @@ fn episodes_follow_states_and_survive_a_collector_kill() {
     );
     assert_eq!(
         eps[2]["cause"],
-        "primary S1-P down; backup S1-B carries the traffic"
+        "lien principal S1-P en panne ; le secours S1-B porte le trafic"
     );
     assert_eq!(
         eps[1]["cause"],
-        "no link reaches the core (S1-P, S1-B down)"
+        "aucun lien n'atteint le cœur de réseau (S1-P, S1-B en panne)"
     );
     // A window that only overlaps the outage returns only the outage.
     let only = episodes(&c, t0 + 200 * s, t0 + 250 * s);

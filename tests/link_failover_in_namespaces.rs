@@ -250,7 +250,7 @@ name = "core-dns"
     assert_episode(degraded, "degraded", (cut, seen), None);
     assert_eq!(degraded["link"], "S1-P");
     assert!(
-        degraded["cause"].as_str().unwrap().starts_with("loss "),
+        degraded["cause"].as_str().unwrap().starts_with("pertes "),
         "{degraded}"
     );
     let back = now_ms();

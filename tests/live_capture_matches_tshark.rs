@@ -191,5 +191,6 @@ fn live_capture_through_the_collector_equals_tshark() {
     let packets: u64 = expected.values().map(|(p, _)| p).sum();
     assert_eq!(value("rie_probe_capture_packets_total"), packets, "{prom}");
     assert_eq!(value("rie_probe_flow_table_evictions_total"), 0, "{prom}");
+    assert_eq!(value("rie_probe_capture_kernel_drops_total"), 0, "{prom}");
     assert_eq!(value("rie_probe_up"), 0, "stopped: {prom}");
 }

@@ -1,10 +1,12 @@
 //! The flow meter against an independent tool on real traffic: two network namespaces joined by
-//! a veth pair exchange ping (IPv4 and IPv6), HTTP with Python's server and curl, UDP
-//! datagrams and a burst of connections to closed ports (SYN/RST); tcpdump captures it; the
+//! a veth pair exchange ping (IPv4 and IPv6), HTTP with Python's server and curl, iperf3 bulk
+//! TCP and paced UDP, UDP datagrams and a burst of connections to closed ports (SYN/RST);
+//! tcpdump captures it; the
 //! packets and IP bytes of `rie-probe replay --summary json` must equal tshark's count of the
 //! same file, per protocol, exactly.
 //!
-//! Needs root, iproute2, tcpdump, tshark, iputils-ping, curl and python3 (`.ci/run` installs them).
+//! Needs root, iproute2, tcpdump, tshark, iputils-ping, curl, iperf3 and python3 (`.ci/run`
+//! installs them).
 
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
@@ -41,6 +43,7 @@ fn replay_equals_tshark_per_protocol_on_namespace_traffic() {
         ("tshark", "tshark"),
         ("ping", "iputils-ping"),
         ("curl", "curl"),
+        ("iperf3", "iperf3"),
         ("python3", "python3"),
     ] {
         need(tool, pkg);
@@ -77,6 +80,49 @@ fn replay_equals_tshark_per_protocol_on_namespace_traffic() {
             &["-sf", "-o", "/dev/null", "http://10.99.0.2:8080/page.html"],
         );
     }
+    // iperf3: 4 MiB of TCP at 40 Mbit/s (paced, so that tcpdump keeps up; segments as large as
+    // the veth offloads make them), then 1 s of
+    // UDP at 20 Mbit/s, each against a one-shot server.
+    for client in [
+        &["-c", "10.99.0.2", "-p", "5201", "-n", "4M", "-b", "40M"][..],
+        &[
+            "-c",
+            "10.99.0.2",
+            "-p",
+            "5202",
+            "-u",
+            "-b",
+            "20M",
+            "-t",
+            "1",
+        ][..],
+    ] {
+        let port = client[3];
+        let mut server = rie_e2e::Guard(
+            NetnsPair::exec(&net.b, "iperf3")
+                .args(["-s", "-1", "-p", port])
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let start = Instant::now();
+        loop {
+            let out = NetnsPair::exec(&net.a, "iperf3")
+                .args(client)
+                .output()
+                .unwrap();
+            if out.status.success() {
+                break;
+            }
+            assert!(
+                start.elapsed() < Duration::from_secs(10),
+                "iperf3 {client:?}: {}",
+                String::from_utf8_lossy(&out.stdout)
+            );
+            std::thread::sleep(Duration::from_millis(200));
+        }
+        assert!(server.0.wait().unwrap().success());
+    }
     let udp_and_rst = r#"
 import socket
 s = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
@@ -109,4 +155,6 @@ for port in range(20000, 20040):
     // 5 echo requests and 5 replies, plus the port-unreachables the closed UDP port sent back
     // (rate-limited by the kernel, so their number varies).
     assert!(expected["1"].0 >= 10, "{expected:?}");
+    // iperf3's 4 MiB of TCP payload (its control connection and headers come on top).
+    assert!(expected["6"].1 >= 4 << 20, "{expected:?}");
 }

@@ -13,7 +13,7 @@ use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
 /// `[cluster]` section: absent or with no members means a single collector owning every site.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ClusterConfig {
     /// Probe-facing `host:port` of every collector of the cluster, identical on all of them.
@@ -26,6 +26,26 @@ pub struct ClusterConfig {
     /// national answers of `/api/v1/cluster/...`; empty: that endpoint answers 404.
     #[serde(default)]
     pub api_members: Vec<String>,
+    /// How long a hello of a stream this member has no current mark for waits for the other
+    /// members' marks (`stream_marks`) before it is answered anyway. Probes wait 10 s for the
+    /// answer (their `connect_timeout`), so this stays well below it (at most 5 s).
+    #[serde(default = "default_mark_lookup_timeout", with = "humantime_serde")]
+    pub mark_lookup_timeout: std::time::Duration,
+}
+
+fn default_mark_lookup_timeout() -> std::time::Duration {
+    std::time::Duration::from_secs(2)
+}
+
+impl Default for ClusterConfig {
+    fn default() -> Self {
+        Self {
+            members: Vec::new(),
+            self_address: None,
+            api_members: Vec::new(),
+            mark_lookup_timeout: default_mark_lookup_timeout(),
+        }
+    }
 }
 
 /// Why a `[cluster]` section cannot work; `key` is the configuration key to fix.
@@ -78,6 +98,17 @@ impl ClusterConfig {
                 });
             }
         }
+        if self.mark_lookup_timeout.is_zero()
+            || self.mark_lookup_timeout > std::time::Duration::from_secs(5)
+        {
+            return Err(ClusterConfigError {
+                key: "cluster.mark_lookup_timeout",
+                message: format!(
+                    "{:?} is outside 1ms..=5s (probes wait 10 s for the hello answer); e.g. \"2s\"",
+                    self.mark_lookup_timeout
+                ),
+            });
+        }
         if !self.api_members.is_empty() && self.api_members.len() != self.members.len() {
             return Err(ClusterConfigError {
                 key: "cluster.api_members",
@@ -100,6 +131,21 @@ impl ClusterConfig {
             }),
             Some(_) => Ok(()),
         }
+    }
+
+    /// API URLs of the other members (every `api_members` entry but this one's, which has the
+    /// same index as `self` in `members`): the peers asked for stream marks.
+    pub fn peer_apis(&self) -> Vec<String> {
+        let me = self
+            .self_address
+            .as_ref()
+            .and_then(|s| self.members.iter().position(|m| m == s));
+        self.api_members
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| Some(*i) != me)
+            .map(|(_, u)| u.clone())
+            .collect()
     }
 
     /// The ring this collector routes with, or `None` for a single collector.
@@ -163,7 +209,9 @@ pub fn routes(api_members: Vec<String>) -> axum::Router {
     use axum::routing::get;
     let state = Arc::new(FanOut {
         members: api_members,
+        // HTTP/1.1 only: keeps h2 0.3 (RUSTSEC-2026-0258) unused (docs/dependencies.md).
         http: reqwest::Client::builder()
+            .http1_only()
             .timeout(std::time::Duration::from_secs(10))
             .build()
             .unwrap_or_default(),
@@ -295,6 +343,7 @@ mod tests {
             members: m(&["a:1", "b:2"]),
             self_address: Some("a:1".into()),
             api_members: vec![],
+            ..Default::default()
         };
         cfg.validate().unwrap();
         let ring = cfg.ring().unwrap();
@@ -313,6 +362,7 @@ mod tests {
                 members: m(members),
                 self_address: me.map(str::to_string),
                 api_members: vec![],
+                ..Default::default()
             }
             .validate()
             .unwrap_err()
@@ -326,6 +376,7 @@ mod tests {
             members: m(&["a:1", "b:2"]),
             self_address: Some("a:1".into()),
             api_members: m(urls),
+            ..Default::default()
         };
         assert_eq!(
             api(&["http://a:8080"]).validate().unwrap_err().key,
@@ -338,6 +389,16 @@ mod tests {
         api(&["http://a:8080", "https://b:8443"])
             .validate()
             .unwrap();
+        let mut slow = api(&["http://a:8080", "http://b:8080"]);
+        slow.mark_lookup_timeout = std::time::Duration::from_secs(9);
+        assert_eq!(
+            slow.validate().unwrap_err().key,
+            "cluster.mark_lookup_timeout"
+        );
+        // The peers of a member are the other members' APIs, matched by position.
+        let mut b = api(&["http://a:8080", "http://b:8080"]);
+        b.self_address = Some("b:2".into());
+        assert_eq!(b.peer_apis(), vec!["http://a:8080".to_string()]);
         assert!(ClusterConfig::default().validate().is_ok());
         assert!(ClusterConfig::default().ring().is_none());
     }

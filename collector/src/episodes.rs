@@ -155,13 +155,14 @@ impl SilenceWatcher {
         let mut opened = Vec::new();
         let mut closed = Vec::new();
         for (idx, v) in views.iter().enumerate() {
-            let silent = v.state == rie_proto::SiteState::Silent;
+            // Cluster: a site owned by another member is not silent here, it reports elsewhere.
+            let silent = v.state == rie_proto::SiteState::Silent && self.sites.owns(idx);
             match (silent, self.open.get(&idx)) {
                 (true, None) => {
                     let start = v.state_since_ms.unwrap_or(now_ms);
                     tx.prepare_cached(
                         "INSERT INTO episodes(site_id, kind, link_id, start_ms, end_ms, cause)
-                         VALUES (?1, 'silent', NULL, ?2, NULL, 'probe not reporting')",
+                         VALUES (?1, 'silent', NULL, ?2, NULL, 'la sonde ne transmet plus')",
                     )?
                     .execute(params![self.sites.inventory.sites[idx].id.as_str(), start])?;
                     opened.push((idx, (tx.last_insert_rowid(), start)));
@@ -289,5 +290,20 @@ mod tests {
         let done = query(&conn, "S1", 0, i64::MAX).unwrap();
         assert_eq!(done.len(), 1);
         assert_eq!((done[0].start_ms, done[0].end_ms), (1_000, Some(50_000)));
+    }
+
+    #[test]
+    fn a_site_owned_by_another_cluster_member_is_not_silent_here() {
+        let (_d, path) = db();
+        // The same silence as above, on a member that does not own S1 (it moved away).
+        let sites = Arc::new(registry().owning("b:7443", |site| site != "S1"));
+        sites.on_hello(0, 1, "0.1.0", 0, 1_000);
+        let mut w = SilenceWatcher::new(crate::store::open(&path).unwrap(), sites.clone()).unwrap();
+        w.scan(40_000).unwrap();
+        w.scan(41_000).unwrap();
+        let conn = crate::store::open(&path).unwrap();
+        assert!(query(&conn, "S1", 0, i64::MAX).unwrap().is_empty());
+        assert!(!sites.owns(0));
+        assert_eq!(sites.member(), Some("b:7443"));
     }
 }

@@ -23,6 +23,7 @@ pub mod sinks;
 pub mod site_gauges;
 pub mod sites;
 pub mod store;
+pub mod stream_marks;
 pub mod web;
 
 pub use server::{run, Running, StartError};

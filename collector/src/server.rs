@@ -39,6 +39,8 @@ pub enum StartError {
     Costs(#[from] crate::indicators::CostsError),
     #[error(transparent)]
     Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
+    #[error(transparent)]
+    ClusterMarks(#[from] crate::stream_marks::MarkLookupError),
     #[error("cannot listen on {addr} ({what}): {source}; free the port or set another address")]
     Bind {
         addr: SocketAddr,
@@ -134,8 +136,20 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let db = cfg.db_path();
     let conn = store::open(&db)?;
     let metrics = Arc::new(Metrics::new());
-    let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
+    let mut registry = SiteRegistry::new(inventory.clone(), cfg.sites.clone());
+    if let Some(ring) = cfg.cluster.ring() {
+        let me = ring.me.clone();
+        registry = registry.owning(&me, move |site| ring.redirect_for(site).is_none());
+    }
+    let sites = Arc::new(registry);
     let dedup = Arc::new(store::load_state(&conn, &sites)?);
+    let marks = crate::stream_marks::MarkLookup::start(
+        &cfg.cluster,
+        &conn,
+        metrics.clone(),
+        probe_stream::now_ms(),
+    )?
+    .map(Arc::new);
     metrics
         .registry
         .register(Box::new(crate::site_gauges::SiteGauges::new(sites.clone())))
@@ -218,10 +232,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         acceptor: TlsAcceptor::from(tls),
         sites: sites.clone(),
         reader: reader.clone(),
-        dedup,
+        dedup: dedup.clone(),
         store: store_tx,
         metrics: metrics.clone(),
         ring: cfg.cluster.ring(),
+        marks,
     });
     tracker.spawn(probe_stream::run(
         probe_listener,
@@ -236,7 +251,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics: metrics.clone(),
         costs,
     })
-    .merge(crate::cluster::routes(cfg.cluster.api_members.clone()));
+    .merge(crate::cluster::routes(cfg.cluster.api_members.clone()))
+    .merge(crate::stream_marks::routes(dedup));
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {
         let serve = axum::serve(api_listener, app)

@@ -130,6 +130,13 @@ pub struct SiteRegistry {
     /// Silence is counted from here at the earliest: sites cannot report while the collector
     /// itself is down, and that is not their silence.
     started_ms: i64,
+    /// Cluster: which inventory sites this member owns (`None`: a single collector owns all).
+    /// A member holds the whole inventory, but only its own sites' states are its to report
+    /// (Prometheus gauges, InfluxDB `site_state`, silent episodes): another member's site is
+    /// not silent here, it is elsewhere.
+    owned: Option<Vec<bool>>,
+    /// Cluster: this member's name (`cluster.self`, unique among the members).
+    member: Option<String>,
 }
 
 impl SiteRegistry {
@@ -140,7 +147,35 @@ impl SiteRegistry {
             thresholds,
             live,
             started_ms: crate::ingest::probe_stream::now_ms(),
+            owned: None,
+            member: None,
         }
+    }
+
+    /// Cluster: this collector is the member `member` (its `cluster.self`), and reports only the
+    /// sites `owns` accepts (by site id).
+    pub fn owning(mut self, member: &str, owns: impl Fn(&str) -> bool) -> Self {
+        self.member = Some(member.to_string());
+        self.owned = Some(
+            self.inventory
+                .sites
+                .iter()
+                .map(|s| owns(s.id.as_str()))
+                .collect(),
+        );
+        self
+    }
+
+    /// This collector's name in its cluster (`cluster.self`), `None` on a single collector.
+    pub fn member(&self) -> Option<&str> {
+        self.member.as_deref()
+    }
+
+    /// Whether this member reports the state of the site at `idx` (always, on a single collector).
+    pub fn owns(&self, idx: usize) -> bool {
+        self.owned
+            .as_ref()
+            .is_none_or(|o| o.get(idx).copied().unwrap_or(false))
     }
 
     /// Sets when the collector started (tests and benches replay fixed clocks).
@@ -367,7 +402,8 @@ fn evaluate_links(
                     bad_streak: 0,
                     target_streaks: Vec::new(),
                 });
-            if let Some(st) = batch.links.iter().find(|s| s.link == l.id) {
+            let reported = batch.links.iter().find(|s| s.link == l.id);
+            if let Some(st) = reported {
                 // Loss and latency measured while the link was down say nothing of it now.
                 if st.up && !cur.up {
                     cur.loss_ratio = None;
@@ -423,8 +459,11 @@ fn evaluate_links(
                     .map(|(_, n)| *n)
                     .max()
                     .unwrap_or(0);
-                // A link that answered nothing does not reach the core, whatever its interface says.
-                if sent > 0 && recv == 0 {
+                // The probe's own link status already weighs its checks (over several polls, with
+                // the interface and the route); only a batch without it (an older probe, samples
+                // alone) lets the collector infer: a link that answered nothing does not reach
+                // the core, whatever its interface says.
+                if reported.is_none() && sent > 0 && recv == 0 {
                     cur.up = false;
                 }
             }
@@ -433,7 +472,12 @@ fn evaluate_links(
         .collect()
 }
 
-/// A site state with what explains it.
+/// One decimal with a decimal comma, as the NOC reads it ("12,5").
+fn decimal_fr(v: f64) -> String {
+    format!("{v:.1}").replace('.', ",")
+}
+
+/// A site state with what explains it (in French: the NOC's status page and reports show it).
 struct Verdict {
     state: SiteState,
     link: Option<LinkId>,
@@ -464,7 +508,10 @@ fn site_state(
         return verdict(
             SiteState::Down,
             None,
-            format!("no link reaches the core ({} down)", ids.join(", ")),
+            format!(
+                "aucun lien n'atteint le cœur de réseau ({} en panne)",
+                ids.join(", ")
+            ),
         );
     }
     let role = |id: &LinkId| inv.links_of(site).find(|l| &l.id == id).map(|l| l.role);
@@ -478,15 +525,15 @@ fn site_state(
     if let (Some(p), Some(c)) = (primary, carrying) {
         if !(p.up && p.active) && role(&c.link) == Some(LinkRole::Backup) {
             let why = if p.up {
-                "no longer carries the traffic"
+                "ne porte plus le trafic"
             } else {
-                "down"
+                "en panne"
             };
             return verdict(
                 SiteState::OnBackup,
                 Some(p),
                 format!(
-                    "primary {} {why}; backup {} carries the traffic",
+                    "lien principal {} {why} ; le secours {} porte le trafic",
                     p.link, c.link
                 ),
             );
@@ -504,10 +551,10 @@ fn site_state(
             SiteState::Degraded,
             Some(c),
             format!(
-                "loss {:.1} % on {} (threshold {:.1} %)",
-                loss * 100.0,
+                "pertes {} % sur {} (seuil {} %)",
+                decimal_fr(loss * 100.0),
                 c.link,
-                t.degraded_loss_ratio * 100.0
+                decimal_fr(t.degraded_loss_ratio * 100.0)
             ),
         );
     }
@@ -516,7 +563,7 @@ fn site_state(
             SiteState::Degraded,
             Some(c),
             format!(
-                "rtt {rtt:.0} ms on {} (threshold {rtt_limit_ms:.0} ms)",
+                "latence {rtt:.0} ms sur {} (seuil {rtt_limit_ms:.0} ms)",
                 c.link
             ),
         );
@@ -640,13 +687,20 @@ pub(crate) mod tests {
             state_after(&batch(&[("P", true, true)], Some(("P", 100, 99, 20_000)))),
             SiteState::Up
         );
-        // The primary's interface is up but nothing answers across it: the backup carries.
+        // Samples alone (no link status from the probe): nothing answers across the primary,
+        // so it does not reach the core and the backup carries.
+        assert_eq!(
+            state_after(&batch(&[("B", true, false)], Some(("P", 10, 0, 0)))),
+            SiteState::OnBackup
+        );
+        // With the probe's link status, the probe decides: one unanswered interval is not a
+        // failure it has confirmed.
         assert_eq!(
             state_after(&batch(
                 &[("P", true, true), ("B", true, false)],
                 Some(("P", 10, 0, 0))
             )),
-            SiteState::OnBackup
+            SiteState::Up
         );
     }
 
@@ -751,7 +805,10 @@ pub(crate) mod tests {
         let t = t.unwrap();
         assert_eq!((t.to, t.at_ms), (SiteState::OnBackup, 200_000));
         assert_eq!(t.link.unwrap().as_str(), "P");
-        assert_eq!(t.cause, "primary P down; backup B carries the traffic");
+        assert_eq!(
+            t.cause,
+            "lien principal P en panne ; le secours B porte le trafic"
+        );
         assert_eq!(n.state_since_ms, Some(200_000));
         r.apply(0, n);
         // Same state again: no transition.
@@ -768,7 +825,10 @@ pub(crate) mod tests {
         let (_, t) = r.advance(0, r.current(0), &down, 510_000);
         let t = t.unwrap();
         assert_eq!((t.to, t.at_ms, t.link), (SiteState::Down, 294_000, None));
-        assert_eq!(t.cause, "no link reaches the core (P, B down)");
+        assert_eq!(
+            t.cause,
+            "aucun lien n'atteint le cœur de réseau (P, B en panne)"
+        );
     }
 
     #[test]

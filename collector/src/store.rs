@@ -220,6 +220,18 @@ impl DedupIndex {
         self.lock().get(&(site.clone(), stream)).copied()
     }
 
+    /// Raises the mark of `(site, stream)` to at least `seq`: a mark learned from a cluster
+    /// peer (`stream_marks`), so that batches up to it are acknowledged as duplicates. Held in
+    /// memory only: the next batch stored persists a higher mark; a restart before that asks
+    /// the peers again. Never lowers a mark.
+    pub fn raise(&self, site: &SiteId, stream: u64, seq: u64) {
+        let mut m = self.lock();
+        let e = m.entry((site.clone(), stream)).or_insert(seq);
+        if *e < seq {
+            *e = seq;
+        }
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<(SiteId, u64), u64>> {
         self.0.lock().unwrap_or_else(|p| p.into_inner())
     }

@@ -111,13 +111,39 @@ pub struct CollectorLink {
 }
 
 /// Live capture.
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CaptureConfig {
     /// Interfaces to capture on (both directions), e.g. ["eth1"] for the router's WAN side;
     /// empty: no capture.
     #[serde(default)]
     pub interfaces: Vec<String>,
+    /// Kernel receive buffer of each capture socket, in KiB: what absorbs a burst while the
+    /// capture thread is busy. The kernel caps it at `net.core.rmem_max` (the probe warns).
+    #[serde(default = "default_socket_buffer_kib")]
+    pub socket_buffer_kib: usize,
+}
+
+impl Default for CaptureConfig {
+    fn default() -> Self {
+        Self {
+            interfaces: Vec::new(),
+            socket_buffer_kib: default_socket_buffer_kib(),
+        }
+    }
+}
+
+fn default_socket_buffer_kib() -> usize {
+    2048
+}
+
+impl CaptureConfig {
+    pub fn settings(&self) -> crate::sources::capture::CaptureSettings {
+        crate::sources::capture::CaptureSettings {
+            interfaces: self.interfaces.clone(),
+            socket_buffer: self.socket_buffer_kib * 1024,
+        }
+    }
 }
 
 /// NetFlow/IPFIX relay: the site router exports to the probe, which decodes, aggregates
@@ -338,6 +364,12 @@ impl ProbeConfig {
         if c.max_in_flight == 0 {
             return Err(self.invalid("collector.max_in_flight", "must be at least 1; e.g. 8"));
         }
+        if !(64..=1 << 20).contains(&self.capture.socket_buffer_kib) {
+            return Err(self.invalid(
+                "capture.socket_buffer_kib",
+                "must be between 64 and 1048576 (KiB); e.g. 2048",
+            ));
+        }
         if self.spool.budget_mb < 16 {
             return Err(self.invalid("spool.budget_mb", "must be at least 16 (MiB); e.g. 256"));
         }
@@ -536,18 +568,23 @@ mod tests {
     fn errors_name_the_key() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("p.toml");
-        std::fs::write(
-            &p,
-            "site_id = \"S1\"\n[collector]\naddress = \"nope\"\ntoken = \"t\"\nca_cert = \"x\"\n",
-        )
-        .unwrap();
-        let e = ProbeConfig::load(&p)
-            .unwrap()
-            .resolve()
-            .err()
-            .unwrap()
-            .to_string();
+        let resolve_error = |address: &str, extra: &str| {
+            std::fs::write(
+                &p,
+                format!("site_id = \"S1\"\n[collector]\naddress = \"{address}\"\ntoken = \"t\"\nca_cert = \"x\"\n{extra}"),
+            )
+            .unwrap();
+            ProbeConfig::load(&p)
+                .unwrap()
+                .resolve()
+                .err()
+                .unwrap()
+                .to_string()
+        };
+        let e = resolve_error("nope", "");
         assert!(e.contains("p.toml: key `collector.address`"), "{e}");
+        let e = resolve_error("c:7443", "[capture]\nsocket_buffer_kib = 8\n");
+        assert!(e.contains("key `capture.socket_buffer_kib`"), "{e}");
         std::fs::write(&p, "site_id = \"S 1\"\n").unwrap();
         let e = ProbeConfig::load(&p).unwrap_err().to_string();
         assert!(e.contains("line 1"), "{e}");

@@ -251,6 +251,9 @@ pub struct Status {
     pub flow_table_entries: Option<u64>,
     #[serde(default)]
     pub flow_table_evictions: Option<u64>,
+    /// Frames the kernel dropped because the capture could not keep up (None: unknown).
+    #[serde(default)]
+    pub capture_kernel_drops: Option<u64>,
     /// NetFlow datagrams received from the router since start, when the relay is on.
     #[serde(default)]
     pub netflow_datagrams: Option<u64>,
@@ -344,6 +347,12 @@ impl Status {
             self.capture_packets,
         );
         put(
+            "rie_probe_capture_kernel_drops_total",
+            "counter",
+            "Frames the kernel dropped because the capture socket's buffer was full.",
+            self.capture_kernel_drops,
+        );
+        put(
             "rie_probe_flow_table_entries",
             "gauge",
             "Flows open in the capture's flow table.",
@@ -386,7 +395,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         None
     } else {
         Some(LiveMeter::start(
-            &cfg.capture.interfaces,
+            &cfg.capture.settings(),
             cfg.meter.table(),
             Prefixes(cfg.meter.site_prefixes.clone()),
         )?)
@@ -449,6 +458,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             flow_table_evictions: capture
                 .as_ref()
                 .map(|c| c.table_evictions.load(Ordering::Relaxed)),
+            capture_kernel_drops: capture.as_ref().and_then(|c| c.kernel_drops()),
             netflow_datagrams: relay_stats
                 .as_ref()
                 .map(|r| r.datagrams.load(Ordering::Relaxed)),

@@ -148,6 +148,30 @@ pub fn render(st: &Status, lang: Lang) -> (String, bool) {
             .join(" ; ")
     };
     line(lang.t("Liens", "Links"), links);
+    if let Some(n) = st.capture_packets {
+        line(
+            "Capture",
+            format!(
+                "{n} {}, {}; {} {}, {} {}",
+                lang.t("paquets IP comptés", "IP packets counted"),
+                match st.capture_kernel_drops {
+                    Some(0) => lang.t("aucun perdu par le noyau", "none dropped by the kernel").to_string(),
+                    Some(d) => format!(
+                        "{d} {}",
+                        lang.t(
+                            "PERDUS par le noyau (tampon plein : augmentez capture.socket_buffer_kib et net.core.rmem_max)",
+                            "DROPPED by the kernel (buffer full: raise capture.socket_buffer_kib and net.core.rmem_max)"
+                        )
+                    ),
+                    None => lang.t("pertes du noyau inconnues", "kernel drops unknown").to_string(),
+                },
+                st.flow_table_entries.unwrap_or(0),
+                lang.t("flux ouverts", "open flows"),
+                st.flow_table_evictions.unwrap_or(0),
+                lang.t("évincés (table pleine)", "evicted (table full)"),
+            ),
+        );
+    }
     if let Some(n) = st.netflow_datagrams {
         line(
             "NetFlow",

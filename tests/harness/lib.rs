@@ -253,6 +253,17 @@ impl Collector {
         terminate(&mut self.child)
     }
 
+    /// Sends `signal` (`STOP`, `CONT`...) to the running process: SIGSTOP makes a member that
+    /// accepts connections (the kernel does) but never answers, as a hung machine does.
+    pub fn signal(&self, signal: &str) {
+        let c = self.child.as_ref().expect("collector running");
+        let st = Command::new("kill")
+            .args([&format!("-{signal}"), &c.id().to_string()])
+            .status()
+            .expect("kill");
+        assert!(st.success(), "kill -{signal}");
+    }
+
     /// SIGTERM (the collector commits what it holds), then start again on the same files.
     pub fn restart_graceful(&mut self) {
         assert_eq!(self.terminate(), Some(0), "{}", self.log());
@@ -690,6 +701,12 @@ impl Probe {
     pub fn terminate(&mut self) -> Option<i32> {
         terminate(&mut self.child)
     }
+
+    /// Sends `signal` (e.g. "STOP", "CONT") to the running probe.
+    pub fn signal(&self, signal: &str) {
+        let pid = self.child.as_ref().expect("probe running").id();
+        run_ok(Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]));
+    }
 }
 
 impl Drop for Probe {
@@ -705,6 +722,7 @@ pub struct NetnsPair {
     pub a: String,
     pub b: String,
     pub veth_a: String,
+    pub veth_b: String,
 }
 
 impl NetnsPair {
@@ -718,6 +736,7 @@ impl NetnsPair {
             a: a.clone(),
             b: b.clone(),
             veth_a: veth_a.clone(),
+            veth_b: veth_b.clone(),
         };
         let ip = site_net::ip;
         ip(&["netns", "add", &a]);

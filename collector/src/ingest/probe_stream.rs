@@ -45,6 +45,9 @@ pub struct Context {
     pub metrics: Arc<Metrics>,
     /// Cluster membership: `None` on a single collector, which owns every site.
     pub ring: Option<crate::cluster::Ring>,
+    /// Cluster: asks the other members for a stream's mark when this one has no current mark
+    /// (a site that changed owner); `None` without peers.
+    pub marks: Option<Arc<crate::stream_marks::MarkLookup>>,
 }
 
 pub fn now_ms() -> i64 {
@@ -196,11 +199,19 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
         let _ = send(&mut framed, &Message::Refused(refused)).await;
         return;
     }
+    // A site that changed owner: take the previous owner's mark before acknowledging anything,
+    // so that a batch it stored (ack lost) is acknowledged as a duplicate, not stored again.
+    let mut last_stored_seq = ctx.dedup.last(&hello.site, hello.stream);
+    if let Some(marks) = &ctx.marks {
+        if marks.needed(&hello.site, hello.stream, last_stored_seq) {
+            last_stored_seq = marks.reconcile(&ctx.dedup, &hello.site, hello.stream).await;
+        }
+    }
     let now = now_ms();
     let welcome = Welcome {
         protocol_version: hello.protocol_version,
         collector_time_ms: now,
-        last_stored_seq: ctx.dedup.last(&hello.site, hello.stream),
+        last_stored_seq,
     };
     if let Err(e) = send(&mut framed, &Message::Welcome(welcome)).await {
         count_io_error(&ctx.metrics, &e);

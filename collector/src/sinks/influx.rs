@@ -1157,10 +1157,17 @@ impl Intake {
             }
         }
         for ((netflow, proto, dir), [flows, packets, bytes]) in sums {
+            let mut line = Line::new("site_traffic").tags(&self.tags.site[idx]);
+            if let Some(member) = self.sites.member() {
+                // Cluster: a site that changes owner in the middle of a minute has part of that
+                // minute on each member. Each writes its own part under its own `collector` tag
+                // (its `cluster.self`, unique by validation, unlike `influx.instance`), so neither
+                // overwrites the other, and sums over the tag are exact (docs/schema.md). Steady
+                // state: one value per site, no extra series.
+                line = line.tag("collector", member);
+            }
             out.extend(
-                Line::new("site_traffic")
-                    .tags(&self.tags.site[idx])
-                    .tag("direction", dir)
+                line.tag("direction", dir)
                     .tag("protocol", proto)
                     .tag("source", if netflow { "netflow" } else { "capture" })
                     .int("bytes", bytes)
@@ -1302,6 +1309,12 @@ async fn periodic(
         let views = sink.sites.views(now_ms);
         let mut lines = Vec::new();
         for (idx, v) in views.iter().enumerate() {
+            // Cluster: every member holds the whole inventory, but a site's state is written by
+            // its owner only; another member would write `unknown` (or `silent`, for a site that
+            // moved away) on the same series and period timestamp.
+            if !sink.sites.owns(idx) {
+                continue;
+            }
             let changed = last.get(idx).copied().flatten() != Some(v.state);
             if !full && !changed {
                 continue;
@@ -1396,7 +1409,10 @@ impl influxdb2::models::WriteDataPoint for Body {
 
 impl HttpWriter {
     fn new(cfg: &InfluxConfig, url: &str) -> Result<Self, SinkError> {
+        // HTTP/1.1 only: InfluxDB's write API needs nothing more, and it keeps reqwest 0.11's
+        // h2 0.3 (RUSTSEC-2026-0258, no 0.3 fix) out of every connection (docs/dependencies.md).
         let mut http = reqwest::ClientBuilder::new()
+            .http1_only()
             .timeout(cfg.timeout)
             .connect_timeout(cfg.timeout);
         if let Some(path) = &cfg.ca_cert {

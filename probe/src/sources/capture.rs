@@ -2,6 +2,11 @@
 //! (AF_PACKET, both directions, needs CAP_NET_RAW) into the shared flow meter. At each batch
 //! the producer sweeps expired flows into minute aggregates; at shutdown the capture stops
 //! first and the table is flushed, so the last batch holds everything seen.
+//!
+//! The probe opens each capture socket itself (safe `socket2`) and hands it to `pnet`, so that
+//! it can size the socket's receive buffer (`capture.socket_buffer_kib`) and knows the socket's
+//! inode, by which a watcher thread reads the kernel's drop counter every second
+//! ([`super::packet_diag`]).
 
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -9,11 +14,12 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use rie_proto::FlowAggregate;
-use tracing::{error, info};
+use tracing::{error, info, warn};
 
 use crate::meter::aggregate::{Aggregator, Prefixes};
 use crate::meter::flow_table::{FlowTable, FlowTableConfig};
 use crate::meter::packet;
+use crate::sources::packet_diag::{self, DropCounter};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
@@ -27,6 +33,14 @@ pub enum CaptureError {
     },
     #[error("capture on {0}: not an Ethernet interface")]
     NotEthernet(String),
+}
+
+/// Capture settings that are not about the flow table.
+#[derive(Debug, Clone)]
+pub struct CaptureSettings {
+    pub interfaces: Vec<String>,
+    /// Receive buffer asked for each capture socket, in bytes.
+    pub socket_buffer: usize,
 }
 
 struct Meter {
@@ -43,6 +57,43 @@ pub struct CaptureCounters {
     pub table_entries: AtomicU64,
     /// Flows reported early because the table was full, since start.
     pub table_evictions: AtomicU64,
+    /// Frames the kernel dropped because a capture socket's buffer was full, since start.
+    pub kernel_drops: AtomicU64,
+    /// False when the kernel cannot tell (no `packet_diag`): drops are then unknown, not 0.
+    pub kernel_drops_known: AtomicBool,
+}
+
+impl CaptureCounters {
+    pub fn kernel_drops(&self) -> Option<u64> {
+        self.kernel_drops_known
+            .load(Ordering::Relaxed)
+            .then(|| self.kernel_drops.load(Ordering::Relaxed))
+    }
+}
+
+/// Reads the capture sockets' kernel drop counters into the shared counters.
+struct DropWatch {
+    inodes: Vec<u32>,
+    counter: DropCounter,
+    warned: bool,
+}
+
+impl DropWatch {
+    fn poll(&mut self, counters: &CaptureCounters) {
+        match packet_diag::packet_socket_drops() {
+            Ok(reading) => {
+                let total = self.counter.update(&reading, &self.inodes);
+                counters.kernel_drops.store(total, Ordering::Relaxed);
+                counters.kernel_drops_known.store(true, Ordering::Relaxed);
+            }
+            Err(e) => {
+                counters.kernel_drops_known.store(false, Ordering::Relaxed);
+                if !std::mem::replace(&mut self.warned, true) {
+                    warn!(error = %e, "cannot read the capture's kernel drop counters: drops are reported as unknown");
+                }
+            }
+        }
+    }
 }
 
 /// The running capture and its flow meter.
@@ -50,7 +101,31 @@ pub struct LiveMeter {
     meter: Arc<Mutex<Meter>>,
     stop: Arc<AtomicBool>,
     threads: Vec<JoinHandle<()>>,
+    drops: Arc<Mutex<DropWatch>>,
     pub counters: Arc<CaptureCounters>,
+}
+
+/// An AF_PACKET socket for all protocols (ETH_P_ALL, in network order), with its receive
+/// buffer sized; `pnet` binds it to the interface.
+fn packet_socket(socket_buffer: usize) -> std::io::Result<socket2::Socket> {
+    const AF_PACKET: i32 = 17;
+    const ETH_P_ALL_BE: i32 = 0x0003_u16.to_be() as i32;
+    let s = socket2::Socket::new(
+        socket2::Domain::from(AF_PACKET),
+        socket2::Type::RAW,
+        Some(socket2::Protocol::from(ETH_P_ALL_BE)),
+    )?;
+    s.set_recv_buffer_size(socket_buffer)?;
+    // Linux reports twice what it grants (the other half is its bookkeeping).
+    let granted = s.recv_buffer_size()? / 2;
+    if granted < socket_buffer {
+        warn!(
+            asked = socket_buffer,
+            granted,
+            "the kernel capped the capture socket's buffer (net.core.rmem_max): raise it with `sysctl -w net.core.rmem_max={socket_buffer}` if the capture drops packets"
+        );
+    }
+    Ok(s)
 }
 
 fn now_ns() -> u64 {
@@ -65,7 +140,7 @@ impl LiveMeter {
     /// # Errors
     /// [`CaptureError`] naming the interface and the fix.
     pub fn start(
-        interfaces: &[String],
+        settings: &CaptureSettings,
         table: FlowTableConfig,
         prefixes: Prefixes,
     ) -> Result<Self, CaptureError> {
@@ -77,28 +152,37 @@ impl LiveMeter {
         let counters = Arc::new(CaptureCounters::default());
         let all = pnet_datalink::interfaces();
         let mut receivers = Vec::new();
-        for name in interfaces {
+        let mut inodes = Vec::new();
+        for name in &settings.interfaces {
             let iface = all
                 .iter()
                 .find(|i| &i.name == name)
                 .ok_or_else(|| CaptureError::NoInterface(name.clone()))?;
+            let open_error = |source| CaptureError::Open {
+                iface: name.clone(),
+                source,
+            };
+            let socket = packet_socket(settings.socket_buffer).map_err(open_error)?;
+            inodes.extend(packet_diag::socket_inode(&socket));
             let cfg = pnet_datalink::Config {
                 read_timeout: Some(Duration::from_millis(100)),
                 read_buffer_size: 1 << 16,
+                // pnet owns the descriptor from here on (it closes it).
+                socket_fd: Some(std::os::fd::IntoRawFd::into_raw_fd(socket)),
                 ..Default::default()
             };
             match pnet_datalink::channel(iface, cfg) {
                 Ok(pnet_datalink::Channel::Ethernet(_tx, rx)) => receivers.push((name.clone(), rx)),
                 Ok(_) => return Err(CaptureError::NotEthernet(name.clone())),
-                Err(source) => {
-                    return Err(CaptureError::Open {
-                        iface: name.clone(),
-                        source,
-                    })
-                }
+                Err(source) => return Err(open_error(source)),
             }
         }
-        let threads = receivers
+        let drops = Arc::new(Mutex::new(DropWatch {
+            inodes,
+            counter: DropCounter::default(),
+            warned: false,
+        }));
+        let mut threads = receivers
             .into_iter()
             .map(|(name, mut rx)| {
                 let (meter, stop, counters) = (meter.clone(), stop.clone(), counters.clone());
@@ -124,11 +208,24 @@ impl LiveMeter {
                     }
                 })
             })
-            .collect();
+            .collect::<Vec<_>>();
+        threads.push({
+            let (drops, stop, counters) = (drops.clone(), stop.clone(), counters.clone());
+            std::thread::spawn(move || {
+                while !stop.load(Ordering::Relaxed) {
+                    drops
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .poll(&counters);
+                    std::thread::sleep(Duration::from_secs(1));
+                }
+            })
+        });
         Ok(Self {
             meter,
             stop,
             threads,
+            drops,
             counters,
         })
     }
@@ -167,6 +264,11 @@ impl LiveMeter {
         for t in self.threads.drain(..) {
             let _ = t.join();
         }
+        // The last word on drops, for the status written at exit.
+        self.drops
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .poll(&self.counters);
         let mut g = self.meter.lock().unwrap_or_else(|p| p.into_inner());
         let Meter { table, agg } = &mut *g;
         table.flush();

@@ -4,4 +4,5 @@
 
 pub mod capture;
 pub mod netflow;
+pub mod packet_diag;
 pub mod simulate;
