@@ -26,6 +26,12 @@ fn direct_netflow_direction_and_talkers_equal_nfdump() {
     talkers_pcap(&pcap);
     let c = Collector::start_netflow(&inventory_with_prefixes(tmp.path()));
     let to = c.netflow_addr.unwrap();
+    // The site's detail shows what the NetFlow input knows of it.
+    let s1 = c.get("/api/v1/sites/S1");
+    assert_eq!(
+        s1["netflow"],
+        serde_json::json!({"exporters": ["127.0.0.2"], "site_prefixes": ["10.1.0.0/16", "fd00:1::/48"]})
+    );
     let mut expected = Vec::new();
     for (version, from, site) in [
         ("5", [127, 0, 0, 2], "S1"),
