@@ -29,14 +29,12 @@
 //!   NetFlow and probe traffic sum in one table. The sampling correction applied is kept
 //!   beside it in `netflow_sampling`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
-
-use std::collections::HashMap;
 
 use rie_probe::meter::aggregate::{direction_in, Talkers};
 use rie_probe::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
@@ -293,6 +291,8 @@ impl Worker {
             _ => "other",
         };
         self.nf.datagrams.with_label_values(&[version]).inc();
+        // A handle of our own, so that the site's prefixes can be borrowed while `self` is
+        // updated below (one atomic increment per datagram).
         let inventory = self.inventory.clone();
         let idx = inventory.site_index_of_exporter(&exporter);
         let prefixes = idx.map_or(&[][..], |i| &inventory.sites[i].prefixes[..]);
