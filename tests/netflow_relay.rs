@@ -10,7 +10,10 @@ use std::net::UdpSocket;
 use std::process::Command;
 use std::time::Duration;
 
-use rie_e2e::netflow::{mixed_pcap, nfdump_totals, softflowd};
+use rie_e2e::netflow::{
+    api_directions, api_talkers, mixed_pcap, nfcapd_files, nfdump_site_view, nfdump_totals,
+    softflowd, talkers_pcap, TALKER_SITE_PREFIXES,
+};
 use rie_e2e::{bin, Collector, Probe};
 use serde_json::Value;
 
@@ -81,6 +84,46 @@ fn probe_relays_the_routers_netflow_exactly() {
         )),
         "{text}"
     );
+    assert_eq!(p.terminate(), Some(0));
+}
+
+/// The relay decides direction against `[meter] site_prefixes` and sends top talkers like the
+/// capture meter: for softflowd's IPFIX export of one site's traffic, the collector's
+/// `by_direction` and top talkers for the site equal nfdump's on the same datagrams.
+#[test]
+fn relayed_direction_and_talkers_equal_nfdump() {
+    let tmp = tempfile::tempdir().unwrap();
+    let pcap = tmp.path().join("talkers.pcap");
+    talkers_pcap(&pcap);
+    let datagrams = softflowd(&pcap, "10", None);
+    let files = nfcapd_files(&datagrams);
+    let (dirs, blocks) = nfdump_site_view(files.path());
+    assert_eq!((dirs.len(), blocks.len()), (3, 9), "{dirs:?} {blocks:?}");
+
+    let c = Collector::start();
+    let mut p = Probe::prepare(&c, "S1", "1s", None);
+    let port = free_udp_port();
+    let mut text = std::fs::read_to_string(&p.config).unwrap();
+    text.push_str(&format!(
+        "\n[netflow]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\n[meter]\nsite_prefixes = [\"{}\"]\n",
+        TALKER_SITE_PREFIXES.join("\", \"")
+    ));
+    std::fs::write(&p.config, text).unwrap();
+    p.spawn();
+    p.wait_status("probe running", Duration::from_secs(10), |s| {
+        s["netflow_datagrams"].as_u64() == Some(0)
+    });
+    let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+    for d in &datagrams {
+        tx.send_to(d, ("127.0.0.1", port)).unwrap();
+    }
+    let want = dirs.clone();
+    c.wait_until(
+        &format!("S1 directions = nfdump {want:?}"),
+        Duration::from_secs(15),
+        |c| api_directions(c, "S1") == want,
+    );
+    assert_eq!(api_talkers(&c, "S1"), blocks);
     assert_eq!(p.terminate(), Some(0));
 }
 

@@ -94,6 +94,22 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         c.metric("rie_collector_netflow_unknown_exporter_records_total") as u64,
         expected[2].2 .0
     );
+    // S1 and S2 declare no site_prefixes here: their records are counted as such (the
+    // unknown exporter's are not: it has no site at all).
+    assert_eq!(
+        c.metric("rie_collector_netflow_no_prefix_records_total") as u64,
+        expected[0].2 .0 + expected[1].2 .0
+    );
+    // ... and all their traffic keeps direction `unknown`, with no top talkers.
+    for (site, (_, _, oracle)) in ["S1", "S2", "unknown"].iter().zip(&expected) {
+        let t = c.totals(Some(site));
+        let dirs = t["by_direction"].as_object().unwrap();
+        assert_eq!(dirs.len(), 1, "{site}: {t}");
+        assert_eq!(triple(&dirs["unknown"]), *oracle, "{site}: {t}");
+    }
+    let none =
+        c.get("/api/v1/sites/S1/top_talkers?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");
+    assert_eq!(none, serde_json::json!([]));
     // Every NetFlow record is one flow: the records taken in equal nfdump's flows.
     assert_eq!(
         c.metric("rie_collector_flow_records_total{source=\"netflow\"}") as u64,

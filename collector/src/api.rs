@@ -125,6 +125,17 @@ struct SiteOut {
     links: Vec<LinkOut>,
     #[serde(skip_serializing_if = "Option::is_none")]
     probe: Option<ProbeOut>,
+    /// Detail only: what the NetFlow input knows of the site (inventory).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    netflow: Option<NetflowOut>,
+}
+
+/// The inventory's NetFlow view of a site: where its router exports from, and the prefixes
+/// that decide the direction of its directly exported flows (empty: `unknown`).
+#[derive(Serialize)]
+struct NetflowOut {
+    exporters: Vec<String>,
+    site_prefixes: Vec<String>,
 }
 
 #[derive(Serialize)]
@@ -188,6 +199,10 @@ fn site_out(sites: &SiteRegistry, idx: usize, v: SiteView, detail: bool) -> Site
             clock_suspect: v.clock_suspect,
             batches_stored: v.live.batches_stored,
             last_batch: v.live.last_batch_ms.and_then(rfc3339_ms),
+        }),
+        netflow: detail.then(|| NetflowOut {
+            exporters: s.exporters.iter().map(ToString::to_string).collect(),
+            site_prefixes: s.prefixes.iter().map(ToString::to_string).collect(),
         }),
     }
 }

@@ -162,6 +162,14 @@ pub struct NetflowConfig {
     /// Threads decoding datagrams, each owning a share of the exporters.
     #[serde(default = "default_netflow_threads")]
     pub decode_threads: usize,
+    /// Top remote prefixes (IPv4 /24, IPv6 /48) kept per site and minute at each commit, like
+    /// the probe's `[meter] top_talkers`; 0 keeps none. Needs the site's `site_prefixes`.
+    #[serde(default = "default_netflow_top_talkers")]
+    pub top_talkers: usize,
+}
+
+fn default_netflow_top_talkers() -> usize {
+    10
 }
 
 fn default_netflow_flush() -> Duration {
@@ -185,6 +193,7 @@ impl Default for NetflowConfig {
             receive_buffer_bytes: default_netflow_rcvbuf(),
             max_exporters: default_netflow_exporters(),
             decode_threads: default_netflow_threads(),
+            top_talkers: default_netflow_top_talkers(),
         }
     }
 }
@@ -371,6 +380,12 @@ impl CollectorConfig {
             return Err(invalid(
                 "netflow.decode_threads",
                 "must be between 1 and 64; e.g. 4".into(),
+            ));
+        }
+        if self.netflow.top_talkers > 1000 {
+            return Err(invalid(
+                "netflow.top_talkers",
+                "must be at most 1000 (0 keeps none); e.g. 10".into(),
             ));
         }
         if self.netflow.flush_interval < Duration::from_millis(100) {

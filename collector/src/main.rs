@@ -258,12 +258,13 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         } => {
             let inv = inventory::load_dir(&dir).map_err(|e| UserError(e.to_string()))?;
             println!(
-                "{}: valid; {} sites, {} agents, {} links, {} dual-homed",
+                "{}: valid; {} sites, {} agents, {} links, {} dual-homed, {} with site prefixes",
                 dir.display(),
                 inv.sites.len(),
                 inv.total_agents(),
                 inv.links.len(),
-                inv.dual_homed_sites()
+                inv.dual_homed_sites(),
+                inv.sites.iter().filter(|s| !s.prefixes.is_empty()).count()
             );
             Ok(())
         }

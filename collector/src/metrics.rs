@@ -229,6 +229,12 @@ pub struct NetflowMetrics {
     pub templates_persisted: IntGauge,
     /// Minute rows committed to the store.
     pub rows_committed: IntCounter,
+    /// Flow records by the direction decided against their site's `site_prefixes`
+    /// (`inbound`, `outbound`, `unknown`).
+    pub records_by_direction: IntCounterVec,
+    /// Flow records of inventory sites that have no `site_prefixes`: their direction is
+    /// `unknown` for want of prefixes (add them to the inventory), not because of the traffic.
+    pub no_prefix_records: IntCounter,
 }
 
 impl NetflowMetrics {
@@ -286,8 +292,18 @@ impl NetflowMetrics {
                 "Minute rows of NetFlow traffic committed to the store.",
             )
             .expect("valid metric"),
+            records_by_direction: counter_vec(
+                "rie_collector_netflow_direction_records_total",
+                "NetFlow/IPFIX flow records by direction against the site's prefixes.",
+                "direction",
+            ),
+            no_prefix_records: IntCounter::new(
+                "rie_collector_netflow_no_prefix_records_total",
+                "NetFlow/IPFIX flow records of inventory sites without site_prefixes (direction unknown).",
+            )
+            .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 9] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
             Box::new(m.datagrams.clone()),
             Box::new(m.decode_errors.clone()),
             Box::new(m.records.clone()),
@@ -297,6 +313,8 @@ impl NetflowMetrics {
             Box::new(m.exporters.clone()),
             Box::new(m.templates_persisted.clone()),
             Box::new(m.rows_committed.clone()),
+            Box::new(m.records_by_direction.clone()),
+            Box::new(m.no_prefix_records.clone()),
         ];
         for c in collectors {
             registry.register(c).expect("metric names are unique");
@@ -306,6 +324,9 @@ impl NetflowMetrics {
         }
         for r in rie_probe::netflow::DecodeReason::ALL {
             m.decode_errors.with_label_values(&[r.as_str()]);
+        }
+        for d in ["inbound", "outbound", "unknown"] {
+            m.records_by_direction.with_label_values(&[d]);
         }
         m
     }

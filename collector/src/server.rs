@@ -219,6 +219,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
             &db,
             inventory.clone(),
             metrics.clone(),
+            influx.clone(),
             shutdown.clone(),
         )?),
         None => None,

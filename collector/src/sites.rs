@@ -589,6 +589,7 @@ pub(crate) mod tests {
             longitude: -1.6,
             credential_ref: "c".into(),
             exporters: vec![],
+            prefixes: Vec::new(),
         };
         let link = |id: &str, role| Link {
             id: LinkId::new(id).unwrap(),

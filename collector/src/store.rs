@@ -112,6 +112,13 @@ pub const UPSERT_FLOW_MINUTE: &str =
      ON CONFLICT(minute, site_id, exporter, protocol, direction) DO UPDATE SET
        flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes";
 
+/// Adds one top talker to its minute row: probe batches and the NetFlow input sum into the same
+/// rows (parameters: minute, site, prefix, bytes, packets).
+pub const UPSERT_TOP_TALKER: &str =
+    "INSERT INTO top_talker_minute(minute, site_id, prefix, bytes, packets) VALUES (?1, ?2, ?3, ?4, ?5)
+     ON CONFLICT(site_id, minute, prefix) DO UPDATE SET
+       bytes = bytes + excluded.bytes, packets = packets + excluded.packets";
+
 /// The same aggregates as `flow_minute`, split further by service-port class (see
 /// `rie_proto::PortClass`). Every upsert into `flow_minute` is mirrored here in the same
 /// transaction, so for any filter on minute, site and exporter the sums of both tables are equal.
@@ -398,11 +405,7 @@ impl Writer {
             let dedup = self.dedup.lock();
             let mut flow = tx.prepare_cached(UPSERT_FLOW_MINUTE)?;
             let mut flow_class = tx.prepare_cached(UPSERT_FLOW_CLASS_MINUTE)?;
-            let mut talker = tx.prepare_cached(
-                "INSERT INTO top_talker_minute(minute, site_id, prefix, bytes, packets) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(site_id, minute, prefix) DO UPDATE SET
-                   bytes = bytes + excluded.bytes, packets = packets + excluded.packets",
-            )?;
+            let mut talker = tx.prepare_cached(UPSERT_TOP_TALKER)?;
             let mut link = tx.prepare_cached(
                 "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
                  VALUES (?1, ?2, ?3, 1, ?4, ?5, ?6, ?7, ?8)
@@ -577,6 +580,10 @@ pub struct FlowTotals {
     /// databases that predate classes); sums exactly to the totals.
     #[serde(default)]
     pub by_port_class: BTreeMap<String, Counts>,
+    /// The same totals split by direction (`inbound`, `outbound`, `unknown`); sums exactly
+    /// to the totals.
+    #[serde(default)]
+    pub by_direction: BTreeMap<String, Counts>,
 }
 
 impl FlowTotals {
@@ -588,6 +595,7 @@ impl FlowTotals {
         for (mine, theirs) in [
             (&mut self.by_protocol, other.by_protocol),
             (&mut self.by_port_class, other.by_port_class),
+            (&mut self.by_direction, other.by_direction),
         ] {
             for (k, c) in theirs {
                 let e = mine.entry(k).or_default();
@@ -687,9 +695,19 @@ impl Reader {
              GROUP BY port_class ORDER BY port_class",
             params![from, to, site, exporter],
         )?;
+        let by_direction = sum_by_key(
+            &conn,
+            "SELECT CASE direction WHEN 1 THEN 'inbound' WHEN 2 THEN 'outbound' ELSE 'unknown' END AS d,
+                    SUM(flows), SUM(packets), SUM(bytes) FROM flow_rollup
+             WHERE start >= ?1 AND start < ?2
+               AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
+             GROUP BY d ORDER BY d",
+            params![from, to, site, exporter],
+        )?;
         let mut out = FlowTotals {
             by_protocol,
             by_port_class,
+            by_direction,
             ..FlowTotals::default()
         };
         for c in out.by_protocol.values() {

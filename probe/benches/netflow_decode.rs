@@ -4,7 +4,11 @@
 //! UDP on loopback: a sender thread, a receiving socket with an 8 MiB buffer request, the
 //! receiver decoding as it goes; reports records/s and datagrams lost.
 //!
-//! Run: `cargo bench -p rie-probe --bench netflow_decode` (figures in docs/performance.md).
+//! Run: `cargo bench -p rie-probe --bench netflow_decode` (figures in docs/performance.md);
+//! `NETFLOW_BENCH_ONLY=memory` runs only the in-memory figures. The "with sites" figure adds
+//! what the collector does per record since NetFlow has directions and top talkers: the
+//! exporter's site looked up once per datagram, the direction against that site's two
+//! prefixes, the record counted in the site's [`Talkers`].
 //!
 //! To offer the same paced stream to another collector (nfcapd, nfacctd), set
 //! `NETFLOW_BENCH_SEND=HOST:PORT` (and optionally `NETFLOW_BENCH_RATE`, datagrams/s, default
@@ -14,6 +18,10 @@
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
 use std::time::{Duration, Instant};
 
+use std::collections::HashMap;
+
+use ipnet::IpNet;
+use rie_probe::meter::aggregate::{direction_in, Talkers};
 use rie_probe::netflow::{Aggregator, Decoder, DecoderConfig};
 use rie_proto::Direction;
 
@@ -84,6 +92,9 @@ fn records(fields: &[(u16, u16)], seed: u32) -> Vec<u8> {
                 1 => 1_500 + u64::from(r + seed) % 9_000,
                 2 => 1 + u64::from(r) % 10,
                 22 | 21 => 50_000,
+                // Destination apart from the source, so that with site prefixes some
+                // records go out, some come in, some are internal or transit.
+                12 => u64::from(r * 13 + seed * 3 + 64),
                 152 | 153 => 1_790_000_000_000,
                 _ => u64::from(r * 7 + seed),
             };
@@ -158,6 +169,75 @@ fn in_memory(name: &str, make: fn(u32, bool) -> Vec<u8>) {
     assert_eq!(n, u64::from(rounds * EXPORTERS * RECORDS_PER_PACKET));
     println!(
         "{name}: decode + aggregate, {n} records from {EXPORTERS} exporters: {:.0} records/s ({:.2} s)",
+        n as f64 / s,
+        s
+    );
+}
+
+/// [`in_memory`] plus the collector's per-record work for directions and top talkers: one
+/// site per exporter with two prefixes (an IPv4 /25 holding part of the generated addresses,
+/// an IPv6 /48), looked up once per datagram in a map of 14,000 exporters.
+fn in_memory_with_sites(name: &str, make: fn(u32, bool) -> Vec<u8>) {
+    let mut d = Decoder::new(&DecoderConfig::default(), None).expect("decoder");
+    let mut agg = Aggregator::default();
+    let sites: HashMap<IpAddr, usize> = (0..14_000u32).map(|e| (exporter(e), e as usize)).collect();
+    let prefixes: Vec<Vec<IpNet>> = (0..14_000u32)
+        .map(|e| {
+            vec![
+                "0.0.0.0/25".parse().expect("prefix"),
+                format!("fd52:4945:{:x}::/48", e & 0xffff)
+                    .parse()
+                    .expect("prefix"),
+            ]
+        })
+        .collect();
+    let mut talkers: HashMap<usize, Talkers> = HashMap::new();
+    let mut out = Vec::new();
+    for e in 0..EXPORTERS {
+        d.decode(exporter(e), &make(e, true), &mut out);
+    }
+    let packets: Vec<Vec<u8>> = (0..64).map(|s| make(s, false)).collect();
+    let rounds = 200u32;
+    let start = Instant::now();
+    let (mut n, mut known) = (0u64, 0u64);
+    for round in 0..rounds {
+        for e in 0..EXPORTERS {
+            out.clear();
+            let p = &packets[((round + e) % 64) as usize];
+            let from = exporter(e);
+            d.decode(from, p, &mut out);
+            let idx = sites.get(&from).copied();
+            let site_prefixes = idx.map_or(&[][..], |i| &prefixes[i][..]);
+            for r in &out {
+                let dir = direction_in(site_prefixes, r.src.as_ref(), r.dst.as_ref());
+                agg.add(r, dir);
+                if let (Some(i), Direction::Inbound | Direction::Outbound) = (idx, dir) {
+                    known += 1;
+                    talkers.entry(i).or_insert_with(|| Talkers::new(10)).add(
+                        r.start_ms.div_euclid(60_000) * 60,
+                        dir,
+                        r.src,
+                        r.dst,
+                        r.bytes,
+                        r.packets,
+                    );
+                }
+            }
+            n += out.len() as u64;
+        }
+        if round % 50 == 49 {
+            std::hint::black_box(agg.take());
+            for (_, mut t) in talkers.drain() {
+                std::hint::black_box(t.take_top());
+            }
+        }
+    }
+    let s = start.elapsed().as_secs_f64();
+    assert_eq!(n, u64::from(rounds * EXPORTERS * RECORDS_PER_PACKET));
+    assert!(known > 0 && known < n, "directions: {known} of {n} known");
+    println!(
+        "{name}: decode + aggregate + direction + top talkers, {n} records ({:.0} % with a direction) from {EXPORTERS} exporters: {:.0} records/s ({:.2} s)",
+        100.0 * known as f64 / n as f64,
         n as f64 / s,
         s
     );
@@ -280,7 +360,12 @@ fn main() {
         return;
     }
     in_memory("NetFlow v9", v9);
+    in_memory_with_sites("NetFlow v9", v9);
     in_memory("IPFIX", ipfix);
+    in_memory_with_sites("IPFIX", ipfix);
+    if std::env::var("NETFLOW_BENCH_ONLY").is_ok_and(|v| v == "memory") {
+        return;
+    }
     for rate in [10_000, 20_000, 40_000] {
         over_udp("NetFlow v9", v9, rate);
         over_udp("IPFIX", ipfix, rate);

@@ -171,7 +171,9 @@ pub async fn produce_with(
                 .map(LiveMeter::take_top_talkers)
                 .unwrap_or_default();
             if let Some(r) = &relay {
-                batch.flows.extend(r.take());
+                let (flows, talkers) = r.take();
+                batch.flows.extend(flows);
+                batch.top_talkers.extend(talkers);
             }
             if let Some(c) = sim.as_mut().map(|s| s.measure(now, interval)) {
                 batch.flows.extend(c.flows);
@@ -203,11 +205,11 @@ pub async fn produce_with(
             .unwrap_or_default();
     }
     if let Some(relay) = relay {
-        flows.extend(
-            tokio::task::spawn_blocking(move || relay.stop_and_flush())
-                .await
-                .unwrap_or_default(),
-        );
+        let (f, t) = tokio::task::spawn_blocking(move || relay.stop_and_flush())
+            .await
+            .unwrap_or_default();
+        flows.extend(f);
+        top_talkers.extend(t);
     }
     if !flows.is_empty() {
         let last = Batch {
@@ -407,6 +409,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         Some(NetflowRelay::start(
             cfg.netflow.listen,
             Prefixes(cfg.meter.site_prefixes.clone()),
+            cfg.meter.top_talkers,
         )?)
     } else {
         None

@@ -103,6 +103,16 @@ impl Collector {
         Self::start_inner(inventory, SocketAddr::from(([127, 0, 0, 1], 0)), true)
     }
 
+    /// [`Self::start_netflow`] with `config_toml` as the rest of the configuration.
+    pub fn start_netflow_with_config(inventory: &Path, config_toml: &str) -> Self {
+        Self::start_full(
+            inventory,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            true,
+            Some(config_toml),
+        )
+    }
+
     fn start_inner(inventory: &Path, probe_listen: SocketAddr, netflow: bool) -> Self {
         Self::start_full(inventory, probe_listen, netflow, None)
     }
@@ -536,13 +546,16 @@ fn unique() -> u128 {
 pub fn expected_totals(batches: &[Value]) -> Value {
     let mut by: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
     let mut by_class: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
+    let mut by_dir: std::collections::BTreeMap<String, [u64; 3]> = Default::default();
     for b in batches {
         for f in b["flows"].as_array().into_iter().flatten() {
             // Records without `port_class` are what a probe older than classes sends.
             let class = f["port_class"].as_str().unwrap_or("unknown").to_string();
+            let dir = f["direction"].as_str().unwrap_or("unknown").to_string();
             for e in [
                 by.entry(f["protocol"].to_string()).or_default(),
                 by_class.entry(class).or_default(),
+                by_dir.entry(dir).or_default(),
             ] {
                 for (i, k) in ["flows", "packets", "bytes"].iter().enumerate() {
                     e[i] += f[*k].as_u64().expect("counter");
@@ -563,7 +576,8 @@ pub fn expected_totals(batches: &[Value]) -> Value {
     let total = |i: usize| by.values().map(|v| v[i]).sum::<u64>();
     serde_json::json!({
         "flows": total(0), "packets": total(1), "bytes": total(2),
-        "by_protocol": counts(&by), "by_port_class": counts(&by_class)
+        "by_protocol": counts(&by), "by_port_class": counts(&by_class),
+        "by_direction": counts(&by_dir)
     })
 }
 

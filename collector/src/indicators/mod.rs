@@ -858,6 +858,7 @@ mod tests {
                     longitude: 0.0,
                     credential_ref: format!("p{i}"),
                     exporters: Vec::new(),
+                    prefixes: Vec::new(),
                 });
                 for (j, role) in [LinkRole::Primary, LinkRole::Backup]
                     .into_iter()

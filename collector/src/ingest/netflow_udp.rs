@@ -3,8 +3,11 @@
 //! `decode_threads` lanes, chosen by exporter address and observation domain, so that each
 //! decode thread owns the state of its exporters (templates, held data, announced sampling).
 //! A decode thread attributes each datagram to a site by its source address (inventory
-//! `netflow_exporters`), sums records into minute rows and commits them to the store every
-//! `flush_interval`.
+//! `netflow_exporters`), decides each record's direction against that site's
+//! `site_prefixes` (none: `unknown`), sums records into minute rows and the top remote
+//! prefixes per site and minute (the probe meter's [`Talkers`], so the definition is the
+//! capture path's), and commits them to the store every `flush_interval`; once committed, the
+//! minutes touched are handed to the InfluxDB sink, which writes them like a probe batch's.
 //!
 //! Design constraints:
 //! - **What an acknowledgement means for UDP**: nothing is acknowledged to an exporter and
@@ -18,20 +21,24 @@
 //!   `/api/v1/flows/totals` (all sites, or `site=unknown`), never dropped silently.
 //! - **Isolation**: a malformed datagram is counted in `rie_collector_decode_errors_total`
 //!   and affects only its own exporter's scope; the loop never stops on input.
+//! - **Direction** costs one hash lookup per datagram (exporter → site, already needed for
+//!   attribution) and a scan of that site's few prefixes per record: no national prefix
+//!   table, so 14,000 sites cost nothing per record.
 //! - Writes use their own SQLite connection (WAL: the probe writer and this one take turns,
 //!   `busy_timeout` covers the wait) and the same upsert on `flow_minute` as probe batches, so
 //!   NetFlow and probe traffic sum in one table. The sampling correction applied is kept
 //!   beside it in `netflow_sampling`.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rie_probe::meter::aggregate::{direction_in, Talkers};
 use rie_probe::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
-use rie_proto::{Direction, FlowAggregate};
+use rie_proto::{Direction, FlowAggregate, TopTalker};
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio_util::sync::CancellationToken;
 
@@ -39,6 +46,7 @@ use super::netflow_templates::SqliteTemplates;
 use crate::config::NetflowConfig;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, NetflowMetrics};
+use crate::sinks::influx::InfluxSink;
 use crate::store::{self, StoreError};
 
 /// Site id under which traffic of exporters in no site's `netflow_exporters` is stored.
@@ -103,7 +111,7 @@ fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, NetflowStartError>
 }
 
 /// Binds `cfg.listen` and starts the input thread; it stops (after a last commit) when
-/// `shutdown` is cancelled.
+/// `shutdown` is cancelled. With `influx`, every committed site minute is handed to the sink.
 ///
 /// # Errors
 /// [`NetflowStartError`] for the port, the database or the decoder limits.
@@ -113,6 +121,7 @@ pub fn start(
     db: &Path,
     inventory: Arc<Inventory>,
     metrics: Arc<Metrics>,
+    influx: Option<InfluxSink>,
     shutdown: CancellationToken,
 ) -> Result<NetflowInput, NetflowStartError> {
     let socket = bind(listen, cfg.receive_buffer_bytes)?;
@@ -151,6 +160,9 @@ pub fn start(
             conn: store::open(db)?,
             templates: templates.clone(),
             agg: Aggregator::default(),
+            talkers: HashMap::new(),
+            top_talkers: cfg.top_talkers,
+            influx: influx.clone(),
             flush_every: cfg.flush_interval,
             shown: (0, 0),
         };
@@ -239,6 +251,11 @@ struct Worker {
     conn: Connection,
     templates: Arc<SqliteTemplates>,
     agg: Aggregator,
+    /// Remote prefixes per site (inventory index) and minute since the last commit.
+    talkers: HashMap<usize, Talkers>,
+    /// `[netflow] top_talkers`: kept per site and minute at each commit.
+    top_talkers: usize,
+    influx: Option<InfluxSink>,
     flush_every: Duration,
     /// What this thread last added to the shared gauges (pending flowsets, exporters).
     shown: (i64, i64),
@@ -274,10 +291,12 @@ impl Worker {
             _ => "other",
         };
         self.nf.datagrams.with_label_values(&[version]).inc();
-        let site = self
-            .inventory
-            .site_of_exporter(&exporter)
-            .map_or(UNKNOWN_SITE, |s| s.id.as_str());
+        // A handle of our own, so that the site's prefixes can be borrowed while `self` is
+        // updated below (one atomic increment per datagram).
+        let inventory = self.inventory.clone();
+        let idx = inventory.site_index_of_exporter(&exporter);
+        let prefixes = idx.map_or(&[][..], |i| &inventory.sites[i].prefixes[..]);
+        let site = idx.map_or(UNKNOWN_SITE, |i| inventory.sites[i].id.as_str());
         self.nf.packets_by_site.with_label_values(&[site]).inc();
         for e in &d.errors {
             self.nf.decode_errors.with_label_values(&[e.as_str()]).inc();
@@ -298,9 +317,37 @@ impl Worker {
                 .unknown_exporter_records
                 .inc_by(records.len() as u64);
         }
+        if idx.is_some() && prefixes.is_empty() {
+            self.nf.no_prefix_records.inc_by(records.len() as u64);
+        }
+        // Counted per datagram, not per record: one label lookup per direction at most.
+        let mut by_dir = [0u64; 3];
         for r in records.iter() {
-            // The collector does not know the site's prefixes: direction stays unknown.
-            self.agg.add(r, Direction::Unknown);
+            // Same rule as the probe: source inside → outbound, destination inside → inbound;
+            // no prefixes (or an unknown exporter): unknown.
+            let dir = if prefixes.is_empty() {
+                Direction::Unknown
+            } else {
+                direction_in(prefixes, r.src.as_ref(), r.dst.as_ref())
+            };
+            by_dir[dir.as_i64() as usize] += 1;
+            self.agg.add(r, dir);
+            if let (Some(i), Direction::Inbound | Direction::Outbound) = (idx, dir) {
+                let minute = r.start_ms.div_euclid(60_000) * 60;
+                self.talkers
+                    .entry(i)
+                    .or_insert_with(|| Talkers::new(self.top_talkers))
+                    .add(minute, dir, r.src, r.dst, r.bytes, r.packets);
+            }
+        }
+        // Direction::as_i64: 0 unknown, 1 inbound, 2 outbound.
+        for (i, name) in ["unknown", "inbound", "outbound"].into_iter().enumerate() {
+            if by_dir[i] > 0 {
+                self.nf
+                    .records_by_direction
+                    .with_label_values(&[name])
+                    .inc_by(by_dir[i]);
+            }
         }
     }
 
@@ -316,14 +363,22 @@ impl Worker {
         self.nf.exporters.add(now.1 - self.shown.1);
         self.shown = now;
         let taken = self.agg.take();
+        let talkers: Vec<(usize, Vec<TopTalker>)> = self
+            .talkers
+            .drain()
+            .map(|(idx, mut t)| (idx, t.take_top()))
+            .collect();
         let dirty = self.templates.take_dirty();
-        if taken.is_empty() && dirty.is_empty() {
+        if taken.is_empty() && dirty.is_empty() && talkers.is_empty() {
             return;
         }
-        match self.commit(&taken, &dirty) {
+        match self.commit(&taken, &talkers, &dirty) {
             Ok(rows) => {
                 self.nf.rows_committed.inc_by(rows);
                 self.nf.templates_persisted.set(self.templates.len() as i64);
+                if let Some(sink) = &self.influx {
+                    sink.minutes_committed(self.site_minutes(&taken));
+                }
             }
             Err(e) => {
                 self.metrics.store_errors.inc();
@@ -333,14 +388,44 @@ impl Worker {
                         self.agg.restore(*exporter, a);
                     }
                 }
+                // Only the top N of each minute come back: the rest was already "other".
+                for (idx, list) in &talkers {
+                    let t = self
+                        .talkers
+                        .entry(*idx)
+                        .or_insert_with(|| Talkers::new(self.top_talkers));
+                    for tt in list {
+                        t.restore(tt);
+                    }
+                }
                 self.templates.restore_dirty(dirty);
             }
         }
     }
 
+    /// The (site index, minute) pairs of committed aggregates, each once; exporters of no
+    /// site have no InfluxDB series (their tags come from the inventory).
+    fn site_minutes(&self, taken: &BTreeMap<IpAddr, Vec<FlowAggregate>>) -> Vec<(usize, i64)> {
+        let mut keys: Vec<(usize, i64)> = taken
+            .iter()
+            .filter_map(|(exporter, aggs)| {
+                let idx = self.inventory.site_index_of_exporter(exporter)?;
+                Some(
+                    aggs.iter()
+                        .map(move |a| (idx, a.minute.div_euclid(60) * 60)),
+                )
+            })
+            .flatten()
+            .collect();
+        keys.sort_unstable();
+        keys.dedup();
+        keys
+    }
+
     fn commit(
         &mut self,
         taken: &BTreeMap<IpAddr, Vec<FlowAggregate>>,
+        talkers: &[(usize, Vec<TopTalker>)],
         dirty: &std::collections::HashMap<
             netflow_parser::template_store::TemplateStoreKey,
             Option<Vec<u8>>,
@@ -400,6 +485,32 @@ impl Worker {
                         ])?;
                     }
                     rows += 1;
+                }
+            }
+        }
+        {
+            let mut talker = tx.prepare_cached(crate::store::UPSERT_TOP_TALKER)?;
+            for (idx, list) in talkers {
+                let Some(site) = self.inventory.sites.get(*idx) else {
+                    continue;
+                };
+                for t in list {
+                    let (Ok(bytes), Ok(packets)) =
+                        (i64::try_from(t.bytes), i64::try_from(t.packets))
+                    else {
+                        self.metrics
+                            .invalid_records
+                            .with_label_values(&["bad_top_talker"])
+                            .inc();
+                        continue;
+                    };
+                    talker.execute(params![
+                        t.minute,
+                        site.id.as_str(),
+                        t.prefix,
+                        bytes,
+                        packets
+                    ])?;
                 }
             }
         }

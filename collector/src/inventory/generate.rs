@@ -129,6 +129,7 @@ pub fn generate(opts: &GenerateOptions, out: &Path) -> std::io::Result<GenerateS
             &format!("{:.4}", s.lon),
             &format!("probe-{}", s.id),
             &s.exporter,
+            &s.prefixes,
         ])?;
     }
     sites.flush()?;
@@ -166,6 +167,8 @@ struct PlannedSite {
     lat: f64,
     lon: f64,
     exporter: String,
+    /// `site_prefixes`: the site's IPv4 and IPv6 ranges.
+    prefixes: String,
 }
 
 struct PlannedLink {
@@ -269,6 +272,14 @@ fn plan(opts: &GenerateOptions) -> Plan {
             lon: dep.lon + jitter.sample(&mut rng),
             // 10.a.b.1: unique up to 65,536 sites, one exporter per router.
             exporter: format!("10.{}.{}.1", (i >> 8) & 0xff, i & 0xff),
+            // The router's LAN: 10.a.b.0/24 around its address, and a /48 of the RIE's ULA
+            // range fd52:4945::/32 ("RIE" in hex): one per site, none overlapping.
+            prefixes: format!(
+                "10.{}.{}.0/24;fd52:4945:{:x}::/48",
+                (i >> 8) & 0xff,
+                i & 0xff,
+                i & 0xffff
+            ),
         });
     }
     // Scale to the national total, keeping the shape.
@@ -415,6 +426,25 @@ mod tests {
         }
         let inv = super::super::load_dir(dir.path()).unwrap();
         assert_eq!(inv.total_agents(), sum.agents);
+        // Every site has one IPv4 and one IPv6 prefix, its exporter inside the IPv4 one, and no
+        // two sites share an address (sorted ranges never overlap).
+        let mut v4: Vec<ipnet::IpNet> = Vec::new();
+        for s in &inv.sites {
+            assert_eq!(s.prefixes.len(), 2, "{}", s.id);
+            assert!(s.prefixes[0].contains(&s.exporters[0]), "{}", s.id);
+            v4.push(s.prefixes[0]);
+        }
+        v4.sort();
+        for w in v4.windows(2) {
+            assert!(
+                !w[0].contains(&w[1].network()),
+                "{} overlaps {}",
+                w[0],
+                w[1]
+            );
+        }
+        let v6: std::collections::HashSet<_> = inv.sites.iter().map(|s| s.prefixes[1]).collect();
+        assert_eq!(v6.len(), inv.sites.len());
         assert_eq!(inv.dual_homed_sites(), sum.dual_homed);
         let cents: i64 = inv.links.iter().map(|l| l.monthly_cost_cents * 12).sum();
         assert_eq!(cents, sum.annual_link_cost_cents);

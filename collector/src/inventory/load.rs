@@ -9,8 +9,9 @@ use rie_proto::{geo, LinkId, LinkRole, SiteId, Technology};
 
 use super::{Inventory, InventoryError, Link, Site};
 
-/// Columns of `sites.csv`, in order.
-pub const SITES_HEADER: [&str; 9] = [
+/// Columns of `sites.csv`, in order. The last one, `site_prefixes`, is optional: a file
+/// written before it existed (9 columns) still loads, its sites without prefixes.
+pub const SITES_HEADER: [&str; 10] = [
     "site_id",
     "name",
     "ministry",
@@ -20,6 +21,7 @@ pub const SITES_HEADER: [&str; 9] = [
     "longitude",
     "credential_ref",
     "netflow_exporters",
+    "site_prefixes",
 ];
 
 /// Columns of `links.csv`, in order.
@@ -40,8 +42,8 @@ pub const LINKS_HEADER: [&str; 7] = [
 pub fn load_dir(dir: &Path) -> Result<Inventory, InventoryError> {
     let sites_path = dir.join("sites.csv");
     let links_path = dir.join("links.csv");
-    let sites = read_table(&sites_path, &SITES_HEADER, parse_site)?;
-    let links = read_table(&links_path, &LINKS_HEADER, parse_link)?;
+    let sites = read_table(&sites_path, &SITES_HEADER, 1, parse_site)?;
+    let links = read_table(&links_path, &LINKS_HEADER, 0, parse_link)?;
     cross_check(&sites_path, &links_path, &sites, &links)?;
     Ok(Inventory::index(
         sites.into_iter().map(|(_, s)| s).collect(),
@@ -86,9 +88,12 @@ impl Row<'_> {
     }
 }
 
+/// Reads a table whose header is `header`, or `header` without its last `optional` columns
+/// (columns added later; the rows then have as many fields as the header found).
 fn read_table<T>(
     path: &Path,
     header: &'static [&'static str],
+    optional: usize,
     parse: fn(&Row) -> Result<T, InventoryError>,
 ) -> Result<Vec<(u64, T)>, InventoryError> {
     let file = std::fs::File::open(path).map_err(|source| InventoryError::Io {
@@ -110,7 +115,9 @@ fn read_table<T>(
         .map_err(|e| invalid(1, format!("unreadable header: {e}")))?
         .clone();
     let found: Vec<&str> = found.iter().map(str::trim).collect();
-    if found != header {
+    let columns = found.len();
+    if columns > header.len() || columns < header.len() - optional || found[..] != header[..columns]
+    {
         return Err(invalid(
             1,
             format!(
@@ -135,14 +142,14 @@ fn read_table<T>(
         if record.iter().all(|f| f.trim().is_empty()) {
             continue;
         }
-        if record.len() != header.len() {
+        if record.len() != columns {
             return Err(invalid(
                 line,
                 format!(
                     "has {} fields, expected {} ({}); quote values that contain commas",
                     record.len(),
-                    header.len(),
-                    header.join(",")
+                    columns,
+                    header[..columns].join(",")
                 ),
             ));
         }
@@ -199,6 +206,8 @@ fn parse_site(row: &Row) -> Result<Site, InventoryError> {
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    let prefixes =
+        parse_prefixes(row.record.get(9).unwrap_or("")).map_err(|message| row.err(9, message))?;
     Ok(Site {
         id,
         name: row.text(1)?.to_string(),
@@ -209,7 +218,42 @@ fn parse_site(row: &Row) -> Result<Site, InventoryError> {
         longitude,
         credential_ref: row.text(7)?.to_string(),
         exporters,
+        prefixes,
     })
+}
+
+/// Parses a `site_prefixes` cell: IPv4/IPv6 prefixes separated by `;` (may be empty), each
+/// canonical (no host bits), not `/0`, and none overlapping another of the same site.
+///
+/// # Errors
+/// What is wrong and how to write it right.
+pub(crate) fn parse_prefixes(cell: &str) -> Result<Vec<ipnet::IpNet>, String> {
+    let mut out: Vec<ipnet::IpNet> = Vec::new();
+    for s in cell.split(';').map(str::trim).filter(|s| !s.is_empty()) {
+        let net: ipnet::IpNet = s.parse().map_err(|_| {
+            format!(
+                "{s:?} is not an IPv4 or IPv6 prefix; write address/length, several separated by ';', e.g. 10.42.0.0/16;fd52:4945:2a::/48"
+            )
+        })?;
+        if net.prefix_len() == 0 {
+            return Err(format!(
+                "{s} covers every address, so all traffic would look internal; list the site's own ranges, e.g. 10.42.0.0/16"
+            ));
+        }
+        if net != net.trunc() {
+            return Err(format!(
+                "{s} has host bits set; write the network address: {}",
+                net.trunc()
+            ));
+        }
+        if let Some(other) = out.iter().find(|o| o.contains(&net) || net.contains(*o)) {
+            return Err(format!(
+                "{net} overlaps {other}, listed before for the same site; list each range once"
+            ));
+        }
+        out.push(net);
+    }
+    Ok(out)
 }
 
 fn parse_link(row: &Row) -> Result<Link, InventoryError> {
@@ -446,6 +490,54 @@ mod tests {
                 .count(),
             1
         );
+    }
+
+    #[test]
+    fn site_prefixes_are_optional_and_validated() {
+        // Nine columns (before site_prefixes existed): no prefixes.
+        let inv = load(SITES, LINKS).unwrap();
+        assert!(inv.sites.iter().all(|s| s.prefixes.is_empty()));
+        let with = SITES
+            .replacen("netflow_exporters", "netflow_exporters,site_prefixes", 1)
+            .replace(
+                "10.0.0.1;10.0.0.2\n",
+                "10.0.0.1;10.0.0.2,10.42.0.0/16; fd52:4945:2a::/48\n",
+            )
+            .replace("probe-S2,\n", "probe-S2,,\n");
+        let inv = load(&with, LINKS).unwrap();
+        let got: Vec<String> = inv.sites[0]
+            .prefixes
+            .iter()
+            .map(|p| p.to_string())
+            .collect();
+        assert_eq!(got, ["10.42.0.0/16", "fd52:4945:2a::/48"]);
+        assert!(inv.sites[1].prefixes.is_empty());
+        let bad = |cell: &str| {
+            message(
+                &with.replace("10.42.0.0/16; fd52:4945:2a::/48", cell),
+                LINKS,
+            )
+        };
+        assert_eq!(
+            bad("10.42.0.0/33"),
+            "sites.csv: line 2, column 10 (site_prefixes): \"10.42.0.0/33\" is not an IPv4 or IPv6 prefix; write address/length, several separated by ';', e.g. 10.42.0.0/16;fd52:4945:2a::/48"
+        );
+        assert_eq!(
+            bad("10.42.1.7/16"),
+            "sites.csv: line 2, column 10 (site_prefixes): 10.42.1.7/16 has host bits set; write the network address: 10.42.0.0/16"
+        );
+        assert_eq!(
+            bad("10.42.0.0/16;10.42.3.0/24"),
+            "sites.csv: line 2, column 10 (site_prefixes): 10.42.3.0/24 overlaps 10.42.0.0/16, listed before for the same site; list each range once"
+        );
+        assert!(bad("::/0").contains("covers every address"));
+        assert!(bad("rennes").contains("is not an IPv4 or IPv6 prefix"));
+        // A row with a missing cell in a 10-column file names the count.
+        let short = with.replace("probe-S2,,\n", "probe-S2,\n");
+        assert!(message(&short, LINKS).starts_with("sites.csv: line 3: has 9 fields, expected 10"));
+        // A header with an unknown extra column is refused.
+        let extra = with.replacen("site_prefixes", "site_prefixes,vlan", 1);
+        assert!(message(&extra, LINKS).starts_with("sites.csv: line 1: header is"));
     }
 
     #[test]

@@ -29,6 +29,10 @@ pub struct Site {
     pub credential_ref: String,
     /// Addresses from which the site's router exports NetFlow/IPFIX.
     pub exporters: Vec<IpAddr>,
+    /// The site's own address ranges (IPv4 and IPv6, canonical, none overlapping another of
+    /// the same site): the collector decides the direction of NetFlow exported straight to it
+    /// against them. Empty: direction `unknown`.
+    pub prefixes: Vec<ipnet::IpNet>,
 }
 
 /// One access link of a site.
@@ -131,6 +135,11 @@ impl Inventory {
             .into_iter()
             .flatten()
             .map(|&i| &self.links[i])
+    }
+
+    /// Position in [`Inventory::sites`] of the site whose router exports from this address.
+    pub fn site_index_of_exporter(&self, addr: &IpAddr) -> Option<usize> {
+        self.exporter_site.get(addr).copied()
     }
 
     /// The site whose router exports from this address.

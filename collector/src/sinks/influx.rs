@@ -712,6 +712,8 @@ impl Tags {
 /// What reaches the intake besides commits.
 enum Input {
     Lines(Vec<String>),
+    /// (site index, minute) whose traffic another input (NetFlow) has just committed.
+    Minutes(Vec<(usize, i64)>),
 }
 
 struct Shared {
@@ -922,6 +924,16 @@ impl InfluxSink {
         let _ = self.input.send(Input::Lines(lines));
     }
 
+    /// Tells the sink that another input than the store writer (the NetFlow input) has
+    /// committed traffic of these (site index, minute): each minute is then written like a
+    /// probe batch's, once complete, with the store's total for every source. Call it after the
+    /// commit, never before (the sink reads the committed rows). Never blocks.
+    pub fn minutes_committed(&self, minutes: Vec<(usize, i64)>) {
+        if !minutes.is_empty() {
+            let _ = self.input.send(Input::Minutes(minutes));
+        }
+    }
+
     /// Points waiting (memory and disk).
     pub fn buffered(&self) -> i64 {
         self.shared.queue().buffered()
@@ -976,13 +988,13 @@ impl Intake {
             let mut lines = Vec::new();
             tokio::select! {
                 Some(c) = commits.recv() => self.commit_lines(&c, &mut lines),
-                Some(Input::Lines(l)) = inputs.recv() => lines.extend(l),
+                Some(i) = inputs.recv() => self.input(i, &mut lines),
                 _ = tick.tick() => self.due_traffic(&mut lines),
                 _ = stop.cancelled() => {
                     // The writer has stopped: take what it sent; minutes not yet due stay
                     // pending on disk for the next start.
                     while let Ok(c) = commits.try_recv() { self.commit_lines(&c, &mut lines); }
-                    while let Ok(Input::Lines(l)) = inputs.try_recv() { lines.extend(l); }
+                    while let Ok(i) = inputs.try_recv() { self.input(i, &mut lines); }
                     self.push(lines);
                     return;
                 }
@@ -994,8 +1006,8 @@ impl Intake {
                     Err(_) => break,
                 }
             }
-            while let Ok(Input::Lines(l)) = inputs.try_recv() {
-                lines.extend(l);
+            while let Ok(i) = inputs.try_recv() {
+                self.input(i, &mut lines);
             }
             self.push(lines);
         }
@@ -1039,12 +1051,29 @@ impl Intake {
         let now = std::time::Instant::now();
         for (idx, batch) in committed {
             for f in &batch.flows {
-                let key = (*idx, f.minute.div_euclid(60) * 60);
-                if self.dirty.insert(key, now).is_none() {
-                    self.newly_pending.push(key);
-                }
+                self.touch((*idx, f.minute.div_euclid(60) * 60), now);
             }
             self.link_lines(*idx, batch, out);
+        }
+    }
+
+    fn input(&mut self, input: Input, out: &mut Vec<String>) {
+        match input {
+            Input::Lines(l) => out.extend(l),
+            Input::Minutes(keys) => {
+                let now = std::time::Instant::now();
+                for (idx, minute) in keys {
+                    self.touch((idx, minute.div_euclid(60) * 60), now);
+                }
+            }
+        }
+    }
+
+    /// Marks a site minute as changed: it is written once complete (`due_traffic`), one point
+    /// per source, direction and protocol, whichever inputs touched it and however often.
+    fn touch(&mut self, key: (usize, i64), now: std::time::Instant) {
+        if self.dirty.insert(key, now).is_none() {
+            self.newly_pending.push(key);
         }
     }
 

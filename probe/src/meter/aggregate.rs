@@ -6,6 +6,10 @@
 //! Alongside, per minute, the bytes and packets of each remote prefix (IPv4 /24, IPv6 /48: the
 //! side outside the site's prefixes), of which [`Aggregator::take_top_talkers`] keeps the top N
 //! by bytes. Traffic whose direction is unknown has no remote side and is in no talker.
+//!
+//! [`Talkers`] is that table on its own: the capture aggregator, the probe's NetFlow relay and
+//! the collector's NetFlow input all count top talkers through it, so that the three inputs
+//! share one definition (remote side, prefix length, top N per minute, tie order).
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::IpAddr;
@@ -31,11 +35,7 @@ impl Prefixes {
         src: Option<&std::net::IpAddr>,
         dst: Option<&std::net::IpAddr>,
     ) -> Direction {
-        match (src.map(|a| self.inside(a)), dst.map(|a| self.inside(a))) {
-            (Some(true), Some(false)) => Direction::Outbound,
-            (Some(false), Some(true)) => Direction::Inbound,
-            _ => Direction::Unknown,
-        }
+        direction_in(&self.0, src, dst)
     }
 
     pub fn direction(&self, k: &FlowKey) -> Direction {
@@ -47,77 +47,84 @@ impl Prefixes {
     }
 }
 
-/// Minute, protocol, direction, port class.
-type SumKey = (i64, u8, Direction, PortClass);
+/// Direction of traffic from `src` to `dst` against a site's `prefixes`: source inside and
+/// destination outside is outbound, the reverse inbound; both inside (internal traffic), both
+/// outside (transit), an address missing or no prefixes at all is unknown. A linear scan: a
+/// site has a handful of prefixes, fewer than a hash lookup would cost.
+pub fn direction_in(prefixes: &[IpNet], src: Option<&IpAddr>, dst: Option<&IpAddr>) -> Direction {
+    let inside = |a: &IpAddr| prefixes.iter().any(|n| n.contains(a));
+    match (src.map(inside), dst.map(inside)) {
+        (Some(true), Some(false)) => Direction::Outbound,
+        (Some(false), Some(true)) => Direction::Inbound,
+        _ => Direction::Unknown,
+    }
+}
 
-/// Sums flow records into minute aggregates until taken.
-#[derive(Debug, Default)]
-pub struct Aggregator {
-    prefixes: Prefixes,
-    sums: BTreeMap<SumKey, (u64, u64, u64)>,
-    /// Bytes and packets per (minute, remote prefix).
-    talkers: HashMap<(i64, IpNet), (u64, u64)>,
-    /// How many talkers per minute `take_top_talkers` keeps (0: none are tracked).
+/// Bytes and packets per (minute, remote prefix), of which [`Talkers::take_top`] keeps the top
+/// N of each minute by bytes.
+#[derive(Debug, Default, Clone)]
+pub struct Talkers {
+    sums: HashMap<(i64, IpNet), (u64, u64)>,
+    /// How many talkers per minute are kept (0: none are tracked).
     top_n: usize,
 }
 
-/// The remote prefix a talker is counted under: /24 for IPv4, /48 for IPv6.
-pub fn talker_prefix(ip: IpAddr) -> IpNet {
-    let len = if ip.is_ipv4() { 24 } else { 48 };
-    // The lengths are valid for their family, so the fallback is never taken.
-    IpNet::new(ip, len).map_or(IpNet::from(ip), |n| n.trunc())
-}
-
-impl Aggregator {
-    pub fn new(prefixes: Prefixes) -> Self {
+impl Talkers {
+    pub fn new(top_n: usize) -> Self {
         Self {
-            prefixes,
-            sums: BTreeMap::new(),
-            talkers: HashMap::new(),
-            top_n: 0,
+            sums: HashMap::new(),
+            top_n,
         }
     }
 
-    /// Tracks remote prefixes and keeps the top `n` per minute (`[meter] top_talkers`).
-    pub fn with_top_talkers(mut self, n: usize) -> Self {
-        self.top_n = n;
-        self
-    }
-
-    pub fn set_top_talkers(&mut self, n: usize) {
+    pub fn set_top_n(&mut self, n: usize) {
         self.top_n = n;
     }
 
-    pub fn add(&mut self, r: &FlowRecord) {
-        let minute = (r.first_ns / 1_000_000_000) as i64 / 60 * 60;
-        let dir = self.prefixes.direction(&r.key);
-        let class = PortClass::classify(r.key.proto, r.key.sport, r.key.dport);
-        let e = self
-            .sums
-            .entry((minute, r.key.proto, dir, class))
-            .or_default();
-        e.0 += u64::from(!r.continuation);
-        e.1 += r.packets;
-        e.2 += r.bytes;
-        if self.top_n > 0 {
-            let remote = match dir {
-                Direction::Outbound => Some(r.key.dst),
-                Direction::Inbound => Some(r.key.src),
-                Direction::Unknown => None,
-            };
-            if let Some(ip) = remote {
-                let t = self.talkers.entry((minute, talker_prefix(ip))).or_default();
-                t.0 += r.bytes;
-                t.1 += r.packets;
-            }
+    pub fn is_empty(&self) -> bool {
+        self.sums.is_empty()
+    }
+
+    /// Counts a flow of `minute` under its remote prefix: the destination's when outbound, the
+    /// source's when inbound; a flow of unknown direction has no remote side and is not counted.
+    pub fn add(
+        &mut self,
+        minute: i64,
+        direction: Direction,
+        src: Option<IpAddr>,
+        dst: Option<IpAddr>,
+        bytes: u64,
+        packets: u64,
+    ) {
+        if self.top_n == 0 {
+            return;
+        }
+        let remote = match direction {
+            Direction::Outbound => dst,
+            Direction::Inbound => src,
+            Direction::Unknown => None,
+        };
+        if let Some(ip) = remote {
+            let t = self.sums.entry((minute, talker_prefix(ip))).or_default();
+            t.0 = t.0.saturating_add(bytes);
+            t.1 = t.1.saturating_add(packets);
+        }
+    }
+
+    /// Puts back a talker taken earlier (its commit failed), summing with what came since.
+    pub fn restore(&mut self, t: &TopTalker) {
+        if let Ok(net) = t.prefix.parse::<IpNet>() {
+            let e = self.sums.entry((t.minute, net.trunc())).or_default();
+            e.0 = e.0.saturating_add(t.bytes);
+            e.1 = e.1.saturating_add(t.packets);
         }
     }
 
     /// The top N remote prefixes of each minute summed so far, by bytes (ties: by prefix), then
     /// starts again empty. The others are dropped: they are the "other" part of the totals.
-    pub fn take_top_talkers(&mut self) -> Vec<TopTalker> {
+    pub fn take_top(&mut self) -> Vec<TopTalker> {
         let mut by_minute: BTreeMap<i64, Vec<(IpNet, u64, u64)>> = BTreeMap::new();
-        for ((minute, net), (bytes, packets)) in self.talkers.drain() {
+        for ((minute, net), (bytes, packets)) in self.sums.drain() {
             by_minute
                 .entry(minute)
                 .or_default()
@@ -138,6 +145,72 @@ impl Aggregator {
             );
         }
         out
+    }
+}
+
+/// Minute, protocol, direction, port class.
+type SumKey = (i64, u8, Direction, PortClass);
+
+/// Sums flow records into minute aggregates until taken.
+#[derive(Debug, Default)]
+pub struct Aggregator {
+    prefixes: Prefixes,
+    sums: BTreeMap<SumKey, (u64, u64, u64)>,
+    /// Bytes and packets per (minute, remote prefix).
+    talkers: Talkers,
+}
+
+/// The remote prefix a talker is counted under: /24 for IPv4, /48 for IPv6.
+pub fn talker_prefix(ip: IpAddr) -> IpNet {
+    let len = if ip.is_ipv4() { 24 } else { 48 };
+    // The lengths are valid for their family, so the fallback is never taken.
+    IpNet::new(ip, len).map_or(IpNet::from(ip), |n| n.trunc())
+}
+
+impl Aggregator {
+    pub fn new(prefixes: Prefixes) -> Self {
+        Self {
+            prefixes,
+            sums: BTreeMap::new(),
+            talkers: Talkers::new(0),
+        }
+    }
+
+    /// Tracks remote prefixes and keeps the top `n` per minute (`[meter] top_talkers`).
+    pub fn with_top_talkers(mut self, n: usize) -> Self {
+        self.talkers.set_top_n(n);
+        self
+    }
+
+    pub fn set_top_talkers(&mut self, n: usize) {
+        self.talkers.set_top_n(n);
+    }
+
+    pub fn add(&mut self, r: &FlowRecord) {
+        let minute = (r.first_ns / 1_000_000_000) as i64 / 60 * 60;
+        let dir = self.prefixes.direction(&r.key);
+        let class = PortClass::classify(r.key.proto, r.key.sport, r.key.dport);
+        let e = self
+            .sums
+            .entry((minute, r.key.proto, dir, class))
+            .or_default();
+        e.0 += u64::from(!r.continuation);
+        e.1 += r.packets;
+        e.2 += r.bytes;
+        self.talkers.add(
+            minute,
+            dir,
+            Some(r.key.src),
+            Some(r.key.dst),
+            r.bytes,
+            r.packets,
+        );
+    }
+
+    /// The top N remote prefixes of each minute summed so far, by bytes (ties: by prefix), then
+    /// starts again empty. The others are dropped: they are the "other" part of the totals.
+    pub fn take_top_talkers(&mut self) -> Vec<TopTalker> {
+        self.talkers.take_top()
     }
 
     pub fn is_empty(&self) -> bool {
@@ -182,6 +255,104 @@ mod tests {
         assert_eq!(p.direction_of(Some(&b), Some(&a)), Direction::Inbound);
         assert_eq!(p.direction_of(Some(&a), Some(&a)), Direction::Unknown);
         assert_eq!(p.direction_of(None, Some(&a)), Direction::Unknown);
+    }
+
+    #[test]
+    fn direction_rule_for_every_case() {
+        let p: Vec<IpNet> = vec![
+            "10.42.0.0/16".parse().unwrap(),
+            "fd52:4945:2a::/48".parse().unwrap(),
+        ];
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        let d = |src: &str, dst: &str| direction_in(&p, Some(&ip(src)), Some(&ip(dst)));
+        assert_eq!(d("10.42.3.4", "192.0.2.1"), Direction::Outbound);
+        assert_eq!(d("192.0.2.1", "10.42.3.4"), Direction::Inbound);
+        assert_eq!(d("fd52:4945:2a:1::5", "2001:db8::1"), Direction::Outbound);
+        assert_eq!(d("2001:db8::1", "fd52:4945:2a::9"), Direction::Inbound);
+        // Both inside (internal), both outside (transit): unknown.
+        assert_eq!(d("10.42.3.4", "10.42.9.9"), Direction::Unknown);
+        assert_eq!(d("192.0.2.1", "198.51.100.1"), Direction::Unknown);
+        // Edges of the range, and the other family never matches.
+        assert_eq!(d("10.42.255.255", "10.43.0.0"), Direction::Outbound);
+        assert_eq!(d("10.41.255.255", "10.42.0.0"), Direction::Inbound);
+        assert_eq!(d("::ffff:10.42.0.1", "2001:db8::1"), Direction::Unknown);
+        // A record without an address, or a site without prefixes.
+        assert_eq!(
+            direction_in(&p, None, Some(&ip("10.42.0.1"))),
+            Direction::Unknown
+        );
+        assert_eq!(
+            direction_in(&[], Some(&ip("10.42.0.1")), Some(&ip("192.0.2.1"))),
+            Direction::Unknown
+        );
+    }
+
+    #[test]
+    fn talkers_table_restore_and_limit() {
+        let ip = |s: &str| Some(s.parse::<IpAddr>().unwrap());
+        let mut t = Talkers::new(1);
+        t.add(
+            60,
+            Direction::Outbound,
+            ip("10.0.0.1"),
+            ip("192.0.2.7"),
+            500,
+            5,
+        );
+        t.add(
+            60,
+            Direction::Inbound,
+            ip("192.0.2.200"),
+            ip("10.0.0.1"),
+            300,
+            3,
+        );
+        t.add(
+            60,
+            Direction::Inbound,
+            ip("198.51.100.1"),
+            ip("10.0.0.1"),
+            700,
+            7,
+        );
+        t.add(
+            60,
+            Direction::Unknown,
+            ip("203.0.113.1"),
+            ip("10.0.0.1"),
+            9_999,
+            9,
+        );
+        let top = t.take_top();
+        // 192.0.2.0/24: 800 bytes (both directions) beats 198.51.100.0/24's 700; N = 1.
+        assert_eq!(top.len(), 1);
+        assert_eq!(
+            (top[0].prefix.as_str(), top[0].bytes, top[0].packets),
+            ("192.0.2.0/24", 800, 8)
+        );
+        assert!(t.is_empty());
+        t.restore(&top[0]);
+        t.add(
+            60,
+            Direction::Outbound,
+            ip("10.0.0.1"),
+            ip("192.0.2.1"),
+            1,
+            1,
+        );
+        let again = t.take_top();
+        assert_eq!((again[0].bytes, again[0].packets), (801, 9));
+        // Not tracked at all with N = 0.
+        let mut none = Talkers::new(0);
+        none.add(
+            60,
+            Direction::Outbound,
+            ip("10.0.0.1"),
+            ip("192.0.2.7"),
+            500,
+            5,
+        );
+        assert!(none.is_empty());
     }
 
     fn rec(src: &str, dst: &str, first_s: u64, packets: u64, continuation: bool) -> FlowRecord {

@@ -1,7 +1,9 @@
 //! NetFlow relay: the site router exports NetFlow v5/v9/IPFIX to the probe, which decodes it
 //! (`crate::netflow`), sums it into minute aggregates with the direction decided against the
-//! site's prefixes, and hands them to the producer at each batch, so that they are spooled and
-//! acknowledged like capture data. One thread owns the socket and the decoder state.
+//! site's prefixes, counts the top remote prefixes per minute like the capture meter
+//! ([`Talkers`], `[meter] top_talkers`), and hands both to the producer at each batch, so that
+//! they are spooled and acknowledged like capture data. One thread owns the socket and the
+//! decoder state.
 //!
 //! What is not yet in a batch is in memory: a crash of the probe loses at most one batch
 //! interval of relayed traffic (the router does not resend); a graceful stop flushes it.
@@ -12,10 +14,10 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
-use rie_proto::FlowAggregate;
+use rie_proto::{FlowAggregate, TopTalker};
 use tracing::{info, warn};
 
-use crate::meter::aggregate::Prefixes;
+use crate::meter::aggregate::{Prefixes, Talkers};
 use crate::netflow::{Aggregator, Decoder, DecoderConfig};
 
 #[derive(Debug, thiserror::Error)]
@@ -39,8 +41,15 @@ pub struct RelayStats {
 }
 
 /// The running relay.
+/// What the decoding thread sums between two batches.
+#[derive(Debug, Default)]
+struct Sums {
+    flows: Aggregator,
+    talkers: Talkers,
+}
+
 pub struct NetflowRelay {
-    agg: Arc<Mutex<Aggregator>>,
+    agg: Arc<Mutex<Sums>>,
     stop: Arc<AtomicBool>,
     thread: Option<JoinHandle<()>>,
     pub stats: Arc<RelayStats>,
@@ -66,7 +75,12 @@ impl NetflowRelay {
     ///
     /// # Errors
     /// [`NetflowRelayError`] naming the key and the fix.
-    pub fn start(listen: SocketAddr, prefixes: Prefixes) -> Result<Self, NetflowRelayError> {
+    /// `top_talkers`: remote prefixes kept per minute (`[meter] top_talkers`, 0: none).
+    pub fn start(
+        listen: SocketAddr,
+        prefixes: Prefixes,
+        top_talkers: usize,
+    ) -> Result<Self, NetflowRelayError> {
         let socket = bind(listen).map_err(|source| NetflowRelayError::Bind {
             addr: listen,
             source,
@@ -85,7 +99,10 @@ impl NetflowRelay {
             },
             None,
         )?;
-        let agg = Arc::new(Mutex::new(Aggregator::default()));
+        let agg = Arc::new(Mutex::new(Sums {
+            flows: Aggregator::default(),
+            talkers: Talkers::new(top_talkers),
+        }));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(RelayStats::default());
         let thread = {
@@ -122,7 +139,11 @@ impl NetflowRelay {
                         .fetch_add(d.errors.len() as u64, Ordering::Relaxed);
                     let mut agg = agg.lock().unwrap_or_else(|p| p.into_inner());
                     for r in &records {
-                        agg.add(r, prefixes.direction_of(r.src.as_ref(), r.dst.as_ref()));
+                        let dir = prefixes.direction_of(r.src.as_ref(), r.dst.as_ref());
+                        agg.flows.add(r, dir);
+                        let minute = r.start_ms.div_euclid(60_000) * 60;
+                        agg.talkers
+                            .add(minute, dir, r.src, r.dst, r.bytes, r.packets);
                     }
                 }
             })
@@ -136,14 +157,16 @@ impl NetflowRelay {
         })
     }
 
-    /// Everything decoded since the last call, as batch records.
-    pub fn take(&self) -> Vec<FlowAggregate> {
+    /// Everything decoded since the last call, as batch records, with the top talkers of
+    /// those records (both taken under one lock, so that talkers never run ahead of flows).
+    pub fn take(&self) -> (Vec<FlowAggregate>, Vec<TopTalker>) {
         let mut agg = self.agg.lock().unwrap_or_else(|p| p.into_inner());
-        agg.take().into_values().flatten().collect()
+        let flows = agg.flows.take().into_values().flatten().collect();
+        (flows, agg.talkers.take_top())
     }
 
     /// Stops listening and returns what is left.
-    pub fn stop_and_flush(mut self) -> Vec<FlowAggregate> {
+    pub fn stop_and_flush(mut self) -> (Vec<FlowAggregate>, Vec<TopTalker>) {
         self.stop.store(true, Ordering::Relaxed);
         if let Some(t) = self.thread.take() {
             let _ = t.join();
