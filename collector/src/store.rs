@@ -350,12 +350,15 @@ impl Writer {
                 let mut dedup = self.dedup.lock();
                 let mut committed = Vec::new();
                 for (w, outcome) in group.drain(..).zip(outcomes) {
+                    let mut shift = Shift::default();
                     let stored = match outcome {
                         Outcome::New {
                             next,
                             gap,
                             flow_records,
+                            shift: s,
                         } => {
+                            shift = s;
                             self.metrics
                                 .flow_records
                                 .with_label_values(&["probe"])
@@ -375,7 +378,10 @@ impl Writer {
                     };
                     let _ = w.reply.send(Ok(stored));
                     if stored == Stored::New && self.on_commit.is_some() {
-                        committed.push((w.site_idx, w.batch));
+                        // The sink reads back what was stored: the batch on the collector's clock.
+                        let mut batch = w.batch;
+                        shift.apply(&mut batch);
+                        committed.push((w.site_idx, batch));
                     }
                 }
                 drop(dedup);
@@ -437,9 +443,11 @@ impl Writer {
                 let mut flow_records = 0u64;
                 // Probe timestamps move to the collector's clock; flow minutes by whole minutes
                 // only, so that a well-synchronised probe's buckets stay exactly as counted.
-                let offset_ms = self.sites.clock_correction_ms(w.site_idx);
-                let minute_shift = (offset_ms as f64 / 60_000.0).round() as i64 * 60;
-                let second_shift = (offset_ms as f64 / 1000.0).round() as i64;
+                let shift = Shift::of(self.sites.clock_correction_ms(w.site_idx));
+                let Shift {
+                    minute_shift,
+                    second_shift,
+                } = shift;
                 for f in &w.batch.flows {
                     let Some(rec) = crate::ingest::validate_flow(f, &self.metrics) else {
                         continue;
@@ -542,11 +550,42 @@ impl Writer {
                     next,
                     gap,
                     flow_records,
+                    shift,
                 });
             }
         }
         tx.commit()?;
         Ok(outcomes)
+    }
+}
+
+/// How a batch's timestamps move to the collector's clock: flow minutes by whole minutes only
+/// (so that a well-synchronised probe's buckets stay exactly as counted), samples by seconds.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+struct Shift {
+    minute_shift: i64,
+    second_shift: i64,
+}
+
+impl Shift {
+    fn of(correction_ms: i64) -> Self {
+        Self {
+            minute_shift: (correction_ms as f64 / 60_000.0).round() as i64 * 60,
+            second_shift: (correction_ms as f64 / 1000.0).round() as i64,
+        }
+    }
+
+    /// The batch as it was stored.
+    fn apply(self, batch: &mut rie_proto::Batch) {
+        for f in &mut batch.flows {
+            f.minute -= self.minute_shift;
+        }
+        for t in &mut batch.top_talkers {
+            t.minute -= self.minute_shift;
+        }
+        for s in &mut batch.samples {
+            s.start -= self.second_shift;
+        }
     }
 }
 
@@ -556,6 +595,8 @@ enum Outcome {
         gap: bool,
         /// Valid flow aggregates stored (counted once the commit succeeded).
         flow_records: u64,
+        /// The clock correction applied to its timestamps.
+        shift: Shift,
     },
     Duplicate,
 }
@@ -825,6 +866,44 @@ impl Reader {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_sink_gets_batches_shifted_as_they_were_stored() {
+        // Within 30 s a probe's minutes stay as counted; past it they move by whole minutes,
+        // samples by seconds: the InfluxDB sink must read back the minute the store wrote.
+        assert_eq!(
+            Shift::of(29_000),
+            Shift {
+                minute_shift: 0,
+                second_shift: 29
+            }
+        );
+        assert_eq!(
+            Shift::of(95_000),
+            Shift {
+                minute_shift: 120,
+                second_shift: 95
+            }
+        );
+        assert_eq!(
+            Shift::of(-45_000),
+            Shift {
+                minute_shift: -60,
+                second_shift: -45
+            }
+        );
+        let mut b: rie_proto::Batch = serde_json::from_value(serde_json::json!({
+            "seq": 1, "created_ms": 0,
+            "flows": [{"minute": 600, "protocol": 6, "direction": "inbound", "flows": 1, "packets": 1, "bytes": 40}],
+            "top_talkers": [{"minute": 600, "prefix": "10.0.0.0/24", "bytes": 40, "packets": 1}],
+            "samples": [{"link": "S1-P", "check": "icmp", "target": "t", "start": 605, "interval_s": 10, "sent": 1, "received": 1}]
+        }))
+        .unwrap();
+        Shift::of(95_000).apply(&mut b);
+        assert_eq!(b.flows[0].minute, 480);
+        assert_eq!(b.top_talkers[0].minute, 480);
+        assert_eq!(b.samples[0].start, 510);
+    }
 
     #[test]
     fn a_database_from_before_port_classes_is_migrated_with_its_totals() {
