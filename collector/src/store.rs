@@ -182,7 +182,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(wrap)?;
     conn.execute_batch(SCHEMA).map_err(wrap)?;
     migrate_port_classes(&conn).map_err(wrap)?;
-    conn.execute_batch(crate::retention::SCHEMA).map_err(wrap)?;
+    crate::retention::migrate(&conn).map_err(wrap)?;
     Ok(conn)
 }
 
@@ -669,8 +669,8 @@ impl Reader {
         )?;
         let by_port_class = sum_by_key(
             &conn,
-            "SELECT port_class, SUM(flows), SUM(packets), SUM(bytes) FROM flow_class_minute
-             WHERE minute >= ?1 AND minute < ?2
+            "SELECT port_class, SUM(flows), SUM(packets), SUM(bytes) FROM flow_class_rollup
+             WHERE start >= ?1 AND start < ?2
                AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
              GROUP BY port_class ORDER BY port_class",
             params![from, to, site, exporter],
@@ -688,8 +688,9 @@ impl Reader {
         Ok(out)
     }
 
-    /// A site's top talkers summed over the minutes in `[from, to)` (Unix seconds), by bytes
-    /// (ties by prefix), at most `limit`.
+    /// A site's top talkers summed over the buckets (minutes, or coarser once compacted, see
+    /// `retention`) starting in `[from, to)` (Unix seconds), by bytes (ties by prefix), at most
+    /// `limit`.
     ///
     /// # Errors
     /// Database errors.
@@ -702,8 +703,8 @@ impl Reader {
     ) -> Result<Vec<TalkerTotal>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT prefix, SUM(bytes) AS b, SUM(packets) FROM top_talker_minute
-             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3
+            "SELECT prefix, SUM(bytes) AS b, SUM(packets) FROM top_talker_rollup
+             WHERE site_id = ?1 AND start >= ?2 AND start < ?3
              GROUP BY prefix ORDER BY b DESC, prefix LIMIT ?4",
         )?;
         let rows = stmt.query_map(params![site, from, to, limit], |r| {
