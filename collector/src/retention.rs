@@ -1050,8 +1050,18 @@ mod tests {
         // Buckets of size b touched by the 150 minutes.
         let buckets = |b: i64| (m0 + 149 * 60) / b - m0 / b + 1;
 
+        // The status page's link history: per minute, then per five minutes, same sums.
+        let history = || {
+            let rows = reader.link_minutes("C", m0 - 3600, m0 + 4 * 3600).unwrap();
+            let sent: i64 = rows.iter().map(|r| r.sent).sum();
+            let sizes: std::collections::BTreeSet<i64> = rows.iter().map(|r| r.bucket_s).collect();
+            (rows.len() as i64, sent, sizes)
+        };
+        assert_eq!(history(), (150, 150 * 6, [60].into()));
+
         // 1. Three days later: every minute is in the five-minute tier.
         c.pass(m0 + 3 * 86_400, &stop).unwrap();
+        assert_eq!(history(), (buckets(300), 150 * 6, [300].into()));
         for t in [
             "flow_minute",
             "link_minute",
