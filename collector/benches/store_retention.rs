@@ -329,6 +329,14 @@ fn main() {
     };
     let minute_b = per_bucket(&conn, "minute", minutes as f64);
     show("minute", &minute_b);
+    let minute_index = conn
+        .query_row(
+            "SELECT coalesce(SUM(pgsize), 0) FROM dbstat WHERE name = 'flow_minute_site'",
+            [],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("dbstat") as f64
+        / site_minutes;
 
     // 2. Store commits without compaction (baseline), then during each step.
     let live_minute = t0 + 40 * 86_400;
@@ -354,8 +362,37 @@ fn main() {
         &load,
         end + 2 * 86_400 + 600,
     );
-    let five_b = per_bucket(&conn, "5min", ((end - 1) / 300 - t0 / 300 + 1) as f64);
+    let five_buckets = ((end - 1) / 300 - t0 / 300 + 1) as f64;
+    let five_b = per_bucket(&conn, "5min", five_buckets);
     show("5min", &five_b);
+    // What the per-site indexes cost (included in the figures above).
+    let index = |name: &str, buckets: f64| -> f64 {
+        conn.query_row(
+            "SELECT coalesce(SUM(pgsize), 0) FROM dbstat WHERE name = ?1",
+            [name],
+            |r| r.get::<_, i64>(0),
+        )
+        .expect("dbstat") as f64
+            / (n_sites as f64 * buckets)
+    };
+    println!(
+        "  of which per-site indexes, bytes per site-bucket: flow_minute_site {minute_index:.0}, flow_5min_site {:.0}, flow_class_5min_site {:.0}",
+        index("flow_5min_site", five_buckets),
+        index("flow_class_5min_site", five_buckets)
+    );
+    // A pass with nothing to do (every 10 minutes in steady state): the talker walk's seeks.
+    let t = Instant::now();
+    let idle = c
+        .pass(
+            end + i64::from(cfg.minute_days) * 86_400 + 300,
+            &CancellationToken::new(),
+        )
+        .expect("pass");
+    println!(
+        "idle pass (nothing to roll): {:.2} s, {} transactions",
+        t.elapsed().as_secs_f64(),
+        idle.transactions
+    );
     let fine_now = end + i64::from(cfg.fine_days) * 86_400 + 3600;
     pass_under_load(&mut c, fine_now, "5 min→hours", &db, &load, fine_now);
     let hour_b = per_bucket(&conn, "hour", ((end - 1) / 3600 - t0 / 3600 + 1) as f64);
