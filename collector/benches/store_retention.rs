@@ -12,7 +12,7 @@
 //! tier (dbstat: pages of each table and index).
 //!
 //! Run: `cargo bench -p rie-collector --bench store_retention` (figures in docs/performance.md
-//! and docs/storage.md).
+//! and docs/storage.md); `RIE_BENCH_CHUNK` sets `chunk_rows` (default 2000).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -350,7 +350,10 @@ fn main() {
         latency(&mut base)
     );
 
-    let cfg = RetentionConfig::default();
+    let cfg = RetentionConfig {
+        chunk_rows: env("RIE_BENCH_CHUNK", 2000) as u32,
+        ..RetentionConfig::default()
+    };
     let mut c = Compactor::new(store::open(&db).expect("open"), cfg.clone()).expect("compactor");
     let end = t0 + minutes * 60;
     // The live minute stays after every pass: "now" moves, so the writer's minute does too.
