@@ -12,7 +12,7 @@
 //! tier (dbstat: pages of each table and index).
 //!
 //! Run: `cargo bench -p rie-collector --bench store_retention` (figures in docs/performance.md
-//! and docs/storage.md); `RIE_BENCH_CHUNK` sets `chunk_rows` (default 2000).
+//! and docs/storage.md); `RIE_BENCH_CHUNK` sets `chunk_rows` (default: the config's, 1000).
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::Arc;
@@ -351,7 +351,10 @@ fn main() {
     );
 
     let cfg = RetentionConfig {
-        chunk_rows: env("RIE_BENCH_CHUNK", 2000) as u32,
+        chunk_rows: env(
+            "RIE_BENCH_CHUNK",
+            i64::from(RetentionConfig::default().chunk_rows),
+        ) as u32,
         ..RetentionConfig::default()
     };
     let mut c = Compactor::new(store::open(&db).expect("open"), cfg.clone()).expect("compactor");
