@@ -1133,6 +1133,73 @@ mod tests {
         );
     }
 
+    /// The top-talker walk over more sites than one transaction visits: every site with old
+    /// rows is rolled exactly once, sites with only recent rows are left alone, whatever the
+    /// transaction boundaries.
+    #[test]
+    fn talker_walk_covers_every_site_across_transactions() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = dir.path().join("rie.db");
+        let conn = crate::store::open(&db).unwrap();
+        let now = 1_790_000_000 / 86_400 * 86_400;
+        let old = now - 3 * 86_400;
+        let mut sql = String::new();
+        for site in 0..600 {
+            if site % 2 == 0 {
+                // Two minutes of one five-minute bucket, three prefixes each.
+                for m in [old, old + 60] {
+                    for p in 0..3 {
+                        sql += &format!(
+                            "INSERT INTO top_talker_minute VALUES ({m}, 'S{site:04}', '10.0.{p}.0/24', {}, 1);",
+                            site + p
+                        );
+                    }
+                }
+            } else {
+                sql += &format!(
+                    "INSERT INTO top_talker_minute VALUES ({}, 'S{site:04}', '10.9.9.0/24', 5, 1);",
+                    now - 60
+                );
+            }
+        }
+        conn.execute_batch(&sql).unwrap();
+        let mut c = Compactor::new(
+            crate::store::open(&db).unwrap(),
+            RetentionConfig {
+                chunk_rows: 100_000,
+                ..RetentionConfig::default()
+            },
+        )
+        .unwrap()
+        .pause(Duration::ZERO);
+        let st = c.pass(now, &CancellationToken::new()).unwrap();
+        assert_eq!(st.rolled, 300 * 6);
+        assert_eq!(st.trimmed, 0);
+        // 3 families × 4 steps with nothing to do (1 each); talkers: minutes → 5 min visits 600
+        // sites (256 + 256 + 88), 5 min → hours 300 (256 + 44), then 1 + 1.
+        assert_eq!(st.transactions, 12 + 3 + 2 + 1 + 1);
+        assert_eq!(count(&conn, "top_talker_minute"), 300);
+        assert_eq!(count(&conn, "top_talker_5min"), 300 * 3);
+        // Each even site's prefix p: 2 minutes × (site + p) bytes, 2 packets.
+        let (bytes, packets): (i64, i64) = conn
+            .query_row(
+                "SELECT SUM(bytes), SUM(packets) FROM top_talker_5min",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?)),
+            )
+            .unwrap();
+        let expect: i64 = (0..600).step_by(2).map(|s| 2 * (3 * s + 3)).sum();
+        assert_eq!((bytes, packets), (expect, 300 * 3 * 2));
+        let odd_left: i64 = conn
+            .query_row(
+                "SELECT COUNT(*) FROM top_talker_minute WHERE prefix = '10.9.9.0/24'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(odd_left, 300);
+    }
+
     /// A database from before the five-minute tier: its views lack the `_5min` arms and are
     /// replaced when opened; rows already in its hour tier still count.
     #[test]
