@@ -424,8 +424,11 @@ fn bad_flags_and_files_are_named() {
 }
 
 /// Retention (docs/storage.md): after the collector restarts (its compaction job runs a pass 5 s
-/// after start; the rows are written and the "before" figures read within those 5 s), minute rows older than 35 days are in the hourly tier, data older than 5 years is
-/// gone, and the report and `/api/v1/flows/totals` give exactly the numbers they gave before.
+/// after start; the rows are written and the "before" figures read within those 5 s), minute
+/// rows older than 2 days are in the five-minute tier, those older than 35 days in the hourly
+/// tier, data older than 5 years is gone, and the report, `/api/v1/flows/totals` (with its
+/// port-class split) and `/api/v1/sites/{id}/top_talkers` give exactly the numbers they gave
+/// before.
 #[test]
 fn compaction_keeps_reports_and_totals() {
     let mut c = start();
@@ -436,6 +439,22 @@ fn compaction_keeps_reports_and_totals() {
         "INSERT INTO flow_minute VALUES (1601510400, 'A', 'probe', 6, 0, 1, 1, 555);",
     )
     .unwrap();
+    // Class split and top talkers of site A on 2 Oct (hour tier) and 1 Nov (five-minute tier
+    // until 6 Dec 2026), 2020 (expired).
+    let mut sql = String::new();
+    for (ms, web, other, talker) in [(t(2, 0), 600, 400, 500), (t(32, 0), 7, 3, 300)] {
+        let m = ms / 1000;
+        sql += &format!(
+            "INSERT INTO flow_class_minute VALUES ({m}, 'A', 'probe', 6, 0, 'web', 1, 1, {web});
+             INSERT INTO flow_class_minute VALUES ({m}, 'A', 'probe', 6, 0, 'other', 0, 0, {other});
+             INSERT INTO top_talker_minute VALUES ({m}, 'A', '192.0.2.0/24', {talker}, 5);
+             INSERT INTO top_talker_minute VALUES ({m}, 'A', '198.51.100.0/24', 1, 1);"
+        );
+    }
+    sql += "INSERT INTO top_talker_minute VALUES (1601510400, 'A', '203.0.113.0/24', 9999, 1);";
+    conn.execute_batch(&sql).unwrap();
+    let talkers_path =
+        "/api/v1/sites/A/top_talkers?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
     // Closed months only: a period reaching "now" measures hours up to the wall clock.
     let reports = |c: &Collector| -> Vec<Value> {
         ["2026-09", "2026-10"]
@@ -449,40 +468,51 @@ fn compaction_keeps_reports_and_totals() {
     let before = reports(&c);
     let totals_before: Vec<Value> = ["A", "B", "C"].iter().map(|s| c.totals(Some(s))).collect();
     let all_before = c.totals(None);
-    // Rows the pass must move: minutes before floor_hour(now − 35 days).
-    let horizon = (rie_e2e::now_ms() / 1000 - 35 * 86_400) / 3600 * 3600;
-    let old: i64 = conn
-        .query_row(
+    let talkers_before = c.get(talkers_path);
+    // By hand: 500 + 300 bytes for 192.0.2.0/24; the 2020 prefix first (it expires).
+    assert_eq!(talkers_before[0]["prefix"], "203.0.113.0/24");
+    assert_eq!(talkers_before[1]["prefix"], "192.0.2.0/24");
+    assert_eq!(talkers_before[1]["bytes"], 800);
+    assert_eq!(totals_before[0]["by_port_class"]["web"]["bytes"], 607);
+    assert_eq!(totals_before[0]["by_port_class"]["other"]["bytes"], 403);
+    // Rows the pass must move: minutes before the five-minute horizon (floor_5min(now − 2
+    // days)), of which those before floor_hour(now − 35 days) go on to the hourly tier.
+    let now_s = rie_e2e::now_ms() / 1000;
+    let horizon = (now_s - 2 * 86_400) / 300 * 300;
+    let fine_horizon = (now_s - 35 * 86_400) / 3600 * 3600;
+    let older = |h: i64| -> i64 {
+        conn.query_row(
             "SELECT COUNT(*) FROM flow_minute WHERE minute < ?1",
-            [horizon],
+            [h],
             |r| r.get(0),
         )
-        .unwrap();
+        .unwrap()
+    };
+    let (old, fine) = (older(fine_horizon), older(horizon) - older(fine_horizon));
     assert!(old >= 3, "fixture rows older than 35 days: {old}");
     c.restart_graceful();
     c.wait_until(
         "compaction pass",
         std::time::Duration::from_secs(30),
         |_| {
-            conn.query_row(
-                "SELECT COUNT(*) FROM flow_minute WHERE minute < ?1",
-                [horizon],
-                |r| r.get::<_, i64>(0),
-            )
-            .unwrap()
-                == 0
+            older(horizon) == 0
+                && conn
+                    .query_row("SELECT COUNT(*) FROM top_talker_minute", [], |r| {
+                        r.get::<_, i64>(0)
+                    })
+                    .unwrap()
+                    == 0
         },
     );
     // Each old row is alone in its hour (and day); the 2020 one went on to the daily tier and
-    // expired.
-    let hours: i64 = conn
-        .query_row(
-            "SELECT (SELECT COUNT(*) FROM flow_hour) + (SELECT COUNT(*) FROM flow_day)",
-            [],
-            |r| r.get(0),
-        )
-        .unwrap();
-    assert_eq!(hours, old - 1);
+    // expired. The others are alone in their five minutes.
+    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    assert_eq!(
+        count("SELECT (SELECT COUNT(*) FROM flow_hour) + (SELECT COUNT(*) FROM flow_day)"),
+        old - 1
+    );
+    assert_eq!(count("SELECT COUNT(*) FROM flow_5min"), fine);
+    assert_eq!(count("SELECT COUNT(*) FROM flow_class_minute"), 0);
     assert_eq!(reports(&c), before);
     let totals_after: Vec<Value> = ["A", "B", "C"].iter().map(|s| c.totals(Some(s))).collect();
     assert_eq!(totals_after[1..], totals_before[1..]);
@@ -491,7 +521,16 @@ fn compaction_keeps_reports_and_totals() {
         totals_before[0]["bytes"].as_u64().unwrap() - 555
     );
     assert_eq!(
+        totals_after[0]["by_port_class"],
+        totals_before[0]["by_port_class"]
+    );
+    assert_eq!(
         c.totals(None)["bytes"].as_u64().unwrap(),
         all_before["bytes"].as_u64().unwrap() - 555
+    );
+    let talkers_after = c.get(talkers_path);
+    assert_eq!(
+        talkers_after.as_array().unwrap()[..],
+        talkers_before.as_array().unwrap()[1..]
     );
 }

@@ -287,7 +287,7 @@ fn a_site_going_down_shows_on_the_status_page() {
     let minute = (t0 / 1000 - 10) / 60 * 60;
     assert_eq!(
         c.get("/api/v1/sites/S1/links/history?minutes=30"),
-        json!([{"link": "S1-P", "minute": minute, "sent": 10, "received": 10,
+        json!([{"link": "S1-P", "minute": minute, "bucket_s": 60, "sent": 10, "received": 10,
                 "loss_ratio": 0.0, "rtt_avg_ms": 12.5, "rtt_max_ms": null}])
     );
     for (q, code) in [

@@ -114,7 +114,7 @@ pub struct StoreConfig {
     /// Most batches committed in one transaction (one fsync).
     #[serde(default = "default_commit_max")]
     pub commit_max_batches: usize,
-    /// `[store.retention]`: how long minute, hour and day rollups are kept.
+    /// `[store.retention]`: how long minute, five-minute, hour and day rollups are kept.
     #[serde(default)]
     pub retention: crate::retention::RetentionConfig,
 }
@@ -489,6 +489,17 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("key `store.retention.hour_days`"), "{e}");
+        // A config written for 60 days of per-minute rows, from before the five-minute tier.
+        std::fs::write(&p, "[store.retention]\nminute_days = 60\n").unwrap();
+        let e = CollectorConfig::load(&p)
+            .unwrap()
+            .validate()
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("key `store.retention.fine_days`") && e.contains("fine_days = 60"),
+            "{e}"
+        );
     }
 
     #[test]

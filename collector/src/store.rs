@@ -189,7 +189,7 @@ pub fn open(path: &Path) -> Result<Connection, StoreError> {
         .map_err(wrap)?;
     conn.execute_batch(SCHEMA).map_err(wrap)?;
     migrate_port_classes(&conn).map_err(wrap)?;
-    conn.execute_batch(crate::retention::SCHEMA).map_err(wrap)?;
+    crate::retention::migrate(&conn).map_err(wrap)?;
     Ok(conn)
 }
 
@@ -656,11 +656,15 @@ pub struct TalkerTotal {
     pub packets: u64,
 }
 
-/// One row of `link_minute`: a link's checks summed over one minute.
+/// One row of `link_minute` (or of `link_5min` once compacted): a link's checks summed over
+/// one minute (or five).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct LinkMinute {
     pub link: String,
+    /// Bucket start, Unix seconds.
     pub minute: i64,
+    /// Bucket length: 60, or 300 for minutes older than `store.retention.minute_days`.
+    pub bucket_s: i64,
     pub sent: i64,
     pub received: i64,
     /// Sum of the samples' average RTTs, over `rtt_n` samples that measured one.
@@ -730,8 +734,8 @@ impl Reader {
         )?;
         let by_port_class = sum_by_key(
             &conn,
-            "SELECT port_class, SUM(flows), SUM(packets), SUM(bytes) FROM flow_class_minute
-             WHERE minute >= ?1 AND minute < ?2
+            "SELECT port_class, SUM(flows), SUM(packets), SUM(bytes) FROM flow_class_rollup
+             WHERE start >= ?1 AND start < ?2
                AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
              GROUP BY port_class ORDER BY port_class",
             params![from, to, site, exporter],
@@ -759,8 +763,9 @@ impl Reader {
         Ok(out)
     }
 
-    /// A site's top talkers summed over the minutes in `[from, to)` (Unix seconds), by bytes
-    /// (ties by prefix), at most `limit`.
+    /// A site's top talkers summed over the buckets (minutes, or coarser once compacted, see
+    /// `retention`) starting in `[from, to)` (Unix seconds), by bytes (ties by prefix), at most
+    /// `limit`.
     ///
     /// # Errors
     /// Database errors.
@@ -773,8 +778,8 @@ impl Reader {
     ) -> Result<Vec<TalkerTotal>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT prefix, SUM(bytes) AS b, SUM(packets) FROM top_talker_minute
-             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3
+            "SELECT prefix, SUM(bytes) AS b, SUM(packets) FROM top_talker_rollup
+             WHERE site_id = ?1 AND start >= ?2 AND start < ?3
              GROUP BY prefix ORDER BY b DESC, prefix LIMIT ?4",
         )?;
         let rows = stmt.query_map(params![site, from, to, limit], |r| {
@@ -800,8 +805,9 @@ impl Reader {
         Ok(crate::episodes::query(&self.conn(), site, from_ms, to_ms)?)
     }
 
-    /// Minute rollups of a site's link checks with the minute in `[from, to)` (Unix seconds),
-    /// ordered by link then minute: the status page's recent RTT and loss.
+    /// Rollups of a site's link checks with the bucket start in `[from, to)` (Unix seconds),
+    /// ordered by link then time: the status page's recent RTT and loss. Minutes, and
+    /// five-minute buckets for the part older than the live window (`retention`).
     ///
     /// # Errors
     /// Database errors.
@@ -813,18 +819,23 @@ impl Reader {
     ) -> Result<Vec<LinkMinute>, StoreError> {
         let conn = self.conn();
         let mut stmt = conn.prepare_cached(
-            "SELECT link_id, minute, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
-             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3 ORDER BY link_id, minute",
+            "SELECT link_id, minute, 60, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
+             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3
+             UNION ALL
+             SELECT link_id, five_min, 300, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_5min
+             WHERE site_id = ?1 AND five_min >= ?2 AND five_min < ?3
+             ORDER BY 1, 2, 3",
         )?;
         let rows = stmt.query_map(params![site, from, to], |r| {
             Ok(LinkMinute {
                 link: r.get(0)?,
                 minute: r.get(1)?,
-                sent: r.get(2)?,
-                received: r.get(3)?,
-                rtt_sum_us: r.get(4)?,
-                rtt_n: r.get(5)?,
-                rtt_max_us: r.get(6)?,
+                bucket_s: r.get(2)?,
+                sent: r.get(3)?,
+                received: r.get(4)?,
+                rtt_sum_us: r.get(5)?,
+                rtt_n: r.get(6)?,
+                rtt_max_us: r.get(7)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

@@ -218,8 +218,10 @@ impl Status {
 #[derive(Debug, Serialize, PartialEq)]
 struct LinkMinuteOut {
     link: String,
-    /// Start of the minute, Unix seconds.
+    /// Start of the minute, Unix seconds (of the five minutes when `bucket_s` is 300).
     minute: i64,
+    /// 60; 300 for the part older than the store's per-minute window (docs/storage.md).
+    bucket_s: i64,
     sent: i64,
     received: i64,
     /// Share of check probes lost (0 to 1); null when nothing was sent.
@@ -237,6 +239,7 @@ impl From<crate::store::LinkMinute> for LinkMinuteOut {
             rtt_max_ms: m.rtt_max_us.map(|us| us as f64 / 1000.0),
             link: m.link,
             minute: m.minute,
+            bucket_s: m.bucket_s,
             sent: m.sent,
             received: m.received,
         }
@@ -410,6 +413,7 @@ mod tests {
         let m = crate::store::LinkMinute {
             link: "S1-B".into(),
             minute: 600,
+            bucket_s: 60,
             sent: 20,
             received: 15,
             rtt_sum_us: 84_000,
