@@ -10,24 +10,7 @@ use std::time::Duration;
 use serde::Deserialize;
 
 /// A configuration that cannot be used; the CLI exits with code 2 on it.
-#[derive(Debug, thiserror::Error)]
-pub enum ConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TOML parser's message already shows line, column and the offending text.
-    #[error("{file}: {message}")]
-    Parse { file: PathBuf, message: String },
-    #[error("{file}: key `{key}`: {message}")]
-    Invalid {
-        file: String,
-        key: &'static str,
-        message: String,
-    },
-}
+pub type ConfigError = rie_proto::ConfigFileError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -321,14 +304,7 @@ impl CollectorConfig {
     /// # Errors
     /// [`ConfigError::Io`] or [`ConfigError::Parse`] naming the file and position.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ConfigError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let mut cfg: Self = toml::from_str(&text).map_err(|e| ConfigError::Parse {
-            file: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut cfg: Self = rie_proto::read_toml(path)?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }
@@ -338,14 +314,11 @@ impl CollectorConfig {
     /// # Errors
     /// [`ConfigError::Invalid`] naming the key and a right value.
     pub fn validate(&self) -> Result<(), ConfigError> {
-        let invalid = |key, message: String| ConfigError::Invalid {
-            file: self
-                .source
-                .as_ref()
-                .map_or_else(|| "command line".to_string(), |p| p.display().to_string()),
-            key,
-            message,
-        };
+        let file = self
+            .source
+            .as_ref()
+            .map_or_else(|| "command line".to_string(), |p| p.display().to_string());
+        let invalid = |key: &str, message: String| ConfigError::invalid(file.clone(), key, message);
         if let Err(e) = self.cluster.validate() {
             return Err(invalid(e.key, e.message));
         }

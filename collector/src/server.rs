@@ -36,8 +36,6 @@ pub enum StartError {
     #[error(transparent)]
     Influx(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
-    Costs(#[from] crate::indicators::CostsError),
-    #[error(transparent)]
     Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
     #[error(transparent)]
     ClusterMarks(#[from] crate::stream_marks::MarkLookupError),
@@ -59,7 +57,6 @@ impl StartError {
                 | StartError::Inventory(_)
                 | StartError::Pki(_)
                 | StartError::Influx(crate::sinks::influx::SinkError::Client(_))
-                | StartError::Costs(_)
         )
     }
 }

@@ -364,7 +364,7 @@ impl Writer {
                                 .with_label_values(&["probe"])
                                 .inc_by(flow_records);
                             dedup.insert((w.site.clone(), w.stream), w.batch.seq);
-                            self.sites.apply(w.site_idx, next);
+                            self.sites.apply(w.site_idx, *next);
                             self.metrics.probe_batches.inc();
                             if gap {
                                 self.metrics.sequence_gaps.inc();
@@ -547,7 +547,7 @@ impl Writer {
                 live.insert(w.site_idx, next.clone());
                 pending.insert(key, w.batch.seq);
                 outcomes.push(Outcome::New {
-                    next,
+                    next: Box::new(next),
                     gap,
                     flow_records,
                     shift,
@@ -591,7 +591,7 @@ impl Shift {
 
 enum Outcome {
     New {
-        next: SiteLive,
+        next: Box<SiteLive>,
         gap: bool,
         /// Valid flow aggregates stored (counted once the commit succeeded).
         flow_records: u64,

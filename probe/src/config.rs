@@ -14,23 +14,8 @@ use crate::checks::{ChecksConfig, LinkConfig, TargetConfig};
 use crate::session::Target;
 use crate::sources::simulate::SimulateConfig;
 
-#[derive(Debug, thiserror::Error)]
-pub enum ProbeConfigError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("{file}: {message}")]
-    Parse { file: PathBuf, message: String },
-    #[error("{file}: key `{key}`: {message}")]
-    Invalid {
-        file: PathBuf,
-        key: &'static str,
-        message: String,
-    },
-}
+/// A probe config that cannot be used (exit code 2).
+pub type ProbeConfigError = rie_proto::ConfigFileError;
 
 /// A secret that never shows in logs or `Debug` output.
 #[derive(Clone, Deserialize)]
@@ -304,14 +289,7 @@ impl ProbeConfig {
     /// # Errors
     /// [`ProbeConfigError::Io`] or [`ProbeConfigError::Parse`] (with line and column).
     pub fn load(path: &Path) -> Result<Self, ProbeConfigError> {
-        let text = std::fs::read_to_string(path).map_err(|source| ProbeConfigError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let mut cfg: Self = toml::from_str(&text).map_err(|e| ProbeConfigError::Parse {
-            file: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let mut cfg: Self = rie_proto::read_toml(path)?;
         cfg.source = path.to_path_buf();
         Ok(cfg)
     }
@@ -345,11 +323,7 @@ impl ProbeConfig {
     }
 
     fn invalid(&self, key: &'static str, message: impl Into<String>) -> ProbeConfigError {
-        ProbeConfigError::Invalid {
-            file: self.source.clone(),
-            key,
-            message: message.into(),
-        }
+        ProbeConfigError::invalid(self.source.display().to_string(), key, message)
     }
 
     /// Checks values and loads the CA and token.

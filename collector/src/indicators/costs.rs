@@ -6,29 +6,12 @@
 //! the file itself cannot hold a fraction of a cent. [`allocate`] splits an amount over sites
 //! by largest remainder, so the parts always sum to the amount exactly.
 
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde::{Deserialize, Serialize};
 
 /// A cost file that cannot be used; names the file and the key.
-#[derive(Debug, thiserror::Error)]
-pub enum CostsError {
-    #[error("{file}: cannot read: {source}")]
-    Io {
-        file: PathBuf,
-        #[source]
-        source: std::io::Error,
-    },
-    /// The TOML parser's message already shows line, column and the offending text.
-    #[error("{file}: {message}")]
-    Parse { file: PathBuf, message: String },
-    #[error("{file}: key `{key}`: {message}")]
-    Invalid {
-        file: String,
-        key: String,
-        message: String,
-    },
-}
+pub type CostsError = rie_proto::ConfigFileError;
 
 /// How a shared cost is split over sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -228,14 +211,7 @@ impl CostModel {
     /// # Errors
     /// [`CostsError`] naming the file and, for bad values, the key.
     pub fn load(path: &Path) -> Result<Self, CostsError> {
-        let text = std::fs::read_to_string(path).map_err(|source| CostsError::Io {
-            file: path.to_path_buf(),
-            source,
-        })?;
-        let model: CostModel = toml::from_str(&text).map_err(|e| CostsError::Parse {
-            file: path.to_path_buf(),
-            message: e.to_string(),
-        })?;
+        let model: CostModel = rie_proto::read_toml(path)?;
         model.validate(&path.display().to_string())?;
         Ok(model)
     }
