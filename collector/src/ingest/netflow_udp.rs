@@ -177,9 +177,10 @@ pub fn start(
     Ok(NetflowInput { addr, thread })
 }
 
-/// Datagrams waiting per decode thread; when a lane is full the receiver waits, and the
-/// kernel's socket buffer absorbs the burst.
-const LANE_DEPTH: usize = 1024;
+/// Batches (of at most [`BATCH`] datagrams) waiting per decode thread: up to 2,048
+/// datagrams. When a lane is full the receiver waits, and the kernel's socket buffer absorbs
+/// the burst.
+const LANE_DEPTH: usize = 64;
 
 /// The lane of a datagram: by exporter address and observation domain / source id, so that
 /// one exporter scope is always decoded by the same thread, which owns its templates and
@@ -209,16 +210,26 @@ fn clamp_warning(requested: usize, granted: usize) -> Option<String> {
     })
 }
 
-type Lane = std::sync::mpsc::SyncSender<(IpAddr, Vec<u8>)>;
+/// Datagrams (exporter, bytes) handed to a decode thread together.
+type Datagrams = Vec<(IpAddr, Vec<u8>)>;
+type Lane = std::sync::mpsc::SyncSender<Datagrams>;
 
-/// Hands one datagram to the lane of its exporter scope. When that lane is full the
-/// receiver waits for it (the kernel's socket buffer absorbs the wait): nothing is dropped
-/// here, and each datagram of a batch goes to its own exporter's lane in arrival order.
-fn hand(lanes: &[Lane], from: SocketAddr, data: &[u8]) {
-    let exporter = from.ip().to_canonical();
-    let lane = lane_of(exporter, data, lanes.len());
-    // A lane only closes when its thread died (a bug): nothing else to do than go on.
-    let _ = lanes[lane].send((exporter, data.to_vec()));
+/// Hands the datagrams of one `recvmmsg` batch to the lanes of their exporter scopes, in
+/// arrival order within each lane, one channel message per lane (not per datagram: a decode
+/// thread is woken once per batch). When a lane is full the receiver waits for it (the
+/// kernel's socket buffer absorbs the wait): nothing is dropped here.
+fn hand(lanes: &[Lane], batch: &Batch) {
+    let mut per_lane: Vec<Datagrams> = vec![Vec::new(); lanes.len()];
+    for (from, data) in batch.datagrams() {
+        let exporter = from.ip().to_canonical();
+        per_lane[lane_of(exporter, data, lanes.len())].push((exporter, data.to_vec()));
+    }
+    for (lane, datagrams) in lanes.iter().zip(per_lane) {
+        if !datagrams.is_empty() {
+            // A lane only closes when its thread died (a bug): nothing else to do than go on.
+            let _ = lane.send(datagrams);
+        }
+    }
 }
 
 /// Datagrams read per `recvmmsg` call: one system call instead of up to 32 when datagrams
@@ -306,11 +317,7 @@ fn receive(
     let mut batch = Batch::new();
     while !shutdown.is_cancelled() {
         match batch.recv(socket, true) {
-            Ok(_) => {
-                for (from, data) in batch.datagrams() {
-                    hand(&lanes, from, data);
-                }
-            }
+            Ok(_) => hand(&lanes, &batch),
             // The read timeout (200 ms) passed: look at `shutdown` again.
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(e) => {
@@ -324,9 +331,7 @@ fn receive(
         if n == 0 {
             break;
         }
-        for (from, data) in batch.datagrams() {
-            hand(&lanes, from, data);
-        }
+        hand(&lanes, &batch);
     }
     // Closing the lanes tells each decode thread to commit and stop.
     drop(lanes);
@@ -350,14 +355,18 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, rx: &std::sync::mpsc::Receiver<(IpAddr, Vec<u8>)>) {
+    fn run(&mut self, rx: &std::sync::mpsc::Receiver<Datagrams>) {
         use std::sync::mpsc::RecvTimeoutError;
         let mut records = Vec::new();
         let mut next_flush = Instant::now() + self.flush_every;
         loop {
             let wait = next_flush.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok((exporter, data)) => self.datagram(exporter, &data, &mut records),
+                Ok(datagrams) => {
+                    for (exporter, data) in datagrams {
+                        self.datagram(exporter, &data, &mut records);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
