@@ -15,7 +15,8 @@
 #                                             [DECODE_THREADS=2] [TARGET=rie|nfcapd|nfacctd]
 # Needs: cargo build --release -p rie-collector; cargo bench -p rie-probe --bench netflow_decode --no-run
 #        nfcapd/nfdump (apt-get install nfdump), nfacctd (apt-get install pmacct) for those targets.
-# Env:   RCVBUF (bytes, default 16777216).
+# Env:   RCVBUF (bytes, default 16777216); NFACCTD_BUFFER (bytes, e.g. 10240): nfacctd's
+#        plugin_buffer_size, with plugin_pipe_size 1000 times that (default: unbuffered, 4 MB).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 rate=${1:-10000}
@@ -70,6 +71,11 @@ print_output_file: $dir/print.csv
 print_output_file_append: true
 print_refresh_time: 1
 EOF
+  if [ -n "${NFACCTD_BUFFER:-}" ]; then
+    # pmacct's advice for heavy loads: buffer the core-to-plugin queue, ratio 1:1000.
+    printf 'plugin_buffer_size: %s\nplugin_pipe_size: %s\n' "$NFACCTD_BUFFER" \
+      $((NFACCTD_BUFFER * 1000)) >> "$dir/nfacctd.conf"
+  fi
   nfacctd -f "$dir/nfacctd.conf" > "$dir/log" 2>&1 &
   pid=$!
   to=127.0.0.1:$port
@@ -86,6 +92,10 @@ sent_records=$(echo "$sent" | sed -E 's/^sent [0-9]+ datagrams, ([0-9]+) records
 # The 64 template datagrams carry 30 records each too.
 sent_records=$((sent_records + 64 * 30))
 sleep 3
+# What the kernel dropped on the socket (buffer full), from /proc/net/udp: the rest of the
+# loss, if any, happened inside the collector (nfacctd: between its core process and plugin).
+port_hex=$(printf '%04X' "${to##*:}")
+kernel_drops=$(awk -v p=":$port_hex" '$2 ~ p"$" { print $NF }' /proc/net/udp | head -1)
 
 case $target in
 rie)
@@ -104,7 +114,7 @@ nfacctd)
   ;;
 esac
 lost=$((sent_records - received))
-printf '%s: v%s, %d records/s offered (%d datagrams/s), rmem_max %s, sent %d records, received %d, lost %d (%.1f %%)%s\n' \
+printf '%s: v%s, %d records/s offered (%d datagrams/s), rmem_max %s, sent %d records, received %d, lost %d (%.1f %%; kernel socket drops: %s datagrams)%s\n' \
   "$target" "$version" $((rate * 30)) "$rate" "$(sysctl -n net.core.rmem_max)" "$sent_records" \
-  "$received" "$lost" "$(echo "100 * $lost / $sent_records" | bc -l)" \
+  "$received" "$lost" "$(echo "100 * $lost / $sent_records" | bc -l)" "${kernel_drops:-?}" \
   "$([ "$target" = rie ] && echo ", decode_threads=$threads")"
