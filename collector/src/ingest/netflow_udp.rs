@@ -270,11 +270,8 @@ impl Batch {
         } else {
             MsgFlags::MSG_DONTWAIT
         };
-        let mut iovs: Vec<[IoSliceMut<'_>; 1]> = self
-            .bufs
-            .iter_mut()
-            .map(|b| [IoSliceMut::new(b)])
-            .collect();
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+            self.bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
         let msgs = recvmmsg(
             socket.as_raw_fd(),
             &mut self.headers,
@@ -283,7 +280,8 @@ impl Batch {
             None,
         )?;
         for m in msgs {
-            self.got.push((m.address.and_then(|a| std_addr(&a)), m.bytes));
+            self.got
+                .push((m.address.and_then(|a| std_addr(&a)), m.bytes));
         }
         Ok(self.got.len())
     }

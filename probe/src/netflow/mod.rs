@@ -489,7 +489,7 @@ impl Aggregator {
         let mut out: BTreeMap<IpAddr, Vec<FlowAggregate>> = BTreeMap::new();
         let mut sums: Vec<_> = std::mem::take(&mut self.sums).into_iter().collect();
         // Same order as before the map was hashed: callers and tests see a stable order.
-        sums.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        sums.sort_unstable_by_key(|(key, _)| *key);
         for ((minute, protocol, direction, exporter, rate, port_class), (flows, packets, bytes)) in
             sums
         {
