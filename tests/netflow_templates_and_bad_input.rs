@@ -240,3 +240,36 @@ fn committed_netflow_survives_a_crash_and_is_not_counted_twice() {
     );
     wait_site(&c, "S2", (3, 42, 4061));
 }
+
+/// Linux caps SO_RCVBUF at `net.core.rmem_max` without an error: a request no host grants
+/// (1 GiB) must give the start-up warning that names the sysctl to raise, and the input
+/// still works with what it got.
+#[test]
+fn a_clamped_receive_buffer_is_warned_about_at_start_up() {
+    let tmp = tempfile::tempdir().unwrap();
+    let c = Collector::start_netflow_with_config(
+        &inventory(tmp.path()),
+        "[netflow]\nreceive_buffer_bytes = 1073741824\n",
+    );
+    let log = c.log();
+    assert!(
+        log.contains("instead of the 1073741824 requested (netflow.receive_buffer_bytes)"),
+        "{log}"
+    );
+    assert!(
+        log.contains("sysctl -w net.core.rmem_max=1073741824"),
+        "{log}"
+    );
+    let to = c.netflow_addr.unwrap();
+    send_from(
+        S1,
+        to,
+        &[v9(
+            0,
+            T,
+            60_000,
+            &[v9_template_256(), data(256, &[v9_record(100, 2)])],
+        )],
+    );
+    wait_site(&c, "S1", (1, 2, 100));
+}

@@ -103,7 +103,8 @@ impl Collector {
         Self::start_inner(inventory, SocketAddr::from(([127, 0, 0, 1], 0)), true)
     }
 
-    /// [`Self::start_netflow`] with `config_toml` as the rest of the configuration.
+    /// Like [`Collector::start_netflow`], with `config_toml` as its config; a `[netflow]`
+    /// table in it gets the 200 ms `flush_interval` added.
     pub fn start_netflow_with_config(inventory: &Path, config_toml: &str) -> Self {
         Self::start_full(
             inventory,
@@ -166,7 +167,15 @@ impl Collector {
         };
         let mut toml = config_toml.unwrap_or_default().to_string();
         if netflow {
-            toml.push_str("\n[netflow]\nflush_interval = \"200ms\"\n");
+            let keys = "flush_interval = \"200ms\"\n";
+            // Into the config's own [netflow] table when it has one (TOML forbids two).
+            toml = match toml.find("[netflow]\n") {
+                Some(i) => {
+                    let at = i + "[netflow]\n".len();
+                    format!("{}{keys}{}", &toml[..at], &toml[at..])
+                }
+                None => format!("{toml}\n[netflow]\n{keys}"),
+            };
             c.netflow_addr = Some(SocketAddr::from(([127, 0, 0, 1], 0)));
         }
         if !toml.is_empty() {

@@ -1,7 +1,8 @@
 //! NetFlow v5/v9/IPFIX exported directly by routers (`--netflow-listen`, `[netflow]`): one UDP
-//! socket with a large receive buffer, read by one thread that hands each datagram to one of
-//! `decode_threads` lanes, chosen by exporter address and observation domain, so that each
-//! decode thread owns the state of its exporters (templates, held data, announced sampling).
+//! socket with a large receive buffer, read by one thread (up to [`BATCH`] datagrams per
+//! `recvmmsg` system call) that hands each datagram to one of `decode_threads` lanes, chosen
+//! by exporter address and observation domain, so that each decode thread owns the state of
+//! its exporters (templates, held data, announced sampling).
 //! A decode thread attributes each datagram to a site by its source address (inventory
 //! `netflow_exporters`), decides each record's direction against that site's
 //! `site_prefixes` (none: `unknown`), sums records into minute rows and the top remote
@@ -30,7 +31,6 @@
 //!   beside it in `netflow_sampling`.
 
 use std::collections::{BTreeMap, HashMap};
-use std::io::ErrorKind;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::path::Path;
 use std::sync::Arc;
@@ -92,15 +92,22 @@ pub struct NetflowInput {
     pub thread: std::thread::JoinHandle<()>,
 }
 
-/// Binds the UDP socket with the configured receive buffer.
+/// Binds the UDP socket with the configured receive buffer (SO_RCVBUF). The buffer absorbs
+/// bursts and the pauses of the decode threads (a commit); Linux caps the request at
+/// `net.core.rmem_max` (often 208 KiB or 4 MiB), silently: the granted size is read back and
+/// a warning names the sysctl to raise.
 fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, NetflowStartError> {
     use socket2::{Domain, Protocol, Socket, Type};
     let err = |source| NetflowStartError::Bind { addr, source };
     let socket =
         Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
-    // Capped by net.core.rmem_max; the kernel reports double what it grants.
     if let Err(e) = socket.set_recv_buffer_size(rcvbuf) {
         tracing::warn!(error = %e, "cannot size the NetFlow receive buffer");
+    }
+    // Linux reports double what it grants (the doubled part is its bookkeeping).
+    let granted = socket.recv_buffer_size().unwrap_or(0) / 2;
+    if let Some(warning) = clamp_warning(rcvbuf, granted) {
+        tracing::warn!(requested = rcvbuf, granted, "{warning}");
     }
     socket.bind(&addr.into()).map_err(err)?;
     let socket: UdpSocket = socket.into();
@@ -182,9 +189,10 @@ pub fn start(
     Ok(NetflowInput { addr, thread })
 }
 
-/// Datagrams waiting per decode thread; when a lane is full the receiver waits, and the
-/// kernel's socket buffer absorbs the burst.
-const LANE_DEPTH: usize = 1024;
+/// Batches (of at most [`BATCH`] datagrams) waiting per decode thread: up to 2,048
+/// datagrams. When a lane is full the receiver waits, and the kernel's socket buffer absorbs
+/// the burst.
+const LANE_DEPTH: usize = 64;
 
 /// The lane of a datagram: by exporter address and observation domain / source id, so that
 /// one exporter scope is always decoded by the same thread, which owns its templates and
@@ -202,28 +210,126 @@ fn lane_of(exporter: IpAddr, data: &[u8], lanes: usize) -> usize {
     (h.finish() % lanes as u64) as usize
 }
 
-/// The receiving thread: reads datagrams and hands each to its lane until shutdown, then
-/// drains the socket, closes the lanes and waits for the decode threads' last commit.
-type Lane = std::sync::mpsc::SyncSender<(IpAddr, Vec<u8>)>;
-
-fn hand(lanes: &[Lane], from: SocketAddr, data: &[u8]) {
-    let exporter = from.ip().to_canonical();
-    let lane = lane_of(exporter, data, lanes.len());
-    // A lane only closes when its thread died (a bug): nothing else to do than go on.
-    let _ = lanes[lane].send((exporter, data.to_vec()));
+/// The warning to log when the kernel granted less receive buffer than requested.
+fn clamp_warning(requested: usize, granted: usize) -> Option<String> {
+    (granted < requested).then(|| {
+        format!(
+            "the kernel granted a NetFlow receive buffer of {granted} bytes instead of the {requested} \
+             requested (netflow.receive_buffer_bytes): bursts may be dropped before the collector \
+             reads them; raise the cap with `sysctl -w net.core.rmem_max={requested}` (and in \
+             /etc/sysctl.d/ to keep it) and restart the collector"
+        )
+    })
 }
 
+/// Datagrams (exporter, bytes) handed to a decode thread together.
+type Datagrams = Vec<(IpAddr, Vec<u8>)>;
+type Lane = std::sync::mpsc::SyncSender<Datagrams>;
+
+/// Hands the datagrams of one `recvmmsg` batch to the lanes of their exporter scopes, in
+/// arrival order within each lane, one channel message per lane (not per datagram: a decode
+/// thread is woken once per batch). When a lane is full the receiver waits for it (the
+/// kernel's socket buffer absorbs the wait): nothing is dropped here.
+fn hand(lanes: &[Lane], batch: &Batch) {
+    let mut per_lane: Vec<Datagrams> = vec![Vec::new(); lanes.len()];
+    for (from, data) in batch.datagrams() {
+        let exporter = from.ip().to_canonical();
+        per_lane[lane_of(exporter, data, lanes.len())].push((exporter, data.to_vec()));
+    }
+    for (lane, datagrams) in lanes.iter().zip(per_lane) {
+        if !datagrams.is_empty() {
+            // A lane only closes when its thread died (a bug): nothing else to do than go on.
+            let _ = lane.send(datagrams);
+        }
+    }
+}
+
+/// Datagrams read per `recvmmsg` call: one system call instead of up to 32 when datagrams
+/// queue up (a burst, or the receiver back from a wait), the moment when a `recvfrom` per
+/// datagram would let the socket buffer overflow.
+const BATCH: usize = 32;
+
+/// Largest UDP payload (IPv4: 65,507 bytes); NetFlow exporters stay under the path MTU.
+const MAX_DATAGRAM: usize = 65_536;
+
+/// Buffers for one `recvmmsg` call (`nix`'s safe wrapper), reused from call to call.
+struct Batch {
+    headers: nix::sys::socket::MultiHeaders<nix::sys::socket::SockaddrStorage>,
+    bufs: Vec<Vec<u8>>,
+    /// Sender and length of the datagram in `bufs[i]`, for the last call.
+    got: Vec<(Option<SocketAddr>, usize)>,
+}
+
+impl Batch {
+    fn new() -> Self {
+        Self {
+            headers: nix::sys::socket::MultiHeaders::preallocate(BATCH, None),
+            bufs: vec![vec![0u8; MAX_DATAGRAM]; BATCH],
+            got: Vec::with_capacity(BATCH),
+        }
+    }
+
+    /// Reads up to [`BATCH`] datagrams: waits for the first one (at most the socket's read
+    /// timeout, unless `wait` is false), then takes those already queued without waiting
+    /// (`MSG_WAITFORONE`). Returns how many were read.
+    fn recv(&mut self, socket: &UdpSocket, wait: bool) -> nix::Result<usize> {
+        use nix::sys::socket::{recvmmsg, MsgFlags};
+        use std::io::IoSliceMut;
+        use std::os::fd::AsRawFd;
+        self.got.clear();
+        let flags = if wait {
+            MsgFlags::MSG_WAITFORONE
+        } else {
+            MsgFlags::MSG_DONTWAIT
+        };
+        let mut iovs: Vec<[IoSliceMut<'_>; 1]> =
+            self.bufs.iter_mut().map(|b| [IoSliceMut::new(b)]).collect();
+        let msgs = recvmmsg(
+            socket.as_raw_fd(),
+            &mut self.headers,
+            iovs.iter_mut(),
+            flags,
+            None,
+        )?;
+        for m in msgs {
+            self.got
+                .push((m.address.and_then(|a| std_addr(&a)), m.bytes));
+        }
+        Ok(self.got.len())
+    }
+
+    /// The datagrams of the last call, in arrival order.
+    fn datagrams(&self) -> impl Iterator<Item = (SocketAddr, &[u8])> {
+        self.got
+            .iter()
+            .zip(&self.bufs)
+            .filter_map(|(&(from, n), b)| Some((from?, &b[..n.min(b.len())])))
+    }
+}
+
+fn std_addr(a: &nix::sys::socket::SockaddrStorage) -> Option<SocketAddr> {
+    if let Some(v4) = a.as_sockaddr_in() {
+        return Some(SocketAddr::V4((*v4).into()));
+    }
+    a.as_sockaddr_in6().map(|v6| SocketAddr::V6((*v6).into()))
+}
+
+/// The receiving thread: reads datagrams in batches and hands each to its lane until
+/// shutdown, then drains the socket, closes the lanes and waits for the decode threads' last
+/// commit.
 fn receive(
     socket: &UdpSocket,
     lanes: Vec<Lane>,
     shutdown: &CancellationToken,
     workers: Vec<std::thread::JoinHandle<()>>,
 ) {
-    let mut buf = vec![0u8; 65_536];
+    use nix::errno::Errno;
+    let mut batch = Batch::new();
     while !shutdown.is_cancelled() {
-        match socket.recv_from(&mut buf) {
-            Ok((n, from)) => hand(&lanes, from, &buf[..n]),
-            Err(e) if matches!(e.kind(), ErrorKind::WouldBlock | ErrorKind::TimedOut) => {}
+        match batch.recv(socket, true) {
+            Ok(_) => hand(&lanes, &batch),
+            // The read timeout (200 ms) passed: look at `shutdown` again.
+            Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(e) => {
                 tracing::warn!(error = %e, "NetFlow socket error");
                 std::thread::sleep(Duration::from_millis(50));
@@ -231,9 +337,11 @@ fn receive(
         }
     }
     // Datagrams already in the socket buffer were received by the kernel: take them too.
-    let _ = socket.set_nonblocking(true);
-    while let Ok((n, from)) = socket.recv_from(&mut buf) {
-        hand(&lanes, from, &buf[..n]);
+    while let Ok(n) = batch.recv(socket, false) {
+        if n == 0 {
+            break;
+        }
+        hand(&lanes, &batch);
     }
     // Closing the lanes tells each decode thread to commit and stop.
     drop(lanes);
@@ -262,14 +370,18 @@ struct Worker {
 }
 
 impl Worker {
-    fn run(&mut self, rx: &std::sync::mpsc::Receiver<(IpAddr, Vec<u8>)>) {
+    fn run(&mut self, rx: &std::sync::mpsc::Receiver<Datagrams>) {
         use std::sync::mpsc::RecvTimeoutError;
         let mut records = Vec::new();
         let mut next_flush = Instant::now() + self.flush_every;
         loop {
             let wait = next_flush.saturating_duration_since(Instant::now());
             match rx.recv_timeout(wait) {
-                Ok((exporter, data)) => self.datagram(exporter, &data, &mut records),
+                Ok(datagrams) => {
+                    for (exporter, data) in datagrams {
+                        self.datagram(exporter, &data, &mut records);
+                    }
+                }
                 Err(RecvTimeoutError::Timeout) => {}
                 Err(RecvTimeoutError::Disconnected) => break,
             }
@@ -546,5 +658,57 @@ mod tests {
             "domains of one exporter spread over the lanes"
         );
         assert_eq!(lane_of(ip, &[], 1), 0);
+    }
+
+    #[test]
+    fn a_clamped_receive_buffer_names_the_sysctl_to_raise() {
+        assert_eq!(clamp_warning(16 << 20, 16 << 20), None);
+        assert_eq!(clamp_warning(1 << 20, 4 << 20), None);
+        let w = clamp_warning(16_777_216, 4_194_304).unwrap();
+        assert!(w.contains("4194304 bytes instead of the 16777216"), "{w}");
+        assert!(w.contains("sysctl -w net.core.rmem_max=16777216"), "{w}");
+    }
+
+    /// One `recvmmsg` call returns the queued datagrams of several senders, in order, with
+    /// their sources, an empty datagram included; with nothing queued, a non-waiting call
+    /// returns EAGAIN and a waiting one times out the same way.
+    #[test]
+    fn a_batch_reads_queued_datagrams_in_order_with_their_sources() {
+        let rx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        rx.set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let to = rx.local_addr().unwrap();
+        let a = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let b = UdpSocket::bind("127.0.0.1:0").unwrap();
+        let mut sent = Vec::new();
+        for i in 0..40u8 {
+            let (s, data) = if i % 3 == 0 {
+                (&b, vec![])
+            } else {
+                (&a, vec![i; usize::from(i) * 30])
+            };
+            s.send_to(&data, to).unwrap();
+            sent.push((s.local_addr().unwrap(), data));
+        }
+        let mut batch = Batch::new();
+        let mut got = Vec::new();
+        let mut calls = 0;
+        while got.len() < sent.len() {
+            let n = batch.recv(&rx, true).unwrap();
+            assert!(n <= BATCH);
+            got.extend(batch.datagrams().map(|(f, d)| (f, d.to_vec())));
+            calls += 1;
+        }
+        assert_eq!(got, sent);
+        // 40 datagrams already queued: two calls (32 + 8), not 40.
+        assert_eq!(calls, 2);
+        assert_eq!(
+            batch.recv(&rx, false).unwrap_err(),
+            nix::errno::Errno::EAGAIN
+        );
+        assert_eq!(
+            batch.recv(&rx, true).unwrap_err(),
+            nix::errno::Errno::EAGAIN
+        );
     }
 }

@@ -161,7 +161,10 @@ fn num(v: &FieldValue) -> Option<u64> {
         FieldValue::Vec(b) | FieldValue::DataNumber(DataNumber::Vec(b)) if b.len() <= 8 => {
             Some(b.iter().fold(0u64, |a, &x| (a << 8) | u64::from(x)))
         }
-        _ => v.as_u8().map(u64::from).or_else(|| v.as_u64()),
+        // Straight to the wide reading (this runs for every field of every record); only the
+        // crate's protocol enum needs its own conversion.
+        FieldValue::ProtocolType(p) => Some(u64::from(u8::from(*p))),
+        _ => v.as_u64(),
     }
 }
 

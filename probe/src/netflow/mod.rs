@@ -424,9 +424,15 @@ fn push(
 
 /// Sums flow records into per-minute aggregates (minute of the flow's start, protocol,
 /// direction, exporter, sampling rate) until taken.
+///
+/// A hash map, not an ordered one: [`Aggregator::add`] runs once per flow record (over a
+/// million a second on the collector) and a B-tree search over the 6-field key was 12 % of
+/// the decode benchmark; [`Aggregator::take`] sorts once per flush instead. The hasher is
+/// foldhash with a per-process random seed (the key holds exporter-chosen values, so a fixed
+/// seed would let an exporter aim for collisions); std's SipHash costs more per record.
 #[derive(Debug, Default)]
 pub struct Aggregator {
-    sums: BTreeMap<AggKey, (u64, u64, u64)>,
+    sums: HashMap<AggKey, (u64, u64, u64), foldhash::fast::RandomState>,
 }
 
 type AggKey = (i64, u8, Direction, IpAddr, u32, PortClass);
@@ -481,8 +487,11 @@ impl Aggregator {
     /// Everything summed so far, grouped by exporter; the aggregator starts again empty.
     pub fn take(&mut self) -> BTreeMap<IpAddr, Vec<FlowAggregate>> {
         let mut out: BTreeMap<IpAddr, Vec<FlowAggregate>> = BTreeMap::new();
+        let mut sums: Vec<_> = std::mem::take(&mut self.sums).into_iter().collect();
+        // Same order as before the map was hashed: callers and tests see a stable order.
+        sums.sort_unstable_by_key(|(key, _)| *key);
         for ((minute, protocol, direction, exporter, rate, port_class), (flows, packets, bytes)) in
-            std::mem::take(&mut self.sums)
+            sums
         {
             out.entry(exporter).or_default().push(FlowAggregate {
                 minute,
