@@ -4,7 +4,7 @@
 //! hello answer and its batches are stored exactly once, on the owner; and the national totals
 //! (the sum over the members) equal those of a single collector fed the same batches.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,17 +16,8 @@ use serde_json::Value;
 
 const SITES: [&str; 3] = ["S1", "S2", "S3"];
 
-/// Members' addresses must be in their configs before they start, so they are chosen here:
-/// held bound until all are picked (distinct), released just before the collectors start.
-/// The tests of this file take turns ([`ONE_AT_A_TIME`]) so that one test's collectors on
-/// ephemeral ports cannot grab the other's released ports.
-fn free_ports<const N: usize>() -> [SocketAddr; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap())
-}
-
+/// The tests of this file take turns: one test's collectors on ephemeral ports must not grab
+/// the ports [`free_ports`] released for the other's members.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Distinct, site-specific batches: totals tell whose they are and whether any was doubled.

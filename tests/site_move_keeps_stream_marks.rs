@@ -8,7 +8,7 @@
 //! but never replies), the new owner waits `cluster.mark_lookup_timeout`, proceeds, counts
 //! it, and the documented double happens exactly as documented.
 
-use std::net::{SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use rie_collector::cluster;
@@ -20,7 +20,8 @@ const SITE: &str = "S1";
 const STREAM: u64 = 0x5eed_0000_0000_0042;
 const WINDOW: &str = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
 
-/// The tests of this file take turns: their collectors' ports are picked in advance.
+/// The tests of this file take turns: one test's collectors on ephemeral ports must not grab
+/// the ports [`free_ports`] released for the other's members.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 /// Batches `seqs` of the stream; each seq's flows are distinct, so totals tell which were
@@ -45,13 +46,6 @@ struct Moved {
     a: Collector,
     b: Collector,
     cfg_b: std::path::PathBuf,
-}
-
-fn free_ports<const N: usize>() -> [SocketAddr; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
 
 /// `cluster_b`: extra `[cluster]` keys for b; `tail`: what follows the `[cluster]` section of a

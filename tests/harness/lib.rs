@@ -403,6 +403,17 @@ fn terminate(child: &mut Option<Child>) -> Option<i32> {
     c.wait().expect("wait").code()
 }
 
+/// `N` distinct free loopback addresses, for collectors whose addresses must be in their
+/// configs before they start (cluster members): held bound until all are picked, released
+/// on return. Tests of one file that use them should take turns, so that one test's
+/// collectors on ephemeral ports cannot grab another's released ports.
+pub fn free_ports<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<std::net::TcpListener> = (0..N)
+        .map(|_| std::net::TcpListener::bind("127.0.0.1:0").expect("bind 127.0.0.1:0"))
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().expect("local address"))
+}
+
 /// Runs a command that must succeed; returns its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run command");
