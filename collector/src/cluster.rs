@@ -245,6 +245,61 @@ struct FanOut {
     http: reqwest::Client,
 }
 
+/// Why a member's answer is missing: the caller's query (400, the same for every member) or the
+/// member (502), with the member's URL.
+type AskError = (axum::http::StatusCode, String);
+
+/// Asks `path` (with its query) of every member at once, within `timeout`; answers in member
+/// order.
+async fn ask_all<T: serde::de::DeserializeOwned>(
+    st: &FanOut,
+    path: &str,
+    timeout: std::time::Duration,
+) -> Vec<Result<T, AskError>> {
+    use axum::http::StatusCode;
+    let asks = st.members.iter().map(|m| {
+        let url = format!("{}{path}", m.trim_end_matches('/'));
+        let http = st.http.clone();
+        async move {
+            let bad_gateway = |e: String| (StatusCode::BAD_GATEWAY, format!("{url}: {e}"));
+            let answer = async {
+                let r = http
+                    .get(&url)
+                    .send()
+                    .await
+                    .map_err(|e| bad_gateway(e.to_string()))?;
+                let status = r.status();
+                let body = r.text().await.map_err(|e| bad_gateway(e.to_string()))?;
+                if status.is_client_error() {
+                    // The same query is wrong for every member: pass the member's reason on.
+                    return Err((StatusCode::BAD_REQUEST, format!("{url}: {status}: {body}")));
+                }
+                if !status.is_success() {
+                    return Err(bad_gateway(format!("{status}: {body}")));
+                }
+                serde_json::from_str::<T>(&body)
+                    .map_err(|e| bad_gateway(format!("unexpected answer: {e}")))
+            };
+            tokio::time::timeout(timeout, answer)
+                .await
+                .unwrap_or_else(|_| Err(bad_gateway(format!("no answer in {timeout:?}"))))
+        }
+    });
+    futures_util::future::join_all(asks).await
+}
+
+/// 404 from a collector that is not in a cluster (no `api_members` to ask).
+fn no_cluster() -> axum::response::Response {
+    use axum::response::IntoResponse;
+    (
+        axum::http::StatusCode::NOT_FOUND,
+        axum::Json(serde_json::json!({
+            "error": "no cluster: set [cluster] api_members to answer national queries"
+        })),
+    )
+        .into_response()
+}
+
 async fn cluster_totals(
     axum::extract::State(st): axum::extract::State<Arc<FanOut>>,
     axum::extract::RawQuery(query): axum::extract::RawQuery,
@@ -256,43 +311,13 @@ async fn cluster_totals(
         (code, Json(serde_json::json!({ "error": e }))).into_response()
     };
     if st.members.is_empty() {
-        return fail(
-            StatusCode::NOT_FOUND,
-            "no cluster: set [cluster] api_members to answer national queries".into(),
-        );
+        return no_cluster();
     }
-    let q = query.unwrap_or_default();
-    let asks = st.members.iter().map(|m| {
-        let url = format!("{}/api/v1/flows/totals?{q}", m.trim_end_matches('/'));
-        let http = st.http.clone();
-        async move {
-            let r = http
-                .get(&url)
-                .send()
-                .await
-                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{url}: {e}")))?;
-            let status = r.status();
-            let body = r
-                .text()
-                .await
-                .map_err(|e| (StatusCode::BAD_GATEWAY, format!("{url}: {e}")))?;
-            if status.is_client_error() {
-                // The same query is wrong for every member: pass the member's reason on.
-                return Err((StatusCode::BAD_REQUEST, format!("{url}: {status}: {body}")));
-            }
-            if !status.is_success() {
-                return Err((StatusCode::BAD_GATEWAY, format!("{url}: {status}: {body}")));
-            }
-            serde_json::from_str::<crate::store::FlowTotals>(&body).map_err(|e| {
-                (
-                    StatusCode::BAD_GATEWAY,
-                    format!("{url}: unexpected answer: {e}"),
-                )
-            })
-        }
-    });
+    let path = format!("/api/v1/flows/totals?{}", query.unwrap_or_default());
     let mut sum = crate::store::FlowTotals::default();
-    for r in futures_util::future::join_all(asks).await {
+    for r in
+        ask_all::<crate::store::FlowTotals>(&st, &path, std::time::Duration::from_secs(10)).await
+    {
         match r {
             Ok(t) => sum.add(t),
             Err((code, e)) => {
@@ -307,42 +332,27 @@ async fn cluster_totals(
 async fn cluster_status(
     axum::extract::State(st): axum::extract::State<Arc<FanOut>>,
 ) -> axum::response::Response {
-    use axum::http::{header, StatusCode};
+    use axum::http::header;
     use axum::response::IntoResponse;
     use axum::Json;
     if st.members.is_empty() {
-        return (
-            StatusCode::NOT_FOUND,
-            Json(serde_json::json!({
-                "error": "no cluster: set [cluster] api_members to answer national queries"
-            })),
-        )
-            .into_response();
+        return no_cluster();
     }
-    let asks = st.members.iter().map(|m| {
-        let url = format!("{}/api/v1/status", m.trim_end_matches('/'));
-        let http = st.http.clone();
-        async move {
-            let answer = async {
-                let r = http.get(&url).send().await?.error_for_status()?;
-                r.json::<crate::web::Status>().await
-            };
-            match tokio::time::timeout(std::time::Duration::from_secs(3), answer).await {
-                Ok(Ok(s)) => Some(s),
-                Ok(Err(e)) => {
-                    tracing::warn!(member = %url, error = %e, "national status: a member did not answer");
-                    None
-                }
-                Err(_) => {
-                    tracing::warn!(member = %url, "national status: a member did not answer in 3 s");
-                    None
-                }
-            }
-        }
-    });
-    let answers = futures_util::future::join_all(asks).await;
-    let members: Vec<(String, Option<crate::web::Status>)> =
-        st.members.iter().cloned().zip(answers).collect();
+    let answers =
+        ask_all::<crate::web::Status>(&st, "/api/v1/status", std::time::Duration::from_secs(3))
+            .await;
+    let members: Vec<(String, Option<crate::web::Status>)> = st
+        .members
+        .iter()
+        .cloned()
+        .zip(answers)
+        .map(|(m, r)| {
+            let r = r.map_err(
+                |(_, e)| tracing::warn!(error = %e, "national status: a member did not answer"),
+            );
+            (m, r.ok())
+        })
+        .collect();
     let status = crate::web::Status::merge(
         &members,
         &st.owner_of,

@@ -20,18 +20,6 @@ use rie_proto::SiteState;
 
 use crate::sites::SiteRegistry;
 
-/// Numeric encoding of [`SiteState`] for `rie_site_state` (documented, stable).
-pub fn state_code(s: SiteState) -> i64 {
-    match s {
-        SiteState::Up => 0,
-        SiteState::Degraded => 1,
-        SiteState::OnBackup => 2,
-        SiteState::Down => 3,
-        SiteState::Silent => 4,
-        SiteState::Unknown => 5,
-    }
-}
-
 const SITE_LABELS: [&str; 4] = ["site", "ministry", "departement", "region"];
 const LINK_LABELS: [&str; 6] = ["site", "ministry", "departement", "region", "link", "role"];
 
@@ -151,7 +139,7 @@ impl Collector for SiteGauges {
             let on_backup = v.state == SiteState::OnBackup
                 || (v.state == SiteState::Silent && v.live.state == Some(SiteState::OnBackup));
             out[1].push(gauge(&labels, f64::from(u8::from(on_backup))));
-            out[2].push(gauge(&labels, state_code(v.state) as f64));
+            out[2].push(gauge(&labels, f64::from(v.state.code())));
             out[3].push(gauge(&labels, f64::from(site.agents)));
             if let Some(seen) = v.live.last_seen_ms {
                 out[4].push(gauge(&labels, seen as f64 / 1000.0));

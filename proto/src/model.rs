@@ -93,6 +93,19 @@ impl SiteState {
         SiteState::Unknown,
     ];
 
+    /// The documented, stable numeric code (`rie_site_state`, InfluxDB `state_code`, the
+    /// status page's digits): 0 up, 1 degraded, 2 on_backup, 3 down, 4 silent, 5 unknown.
+    pub fn code(self) -> u8 {
+        match self {
+            SiteState::Up => 0,
+            SiteState::Degraded => 1,
+            SiteState::OnBackup => 2,
+            SiteState::Down => 3,
+            SiteState::Silent => 4,
+            SiteState::Unknown => 5,
+        }
+    }
+
     pub fn as_str(self) -> &'static str {
         match self {
             SiteState::Up => "up",

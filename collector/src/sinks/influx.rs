@@ -1267,17 +1267,6 @@ pub fn direction_name(d: i64) -> &'static str {
     }
 }
 
-pub fn state_code(s: SiteState) -> i64 {
-    match s {
-        SiteState::Up => 0,
-        SiteState::Degraded => 1,
-        SiteState::OnBackup => 2,
-        SiteState::Down => 3,
-        SiteState::Silent => 4,
-        SiteState::Unknown => 5,
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // Periodic points: site states and collector health
 
@@ -1341,7 +1330,7 @@ async fn periodic(
             lines.extend(
                 Line::new("site_state")
                     .tags(&sink.tags.site[idx])
-                    .int("state_code", state_code(v.state))
+                    .int("state_code", i64::from(v.state.code()))
                     .int("up", up)
                     .int("on_backup", i64::from(v.state == SiteState::OnBackup))
                     .int("agents", i64::from(agents))

@@ -23,7 +23,6 @@ use serde::{Deserialize, Serialize};
 
 use crate::api::AppState;
 use crate::ingest::probe_stream::now_ms;
-use crate::site_gauges::state_code;
 use crate::sites::SiteView;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
@@ -161,7 +160,7 @@ fn status_of(sites: &crate::sites::SiteRegistry, views: &[SiteView], now: i64) -
             continue;
         }
         // Codes are 0..=5: one ASCII digit each.
-        let digit = u8::try_from(state_code(v.state)).map_or('5', |c| char::from(b'0' + c));
+        let digit = char::from(b'0' + v.state.code());
         states.push(digit);
         if matches!(
             v.state,
