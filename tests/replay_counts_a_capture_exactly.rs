@@ -7,8 +7,7 @@
 
 use std::process::Command;
 
-use etherparse::PacketBuilder;
-use rie_e2e::{bin, replay_json, Capture};
+use rie_e2e::{bin, eth, replay_json, Capture};
 
 fn write(b: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload: usize) -> Vec<u8> {
     let mut out = Vec::new();
@@ -20,7 +19,6 @@ fn write(b: etherparse::PacketBuilderStep<etherparse::UdpHeader>, payload: usize
 fn replay_summary_matches_what_was_captured() {
     let mut cap = Capture::new(256);
     let t0 = 1_790_000_000_000_000u64;
-    let eth = || PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let mut flows = 0u64;
 
     // A TCP exchange with its close (FIN both ways, last ACK), IPv4.
@@ -96,13 +94,7 @@ fn replay_summary_matches_what_was_captured() {
     .into_iter()
     .enumerate()
     {
-        let mut f = Vec::new();
-        eth()
-            .ipv4(src, dst, 64)
-            .icmpv4_echo_request(7, 1)
-            .write(&mut f, &[0u8; 56])
-            .unwrap();
-        cap.frame(t0 + 20_000 + i as u64, &f, Some((1, 84)));
+        cap.icmp_echo(t0 + 20_000 + i as u64, src, dst, 7, 1);
     }
 
     // ARP: no IP, skipped.

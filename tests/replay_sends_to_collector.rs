@@ -8,8 +8,7 @@
 use std::collections::BTreeMap;
 use std::process::Command;
 
-use etherparse::PacketBuilder;
-use rie_e2e::{bin, replay_json, Capture, Collector};
+use rie_e2e::{bin, eth, replay_json, Capture, Collector};
 
 #[test]
 fn replayed_capture_reaches_the_collector_exactly() {
@@ -21,7 +20,6 @@ fn replayed_capture_reaches_the_collector_exactly() {
 
     let mut cap = Capture::new(1500);
     let t0 = 1_790_000_000_000_000u64;
-    let eth = || PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let mut flows = 0;
     // Expected (flows, packets, bytes) per port class, from what the test writes.
     let mut classes: BTreeMap<&str, (u64, u64, u64)> = BTreeMap::new();
@@ -89,13 +87,7 @@ fn replayed_capture_reaches_the_collector_exactly() {
     .into_iter()
     .enumerate()
     {
-        let mut f = Vec::new();
-        eth()
-            .ipv4(src, dst, 64)
-            .icmpv4_echo_request(7, 1)
-            .write(&mut f, &[0u8; 56])
-            .unwrap();
-        cap.frame(t0 + 700_000 + k as u64, &f, Some((1, 84)));
+        cap.icmp_echo(t0 + 700_000 + k as u64, src, dst, 7, 1);
     }
     classes.insert("none", (2, 2, 168));
     // iperf3-like TCP to 5201: class other.

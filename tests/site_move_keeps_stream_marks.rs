@@ -20,6 +20,17 @@ const SITE: &str = "S1";
 const STREAM: u64 = 0x5eed_0000_0000_0042;
 const WINDOW: &str = "from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
 
+/// Acks of seq 3..=8 replayed to the new owner after 1..=5 were stored by the old one: 3..5
+/// acknowledged as duplicates (not stored again), 6..8 stored.
+const RESUMED_ACKS: [(u64, bool); 6] = [
+    (3, true),
+    (4, true),
+    (5, true),
+    (6, false),
+    (7, false),
+    (8, false),
+];
+
 /// The tests of this file take turns: one test's collectors on ephemeral ports must not grab
 /// the ports [`free_ports`] released for the other's members.
 static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -117,17 +128,7 @@ fn replayed_batches_of_a_moved_site_are_acknowledged_not_stored_again() {
 
     // The stream resumes on b from seq 3: acks of 3..5 were lost when the site moved.
     let acks = send_ok(&cfg_b, STREAM, &batches(3..=8));
-    assert_eq!(
-        acks,
-        vec![
-            (3, true),
-            (4, true),
-            (5, true),
-            (6, false),
-            (7, false),
-            (8, false)
-        ]
-    );
+    assert_eq!(acks, RESUMED_ACKS);
     // One peer asked, one mark found; nothing else.
     assert_eq!(lookups(&b, "mark"), 1.0);
     assert_eq!(lookups(&b, "no_mark"), 0.0);
@@ -281,17 +282,7 @@ fn a_minute_split_between_two_members_sums_exactly_in_influxdb() {
     let Moved { a, b, cfg_b } = move_site(&same_minute(1..=5), "", &influx);
     let stream = STREAM;
     let acks = send_ok(&cfg_b, stream, &same_minute(3..=8));
-    assert_eq!(
-        acks,
-        vec![
-            (3, true),
-            (4, true),
-            (5, true),
-            (6, false),
-            (7, false),
-            (8, false)
-        ]
-    );
+    assert_eq!(acks, RESUMED_ACKS);
     // Each member writes its part of the minute under its own `collector` tag.
     let q = format!(
         "SELECT bytes, collector FROM site_traffic WHERE site = '{SITE}' AND protocol = 'tcp' AND time = {MINUTE}s"

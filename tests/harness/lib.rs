@@ -916,6 +916,11 @@ impl Drop for Guard {
 
 /// A legacy pcap file (microsecond timestamps, Ethernet) built frame by frame, with the packets
 /// and IP bytes per protocol it holds: the expected answer, known from construction.
+/// The Ethernet header of the tests' crafted frames (its addresses do not matter to IP counts).
+pub fn eth() -> etherparse::PacketBuilderStep<etherparse::Ethernet2Header> {
+    etherparse::PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2])
+}
+
 pub struct Capture {
     pub bytes: Vec<u8>,
     /// protocol → (packets, IP bytes)
@@ -962,6 +967,17 @@ impl Capture {
             .map(|(p, v)| (p.to_string(), *v))
             .collect();
         assert_eq!(by_protocol(got), expected, "{got}");
+    }
+
+    /// An ICMP echo request from `src` to `dst` (84 IP bytes), counted in `expected`.
+    pub fn icmp_echo(&mut self, t_us: u64, src: [u8; 4], dst: [u8; 4], id: u16, seq: u16) {
+        let mut f = Vec::new();
+        eth()
+            .ipv4(src, dst, 64)
+            .icmpv4_echo_request(id, seq)
+            .write(&mut f, &[0u8; 56])
+            .expect("frame");
+        self.frame(t_us, &f, Some((1, 84)));
     }
 
     pub fn frame(&mut self, t_us: u64, frame: &[u8], ip: Option<(u8, u64)>) {

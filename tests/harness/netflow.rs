@@ -9,16 +9,13 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use etherparse::PacketBuilder;
-
-use crate::{fixture, Capture, Guard};
+use crate::{eth, fixture, Capture, Guard};
 
 /// Writes a pcap of mixed traffic (TCP exchanges on many ports, UDP, ICMP, IPv6 TCP/UDP)
 /// spread over three minutes starting at 2026-09-21T12:26:40Z.
 pub fn mixed_pcap(path: &Path) -> Capture {
     let mut cap = Capture::new(2048);
     let t0 = 1_790_000_000_000_000u64;
-    let eth = || PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let mut t = t0;
     for i in 0..60u16 {
         // A short TCP exchange, both directions, on port 8000+i.
@@ -55,14 +52,7 @@ pub fn mixed_pcap(path: &Path) -> Capture {
             t += 100_000;
         }
         if i % 6 == 0 {
-            // ICMP echo request.
-            let mut f = Vec::new();
-            eth()
-                .ipv4([10, 1, 0, 5], [192, 0, 2, 1], 64)
-                .icmpv4_echo_request(1, i)
-                .write(&mut f, &[0u8; 56])
-                .expect("frame");
-            cap.frame(t, &f, Some((1, 84)));
+            cap.icmp_echo(t, [10, 1, 0, 5], [192, 0, 2, 1], 1, i);
             // IPv6 UDP.
             let mut f = Vec::new();
             eth()
@@ -88,7 +78,6 @@ pub const TALKER_SITE_PREFIXES: [&str; 2] = ["10.1.0.0/16", "fd00:1::/48"];
 /// so that the talker order is fixed.
 pub fn talkers_pcap(path: &Path) -> Capture {
     let mut cap = Capture::new(2048);
-    let eth = || PacketBuilder::ethernet2([2, 0, 0, 0, 0, 1], [2, 0, 0, 0, 0, 2]);
     let mut t = 1_790_000_000_000_000u64;
     let remotes: [[u8; 4]; 9] = [
         [192, 0, 2, 9],
@@ -133,13 +122,7 @@ pub fn talkers_pcap(path: &Path) -> Capture {
         }
         // ICMP echo to every peer reached from inside.
         if i % 2 == 0 {
-            let mut f = Vec::new();
-            eth()
-                .ipv4(local, *remote, 64)
-                .icmpv4_echo_request(7, i16)
-                .write(&mut f, &[0u8; 56])
-                .expect("frame");
-            cap.frame(t, &f, Some((1, 84)));
+            cap.icmp_echo(t, local, *remote, 7, i16);
         }
     }
     // IPv6: the site's fd00:1::5 with 2001:db8:1:2::1 and 2001:db8:1:9::1 (one /48) and
