@@ -5,6 +5,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 command -v cargo-deny >/dev/null 2>&1 || cargo install cargo-deny --locked --version 0.20.2
+# `--offline` reads the crates of every platform in Cargo.lock from the cargo home; on a fresh
+# machine (empty CARGO_HOME) nothing else has fetched the other platforms' crates yet.
+cargo fetch --locked
 cargo deny --offline check bans licenses sources
 if timeout 20 git ls-remote https://github.com/rustsec/advisory-db HEAD >/dev/null 2>&1; then
   cargo deny check advisories
