@@ -1,4 +1,4 @@
-//! Store ingest benchmark: how many probe batches per second the group-committing writer makes
+//! Store ingest benchmark: how many probe batches per second the commit stage (the collector's one writer) makes
 //! durable (SQLite WAL, synchronous=FULL), with a national inventory of 14,000 sites and batches
 //! shaped like a probe's (8 flow aggregates, 2 availability samples, 2 link states).
 //!
@@ -10,7 +10,8 @@ use std::time::{Duration, Instant};
 use rie_collector::config::SiteThresholds;
 use rie_collector::metrics::Metrics;
 use rie_collector::sites::SiteRegistry;
-use rie_collector::store::{self, BatchWrite, Writer};
+use rie_collector::commit::{self, BatchWrite, CommitStage, Request};
+use rie_collector::store::SqliteStore;
 use rie_proto::Batch;
 use tokio::sync::{mpsc, oneshot};
 
@@ -21,13 +22,20 @@ const ROUNDS: usize = 6;
 fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (inv, mut sims) = common::national(dir.path());
-    let conn = store::open(&dir.path().join("rie.db")).expect("open");
+    let mut store = SqliteStore::open(&dir.path().join("rie.db")).expect("open");
     let sites = Arc::new(SiteRegistry::new(inv.clone(), SiteThresholds::default()));
-    let dedup = Arc::new(store::load_state(&conn, &sites).expect("state"));
+    let resumed = commit::resume(&mut store, &sites).expect("state");
     let metrics = Arc::new(Metrics::new());
     let (tx, rx) = mpsc::channel(4096);
-    let writer = Writer::new(conn, dedup, sites, metrics.clone(), 2048);
-    let handle = std::thread::spawn(move || writer.run(rx));
+    let stage = CommitStage::new(
+        Box::new(store),
+        resumed.dedup,
+        resumed.silence,
+        sites,
+        metrics.clone(),
+        2048,
+    );
+    let handle = std::thread::spawn(move || stage.run(rx));
 
     let mut total = 0usize;
     let started = Instant::now();
@@ -54,7 +62,7 @@ fn main() {
                 received_ms: now_ms,
                 reply,
             };
-            tx.blocking_send(w).expect("writer alive");
+            tx.blocking_send(Request::Batch(w)).expect("writer alive");
             replies.push(rx);
         }
         for r in replies {

@@ -19,7 +19,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rie_collector::metrics::Metrics;
-use rie_collector::retention::{Compactor, RetentionConfig};
+use rie_collector::store::retention::{Compactor, RetentionConfig};
 use rie_collector::store;
 use rusqlite::params;
 use tokio_util::sync::CancellationToken;
@@ -118,17 +118,17 @@ fn write_site_minute(
     metrics: &Metrics,
 ) {
     let mut flow = tx
-        .prepare_cached(store::UPSERT_FLOW_MINUTE)
+        .prepare_cached(store::sqlite::UPSERT_FLOW_MINUTE)
         .expect("prepare");
     let mut class = tx
-        .prepare_cached(store::UPSERT_FLOW_CLASS_MINUTE)
+        .prepare_cached(store::sqlite::UPSERT_FLOW_CLASS_MINUTE)
         .expect("prepare");
     let mut talker = tx.prepare_cached(TALKER_UPSERT).expect("prepare");
     let mut link = tx.prepare_cached(LINK_UPSERT).expect("prepare");
     let p_class = 0.3 + 0.7 * (f64::from(agents) / 200.0).min(1.0);
     let seed = site_no << 32 ^ minute as u64;
     for f in &content.flows {
-        let Some(r) = rie_collector::ingest::validate_flow(f, metrics) else {
+        let Some(r) = rie_collector::commit::rows::flow_row(site, f, metrics) else {
             continue;
         };
         let (site_, exp) = (site, &r.exporter);

@@ -99,7 +99,7 @@ pub struct StoreConfig {
     pub commit_max_batches: usize,
     /// `[store.retention]`: how long minute, five-minute, hour and day rollups are kept.
     #[serde(default)]
-    pub retention: crate::retention::RetentionConfig,
+    pub retention: crate::store::retention::RetentionConfig,
 }
 
 /// When a site counts as degraded or silent.
@@ -264,7 +264,7 @@ impl Default for StoreConfig {
         Self {
             queue: default_queue(),
             commit_max_batches: default_commit_max(),
-            retention: crate::retention::RetentionConfig::default(),
+            retention: crate::store::retention::RetentionConfig::default(),
         }
     }
 }

@@ -22,7 +22,8 @@ use tokio_util::sync::CancellationToken;
 use crate::config::CollectorConfig;
 use crate::ingest::probe_stream::now_ms;
 use crate::inventory::{self, GenerateOptions};
-use crate::{credentials, pki, store, StartError};
+use crate::store::{self, credentials};
+use crate::{pki, StartError};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {

@@ -6,8 +6,8 @@
 
 pub mod api;
 pub mod cluster;
+pub mod commit;
 pub mod config;
-pub mod credentials;
 pub mod demo;
 pub mod episodes;
 pub mod indicators;
@@ -17,7 +17,6 @@ pub mod loadgen;
 pub mod metrics;
 pub mod pki;
 pub mod reports;
-pub mod retention;
 pub mod server;
 pub mod sinks;
 pub mod site_gauges;

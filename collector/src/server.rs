@@ -18,7 +18,8 @@ use crate::metrics::Metrics;
 use crate::pki::{self, PkiError};
 use crate::sinks::influx::InfluxSink;
 use crate::sites::SiteRegistry;
-use crate::store::{self, Reader, StoreError, Writer};
+use crate::commit::{self, CommitStage, Request};
+use crate::store::{self, Reader, SqliteStore, StoreError};
 use crate::{api, config::ConfigError};
 
 /// Why the collector could not start. Config and inventory errors are the user's to fix
@@ -131,7 +132,6 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     )?);
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
     let db = cfg.db_path();
-    let conn = store::open(&db)?;
     let metrics = Arc::new(Metrics::new());
     let mut registry = SiteRegistry::new(inventory.clone(), cfg.sites.clone());
     if let Some(ring) = cfg.cluster.ring() {
@@ -139,10 +139,15 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         registry = registry.owning(&me, move |site| ring.redirect_for(site).is_none());
     }
     let sites = Arc::new(registry);
-    let dedup = Arc::new(store::load_state(&conn, &sites)?);
+    let mut store = SqliteStore::open(&db)?;
+    let commit::Resumed {
+        dedup,
+        silence,
+        templates,
+    } = commit::resume(&mut store, &sites)?;
     let marks = crate::stream_marks::MarkLookup::start(
         &cfg.cluster,
-        &conn,
+        &store::open(&db)?,
         metrics.clone(),
         probe_stream::now_ms(),
     )?
@@ -157,10 +162,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let (api_listener, api_addr) = bind(cfg.api.listen, "api.listen").await?;
 
     let tracker = TaskTracker::new();
-    let (store_tx, store_rx) = mpsc::channel(cfg.store.queue);
-    let writer = Writer::new(
-        conn,
+    let (commit_tx, commit_rx) = mpsc::channel(cfg.store.queue);
+    let mut stage = CommitStage::new(
+        Box::new(store),
         dedup.clone(),
+        silence,
         sites.clone(),
         metrics.clone(),
         cfg.store.commit_max_batches,
@@ -174,49 +180,61 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         &shutdown,
         &tracker,
     )?;
-    let (influx, writer) = match influx {
-        Some((sink, hook)) => (Some(sink), writer.on_commit(hook)),
-        None => (None, writer),
+    let influx = match influx {
+        Some((sink, hook)) => {
+            stage = stage.sink(Box::new(crate::sinks::InfluxFanout {
+                sink: sink.clone(),
+                hook,
+            }));
+            Some(sink)
+        }
+        None => None,
+    };
+    let thread_err = |e: std::io::Error| StoreError::Open {
+        path: db.display().to_string(),
+        source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
     };
     let writer = std::thread::Builder::new()
-        .name("store-writer".into())
-        .spawn(move || writer.run(store_rx))
-        .map_err(|e| StoreError::Open {
-            path: db.display().to_string(),
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?;
+        .name("commit-stage".into())
+        .spawn(move || stage.run(commit_rx))
+        .map_err(thread_err)?;
 
-    let watcher = crate::episodes::SilenceWatcher::new(store::open(&db)?, sites.clone())
-        .map_err(StoreError::Sql)?;
-    let watcher_stop = shutdown.clone();
-    std::thread::Builder::new()
-        .name("silence-watcher".into())
-        .spawn(move || watcher.run(std::time::Duration::from_secs(1), watcher_stop))
-        .map_err(|e| StoreError::Open {
-            path: db.display().to_string(),
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?;
+    // Silence has no input of its own: a ticker asks the commit stage to scan once a second.
+    // `try_send`: when the queue is full the stage is busy and the next tick comes soon.
+    let ticker_tx = commit_tx.clone();
+    let ticker_stop = shutdown.clone();
+    tracker.spawn(async move {
+        let mut tick = tokio::time::interval(std::time::Duration::from_secs(1));
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        loop {
+            tokio::select! {
+                _ = ticker_stop.cancelled() => break,
+                _ = tick.tick() => {
+                    let _ = ticker_tx.try_send(Request::SilenceScan);
+                }
+            }
+        }
+    });
 
-    let compactor =
-        crate::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
-            .map_err(StoreError::Sql)?;
+    let compactor = store::retention::Compactor::new(
+        store::open(&db)?,
+        cfg.store.retention.clone(),
+    )
+    .map_err(StoreError::Sql)?;
     let compactor_stop = shutdown.clone();
     std::thread::Builder::new()
         .name("store-compaction".into())
         .spawn(move || compactor.run(compactor_stop))
-        .map_err(|e| StoreError::Open {
-            path: db.display().to_string(),
-            source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
-        })?;
+        .map_err(thread_err)?;
 
     let netflow = match cfg.netflow.listen {
         Some(listen) => Some(crate::ingest::netflow_udp::start(
             &cfg.netflow,
             listen,
-            &db,
+            &templates,
+            commit_tx.clone(),
             inventory.clone(),
             metrics.clone(),
-            influx.clone(),
             shutdown.clone(),
         )?),
         None => None,
@@ -230,7 +248,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         sites: sites.clone(),
         reader: reader.clone(),
         dedup: dedup.clone(),
-        store: store_tx,
+        commit: commit_tx,
         metrics: metrics.clone(),
         ring: cfg.cluster.ring(),
         marks,

@@ -6,6 +6,7 @@
 
 use std::sync::{Arc, Mutex, MutexGuard};
 
+pub use rie_proto::EpisodeKind;
 use rie_proto::{Batch, LinkId, LinkRole, SiteState};
 use serde::{Deserialize, Serialize};
 
@@ -54,49 +55,12 @@ pub struct SiteLive {
     pub connections: u32,
 }
 
-/// An episode row still open, kept with the site's state so that closing it needs no lookup.
+/// An episode still open, kept with the site's state so that closing it needs no lookup: it
+/// is known by (site, kind, start). (Release 0.1 also persisted a row id here; it is ignored.)
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct OpenEpisode {
-    pub id: i64,
     pub kind: EpisodeKind,
     pub start_ms: i64,
-}
-
-/// Kinds of episode (the `episodes.kind` column).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum EpisodeKind {
-    Outage,
-    Failover,
-    Degraded,
-    Silent,
-}
-
-impl EpisodeKind {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            EpisodeKind::Outage => "outage",
-            EpisodeKind::Failover => "failover",
-            EpisodeKind::Degraded => "degraded",
-            EpisodeKind::Silent => "silent",
-        }
-    }
-
-    pub fn parse(s: &str) -> Option<Self> {
-        [Self::Outage, Self::Failover, Self::Degraded, Self::Silent]
-            .into_iter()
-            .find(|k| k.as_str() == s)
-    }
-
-    /// The episode a site in `state` is living, if any.
-    pub fn of_state(state: SiteState) -> Option<Self> {
-        match state {
-            SiteState::Down => Some(Self::Outage),
-            SiteState::OnBackup => Some(Self::Failover),
-            SiteState::Degraded => Some(Self::Degraded),
-            _ => None,
-        }
-    }
 }
 
 /// A change of site state found while storing a batch: the writer closes the open episode and

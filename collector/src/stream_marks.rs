@@ -33,7 +33,7 @@ use tracing::{info, warn};
 
 use crate::cluster::ClusterConfig;
 use crate::metrics::Metrics;
-use crate::store::DedupIndex;
+use crate::commit::DedupIndex;
 
 /// Label values of `rie_collector_cluster_mark_lookups_total{result}`, one per peer asked:
 /// `mark` (the peer holds a mark for the stream), `no_mark` (it holds none), `unreachable`
@@ -215,13 +215,7 @@ pub fn record_membership(
     members: &[String],
     now_ms: i64,
 ) -> Result<i64, rusqlite::Error> {
-    conn.execute_batch(
-        "CREATE TABLE IF NOT EXISTS cluster_membership(
-            id INTEGER PRIMARY KEY CHECK (id = 1),
-            members TEXT NOT NULL,      -- sorted, one per line: order does not change ownership
-            since_ms INTEGER NOT NULL   -- when this list took effect here
-        );",
-    )?;
+    // The table is part of the store's schema (`store::schema`).
     let mut sorted = members.to_vec();
     sorted.sort();
     let list = sorted.join("\n");
@@ -297,7 +291,8 @@ mod tests {
 
     #[test]
     fn membership_since_moves_only_when_the_list_changes() {
-        let conn = Connection::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("rie.db")).unwrap();
         let m = |v: &[&str]| v.iter().map(|s| s.to_string()).collect::<Vec<_>>();
         assert_eq!(
             record_membership(&conn, &m(&["a:1", "b:2"]), 100).unwrap(),
@@ -320,10 +315,10 @@ mod tests {
 
     #[test]
     fn marks_written_before_the_member_list_are_unconfirmed() {
-        let conn = Connection::open_in_memory().unwrap();
+        let dir = tempfile::tempdir().unwrap();
+        let conn = crate::store::open(&dir.path().join("rie.db")).unwrap();
         conn.execute_batch(
-            "CREATE TABLE probe_streams(site_id TEXT, stream INTEGER, last_seq INTEGER, updated_ms INTEGER);
-             INSERT INTO probe_streams VALUES ('S1', 7, 5, 1000), ('S2', 8, 9, 1000),
+            "INSERT INTO probe_streams VALUES ('S1', 7, 5, 1000), ('S2', 8, 9, 1000),
                ('S3', 9, 1, 1000), ('S4', 10, 1, 1000);",
         )
         .unwrap();

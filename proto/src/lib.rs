@@ -22,6 +22,7 @@ pub use messages::{
     MIN_SUPPORTED_VERSION, PROTOCOL_VERSION,
 };
 pub use model::{
+    EpisodeKind,
     AvailabilitySample, CheckKind, Direction, FlowAggregate, LinkRole, LinkStatus, SiteState,
     Technology,
 };

@@ -275,3 +275,40 @@ mod tests {
         assert_eq!(s.loss_ratio(), 1.0);
     }
 }
+
+/// Kinds of episode of a site (the collector's `episodes.kind` column).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum EpisodeKind {
+    Outage,
+    Failover,
+    Degraded,
+    Silent,
+}
+
+impl EpisodeKind {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            EpisodeKind::Outage => "outage",
+            EpisodeKind::Failover => "failover",
+            EpisodeKind::Degraded => "degraded",
+            EpisodeKind::Silent => "silent",
+        }
+    }
+
+    pub fn parse(s: &str) -> Option<Self> {
+        [Self::Outage, Self::Failover, Self::Degraded, Self::Silent]
+            .into_iter()
+            .find(|k| k.as_str() == s)
+    }
+
+    /// The episode a site in `state` is living, if any.
+    pub fn of_state(state: SiteState) -> Option<Self> {
+        match state {
+            SiteState::Down => Some(Self::Outage),
+            SiteState::OnBackup => Some(Self::Failover),
+            SiteState::Degraded => Some(Self::Degraded),
+            _ => None,
+        }
+    }
+}

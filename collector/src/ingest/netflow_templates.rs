@@ -1,12 +1,12 @@
-//! NetFlow v9/IPFIX templates kept in SQLite (`netflow_templates`), behind
+//! NetFlow v9/IPFIX templates kept in the store (`netflow_templates` table), behind
 //! `netflow_parser`'s [`TemplateStore`] hook, so that the first data after a collector restart
 //! decodes without waiting for the exporter's next template announce (often minutes away).
 //!
 //! Design constraints: exporters re-announce their templates every few seconds to minutes,
 //! 14,000 of them; writing each announce would cost one fsync each. So the store is
 //! write-behind: the parser reads and writes an in-memory map, only a *changed* template is
-//! marked dirty, and dirty entries are written in the NetFlow input's periodic commit, in the
-//! same transaction as the traffic they helped decode.
+//! marked dirty, and dirty entries travel with the NetFlow lane's periodic flush to the commit
+//! stage ([`TemplateChange`]s), in the same group as the traffic they helped decode.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
@@ -14,18 +14,7 @@ use std::sync::{Arc, Mutex};
 use netflow_parser::template_store::{
     TemplateKind, TemplateStore, TemplateStoreError, TemplateStoreKey,
 };
-use rusqlite::{params, Connection, Transaction};
-
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS netflow_templates(
-    scope       TEXT NOT NULL,     -- exporter scope, e.g. 'v9:10.0.1.1:0/0' (address/domain)
-    kind        INTEGER NOT NULL,  -- see kind_code
-    template_id INTEGER NOT NULL,
-    body        BLOB NOT NULL,     -- netflow_parser's template wire format
-    updated_ms  INTEGER NOT NULL,
-    PRIMARY KEY (scope, kind, template_id)
-) WITHOUT ROWID;
-";
+use crate::store::TemplateChange;
 
 fn kind_code(k: TemplateKind) -> Option<i64> {
     Some(match k {
@@ -52,7 +41,7 @@ fn kind_of(code: i64) -> Option<TemplateKind> {
     })
 }
 
-type Dirty = HashMap<TemplateStoreKey, Option<Vec<u8>>>;
+pub type Dirty = HashMap<TemplateStoreKey, Option<Vec<u8>>>;
 
 #[derive(Debug, Default)]
 struct Inner {
@@ -63,40 +52,30 @@ struct Inner {
 
 /// The template map the parser reads through and writes to.
 #[derive(Debug, Default)]
-pub struct SqliteTemplates {
+pub struct TemplateCache {
     inner: Mutex<Inner>,
 }
 
-impl SqliteTemplates {
-    /// Creates the table if needed and loads every persisted template.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn load(conn: &Connection) -> Result<Arc<Self>, rusqlite::Error> {
-        conn.execute_batch(SCHEMA)?;
-        let mut stmt =
-            conn.prepare("SELECT scope, kind, template_id, body FROM netflow_templates")?;
-        let rows = stmt.query_map([], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                r.get::<_, Vec<u8>>(3)?,
-            ))
-        })?;
+impl TemplateCache {
+    /// The cache over the templates the store had (see `store::Loaded::templates`).
+    pub fn load(persisted: &[TemplateChange]) -> Arc<Self> {
         let mut current = HashMap::new();
-        for row in rows {
-            let (scope, kind, id, body) = row?;
-            if let (Some(kind), Ok(id)) = (kind_of(kind), u16::try_from(id)) {
-                current.insert(TemplateStoreKey::new(scope, kind, id), body);
+        for t in persisted {
+            if let (Some(kind), Ok(id), Some(body)) =
+                (kind_of(t.kind), u16::try_from(t.template_id), &t.body)
+            {
+                current.insert(
+                    TemplateStoreKey::new(t.scope.clone(), kind, id),
+                    body.clone(),
+                );
             }
         }
-        Ok(Arc::new(Self {
+        Arc::new(Self {
             inner: Mutex::new(Inner {
                 current,
                 dirty: HashMap::new(),
             }),
-        }))
+        })
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -125,32 +104,23 @@ impl SqliteTemplates {
         }
     }
 
-    /// Writes `dirty` in `tx`.
-    ///
-    /// # Errors
-    /// Database errors (the caller rolls back and restores the changes).
-    pub fn write(tx: &Transaction<'_>, dirty: &Dirty, now_ms: i64) -> Result<(), rusqlite::Error> {
-        let mut put = tx.prepare_cached(
-            "INSERT INTO netflow_templates(scope, kind, template_id, body, updated_ms) VALUES (?1, ?2, ?3, ?4, ?5)
-             ON CONFLICT(scope, kind, template_id) DO UPDATE SET body = excluded.body, updated_ms = excluded.updated_ms",
-        )?;
-        let mut del = tx.prepare_cached(
-            "DELETE FROM netflow_templates WHERE scope = ?1 AND kind = ?2 AND template_id = ?3",
-        )?;
-        for (k, v) in dirty {
-            let Some(kind) = kind_code(k.kind) else {
-                continue;
-            };
-            match v {
-                Some(body) => put.execute(params![&*k.scope, kind, k.template_id, body, now_ms])?,
-                None => del.execute(params![&*k.scope, kind, k.template_id])?,
-            };
-        }
-        Ok(())
+    /// The store rows of `dirty` (kinds a newer parser added stay in memory only).
+    pub fn changes(dirty: &Dirty) -> Vec<TemplateChange> {
+        dirty
+            .iter()
+            .filter_map(|(k, v)| {
+                Some(TemplateChange {
+                    scope: k.scope.to_string(),
+                    kind: kind_code(k.kind)?,
+                    template_id: i64::from(k.template_id),
+                    body: v.clone(),
+                })
+            })
+            .collect()
     }
 }
 
-impl TemplateStore for SqliteTemplates {
+impl TemplateStore for TemplateCache {
     fn get(&self, key: &TemplateStoreKey) -> Result<Option<Vec<u8>>, TemplateStoreError> {
         Ok(self.lock().current.get(key).cloned())
     }
@@ -178,21 +148,30 @@ impl TemplateStore for SqliteTemplates {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{SqliteStore, Store, WriteSet};
+
+    fn commit(store: &mut SqliteStore, dirty: &Dirty) {
+        store
+            .write(&WriteSet {
+                templates: TemplateCache::changes(dirty),
+                now_ms: 1,
+                ..WriteSet::default()
+            })
+            .unwrap();
+    }
 
     #[test]
     fn changes_survive_a_reload_and_repeats_cost_nothing() {
         let dir = tempfile::tempdir().unwrap();
-        let mut conn = crate::store::open(&dir.path().join("t.db")).unwrap();
-        let s = SqliteTemplates::load(&conn).unwrap();
+        let mut store = SqliteStore::open(&dir.path().join("t.db")).unwrap();
+        let s = TemplateCache::load(&store.load().unwrap().templates);
         let k = TemplateStoreKey::new("v9:10.0.0.1:0/0", TemplateKind::V9Data, 256);
         let k2 = TemplateStoreKey::new("v9:10.0.0.1:0/0", TemplateKind::V9Data, 257);
         s.put(&k, b"abc").unwrap();
         s.put(&k2, b"x").unwrap();
         let dirty = s.take_dirty();
         assert_eq!(dirty.len(), 2);
-        let tx = conn.transaction().unwrap();
-        SqliteTemplates::write(&tx, &dirty, 1).unwrap();
-        tx.commit().unwrap();
+        commit(&mut store, &dirty);
         s.put(&k, b"abc").unwrap();
         assert!(
             s.take_dirty().is_empty(),
@@ -200,10 +179,9 @@ mod tests {
         );
         s.remove(&k2).unwrap();
         let dirty = s.take_dirty();
-        let tx = conn.transaction().unwrap();
-        SqliteTemplates::write(&tx, &dirty, 2).unwrap();
-        tx.commit().unwrap();
-        let again = SqliteTemplates::load(&conn).unwrap();
+        commit(&mut store, &dirty);
+        let again = TemplateCache::load(&store.load().unwrap().templates);
+        assert_eq!(again.len(), 1);
         assert_eq!(again.get(&k).unwrap().as_deref(), Some(&b"abc"[..]));
         assert_eq!(again.get(&k2).unwrap(), None);
     }

@@ -7,16 +7,17 @@
 //! `netflow_exporters`), decides each record's direction against that site's
 //! `site_prefixes` (none: `unknown`), sums records into minute rows and the top remote
 //! prefixes per site and minute (the probe meter's [`Talkers`], so the definition is the
-//! capture path's), and commits them to the store every `flush_interval`; once committed, the
-//! minutes touched are handed to the InfluxDB sink, which writes them like a probe batch's.
+//! capture path's), and hands them to the commit stage every `flush_interval`
+//! ([`NetflowWrite`]); once committed, the commit stage fans the minutes touched out to the
+//! sinks (InfluxDB writes them like a probe batch's).
 //!
 //! Design constraints:
 //! - **What an acknowledgement means for UDP**: nothing is acknowledged to an exporter and
-//!   no exporter ever resends. A record counts once it is in a committed transaction; until
-//!   then it is in memory. A graceful stop (SIGTERM) commits everything first; a crash loses
+//!   no exporter ever resends. A record counts once the commit stage has committed the group
+//!   that carries it; until then it is in memory. A graceful stop (SIGTERM) commits everything first; a crash loses
 //!   at most the last `flush_interval` of traffic, and never counts anything twice (each
-//!   in-memory sum is written by exactly one transaction, and put back only if that
-//!   transaction failed).
+//!   in-memory sum is sent in exactly one flush, and put back only if that flush's group
+//!   failed).
 //! - **Unknown exporters** are stored under the site [`UNKNOWN_SITE`] with their address, and
 //!   counted in `rie_collector_netflow_unknown_exporter_records_total`: visible in
 //!   `/api/v1/flows/totals` (all sites, or `site=unknown`), never dropped silently.
@@ -25,45 +26,30 @@
 //! - **Direction** costs one hash lookup per datagram (exporter → site, already needed for
 //!   attribution) and a scan of that site's few prefixes per record: no national prefix
 //!   table, so 14,000 sites cost nothing per record.
-//! - Writes use their own SQLite connection (WAL: the probe writer and this one take turns,
-//!   `busy_timeout` covers the wait) and the same upsert on `flow_minute` as probe batches, so
-//!   NetFlow and probe traffic sum in one table. The sampling correction applied is kept
-//!   beside it in `netflow_sampling`.
+//! - **One writer.** A lane never writes the store: its flush waits for the commit stage's
+//!   reply (the bounded channel is the backpressure; the socket buffer absorbs the pause), and
+//!   its rows are the same additive minute rows as probe batches', so NetFlow and probe
+//!   traffic sum in one table. The sampling correction applied is kept beside it
+//!   (`netflow_sampling`).
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
-use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rie_probe::meter::aggregate::{direction_in, Talkers};
 use rie_probe::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
-use rie_proto::{Direction, FlowAggregate, TopTalker};
-use rusqlite::{params, Connection, TransactionBehavior};
+use rie_proto::{Direction, TopTalker};
+use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use super::netflow_templates::SqliteTemplates;
+use super::netflow_templates::TemplateCache;
+use crate::commit::{NetflowWrite, Request};
+pub use crate::commit::UNKNOWN_SITE;
 use crate::config::NetflowConfig;
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, NetflowMetrics};
-use crate::sinks::influx::InfluxSink;
-use crate::store::{self, StoreError};
-
-/// Site id under which traffic of exporters in no site's `netflow_exporters` is stored.
-pub const UNKNOWN_SITE: &str = "unknown";
-
-const SCHEMA: &str = "
--- Sampling corrections applied to NetFlow rows of flow_minute (rate > 1 only): which share of
--- a minute's flows of a site and exporter were scaled, and by how much.
-CREATE TABLE IF NOT EXISTS netflow_sampling(
-    minute        INTEGER NOT NULL,
-    site_id       TEXT NOT NULL,
-    exporter      TEXT NOT NULL,
-    sampling_rate INTEGER NOT NULL,
-    flows         INTEGER NOT NULL,
-    PRIMARY KEY (minute, site_id, exporter, sampling_rate)
-) WITHOUT ROWID;
-";
+use crate::store::TemplateChange;
 
 /// Why the NetFlow input could not start.
 #[derive(Debug, thiserror::Error)]
@@ -76,10 +62,6 @@ pub enum NetflowStartError {
         #[source]
         source: std::io::Error,
     },
-    #[error(transparent)]
-    Store(#[from] StoreError),
-    #[error("netflow templates: {0}")]
-    Templates(#[from] rusqlite::Error),
     #[error(transparent)]
     Decoder(#[from] rie_probe::netflow::DecoderConfigError),
     #[error("cannot start the NetFlow thread: {0}")]
@@ -117,18 +99,18 @@ fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, NetflowStartError>
     Ok(socket)
 }
 
-/// Binds `cfg.listen` and starts the input thread; it stops (after a last commit) when
-/// `shutdown` is cancelled. With `influx`, every committed site minute is handed to the sink.
+/// Binds `cfg.listen` and starts the input thread; it stops (after a last flush) when
+/// `shutdown` is cancelled. `templates` are the ones the store had; flushes go to `commit`.
 ///
 /// # Errors
 /// [`NetflowStartError`] for the port, the database or the decoder limits.
 pub fn start(
     cfg: &NetflowConfig,
     listen: SocketAddr,
-    db: &Path,
+    templates: &[TemplateChange],
+    commit: mpsc::Sender<Request>,
     inventory: Arc<Inventory>,
     metrics: Arc<Metrics>,
-    influx: Option<InfluxSink>,
     shutdown: CancellationToken,
 ) -> Result<NetflowInput, NetflowStartError> {
     let socket = bind(listen, cfg.receive_buffer_bytes)?;
@@ -138,10 +120,7 @@ pub fn start(
             addr: listen,
             source,
         })?;
-    let conn = store::open(db)?;
-    conn.execute_batch(SCHEMA)?;
-    let templates = SqliteTemplates::load(&conn)?;
-    drop(conn);
+    let templates = TemplateCache::load(templates);
     let nf = NetflowMetrics::register(&metrics.registry);
     nf.templates_persisted.set(templates.len() as i64);
     let rcvbuf = socket2::SockRef::from(&socket)
@@ -164,12 +143,11 @@ pub fn start(
             inventory: inventory.clone(),
             metrics: metrics.clone(),
             nf: nf.clone(),
-            conn: store::open(db)?,
+            commit: commit.clone(),
             templates: templates.clone(),
             agg: Aggregator::default(),
             talkers: HashMap::new(),
             top_talkers: cfg.top_talkers,
-            influx: influx.clone(),
             flush_every: cfg.flush_interval,
             shown: (0, 0),
         };
@@ -356,14 +334,14 @@ struct Worker {
     inventory: Arc<Inventory>,
     metrics: Arc<Metrics>,
     nf: NetflowMetrics,
-    conn: Connection,
-    templates: Arc<SqliteTemplates>,
+    /// The commit stage: every flush goes there, and waits for its reply.
+    commit: mpsc::Sender<Request>,
+    templates: Arc<TemplateCache>,
     agg: Aggregator,
     /// Remote prefixes per site (inventory index) and minute since the last commit.
     talkers: HashMap<usize, Talkers>,
     /// `[netflow] top_talkers`: kept per site and minute at each commit.
     top_talkers: usize,
-    influx: Option<InfluxSink>,
     flush_every: Duration,
     /// What this thread last added to the shared gauges (pending flowsets, exporters).
     shown: (i64, i64),
@@ -463,8 +441,8 @@ impl Worker {
         }
     }
 
-    /// Commits the aggregates and changed templates in one transaction; on failure keeps
-    /// them for the next attempt.
+    /// Hands the aggregates and changed templates to the commit stage and waits for the
+    /// group that carries them; on failure keeps them for the next attempt.
     fn flush(&mut self) {
         // Each thread adds its own share to the shared gauges.
         let now = (
@@ -484,17 +462,36 @@ impl Worker {
         if taken.is_empty() && dirty.is_empty() && talkers.is_empty() {
             return;
         }
-        match self.commit(&taken, &talkers, &dirty) {
+        let (reply, answer) = oneshot::channel();
+        let write = NetflowWrite {
+            flows: taken
+                .iter()
+                .flat_map(|(exporter, aggs)| {
+                    let idx = self.inventory.site_index_of_exporter(exporter);
+                    aggs.iter().map(move |a| (idx, a.clone()))
+                })
+                .collect(),
+            talkers: talkers
+                .iter()
+                .flat_map(|(idx, list)| list.iter().map(|t| (*idx, t.clone())))
+                .collect(),
+            templates: TemplateCache::changes(&dirty),
+            reply,
+        };
+        // Waits while the commit stage is behind: backpressure down to the socket buffer.
+        let outcome = match self.commit.blocking_send(Request::Netflow(write)) {
+            Ok(()) => answer
+                .blocking_recv()
+                .unwrap_or_else(|_| Err("the commit stage has stopped".into())),
+            Err(_) => Err("the commit stage has stopped".into()),
+        };
+        match outcome {
             Ok(rows) => {
                 self.nf.rows_committed.inc_by(rows);
                 self.nf.templates_persisted.set(self.templates.len() as i64);
-                if let Some(sink) = &self.influx {
-                    sink.minutes_committed(self.site_minutes(&taken));
-                }
             }
             Err(e) => {
-                self.metrics.store_errors.inc();
-                tracing::error!(error = %e, "NetFlow commit failed; kept in memory for the next attempt");
+                tracing::error!(error = %e, "NetFlow flush not committed; kept in memory for the next attempt");
                 for (exporter, aggs) in &taken {
                     for a in aggs {
                         self.agg.restore(*exporter, a);
@@ -513,122 +510,6 @@ impl Worker {
                 self.templates.restore_dirty(dirty);
             }
         }
-    }
-
-    /// The (site index, minute) pairs of committed aggregates, each once; exporters of no
-    /// site have no InfluxDB series (their tags come from the inventory).
-    fn site_minutes(&self, taken: &BTreeMap<IpAddr, Vec<FlowAggregate>>) -> Vec<(usize, i64)> {
-        let mut keys: Vec<(usize, i64)> = taken
-            .iter()
-            .filter_map(|(exporter, aggs)| {
-                let idx = self.inventory.site_index_of_exporter(exporter)?;
-                Some(
-                    aggs.iter()
-                        .map(move |a| (idx, a.minute.div_euclid(60) * 60)),
-                )
-            })
-            .flatten()
-            .collect();
-        keys.sort_unstable();
-        keys.dedup();
-        keys
-    }
-
-    fn commit(
-        &mut self,
-        taken: &BTreeMap<IpAddr, Vec<FlowAggregate>>,
-        talkers: &[(usize, Vec<TopTalker>)],
-        dirty: &std::collections::HashMap<
-            netflow_parser::template_store::TemplateStoreKey,
-            Option<Vec<u8>>,
-        >,
-    ) -> Result<u64, rusqlite::Error> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
-        let tx = self
-            .conn
-            .transaction_with_behavior(TransactionBehavior::Immediate)?;
-        let mut rows = 0;
-        {
-            let mut flow = tx.prepare_cached(crate::store::UPSERT_FLOW_MINUTE)?;
-            let mut flow_class = tx.prepare_cached(crate::store::UPSERT_FLOW_CLASS_MINUTE)?;
-            let mut sampling = tx.prepare_cached(
-                "INSERT INTO netflow_sampling(minute, site_id, exporter, sampling_rate, flows) VALUES (?1, ?2, ?3, ?4, ?5)
-                 ON CONFLICT(minute, site_id, exporter, sampling_rate) DO UPDATE SET flows = flows + excluded.flows",
-            )?;
-            for (exporter, aggs) in taken {
-                let site = self
-                    .inventory
-                    .site_of_exporter(exporter)
-                    .map_or(UNKNOWN_SITE, |s| s.id.as_str());
-                for a in aggs {
-                    let Some(row) = super::validate_flow(a, &self.metrics) else {
-                        continue;
-                    };
-                    flow.execute(params![
-                        row.minute,
-                        site,
-                        row.exporter,
-                        row.protocol,
-                        row.direction,
-                        row.flows,
-                        row.packets,
-                        row.bytes
-                    ])?;
-                    flow_class.execute(params![
-                        row.minute,
-                        site,
-                        row.exporter,
-                        row.protocol,
-                        row.direction,
-                        row.port_class.as_str(),
-                        row.flows,
-                        row.packets,
-                        row.bytes
-                    ])?;
-                    if a.sampling_rate > 1 {
-                        sampling.execute(params![
-                            row.minute,
-                            site,
-                            row.exporter,
-                            a.sampling_rate,
-                            row.flows
-                        ])?;
-                    }
-                    rows += 1;
-                }
-            }
-        }
-        {
-            let mut talker = tx.prepare_cached(crate::store::UPSERT_TOP_TALKER)?;
-            for (idx, list) in talkers {
-                let Some(site) = self.inventory.sites.get(*idx) else {
-                    continue;
-                };
-                for t in list {
-                    let (Ok(bytes), Ok(packets)) =
-                        (i64::try_from(t.bytes), i64::try_from(t.packets))
-                    else {
-                        self.metrics
-                            .invalid_records
-                            .with_label_values(&["bad_top_talker"])
-                            .inc();
-                        continue;
-                    };
-                    talker.execute(params![
-                        t.minute,
-                        site.id.as_str(),
-                        t.prefix,
-                        bytes,
-                        packets
-                    ])?;
-                }
-            }
-        }
-        SqliteTemplates::write(&tx, dirty, now_ms)?;
-        tx.commit()?;
-        Ok(rows)
     }
 }
 

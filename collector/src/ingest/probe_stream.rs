@@ -1,7 +1,7 @@
 //! Probe connections: TLS accept, hello and authentication, then batches in and acks out.
 //!
 //! One task per connection (a semaphore caps them at `probes.max_connections`). Batches go to
-//! the store writer through a bounded channel; when it is full the task waits, stops reading,
+//! the commit stage (`crate::commit`) through a bounded channel; when it is full the task waits, stops reading,
 //! and TCP pushes back on the probe. A connection may have up to [`WINDOW`] batches waiting
 //! for their commit; acks go back in order. Any bad frame closes that connection only, and is
 //! counted in `rie_collector_frame_errors_total`.
@@ -26,10 +26,11 @@ use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
 use crate::config::ProbesConfig;
-use crate::credentials::Verdict;
+use crate::store::credentials::Verdict;
 use crate::metrics::Metrics;
 use crate::sites::SiteRegistry;
-use crate::store::{BatchWrite, DedupIndex, Reader, Stored};
+use crate::commit::{BatchWrite, DedupIndex, Request, Stored};
+use crate::store::Reader;
 
 /// Batches a connection may have in the store queue before it stops reading.
 pub const WINDOW: usize = 16;
@@ -41,7 +42,7 @@ pub struct Context {
     pub sites: Arc<SiteRegistry>,
     pub reader: Arc<Reader>,
     pub dedup: Arc<DedupIndex>,
-    pub store: mpsc::Sender<BatchWrite>,
+    pub commit: mpsc::Sender<Request>,
     pub metrics: Arc<Metrics>,
     /// Cluster membership: `None` on a single collector, which owns every site.
     pub ring: Option<crate::cluster::Ring>,
@@ -350,7 +351,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                             reply: tx,
                         };
                         // Waits when the store is behind: backpressure, not buffering.
-                        if ctx.store.send(write).await.is_err() {
+                        if ctx.commit.send(Request::Batch(write)).await.is_err() {
                             return "store stopped";
                         }
                         pending.push_back(Box::pin(async move { (seq, rx.await.ok()) }));

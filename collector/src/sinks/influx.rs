@@ -37,7 +37,7 @@ use tokio_util::sync::CancellationToken;
 use super::line::{tag, Line};
 use crate::metrics::Metrics;
 use crate::sites::SiteRegistry;
-use crate::store::{CommitHook, Committed};
+use crate::commit::{CommitHook, Committed};
 
 // ---------------------------------------------------------------------------------------------
 // Configuration

@@ -30,155 +30,6 @@ use rusqlite::{params, Connection, OptionalExtension};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
-/// Tables of the five-minute, hourly and daily tiers (the minute tables are in `store`).
-pub const SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS flow_5min(
-    five_min INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
-    protocol INTEGER NOT NULL, direction INTEGER NOT NULL,
-    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (five_min, site_id, exporter, protocol, direction)
-) WITHOUT ROWID;
--- Per-site reads of the recent weeks (API totals of one site) stay a range scan, as on flow_minute.
-CREATE INDEX IF NOT EXISTS flow_5min_site ON flow_5min(site_id, five_min);
-CREATE TABLE IF NOT EXISTS flow_hour(
-    hour INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
-    protocol INTEGER NOT NULL, direction INTEGER NOT NULL,
-    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (hour, site_id, exporter, protocol, direction)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flow_day(
-    day INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
-    protocol INTEGER NOT NULL, direction INTEGER NOT NULL,
-    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (day, site_id, exporter, protocol, direction)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS link_5min(
-    five_min INTEGER NOT NULL, site_id TEXT NOT NULL, link_id TEXT NOT NULL,
-    samples INTEGER NOT NULL, sent INTEGER NOT NULL, received INTEGER NOT NULL,
-    rtt_sum_us INTEGER NOT NULL, rtt_n INTEGER NOT NULL, rtt_max_us INTEGER,
-    PRIMARY KEY (five_min, site_id, link_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS link_hour(
-    hour INTEGER NOT NULL, site_id TEXT NOT NULL, link_id TEXT NOT NULL,
-    samples INTEGER NOT NULL, sent INTEGER NOT NULL, received INTEGER NOT NULL,
-    rtt_sum_us INTEGER NOT NULL, rtt_n INTEGER NOT NULL, rtt_max_us INTEGER,
-    PRIMARY KEY (hour, site_id, link_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS link_day(
-    day INTEGER NOT NULL, site_id TEXT NOT NULL, link_id TEXT NOT NULL,
-    samples INTEGER NOT NULL, sent INTEGER NOT NULL, received INTEGER NOT NULL,
-    rtt_sum_us INTEGER NOT NULL, rtt_n INTEGER NOT NULL, rtt_max_us INTEGER,
-    PRIMARY KEY (day, site_id, link_id)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flow_class_5min(
-    five_min INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
-    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, port_class TEXT NOT NULL,
-    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (five_min, site_id, exporter, protocol, direction, port_class)
-) WITHOUT ROWID;
-CREATE INDEX IF NOT EXISTS flow_class_5min_site ON flow_class_5min(site_id, five_min);
-CREATE TABLE IF NOT EXISTS flow_class_hour(
-    hour INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
-    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, port_class TEXT NOT NULL,
-    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (hour, site_id, exporter, protocol, direction, port_class)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS flow_class_day(
-    day INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
-    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, port_class TEXT NOT NULL,
-    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
-    PRIMARY KEY (day, site_id, exporter, protocol, direction, port_class)
-) WITHOUT ROWID;
--- Top talkers: site first, as in top_talker_minute (the API reads one site at a time).
-CREATE TABLE IF NOT EXISTS top_talker_5min(
-    five_min INTEGER NOT NULL, site_id TEXT NOT NULL, prefix TEXT NOT NULL,
-    bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
-    PRIMARY KEY (site_id, five_min, prefix)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS top_talker_hour(
-    hour INTEGER NOT NULL, site_id TEXT NOT NULL, prefix TEXT NOT NULL,
-    bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
-    PRIMARY KEY (site_id, hour, prefix)
-) WITHOUT ROWID;
-CREATE TABLE IF NOT EXISTS top_talker_day(
-    day INTEGER NOT NULL, site_id TEXT NOT NULL, prefix TEXT NOT NULL,
-    bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
-    PRIMARY KEY (site_id, day, prefix)
-) WITHOUT ROWID;
-";
-
-/// The views over all tiers; `start` is the bucket start. SQLite pushes a WHERE on start into
-/// each arm, so each arm is a range scan of its primary key (or site index).
-const VIEWS: &str = "
-CREATE VIEW flow_rollup(start, site_id, exporter, protocol, direction, flows, packets, bytes) AS
-    SELECT minute, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_minute
-    UNION ALL SELECT five_min, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_5min
-    UNION ALL SELECT hour, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_hour
-    UNION ALL SELECT day, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_day;
-CREATE VIEW link_rollup(start, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us) AS
-    SELECT minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
-    UNION ALL SELECT five_min, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_5min
-    UNION ALL SELECT hour, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_hour
-    UNION ALL SELECT day, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_day;
-CREATE VIEW flow_class_rollup(start, site_id, exporter, protocol, direction, port_class, flows, packets, bytes) AS
-    SELECT minute, site_id, exporter, protocol, direction, port_class, flows, packets, bytes FROM flow_class_minute
-    UNION ALL SELECT five_min, site_id, exporter, protocol, direction, port_class, flows, packets, bytes FROM flow_class_5min
-    UNION ALL SELECT hour, site_id, exporter, protocol, direction, port_class, flows, packets, bytes FROM flow_class_hour
-    UNION ALL SELECT day, site_id, exporter, protocol, direction, port_class, flows, packets, bytes FROM flow_class_day;
-CREATE VIEW top_talker_rollup(start, site_id, prefix, bytes, packets) AS
-    SELECT minute, site_id, prefix, bytes, packets FROM top_talker_minute
-    UNION ALL SELECT five_min, site_id, prefix, bytes, packets FROM top_talker_5min
-    UNION ALL SELECT hour, site_id, prefix, bytes, packets FROM top_talker_hour
-    UNION ALL SELECT day, site_id, prefix, bytes, packets FROM top_talker_day;
-";
-
-/// Marks the views of this version (a database from before the five-minute tier has views
-/// without the `_5min` arms, which must be replaced, not kept by `IF NOT EXISTS`).
-const VIEWS_MARK: &str = "top_talker_5min";
-
-/// Creates the tier tables and (re)creates the views when they predate this version. Called by
-/// `store::open` after the minute tables exist.
-///
-/// # Errors
-/// Database errors.
-pub fn migrate(conn: &Connection) -> Result<(), rusqlite::Error> {
-    conn.execute_batch(SCHEMA)?;
-    let current = |conn: &Connection| -> Result<bool, rusqlite::Error> {
-        let n: i64 = conn.query_row(
-            "SELECT count(*) FROM sqlite_master WHERE type = 'view'
-               AND name IN ('flow_rollup', 'link_rollup', 'flow_class_rollup', 'top_talker_rollup')
-               AND (name <> 'top_talker_rollup' OR instr(sql, ?1) > 0)
-               AND (name = 'top_talker_rollup' OR instr(sql, '_5min') > 0)",
-            [VIEWS_MARK],
-            |r| r.get(0),
-        )?;
-        Ok(n == 4)
-    };
-    if current(conn)? {
-        return Ok(());
-    }
-    // One transaction: a reader on another connection sees the old views or the new ones,
-    // never none; a concurrent opener finds them current once it holds the lock.
-    conn.execute_batch("BEGIN IMMEDIATE;")?;
-    let res = (|| {
-        if !current(conn)? {
-            conn.execute_batch(
-                "DROP VIEW IF EXISTS flow_rollup; DROP VIEW IF EXISTS link_rollup;
-                 DROP VIEW IF EXISTS flow_class_rollup; DROP VIEW IF EXISTS top_talker_rollup;",
-            )?;
-            conn.execute_batch(VIEWS)?;
-        }
-        Ok(())
-    })();
-    match res {
-        Ok(()) => conn.execute_batch("COMMIT;"),
-        Err(e) => {
-            let _ = conn.execute_batch("ROLLBACK;");
-            Err(e)
-        }
-    }
-}
-
 /// `[store.retention]`: how long each tier is kept and how the compaction job paces itself.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -1266,8 +1117,9 @@ mod tests {
         assert_eq!(st.trimmed, 1);
     }
 
-    /// A database from before the five-minute tier: its views lack the `_5min` arms and are
-    /// replaced when opened; rows already in its hour tier still count.
+    /// A database from before the five-minute tier (and before `schema_version`): its views
+    /// lack the `_5min` arms and are replaced by migration 1 when opened; rows already in its
+    /// hour tier still count.
     #[test]
     fn views_of_an_older_database_are_replaced() {
         let dir = tempfile::tempdir().unwrap();
@@ -1275,7 +1127,8 @@ mod tests {
         {
             let conn = crate::store::open(&db).unwrap();
             conn.execute_batch(
-                "DROP VIEW flow_rollup;
+                "DROP TABLE schema_version;
+                 DROP VIEW flow_rollup;
                  CREATE VIEW flow_rollup(start, site_id, exporter, protocol, direction, flows, packets, bytes) AS
                    SELECT minute, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_minute
                    UNION ALL SELECT hour, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_hour;

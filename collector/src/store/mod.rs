@@ -1,0 +1,214 @@
+//! The store: where committed data lives. One narrow interface, [`Store`] (the write side,
+//! owned by the commit stage alone) and [`Reader`] (the read side: rollups, episodes, totals),
+//! and one backend today, SQLite (`sqlite`, `read`, `schema`, `retention`).
+//!
+//! Owns: the database layout (`schema`: every table, as numbered migrations), the write of a
+//! group ([`Store::write`]), the loading of durable state at start-up ([`Store::load`]), the
+//! reads, rollup compaction (`retention`) and probe credentials (`credentials`).
+//! May import: `rie-proto` types, `crate::metrics`. It knows nothing of sites' live logic,
+//! episodes' rules or inputs: the commit stage hands it plain rows ([`WriteSet`]).
+//!
+//! # What every backend must guarantee (the contract the acknowledgements rely on)
+//! 1. **Atomic groups.** [`Store::write`] applies a whole [`WriteSet`] or nothing: traffic
+//!    rows, link rows, stream marks, site states, episode changes and NetFlow templates of one
+//!    group become visible together.
+//! 2. **Durable on return.** When `write` returns `Ok`, the group survives a crash or power
+//!    loss (SQLite: WAL with `synchronous=FULL`; PostgreSQL: a committed transaction with
+//!    synchronous replication where configured). Probes are acknowledged only after that.
+//! 3. **Marks move with their data.** A [`StreamMark`] is written in the same group as the
+//!    batch it marks, so a batch is never stored without its mark nor marked without its
+//!    rows: redelivery after a crash is recognised as a duplicate, exactly once.
+//! 4. **Additive rows.** Flow, class, talker, link and sampling rows *add* to the row with
+//!    the same key (upsert with sums, `max` for `rtt_max_us`): probe batches and NetFlow sum
+//!    into the same minute rows, and two groups touching one minute both count.
+//! 5. **Schema versioned.** The backend refuses a database written by a newer collector
+//!    (`schema::SchemaError::Newer`) and upgrades an older one in order before any write.
+//! 6. **Readers never block the writer** for long (SQLite: WAL readers on their own
+//!    connection) and see only committed groups.
+//! 7. **Compaction keeps sums.** Background compaction (`retention`) may move rows to coarser
+//!    buckets, in its own transactions, but totals over windows aligned to the coarsest tier
+//!    they reach are exactly equal before and after.
+
+pub mod credentials;
+pub mod read;
+pub mod retention;
+pub mod schema;
+pub mod sqlite;
+
+pub use read::{Counts, Episode, FlowTotals, LinkMinute, Reader, TalkerTotal};
+pub use sqlite::{open, SqliteStore};
+
+use rie_proto::{EpisodeKind, PortClass};
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("database {path}: {source}")]
+    Open {
+        path: String,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("database {path}: {source}")]
+    Schema {
+        path: String,
+        #[source]
+        source: schema::SchemaError,
+    },
+    #[error("database: {0}")]
+    Sql(#[from] rusqlite::Error),
+    #[error("the store writer has stopped")]
+    Closed,
+}
+
+/// The write side of the store: only the commit stage holds one.
+pub trait Store: Send {
+    /// Applies `set` atomically and durably (contract points 1 to 4).
+    ///
+    /// # Errors
+    /// Any backend error; nothing of `set` is then stored.
+    fn write(&mut self, set: &WriteSet) -> Result<(), StoreError>;
+
+    /// The durable state the collector resumes from.
+    ///
+    /// # Errors
+    /// Backend errors.
+    fn load(&mut self) -> Result<Loaded, StoreError>;
+
+    /// Called once when the commit stage stops, after its last group (SQLite checkpoints).
+    fn close(&mut self);
+}
+
+/// Everything one group commit writes, as rows the backend needs no domain logic to store.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct WriteSet {
+    /// Traffic by (minute, site, exporter, protocol, direction, port class): each row adds to
+    /// both the per-protocol and the per-class minute tables.
+    pub flows: Vec<FlowRow>,
+    pub talkers: Vec<TalkerRow>,
+    pub links: Vec<LinkRow>,
+    /// NetFlow sampling corrections applied (rate > 1 only).
+    pub sampling: Vec<SamplingRow>,
+    pub marks: Vec<StreamMark>,
+    /// Each site's live state after the group, serialised by the commit stage.
+    pub site_states: Vec<SiteStateRow>,
+    /// Episodes opened and closed, in order (a close may refer to an open of the same group).
+    pub episodes: Vec<EpisodeChange>,
+    pub templates: Vec<TemplateChange>,
+    /// Collector clock at the commit (Unix ms), for `updated_ms` columns.
+    pub now_ms: i64,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.flows.is_empty()
+            && self.talkers.is_empty()
+            && self.links.is_empty()
+            && self.sampling.is_empty()
+            && self.marks.is_empty()
+            && self.site_states.is_empty()
+            && self.episodes.is_empty()
+            && self.templates.is_empty()
+    }
+}
+
+/// Traffic of one minute bucket (Unix seconds, a multiple of 60).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FlowRow {
+    pub minute: i64,
+    pub site: String,
+    /// Exporter address for NetFlow, empty for the probe's own capture.
+    pub exporter: String,
+    pub protocol: i64,
+    /// `rie_proto::Direction::as_i64`: 0 unknown, 1 inbound, 2 outbound.
+    pub direction: i64,
+    pub port_class: PortClass,
+    pub flows: i64,
+    pub packets: i64,
+    pub bytes: i64,
+}
+
+/// One top remote prefix of a site and minute.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TalkerRow {
+    pub minute: i64,
+    pub site: String,
+    pub prefix: String,
+    pub bytes: i64,
+    pub packets: i64,
+}
+
+/// One availability sample of a link, added to its minute (`samples` + 1).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkRow {
+    pub minute: i64,
+    pub site: String,
+    pub link: String,
+    pub sent: i64,
+    pub received: i64,
+    pub rtt_sum_us: i64,
+    pub rtt_n: i64,
+    pub rtt_max_us: Option<i64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SamplingRow {
+    pub minute: i64,
+    pub site: String,
+    pub exporter: String,
+    pub rate: i64,
+    pub flows: i64,
+}
+
+/// The highest stored sequence of a probe stream (stream ids are u64, stored bit for bit).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StreamMark {
+    pub site: String,
+    pub stream: u64,
+    pub seq: u64,
+    pub updated_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SiteStateRow {
+    pub site: String,
+    pub json: String,
+}
+
+/// An episode opened or closed. An open episode is known by its site, kind and start, so no
+/// backend-generated id has to travel back to the caller.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EpisodeChange {
+    Open {
+        site: String,
+        kind: EpisodeKind,
+        link: Option<String>,
+        start_ms: i64,
+        cause: String,
+    },
+    Close {
+        site: String,
+        kind: EpisodeKind,
+        start_ms: i64,
+        end_ms: i64,
+    },
+}
+
+/// A NetFlow template announced (`body`) or withdrawn (`None`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TemplateChange {
+    pub scope: String,
+    pub kind: i64,
+    pub template_id: i64,
+    pub body: Option<Vec<u8>>,
+}
+
+/// What the collector resumes from at start-up.
+#[derive(Debug, Default)]
+pub struct Loaded {
+    pub marks: Vec<StreamMark>,
+    pub site_states: Vec<SiteStateRow>,
+    /// Open `silent` episodes: (site, start).
+    pub open_silent: Vec<(String, i64)>,
+    /// Persisted NetFlow templates (`body` always set).
+    pub templates: Vec<TemplateChange>,
+}

@@ -1,0 +1,341 @@
+//! The read side of the store (SQLite): traffic totals, top talkers, link rollups, episodes,
+//! credentials checks, on a connection of its own (WAL: reads never wait on the writer).
+//!
+//! Owns the read queries; may import `super` and `rie-proto`. Indicators and retention tests
+//! still read tables directly through [`Reader::with_conn`] (SQLite-specific, listed in the
+//! store contract as what a second backend must port).
+
+use std::collections::BTreeMap;
+use std::path::Path;
+use std::sync::Mutex;
+
+use rie_proto::EpisodeKind;
+use rusqlite::{params, Connection, OptionalExtension};
+use serde::Serialize;
+
+use super::StoreError;
+
+/// Counters for one protocol (or all of them).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct Counts {
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+}
+
+/// Answer of `GET /api/v1/flows/totals` (read back by the cluster's national fan-out).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
+pub struct FlowTotals {
+    pub flows: u64,
+    pub packets: u64,
+    pub bytes: u64,
+    #[serde(default)]
+    pub by_protocol: BTreeMap<String, Counts>,
+    /// The same totals split by service-port class (`unknown` for data from probes and
+    /// databases that predate classes); sums exactly to the totals.
+    #[serde(default)]
+    pub by_port_class: BTreeMap<String, Counts>,
+    /// The same totals split by direction (`inbound`, `outbound`, `unknown`); sums exactly
+    /// to the totals.
+    #[serde(default)]
+    pub by_direction: BTreeMap<String, Counts>,
+}
+
+impl FlowTotals {
+    /// Adds another part's totals (another collector's slice of the sites).
+    pub fn add(&mut self, other: FlowTotals) {
+        self.flows += other.flows;
+        self.packets += other.packets;
+        self.bytes += other.bytes;
+        for (mine, theirs) in [
+            (&mut self.by_protocol, other.by_protocol),
+            (&mut self.by_port_class, other.by_port_class),
+            (&mut self.by_direction, other.by_direction),
+        ] {
+            for (k, c) in theirs {
+                let e = mine.entry(k).or_default();
+                e.flows += c.flows;
+                e.packets += c.packets;
+                e.bytes += c.bytes;
+            }
+        }
+    }
+}
+
+/// One prefix of `GET /api/v1/sites/{id}/top_talkers`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct TalkerTotal {
+    pub prefix: String,
+    pub bytes: u64,
+    pub packets: u64,
+}
+
+/// One row of `link_minute` (or of `link_5min` once compacted): a link's checks summed over
+/// one minute (or five).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LinkMinute {
+    pub link: String,
+    /// Bucket start, Unix seconds.
+    pub minute: i64,
+    /// Bucket length: 60, or 300 for minutes older than `store.retention.minute_days`.
+    pub bucket_s: i64,
+    pub sent: i64,
+    pub received: i64,
+    /// Sum of the samples' average RTTs, over `rtt_n` samples that measured one.
+    pub rtt_sum_us: i64,
+    pub rtt_n: i64,
+    pub rtt_max_us: Option<i64>,
+}
+
+/// Runs a `SELECT key, SUM(flows), SUM(packets), SUM(bytes) ... GROUP BY key` into counters.
+fn sum_by_key(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<BTreeMap<String, Counts>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let rows = stmt.query_map(args, |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            Counts {
+                flows: r.get::<_, i64>(1)? as u64,
+                packets: r.get::<_, i64>(2)? as u64,
+                bytes: r.get::<_, i64>(3)? as u64,
+            },
+        ))
+    })?;
+    Ok(rows.collect::<Result<_, _>>()?)
+}
+
+/// Read side for the API, on its own connection.
+pub struct Reader {
+    conn: Mutex<Connection>,
+}
+
+impl Reader {
+    /// # Errors
+    /// [`StoreError::Open`].
+    pub fn open(path: &Path) -> Result<Self, StoreError> {
+        Ok(Self {
+            conn: Mutex::new(super::open(path)?),
+        })
+    }
+
+    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
+        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Traffic whose bucket (minute, or hour/day once compacted, see `retention`) starts in
+    /// `[from, to)` (Unix seconds).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn flow_totals(
+        &self,
+        from: i64,
+        to: i64,
+        site: Option<&str>,
+        exporter: Option<&str>,
+    ) -> Result<FlowTotals, StoreError> {
+        let conn = self.conn();
+        let by_protocol = sum_by_key(
+            &conn,
+            "SELECT CAST(protocol AS TEXT), SUM(flows), SUM(packets), SUM(bytes) FROM flow_rollup
+             WHERE start >= ?1 AND start < ?2
+               AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
+             GROUP BY protocol ORDER BY protocol",
+            params![from, to, site, exporter],
+        )?;
+        let by_port_class = sum_by_key(
+            &conn,
+            "SELECT port_class, SUM(flows), SUM(packets), SUM(bytes) FROM flow_class_rollup
+             WHERE start >= ?1 AND start < ?2
+               AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
+             GROUP BY port_class ORDER BY port_class",
+            params![from, to, site, exporter],
+        )?;
+        let by_direction = sum_by_key(
+            &conn,
+            "SELECT CASE direction WHEN 1 THEN 'inbound' WHEN 2 THEN 'outbound' ELSE 'unknown' END AS d,
+                    SUM(flows), SUM(packets), SUM(bytes) FROM flow_rollup
+             WHERE start >= ?1 AND start < ?2
+               AND (?3 IS NULL OR site_id = ?3) AND (?4 IS NULL OR exporter = ?4)
+             GROUP BY d ORDER BY d",
+            params![from, to, site, exporter],
+        )?;
+        let mut out = FlowTotals {
+            by_protocol,
+            by_port_class,
+            by_direction,
+            ..FlowTotals::default()
+        };
+        for c in out.by_protocol.values() {
+            out.flows += c.flows;
+            out.packets += c.packets;
+            out.bytes += c.bytes;
+        }
+        Ok(out)
+    }
+
+    /// A site's top talkers summed over the buckets (minutes, or coarser once compacted, see
+    /// `retention`) starting in `[from, to)` (Unix seconds), by bytes (ties by prefix), at most
+    /// `limit`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn top_talkers(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<TalkerTotal>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT prefix, SUM(bytes) AS b, SUM(packets) FROM top_talker_rollup
+             WHERE site_id = ?1 AND start >= ?2 AND start < ?3
+             GROUP BY prefix ORDER BY b DESC, prefix LIMIT ?4",
+        )?;
+        let rows = stmt.query_map(params![site, from, to, limit], |r| {
+            Ok(TalkerTotal {
+                prefix: r.get(0)?,
+                bytes: r.get::<_, i64>(1)? as u64,
+                packets: r.get::<_, i64>(2)? as u64,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Episodes of a site overlapping `[from_ms, to_ms)`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn episodes(
+        &self,
+        site: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Episode>, StoreError> {
+        Ok(query_episodes(&self.conn(), site, from_ms, to_ms)?)
+    }
+
+    /// Rollups of a site's link checks with the bucket start in `[from, to)` (Unix seconds),
+    /// ordered by link then time: the status page's recent RTT and loss. Minutes, and
+    /// five-minute buckets for the part older than the live window (`retention`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn link_minutes(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<LinkMinute>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT link_id, minute, 60, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
+             WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3
+             UNION ALL
+             SELECT link_id, five_min, 300, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_5min
+             WHERE site_id = ?1 AND five_min >= ?2 AND five_min < ?3
+             ORDER BY 1, 2, 3",
+        )?;
+        let rows = stmt.query_map(params![site, from, to], |r| {
+            Ok(LinkMinute {
+                link: r.get(0)?,
+                minute: r.get(1)?,
+                bucket_s: r.get(2)?,
+                sent: r.get(3)?,
+                received: r.get(4)?,
+                rtt_sum_us: r.get(5)?,
+                rtt_n: r.get(6)?,
+                rtt_max_us: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Runs `f` on the reader's connection (indicators read several tables in one go).
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
+        f(&self.conn())
+    }
+
+    /// Cheap liveness query for `/healthz`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.conn()
+            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+            .optional()?;
+        Ok(())
+    }
+
+    /// Checks a probe's token (see `credentials`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn verify_token(
+        &self,
+        credential_ref: &str,
+        token: &str,
+    ) -> Result<super::credentials::Verdict, StoreError> {
+        Ok(super::credentials::verify(
+            &self.conn(),
+            credential_ref,
+            token,
+        )?)
+    }
+}
+
+/// One episode as the API serves it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Episode {
+    pub kind: EpisodeKind,
+    pub start_ms: i64,
+    pub end_ms: Option<i64>,
+    pub link: Option<String>,
+    pub cause: String,
+}
+
+/// Episodes of `site` overlapping `[from_ms, to_ms)`, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub fn query_episodes(
+    conn: &Connection,
+    site: &str,
+    from_ms: i64,
+    to_ms: i64,
+) -> rusqlite::Result<Vec<Episode>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT kind, start_ms, end_ms, link_id, cause FROM episodes
+         WHERE site_id = ?1 AND start_ms < ?3 AND (end_ms IS NULL OR end_ms > ?2)
+         ORDER BY start_ms, id",
+    )?;
+    let rows = stmt.query_map(params![site, from_ms, to_ms], |r| {
+        Ok((
+            r.get::<_, String>(0)?,
+            r.get::<_, i64>(1)?,
+            r.get::<_, Option<i64>>(2)?,
+            r.get::<_, Option<String>>(3)?,
+            r.get::<_, String>(4)?,
+        ))
+    })?;
+    let mut out = Vec::new();
+    for row in rows {
+        let (kind, start_ms, end_ms, link, cause) = row?;
+        // The CHECK constraint guarantees a known kind; a row from a newer schema is skipped.
+        if let Some(kind) = EpisodeKind::parse(&kind) {
+            out.push(Episode {
+                kind,
+                start_ms,
+                end_ms,
+                link,
+                cause,
+            });
+        }
+    }
+    Ok(out)
+}
+

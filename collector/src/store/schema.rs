@@ -1,0 +1,528 @@
+//! The collector database's one schema: every table, index and view, as ordered, numbered
+//! migrations, and the `schema_version` table that says which have been applied.
+//!
+//! Owns all DDL of the embedded store; nothing else in the collector creates a table. May
+//! import only `rusqlite` (it is the SQLite backend's schema: a PostgreSQL backend brings its
+//! own, with the same numbering).
+//!
+//! Rules:
+//! - A migration is never edited once released; a change is a new migration at the end.
+//! - Migrations run in one `BEGIN IMMEDIATE` transaction each, with the version re-read inside
+//!   it, so two processes opening the same file (the collector, `probe-config`) never apply one
+//!   twice.
+//! - A database whose version is newer than [`LATEST`] is refused with [`SchemaError::Newer`]:
+//!   an older collector must not write into a layout it does not know.
+//! - Version 1 is the layout of release 0.1, which had no `schema_version` table. Such a
+//!   database is recognised by its `probe_streams` table and brought to version 1 by the same
+//!   idempotent steps release 0.1 ran at every start (tables created if missing, the port-class
+//!   table filled from `flow_minute` if it predates it, the cross-tier views replaced when they
+//!   lack the five-minute tier), then stamped.
+
+use rusqlite::{Connection, OptionalExtension};
+
+/// Why the schema could not be brought up to date.
+#[derive(Debug, thiserror::Error)]
+pub enum SchemaError {
+    #[error("schema version {found} was written by a newer rie-collector (this one knows up to {supported}); run the newer collector, or point data_dir at another database")]
+    Newer { found: i64, supported: i64 },
+    #[error("migration {version} ({name}): {source}")]
+    Migration {
+        version: i64,
+        name: &'static str,
+        #[source]
+        source: rusqlite::Error,
+    },
+    #[error("{0}")]
+    Sql(#[from] rusqlite::Error),
+}
+
+/// One step of the schema.
+struct Migration {
+    version: i64,
+    name: &'static str,
+    apply: fn(&Connection) -> Result<(), rusqlite::Error>,
+}
+
+/// Every migration, in order; versions are 1, 2, 3... without gaps.
+const MIGRATIONS: &[Migration] = &[
+    Migration {
+        version: 1,
+        name: "release 0.1 layout: minute tables, tiers, views, NetFlow, cluster",
+        apply: release_0_1,
+    },
+    Migration {
+        version: 2,
+        name: "open episodes found by site, kind and start",
+        apply: |conn| {
+            conn.execute_batch(
+                "CREATE INDEX IF NOT EXISTS episodes_open_key ON episodes(site_id, kind, start_ms)
+                 WHERE end_ms IS NULL;",
+            )
+        },
+    },
+];
+
+/// The version this collector writes.
+pub const LATEST: i64 = 2;
+
+/// Applies the migrations `conn`'s database lacks.
+///
+/// # Errors
+/// [`SchemaError::Newer`] for a database of a newer collector; SQL errors naming the migration.
+pub fn migrate(conn: &Connection) -> Result<i64, SchemaError> {
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS schema_version(
+            version    INTEGER PRIMARY KEY,
+            name       TEXT NOT NULL,
+            applied_ms INTEGER NOT NULL
+        );",
+    )?;
+    let current = version(conn)?;
+    if current > LATEST {
+        return Err(SchemaError::Newer {
+            found: current,
+            supported: LATEST,
+        });
+    }
+    for m in MIGRATIONS.iter().filter(|m| m.version > current) {
+        let wrap = |source| SchemaError::Migration {
+            version: m.version,
+            name: m.name,
+            source,
+        };
+        conn.execute_batch("BEGIN IMMEDIATE;").map_err(wrap)?;
+        let res = (|| {
+            // Another process may have applied it while this one waited for the lock.
+            if version(conn)? >= m.version {
+                return Ok(());
+            }
+            (m.apply)(conn)?;
+            conn.execute(
+                "INSERT INTO schema_version(version, name, applied_ms) VALUES (?1, ?2, ?3)",
+                rusqlite::params![m.version, m.name, rie_now_ms()],
+            )?;
+            Ok(())
+        })();
+        match res {
+            Ok(()) => conn.execute_batch("COMMIT;").map_err(wrap)?,
+            Err(e) => {
+                let _ = conn.execute_batch("ROLLBACK;");
+                return Err(wrap(e));
+            }
+        }
+    }
+    Ok(version(conn)?.max(current))
+}
+
+/// The highest applied version (0: a new or release-0.1 database).
+///
+/// # Errors
+/// SQL errors.
+pub fn version(conn: &Connection) -> Result<i64, rusqlite::Error> {
+    Ok(conn
+        .query_row("SELECT max(version) FROM schema_version", [], |r| {
+            r.get::<_, Option<i64>>(0)
+        })
+        .optional()?
+        .flatten()
+        .unwrap_or(0))
+}
+
+fn rie_now_ms() -> i64 {
+    crate::ingest::probe_stream::now_ms()
+}
+
+/// Version 1: the tables of release 0.1, created if missing; on a database of an earlier
+/// 0.1 build, the port-class table is filled and the views are replaced (both idempotent).
+fn release_0_1(conn: &Connection) -> Result<(), rusqlite::Error> {
+    conn.execute_batch(MINUTE_TABLES)?;
+    carry_port_classes(conn)?;
+    conn.execute_batch(TIER_TABLES)?;
+    conn.execute_batch(NETFLOW_TABLES)?;
+    conn.execute_batch(CLUSTER_TABLES)?;
+    refresh_views(conn)
+}
+
+/// Minute tables (written by the commit stage), stream marks, site state, episodes and
+/// credentials.
+const MINUTE_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS probe_credentials(
+    credential_ref TEXT PRIMARY KEY,
+    token_sha256   TEXT NOT NULL,
+    issued_ms      INTEGER NOT NULL
+);
+-- stream ids are u64 stored bit-for-bit in SQLite's signed 64-bit integers.
+CREATE TABLE IF NOT EXISTS probe_streams(
+    site_id  TEXT NOT NULL,
+    stream   INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    updated_ms INTEGER NOT NULL,
+    PRIMARY KEY (site_id, stream)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_minute(
+    minute    INTEGER NOT NULL,
+    site_id   TEXT NOT NULL,
+    exporter  TEXT NOT NULL,
+    protocol  INTEGER NOT NULL,
+    direction INTEGER NOT NULL,
+    flows     INTEGER NOT NULL,
+    packets   INTEGER NOT NULL,
+    bytes     INTEGER NOT NULL,
+    PRIMARY KEY (minute, site_id, exporter, protocol, direction)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_minute_site ON flow_minute(site_id, minute);
+CREATE TABLE IF NOT EXISTS link_minute(
+    minute     INTEGER NOT NULL,
+    site_id    TEXT NOT NULL,
+    link_id    TEXT NOT NULL,
+    samples    INTEGER NOT NULL,
+    sent       INTEGER NOT NULL,
+    received   INTEGER NOT NULL,
+    rtt_sum_us INTEGER NOT NULL,
+    rtt_n      INTEGER NOT NULL,
+    rtt_max_us INTEGER,
+    PRIMARY KEY (minute, site_id, link_id)
+) WITHOUT ROWID;
+-- Outage, failover, degraded and silent episodes of a site (see `episodes`); end_ms is NULL
+-- while the episode is open. link_id names the link involved (the failed primary for a
+-- failover, the backup that carried it in `cause`), NULL when site-wide.
+CREATE TABLE IF NOT EXISTS episodes(
+    id       INTEGER PRIMARY KEY,
+    site_id  TEXT NOT NULL,
+    kind     TEXT NOT NULL CHECK (kind IN ('outage', 'failover', 'degraded', 'silent')),
+    link_id  TEXT,
+    start_ms INTEGER NOT NULL,
+    end_ms   INTEGER,
+    cause    TEXT NOT NULL DEFAULT ''
+);
+CREATE INDEX IF NOT EXISTS episodes_site ON episodes(site_id, start_ms);
+CREATE INDEX IF NOT EXISTS episodes_open ON episodes(end_ms) WHERE end_ms IS NULL;
+-- Top remote prefixes per site and minute (the probe's top N by bytes; see rie_proto::talkers).
+CREATE TABLE IF NOT EXISTS top_talker_minute(
+    minute  INTEGER NOT NULL,
+    site_id TEXT NOT NULL,
+    prefix  TEXT NOT NULL,
+    bytes   INTEGER NOT NULL,
+    packets INTEGER NOT NULL,
+    PRIMARY KEY (site_id, minute, prefix)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS site_status(
+    site_id   TEXT PRIMARY KEY,
+    live_json TEXT NOT NULL
+);
+";
+
+/// Tables of the five-minute, hourly and daily tiers (see `retention`).
+const TIER_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS flow_5min(
+    five_min INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+    protocol INTEGER NOT NULL, direction INTEGER NOT NULL,
+    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (five_min, site_id, exporter, protocol, direction)
+) WITHOUT ROWID;
+-- Per-site reads of the recent weeks (API totals of one site) stay a range scan, as on flow_minute.
+CREATE INDEX IF NOT EXISTS flow_5min_site ON flow_5min(site_id, five_min);
+CREATE TABLE IF NOT EXISTS flow_hour(
+    hour INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+    protocol INTEGER NOT NULL, direction INTEGER NOT NULL,
+    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (hour, site_id, exporter, protocol, direction)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_day(
+    day INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+    protocol INTEGER NOT NULL, direction INTEGER NOT NULL,
+    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (day, site_id, exporter, protocol, direction)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS link_5min(
+    five_min INTEGER NOT NULL, site_id TEXT NOT NULL, link_id TEXT NOT NULL,
+    samples INTEGER NOT NULL, sent INTEGER NOT NULL, received INTEGER NOT NULL,
+    rtt_sum_us INTEGER NOT NULL, rtt_n INTEGER NOT NULL, rtt_max_us INTEGER,
+    PRIMARY KEY (five_min, site_id, link_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS link_hour(
+    hour INTEGER NOT NULL, site_id TEXT NOT NULL, link_id TEXT NOT NULL,
+    samples INTEGER NOT NULL, sent INTEGER NOT NULL, received INTEGER NOT NULL,
+    rtt_sum_us INTEGER NOT NULL, rtt_n INTEGER NOT NULL, rtt_max_us INTEGER,
+    PRIMARY KEY (hour, site_id, link_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS link_day(
+    day INTEGER NOT NULL, site_id TEXT NOT NULL, link_id TEXT NOT NULL,
+    samples INTEGER NOT NULL, sent INTEGER NOT NULL, received INTEGER NOT NULL,
+    rtt_sum_us INTEGER NOT NULL, rtt_n INTEGER NOT NULL, rtt_max_us INTEGER,
+    PRIMARY KEY (day, site_id, link_id)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_class_5min(
+    five_min INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, port_class TEXT NOT NULL,
+    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (five_min, site_id, exporter, protocol, direction, port_class)
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS flow_class_5min_site ON flow_class_5min(site_id, five_min);
+CREATE TABLE IF NOT EXISTS flow_class_hour(
+    hour INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, port_class TEXT NOT NULL,
+    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (hour, site_id, exporter, protocol, direction, port_class)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS flow_class_day(
+    day INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, port_class TEXT NOT NULL,
+    flows INTEGER NOT NULL, packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+    PRIMARY KEY (day, site_id, exporter, protocol, direction, port_class)
+) WITHOUT ROWID;
+-- Top talkers: site first, as in top_talker_minute (the API reads one site at a time).
+CREATE TABLE IF NOT EXISTS top_talker_5min(
+    five_min INTEGER NOT NULL, site_id TEXT NOT NULL, prefix TEXT NOT NULL,
+    bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
+    PRIMARY KEY (site_id, five_min, prefix)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS top_talker_hour(
+    hour INTEGER NOT NULL, site_id TEXT NOT NULL, prefix TEXT NOT NULL,
+    bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
+    PRIMARY KEY (site_id, hour, prefix)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS top_talker_day(
+    day INTEGER NOT NULL, site_id TEXT NOT NULL, prefix TEXT NOT NULL,
+    bytes INTEGER NOT NULL, packets INTEGER NOT NULL,
+    PRIMARY KEY (site_id, day, prefix)
+) WITHOUT ROWID;
+";
+
+/// The views over all tiers; `start` is the bucket start. SQLite pushes a WHERE on start into
+/// each arm, so each arm is a range scan of its primary key (or site index).
+const VIEWS: &str = "
+CREATE VIEW flow_rollup(start, site_id, exporter, protocol, direction, flows, packets, bytes) AS
+    SELECT minute, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_minute
+    UNION ALL SELECT five_min, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_5min
+    UNION ALL SELECT hour, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_hour
+    UNION ALL SELECT day, site_id, exporter, protocol, direction, flows, packets, bytes FROM flow_day;
+CREATE VIEW link_rollup(start, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us) AS
+    SELECT minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
+    UNION ALL SELECT five_min, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_5min
+    UNION ALL SELECT hour, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_hour
+    UNION ALL SELECT day, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_day;
+CREATE VIEW flow_class_rollup(start, site_id, exporter, protocol, direction, port_class, flows, packets, bytes) AS
+    SELECT minute, site_id, exporter, protocol, direction, port_class, flows, packets, bytes FROM flow_class_minute
+    UNION ALL SELECT five_min, site_id, exporter, protocol, direction, port_class, flows, packets, bytes FROM flow_class_5min
+    UNION ALL SELECT hour, site_id, exporter, protocol, direction, port_class, flows, packets, bytes FROM flow_class_hour
+    UNION ALL SELECT day, site_id, exporter, protocol, direction, port_class, flows, packets, bytes FROM flow_class_day;
+CREATE VIEW top_talker_rollup(start, site_id, prefix, bytes, packets) AS
+    SELECT minute, site_id, prefix, bytes, packets FROM top_talker_minute
+    UNION ALL SELECT five_min, site_id, prefix, bytes, packets FROM top_talker_5min
+    UNION ALL SELECT hour, site_id, prefix, bytes, packets FROM top_talker_hour
+    UNION ALL SELECT day, site_id, prefix, bytes, packets FROM top_talker_day;
+";
+
+/// Marks the views of this version (a database from before the five-minute tier has views
+/// without the `_5min` arms, which must be replaced, not kept by `IF NOT EXISTS`).
+const VIEWS_MARK: &str = "top_talker_5min";
+
+/// NetFlow input: persisted templates and the sampling corrections applied.
+const NETFLOW_TABLES: &str = "
+-- Exporter templates, so that the first data after a restart decodes (ingest::netflow_templates).
+CREATE TABLE IF NOT EXISTS netflow_templates(
+    scope       TEXT NOT NULL,     -- exporter scope, e.g. 'v9:10.0.1.1:0/0' (address/domain)
+    kind        INTEGER NOT NULL,  -- see ingest::netflow_templates::kind_code
+    template_id INTEGER NOT NULL,
+    body        BLOB NOT NULL,     -- netflow_parser's template wire format
+    updated_ms  INTEGER NOT NULL,
+    PRIMARY KEY (scope, kind, template_id)
+) WITHOUT ROWID;
+-- Sampling corrections applied to NetFlow rows of flow_minute (rate > 1 only): which share of
+-- a minute's flows of a site and exporter were scaled, and by how much.
+CREATE TABLE IF NOT EXISTS netflow_sampling(
+    minute        INTEGER NOT NULL,
+    site_id       TEXT NOT NULL,
+    exporter      TEXT NOT NULL,
+    sampling_rate INTEGER NOT NULL,
+    flows         INTEGER NOT NULL,
+    PRIMARY KEY (minute, site_id, exporter, sampling_rate)
+) WITHOUT ROWID;
+";
+
+/// Cluster: the member list this collector last ran with (see `stream_marks`).
+const CLUSTER_TABLES: &str = "
+CREATE TABLE IF NOT EXISTS cluster_membership(
+    id INTEGER PRIMARY KEY CHECK (id = 1),
+    members TEXT NOT NULL,      -- sorted, one per line: order does not change ownership
+    since_ms INTEGER NOT NULL   -- when this list took effect here
+);
+";
+
+/// Creates `flow_class_minute` on a database that predates it, carrying the existing
+/// `flow_minute` rows over with class `unknown` in the same transaction, so that totals by class
+/// still sum to the totals on an upgraded collector.
+fn carry_port_classes(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let exists: i64 = conn.query_row(
+        "SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'flow_class_minute'",
+        [],
+        |r| r.get(0),
+    )?;
+    if exists > 0 {
+        return Ok(());
+    }
+    // Inside the migration's transaction: the table and its copied rows appear together.
+    conn.execute_batch(
+        "CREATE TABLE IF NOT EXISTS flow_class_minute(
+            minute     INTEGER NOT NULL,
+            site_id    TEXT NOT NULL,
+            exporter   TEXT NOT NULL,
+            protocol   INTEGER NOT NULL,
+            direction  INTEGER NOT NULL,
+            port_class TEXT NOT NULL,
+            flows      INTEGER NOT NULL,
+            packets    INTEGER NOT NULL,
+            bytes      INTEGER NOT NULL,
+            PRIMARY KEY (minute, site_id, exporter, protocol, direction, port_class)
+         ) WITHOUT ROWID;
+         CREATE INDEX IF NOT EXISTS flow_class_minute_site ON flow_class_minute(site_id, minute);
+         INSERT OR IGNORE INTO flow_class_minute
+            SELECT minute, site_id, exporter, protocol, direction, 'unknown', flows, packets, bytes
+            FROM flow_minute;",
+    )
+}
+
+/// Replaces the cross-tier views when they predate the five-minute tier.
+fn refresh_views(conn: &Connection) -> Result<(), rusqlite::Error> {
+    let current = |conn: &Connection| -> Result<bool, rusqlite::Error> {
+        let n: i64 = conn.query_row(
+            "SELECT count(*) FROM sqlite_master WHERE type = 'view'
+               AND name IN ('flow_rollup', 'link_rollup', 'flow_class_rollup', 'top_talker_rollup')
+               AND (name <> 'top_talker_rollup' OR instr(sql, ?1) > 0)
+               AND (name = 'top_talker_rollup' OR instr(sql, '_5min') > 0)",
+            [VIEWS_MARK],
+            |r| r.get(0),
+        )?;
+        Ok(n == 4)
+    };
+    if current(conn)? {
+        return Ok(());
+    }
+    // Inside the migration's transaction: a reader on another connection sees the old views
+    // or the new ones, never none.
+    conn.execute_batch(
+        "DROP VIEW IF EXISTS flow_rollup; DROP VIEW IF EXISTS link_rollup;
+         DROP VIEW IF EXISTS flow_class_rollup; DROP VIEW IF EXISTS top_talker_rollup;",
+    )?;
+    conn.execute_batch(VIEWS)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::sqlite::{UPSERT_FLOW_CLASS_MINUTE, UPSERT_FLOW_MINUTE};
+    use crate::store::{open, Counts, Reader};
+
+    #[test]
+    fn a_database_from_before_port_classes_is_migrated_with_its_totals() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("old.db");
+        {
+            // The flow_minute table as an early 0.1 collector created it, with data.
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(
+                "CREATE TABLE flow_minute(
+                    minute INTEGER NOT NULL, site_id TEXT NOT NULL, exporter TEXT NOT NULL,
+                    protocol INTEGER NOT NULL, direction INTEGER NOT NULL, flows INTEGER NOT NULL,
+                    packets INTEGER NOT NULL, bytes INTEGER NOT NULL,
+                    PRIMARY KEY (minute, site_id, exporter, protocol, direction)) WITHOUT ROWID;
+                 INSERT INTO flow_minute VALUES (120, 'S1', '', 6, 1, 3, 10, 1000);
+                 INSERT INTO flow_minute VALUES (120, 'S1', '', 17, 2, 1, 2, 300);
+                 INSERT INTO flow_minute VALUES (180, 'S2', '', 6, 1, 5, 7, 700);",
+            )
+            .unwrap();
+        }
+        let reader = Reader::open(&path).unwrap();
+        let t = reader.flow_totals(0, 600, Some("S1"), None).unwrap();
+        assert_eq!((t.flows, t.packets, t.bytes), (4, 12, 1300));
+        assert_eq!(
+            t.by_port_class.into_iter().collect::<Vec<_>>(),
+            vec![(
+                "unknown".to_string(),
+                Counts {
+                    flows: 4,
+                    packets: 12,
+                    bytes: 1300
+                }
+            )]
+        );
+
+        // New data lands in both tables; reopening does not copy the old rows again.
+        {
+            let conn = open(&path).unwrap();
+            assert_eq!(version(&conn).unwrap(), LATEST);
+            for sql in [UPSERT_FLOW_MINUTE, UPSERT_FLOW_CLASS_MINUTE] {
+                let n = sql.matches('?').count();
+                let class = rusqlite::types::Value::Text("web".into());
+                let mut vals: Vec<rusqlite::types::Value> = vec![
+                    120.into(),
+                    rusqlite::types::Value::Text("S1".into()),
+                    rusqlite::types::Value::Text(String::new()),
+                    6.into(),
+                    1.into(),
+                ];
+                if n == 9 {
+                    vals.push(class);
+                }
+                vals.extend([1.into(), 1.into(), 60.into()]);
+                conn.execute(sql, rusqlite::params_from_iter(vals)).unwrap();
+            }
+        }
+        let reader = Reader::open(&path).unwrap();
+        let t = reader.flow_totals(0, 600, Some("S1"), None).unwrap();
+        assert_eq!((t.flows, t.packets, t.bytes), (5, 13, 1360));
+        assert_eq!(t.by_port_class["unknown"].bytes, 1300);
+        assert_eq!(t.by_port_class["web"].bytes, 60);
+        assert_eq!(t.by_protocol["6"].bytes, 1060);
+    }
+
+    #[test]
+    fn migrations_are_numbered_in_order_and_recorded_once() {
+        for (i, m) in MIGRATIONS.iter().enumerate() {
+            assert_eq!(m.version, i as i64 + 1, "migration {} out of order", m.name);
+        }
+        assert_eq!(MIGRATIONS.last().map(|m| m.version), Some(LATEST));
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rie.db");
+        drop(open(&path).unwrap());
+        // A second open (a restart) applies nothing again.
+        let conn = open(&path).unwrap();
+        let rows: Vec<(i64, String)> = conn
+            .prepare("SELECT version, name FROM schema_version ORDER BY version")
+            .unwrap()
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        let want: Vec<(i64, String)> = MIGRATIONS
+            .iter()
+            .map(|m| (m.version, m.name.to_string()))
+            .collect();
+        assert_eq!(rows, want);
+    }
+
+    #[test]
+    fn a_database_of_a_newer_collector_is_refused_untouched() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rie.db");
+        {
+            let conn = open(&path).unwrap();
+            conn.execute(
+                "INSERT INTO schema_version(version, name, applied_ms) VALUES (?1, 'future', 0)",
+                [LATEST + 1],
+            )
+            .unwrap();
+        }
+        let err = open(&path).err().expect("a newer schema must be refused");
+        let msg = err.to_string();
+        assert!(
+            msg.contains(&format!("schema version {}", LATEST + 1))
+                && msg.contains(&format!("knows up to {LATEST}"))
+                && msg.contains(&path.display().to_string()),
+            "{msg}"
+        );
+        let conn = Connection::open(&path).unwrap();
+        assert_eq!(version(&conn).unwrap(), LATEST + 1);
+    }
+}
