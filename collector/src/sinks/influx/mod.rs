@@ -19,278 +19,54 @@
 //!   of the minute, read back after each commit, so a later write of a minute is a superset.
 //! - Only the configured disk budget can drop data: the oldest chunks go first, counted in
 //!   `rie_collector_influx_points_dropped_total` and logged at error level.
+//!
+//! Layout (what each file owns; nothing outside this folder sees more than the re-exports):
+//! - `mod.rs`: the public surface ([`start`], [`InfluxSink`], [`SinkError`], the metrics, and
+//!   the re-exports below) and the task wiring: the intake task (commits and other inputs to
+//!   queued lines, pending minutes), the periodic task (site states, episodes, health) and the
+//!   `Shared` queue handed to the sender.
+//! - `config.rs`: `[influx]` ([`InfluxConfig`], [`InfluxApi`], [`Secret`]), defaults and
+//!   validation; errors name the config key. Imports nothing of the sink.
+//! - `encode.rs`: line protocol of every measurement ([`EpisodePoint`], [`protocol_name`],
+//!   [`direction_name`], tags, traffic, link checks, site states, health). Pure; imports
+//!   nothing of the backlog or delivery.
+//! - `backlog.rs`: memory queue in front of the SQLite outbox, its disk budget, pending
+//!   minutes. Imports only [`SinkError`]; lines are opaque to it.
+//! - `delivery.rs`: HTTP write (v2/v1), classification of answers, retry with backoff, and the
+//!   sender task. Imports the configuration, [`SinkError`] and `Shared`.
+//!
+//! From the rest of the crate the sink may import only `sinks::line` (line protocol
+//! primitives), `store` (the commit hook, read connections, `StoreError`), `sites` (inventory,
+//! live views), `metrics` (its registry, counters read for health) and the collector's clock
+//! (`ingest::probe_stream::now_ms`). Nothing else of the collector depends on its internals.
 
-use std::collections::{BTreeMap, HashMap, VecDeque};
-use std::path::{Path, PathBuf};
+use std::collections::HashMap;
+use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge, Registry};
-use rand::Rng;
-use rie_proto::{Batch, LinkId, SiteState};
-use rusqlite::{params, Connection, OptionalExtension};
-use serde::Deserialize;
+use rie_proto::SiteState;
+use rusqlite::Connection;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
-use super::line::{tag, Line};
 use crate::metrics::Metrics;
 use crate::sites::SiteRegistry;
 use crate::store::{CommitHook, Committed};
 
-// ---------------------------------------------------------------------------------------------
-// Configuration
+mod backlog;
+mod config;
+mod delivery;
+mod encode;
 
-/// Which write endpoint to use.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum InfluxApi {
-    /// InfluxDB 2.x `/api/v2/write?org=&bucket=` with `Authorization: Token`.
-    #[default]
-    V2,
-    /// InfluxDB 1.x (and 3.x compatibility) `/write?db=&rp=` with optional basic auth.
-    V1,
-}
+pub use config::{InfluxApi, InfluxConfig, Secret};
+pub use encode::{direction_name, protocol_name, EpisodePoint};
 
-/// A secret that `Debug` never prints.
-#[derive(Clone, Default, Deserialize)]
-#[serde(transparent)]
-pub struct Secret(pub String);
-
-impl std::fmt::Debug for Secret {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(if self.0.is_empty() { "\"\"" } else { "\"***\"" })
-    }
-}
-
-/// `[influx]` section of the collector configuration. The sink is off unless `url` is set.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct InfluxConfig {
-    /// Base URL of InfluxDB, e.g. `https://influx.rie.gouv.fr:8086`.
-    #[serde(default)]
-    pub url: Option<String>,
-    #[serde(default)]
-    pub api: InfluxApi,
-    /// PEM file of the CA that signed InfluxDB's certificate (https). When set, it is the only
-    /// trust anchor (the public web roots are not used): see docs/dependencies.md for why.
-    #[serde(default)]
-    pub ca_cert: Option<PathBuf>,
-    /// v2: organisation and bucket.
-    #[serde(default)]
-    pub org: String,
-    #[serde(default)]
-    pub bucket: String,
-    /// v2: API token (`Authorization: Token ...`).
-    #[serde(default)]
-    pub token: Secret,
-    /// v1: database and optional retention policy.
-    #[serde(default)]
-    pub database: String,
-    #[serde(default)]
-    pub retention_policy: Option<String>,
-    /// v1: optional basic-auth credentials.
-    #[serde(default)]
-    pub username: Option<String>,
-    #[serde(default)]
-    pub password: Secret,
-    /// Value of the `instance` tag of the `collector` measurement (several collectors write
-    /// to one InfluxDB).
-    #[serde(default = "default_instance")]
-    pub instance: String,
-    /// Most points per write request.
-    #[serde(default = "default_batch_points")]
-    pub batch_points: usize,
-    /// A partial batch is sent after this long.
-    #[serde(default = "default_flush", with = "humantime_serde")]
-    pub flush_interval: Duration,
-    /// Time allowed for one write request.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    /// Lines kept in memory before overflowing to disk.
-    #[serde(default = "default_memory_points")]
-    pub memory_points: usize,
-    /// Largest size of the disk backlog, MiB; past it the oldest points are dropped (loudly).
-    #[serde(default = "default_disk_budget")]
-    pub disk_budget_mb: u64,
-    /// Retry delay after the first failure, doubled at each failure up to `retry_max`, with
-    /// jitter (50-100 % of the delay) so that collectors do not retry in step.
-    #[serde(default = "default_retry_min", with = "humantime_serde")]
-    pub retry_min: Duration,
-    #[serde(default = "default_retry_max", with = "humantime_serde")]
-    pub retry_max: Duration,
-    /// A minute's `site_traffic` point is written once the minute has ended and no batch has
-    /// added to it for this long (one write per minute, not one per batch: servers that keep
-    /// an arbitrary sample among equal timestamps, like VictoriaMetrics, then see one value).
-    /// Probes deliver a minute within one batch interval after it ends: keep this above it.
-    #[serde(default = "default_traffic_delay", with = "humantime_serde")]
-    pub traffic_delay: Duration,
-    /// Every site's state is written this often (and on every change).
-    #[serde(default = "default_site_state_interval", with = "humantime_serde")]
-    pub site_state_interval: Duration,
-    /// Collector health point period; also how often state changes are looked for.
-    #[serde(default = "default_health_interval", with = "humantime_serde")]
-    pub health_interval: Duration,
-}
-
-fn default_instance() -> String {
-    std::fs::read_to_string("/etc/hostname")
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .unwrap_or_else(|| "collector".into())
-}
-fn default_batch_points() -> usize {
-    5_000
-}
-fn default_flush() -> Duration {
-    Duration::from_secs(1)
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_memory_points() -> usize {
-    100_000
-}
-fn default_disk_budget() -> u64 {
-    1_024
-}
-fn default_retry_min() -> Duration {
-    Duration::from_millis(500)
-}
-fn default_retry_max() -> Duration {
-    Duration::from_secs(30)
-}
-fn default_traffic_delay() -> Duration {
-    Duration::from_secs(20)
-}
-fn default_site_state_interval() -> Duration {
-    Duration::from_secs(60)
-}
-fn default_health_interval() -> Duration {
-    Duration::from_secs(10)
-}
-
-impl Default for InfluxConfig {
-    fn default() -> Self {
-        Self {
-            url: None,
-            ca_cert: None,
-            api: InfluxApi::default(),
-            org: String::new(),
-            bucket: String::new(),
-            token: Secret::default(),
-            database: String::new(),
-            retention_policy: None,
-            username: None,
-            password: Secret::default(),
-            instance: default_instance(),
-            batch_points: default_batch_points(),
-            flush_interval: default_flush(),
-            timeout: default_timeout(),
-            memory_points: default_memory_points(),
-            disk_budget_mb: default_disk_budget(),
-            retry_min: default_retry_min(),
-            retry_max: default_retry_max(),
-            traffic_delay: default_traffic_delay(),
-            site_state_interval: default_site_state_interval(),
-            health_interval: default_health_interval(),
-        }
-    }
-}
-
-impl InfluxConfig {
-    /// Pure checks; the error is `(key, message with a right value)`.
-    ///
-    /// # Errors
-    /// The first key at fault.
-    pub fn validate(&self) -> Result<(), (&'static str, String)> {
-        let Some(url) = &self.url else {
-            return Ok(());
-        };
-        match reqwest::Url::parse(url) {
-            Ok(u) if matches!(u.scheme(), "http" | "https") && u.host().is_some() => {}
-            _ => {
-                return Err((
-                    "influx.url",
-                    format!(
-                        "{url:?} is not an http(s) URL; e.g. \"https://influx.rie.gouv.fr:8086\""
-                    ),
-                ))
-            }
-        }
-        match self.api {
-            InfluxApi::V2 if self.org.is_empty() => {
-                return Err((
-                    "influx.org",
-                    "required with api = \"v2\"; e.g. \"rie\"".into(),
-                ))
-            }
-            InfluxApi::V2 if self.bucket.is_empty() => {
-                return Err((
-                    "influx.bucket",
-                    "required with api = \"v2\"; e.g. \"telemetry\"".into(),
-                ))
-            }
-            InfluxApi::V1 if self.database.is_empty() => {
-                return Err((
-                    "influx.database",
-                    "required with api = \"v1\"; e.g. \"rie\"".into(),
-                ))
-            }
-            _ => {}
-        }
-        if self.instance.is_empty() {
-            return Err((
-                "influx.instance",
-                "must not be empty; e.g. \"collector-1\"".into(),
-            ));
-        }
-        if !(1..=100_000).contains(&self.batch_points) {
-            return Err((
-                "influx.batch_points",
-                "must be between 1 and 100000; e.g. 5000".into(),
-            ));
-        }
-        if self.memory_points < self.batch_points {
-            return Err((
-                "influx.memory_points",
-                format!("must be at least batch_points ({})", self.batch_points),
-            ));
-        }
-        if self.disk_budget_mb == 0 {
-            return Err((
-                "influx.disk_budget_mb",
-                "must be at least 1; e.g. 1024".into(),
-            ));
-        }
-        if self.retry_min.is_zero() || self.retry_max < self.retry_min {
-            return Err((
-                "influx.retry_max",
-                "retry_min must be > 0 and retry_max >= retry_min; e.g. \"500ms\" and \"30s\""
-                    .into(),
-            ));
-        }
-        for (key, d) in [
-            ("influx.flush_interval", self.flush_interval),
-            ("influx.timeout", self.timeout),
-        ] {
-            if d < Duration::from_millis(10) {
-                return Err((key, "must be at least 10ms; e.g. \"1s\"".into()));
-            }
-        }
-        for (key, d) in [
-            ("influx.site_state_interval", self.site_state_interval),
-            ("influx.health_interval", self.health_interval),
-        ] {
-            if d < Duration::from_secs(1) {
-                return Err((key, "must be at least 1s; e.g. \"10s\"".into()));
-            }
-        }
-        Ok(())
-    }
-}
+use backlog::{Outbox, Queue};
+use delivery::{sender, HttpWriter};
+use encode::{episode_line, episode_lines, Tags};
 
 // ---------------------------------------------------------------------------------------------
 // Metrics
@@ -369,345 +145,8 @@ pub enum SinkError {
     Store(#[from] crate::store::StoreError),
 }
 
-/// Outcome of one write request.
-#[derive(Debug)]
-enum WriteError {
-    /// Network, timeout, 5xx, 408, 429: send again later.
-    Retry(String),
-    /// Other 4xx: InfluxDB has written what it could and refuses the rest; not retried.
-    Rejected(String),
-}
-
-// ---------------------------------------------------------------------------------------------
-// Queue: memory in front of the SQLite outbox
-
-const OUTBOX_SCHEMA: &str = "
-CREATE TABLE IF NOT EXISTS influx_outbox(
-    id     INTEGER PRIMARY KEY,
-    points INTEGER NOT NULL,
-    body   TEXT NOT NULL
-);
--- Site minutes whose traffic point is not yet written (see `traffic_delay`): kept on disk so
--- that a crash before the minute is written does not lose it.
-CREATE TABLE IF NOT EXISTS influx_pending_minutes(
-    site_id TEXT NOT NULL,
-    minute  INTEGER NOT NULL,
-    PRIMARY KEY (site_id, minute)
-) WITHOUT ROWID;";
-
-/// Chunks of line protocol waiting on disk, oldest first (lowest id).
-struct Outbox {
-    conn: Connection,
-    path: PathBuf,
-    points: u64,
-    bytes: u64,
-    budget: u64,
-}
-
-impl Outbox {
-    fn open(path: &Path, budget: u64) -> Result<Self, SinkError> {
-        let err = |source| SinkError::Outbox {
-            path: path.display().to_string(),
-            source,
-        };
-        let conn = Connection::open(path).map_err(err)?;
-        // NORMAL: the outbox survives a process crash; after a power loss InfluxDB may miss
-        // the last commits' points, which the store still holds.
-        conn.execute_batch("PRAGMA journal_mode=WAL; PRAGMA synchronous=NORMAL;")
-            .map_err(err)?;
-        conn.execute_batch(OUTBOX_SCHEMA).map_err(err)?;
-        let (points, bytes) = conn
-            .query_row(
-                "SELECT coalesce(sum(points), 0), coalesce(sum(length(body)), 0) FROM influx_outbox",
-                [],
-                |r| Ok((r.get::<_, i64>(0)?, r.get::<_, i64>(1)?)),
-            )
-            .map_err(err)?;
-        Ok(Self {
-            conn,
-            path: path.to_path_buf(),
-            points: points as u64,
-            bytes: bytes as u64,
-            budget,
-        })
-    }
-
-    fn sql_err(&self, source: rusqlite::Error) -> SinkError {
-        SinkError::Outbox {
-            path: self.path.display().to_string(),
-            source,
-        }
-    }
-
-    /// Appends `lines` in chunks of `chunk` lines, in one transaction.
-    fn append(&mut self, lines: &[String], chunk: usize) -> Result<(), SinkError> {
-        let path = self.path.display().to_string();
-        let tx = self.conn.transaction().map_err(|e| SinkError::Outbox {
-            path: path.clone(),
-            source: e,
-        })?;
-        let mut added = (0u64, 0u64);
-        {
-            let mut ins = tx
-                .prepare_cached("INSERT INTO influx_outbox(points, body) VALUES (?1, ?2)")
-                .map_err(|e| SinkError::Outbox {
-                    path: self.path.display().to_string(),
-                    source: e,
-                })?;
-            for c in lines.chunks(chunk.max(1)) {
-                let body = c.join("\n");
-                ins.execute(params![c.len() as i64, body])
-                    .map_err(|e| SinkError::Outbox {
-                        path: self.path.display().to_string(),
-                        source: e,
-                    })?;
-                added.0 += c.len() as u64;
-                added.1 += body.len() as u64;
-            }
-        }
-        tx.commit()
-            .map_err(|e| SinkError::Outbox { path, source: e })?;
-        self.points += added.0;
-        self.bytes += added.1;
-        Ok(())
-    }
-
-    /// Puts a chunk back in front (a failed write keeps its place in the order).
-    fn push_front(&mut self, points: usize, body: &str) -> Result<(), SinkError> {
-        self.conn
-            .execute(
-                "INSERT INTO influx_outbox(id, points, body)
-                 VALUES ((SELECT coalesce(min(id), 1) - 1 FROM influx_outbox), ?1, ?2)",
-                params![points as i64, body],
-            )
-            .map_err(|e| self.sql_err(e))?;
-        self.points += points as u64;
-        self.bytes += body.len() as u64;
-        Ok(())
-    }
-
-    fn head(&self) -> Result<Option<(i64, usize, String)>, SinkError> {
-        self.conn
-            .query_row(
-                "SELECT id, points, body FROM influx_outbox ORDER BY id LIMIT 1",
-                [],
-                |r| Ok((r.get(0)?, r.get::<_, i64>(1)? as usize, r.get(2)?)),
-            )
-            .optional()
-            .map_err(|e| self.sql_err(e))
-    }
-
-    fn remove(&mut self, id: i64) -> Result<(), SinkError> {
-        let row: Option<(i64, i64)> = self
-            .conn
-            .query_row(
-                "DELETE FROM influx_outbox WHERE id = ?1 RETURNING points, length(body)",
-                [id],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .optional()
-            .map_err(|e| self.sql_err(e))?;
-        if let Some((p, b)) = row {
-            self.points = self.points.saturating_sub(p as u64);
-            self.bytes = self.bytes.saturating_sub(b as u64);
-        }
-        Ok(())
-    }
-
-    fn mark_pending(
-        &mut self,
-        keys: &[(&str, i64)],
-        done: &[(&str, i64)],
-    ) -> Result<(), SinkError> {
-        if keys.is_empty() && done.is_empty() {
-            return Ok(());
-        }
-        let path = self.path.display().to_string();
-        let err = |source| SinkError::Outbox {
-            path: path.clone(),
-            source,
-        };
-        let tx = self.conn.transaction().map_err(err)?;
-        {
-            let mut ins = tx
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO influx_pending_minutes(site_id, minute) VALUES (?1, ?2)",
-                )
-                .map_err(err)?;
-            for (site, minute) in keys {
-                ins.execute(params![site, minute]).map_err(err)?;
-            }
-            let mut del = tx
-                .prepare_cached(
-                    "DELETE FROM influx_pending_minutes WHERE site_id = ?1 AND minute = ?2",
-                )
-                .map_err(err)?;
-            for (site, minute) in done {
-                del.execute(params![site, minute]).map_err(err)?;
-            }
-        }
-        tx.commit().map_err(err)
-    }
-
-    fn pending(&self) -> Result<Vec<(String, i64)>, SinkError> {
-        let mut stmt = self
-            .conn
-            .prepare("SELECT site_id, minute FROM influx_pending_minutes")
-            .map_err(|e| self.sql_err(e))?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
-            .map_err(|e| self.sql_err(e))?;
-        rows.collect::<Result<_, _>>().map_err(|e| self.sql_err(e))
-    }
-
-    /// Drops the oldest chunks until the backlog fits the budget; returns the points dropped.
-    fn enforce_budget(&mut self) -> Result<u64, SinkError> {
-        let mut dropped = 0;
-        while self.bytes > self.budget {
-            let Some((id, points, _)) = self.head()? else {
-                break;
-            };
-            self.remove(id)?;
-            dropped += points as u64;
-        }
-        Ok(dropped)
-    }
-}
-
-/// Where the chunk being sent came from, to remove or put it back.
-enum Source {
-    Disk(i64),
-    Memory,
-}
-
-struct Chunk {
-    source: Source,
-    points: usize,
-    body: String,
-}
-
-struct Queue {
-    memory: VecDeque<String>,
-    disk: Outbox,
-    memory_limit: usize,
-    batch_points: usize,
-    /// Points taken from memory and not yet acknowledged or put back.
-    in_flight: usize,
-}
-
-impl Queue {
-    fn buffered(&self) -> i64 {
-        (self.memory.len() + self.in_flight) as i64 + self.disk.points as i64
-    }
-
-    /// Adds new lines. They go to disk whenever disk already holds a backlog (disk is older
-    /// than memory, always) or memory would overflow; then memory moves to disk first.
-    fn push(&mut self, lines: Vec<String>) -> Result<u64, SinkError> {
-        if self.disk.points == 0 && self.memory.len() + lines.len() <= self.memory_limit {
-            self.memory.extend(lines);
-            return Ok(0);
-        }
-        self.spill()?;
-        self.disk.append(&lines, self.batch_points)?;
-        self.disk.enforce_budget()
-    }
-
-    /// Moves every memory line to the end of the outbox (failure, shutdown).
-    fn spill(&mut self) -> Result<u64, SinkError> {
-        if self.memory.is_empty() {
-            return Ok(0);
-        }
-        let lines: Vec<String> = self.memory.drain(..).collect();
-        self.disk.append(&lines, self.batch_points)?;
-        self.disk.enforce_budget()
-    }
-
-    fn take(&mut self) -> Result<Option<Chunk>, SinkError> {
-        if let Some((id, points, body)) = self.disk.head()? {
-            return Ok(Some(Chunk {
-                source: Source::Disk(id),
-                points,
-                body,
-            }));
-        }
-        if self.memory.is_empty() {
-            return Ok(None);
-        }
-        let n = self.memory.len().min(self.batch_points);
-        let lines: Vec<String> = self.memory.drain(..n).collect();
-        self.in_flight += n;
-        Ok(Some(Chunk {
-            source: Source::Memory,
-            points: n,
-            body: lines.join("\n"),
-        }))
-    }
-
-    fn done(&mut self, c: &Chunk) -> Result<(), SinkError> {
-        match c.source {
-            Source::Disk(id) => self.disk.remove(id),
-            Source::Memory => {
-                self.in_flight -= c.points;
-                Ok(())
-            }
-        }
-    }
-
-    /// A failed chunk goes back in front of everything, and memory goes to disk so that a
-    /// crash during the outage loses nothing.
-    fn failed(&mut self, c: &Chunk) -> Result<u64, SinkError> {
-        if let Source::Memory = c.source {
-            self.in_flight -= c.points;
-            self.disk.push_front(c.points, &c.body)?;
-        }
-        self.spill()
-    }
-}
-
 // ---------------------------------------------------------------------------------------------
 // The sink
-
-/// Tags of each site and link, rendered once.
-struct Tags {
-    site: Vec<String>,
-    link: HashMap<LinkId, String>,
-}
-
-impl Tags {
-    fn new(sites: &SiteRegistry) -> Self {
-        let inv = &sites.inventory;
-        let site = inv
-            .sites
-            .iter()
-            .map(|s| {
-                let region = rie_proto::geo::departement(&s.departement).map_or("", |d| d.region);
-                format!(
-                    "{}{}{}{}",
-                    tag("site", s.id.as_str()),
-                    tag("ministry", &s.ministry),
-                    tag("departement", &s.departement),
-                    tag("region", region)
-                )
-            })
-            .collect();
-        let link = inv
-            .links
-            .iter()
-            .map(|l| {
-                (
-                    l.id.clone(),
-                    format!(
-                        "{}{}{}",
-                        tag("link", l.id.as_str()),
-                        tag("role", l.role.as_str()),
-                        tag("technology", l.technology.as_str())
-                    ),
-                )
-            })
-            .collect();
-        Self { site, link }
-    }
-}
 
 /// What reaches the intake besides commits.
 enum Input {
@@ -750,79 +189,6 @@ impl Shared {
     }
 }
 
-/// An episode as written to InfluxDB (see `docs/schema.md`).
-#[derive(Debug, Clone, Copy)]
-pub struct EpisodePoint<'a> {
-    /// Inventory index of the site.
-    pub site_idx: usize,
-    /// `outage`, `failover`, `degraded` or `silent`.
-    pub kind: &'a str,
-    pub link: Option<&'a str>,
-    pub start_ms: i64,
-    /// `None` while open.
-    pub end_ms: Option<i64>,
-    pub cause: &'a str,
-}
-
-fn episode_line(tags: &Tags, e: &EpisodePoint<'_>, now_ms: i64) -> Option<String> {
-    let site = tags.site.get(e.site_idx)?;
-    let duration = (e.end_ms.unwrap_or(now_ms) - e.start_ms).max(0) / 1000;
-    Line::new("episode")
-        .tags(site)
-        .tag("kind", e.kind)
-        .tag("link", e.link.unwrap_or(""))
-        .int("duration_s", duration)
-        .int("open", i64::from(e.end_ms.is_none()))
-        .string("cause", e.cause)
-        .at(e.start_ms.div_euclid(1000))
-}
-
-/// `episode` points for the episodes of the store's `episodes` table that are open (their
-/// duration grows) or closed at or after `closed_since_ms`. Rewriting one is harmless: same
-/// series and start, the newer value wins.
-fn episode_lines(
-    conn: &Connection,
-    tags: &Tags,
-    sites: &SiteRegistry,
-    closed_since_ms: i64,
-    now_ms: i64,
-) -> Result<Vec<String>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
-         WHERE end_ms IS NULL OR end_ms >= ?1 ORDER BY start_ms",
-    )?;
-    let rows = stmt.query_map([closed_since_ms], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, Option<i64>>(4)?,
-            r.get::<_, String>(5)?,
-        ))
-    })?;
-    let mut out = Vec::new();
-    for row in rows {
-        let (site, kind, link, start_ms, end_ms, cause) = row?;
-        let Some(site_idx) = rie_proto::SiteId::new(site)
-            .ok()
-            .and_then(|s| sites.inventory.site_index(&s))
-        else {
-            continue;
-        };
-        let e = EpisodePoint {
-            site_idx,
-            kind: &kind,
-            link: link.as_deref(),
-            start_ms,
-            end_ms,
-            cause: &cause,
-        };
-        out.extend(episode_line(tags, &e, now_ms));
-    }
-    Ok(out)
-}
-
 /// Handle on a running sink: enqueue episodes, finish at shutdown. Cheap to clone.
 #[derive(Clone)]
 pub struct InfluxSink {
@@ -860,13 +226,7 @@ pub fn start(
             "InfluxDB backlog found on disk; it is sent before new points"
         );
     }
-    let queue = Queue {
-        memory: VecDeque::new(),
-        disk,
-        memory_limit: cfg.memory_points,
-        batch_points: cfg.batch_points,
-        in_flight: 0,
-    };
+    let queue = Queue::new(disk, cfg.memory_points, cfg.batch_points);
     im.buffered.set(queue.buffered());
     let writer = HttpWriter::new(cfg, &url)?;
     let shared = Arc::new(Shared {
@@ -1053,7 +413,7 @@ impl Intake {
             for f in &batch.flows {
                 self.touch((*idx, f.minute.div_euclid(60) * 60), now);
             }
-            self.link_lines(*idx, batch, out);
+            encode::link_lines(&self.tags, *idx, batch, out);
         }
     }
 
@@ -1115,155 +475,12 @@ impl Intake {
         for (idx, minute) in due {
             self.dirty.remove(&(idx, minute));
             self.written_pending.push((idx, minute));
-            if let Err(e) = self.traffic_lines(idx, minute, out) {
+            if let Err(e) =
+                encode::traffic_lines(&self.conn, &self.tags, &self.sites, idx, minute, out)
+            {
                 tracing::error!(error = %e, "cannot read traffic totals for InfluxDB");
             }
         }
-    }
-
-    fn traffic_lines(
-        &self,
-        idx: usize,
-        minute: i64,
-        out: &mut Vec<String>,
-    ) -> Result<(), rusqlite::Error> {
-        let Some(site) = self.sites.inventory.sites.get(idx) else {
-            return Ok(());
-        };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT exporter <> '', protocol, direction, flows, packets, bytes
-             FROM flow_minute WHERE site_id = ?1 AND minute = ?2",
-        )?;
-        let mut sums: BTreeMap<(bool, &'static str, &'static str), [i64; 3]> = BTreeMap::new();
-        let rows = stmt.query_map(params![site.id.as_str(), minute], |r| {
-            Ok((
-                r.get::<_, bool>(0)?,
-                r.get::<_, i64>(1)?,
-                r.get::<_, i64>(2)?,
-                [
-                    r.get::<_, i64>(3)?,
-                    r.get::<_, i64>(4)?,
-                    r.get::<_, i64>(5)?,
-                ],
-            ))
-        })?;
-        for row in rows {
-            let (netflow, proto, dir, c) = row?;
-            let s = sums
-                .entry((netflow, protocol_name(proto), direction_name(dir)))
-                .or_default();
-            for i in 0..3 {
-                s[i] = s[i].saturating_add(c[i]);
-            }
-        }
-        for ((netflow, proto, dir), [flows, packets, bytes]) in sums {
-            let mut line = Line::new("site_traffic").tags(&self.tags.site[idx]);
-            if let Some(member) = self.sites.member() {
-                // Cluster: a site that changes owner in the middle of a minute has part of that
-                // minute on each member. Each writes its own part under its own `collector` tag
-                // (its `cluster.self`, unique by validation, unlike `influx.instance`), so neither
-                // overwrites the other, and sums over the tag are exact (docs/schema.md). Steady
-                // state: one value per site, no extra series.
-                line = line.tag("collector", member);
-            }
-            out.extend(
-                line.tag("direction", dir)
-                    .tag("protocol", proto)
-                    .tag("source", if netflow { "netflow" } else { "capture" })
-                    .int("bytes", bytes)
-                    .int("packets", packets)
-                    .int("flows", flows)
-                    .at(minute),
-            );
-        }
-        Ok(())
-    }
-
-    /// One `link_check` point per (link, check, interval start) of the batch; several targets
-    /// of one check are merged (sums, weighted mean, max).
-    fn link_lines(&self, idx: usize, batch: &Batch, out: &mut Vec<String>) {
-        #[derive(Default)]
-        struct Acc {
-            sent: u64,
-            received: u64,
-            rtt_sum: f64,
-            rtt_n: u64,
-            rtt_max: Option<u32>,
-            p95: Option<u32>,
-            jitter_sum: f64,
-            jitter_n: u64,
-        }
-        let mut acc: BTreeMap<(&LinkId, &'static str, i64), Acc> = BTreeMap::new();
-        for s in &batch.samples {
-            // Unknown links were counted and left out by the store; same here.
-            if !self.tags.link.contains_key(&s.link) {
-                continue;
-            }
-            let a = acc.entry((&s.link, s.check.as_str(), s.start)).or_default();
-            let received = s.received.min(s.sent);
-            a.sent += u64::from(s.sent);
-            a.received += u64::from(received);
-            if let Some(avg) = s.rtt_avg_us {
-                a.rtt_sum += f64::from(avg) * f64::from(received);
-                a.rtt_n += u64::from(received);
-            }
-            a.rtt_max = a.rtt_max.max(s.rtt_max_us);
-            a.p95 = a.p95.max(s.rtt_p95_us);
-            if let Some(j) = s.jitter_us {
-                a.jitter_sum += f64::from(j);
-                a.jitter_n += 1;
-            }
-        }
-        for ((link, check, start), a) in acc {
-            let Some(link_tags) = self.tags.link.get(link) else {
-                continue;
-            };
-            // (sent - received) / sent: exact for the usual ratios (1/10 is 0.1, not 1 - 0.9).
-            let loss = if a.sent == 0 {
-                1.0
-            } else {
-                (a.sent - a.received) as f64 / a.sent as f64
-            };
-            let ms = |us: Option<u32>| us.map(|v| f64::from(v) / 1000.0);
-            out.extend(
-                Line::new("link_check")
-                    .tags(&self.tags.site[idx])
-                    .tags(link_tags)
-                    .tag("check", check)
-                    .int("sent", a.sent as i64)
-                    .int("received", a.received as i64)
-                    .float("loss_ratio", loss)
-                    .opt_float(
-                        "rtt_avg_ms",
-                        (a.rtt_n > 0).then(|| a.rtt_sum / a.rtt_n as f64 / 1000.0),
-                    )
-                    .opt_float("rtt_max_ms", ms(a.rtt_max))
-                    .opt_float("rtt_p95_ms", ms(a.p95))
-                    .opt_float(
-                        "jitter_ms",
-                        (a.jitter_n > 0).then(|| a.jitter_sum / a.jitter_n as f64 / 1000.0),
-                    )
-                    .at(start),
-            );
-        }
-    }
-}
-
-pub fn protocol_name(p: i64) -> &'static str {
-    match p {
-        6 => "tcp",
-        17 => "udp",
-        1 => "icmp",
-        58 => "icmpv6",
-        _ => "other",
-    }
-}
-
-pub fn direction_name(d: i64) -> &'static str {
-    match d {
-        1 => "inbound",
-        2 => "outbound",
-        _ => "unknown",
     }
 }
 
@@ -1311,15 +528,6 @@ async fn periodic(
             if let Some(l) = last.get_mut(idx) {
                 *l = Some(v.state);
             }
-            // Silence is not proof of an outage: `up` keeps the last reported state.
-            let reported = v.live.state;
-            let up = i64::from(
-                matches!(
-                    reported,
-                    Some(SiteState::Up | SiteState::Degraded | SiteState::OnBackup)
-                ) || (reported.is_none() && v.live.last_seen_ms.is_some()),
-            );
-            let agents = sink.sites.inventory.sites.get(idx).map_or(0, |s| s.agents);
             // Periodic points sit on the period's start (a restart rewrites, not adds); a change
             // sits on when it happened.
             let at = if full {
@@ -1327,15 +535,7 @@ async fn periodic(
             } else {
                 v.state_since_ms.map_or(now, |ms| ms.div_euclid(1000))
             };
-            lines.extend(
-                Line::new("site_state")
-                    .tags(&sink.tags.site[idx])
-                    .int("state_code", i64::from(v.state.code()))
-                    .int("up", up)
-                    .int("on_backup", i64::from(v.state == SiteState::OnBackup))
-                    .int("agents", i64::from(agents))
-                    .at(at),
-            );
+            lines.extend(encode::site_state_line(&sink.tags, &sink.sites, idx, v, at));
         }
         match episode_lines(
             &episodes_db,
@@ -1352,333 +552,20 @@ async fn periodic(
             }
             Err(e) => tracing::error!(error = %e, "cannot read episodes for InfluxDB"),
         }
-        let frame_errors: u64 = ["oversized", "malformed", "unexpected", "io", "tls"]
-            .iter()
-            .map(|r| metrics.frame_errors.with_label_values(&[r]).get())
-            .sum();
         let hp = cfg.health_interval.as_secs().max(1) as i64;
-        lines.extend(
-            Line::new("collector")
-                .tag("instance", &cfg.instance)
-                .int("connections", metrics.probe_connections.get())
-                .int("batches", metrics.probe_batches.get() as i64)
-                .int("frame_errors", frame_errors as i64)
-                .int("points_buffered", sink.shared.metrics.buffered.get())
-                .at(now.div_euclid(hp) * hp),
-        );
+        lines.extend(encode::health_line(
+            &cfg.instance,
+            &metrics,
+            sink.shared.metrics.buffered.get(),
+            now.div_euclid(hp) * hp,
+        ));
         sink.lines(lines);
-    }
-}
-
-// ---------------------------------------------------------------------------------------------
-// Sender: queue to InfluxDB
-
-enum HttpWriter {
-    V2 {
-        client: influxdb2::Client,
-        bucket: String,
-    },
-    V1 {
-        client: reqwest::Client,
-        url: String,
-        query: Vec<(&'static str, String)>,
-        auth: Option<(String, String)>,
-    },
-}
-
-/// One request body for `influxdb2`'s writer: lines already rendered.
-struct Body(String);
-
-impl influxdb2::models::WriteDataPoint for Body {
-    fn write_data_point_to<W: std::io::Write>(&self, mut w: W) -> std::io::Result<()> {
-        w.write_all(self.0.as_bytes())?;
-        w.write_all(b"\n")
-    }
-}
-
-impl HttpWriter {
-    fn new(cfg: &InfluxConfig, url: &str) -> Result<Self, SinkError> {
-        // HTTP/1.1 only: InfluxDB's write API needs nothing more, and it keeps reqwest 0.11's
-        // h2 0.3 (RUSTSEC-2026-0258, no 0.3 fix) out of every connection (docs/dependencies.md).
-        let mut http = reqwest::ClientBuilder::new()
-            .http1_only()
-            .timeout(cfg.timeout)
-            .connect_timeout(cfg.timeout);
-        if let Some(path) = &cfg.ca_cert {
-            let pem = std::fs::read(path).map_err(|e| {
-                SinkError::Client(format!("influx.ca_cert {}: {e}", path.display()))
-            })?;
-            let ca = reqwest::Certificate::from_pem(&pem).map_err(|e| {
-                SinkError::Client(format!("influx.ca_cert {}: {e}", path.display()))
-            })?;
-            http = http.tls_built_in_root_certs(false).add_root_certificate(ca);
-        }
-        match cfg.api {
-            InfluxApi::V2 => {
-                let client = influxdb2::ClientBuilder::with_builder(
-                    http,
-                    url,
-                    cfg.org.clone(),
-                    cfg.token.0.clone(),
-                )
-                .gzip(true)
-                .build()
-                .map_err(|e| SinkError::Client(e.to_string()))?;
-                Ok(Self::V2 {
-                    client,
-                    bucket: cfg.bucket.clone(),
-                })
-            }
-            InfluxApi::V1 => {
-                let mut query = vec![("db", cfg.database.clone()), ("precision", "s".into())];
-                if let Some(rp) = &cfg.retention_policy {
-                    query.push(("rp", rp.clone()));
-                }
-                Ok(Self::V1 {
-                    client: http.build().map_err(|e| SinkError::Client(e.to_string()))?,
-                    url: format!("{}/write", url.trim_end_matches('/')),
-                    query,
-                    auth: cfg.username.clone().map(|u| (u, cfg.password.0.clone())),
-                })
-            }
-        }
-    }
-
-    async fn write(&self, body: String) -> Result<(), WriteError> {
-        match self {
-            Self::V2 { client, bucket } => {
-                let points = futures_util::stream::iter([Body(body)]);
-                client
-                    .write_with_precision(
-                        bucket,
-                        points,
-                        influxdb2::api::write::TimestampPrecision::Seconds,
-                    )
-                    .await
-                    .map_err(|e| match e {
-                        influxdb2::RequestError::Http { status, text } => {
-                            classify(status.as_u16(), text)
-                        }
-                        other => WriteError::Retry(other.to_string()),
-                    })
-            }
-            Self::V1 {
-                client,
-                url,
-                query,
-                auth,
-            } => {
-                use std::io::Write as _;
-                let mut gz = flate2::write::GzEncoder::new(Vec::new(), flate2::Compression::fast());
-                gz.write_all(body.as_bytes())
-                    .and_then(|()| gz.write_all(b"\n"))
-                    .map_err(|e| WriteError::Retry(e.to_string()))?;
-                let gz = gz.finish().map_err(|e| WriteError::Retry(e.to_string()))?;
-                let mut req = client
-                    .post(url.as_str())
-                    .query(query)
-                    .header("Content-Encoding", "gzip")
-                    .body(gz);
-                if let Some((u, p)) = auth {
-                    req = req.basic_auth(u, Some(p));
-                }
-                let resp = req
-                    .send()
-                    .await
-                    .map_err(|e| WriteError::Retry(e.to_string()))?;
-                let status = resp.status().as_u16();
-                if (200..300).contains(&status) {
-                    return Ok(());
-                }
-                let text = resp.text().await.unwrap_or_default();
-                Err(classify(status, text))
-            }
-        }
-    }
-}
-
-fn classify(status: u16, text: String) -> WriteError {
-    let msg = format!(
-        "HTTP {status}: {}",
-        text.chars().take(500).collect::<String>()
-    );
-    if (400..500).contains(&status) && status != 408 && status != 429 {
-        WriteError::Rejected(msg)
-    } else {
-        WriteError::Retry(msg)
-    }
-}
-
-/// `N` of InfluxDB's "partial write: ... dropped=N" answer.
-fn partial_write_dropped(msg: &str) -> Option<usize> {
-    let rest = &msg[msg.find("dropped=")? + "dropped=".len()..];
-    let digits: String = rest.chars().take_while(char::is_ascii_digit).collect();
-    digits.parse().ok()
-}
-
-fn backoff(cfg: &InfluxConfig, failures: u32) -> Duration {
-    let exp = cfg
-        .retry_min
-        .saturating_mul(1u32 << failures.saturating_sub(1).min(20));
-    exp.min(cfg.retry_max)
-        .mul_f64(rand::thread_rng().gen_range(0.5..=1.0))
-}
-
-async fn sender(shared: Arc<Shared>, writer: HttpWriter, stop: CancellationToken) {
-    let cfg = shared.cfg.clone();
-    let mut failures = 0u32;
-    loop {
-        tokio::select! {
-            _ = stop.cancelled() => return,
-            _ = shared.notify.notified() => {}
-            _ = tokio::time::sleep(cfg.flush_interval) => {}
-        }
-        loop {
-            let chunk = match shared.with_queue(|q| Ok((q.take()?, 0))) {
-                Ok(Some(c)) => c,
-                Ok(None) => break,
-                Err(e) => {
-                    tracing::error!(error = %e, "cannot read the InfluxDB backlog");
-                    break;
-                }
-            };
-            let result = writer.write(chunk.body.clone()).await;
-            let m = &shared.metrics;
-            let requeue = match result {
-                Ok(()) => {
-                    if failures > 0 {
-                        tracing::info!(failures, "InfluxDB reachable again; sending the backlog");
-                    }
-                    failures = 0;
-                    m.written.inc_by(chunk.points as u64);
-                    shared.with_queue(|q| Ok((q.done(&chunk)?, 0)))
-                }
-                Err(WriteError::Rejected(msg)) => {
-                    // InfluxDB writes the valid lines of a request and reports the others
-                    // ("partial write: ... dropped=N"); without that count, all were refused.
-                    let refused =
-                        partial_write_dropped(&msg).map_or(chunk.points, |n| n.min(chunk.points));
-                    m.write_errors.inc();
-                    m.rejected.inc_by(refused as u64);
-                    m.written.inc_by((chunk.points - refused) as u64);
-                    tracing::error!(error = %msg, refused, points = chunk.points, "InfluxDB refused points (not retried); the error quotes the offending line");
-                    shared.with_queue(|q| Ok((q.done(&chunk)?, 0)))
-                }
-                Err(WriteError::Retry(msg)) => {
-                    failures += 1;
-                    m.write_errors.inc();
-                    m.retried.inc_by(chunk.points as u64);
-                    let wait = backoff(&cfg, failures);
-                    // Logged at failures 1, 2, 4, 8...: a long outage does not flood the log.
-                    if failures.is_power_of_two() {
-                        tracing::warn!(error = %msg, failures, retry_in = ?wait, "InfluxDB write failed; keeping points");
-                    }
-                    if let Err(e) = shared.with_queue(|q| Ok(((), q.failed(&chunk)?))) {
-                        tracing::error!(error = %e, "cannot keep failed InfluxDB points on disk");
-                    }
-                    tokio::select! {
-                        _ = stop.cancelled() => return,
-                        _ = tokio::time::sleep(wait) => {}
-                    }
-                    continue;
-                }
-            };
-            if let Err(e) = requeue {
-                tracing::error!(error = %e, "cannot update the InfluxDB backlog");
-            }
-            if stop.is_cancelled() {
-                return;
-            }
-        }
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    fn queue(dir: &Path, memory: usize, batch: usize, budget: u64) -> Queue {
-        Queue {
-            memory: VecDeque::new(),
-            disk: Outbox::open(&dir.join("o.db"), budget).unwrap(),
-            memory_limit: memory,
-            batch_points: batch,
-            in_flight: 0,
-        }
-    }
-
-    fn lines(r: std::ops::Range<usize>) -> Vec<String> {
-        r.map(|i| format!("m v={i}i {i}")).collect()
-    }
-
-    /// Sends everything in order, returning the bodies' lines.
-    fn drain(q: &mut Queue) -> Vec<String> {
-        let mut out = Vec::new();
-        while let Some(c) = q.take().unwrap() {
-            out.extend(c.body.lines().map(String::from));
-            q.done(&c).unwrap();
-        }
-        out
-    }
-
-    #[test]
-    fn overflow_and_failure_keep_order_and_survive_reopen() {
-        let dir = tempfile::tempdir().unwrap();
-        let mut q = queue(dir.path(), 10, 4, u64::MAX);
-        q.push(lines(0..8)).unwrap();
-        assert_eq!(q.disk.points, 0);
-        // Overflow: memory moves to disk before the new lines.
-        q.push(lines(8..14)).unwrap();
-        assert_eq!((q.memory.len(), q.disk.points), (0, 14));
-        let c = q.take().unwrap().unwrap();
-        q.done(&c).unwrap();
-        q.push(lines(14..16)).unwrap(); // backlog on disk: new lines go behind it
-        assert_eq!(q.buffered(), 12);
-        // Reopen (restart): the backlog is still there, in order.
-        drop(q);
-        let mut q = queue(dir.path(), 10, 4, u64::MAX);
-        assert_eq!(q.buffered(), 12);
-        assert_eq!(drain(&mut q), lines(4..16));
-        // A failed memory chunk goes back in front, later lines after it.
-        q.push(lines(16..20)).unwrap();
-        let c = q.take().unwrap().unwrap();
-        q.push(lines(20..22)).unwrap();
-        q.failed(&c).unwrap();
-        assert_eq!(q.buffered(), 6);
-        assert_eq!(drain(&mut q), lines(16..22));
-        assert_eq!(q.buffered(), 0);
-    }
-
-    #[test]
-    fn budget_drops_oldest_first() {
-        let dir = tempfile::tempdir().unwrap();
-        let one = lines(0..1)[0].len() as u64; // every line here is 9 or 10 bytes
-        let mut q = queue(dir.path(), 1, 1, 5 * one);
-        let mut dropped = 0;
-        for i in 0..8 {
-            dropped += q.push(lines(i..i + 1)).unwrap();
-        }
-        assert_eq!(dropped, 3);
-        assert_eq!(drain(&mut q), lines(3..8));
-    }
-
-    #[test]
-    fn config_errors_name_the_key() {
-        let mut c = InfluxConfig {
-            url: Some("ftp://x".into()),
-            ..InfluxConfig::default()
-        };
-        assert_eq!(c.validate().unwrap_err().0, "influx.url");
-        c.url = Some("http://127.0.0.1:8086".into());
-        assert_eq!(c.validate().unwrap_err().0, "influx.org");
-        c.api = InfluxApi::V1;
-        assert_eq!(c.validate().unwrap_err().0, "influx.database");
-        c.database = "rie".into();
-        c.validate().unwrap();
-        c.memory_points = 1;
-        assert_eq!(c.validate().unwrap_err().0, "influx.memory_points");
-        assert!(!format!("{:?}", Secret("hunter2".into())).contains("hunter2"));
-    }
 
     /// Episode, site-state and collector points as queued (InfluxDB unreachable: they end up in
     /// the outbox at shutdown, where they are read back verbatim).
@@ -1806,23 +693,5 @@ mod tests {
         assert!(lines.iter().any(|l| l.starts_with(
             "collector,instance=c1 connections=0i,batches=0i,frame_errors=0i,points_buffered="
         )));
-    }
-
-    #[test]
-    fn partial_write_count() {
-        let msg = r#"HTTP 400: {"error":"partial write: field type conflict: input field \"bytes\" on measurement \"site_traffic\" is type integer, already exists as type float dropped=3"}"#;
-        assert_eq!(partial_write_dropped(msg), Some(3));
-        assert_eq!(partial_write_dropped("HTTP 400: bad"), None);
-    }
-
-    #[test]
-    fn backoff_grows_with_jitter_and_caps() {
-        let c = InfluxConfig::default();
-        for _ in 0..50 {
-            let d = backoff(&c, 1);
-            assert!(d >= c.retry_min / 2 && d <= c.retry_min, "{d:?}");
-            let d = backoff(&c, 30);
-            assert!(d >= c.retry_max / 2 && d <= c.retry_max, "{d:?}");
-        }
     }
 }
