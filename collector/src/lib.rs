@@ -5,6 +5,7 @@
 //! → `api` (HTTP JSON and `/metrics`). `run` wires them under one cancellation token.
 
 pub mod api;
+pub mod app;
 pub mod cluster;
 pub mod commit;
 pub mod config;
@@ -17,12 +18,10 @@ pub mod loadgen;
 pub mod metrics;
 pub mod pki;
 pub mod reports;
-pub mod server;
 pub mod sinks;
 pub mod site_gauges;
 pub mod sites;
 pub mod store;
 pub mod stream_marks;
-pub mod web;
 
-pub use server::{run, Running, StartError};
+pub use app::{run, Running, StartError};

@@ -5,6 +5,11 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
+/// Label values of `rie_collector_cluster_mark_lookups_total{result}`, one per peer asked:
+/// `mark` (the peer holds a mark for the stream), `no_mark` (it holds none), `unreachable`
+/// (no answer within the timeout), `bad_answer` (an answer that is not a mark).
+pub const MARK_LOOKUP_RESULTS: [&str; 4] = ["mark", "no_mark", "unreachable", "bad_answer"];
+
 pub struct Metrics {
     pub registry: Registry,
     /// Open, authenticated probe connections.
@@ -165,7 +170,7 @@ impl Metrics {
         m.registry
             .register(Box::new(m.cluster_mark_lookups.clone()))
             .expect("metric names are unique");
-        for r in crate::stream_marks::RESULTS {
+        for r in MARK_LOOKUP_RESULTS {
             m.cluster_mark_lookups.with_label_values(&[r]);
         }
         // Reasons are pre-created so that dashboards and alerts see 0 rather than no series.

@@ -35,10 +35,6 @@ use crate::cluster::ClusterConfig;
 use crate::metrics::Metrics;
 use crate::commit::DedupIndex;
 
-/// Label values of `rie_collector_cluster_mark_lookups_total{result}`, one per peer asked:
-/// `mark` (the peer holds a mark for the stream), `no_mark` (it holds none), `unreachable`
-/// (no answer within the timeout), `bad_answer` (an answer that is not a mark).
-pub const RESULTS: [&str; 4] = ["mark", "no_mark", "unreachable", "bad_answer"];
 
 /// Answer of `GET /api/v1/cluster/streams/{site}/{stream}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -241,48 +237,6 @@ pub fn record_membership(
             Ok(now_ms)
         }
     }
-}
-
-/// `GET /api/v1/cluster/streams/{site}/{stream}`: this member's mark of a probe stream, for
-/// the member that now owns the site. Open like the rest of the API (it tells a site id, a
-/// random stream id and a counter, no secret); members reach each other on the
-/// administration network.
-pub fn routes(dedup: Arc<DedupIndex>) -> axum::Router {
-    use axum::routing::get;
-    axum::Router::new()
-        .route("/api/v1/cluster/streams/{site}/{stream}", get(stream_mark))
-        .with_state(dedup)
-}
-
-async fn stream_mark(
-    axum::extract::State(dedup): axum::extract::State<Arc<DedupIndex>>,
-    axum::extract::Path((site, stream)): axum::extract::Path<(String, String)>,
-) -> axum::response::Response {
-    use axum::http::StatusCode;
-    use axum::response::IntoResponse;
-    use axum::Json;
-    let bad = |e: String| {
-        (
-            StatusCode::BAD_REQUEST,
-            Json(serde_json::json!({ "error": e })),
-        )
-    };
-    let site = match SiteId::new(&site) {
-        Ok(s) => s,
-        Err(e) => return bad(format!("site {site:?}: {e}")).into_response(),
-    };
-    let Ok(stream) = stream.parse::<u64>() else {
-        return bad(format!(
-            "stream {stream:?} is not an unsigned 64-bit integer"
-        ))
-        .into_response();
-    };
-    Json(StreamMark {
-        site: site.as_str().to_string(),
-        stream,
-        last_seq: dedup.last(&site, stream),
-    })
-    .into_response()
 }
 
 #[cfg(test)]

@@ -54,7 +54,7 @@ use tokio_util::sync::CancellationToken;
 
 use crate::metrics::Metrics;
 use crate::sites::SiteRegistry;
-use crate::store::{CommitHook, Committed};
+use crate::commit::{CommitHook, Committed};
 
 mod backlog;
 mod config;

@@ -266,14 +266,14 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics: metrics.clone(),
         costs,
     })
-    .merge(crate::cluster::routes(
+    .merge(api::cluster::fan_out_routes(
         cfg.cluster.api_members.clone(),
         crate::cluster::owner_index(
             &cfg.cluster.members,
             sites.inventory.sites.iter().map(|s| s.id.as_str()),
         ),
     ))
-    .merge(crate::stream_marks::routes(dedup));
+    .merge(api::cluster::stream_mark_routes(dedup));
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {
         let serve = axum::serve(api_listener, app)

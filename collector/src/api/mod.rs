@@ -1,5 +1,8 @@
 //! HTTP API (JSON, described in `docs/openapi.yaml`) and the `/metrics` endpoint.
 
+pub mod cluster;
+pub mod web;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -35,7 +38,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site_id}/episodes", get(site_episodes))
         .route("/api/v1/sites/{site_id}/top_talkers", get(site_top_talkers))
         .route("/api/v1/flows/totals", get(flow_totals))
-        .merge(crate::web::routes())
+        .merge(web::routes())
         .route("/api/v1/indicators", get(indicators))
         .with_state(state)
 }

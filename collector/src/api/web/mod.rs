@@ -21,7 +21,7 @@ use axum::{Json, Router};
 use rie_proto::SiteState;
 use serde::{Deserialize, Serialize};
 
-use crate::api::AppState;
+use super::AppState;
 use crate::ingest::probe_stream::now_ms;
 use crate::sites::SiteView;
 
