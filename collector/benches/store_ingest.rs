@@ -7,10 +7,10 @@
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rie_collector::config::SiteThresholds;
+use rie_collector::commit::{self, BatchWrite, CommitStage, Request};
 use rie_collector::metrics::Metrics;
 use rie_collector::sites::SiteRegistry;
-use rie_collector::commit::{self, BatchWrite, CommitStage, Request};
+use rie_collector::sites::SiteThresholds;
 use rie_collector::store::SqliteStore;
 use rie_proto::Batch;
 use tokio::sync::{mpsc, oneshot};

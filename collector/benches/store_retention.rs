@@ -19,8 +19,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rie_collector::metrics::Metrics;
-use rie_collector::store::retention::{Compactor, RetentionConfig};
 use rie_collector::store;
+use rie_collector::store::retention::{Compactor, RetentionConfig};
 use rusqlite::params;
 use tokio_util::sync::CancellationToken;
 

@@ -11,6 +11,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::info;
 
+use crate::commit::{self, CommitStage, Request};
 use crate::config::CollectorConfig;
 use crate::ingest::probe_stream;
 use crate::inventory::{self, Inventory, InventoryError};
@@ -18,7 +19,6 @@ use crate::metrics::Metrics;
 use crate::pki::{self, PkiError};
 use crate::sinks::influx::InfluxSink;
 use crate::sites::SiteRegistry;
-use crate::commit::{self, CommitStage, Request};
 use crate::store::{self, Reader, SqliteStore, StoreError};
 use crate::{api, config::ConfigError};
 
@@ -216,11 +216,9 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         }
     });
 
-    let compactor = store::retention::Compactor::new(
-        store::open(&db)?,
-        cfg.store.retention.clone(),
-    )
-    .map_err(StoreError::Sql)?;
+    let compactor =
+        store::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
+            .map_err(StoreError::Sql)?;
     let compactor_stop = shutdown.clone();
     std::thread::Builder::new()
         .name("store-compaction".into())

@@ -7,7 +7,6 @@
 //! wins (about 1/n of them), never a site between two old members. A hello for a site owned by
 //! another member is answered with a redirect (see `ingest::probe_stream`).
 
-
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 

@@ -132,8 +132,8 @@ impl SilenceTracker {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::sync::Arc;
     use crate::sites::tests::{link_batch, registry};
+    use std::sync::Arc;
 
     use crate::store::{read::query_episodes as query, SqliteStore, Store, WriteSet};
 

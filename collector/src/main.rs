@@ -11,8 +11,8 @@ use clap::{Args, Parser, Subcommand};
 use rie_collector::config::CollectorConfig;
 use rie_collector::demo::{self, DemoOptions};
 use rie_collector::inventory::{self, GenerateOptions};
-use rie_collector::store::{self, credentials};
 use rie_collector::pki;
+use rie_collector::store::{self, credentials};
 use rie_probe::cli::{wait_for_signal, LogArgs};
 use tokio_util::sync::CancellationToken;
 

@@ -3,6 +3,7 @@
 //! Probes authenticate with per-site tokens (see `credentials`), not client certificates, so a
 //! site can be re-enrolled by handing out one file.
 
+use serde::Deserialize;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -153,6 +154,28 @@ pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, PkiError> 
     .with_no_client_auth()
     .with_single_cert(certs, key)?;
     Ok(Arc::new(cfg))
+}
+
+// --- configuration (`[tls]` of the collector config file) ---
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TlsConfig {
+    /// Directory written by `rie-collector pki init` (ca.pem, server.pem, server.key).
+    #[serde(default = "default_pki_dir")]
+    pub pki_dir: PathBuf,
+}
+
+impl Default for TlsConfig {
+    fn default() -> Self {
+        Self {
+            pki_dir: default_pki_dir(),
+        }
+    }
+}
+
+fn default_pki_dir() -> PathBuf {
+    PathBuf::from("/etc/rie-collector/pki")
 }
 
 #[cfg(test)]

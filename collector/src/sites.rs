@@ -5,12 +5,12 @@
 //! the inventory: critical sections are a few field writes, so an async lock would only add cost.
 
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::Duration;
 
 pub use rie_proto::EpisodeKind;
 use rie_proto::{Batch, LinkId, LinkRole, SiteState};
 use serde::{Deserialize, Serialize};
 
-use crate::config::SiteThresholds;
 use crate::inventory::Inventory;
 
 /// What the collector knows of one link from the last batch.
@@ -533,6 +533,92 @@ fn site_state(
         );
     }
     verdict(SiteState::Up, None, String::new())
+}
+
+// --- configuration (`[sites]` of the collector config file) ---
+
+/// When a site counts as degraded or silent.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SiteThresholds {
+    /// No batch nor heartbeat for this long: the site is `silent`.
+    #[serde(default = "default_silent_after", with = "humantime_serde")]
+    pub silent_after: Duration,
+    /// Loss on the active link at or above this ratio: `degraded`.
+    #[serde(default = "default_degraded_loss")]
+    pub degraded_loss_ratio: f64,
+    /// Average RTT on the active link at or above this: `degraded`.
+    #[serde(default = "default_degraded_rtt", with = "humantime_serde")]
+    pub degraded_rtt: Duration,
+    /// Check intervals in a row past a threshold (on one target) before a site is `degraded`
+    /// (1: at once).
+    #[serde(default = "default_degraded_after")]
+    pub degraded_after: u32,
+    /// A probe clock further than this from the collector's is flagged (API `clock_suspect`,
+    /// log warning); timestamps are corrected by the measured offset either way.
+    #[serde(default = "default_max_clock_offset", with = "humantime_serde")]
+    pub max_clock_offset: Duration,
+}
+
+impl Default for SiteThresholds {
+    fn default() -> Self {
+        Self {
+            silent_after: default_silent_after(),
+            degraded_loss_ratio: default_degraded_loss(),
+            degraded_rtt: default_degraded_rtt(),
+            degraded_after: default_degraded_after(),
+            max_clock_offset: default_max_clock_offset(),
+        }
+    }
+}
+
+fn default_silent_after() -> Duration {
+    Duration::from_secs(35)
+}
+
+fn default_degraded_loss() -> f64 {
+    0.05
+}
+
+fn default_degraded_rtt() -> Duration {
+    Duration::from_millis(700)
+}
+
+fn default_degraded_after() -> u32 {
+    2
+}
+
+fn default_max_clock_offset() -> Duration {
+    Duration::from_secs(2)
+}
+
+impl SiteThresholds {
+    /// Checks values that parse but cannot work; `Err((key, message))` names the key in the
+    /// collector's config file and a right value.
+    ///
+    /// # Errors
+    /// The first key at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(0.0..=1.0).contains(&self.degraded_loss_ratio) || self.degraded_loss_ratio == 0.0 {
+            return Err((
+                "sites.degraded_loss_ratio",
+                "must be in ]0, 1]; e.g. 0.05".into(),
+            ));
+        }
+        if self.degraded_after == 0 {
+            return Err((
+                "sites.degraded_after",
+                "must be at least 1 (batches in a row); e.g. 2".into(),
+            ));
+        }
+        if self.silent_after < Duration::from_secs(1) {
+            return Err((
+                "sites.silent_after",
+                "must be at least 1s; e.g. \"35s\"".into(),
+            ));
+        }
+        Ok(())
+    }
 }
 
 #[cfg(test)]

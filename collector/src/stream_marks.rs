@@ -32,9 +32,8 @@ use serde::{Deserialize, Serialize};
 use tracing::{info, warn};
 
 use crate::cluster::ClusterConfig;
-use crate::metrics::Metrics;
 use crate::commit::DedupIndex;
-
+use crate::metrics::Metrics;
 
 /// Answer of `GET /api/v1/cluster/streams/{site}/{stream}`.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

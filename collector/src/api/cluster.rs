@@ -159,7 +159,6 @@ async fn cluster_status(
     ([(header::CACHE_CONTROL, "no-store")], Json(status)).into_response()
 }
 
-
 /// `GET /api/v1/cluster/streams/{site}/{stream}`: this member's mark of a probe stream, for
 /// the member that now owns the site. Open like the rest of the API (it tells a site id, a
 /// random stream id and a counter, no secret); members reach each other on the
@@ -201,4 +200,3 @@ async fn stream_mark(
     })
     .into_response()
 }
-

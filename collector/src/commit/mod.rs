@@ -277,7 +277,8 @@ impl CommitStage {
                     Request::Netflow(n) => self.plan_netflow(n, &mut set),
                     Request::SilenceScan => {
                         if silence.is_none() {
-                            silence = Some(self.silence.scan(&self.sites, now_ms, &mut set.episodes));
+                            silence =
+                                Some(self.silence.scan(&self.sites, now_ms, &mut set.episodes));
                         }
                         Plan::Silence
                     }
@@ -309,7 +310,9 @@ impl CommitStage {
                     self.metrics
                         .store_commit_seconds
                         .observe(started.elapsed().as_secs_f64());
-                    self.metrics.store_batches_per_commit.observe(batches as f64);
+                    self.metrics
+                        .store_batches_per_commit
+                        .observe(batches as f64);
                 }
                 self.fan_out(group, plans, live, silence);
             }

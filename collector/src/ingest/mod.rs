@@ -8,4 +8,3 @@
 pub mod netflow_templates;
 pub mod netflow_udp;
 pub mod probe_stream;
-

@@ -11,10 +11,10 @@
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 
+use crate::store::TemplateChange;
 use netflow_parser::template_store::{
     TemplateKind, TemplateStore, TemplateStoreError, TemplateStoreKey,
 };
-use crate::store::TemplateChange;
 
 fn kind_code(k: TemplateKind) -> Option<i64> {
     Some(match k {

@@ -32,6 +32,7 @@
 //!   traffic sum in one table. The sampling correction applied is kept beside it
 //!   (`netflow_sampling`).
 
+use serde::Deserialize;
 use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
@@ -44,9 +45,8 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::netflow_templates::TemplateCache;
-use crate::commit::{NetflowWrite, Request};
 pub use crate::commit::UNKNOWN_SITE;
-use crate::config::NetflowConfig;
+use crate::commit::{NetflowWrite, Request};
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, NetflowMetrics};
 use crate::store::TemplateChange;
@@ -510,6 +510,102 @@ impl Worker {
                 self.templates.restore_dirty(dirty);
             }
         }
+    }
+}
+
+// --- configuration (`[netflow]` of the collector config file) ---
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NetflowConfig {
+    /// UDP address for NetFlow v5/v9/IPFIX exported directly by routers; off when absent.
+    #[serde(default)]
+    pub listen: Option<SocketAddr>,
+    /// How often the minute aggregates held in memory are committed to the store: the most a
+    /// crash can lose (UDP has no acknowledgement, so exporters never resend).
+    #[serde(default = "default_netflow_flush", with = "humantime_serde")]
+    pub flush_interval: Duration,
+    /// Receive buffer asked of the kernel (capped by `net.core.rmem_max`): absorbs bursts
+    /// while a commit runs.
+    #[serde(default = "default_netflow_rcvbuf")]
+    pub receive_buffer_bytes: usize,
+    /// Exporters (address × observation domain) whose templates are kept in memory.
+    #[serde(default = "default_netflow_exporters")]
+    pub max_exporters: usize,
+    /// Threads decoding datagrams, each owning a share of the exporters.
+    #[serde(default = "default_netflow_threads")]
+    pub decode_threads: usize,
+    /// Top remote prefixes (IPv4 /24, IPv6 /48) kept per site and minute at each commit, like
+    /// the probe's `[meter] top_talkers`; 0 keeps none. Needs the site's `site_prefixes`.
+    #[serde(default = "default_netflow_top_talkers")]
+    pub top_talkers: usize,
+}
+
+impl Default for NetflowConfig {
+    fn default() -> Self {
+        Self {
+            listen: None,
+            flush_interval: default_netflow_flush(),
+            receive_buffer_bytes: default_netflow_rcvbuf(),
+            max_exporters: default_netflow_exporters(),
+            decode_threads: default_netflow_threads(),
+            top_talkers: default_netflow_top_talkers(),
+        }
+    }
+}
+
+fn default_netflow_top_talkers() -> usize {
+    10
+}
+
+fn default_netflow_flush() -> Duration {
+    Duration::from_secs(5)
+}
+
+fn default_netflow_rcvbuf() -> usize {
+    16 * 1024 * 1024
+}
+
+fn default_netflow_exporters() -> usize {
+    20_000
+}
+
+fn default_netflow_threads() -> usize {
+    std::thread::available_parallelism().map_or(2, |n| n.get().clamp(1, 4))
+}
+
+impl NetflowConfig {
+    /// Checks values that parse but cannot work; `Err((key, message))` names the key in the
+    /// collector's config file and a right value.
+    ///
+    /// # Errors
+    /// The first key at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_exporters < 1 {
+            return Err((
+                "netflow.max_exporters",
+                "must be at least 1; e.g. 20000 (one per router, with room)".into(),
+            ));
+        }
+        if !(1..=64).contains(&self.decode_threads) {
+            return Err((
+                "netflow.decode_threads",
+                "must be between 1 and 64; e.g. 4".into(),
+            ));
+        }
+        if self.top_talkers > 1000 {
+            return Err((
+                "netflow.top_talkers",
+                "must be at most 1000 (0 keeps none); e.g. 10".into(),
+            ));
+        }
+        if self.flush_interval < Duration::from_millis(100) {
+            return Err((
+                "netflow.flush_interval",
+                "must be at least 100ms; e.g. \"5s\"".into(),
+            ));
+        }
+        Ok(())
     }
 }
 

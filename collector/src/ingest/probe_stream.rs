@@ -6,6 +6,7 @@
 //! for their commit; acks go back in order. Any bad frame closes that connection only, and is
 //! counted in `rie_collector_frame_errors_total`.
 
+use serde::Deserialize;
 use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
@@ -25,11 +26,10 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
-use crate::config::ProbesConfig;
-use crate::store::credentials::Verdict;
+use crate::commit::{BatchWrite, DedupIndex, Request, Stored};
 use crate::metrics::Metrics;
 use crate::sites::SiteRegistry;
-use crate::commit::{BatchWrite, DedupIndex, Request, Stored};
+use crate::store::credentials::Verdict;
 use crate::store::Reader;
 
 /// Batches a connection may have in the store queue before it stops reading.
@@ -378,5 +378,100 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                 }
             }
         }
+    }
+}
+
+// --- configuration (`[probes]` of the collector config file) ---
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProbesConfig {
+    /// Address the probe listener binds.
+    #[serde(default = "default_probe_listen")]
+    pub listen: SocketAddr,
+    /// Address probes dial, written into the probe configs `probe-config` produces
+    /// (`host:port`; the host must be in the server certificate).
+    #[serde(default = "default_public_address")]
+    pub public_address: String,
+    /// Upper bound on simultaneous probe connections (the RIE has about 14,000 sites).
+    #[serde(default = "default_max_connections")]
+    pub max_connections: usize,
+    /// Time allowed for the TLS handshake and the hello.
+    #[serde(default = "default_handshake_timeout", with = "humantime_serde")]
+    pub handshake_timeout: Duration,
+    /// A connection with no frame for this long is closed (probes heartbeat well within it).
+    #[serde(default = "default_idle_timeout", with = "humantime_serde")]
+    pub idle_timeout: Duration,
+    /// Largest frame accepted, bytes.
+    #[serde(default = "default_max_frame")]
+    pub max_frame_bytes: usize,
+}
+
+impl Default for ProbesConfig {
+    fn default() -> Self {
+        Self {
+            listen: default_probe_listen(),
+            public_address: default_public_address(),
+            max_connections: default_max_connections(),
+            handshake_timeout: default_handshake_timeout(),
+            idle_timeout: default_idle_timeout(),
+            max_frame_bytes: default_max_frame(),
+        }
+    }
+}
+
+fn default_probe_listen() -> SocketAddr {
+    SocketAddr::from(([0, 0, 0, 0], 7443))
+}
+
+fn default_public_address() -> String {
+    "localhost:7443".into()
+}
+
+fn default_max_connections() -> usize {
+    20_000
+}
+
+fn default_handshake_timeout() -> Duration {
+    Duration::from_secs(10)
+}
+
+fn default_idle_timeout() -> Duration {
+    Duration::from_secs(90)
+}
+
+fn default_max_frame() -> usize {
+    rie_proto::MAX_FRAME_LEN
+}
+
+impl ProbesConfig {
+    /// Checks values that parse but cannot work; `Err((key, message))` names the key in the
+    /// collector's config file and a right value.
+    ///
+    /// # Errors
+    /// The first key at fault.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.max_connections == 0 {
+            return Err((
+                "probes.max_connections",
+                "must be at least 1; e.g. 20000".into(),
+            ));
+        }
+        if !(1024..=rie_proto::MAX_FRAME_LEN).contains(&self.max_frame_bytes) {
+            return Err((
+                "probes.max_frame_bytes",
+                format!("must be between 1024 and {}", rie_proto::MAX_FRAME_LEN),
+            ));
+        }
+        if crate::config::split_host_port(&self.public_address).is_none() {
+            return Err((
+                "probes.public_address",
+                format!(
+                    "{:?} is not host:port; e.g. \"collector.rie.gouv.fr:7443\"",
+                    self.public_address
+                ),
+            ));
+        }
+        Ok(())
     }
 }

@@ -29,12 +29,14 @@
 //!    buckets, in its own transactions, but totals over windows aligned to the coarsest tier
 //!    they reach are exactly equal before and after.
 
+pub mod config;
 pub mod credentials;
 pub mod read;
 pub mod retention;
 pub mod schema;
 pub mod sqlite;
 
+pub use config::StoreConfig;
 pub use read::{Counts, Episode, FlowTotals, LinkMinute, Reader, TalkerTotal};
 pub use sqlite::{open, SqliteStore};
 

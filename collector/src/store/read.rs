@@ -338,4 +338,3 @@ pub fn query_episodes(
     }
     Ok(out)
 }
-

@@ -229,7 +229,8 @@ impl Store for SqliteStore {
 /// Database errors.
 pub fn load(conn: &Connection) -> Result<Loaded, StoreError> {
     let mut out = Loaded::default();
-    let mut stmt = conn.prepare("SELECT site_id, stream, last_seq, updated_ms FROM probe_streams")?;
+    let mut stmt =
+        conn.prepare("SELECT site_id, stream, last_seq, updated_ms FROM probe_streams")?;
     let rows = stmt.query_map([], |r| {
         Ok(StreamMark {
             site: r.get(0)?,
@@ -247,8 +248,9 @@ pub fn load(conn: &Connection) -> Result<Loaded, StoreError> {
         })
     })?;
     out.site_states = rows.collect::<Result<_, _>>()?;
-    let mut stmt = conn
-        .prepare("SELECT site_id, start_ms FROM episodes WHERE kind = 'silent' AND end_ms IS NULL")?;
+    let mut stmt = conn.prepare(
+        "SELECT site_id, start_ms FROM episodes WHERE kind = 'silent' AND end_ms IS NULL",
+    )?;
     let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))?;
     out.open_silent = rows.collect::<Result<_, _>>()?;
     let mut stmt = conn.prepare("SELECT scope, kind, template_id, body FROM netflow_templates")?;

@@ -52,9 +52,9 @@ use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
 
+use crate::commit::{CommitHook, Committed};
 use crate::metrics::Metrics;
 use crate::sites::SiteRegistry;
-use crate::commit::{CommitHook, Committed};
 
 mod backlog;
 mod config;
