@@ -22,9 +22,8 @@ pub use messages::{
     MIN_SUPPORTED_VERSION, PROTOCOL_VERSION,
 };
 pub use model::{
-    EpisodeKind,
-    AvailabilitySample, CheckKind, Direction, FlowAggregate, LinkRole, LinkStatus, SiteState,
-    Technology,
+    AvailabilitySample, CheckKind, Direction, EpisodeKind, FlowAggregate, LinkRole, LinkStatus,
+    SiteState, Technology,
 };
 pub use port_class::PortClass;
 pub use talkers::TopTalker;
