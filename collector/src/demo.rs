@@ -8,9 +8,9 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rie_flow::simulate::{SimulateConfig, Simulator};
 use rie_probe::runner::produce;
 use rie_probe::session::{client_tls, Target};
-use rie_probe::sources::simulate::{SimulateConfig, Simulator};
 use rie_probe::spool::{MemoryOutbox, Outbox};
 use rie_probe::uplink::{self, Identity, Settings, Stats};
 use rie_proto::{LinkRole, SiteId, SiteState, Technology};
@@ -20,9 +20,9 @@ use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::CollectorConfig;
-use crate::ingest::probe_stream::now_ms;
 use crate::inventory::{self, GenerateOptions};
 use crate::{credentials, pki, store, StartError};
+use rie_common::now_ms;
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {

@@ -190,7 +190,7 @@ impl SilenceWatcher {
     /// Scans every `period` until `shutdown`.
     pub fn run(mut self, period: Duration, shutdown: CancellationToken) {
         while !shutdown.is_cancelled() {
-            if let Err(e) = self.scan(crate::ingest::probe_stream::now_ms()) {
+            if let Err(e) = self.scan(rie_common::now_ms()) {
                 tracing::warn!(error = %e, "silent episodes not updated, retrying");
             }
             std::thread::sleep(period);

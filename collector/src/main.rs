@@ -12,7 +12,7 @@ use rie_collector::config::CollectorConfig;
 use rie_collector::demo::{self, DemoOptions};
 use rie_collector::inventory::{self, GenerateOptions};
 use rie_collector::{credentials, pki, store};
-use rie_probe::cli::{wait_for_signal, LogArgs};
+use rie_common::{wait_for_signal, LogArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -501,7 +501,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
             inventory: &inv,
             model: &model,
             period: &period,
-            now_ms: rie_collector::ingest::probe_stream::now_ms(),
+            now_ms: rie_common::now_ms(),
             group_by,
             format,
             locale,
@@ -573,12 +573,7 @@ fn probe_config(
         Some(f) => token_of(f)?,
     };
     let conn = store::open(&cfg.db_path())?;
-    credentials::store(
-        &conn,
-        &s.credential_ref,
-        &token,
-        rie_collector::ingest::probe_stream::now_ms(),
-    )?;
+    credentials::store(&conn, &s.credential_ref, &token, rie_common::now_ms())?;
     let text = format!(
         "# rie-probe configuration for site {id} ({name}), written by rie-collector probe-config.\n\
          # Holds the site's secret token: keep this file readable by the probe user only.\n\

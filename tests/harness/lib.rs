@@ -442,13 +442,6 @@ pub fn batch(seq: u64, flows: Vec<Value>) -> Value {
     serde_json::json!({ "seq": seq, "created_ms": MINUTE * 1000, "flows": flows })
 }
 
-/// Wall clock, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
-}
-
 /// Unix milliseconds as RFC 3339, the way the API writes times.
 pub fn rfc3339(ms: i64) -> String {
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)

@@ -36,8 +36,8 @@ use std::path::Path;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rie_probe::meter::aggregate::{direction_in, Talkers};
-use rie_probe::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
+use rie_flow::aggregate::{direction_in, Talkers};
+use rie_flow::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
 use rie_proto::{Direction, FlowAggregate, TopTalker};
 use rusqlite::{params, Connection, TransactionBehavior};
 use tokio_util::sync::CancellationToken;
@@ -81,7 +81,7 @@ pub enum NetflowStartError {
     #[error("netflow templates: {0}")]
     Templates(#[from] rusqlite::Error),
     #[error(transparent)]
-    Decoder(#[from] rie_probe::netflow::DecoderConfigError),
+    Decoder(#[from] rie_flow::netflow::DecoderConfigError),
     #[error("cannot start the NetFlow thread: {0}")]
     Thread(std::io::Error),
 }
@@ -543,9 +543,7 @@ impl Worker {
             Option<Vec<u8>>,
         >,
     ) -> Result<u64, rusqlite::Error> {
-        let now_ms = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.as_millis() as i64);
+        let now_ms = rie_common::now_ms();
         let tx = self
             .conn
             .transaction_with_behavior(TransactionBehavior::Immediate)?;
