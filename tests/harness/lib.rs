@@ -1,7 +1,7 @@
-//! Test harness for the end-to-end tests in `tests/`: starts the real `rie-collector` and
-//! `rie-probe` binaries (built by `cargo test --workspace`) on loopback with a fresh PKI,
-//! database and the small inventory of `tests/data/inventory`, and reads the collector's API
-//! and metrics. Nothing here is a mock: every test talks TLS to a real collector process.
+//! Test harness for the end-to-end tests in `tests/`: starts the real `rie-collector`,
+//! `rie-probe` and `rie-sim` binaries (built by `cargo test --workspace`) on loopback with a
+//! fresh PKI, database and the small inventory of `tests/data/inventory`, and reads the
+//! collector's API and metrics. Nothing here is a mock: every test talks TLS to a real collector process.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
