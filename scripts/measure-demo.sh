@@ -6,9 +6,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sites=${1:-14000}; warm=${2:-60}; window=${3:-60}
-cargo build --release -p rie-collector >/dev/null
+cargo build --release -p rie-sim >/dev/null
 dir=$(mktemp -d)
-./target/release/rie-collector --log-level warn demo --sites "$sites" --interval 10s \
+./target/release/rie-sim --log-level warn demo --sites "$sites" --interval 10s \
   --duration "$((warm + window + 15))s" --dir "$dir" --api-listen 127.0.0.1:0 >"$dir/out" 2>"$dir/err" &
 pid=$!
 tick=$(getconf CLK_TCK)

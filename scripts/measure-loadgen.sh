@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # National-scale load test: a release `rie-collector serve` on a generated 14,000-site inventory,
-# and `rie-collector loadgen` (another process, same machine) with N simulated probes at one
+# and `rie-sim loadgen` (another process, same machine) with N simulated probes at one
 # batch per interval through the real TLS protocol. Prints the load generator's JSON report
 # (batches/s, ack latency p50/p99/max, produced/acked/stored) and the collector's CPU over a
 # steady window and its peak RSS.
@@ -10,8 +10,9 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 probes=${1:-14000}; duration=${2:-90}; influx=${3:-}
-cargo build --release -p rie-collector >/dev/null
+cargo build --release -p rie-collector -p rie-sim >/dev/null
 bin=./target/release/rie-collector
+sim=./target/release/rie-sim
 dir=$(mktemp -d -p "${DATA_PARENT:-/tmp}")
 trap 'kill "$pid" 2>/dev/null || true; rm -rf "$dir"' EXIT
 $bin inventory generate --sites "$probes" --seed 1 --out "$dir/inv" >/dev/null
@@ -38,7 +39,7 @@ probe_addr=$(grep -o 'probes=[^ ]*' "$dir/serve.out" | cut -d= -f2)
 api_addr=$(grep -o 'api=[^ ]*' "$dir/serve.out" | cut -d= -f2)
 tick=$(getconf CLK_TCK)
 cpu() { awk -v t="$tick" '{print ($14+$15)/t}' "/proc/$1/stat"; }
-$bin --log-level warn loadgen --probes "$probes" --interval 10s --duration "${duration}s" \
+$sim --log-level warn loadgen --probes "$probes" --interval 10s --duration "${duration}s" \
   --address "$probe_addr" --ca "$dir/pki/ca.pem" --data-dir "$dir/data" --inventory "$dir/inv" \
   --metrics "http://$api_addr/metrics" >"$dir/report.json" 2>"$dir/loadgen.err" &
 lg=$!

@@ -13,7 +13,7 @@
 #
 # Usage: scripts/measure-netflow-collector.sh [DATAGRAMS_PER_S=10000] [VERSION=9|10]
 #                                             [DECODE_THREADS=2] [TARGET=rie|nfcapd|nfacctd]
-# Needs: cargo build --release -p rie-collector; cargo bench -p rie-probe --bench netflow_decode --no-run
+# Needs: cargo build --release -p rie-collector; cargo bench -p rie-flow --bench netflow_decode --no-run
 #        nfcapd/nfdump (apt-get install nfdump), nfacctd (apt-get install pmacct) for those targets.
 # Env:   RCVBUF (bytes, default 16777216); NFACCTD_BUFFER (bytes, e.g. 10240): nfacctd's
 #        plugin_buffer_size, with plugin_pipe_size 1000 times that (default: unbuffered, 4 MB).

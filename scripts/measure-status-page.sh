@@ -7,10 +7,10 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 sites=${1:-14000}; warm=${2:-60}
-cargo build -p rie-collector >/dev/null
+cargo build -p rie-sim >/dev/null
 dir=$(mktemp -d)
 port=$((20000 + RANDOM % 20000)); dport=$((port + 1))
-./target/debug/rie-collector --log-level warn demo --sites "$sites" --interval 30s --incident-rate 0.01 \
+./target/debug/rie-sim --log-level warn demo --sites "$sites" --interval 30s --incident-rate 0.01 \
   --duration "$((warm + 120))s" --dir "$dir" --api-listen "127.0.0.1:$port" >"$dir/out" 2>"$dir/err" &
 demo=$!
 chromedriver --port="$dport" >/dev/null 2>&1 &

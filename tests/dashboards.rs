@@ -23,7 +23,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
+use std::time::{Duration, Instant};
 
 use rie_e2e::{send_batches, send_ok, Collector, Guard};
 use serde_json::{json, Value};
@@ -38,13 +38,6 @@ fn free_port() -> u16 {
         .local_addr()
         .unwrap()
         .port()
-}
-
-fn now_s() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .unwrap()
-        .as_secs() as i64
 }
 
 fn require(bin: &str, pkg: &str) {
@@ -350,12 +343,12 @@ fn links_batch(seq: u64, at_ms: i64, links: &[(&str, bool, bool)]) -> Value {
 /// its backup link and some traffic), S3 down, S2 up; plus one record with a bad exporter
 /// address, one refused token and one malformed frame, so that every error family has series.
 fn feed(c: &Collector) {
-    let now_ms = now_s() * 1000;
-    let minute = now_s() / 60 * 60;
+    let now_ms = rie_common::now_ms() / 1000 * 1000;
+    let minute = rie_common::now_ms() / 1000 / 60 * 60;
     let s1 = c.probe_config("S1");
     let mut b = links_batch(1, now_ms, &[("S1-P", false, false), ("S1-B", true, true)]);
     b["samples"] = json!([{
-        "link": "S1-B", "check": "icmp", "target": "10.255.0.1", "start": now_s() - 10,
+        "link": "S1-B", "check": "icmp", "target": "10.255.0.1", "start": rie_common::now_ms() / 1000 - 10,
         "interval_s": 10, "sent": 10, "received": 10, "rtt_avg_us": 42_000
     }]);
     b["flows"] = json!([
@@ -720,7 +713,7 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
     let influx = Influx::start();
     let r = influx.query("CREATE DATABASE rie");
     assert!(r["results"][0]["error"].is_null(), "{r}");
-    influx.write(&schema_points(now_s()));
+    influx.write(&schema_points(rie_common::now_ms() / 1000));
     // Loaded exactly: S1's TCP bytes over the 30 minutes are 30 × 52,000 + (0 + … + 29).
     let r = influx.query(
         "SELECT sum(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1' AND \"protocol\" = 'tcp'",

@@ -11,7 +11,7 @@ use rie_e2e::bin;
 #[test]
 fn demo_reports_every_site_and_stops_cleanly() {
     let dir = tempfile::tempdir().unwrap();
-    let out = Command::new(bin("rie-collector"))
+    let out = Command::new(bin("rie-sim"))
         .args([
             "--log-level",
             "warn",

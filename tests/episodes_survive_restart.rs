@@ -8,7 +8,8 @@
 
 use std::time::Duration;
 
-use rie_e2e::{now_ms, rfc3339, s1_incident, send_ok, Collector};
+use rie_common::now_ms;
+use rie_e2e::{rfc3339, s1_incident, send_ok, Collector};
 use serde_json::{json, Value};
 
 fn episodes(c: &Collector, from_ms: i64, to_ms: i64) -> Vec<Value> {

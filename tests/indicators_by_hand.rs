@@ -477,7 +477,7 @@ fn compaction_keeps_reports_and_totals() {
     assert_eq!(totals_before[0]["by_port_class"]["other"]["bytes"], 403);
     // Rows the pass must move: minutes before the five-minute horizon (floor_5min(now − 2
     // days)), of which those before floor_hour(now − 35 days) go on to the hourly tier.
-    let now_s = rie_e2e::now_ms() / 1000;
+    let now_s = rie_common::now_ms() / 1000;
     let horizon = (now_s - 2 * 86_400) / 300 * 300;
     let fine_horizon = (now_s - 35 * 86_400) / 3600 * 3600;
     let older = |h: i64| -> i64 {

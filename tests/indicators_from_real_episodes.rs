@@ -6,7 +6,8 @@
 
 use std::process::Command;
 
-use rie_e2e::{bin, now_ms, run_ok, s1_incident, send_ok, Collector};
+use rie_common::now_ms;
+use rie_e2e::{bin, run_ok, s1_incident, send_ok, Collector};
 use serde_json::Value;
 
 #[test]

@@ -16,8 +16,9 @@
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use rie_common::now_ms;
 use rie_e2e::site_net::{SiteNet, CORE_POP, MGMT_COLLECTOR};
-use rie_e2e::{fixture, now_ms, parse_rfc3339_ms, Collector, Probe};
+use rie_e2e::{fixture, parse_rfc3339_ms, Collector, Probe};
 use serde_json::Value;
 
 fn state(c: &Collector) -> String {

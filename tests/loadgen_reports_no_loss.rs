@@ -1,4 +1,4 @@
-//! `rie-collector loadgen` against a real collector: every batch the simulated probes produce is
+//! `rie-sim loadgen` against a real collector: every batch the simulated probes produce is
 //! acknowledged and stored, and the report says so with the collector's own count.
 
 // Tests panic on the unexpected: that is their job.
@@ -14,7 +14,7 @@ fn loadgen_counts_match_the_collector() {
     let c = Collector::start();
     let d = c.dir.path();
     let out = run_ok(
-        Command::new(bin("rie-collector"))
+        Command::new(bin("rie-sim"))
             .args(["--log-level", "warn", "loadgen", "--probes", "3"])
             .args(["--interval", "1s", "--duration", "6s", "--warmup", "2s"])
             .args(["--address", &c.probe_addr.to_string(), "--ca"])
@@ -46,7 +46,7 @@ fn loadgen_counts_match_the_collector() {
     assert!(lat["p99"].as_f64().unwrap() <= lat["max"].as_f64().unwrap());
 
     // More probes than the inventory has sites: a clear error.
-    let o = Command::new(bin("rie-collector"))
+    let o = Command::new(bin("rie-sim"))
         .args([
             "loadgen",
             "--probes",

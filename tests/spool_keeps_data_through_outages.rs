@@ -12,7 +12,7 @@ use std::io::Write;
 use std::time::Duration;
 
 use rie_e2e::{Collector, Probe};
-use rie_probe::sources::simulate::{SimulateConfig, Simulator};
+use rie_flow::simulate::{SimulateConfig, Simulator};
 use rie_proto::LinkId;
 
 const SIM: &str =

@@ -18,7 +18,8 @@ use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
 use base64::Engine;
-use rie_e2e::{free_ports, now_ms, send_ok, Collector, Guard};
+use rie_common::now_ms;
+use rie_e2e::{free_ports, send_ok, Collector, Guard};
 use serde_json::{json, Value};
 
 /// WebDriver's key for element references.

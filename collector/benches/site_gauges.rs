@@ -19,10 +19,7 @@ fn main() {
     let dir = tempfile::tempdir().expect("temp dir");
     let (inv, mut sims) = common::national(dir.path());
     let sites = Arc::new(SiteRegistry::new(inv.clone(), SiteThresholds::default()));
-    let now_ms = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .expect("clock")
-        .as_millis() as i64;
+    let now_ms = rie_common::now_ms();
     for (idx, sim) in sims.iter_mut().enumerate() {
         let c = sim.measure(now_ms, Duration::from_secs(10));
         let batch = Batch {

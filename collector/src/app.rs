@@ -149,7 +149,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         &cfg.cluster,
         &store::open(&db)?,
         metrics.clone(),
-        probe_stream::now_ms(),
+        rie_common::now_ms(),
     )?
     .map(Arc::new);
     metrics

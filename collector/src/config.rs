@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use serde::Deserialize;
 
 /// A configuration that cannot be used; the CLI exits with code 2 on it.
-pub type ConfigError = rie_proto::ConfigFileError;
+pub type ConfigError = rie_common::ConfigFileError;
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -78,7 +78,7 @@ impl CollectorConfig {
     /// # Errors
     /// [`ConfigError::Io`] or [`ConfigError::Parse`] naming the file and position.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
-        let mut cfg: Self = rie_proto::read_toml(path)?;
+        let mut cfg: Self = rie_common::read_toml(path)?;
         cfg.source = Some(path.to_path_buf());
         Ok(cfg)
     }

@@ -4,16 +4,14 @@
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::process::ExitCode;
-use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Args, Parser, Subcommand};
 use rie_collector::config::CollectorConfig;
-use rie_collector::demo::{self, DemoOptions};
 use rie_collector::inventory::{self, GenerateOptions};
 use rie_collector::pki;
 use rie_collector::store::{self, credentials};
-use rie_probe::cli::{wait_for_signal, LogArgs};
+use rie_common::{wait_for_signal, LogArgs};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -83,67 +81,9 @@ enum Cmd {
         #[arg(long, value_name = "PROBE_CONFIG")]
         token_from: Option<PathBuf>,
     },
-    /// Collector plus simulated probes on loopback, through the real protocol: data in a minute.
-    Demo {
-        #[arg(long, default_value_t = 300)]
-        sites: usize,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        interval: Duration,
-        /// Stop after this long (default: run until Ctrl-C).
-        #[arg(long, value_parser = humantime::parse_duration)]
-        duration: Option<Duration>,
-        /// Where to put inventory, PKI and database (default: a folder under the temp dir).
-        #[arg(long)]
-        dir: Option<PathBuf>,
-        #[arg(long, default_value = "127.0.0.1:8480")]
-        api_listen: SocketAddr,
-        /// Chance per probe and interval that an incident starts.
-        #[arg(long, default_value_t = 0.001)]
-        incident_rate: f64,
-    },
-    /// Load test: simulated probes against a running collector through the real TLS protocol;
-    /// prints batches/s, ack latency percentiles and losses (JSON report on stdout).
-    Loadgen {
-        #[arg(long, default_value_t = 14_000)]
-        probes: usize,
-        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
-        interval: Duration,
-        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
-        duration: Duration,
-        /// Latencies of the first part (the fleet connecting) are reported apart.
-        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-        warmup: Duration,
-        /// Collector probe address (its certificate must name `localhost`).
-        #[arg(long)]
-        address: String,
-        /// The collector's CA certificate (pki/ca.pem).
-        #[arg(long)]
-        ca: PathBuf,
-        /// The collector's data directory: tokens for the simulated sites are issued in its rie.db.
-        #[arg(long)]
-        data_dir: PathBuf,
-        /// The collector's inventory; its first --probes sites are simulated.
-        #[arg(long)]
-        inventory: PathBuf,
-        /// The collector's /metrics URL, to count the batches it stored.
-        #[arg(long)]
-        metrics: Option<String>,
-        #[arg(long, default_value_t = 1)]
-        seed: u64,
-        #[arg(long, default_value_t = 0.001)]
-        incident_rate: f64,
-    },
     /// Cost and resilience indicators for a period, as CSV, JSON or a French HTML page
     /// (see docs/indicators.md).
     Report(ReportArgs),
-    /// Internal: the demo's simulated probes, in their own process.
-    #[command(hide = true)]
-    DemoProbes {
-        #[arg(long)]
-        plan: PathBuf,
-    },
 }
 
 #[derive(Args)]
@@ -285,50 +225,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             );
             Ok(())
         }
-        Cmd::DemoProbes { plan } => {
-            let text =
-                std::fs::read(&plan).with_context(|| format!("reading {}", plan.display()))?;
-            let plan: demo::ProbePlan = serde_json::from_slice(&text).context("demo probe plan")?;
-            raise_fd_limit(plan.sites.len() as u64 + 1_024);
-            until_signal(|shutdown| demo::run_probes(plan, shutdown))
-        }
-        Cmd::Loadgen {
-            probes,
-            interval,
-            duration,
-            warmup,
-            address,
-            ca,
-            data_dir,
-            inventory,
-            metrics,
-            seed,
-            incident_rate,
-        } => {
-            check_sites(probes)?;
-            raise_fd_limit(probes as u64 + 1_024);
-            let opts = rie_collector::loadgen::LoadgenOptions {
-                probes,
-                interval,
-                duration,
-                warmup,
-                address,
-                ca,
-                data_dir,
-                inventory,
-                metrics_url: metrics,
-                seed,
-                incident_rate,
-            };
-            until_signal(|shutdown| async move {
-                let report = rie_collector::loadgen::run(opts, shutdown).await?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-                Ok::<_, rie_collector::loadgen::LoadgenError>(())
-            })
-        }
         Cmd::Report(args) => report(args),
         Cmd::ProbeConfig {
             cfg,
@@ -337,53 +233,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             address,
             token_from,
         } => probe_config(&build_config(&cfg)?, &site, &out, address, token_from),
-        Cmd::Demo {
-            sites,
-            seed,
-            interval,
-            duration,
-            dir,
-            api_listen,
-            incident_rate,
-        } => {
-            check_sites(sites)?;
-            raise_fd_limit(sites as u64 + 1_024);
-            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("rie-demo"));
-            let opts = DemoOptions {
-                sites,
-                seed,
-                interval,
-                duration,
-                dir,
-                api_listen,
-                incident_rate,
-            };
-            until_signal(|shutdown| demo::run(opts, shutdown))
-        }
     }
 }
 
-/// `--sites` of `inventory generate` and `demo`: the generator numbers exporters up to 65,536.
+/// `--sites` of `inventory generate`: the generator numbers exporters up to 65,536.
 fn check_sites(sites: usize) -> Result<(), UserError> {
     if (1..=60_000).contains(&sites) {
         Ok(())
     } else {
         Err(UserError(format!("--sites {sites}: choose 1 to 60000")))
     }
-}
-
-/// Runs `task` on a fresh runtime with a shutdown token that Ctrl-C or SIGTERM cancels.
-fn until_signal<F, Fut, E>(task: F) -> anyhow::Result<()>
-where
-    F: FnOnce(CancellationToken) -> Fut,
-    Fut: std::future::Future<Output = Result<(), E>>,
-    E: std::error::Error + Send + Sync + 'static,
-{
-    runtime()?.block_on(async move {
-        let shutdown = CancellationToken::new();
-        spawn_signal_handler(shutdown.clone());
-        task(shutdown).await.map_err(anyhow::Error::from)
-    })
 }
 
 fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
@@ -393,8 +252,8 @@ fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
         .context("starting the async runtime")
 }
 
-/// 14,000 probes need 14,000 sockets (twice that for the demo, which holds both ends): lift
-/// the limit, the hard one too when allowed (root, CAP_SYS_RESOURCE).
+/// 14,000 probes need 14,000 sockets: lift the limit, the hard one too when allowed (root,
+/// CAP_SYS_RESOURCE).
 fn raise_fd_limit(want: u64) {
     let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, h)| h);
     if hard < want && rlimit::Resource::NOFILE.set(want, want).is_ok() {
@@ -502,7 +361,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
             inventory: &inv,
             model: &model,
             period: &period,
-            now_ms: rie_collector::ingest::probe_stream::now_ms(),
+            now_ms: rie_common::now_ms(),
             group_by,
             format,
             locale,
@@ -574,12 +433,7 @@ fn probe_config(
         Some(f) => token_of(f)?,
     };
     let conn = store::open(&cfg.db_path())?;
-    credentials::store(
-        &conn,
-        &s.credential_ref,
-        &token,
-        rie_collector::ingest::probe_stream::now_ms(),
-    )?;
+    credentials::store(&conn, &s.credential_ref, &token, rie_common::now_ms())?;
     let text = format!(
         "# rie-probe configuration for site {id} ({name}), written by rie-collector probe-config.\n\
          # Holds the site's secret token: keep this file readable by the probe user only.\n\

@@ -216,7 +216,7 @@ pub struct NetflowMetrics {
     /// Datagrams received, by NetFlow version (`5`, `9`, `10` for IPFIX, `other`).
     pub datagrams: IntCounterVec,
     /// Datagrams or parts of datagrams that could not be used, by reason
-    /// (`rie_probe::netflow::DecodeReason`).
+    /// (`rie_flow::netflow::DecodeReason`).
     pub decode_errors: IntCounterVec,
     /// Flow records decoded, by version.
     pub records: IntCounterVec,
@@ -327,7 +327,7 @@ impl NetflowMetrics {
         for v in ["5", "9", "10", "other"] {
             m.datagrams.with_label_values(&[v]);
         }
-        for r in rie_probe::netflow::DecodeReason::ALL {
+        for r in rie_flow::netflow::DecodeReason::ALL {
             m.decode_errors.with_label_values(&[r.as_str()]);
         }
         for d in ["inbound", "outbound", "unknown"] {

@@ -110,7 +110,7 @@ impl Collector for SiteGauges {
     }
 
     fn collect(&self) -> Vec<MetricFamily> {
-        let now_ms = crate::ingest::probe_stream::now_ms();
+        let now_ms = rie_common::now_ms();
         let views = self.sites.views(now_ms);
         let inv = &self.sites.inventory;
         let mut out: Vec<Vec<Metric>> = vec![Vec::with_capacity(views.len()); FAMILIES.len()];

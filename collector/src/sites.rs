@@ -110,7 +110,7 @@ impl SiteRegistry {
             inventory,
             thresholds,
             live,
-            started_ms: crate::ingest::probe_stream::now_ms(),
+            started_ms: rie_common::now_ms(),
             owned: None,
             member: None,
         }

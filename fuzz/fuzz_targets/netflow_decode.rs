@@ -7,7 +7,7 @@ use std::net::{IpAddr, Ipv4Addr};
 use std::sync::Mutex;
 
 use libfuzzer_sys::fuzz_target;
-use rie_probe::netflow::{Decoder, DecoderConfig};
+use rie_flow::netflow::{Decoder, DecoderConfig};
 
 static DECODER: Mutex<Option<Decoder>> = Mutex::new(None);
 

@@ -10,9 +10,9 @@
 use std::time::Instant;
 
 use etherparse::PacketBuilder;
-use rie_probe::meter::aggregate::{Aggregator, Prefixes};
-use rie_probe::meter::flow_table::{EndReason, FlowRecord, FlowTable, FlowTableConfig};
-use rie_probe::meter::packet::{self, FlowKey};
+use rie_flow::aggregate::{Aggregator, Prefixes};
+use rie_flow::flow_table::{EndReason, FlowKey, FlowRecord, FlowTable, FlowTableConfig};
+use rie_probe::meter::packet;
 use rie_proto::PortClass;
 
 const FLOWS: u32 = 10_000;

@@ -14,7 +14,8 @@ use std::time::Instant;
 use crate::config::{world_or_group_readable, ProbeConfig};
 use crate::session::{Session, SessionError};
 use crate::status::Lang;
-use crate::uplink::{now_ms, Identity};
+use crate::uplink::Identity;
+use rie_common::now_ms;
 
 /// One line of the checklist.
 #[derive(Debug, Clone, PartialEq)]

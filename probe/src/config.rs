@@ -12,10 +12,10 @@ use serde::Deserialize;
 
 use crate::checks::{ChecksConfig, LinkConfig, TargetConfig};
 use crate::session::Target;
-use crate::sources::simulate::SimulateConfig;
+use rie_flow::simulate::SimulateConfig;
 
 /// A probe config that cannot be used (exit code 2).
-pub type ProbeConfigError = rie_proto::ConfigFileError;
+pub type ProbeConfigError = rie_common::ConfigFileError;
 
 /// A secret that never shows in logs or `Debug` output.
 #[derive(Clone, Deserialize)]
@@ -201,8 +201,8 @@ impl Default for MeterConfig {
 }
 
 impl MeterConfig {
-    pub fn table(&self) -> crate::meter::flow_table::FlowTableConfig {
-        crate::meter::flow_table::FlowTableConfig {
+    pub fn table(&self) -> rie_flow::flow_table::FlowTableConfig {
+        rie_flow::flow_table::FlowTableConfig {
             active_timeout: self.active_timeout,
             inactive_timeout: self.inactive_timeout,
             max_flows: self.max_flows,
@@ -289,7 +289,7 @@ impl ProbeConfig {
     /// # Errors
     /// [`ProbeConfigError::Io`] or [`ProbeConfigError::Parse`] (with line and column).
     pub fn load(path: &Path) -> Result<Self, ProbeConfigError> {
-        let mut cfg: Self = rie_proto::read_toml(path)?;
+        let mut cfg: Self = rie_common::read_toml(path)?;
         cfg.source = path.to_path_buf();
         Ok(cfg)
     }

@@ -1,20 +1,17 @@
 //! rie-probe: runs on an RIE site router, measures what crosses the site's access links and
 //! how available they are, and streams batches to the collector.
 //!
-//! Layout: `config` (the one file a technician edits), `sources/` (traffic: live capture,
-//! `simulate` for demos and load tests), `meter/` (the flow table behind capture and pcap
-//! replay), `checks/` (ICMP/TCP/DNS/HTTP availability checks bound to each link), `links`
+//! Layout: `config` (the one file a technician edits), `sources/` (traffic: live capture and
+//! the NetFlow relay), `meter/` (frame parsing and pcap replay into `rie-flow`'s flow table), `checks/` (ICMP/TCP/DNS/HTTP availability checks bound to each link), `links`
 //! (interface and default-route state, failover detection), `spool` (crash-safe disk queue),
 //! `session` (one authenticated TLS connection) and `uplink` (reconnecting sender with acks).
 //! `runner` wires them; `check` and `status` serve the technician.
 
 pub mod check;
 pub mod checks;
-pub mod cli;
 pub mod config;
 pub mod links;
 pub mod meter;
-pub mod netflow;
 pub mod runner;
 pub mod session;
 pub mod sources;

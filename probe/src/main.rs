@@ -4,7 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
-use rie_probe::cli::{wait_for_signal, LogArgs};
+use rie_common::{wait_for_signal, LogArgs};
 use rie_probe::config::ProbeConfig;
 use rie_probe::session::{Session, SessionError};
 use rie_probe::status::Lang;
@@ -266,9 +266,9 @@ async fn cmd_replay(
         Err(e) => return config_error(e),
     };
     let meter = cfg.as_ref().map(|c| c.meter.clone()).unwrap_or_default();
-    let mut agg = rie_probe::meter::aggregate::Aggregator::new(
-        rie_probe::meter::aggregate::Prefixes(meter.site_prefixes.clone()),
-    )
+    let mut agg = rie_flow::aggregate::Aggregator::new(rie_flow::aggregate::Prefixes(
+        meter.site_prefixes.clone(),
+    ))
     .with_top_talkers(meter.top_talkers);
     let s = match rie_probe::meter::pcap::replay(pcap, meter.table(), |r| agg.add(r)) {
         Ok(s) => s,
@@ -296,7 +296,7 @@ async fn cmd_replay(
         Ok(r) => r,
         Err(e) => return config_error(e),
     };
-    let now = rie_probe::uplink::now_ms();
+    let now = rie_common::now_ms();
     let mut talkers = agg.take_top_talkers();
     let mut batches: Vec<Batch> = agg
         .take()

@@ -16,12 +16,13 @@ use tracing::{info, warn};
 use crate::checks::Checker;
 use crate::config::{ProbeConfig, ProbeConfigError};
 use crate::links::{Monitor, Sources};
-use crate::meter::aggregate::Prefixes;
 use crate::sources::capture::LiveMeter;
 use crate::sources::netflow::{NetflowRelay, NetflowRelayError, RelayStats};
-use crate::sources::simulate::Simulator;
 use crate::spool::{Outbox, OutboxState, Spool, SpoolError};
-use crate::uplink::{self, now_ms, Identity, Settings, Stats};
+use crate::uplink::{self, Identity, Settings, Stats};
+use rie_common::now_ms;
+use rie_flow::aggregate::Prefixes;
+use rie_flow::simulate::Simulator;
 
 #[derive(Debug, thiserror::Error)]
 pub enum RunError {

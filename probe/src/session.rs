@@ -124,7 +124,7 @@ impl Session {
         // Stamped as it leaves, after TCP and TLS: the collector measures the clock offset on
         // it, and a handshake slowed by a reconnect storm must not look like a wrong clock.
         let hello = Hello {
-            probe_time_ms: crate::uplink::now_ms(),
+            probe_time_ms: rie_common::now_ms(),
             ..hello
         };
         s.send(&Message::Hello(hello)).await?;

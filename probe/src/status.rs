@@ -2,7 +2,7 @@
 //! technician at the router, without a browser. French by default, English with `--lang en`.
 
 use crate::runner::Status;
-use crate::uplink::now_ms;
+use rie_common::now_ms;
 
 /// Language of technician-facing text.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

@@ -9,6 +9,7 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use rand::Rng;
+use rie_common::now_ms;
 use rie_proto::{Batch, Heartbeat, Hello, Message, RefuseCode, SiteId, PROTOCOL_VERSION};
 use rustls_pki_types::ServerName;
 use tokio::sync::mpsc;
@@ -99,12 +100,6 @@ impl Stats {
             .unwrap_or_else(|p| p.into_inner())
             .clone()
     }
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// How long a stopping probe waits for the acks of batches already sent.

@@ -6,7 +6,6 @@
 //! all use it, and so that its golden fixtures pin the wire format independently of transport.
 
 pub mod codec;
-pub mod config_file;
 pub mod geo;
 pub mod ids;
 pub mod messages;
@@ -15,7 +14,6 @@ pub mod port_class;
 pub mod talkers;
 
 pub use codec::{decode, encode, DecodeError, EncodeError, MAX_FRAME_LEN};
-pub use config_file::{read_toml, ConfigFileError};
 pub use ids::{IdError, LinkId, SiteId};
 pub use messages::{
     Ack, Batch, Heartbeat, HeartbeatAck, Hello, Message, RefuseCode, Refused, Welcome,

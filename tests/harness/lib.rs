@@ -1,7 +1,7 @@
-//! Test harness for the end-to-end tests in `tests/`: starts the real `rie-collector` and
-//! `rie-probe` binaries (built by `cargo test --workspace`) on loopback with a fresh PKI,
-//! database and the small inventory of `tests/data/inventory`, and reads the collector's API
-//! and metrics. Nothing here is a mock: every test talks TLS to a real collector process.
+//! Test harness for the end-to-end tests in `tests/`: starts the real `rie-collector`,
+//! `rie-probe` and `rie-sim` binaries (built by `cargo test --workspace`) on loopback with a
+//! fresh PKI, database and the small inventory of `tests/data/inventory`, and reads the
+//! collector's API and metrics. Nothing here is a mock: every test talks TLS to a real collector process.
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;
@@ -440,13 +440,6 @@ pub fn flow(minute: i64, protocol: u8, flows: u64, packets: u64, bytes: u64) -> 
 
 pub fn batch(seq: u64, flows: Vec<Value>) -> Value {
     serde_json::json!({ "seq": seq, "created_ms": MINUTE * 1000, "flows": flows })
-}
-
-/// Wall clock, Unix milliseconds.
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Unix milliseconds as RFC 3339, the way the API writes times.

@@ -5,7 +5,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use rie_collector::inventory::{self, GenerateOptions, Inventory};
-use rie_probe::sources::simulate::{SimulateConfig, Simulator};
+use rie_flow::simulate::{SimulateConfig, Simulator};
 use rie_proto::LinkRole;
 
 pub fn national(dir: &Path) -> (Arc<Inventory>, Vec<Simulator>) {

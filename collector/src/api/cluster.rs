@@ -151,11 +151,7 @@ async fn cluster_status(
             (m, r.ok())
         })
         .collect();
-    let status = super::web::Status::merge(
-        &members,
-        &st.owner_of,
-        crate::ingest::probe_stream::now_ms(),
-    );
+    let status = super::web::Status::merge(&members, &st.owner_of, rie_common::now_ms());
     ([(header::CACHE_CONTROL, "no-store")], Json(status)).into_response()
 }
 

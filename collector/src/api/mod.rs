@@ -16,10 +16,10 @@ use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
-use crate::ingest::probe_stream::now_ms;
 use crate::metrics::Metrics;
 use crate::sites::{SiteRegistry, SiteView};
 use crate::store::Reader;
+use rie_common::now_ms;
 
 #[derive(Clone)]
 pub struct AppState {

@@ -252,7 +252,7 @@ impl CommitStage {
 
     fn commit_group(&mut self, group: &mut Vec<Request>) {
         let started = Instant::now();
-        let now_ms = crate::ingest::probe_stream::now_ms();
+        let now_ms = rie_common::now_ms();
         let mut set = WriteSet {
             now_ms,
             ..WriteSet::default()

@@ -11,7 +11,7 @@ use std::path::Path;
 use serde::{Deserialize, Serialize};
 
 /// A cost file that cannot be used; names the file and the key.
-pub type CostsError = rie_proto::ConfigFileError;
+pub type CostsError = rie_common::ConfigFileError;
 
 /// How a shared cost is split over sites.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
@@ -211,7 +211,7 @@ impl CostModel {
     /// # Errors
     /// [`CostsError`] naming the file and, for bad values, the key.
     pub fn load(path: &Path) -> Result<Self, CostsError> {
-        let model: CostModel = rie_proto::read_toml(path)?;
+        let model: CostModel = rie_common::read_toml(path)?;
         model.validate(&path.display().to_string())?;
         Ok(model)
     }

@@ -38,8 +38,8 @@ use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rie_probe::meter::aggregate::{direction_in, Talkers};
-use rie_probe::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
+use rie_flow::aggregate::{direction_in, Talkers};
+use rie_flow::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
 use rie_proto::{Direction, TopTalker};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
@@ -63,7 +63,7 @@ pub enum NetflowStartError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Decoder(#[from] rie_probe::netflow::DecoderConfigError),
+    Decoder(#[from] rie_flow::netflow::DecoderConfigError),
     #[error("cannot start the NetFlow thread: {0}")]
     Thread(std::io::Error),
 }

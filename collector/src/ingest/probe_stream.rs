@@ -13,6 +13,7 @@ use std::time::Duration;
 
 use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
+use rie_common::now_ms;
 use rie_proto::{
     Ack, HeartbeatAck, Hello, Message, RefuseCode, Refused, Welcome, MIN_SUPPORTED_VERSION,
     PROTOCOL_VERSION,
@@ -49,12 +50,6 @@ pub struct Context {
     /// Cluster: asks the other members for a stream's mark when this one has no current mark
     /// (a site that changed owner); `None` without peers.
     pub marks: Option<Arc<crate::stream_marks::MarkLookup>>,
-}
-
-pub fn now_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_millis() as i64)
 }
 
 /// Accepts probe connections until `shutdown`; connection tasks go on `tracker` so that the

@@ -521,7 +521,7 @@ impl Compactor {
         wait(Duration::from_secs(5));
         while !stop.is_cancelled() {
             let started = Instant::now();
-            let now = crate::ingest::probe_stream::now_ms() / 1000;
+            let now = rie_common::now_ms() / 1000;
             match self.pass(now, &stop) {
                 Ok(s) if s.rolled + s.expired > 0 => tracing::info!(
                     rolled = s.rolled,

@@ -2,7 +2,7 @@
 //! migrations, and the `schema_version` table that says which have been applied.
 //!
 //! Owns all DDL of the embedded store; nothing else in the collector creates a table. May
-//! import only `rusqlite` (it is the SQLite backend's schema: a PostgreSQL backend brings its
+//! import only `rusqlite` and `rie_common` (it is the SQLite backend's schema: a PostgreSQL backend brings its
 //! own, with the same numbering).
 //!
 //! Rules:
@@ -99,7 +99,7 @@ pub fn migrate(conn: &Connection) -> Result<i64, SchemaError> {
             (m.apply)(conn)?;
             conn.execute(
                 "INSERT INTO schema_version(version, name, applied_ms) VALUES (?1, ?2, ?3)",
-                rusqlite::params![m.version, m.name, rie_now_ms()],
+                rusqlite::params![m.version, m.name, rie_common::now_ms()],
             )?;
             Ok(())
         })();
@@ -126,10 +126,6 @@ pub fn version(conn: &Connection) -> Result<i64, rusqlite::Error> {
         .optional()?
         .flatten()
         .unwrap_or(0))
-}
-
-fn rie_now_ms() -> i64 {
-    crate::ingest::probe_stream::now_ms()
 }
 
 /// Version 1: the tables of release 0.1, created if missing; on a database of an earlier

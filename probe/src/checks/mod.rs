@@ -324,7 +324,7 @@ impl Job {
         let spacing = self.interval / self.attempts.max(1);
         let mut seq: u16 = 0;
         loop {
-            let start_ms = crate::uplink::now_ms();
+            let start_ms = rie_common::now_ms();
             let started = tokio::time::Instant::now();
             let mut rtts = Vec::with_capacity(self.attempts as usize);
             for i in 0..self.attempts {

@@ -7,10 +7,10 @@ use std::path::Path;
 
 use pcap_parser::data::{get_packetdata, PacketData};
 use pcap_parser::{Block, Linktype, PcapBlockOwned, PcapError};
+use rie_flow::flow_table::{FlowRecord, FlowTable, FlowTableConfig, PacketMeta};
 use serde::Serialize;
 
-use super::flow_table::{FlowRecord, FlowTable, FlowTableConfig};
-use super::packet::{self, PacketMeta};
+use super::packet;
 
 #[derive(Debug, thiserror::Error)]
 pub enum PcapReadError {

@@ -16,10 +16,10 @@ use std::time::Duration;
 use rie_proto::FlowAggregate;
 use tracing::{error, info, warn};
 
-use crate::meter::aggregate::{Aggregator, Prefixes};
-use crate::meter::flow_table::{FlowTable, FlowTableConfig};
 use crate::meter::packet;
 use crate::sources::packet_diag::{self, DropCounter};
+use rie_flow::aggregate::{Aggregator, Prefixes};
+use rie_flow::flow_table::{FlowTable, FlowTableConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {

@@ -1,5 +1,5 @@
 //! NetFlow relay: the site router exports NetFlow v5/v9/IPFIX to the probe, which decodes it
-//! (`crate::netflow`), sums it into minute aggregates with the direction decided against the
+//! (`rie_flow::netflow`), sums it into minute aggregates with the direction decided against the
 //! site's prefixes, counts the top remote prefixes per minute like the capture meter
 //! ([`Talkers`], `[meter] top_talkers`), and hands both to the producer at each batch, so that
 //! they are spooled and acknowledged like capture data. One thread owns the socket and the
@@ -17,8 +17,8 @@ use std::time::Duration;
 use rie_proto::{FlowAggregate, TopTalker};
 use tracing::{info, warn};
 
-use crate::meter::aggregate::{Prefixes, Talkers};
-use crate::netflow::{Aggregator, Decoder, DecoderConfig};
+use rie_flow::aggregate::{Prefixes, Talkers};
+use rie_flow::netflow::{Aggregator, Decoder, DecoderConfig};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetflowRelayError {
@@ -29,7 +29,7 @@ pub enum NetflowRelayError {
         source: std::io::Error,
     },
     #[error(transparent)]
-    Decoder(#[from] crate::netflow::DecoderConfigError),
+    Decoder(#[from] rie_flow::netflow::DecoderConfigError),
 }
 
 /// Counters the status file shows.

@@ -22,8 +22,8 @@ use rie_proto::SiteState;
 use serde::{Deserialize, Serialize};
 
 use super::AppState;
-use crate::ingest::probe_stream::now_ms;
 use crate::sites::SiteView;
+use rie_common::now_ms;
 
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");

@@ -461,7 +461,7 @@ impl Intake {
             return;
         }
         let delay = self.shared.cfg.traffic_delay;
-        let now_s = crate::ingest::probe_stream::now_ms().div_euclid(1000);
+        let now_s = rie_common::now_ms().div_euclid(1000);
         let mut due: Vec<(usize, i64)> = self
             .dirty
             .iter()
@@ -496,7 +496,7 @@ async fn periodic(
     let cfg = sink.shared.cfg.clone();
     // Episodes closed in the hour before a start are written again (idempotent), in case the
     // previous run stopped before writing their close.
-    let mut episodes_since = crate::ingest::probe_stream::now_ms() - 3_600_000;
+    let mut episodes_since = rie_common::now_ms() - 3_600_000;
     let mut tick = tokio::time::interval(cfg.health_interval);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     let mut last: Vec<Option<SiteState>> = vec![None; sink.tags.site.len()];
@@ -507,7 +507,7 @@ async fn periodic(
             _ = shutdown.cancelled() => return,
             _ = tick.tick() => {}
         }
-        let now_ms = crate::ingest::probe_stream::now_ms();
+        let now_ms = rie_common::now_ms();
         let now = now_ms.div_euclid(1000);
         let slot = now.div_euclid(period) * period;
         let full = last_full != Some(slot);
@@ -592,7 +592,7 @@ mod tests {
         let shutdown = CancellationToken::new();
         let tracker = tokio_util::task::TaskTracker::new();
         let db = dir.path().join("rie.db");
-        let now = crate::ingest::probe_stream::now_ms();
+        let now = rie_common::now_ms();
         crate::store::open(&db)
             .unwrap()
             .execute_batch(&format!(

@@ -4,7 +4,7 @@
 //! UDP on loopback: a sender thread, a receiving socket with an 8 MiB buffer request, the
 //! receiver decoding as it goes; reports records/s and datagrams lost.
 //!
-//! Run: `cargo bench -p rie-probe --bench netflow_decode` (figures in docs/performance.md);
+//! Run: `cargo bench -p rie-flow --bench netflow_decode` (figures in docs/performance.md);
 //! `NETFLOW_BENCH_ONLY=memory` runs only the in-memory figures. The "with sites" figure adds
 //! what the collector does per record since NetFlow has directions and top talkers: the
 //! exporter's site looked up once per datagram, the direction against that site's two
@@ -22,8 +22,8 @@ use std::time::{Duration, Instant};
 use std::collections::HashMap;
 
 use ipnet::IpNet;
-use rie_probe::meter::aggregate::{direction_in, Talkers};
-use rie_probe::netflow::{Aggregator, Decoder, DecoderConfig};
+use rie_flow::aggregate::{direction_in, Talkers};
+use rie_flow::netflow::{Aggregator, Decoder, DecoderConfig};
 use rie_proto::Direction;
 
 const RECORDS_PER_PACKET: u32 = 30;

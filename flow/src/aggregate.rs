@@ -17,8 +17,7 @@ use std::net::IpAddr;
 use ipnet::IpNet;
 use rie_proto::{Direction, FlowAggregate, PortClass, TopTalker};
 
-use super::flow_table::FlowRecord;
-use super::packet::FlowKey;
+use crate::flow_table::{FlowKey, FlowRecord};
 
 /// The site's own address ranges.
 #[derive(Debug, Clone, Default)]
@@ -243,7 +242,7 @@ impl Aggregator {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::meter::flow_table::EndReason;
+    use crate::flow_table::EndReason;
     use std::net::IpAddr;
 
     #[test]

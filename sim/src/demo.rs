@@ -1,4 +1,4 @@
-//! `rie-collector demo`: a national RIE in one process, for a newcomer's first minute. It
+//! `rie-sim demo`: a national RIE in one process, for a newcomer's first minute. It
 //! generates an inventory, a PKI and a credential per site, starts the real collector (same
 //! `run` as `serve`, embedded store on disk) and one simulated probe per site that speaks the
 //! real protocol over TLS on loopback, then prints where to look and a live summary line.
@@ -8,9 +8,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use rie_collector::config::CollectorConfig;
+use rie_collector::inventory::{self, GenerateOptions};
+use rie_collector::store::{self, credentials};
+use rie_collector::{pki, StartError};
+use rie_common::now_ms;
+use rie_flow::simulate::{SimulateConfig, Simulator};
 use rie_probe::runner::produce;
 use rie_probe::session::{client_tls, Target};
-use rie_probe::sources::simulate::{SimulateConfig, Simulator};
 use rie_probe::spool::{MemoryOutbox, Outbox};
 use rie_probe::uplink::{self, Identity, Settings, Stats};
 use rie_proto::{LinkRole, SiteId, SiteState, Technology};
@@ -18,12 +23,6 @@ use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use tokio_util::sync::CancellationToken;
-
-use crate::config::CollectorConfig;
-use crate::ingest::probe_stream::now_ms;
-use crate::inventory::{self, GenerateOptions};
-use crate::store::{self, credentials};
-use crate::{pki, StartError};
 
 #[derive(Debug, Clone)]
 pub struct DemoOptions {
@@ -102,13 +101,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     cfg.sites.silent_after = opts.interval * 3 + Duration::from_secs(2);
     // The collector stops after the probes, so that none of them sees it go away.
     let collector_stop = CancellationToken::new();
-    let running = match crate::run(cfg.clone(), collector_stop.clone()).await {
+    let running = match rie_collector::run(cfg.clone(), collector_stop.clone()).await {
         Err(StartError::Bind {
             what: "api.listen", ..
         }) => {
             // Someone has the default port: take any free one rather than fail a first run.
             cfg.api.listen = SocketAddr::from(([127, 0, 0, 1], 0));
-            crate::run(cfg, collector_stop.clone()).await?
+            rie_collector::run(cfg, collector_stop.clone()).await?
         }
         other => other?,
     };
@@ -281,7 +280,7 @@ pub struct SimSite {
     pub sim: SimulateConfig,
 }
 
-/// Starts `rie-collector demo-probes` on a plan file. The probes live in their own process so
+/// Starts `rie-sim demo-probes` on a plan file. The probes live in their own process so
 /// that each side of 14,000 connections has its own file-descriptor budget, as in real life.
 async fn spawn_probe_process(
     plan: &ProbePlan,
@@ -305,7 +304,7 @@ async fn spawn_probe_process(
         .map_err(io)
 }
 
-/// Body of `rie-collector demo-probes`: runs every simulated probe of the plan until stdin
+/// Body of `rie-sim demo-probes`: runs every simulated probe of the plan until stdin
 /// closes (the demo stopping, or dying) or `shutdown`.
 ///
 /// # Errors

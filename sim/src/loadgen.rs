@@ -1,4 +1,4 @@
-//! `rie-collector loadgen`: N simulated probes (the demo's, see `demo::spawn_probes`) against a
+//! `rie-sim loadgen`: N simulated probes (the demo's, see `demo::spawn_probes`) against a
 //! running collector through the real TLS protocol, each sending realistic batches (8 flow
 //! aggregates, one availability sample and one status per link) every interval; reports
 //! batches/s, send-to-ack latency percentiles and losses (batches produced vs acknowledged vs
@@ -14,13 +14,13 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use rie_collector::inventory;
 use rie_probe::spool::{Outbox, OutboxState};
 use rie_proto::Batch;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
 use crate::demo::{self, DemoError, ProbePlan};
-use crate::inventory;
 
 #[derive(Debug, Clone)]
 pub struct LoadgenOptions {
@@ -51,7 +51,7 @@ pub enum LoadgenError {
     #[error(transparent)]
     Demo(#[from] DemoError),
     #[error(transparent)]
-    Store(#[from] crate::store::StoreError),
+    Store(#[from] rie_collector::store::StoreError),
 }
 
 /// Counters shared by every simulated probe.

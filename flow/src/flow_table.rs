@@ -8,9 +8,29 @@
 //! slice) and its packets and bytes exactly once across the slices.
 
 use std::collections::HashMap;
+use std::net::IpAddr;
 use std::time::Duration;
 
-use super::packet::{FlowKey, PacketMeta};
+/// The 5-tuple a flow is keyed by. ICMP flows use type and code as the destination "port"
+/// (type × 256 + code), as NetFlow exporters do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct FlowKey {
+    pub src: IpAddr,
+    pub dst: IpAddr,
+    pub sport: u16,
+    pub dport: u16,
+    pub proto: u8,
+}
+
+/// What the flow table needs from one packet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct PacketMeta {
+    pub key: FlowKey,
+    /// IP-layer length: IPv4 total length, or IPv6 payload length plus its 40-byte header.
+    pub ip_len: u32,
+    /// TCP FIN or RST seen: the flow is ending.
+    pub fin_or_rst: bool,
+}
 
 /// Why a flow record was emitted.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -1,5 +1,5 @@
-//! Process plumbing shared by the `rie-probe` and `rie-collector` binaries: log set-up and the
-//! shutdown signal. (The collector links this crate anyway, for its demo's simulated probes.)
+//! Process plumbing shared by the `rie-probe`, `rie-collector` and `rie-sim` binaries: log
+//! set-up and the shutdown signal.
 
 /// Log line format.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]

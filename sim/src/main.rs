@@ -1,0 +1,242 @@
+//! `rie-sim` command line: the demo (collector plus simulated probes on loopback) and the load
+//! generator (simulated probes against a running collector). Exit codes: 0 success, 1 runtime
+//! failure, 2 a problem in the user's flags, with a message naming the fix.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Duration;
+
+use anyhow::Context;
+use clap::{Parser, Subcommand};
+use rie_common::{wait_for_signal, LogArgs};
+use rie_sim::demo::{self, DemoOptions};
+use tokio_util::sync::CancellationToken;
+
+#[derive(Parser)]
+#[command(
+    name = "rie-sim",
+    version,
+    about = "RIE telemetry simulator: the demo (collector plus simulated probes) and the load generator"
+)]
+struct Cli {
+    #[command(flatten)]
+    log: LogArgs,
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// Collector plus simulated probes on loopback, through the real protocol: data in a minute.
+    Demo {
+        #[arg(long, default_value_t = 300)]
+        sites: usize,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        /// Stop after this long (default: run until Ctrl-C).
+        #[arg(long, value_parser = humantime::parse_duration)]
+        duration: Option<Duration>,
+        /// Where to put inventory, PKI and database (default: a folder under the temp dir).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[arg(long, default_value = "127.0.0.1:8480")]
+        api_listen: SocketAddr,
+        /// Chance per probe and interval that an incident starts.
+        #[arg(long, default_value_t = 0.001)]
+        incident_rate: f64,
+    },
+    /// Load test: simulated probes against a running collector through the real TLS protocol;
+    /// prints batches/s, ack latency percentiles and losses (JSON report on stdout).
+    Loadgen {
+        #[arg(long, default_value_t = 14_000)]
+        probes: usize,
+        #[arg(long, default_value = "10s", value_parser = humantime::parse_duration)]
+        interval: Duration,
+        #[arg(long, default_value = "60s", value_parser = humantime::parse_duration)]
+        duration: Duration,
+        /// Latencies of the first part (the fleet connecting) are reported apart.
+        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
+        warmup: Duration,
+        /// Collector probe address (its certificate must name `localhost`).
+        #[arg(long)]
+        address: String,
+        /// The collector's CA certificate (pki/ca.pem).
+        #[arg(long)]
+        ca: PathBuf,
+        /// The collector's data directory: tokens for the simulated sites are issued in its rie.db.
+        #[arg(long)]
+        data_dir: PathBuf,
+        /// The collector's inventory; its first --probes sites are simulated.
+        #[arg(long)]
+        inventory: PathBuf,
+        /// The collector's /metrics URL, to count the batches it stored.
+        #[arg(long)]
+        metrics: Option<String>,
+        #[arg(long, default_value_t = 1)]
+        seed: u64,
+        #[arg(long, default_value_t = 0.001)]
+        incident_rate: f64,
+    },
+    /// Internal: the demo's simulated probes, in their own process.
+    #[command(hide = true)]
+    DemoProbes {
+        #[arg(long)]
+        plan: PathBuf,
+    },
+}
+
+/// An error the user fixes in their flags: exit code 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+struct UserError(String);
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    cli.log.init();
+    match real_main(cli) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            if e.chain()
+                .any(|c| c.is::<UserError>() || is_user_start_error(c))
+            {
+                ExitCode::from(2)
+            } else {
+                ExitCode::FAILURE
+            }
+        }
+    }
+}
+
+fn is_user_start_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<rie_collector::StartError>()
+        .is_some_and(|s| s.is_user_error())
+}
+
+fn real_main(cli: Cli) -> anyhow::Result<()> {
+    match cli.cmd {
+        Cmd::DemoProbes { plan } => {
+            let text =
+                std::fs::read(&plan).with_context(|| format!("reading {}", plan.display()))?;
+            let plan: demo::ProbePlan = serde_json::from_slice(&text).context("demo probe plan")?;
+            raise_fd_limit(plan.sites.len() as u64 + 1_024);
+            until_signal(|shutdown| demo::run_probes(plan, shutdown))
+        }
+        Cmd::Loadgen {
+            probes,
+            interval,
+            duration,
+            warmup,
+            address,
+            ca,
+            data_dir,
+            inventory,
+            metrics,
+            seed,
+            incident_rate,
+        } => {
+            check_sites(probes)?;
+            raise_fd_limit(probes as u64 + 1_024);
+            let opts = rie_sim::loadgen::LoadgenOptions {
+                probes,
+                interval,
+                duration,
+                warmup,
+                address,
+                ca,
+                data_dir,
+                inventory,
+                metrics_url: metrics,
+                seed,
+                incident_rate,
+            };
+            until_signal(|shutdown| async move {
+                let report = rie_sim::loadgen::run(opts, shutdown).await?;
+                println!(
+                    "{}",
+                    serde_json::to_string_pretty(&report).unwrap_or_default()
+                );
+                Ok::<_, rie_sim::loadgen::LoadgenError>(())
+            })
+        }
+        Cmd::Demo {
+            sites,
+            seed,
+            interval,
+            duration,
+            dir,
+            api_listen,
+            incident_rate,
+        } => {
+            check_sites(sites)?;
+            raise_fd_limit(sites as u64 + 1_024);
+            let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("rie-demo"));
+            let opts = DemoOptions {
+                sites,
+                seed,
+                interval,
+                duration,
+                dir,
+                api_listen,
+                incident_rate,
+            };
+            until_signal(|shutdown| demo::run(opts, shutdown))
+        }
+    }
+}
+
+/// `--sites` of `demo` and `--probes` of `loadgen`: the inventory generator numbers exporters up
+/// to 65,536.
+fn check_sites(sites: usize) -> Result<(), UserError> {
+    if (1..=60_000).contains(&sites) {
+        Ok(())
+    } else {
+        Err(UserError(format!("--sites {sites}: choose 1 to 60000")))
+    }
+}
+
+/// Runs `task` on a fresh runtime with a shutdown token that Ctrl-C or SIGTERM cancels.
+fn until_signal<F, Fut, E>(task: F) -> anyhow::Result<()>
+where
+    F: FnOnce(CancellationToken) -> Fut,
+    Fut: std::future::Future<Output = Result<(), E>>,
+    E: std::error::Error + Send + Sync + 'static,
+{
+    runtime()?.block_on(async move {
+        let shutdown = CancellationToken::new();
+        spawn_signal_handler(shutdown.clone());
+        task(shutdown).await.map_err(anyhow::Error::from)
+    })
+}
+
+fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("starting the async runtime")
+}
+
+/// 14,000 probes need 14,000 sockets (twice that for the demo, which holds both ends): lift
+/// the limit, the hard one too when allowed (root, CAP_SYS_RESOURCE).
+fn raise_fd_limit(want: u64) {
+    let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, h)| h);
+    if hard < want && rlimit::Resource::NOFILE.set(want, want).is_ok() {
+        return;
+    }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < want => tracing::warn!(limit = n, wanted = want, "open-file limit is low for this many probes; raise it (ulimit -n, or LimitNOFILE= in the unit)"),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}
+
+fn spawn_signal_handler(shutdown: CancellationToken) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing acknowledged work");
+        shutdown.cancel();
+    });
+}
