@@ -69,7 +69,7 @@ impl ClusterConfig {
             };
         }
         for (i, m) in self.members.iter().enumerate() {
-            if crate::config::split_host_port(m).is_none() {
+            if rie_common::split_host_port(m).is_none() {
                 return Err(ClusterConfigError {
                     key: "cluster.members",
                     message: format!(

@@ -114,17 +114,6 @@ impl CollectorConfig {
     }
 }
 
-/// Splits `host:port` (with `[v6]:port` support); `None` when malformed.
-pub fn split_host_port(addr: &str) -> Option<(String, u16)> {
-    let (host, port) = addr.rsplit_once(':')?;
-    let port: u16 = port.parse().ok()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    if host.is_empty() || port == 0 {
-        return None;
-    }
-    Some((host.to_string(), port))
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -180,12 +169,5 @@ mod tests {
             e.contains("key `store.retention.fine_days`") && e.contains("fine_days = 60"),
             "{e}"
         );
-    }
-
-    #[test]
-    fn host_port_split() {
-        assert_eq!(split_host_port("a.b:7443"), Some(("a.b".into(), 7443)));
-        assert_eq!(split_host_port("[::1]:7443"), Some(("::1".into(), 7443)));
-        assert_eq!(split_host_port("a.b"), None);
     }
 }

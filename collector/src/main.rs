@@ -421,7 +421,7 @@ fn probe_config(
         ))
     })?;
     let address = address.unwrap_or_else(|| cfg.probes.public_address.clone());
-    if rie_collector::config::split_host_port(&address).is_none() {
+    if rie_common::split_host_port(&address).is_none() {
         return Err(UserError(format!(
             "--address {address:?}: expected host:port, e.g. collector.rie.gouv.fr:7443"
         ))

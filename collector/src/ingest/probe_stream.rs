@@ -458,7 +458,7 @@ impl ProbesConfig {
                 format!("must be between 1024 and {}", rie_proto::MAX_FRAME_LEN),
             ));
         }
-        if crate::config::split_host_port(&self.public_address).is_none() {
+        if rie_common::split_host_port(&self.public_address).is_none() {
             return Err((
                 "probes.public_address",
                 format!(
