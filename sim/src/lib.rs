@@ -11,4 +11,5 @@
 //! measurement simulator), `rie-common` and `rie-proto`. Nothing of ours imports it.
 
 pub mod demo;
+pub mod fleet;
 pub mod loadgen;

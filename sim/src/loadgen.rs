@@ -1,4 +1,4 @@
-//! `rie-sim loadgen`: N simulated probes (the demo's, see `demo::spawn_probes`) against a
+//! `rie-sim loadgen`: N simulated probes (the demo's, see `fleet::spawn_probes`) against a
 //! running collector through the real TLS protocol, each sending realistic batches (8 flow
 //! aggregates, one availability sample and one status per link) every interval; reports
 //! batches/s, send-to-ack latency percentiles and losses (batches produced vs acknowledged vs
@@ -8,19 +8,16 @@
 //! has its own file-descriptor budget. Tokens are issued in the collector's database (the
 //! collector reads credentials at each hello, so it may be running).
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
-use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rie_collector::inventory;
-use rie_probe::spool::{Outbox, OutboxState};
-use rie_proto::Batch;
 use serde::Serialize;
 use tokio_util::sync::CancellationToken;
 
-use crate::demo::{self, DemoError, ProbePlan};
+use crate::fleet::{self, DemoError, ProbePlan, Recorder};
 
 #[derive(Debug, Clone)]
 pub struct LoadgenOptions {
@@ -52,87 +49,6 @@ pub enum LoadgenError {
     Demo(#[from] DemoError),
     #[error(transparent)]
     Store(#[from] rie_collector::store::StoreError),
-}
-
-/// Counters shared by every simulated probe.
-#[derive(Default)]
-pub struct Recorder {
-    pub produced: AtomicU64,
-    pub acked: AtomicU64,
-    /// Set once the warm-up is over: later latencies are the steady state's.
-    steady: std::sync::atomic::AtomicBool,
-    /// (latency µs, steady) since the last [`Recorder::take`].
-    latencies: Mutex<Vec<(u32, bool)>>,
-}
-
-impl Recorder {
-    fn record(&self, d: Duration) {
-        let us = u32::try_from(d.as_micros()).unwrap_or(u32::MAX);
-        let steady = self.steady.load(Ordering::Relaxed);
-        self.latencies
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .push((us, steady));
-    }
-
-    /// The latencies recorded since the last call.
-    fn take(&self) -> Vec<(u32, bool)> {
-        std::mem::take(&mut *self.latencies.lock().unwrap_or_else(|p| p.into_inner()))
-    }
-}
-
-/// An outbox that times each batch from its first send to its acknowledgement.
-pub struct Timed<O> {
-    inner: O,
-    sent: BTreeMap<u64, Instant>,
-    rec: Option<Arc<Recorder>>,
-}
-
-impl<O: Outbox> Timed<O> {
-    pub fn new(inner: O, rec: Option<Arc<Recorder>>) -> Self {
-        Self {
-            inner,
-            sent: BTreeMap::new(),
-            rec,
-        }
-    }
-}
-
-impl<O: Outbox> Outbox for Timed<O> {
-    fn stream(&self) -> u64 {
-        self.inner.stream()
-    }
-    fn append(&mut self, batch: Batch) -> u64 {
-        if let Some(r) = &self.rec {
-            r.produced.fetch_add(1, Ordering::Relaxed);
-        }
-        self.inner.append(batch)
-    }
-    fn len(&self) -> usize {
-        self.inner.len()
-    }
-    fn get(&mut self, i: usize) -> Option<Batch> {
-        let b = self.inner.get(i)?;
-        if self.rec.is_some() {
-            self.sent.entry(b.seq).or_insert_with(Instant::now);
-        }
-        Some(b)
-    }
-    fn ack(&mut self, seq: u64) {
-        let before = self.inner.len();
-        self.inner.ack(seq);
-        if let Some(r) = &self.rec {
-            r.acked
-                .fetch_add((before - self.inner.len()) as u64, Ordering::Relaxed);
-            let later = self.sent.split_off(&(seq + 1));
-            for (_, at) in std::mem::replace(&mut self.sent, later) {
-                r.record(at.elapsed());
-            }
-        }
-    }
-    fn state(&self) -> OutboxState {
-        self.inner.state()
-    }
 }
 
 /// What `loadgen` prints at the end (JSON).
@@ -218,18 +134,18 @@ pub async fn run(
     let ca_pem = std::fs::read_to_string(&opts.ca)
         .map_err(|e| LoadgenError::Setup(format!("--ca {}: {e}", opts.ca.display())))?;
     let sites = &inv.sites[..opts.probes];
-    let tokens = demo::issue_tokens(&opts.data_dir.join("rie.db"), sites)?;
+    let tokens = fleet::issue_tokens(&opts.data_dir.join("rie.db"), sites)?;
     let plan = ProbePlan {
         address: opts.address.clone(),
         ca_pem,
         interval_ms: opts.interval.as_millis() as u64,
-        sites: demo::sim_sites(&inv, sites, tokens, opts.seed, opts.incident_rate),
+        sites: fleet::sim_sites(&inv, sites, tokens, opts.seed, opts.incident_rate),
     };
     let stored_before = stored(&opts.metrics_url).await?;
     let rec = Arc::new(Recorder::default());
     let stop_producing = CancellationToken::new();
     let stop = CancellationToken::new();
-    let tasks = demo::spawn_probes(
+    let tasks = fleet::spawn_probes(
         plan,
         Some(rec.clone()),
         stop_producing.clone(),

@@ -11,6 +11,7 @@ use anyhow::Context;
 use clap::{Parser, Subcommand};
 use rie_common::{wait_for_signal, LogArgs};
 use rie_sim::demo::{self, DemoOptions};
+use rie_sim::fleet;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -121,9 +122,10 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         Cmd::DemoProbes { plan } => {
             let text =
                 std::fs::read(&plan).with_context(|| format!("reading {}", plan.display()))?;
-            let plan: demo::ProbePlan = serde_json::from_slice(&text).context("demo probe plan")?;
+            let plan: fleet::ProbePlan =
+                serde_json::from_slice(&text).context("demo probe plan")?;
             raise_fd_limit(plan.sites.len() as u64 + 1_024);
-            until_signal(|shutdown| demo::run_probes(plan, shutdown))
+            until_signal(|shutdown| fleet::run_probes(plan, shutdown))
         }
         Cmd::Loadgen {
             probes,
