@@ -11,7 +11,7 @@ use rie_collector::config::CollectorConfig;
 use rie_collector::inventory::{self, GenerateOptions};
 use rie_collector::pki;
 use rie_collector::store::{self, credentials};
-use rie_common::{wait_for_signal, LogArgs};
+use rie_common::LogArgs;
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -171,12 +171,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     match cli.cmd {
         Cmd::Serve(args) => {
             let cfg = build_config(&args)?;
-            runtime()?.block_on(serve(cfg))
+            rie_common::runtime()
+                .context("starting the async runtime")?
+                .block_on(serve(cfg))
         }
         Cmd::Inventory {
             cmd: InventoryCmd::Generate { sites, seed, out },
         } => {
-            check_sites(sites)?;
+            inventory::check_generated_sites(sites).map_err(UserError)?;
             let s = inventory::generate(&GenerateOptions::new(sites, seed), &out)
                 .with_context(|| format!("writing {}", out.display()))?;
             println!(
@@ -236,36 +238,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `--sites` of `inventory generate`: the generator numbers exporters up to 65,536.
-fn check_sites(sites: usize) -> Result<(), UserError> {
-    if (1..=60_000).contains(&sites) {
-        Ok(())
-    } else {
-        Err(UserError(format!("--sites {sites}: choose 1 to 60000")))
-    }
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-/// 14,000 probes need 14,000 sockets: lift the limit, the hard one too when allowed (root,
-/// CAP_SYS_RESOURCE).
-fn raise_fd_limit(want: u64) {
-    let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, h)| h);
-    if hard < want && rlimit::Resource::NOFILE.set(want, want).is_ok() {
-        return;
-    }
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if n < want => tracing::warn!(limit = n, wanted = want, "open-file limit is low for this many probes; raise it (ulimit -n, or LimitNOFILE= in the unit)"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
-}
-
 fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
     let mut cfg = match &a.config {
         Some(p) => CollectorConfig::load(p).map_err(|e| UserError(e.to_string()))?,
@@ -296,18 +268,10 @@ fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
     Ok(cfg)
 }
 
-fn spawn_signal_handler(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: finishing acknowledged work");
-        shutdown.cancel();
-    });
-}
-
 async fn serve(cfg: CollectorConfig) -> anyhow::Result<()> {
-    raise_fd_limit(cfg.probes.max_connections as u64 + 1_024);
+    rie_common::raise_fd_limit(cfg.probes.max_connections as u64 + 1_024);
     let shutdown = CancellationToken::new();
-    spawn_signal_handler(shutdown.clone());
+    rie_common::cancel_on_signal(shutdown.clone());
     let running = rie_collector::run(cfg, shutdown).await?;
     // Printed on stdout so that scripts and tests can find the bound addresses.
     match running.netflow_addr {

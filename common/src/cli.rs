@@ -58,3 +58,41 @@ pub async fn wait_for_signal() {
         }
     }
 }
+
+/// Cancels `shutdown` on Ctrl-C or SIGTERM (from a task on the current runtime), logging it.
+pub fn cancel_on_signal(shutdown: tokio_util::sync::CancellationToken) {
+    tokio::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: finishing acknowledged work");
+        shutdown.cancel();
+    });
+}
+
+/// The multi-threaded runtime every binary's `main` starts.
+///
+/// # Errors
+/// The OS refused threads or an epoll instance.
+pub fn runtime() -> std::io::Result<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+}
+
+/// 14,000 probes need 14,000 sockets (twice that for the demo, which holds both ends): lifts
+/// the open-file limit to `want`, the hard one too when allowed (root, CAP_SYS_RESOURCE), and
+/// warns naming the fix when it stays below.
+pub fn raise_fd_limit(want: u64) {
+    let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, h)| h);
+    if hard < want && rlimit::Resource::NOFILE.set(want, want).is_ok() {
+        return;
+    }
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(n) if n < want => tracing::warn!(
+            limit = n,
+            wanted = want,
+            "open-file limit is low for this many probes; raise it (ulimit -n, or LimitNOFILE= in the unit)"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
+    }
+}

@@ -9,15 +9,18 @@
 //! - [`split_host_port`], the one reading of a `host:port` address (config keys, cluster
 //!   members, the address a probe dials);
 //! - `cli`: the logging flags and set-up ([`LogArgs`], [`init_logs`]) and the shutdown signal
-//!   ([`wait_for_signal`], Ctrl-C or SIGTERM).
+//!   ([`wait_for_signal`], [`cancel_on_signal`], Ctrl-C or SIGTERM), the runtime ([`runtime`])
+//!   and the open-file limit a national fleet needs ([`raise_fd_limit`]).
 //!
-//! It may import only external crates (tokio for the signal, tracing-subscriber, clap, toml,
-//! serde, thiserror), none of ours: every other crate of the workspace may then use it.
+//! It may import only external crates (tokio and tokio-util for the runtime and the signal,
+//! tracing, tracing-subscriber, rlimit, clap, toml, serde, thiserror), none of ours: every other crate of the workspace may then use it.
 
 mod cli;
 mod config_file;
 
-pub use cli::{init_logs, wait_for_signal, LogArgs, LogFormat};
+pub use cli::{
+    cancel_on_signal, init_logs, raise_fd_limit, runtime, wait_for_signal, LogArgs, LogFormat,
+};
 pub use config_file::{read_toml, ConfigFileError};
 
 /// Wall clock, Unix milliseconds (0 if the clock is before 1970).

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rie_common::{wait_for_signal, LogArgs};
+use rie_common::LogArgs;
 use rie_sim::demo::{self, DemoOptions};
 use rie_sim::fleet;
 use tokio_util::sync::CancellationToken;
@@ -124,7 +124,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 std::fs::read(&plan).with_context(|| format!("reading {}", plan.display()))?;
             let plan: fleet::ProbePlan =
                 serde_json::from_slice(&text).context("demo probe plan")?;
-            raise_fd_limit(plan.sites.len() as u64 + 1_024);
+            rie_common::raise_fd_limit(plan.sites.len() as u64 + 1_024);
             until_signal(|shutdown| fleet::run_probes(plan, shutdown))
         }
         Cmd::Loadgen {
@@ -140,8 +140,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             seed,
             incident_rate,
         } => {
-            check_sites(probes)?;
-            raise_fd_limit(probes as u64 + 1_024);
+            rie_collector::inventory::check_generated_sites(probes).map_err(UserError)?;
+            rie_common::raise_fd_limit(probes as u64 + 1_024);
             let opts = rie_sim::loadgen::LoadgenOptions {
                 probes,
                 interval,
@@ -173,8 +173,8 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             api_listen,
             incident_rate,
         } => {
-            check_sites(sites)?;
-            raise_fd_limit(sites as u64 + 1_024);
+            rie_collector::inventory::check_generated_sites(sites).map_err(UserError)?;
+            rie_common::raise_fd_limit(sites as u64 + 1_024);
             let dir = dir.unwrap_or_else(|| std::env::temp_dir().join("rie-demo"));
             let opts = DemoOptions {
                 sites,
@@ -190,16 +190,6 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
     }
 }
 
-/// `--sites` of `demo` and `--probes` of `loadgen`: the inventory generator numbers exporters up
-/// to 65,536.
-fn check_sites(sites: usize) -> Result<(), UserError> {
-    if (1..=60_000).contains(&sites) {
-        Ok(())
-    } else {
-        Err(UserError(format!("--sites {sites}: choose 1 to 60000")))
-    }
-}
-
 /// Runs `task` on a fresh runtime with a shutdown token that Ctrl-C or SIGTERM cancels.
 fn until_signal<F, Fut, E>(task: F) -> anyhow::Result<()>
 where
@@ -207,38 +197,11 @@ where
     Fut: std::future::Future<Output = Result<(), E>>,
     E: std::error::Error + Send + Sync + 'static,
 {
-    runtime()?.block_on(async move {
-        let shutdown = CancellationToken::new();
-        spawn_signal_handler(shutdown.clone());
-        task(shutdown).await.map_err(anyhow::Error::from)
-    })
-}
-
-fn runtime() -> anyhow::Result<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()
-        .context("starting the async runtime")
-}
-
-/// 14,000 probes need 14,000 sockets (twice that for the demo, which holds both ends): lift
-/// the limit, the hard one too when allowed (root, CAP_SYS_RESOURCE).
-fn raise_fd_limit(want: u64) {
-    let hard = rlimit::Resource::NOFILE.get().map_or(0, |(_, h)| h);
-    if hard < want && rlimit::Resource::NOFILE.set(want, want).is_ok() {
-        return;
-    }
-    match rlimit::increase_nofile_limit(u64::MAX) {
-        Ok(n) if n < want => tracing::warn!(limit = n, wanted = want, "open-file limit is low for this many probes; raise it (ulimit -n, or LimitNOFILE= in the unit)"),
-        Ok(_) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
-    }
-}
-
-fn spawn_signal_handler(shutdown: CancellationToken) {
-    tokio::spawn(async move {
-        wait_for_signal().await;
-        tracing::info!("shutdown requested: finishing acknowledged work");
-        shutdown.cancel();
-    });
+    rie_common::runtime()
+        .context("starting the async runtime")?
+        .block_on(async move {
+            let shutdown = CancellationToken::new();
+            rie_common::cancel_on_signal(shutdown.clone());
+            task(shutdown).await.map_err(anyhow::Error::from)
+        })
 }

@@ -159,3 +159,16 @@ impl Inventory {
             .count()
     }
 }
+
+/// The generator numbers exporters up to 65,536: `--sites` of `inventory generate` and of the
+/// simulator stays within 1 to 60,000.
+///
+/// # Errors
+/// The message to show for a count out of range.
+pub fn check_generated_sites(sites: usize) -> Result<(), String> {
+    if (1..=60_000).contains(&sites) {
+        Ok(())
+    } else {
+        Err(format!("--sites {sites}: choose 1 to 60000"))
+    }
+}

@@ -510,7 +510,7 @@ mod tests {
             )
             .unwrap();
         }
-        let err = open(&path).err().expect("a newer schema must be refused");
+        let err = open(&path).expect_err("a newer schema must be refused");
         let msg = err.to_string();
         assert!(
             msg.contains(&format!("schema version {}", LATEST + 1))
@@ -520,5 +520,104 @@ mod tests {
         );
         let conn = Connection::open(&path).unwrap();
         assert_eq!(version(&conn).unwrap(), LATEST + 1);
+    }
+
+    /// `collector/tests/data/release-0.1.sql`: the database the 0.1 collector wrote, made with
+    /// `rie-collector demo --sites 8 --seed 3 --interval 5s --duration 150s
+    /// --incident-rate 0.3` of that release and dumped with `sqlite3 rie.db .dump`. The 0.1 demo
+    /// printed "238 batches stored".
+    const RELEASE_0_1: &str = include_str!("../../tests/data/release-0.1.sql");
+
+    /// Every figure of a database, read with plain SQL from the tables release 0.1 had.
+    fn figures(conn: &Connection) -> Vec<String> {
+        let q = |sql: &str| -> Vec<String> {
+            let mut stmt = conn.prepare(sql).unwrap();
+            let n = stmt.column_count();
+            stmt.query_map([], |r| {
+                Ok((0..n)
+                    .map(|i| format!("{:?}", r.get_ref(i).unwrap()))
+                    .collect::<Vec<_>>()
+                    .join("|"))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        [
+            "SELECT * FROM flow_minute ORDER BY 1, 2, 3, 4, 5",
+            "SELECT * FROM flow_class_minute ORDER BY 1, 2, 3, 4, 5, 6",
+            "SELECT * FROM link_minute ORDER BY 1, 2, 3",
+            "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes ORDER BY 1, 4",
+            "SELECT * FROM probe_streams ORDER BY 1, 2",
+            "SELECT * FROM site_status ORDER BY 1",
+            "SELECT * FROM probe_credentials ORDER BY 1",
+        ]
+        .iter()
+        .flat_map(|sql| q(sql))
+        .collect()
+    }
+
+    #[test]
+    fn a_database_written_by_release_0_1_is_migrated_with_every_figure_intact() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rie.db");
+        let before = {
+            let conn = Connection::open(&path).unwrap();
+            conn.execute_batch(RELEASE_0_1).unwrap();
+            let no_version: i64 = conn
+                .query_row(
+                    "SELECT count(*) FROM sqlite_master WHERE name = 'schema_version'",
+                    [],
+                    |r| r.get(0),
+                )
+                .unwrap();
+            assert_eq!(no_version, 0, "release 0.1 had no schema_version");
+            figures(&conn)
+        };
+        assert_eq!(before.len(), 192 + 192 + 39 + 11 + 8 + 8 + 8);
+
+        let conn = open(&path).unwrap();
+        assert_eq!(version(&conn).unwrap(), LATEST);
+        assert_eq!(figures(&conn), before, "a figure changed in the migration");
+        drop(conn);
+
+        // The read side sees the same totals as the 0.1 tables hold.
+        let reader = Reader::open(&path).unwrap();
+        let t = reader.flow_totals(0, 4_000_000_000, None, None).unwrap();
+        assert_eq!(
+            (t.flows, t.packets, t.bytes),
+            (40_577, 1_978_946, 1_624_145_093)
+        );
+        let by_class: u64 = t.by_port_class.values().map(|c| c.bytes).sum();
+        assert_eq!(by_class, 1_624_145_093);
+        let episodes: usize = (1..=8)
+            .map(|i| {
+                reader
+                    .episodes(&format!("S{i:05}"), 0, i64::MAX)
+                    .unwrap()
+                    .len()
+            })
+            .sum();
+        assert_eq!(episodes, 11);
+        let samples: i64 = (1..=8)
+            .flat_map(|i| {
+                reader
+                    .link_minutes(&format!("S{i:05}"), 0, 4_000_000_000)
+                    .unwrap()
+            })
+            .map(|m| m.sent)
+            .sum();
+        let raw_sent: i64 = Connection::open(&path)
+            .unwrap()
+            .query_row("SELECT sum(sent) FROM link_minute", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(samples, raw_sent);
+
+        // What the collector resumes from: every stream mark and site state of 0.1.
+        let mut store = crate::store::SqliteStore::open(&path).unwrap();
+        let loaded = crate::store::Store::load(&mut store).unwrap();
+        assert_eq!(loaded.marks.len(), 8);
+        assert_eq!(loaded.site_states.len(), 8);
+        assert!(loaded.open_silent.is_empty());
     }
 }
