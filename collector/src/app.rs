@@ -1,5 +1,10 @@
 //! Wires the collector together: inventory, store, probe listener, API, under one cancellation
 //! token. `main` and the tests start the collector through [`run`] the same way.
+//!
+//! Owns: the order of start-up (config check, inventory, PKI, store open and resume, commit
+//! stage thread, sinks, compactor, listeners) and of shutdown (inputs stop, the commit stage
+//! drains its queue, sinks flush). May import every module of the crate; only `main` and the
+//! tests (and `rie-sim`) import it.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -74,7 +79,8 @@ pub struct Running {
     pub influx: Option<InfluxSink>,
     shutdown: CancellationToken,
     tracker: TaskTracker,
-    writer: std::thread::JoinHandle<()>,
+    /// The commit stage thread: joined at shutdown once every input has stopped sending.
+    commit_stage: std::thread::JoinHandle<()>,
     netflow: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -84,13 +90,13 @@ impl Running {
     }
 
     /// Waits for shutdown to be requested and completed: connections answer what they have,
-    /// the store drains its queue and commits, then this returns.
+    /// the NetFlow lanes flush, the commit stage drains its queue and commits, then this returns.
     pub async fn wait(self) {
         self.shutdown.cancelled().await;
         self.tracker.close();
         self.tracker.wait().await;
-        let writer = self.writer;
-        let _ = tokio::task::spawn_blocking(move || writer.join()).await;
+        let commit_stage = self.commit_stage;
+        let _ = tokio::task::spawn_blocking(move || commit_stage.join()).await;
         if let Some(netflow) = self.netflow {
             let _ = tokio::task::spawn_blocking(move || netflow.join()).await;
         }
@@ -194,7 +200,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         path: db.display().to_string(),
         source: rusqlite::Error::ToSqlConversionFailure(Box::new(e)),
     };
-    let writer = std::thread::Builder::new()
+    let commit_stage = std::thread::Builder::new()
         .name("commit-stage".into())
         .spawn(move || stage.run(commit_rx))
         .map_err(thread_err)?;
@@ -297,7 +303,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         influx,
         shutdown,
         tracker,
-        writer,
+        commit_stage,
         netflow,
     })
 }

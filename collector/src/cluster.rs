@@ -6,6 +6,9 @@
 //! owner without talking to the others, and adding a member moves only the sites the new member
 //! wins (about 1/n of them), never a site between two old members. A hello for a site owned by
 //! another member is answered with a redirect (see `ingest::probe_stream`).
+//!
+//! Owns `ClusterConfig` (`[cluster]`), the rendezvous ring and `owner_index`. Imports no other
+//! module of the crate; its HTTP routes are `api::cluster`.
 
 use serde::Deserialize;
 use sha2::{Digest, Sha256};

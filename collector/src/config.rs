@@ -2,6 +2,13 @@
 //! for every key, overridable by command-line flags and environment variables. Parsing and
 //! validation are separate: [`CollectorConfig::validate`] does no I/O and names the key at fault
 //! with an example of a right value.
+//!
+//! Owns: the file's top level (`data_dir`, `inventory`, `costs`) and the assembly of the
+//! sections; each section's type, defaults and checks live beside its component
+//! (`ingest::probe_stream::ProbesConfig`, `ingest::netflow_udp::NetflowConfig`,
+//! `store::StoreConfig`, `sites::SiteThresholds`, `api::ApiConfig`, `pki::TlsConfig`,
+//! `sinks::influx::InfluxConfig`, `cluster::ClusterConfig`). May import those components'
+//! config types; only `app` and `main` import it.
 
 use std::path::{Path, PathBuf};
 

@@ -1,8 +1,17 @@
-//! rie-collector: the central service that receives every RIE site probe's batches.
+//! rie-collector: the central service that receives every RIE site probe's batches and the
+//! NetFlow of routers, stores them, and serves the NOC, technicians and finance.
 //!
-//! Data path: `ingest::probe_stream` (one task per TLS connection) → bounded channel →
-//! `store` (one writer thread: dedup, rollups, group commit, then acks) → `sites` (live state)
-//! → `api` (HTTP JSON and `/metrics`). `run` wires them under one cancellation token.
+//! Floors, top to bottom (a module imports only modules below it; `docs/architecture.md`):
+//! - `main` (CLI) → `app` (wiring, start/stop under one cancellation token) → `config`
+//!   (assembles each component's config);
+//! - `ingest` (`probe_stream`, `netflow_udp`), `api` (every HTTP route), `sinks` (InfluxDB);
+//! - `commit`: the one writer. Every input reaches the store through it (one group commit),
+//!   then one fan-out of what was committed: dedup marks, live site state, episodes, acks, sinks;
+//! - `episodes` (rules), `sites` (live state), `site_gauges`, `indicators`, `reports`;
+//! - `store` (the `Store` interface, its contract, SQLite, one schema), `inventory`, `metrics`,
+//!   `pki`, `cluster`, `stream_marks`.
+//!
+//! Depends on `rie-proto`, `rie-common` and `rie-flow`; never on `rie-probe` or `rie-sim`.
 
 pub mod api;
 pub mod app;

@@ -1,5 +1,9 @@
 //! The collector's own metrics, served at `/metrics`. All names live here, registered in one
 //! registry; label values come from bounded sets (reasons, results), never from input text.
+//!
+//! Owns the one Prometheus registry and the collector-wide series; imports no other module of
+//! the crate (a component's own series, like the InfluxDB sink's, are declared beside it and
+//! registered here at start-up).
 
 use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,

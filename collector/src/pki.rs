@@ -2,6 +2,9 @@
 //! certificate; the collector serves with them and probes verify the server against the CA.
 //! Probes authenticate with per-site tokens (see `credentials`), not client certificates, so a
 //! site can be re-enrolled by handing out one file.
+//!
+//! Owns the private CA, the server certificate and `TlsConfig` (`[tls]`). Imports no other
+//! module of the crate.
 
 use serde::Deserialize;
 use std::path::{Path, PathBuf};

@@ -11,6 +11,8 @@
 //! has said hello); per link: `rie_link_up`, `rie_link_rtt_seconds`, `rie_link_loss_ratio` (the
 //! last two only once measured). The count for the national inventory is in
 //! `docs/availability.md`.
+//!
+//! May import `sites` only (it reads views at scrape time).
 
 use std::sync::Arc;
 

@@ -1,8 +1,12 @@
 //! Live state of every site: who is connected, when each probe last reported, which link
 //! carries the traffic, and the resulting state (up, degraded, on_backup, down, silent,
-//! unknown). Updated by connections (hello, heartbeat) and by the store writer after each
+//! unknown). Updated by connections (hello, heartbeat) and by the commit stage after each
 //! commit; read by the API and the demo. A single `std::sync::Mutex` over a `Vec` indexed like
 //! the inventory: critical sections are a few field writes, so an async lock would only add cost.
+//!
+//! Owns: each site's live state and its rules (`advance`), `SiteThresholds` (`[sites]`).
+//! May import `inventory`; the commit stage applies what it committed, connections record
+//! hellos and heartbeats, `api` and `site_gauges` read views.
 
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
@@ -228,7 +232,7 @@ impl SiteRegistry {
         self.lock()[idx].clone()
     }
 
-    /// The state a site will have once `batch` is stored, from `base` (the store writer chains
+    /// The state a site will have once `batch` is stored, from `base` (the commit stage chains
     /// several batches of one site in one commit), and the state change if there is one. Pure
     /// with respect to the registry, so the writer can persist both in the batch's transaction
     /// and [`SiteRegistry::apply`] the state after.

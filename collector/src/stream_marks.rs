@@ -22,6 +22,9 @@
 //! (availability included) for as long as any member is down; the residual risk (documented in
 //! `docs/scaling.md`) is at most `max_in_flight` batches stored twice, and only if the
 //! unreachable peer is the one that held the site and had lost acks at the moment of the move.
+//!
+//! May import `cluster`, `commit` (the dedup index), `store`, `metrics`. Its route is
+//! `api::cluster`.
 
 use std::collections::HashSet;
 use std::sync::{Arc, Mutex};

@@ -6,6 +6,8 @@
 //! (interface and default-route state, failover detection), `spool` (crash-safe disk queue),
 //! `session` (one authenticated TLS connection) and `uplink` (reconnecting sender with acks).
 //! `runner` wires them; `check` and `status` serve the technician.
+//!
+//! May import `rie-proto`, `rie-common` and `rie-flow`; never the collector.
 
 pub mod check;
 pub mod checks;

@@ -4,6 +4,8 @@
 //!
 //! This crate has no async runtime in it, so that the probe, the collector, tests and tools can
 //! all use it, and so that its golden fixtures pin the wire format independently of transport.
+//!
+//! May import no crate of ours: every other crate stands on it.
 
 pub mod codec;
 pub mod geo;

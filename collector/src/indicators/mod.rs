@@ -12,6 +12,9 @@
 //! sites by largest remainder ([`costs::allocate`]), so per-site costs sum exactly to the total.
 //! Ratios (per agent, per Mbit/s) are computed once from integer sums and rounded half up to the
 //! cent. Availability figures are ratios of integer milliseconds, rounded only for display.
+//!
+//! May import `inventory` and `store` (it reads the rollups through `store::Reader::with_conn`:
+//! the one read of the store outside `store` that is still SQL).
 
 pub mod costs;
 pub mod period;

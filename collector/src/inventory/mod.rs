@@ -2,6 +2,9 @@
 //! (`sites.csv`, `links.csv`). Everything downstream (authentication, site states, metric
 //! labels, indicators) keys on it, so it is validated whole at start-up and every error names
 //! the file, line, column and the fix.
+//!
+//! Owns: the sites and links CSV (`load`) and the synthetic national inventory (`generate`).
+//! Imports no other module of the crate: it is the floor everything stands on.
 
 mod generate;
 mod load;

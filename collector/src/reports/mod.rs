@@ -1,6 +1,8 @@
 //! Finance reports: the indicators of one period rendered as CSV (stable columns, optional
 //! French locale), JSON (the [`Report`] as is, same as `GET /api/v1/indicators`) or one
 //! self-contained French HTML page with inline SVG charts and the methodology.
+//!
+//! May import `indicators` and `inventory`; used by the CLI (`rie-collector report`).
 
 mod html;
 mod progress;

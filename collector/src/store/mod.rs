@@ -58,7 +58,7 @@ pub enum StoreError {
     },
     #[error("database: {0}")]
     Sql(#[from] rusqlite::Error),
-    #[error("the store writer has stopped")]
+    #[error("the commit stage has stopped")]
     Closed,
 }
 

@@ -107,6 +107,19 @@ fn sum_by_key(
     Ok(rows.collect::<Result<_, _>>()?)
 }
 
+/// One row of a site minute's traffic ([`Reader::minute_traffic`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MinuteTraffic {
+    /// From a NetFlow exporter (else the probe's own capture).
+    pub netflow: bool,
+    pub protocol: i64,
+    /// `rie_proto::Direction::as_i64`.
+    pub direction: i64,
+    pub flows: i64,
+    pub packets: i64,
+    pub bytes: i64,
+}
+
 /// Read side for the API, on its own connection.
 pub struct Reader {
     conn: Mutex<Connection>,
@@ -250,6 +263,80 @@ impl Reader {
                 rtt_sum_us: r.get(5)?,
                 rtt_n: r.get(6)?,
                 rtt_max_us: r.get(7)?,
+            })
+        })?;
+        Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Episodes open now or closed at or after `closed_since_ms`, oldest first, with their
+    /// site: what the InfluxDB sink rewrites (an open episode's duration grows).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn episodes_open_or_closed_since(
+        &self,
+        closed_since_ms: i64,
+    ) -> Result<Vec<(String, Episode)>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
+             WHERE end_ms IS NULL OR end_ms >= ?1 ORDER BY start_ms",
+        )?;
+        let rows = stmt.query_map([closed_since_ms], |r| {
+            let kind: String = r.get(1)?;
+            Ok((
+                r.get::<_, String>(0)?,
+                kind,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (site, kind, link, start_ms, end_ms, cause) = row?;
+            // A kind this collector does not know (written by a newer one) is not shown.
+            let Some(kind) = EpisodeKind::parse(&kind) else {
+                continue;
+            };
+            out.push((
+                site,
+                Episode {
+                    kind,
+                    start_ms,
+                    end_ms,
+                    link,
+                    cause,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// The running totals of one site minute, one row per source (probe or NetFlow),
+    /// protocol and direction: what the InfluxDB sink writes as `site_traffic`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn minute_traffic(
+        &self,
+        site: &str,
+        minute: i64,
+    ) -> Result<Vec<MinuteTraffic>, StoreError> {
+        let conn = self.conn();
+        let mut stmt = conn.prepare_cached(
+            "SELECT exporter <> '', protocol, direction, flows, packets, bytes
+             FROM flow_minute WHERE site_id = ?1 AND minute = ?2",
+        )?;
+        let rows = stmt.query_map(params![site, minute], |r| {
+            Ok(MinuteTraffic {
+                netflow: r.get(0)?,
+                protocol: r.get(1)?,
+                direction: r.get(2)?,
+                flows: r.get(3)?,
+                packets: r.get(4)?,
+                bytes: r.get(5)?,
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)

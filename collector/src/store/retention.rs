@@ -3,7 +3,7 @@
 //! compaction job that moves old rows down a tier and deletes what is past the last horizon.
 //!
 //! Design (see docs/storage.md):
-//! - Tiers: `*_minute` (written by the store writer, the NetFlow input; read by the InfluxDB
+//! - Tiers: `*_minute` (written by the commit stage from probe batches and NetFlow; read by the InfluxDB
 //!   sink and the status page) kept `minute_days` (default 2, the live window), `*_5min` kept
 //!   `fine_days` (default 35), `*_hour` kept `hour_days` (400), `*_day` kept `day_years` (5).
 //!   Same columns per family; the first column is the bucket start in Unix seconds (UTC, like
@@ -17,7 +17,7 @@
 //! - Crash safety: each chunk rolls up a bounded number of source rows and deletes exactly
 //!   those rows in one `BEGIN IMMEDIATE` transaction, so a crash never counts a row twice nor
 //!   loses it.
-//! - No stall: chunks are small and the job sleeps between them, so the store writer (which
+//! - No stall: chunks are small and the job sleeps between them, so the commit stage (which
 //!   waits on SQLite's busy handler) gets the write lock between two chunks. The job never
 //!   touches minutes newer than the minute horizon (at least one day old).
 //! - Readers (`flow_rollup`, `link_rollup`, `flow_class_rollup`, `top_talker_rollup` views)
@@ -104,7 +104,7 @@ impl RetentionConfig {
         if self.minute_days < 1 {
             return Err((
                 "store.retention.minute_days",
-                "must be at least 1 (the store writer, the NetFlow input and the InfluxDB sink \
+                "must be at least 1 (the commit stage and the InfluxDB sink \
                  still update the recent minutes); e.g. 2"
                     .into(),
             ));
@@ -269,7 +269,7 @@ const SITES_PER_TRANSACTION: u32 = 256;
 pub struct Compactor {
     conn: Connection,
     cfg: RetentionConfig,
-    /// Pause between two chunks, so the store writer takes the lock in between.
+    /// Pause between two chunks, so the commit stage takes the lock in between.
     pause: Duration,
 }
 

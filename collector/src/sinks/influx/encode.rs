@@ -10,7 +10,6 @@
 use std::collections::{BTreeMap, HashMap};
 
 use rie_proto::{Batch, LinkId, SiteState};
-use rusqlite::{params, Connection};
 
 use super::super::line::{tag, Line};
 use crate::metrics::Metrics;
@@ -85,34 +84,18 @@ pub(super) fn episode_line(tags: &Tags, e: &EpisodePoint<'_>, now_ms: i64) -> Op
         .at(e.start_ms.div_euclid(1000))
 }
 
-/// `episode` points for the episodes of the store's `episodes` table that are open (their
-/// duration grows) or closed at or after `closed_since_ms`. Rewriting one is harmless: same
-/// series and start, the newer value wins.
+/// `episode` points for `episodes` (open ones, and those closed since the last scan, as
+/// [`crate::store::Reader::episodes_open_or_closed_since`] gives them). Rewriting one is
+/// harmless: same series and start, the newer value wins.
 pub(super) fn episode_lines(
-    conn: &Connection,
+    episodes: &[(String, crate::store::Episode)],
     tags: &Tags,
     sites: &SiteRegistry,
-    closed_since_ms: i64,
     now_ms: i64,
-) -> Result<Vec<String>, rusqlite::Error> {
-    let mut stmt = conn.prepare_cached(
-        "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
-         WHERE end_ms IS NULL OR end_ms >= ?1 ORDER BY start_ms",
-    )?;
-    let rows = stmt.query_map([closed_since_ms], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, Option<String>>(2)?,
-            r.get::<_, i64>(3)?,
-            r.get::<_, Option<i64>>(4)?,
-            r.get::<_, String>(5)?,
-        ))
-    })?;
+) -> Vec<String> {
     let mut out = Vec::new();
-    for row in rows {
-        let (site, kind, link, start_ms, end_ms, cause) = row?;
-        let Some(site_idx) = rie_proto::SiteId::new(site)
+    for (site, e) in episodes {
+        let Some(site_idx) = rie_proto::SiteId::new(site.as_str())
             .ok()
             .and_then(|s| sites.inventory.site_index(&s))
         else {
@@ -120,49 +103,38 @@ pub(super) fn episode_lines(
         };
         let e = EpisodePoint {
             site_idx,
-            kind: &kind,
-            link: link.as_deref(),
-            start_ms,
-            end_ms,
-            cause: &cause,
+            kind: e.kind.as_str(),
+            link: e.link.as_deref(),
+            start_ms: e.start_ms,
+            end_ms: e.end_ms,
+            cause: &e.cause,
         };
         out.extend(episode_line(tags, &e, now_ms));
     }
-    Ok(out)
+    out
 }
 
 /// `site_traffic` points of one site minute: the store's running totals, one per source,
 /// direction and protocol.
 pub(super) fn traffic_lines(
-    conn: &Connection,
+    reader: &crate::store::Reader,
     tags: &Tags,
     sites: &SiteRegistry,
     idx: usize,
     minute: i64,
     out: &mut Vec<String>,
-) -> Result<(), rusqlite::Error> {
+) -> Result<(), crate::store::StoreError> {
     let Some(site) = sites.inventory.sites.get(idx) else {
         return Ok(());
     };
-    let mut stmt = conn.prepare_cached(
-        "SELECT exporter <> '', protocol, direction, flows, packets, bytes
-         FROM flow_minute WHERE site_id = ?1 AND minute = ?2",
-    )?;
     let mut sums: BTreeMap<(bool, &'static str, &'static str), [i64; 3]> = BTreeMap::new();
-    let rows = stmt.query_map(params![site.id.as_str(), minute], |r| {
-        Ok((
-            r.get::<_, bool>(0)?,
-            r.get::<_, i64>(1)?,
-            r.get::<_, i64>(2)?,
-            [
-                r.get::<_, i64>(3)?,
-                r.get::<_, i64>(4)?,
-                r.get::<_, i64>(5)?,
-            ],
-        ))
-    })?;
-    for row in rows {
-        let (netflow, proto, dir, c) = row?;
+    for row in reader.minute_traffic(site.id.as_str(), minute)? {
+        let (netflow, proto, dir, c) = (
+            row.netflow,
+            row.protocol,
+            row.direction,
+            [row.flows, row.packets, row.bytes],
+        );
         let s = sums
             .entry((netflow, protocol_name(proto), direction_name(dir)))
             .or_default();

@@ -4,7 +4,7 @@
 //! crate) or 1.x/3.x (`/write?db=`), batched and gzip-compressed.
 //!
 //! Design constraints:
-//! - The store writer never waits on this sink: it hands each commit over an unbounded channel
+//! - The commit stage never waits on this sink: it hands each commit over an unbounded channel
 //!   that the intake task empties at once into the sink's own bounded queue.
 //! - Nothing is lost while InfluxDB is down: the queue holds at most `memory_points` lines in
 //!   memory; past that, or as soon as one write fails, lines go to the `influx_outbox` table of
@@ -47,7 +47,6 @@ use std::time::Duration;
 
 use prometheus::{IntCounter, IntGauge, Registry};
 use rie_proto::SiteState;
-use rusqlite::Connection;
 use tokio::sync::{mpsc, Notify};
 use tokio::task::JoinHandle;
 use tokio_util::sync::CancellationToken;
@@ -238,13 +237,13 @@ pub fn start(
     let tags = Arc::new(Tags::new(&sites));
     let (commit_tx, commit_rx) = mpsc::unbounded_channel();
     let (input_tx, input_rx) = mpsc::unbounded_channel();
-    let reader = crate::store::open(db)?;
+    let reader = crate::store::Reader::open(db)?;
     let stop = CancellationToken::new();
     let intake = Intake {
         shared: shared.clone(),
         tags: tags.clone(),
         sites: sites.clone(),
-        conn: reader,
+        reader,
         dirty: HashMap::new(),
         newly_pending: Vec::new(),
         written_pending: Vec::new(),
@@ -259,7 +258,7 @@ pub fn start(
         stop,
         tasks: Arc::new(Mutex::new(vec![sender_task, intake_task])),
     };
-    let episodes_db = crate::store::open(db)?;
+    let episodes_db = crate::store::Reader::open(db)?;
     tracker.spawn(periodic(
         sink.clone(),
         metrics.clone(),
@@ -284,7 +283,7 @@ impl InfluxSink {
         let _ = self.input.send(Input::Lines(lines));
     }
 
-    /// Tells the sink that another input than the store writer (the NetFlow input) has
+    /// Tells the sink that another input than probe batches (NetFlow, through the commit stage) has
     /// committed traffic of these (site index, minute): each minute is then written like a
     /// probe batch's, once complete, with the store's total for every source. Call it after the
     /// commit, never before (the sink reads the committed rows). Never blocks.
@@ -299,7 +298,7 @@ impl InfluxSink {
         self.shared.queue().buffered()
     }
 
-    /// Stops the sink once the store writer has stopped: the current request finishes, the
+    /// Stops the sink once the commit stage has stopped: the current request finishes, the
     /// intake takes what is left, and memory goes to the outbox for the next start.
     pub async fn finish(&self) {
         self.stop.cancel();
@@ -325,8 +324,8 @@ struct Intake {
     shared: Arc<Shared>,
     tags: Arc<Tags>,
     sites: Arc<SiteRegistry>,
-    /// Read connection on the store, for each touched minute's running totals.
-    conn: Connection,
+    /// Read side of the store, for each touched minute's running totals.
+    reader: crate::store::Reader,
     /// (site, minute) touched by a commit and not yet written, with when it was last touched.
     dirty: HashMap<(usize, i64), std::time::Instant>,
     /// Keys to record as pending, and keys written, at the next [`Intake::push`].
@@ -476,7 +475,7 @@ impl Intake {
             self.dirty.remove(&(idx, minute));
             self.written_pending.push((idx, minute));
             if let Err(e) =
-                encode::traffic_lines(&self.conn, &self.tags, &self.sites, idx, minute, out)
+                encode::traffic_lines(&self.reader, &self.tags, &self.sites, idx, minute, out)
             {
                 tracing::error!(error = %e, "cannot read traffic totals for InfluxDB");
             }
@@ -490,7 +489,7 @@ impl Intake {
 async fn periodic(
     sink: InfluxSink,
     metrics: Arc<Metrics>,
-    episodes_db: Connection,
+    episodes_db: crate::store::Reader,
     shutdown: CancellationToken,
 ) {
     let cfg = sink.shared.cfg.clone();
@@ -537,15 +536,9 @@ async fn periodic(
             };
             lines.extend(encode::site_state_line(&sink.tags, &sink.sites, idx, v, at));
         }
-        match episode_lines(
-            &episodes_db,
-            &sink.tags,
-            &sink.sites,
-            episodes_since,
-            now_ms,
-        ) {
-            Ok(l) => {
-                lines.extend(l);
+        match episodes_db.episodes_open_or_closed_since(episodes_since) {
+            Ok(episodes) => {
+                lines.extend(episode_lines(&episodes, &sink.tags, &sink.sites, now_ms));
                 // A minute of overlap: a close recorded just before this scan but committed
                 // just after it is written by the next one.
                 episodes_since = now_ms - 60_000;
