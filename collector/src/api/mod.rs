@@ -424,7 +424,7 @@ async fn indicators(
     let inv = st.sites.inventory.clone();
     let costs = st.costs.clone();
     let report = tokio::task::spawn_blocking(move || {
-        reader.with_conn(|c| indicators::report(c, &inv, &costs, &period, now_ms(), group_by))
+        indicators::report_from(&reader, &inv, &costs, &period, now_ms(), group_by)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -754,10 +754,26 @@ pub fn compute(
     }
 }
 
-/// Reads the store and computes the report.
+/// Reads the store through its read side and computes the report: what the API serves, so
+/// that `api` never holds a database connection.
 ///
 /// # Errors
 /// [`IndicatorError::Sql`].
+pub fn report_from(
+    reader: &crate::store::Reader,
+    inv: &Inventory,
+    model: &CostModel,
+    period: &Period,
+    now_ms: i64,
+    group_by: GroupBy,
+) -> Result<Report, IndicatorError> {
+    reader.with_conn(|c| report(c, inv, model, period, now_ms, group_by))
+}
+
+/// [`report_from`] on a connection of its own (the CLI's `report`, the benches).
+///
+/// # Errors
+/// Database errors.
 pub fn report(
     conn: &Connection,
     inv: &Inventory,
