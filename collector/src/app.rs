@@ -67,6 +67,13 @@ impl StartError {
     }
 }
 
+/// True when `e` is a [`StartError`] whose fix is in the user's files: for a binary's
+/// [`rie_common::exit_code`].
+pub fn is_user_start_error(e: &(dyn std::error::Error + 'static)) -> bool {
+    e.downcast_ref::<StartError>()
+        .is_some_and(StartError::is_user_error)
+}
+
 /// A started collector.
 pub struct Running {
     pub probe_addr: SocketAddr,

@@ -31,4 +31,4 @@ pub mod sites;
 pub mod store;
 pub mod stream_marks;
 
-pub use app::{run, Running, StartError};
+pub use app::{is_user_start_error, run, Running, StartError};

@@ -11,7 +11,7 @@ use rie_collector::config::CollectorConfig;
 use rie_collector::inventory::{self, GenerateOptions};
 use rie_collector::pki;
 use rie_collector::store::{self, credentials};
-use rie_common::LogArgs;
+use rie_common::{LogArgs, UserError};
 use tokio_util::sync::CancellationToken;
 
 #[derive(Parser)]
@@ -139,11 +139,6 @@ enum PkiCmd {
     },
 }
 
-/// An error the user fixes in their files or flags: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct UserError(String);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
@@ -151,20 +146,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.chain()
-                .any(|c| c.is::<UserError>() || is_user_start_error(c))
-            {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            rie_common::exit_code(e.chain(), rie_collector::is_user_start_error)
         }
     }
-}
-
-fn is_user_start_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.downcast_ref::<rie_collector::StartError>()
-        .is_some_and(|s| s.is_user_error())
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {

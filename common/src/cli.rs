@@ -96,3 +96,24 @@ pub fn raise_fd_limit(want: u64) {
         Err(e) => tracing::warn!(error = %e, "cannot raise the open-file limit"),
     }
 }
+
+/// An error the user fixes in their files or flags (the binaries exit with code 2 on it).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct UserError(pub String);
+
+/// The exit code of a failed command whose error and causes are `chain`: 2 when one of them
+/// is the user's to fix (a [`UserError`], or what `also_user` recognises), else 1.
+pub fn exit_code<'a>(
+    chain: impl IntoIterator<Item = &'a (dyn std::error::Error + 'static)>,
+    also_user: impl Fn(&(dyn std::error::Error + 'static)) -> bool,
+) -> std::process::ExitCode {
+    if chain
+        .into_iter()
+        .any(|c| c.is::<UserError>() || also_user(c))
+    {
+        std::process::ExitCode::from(2)
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}

@@ -19,7 +19,8 @@ mod cli;
 mod config_file;
 
 pub use cli::{
-    cancel_on_signal, init_logs, raise_fd_limit, runtime, wait_for_signal, LogArgs, LogFormat,
+    cancel_on_signal, exit_code, init_logs, raise_fd_limit, runtime, wait_for_signal, LogArgs,
+    LogFormat, UserError,
 };
 pub use config_file::{read_toml, ConfigFileError};
 

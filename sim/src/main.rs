@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use anyhow::Context;
 use clap::{Parser, Subcommand};
-use rie_common::LogArgs;
+use rie_common::{LogArgs, UserError};
 use rie_sim::demo::{self, DemoOptions};
 use rie_sim::fleet;
 use tokio_util::sync::CancellationToken;
@@ -89,11 +89,6 @@ enum Cmd {
     },
 }
 
-/// An error the user fixes in their flags: exit code 2.
-#[derive(Debug, thiserror::Error)]
-#[error("{0}")]
-struct UserError(String);
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     cli.log.init();
@@ -101,20 +96,9 @@ fn main() -> ExitCode {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");
-            if e.chain()
-                .any(|c| c.is::<UserError>() || is_user_start_error(c))
-            {
-                ExitCode::from(2)
-            } else {
-                ExitCode::FAILURE
-            }
+            rie_common::exit_code(e.chain(), rie_collector::is_user_start_error)
         }
     }
-}
-
-fn is_user_start_error(e: &(dyn std::error::Error + 'static)) -> bool {
-    e.downcast_ref::<rie_collector::StartError>()
-        .is_some_and(|s| s.is_user_error())
 }
 
 fn real_main(cli: Cli) -> anyhow::Result<()> {
