@@ -1,0 +1,1 @@
+//! PostgreSQL read queries behind `store::Reader` (see `read`).
