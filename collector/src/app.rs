@@ -63,7 +63,7 @@ impl StartError {
                 | StartError::Inventory(_)
                 | StartError::Pki(_)
                 | StartError::Influx(crate::sinks::influx::SinkError::Client(_))
-        )
+        ) || matches!(self, StartError::Store(e) if e.is_user_error())
     }
 }
 

@@ -501,6 +501,9 @@ mod tests {
             r.verify_token("probe-S1", "other").unwrap(),
             Verdict::Mismatch
         );
+        // The same reads through the backend-neutral Reader.
+        let r = Reader::open_postgres(&cfg, rt.handle()).unwrap();
+        assert_eq!(r.verify_token("probe-S1", "tok").unwrap(), Verdict::Accepted);
         let pg = figures(
             r.flow_totals(0, 600, Some("S1"), None).unwrap(),
             r.top_talkers("S1", 0, 600, 10).unwrap(),
