@@ -187,7 +187,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let influx = crate::sinks::influx::start(
         &cfg.influx,
         &cfg.data_dir,
-        &db,
+        reader.clone(),
         sites.clone(),
         &metrics,
         &shutdown,

@@ -503,7 +503,10 @@ mod tests {
         );
         // The same reads through the backend-neutral Reader.
         let r = Reader::open_postgres(&cfg, rt.handle()).unwrap();
-        assert_eq!(r.verify_token("probe-S1", "tok").unwrap(), Verdict::Accepted);
+        assert_eq!(
+            r.verify_token("probe-S1", "tok").unwrap(),
+            Verdict::Accepted
+        );
         let pg = figures(
             r.flow_totals(0, 600, Some("S1"), None).unwrap(),
             r.top_talkers("S1", 0, 600, 10).unwrap(),
