@@ -286,3 +286,47 @@ pub(crate) fn mark_ranges(
     }
     out
 }
+
+/// What [`open_backend`] opened: the write side for the commit stage and the shared read side.
+pub struct Opened {
+    pub store: Box<dyn Store>,
+    pub reader: std::sync::Arc<Reader>,
+    pub backend: config::Backend,
+}
+
+/// Opens the configured backend: SQLite `data_dir/rie.db`, or PostgreSQL `[store.postgres]`
+/// (the writer's session connected and the schema migrated now, so that wrong credentials, an
+/// unreachable server or a newer schema stop the start-up). The one opening function of the
+/// collector and its commands.
+///
+/// # Errors
+/// [`StoreError`] with the file or the masked URL and the fix.
+///
+/// # Panics
+/// On PostgreSQL, when called from an async task (it uses `handle.block_on`): call it from a
+/// thread or `spawn_blocking`.
+pub fn open_backend(
+    cfg: &StoreConfig,
+    data_dir: &std::path::Path,
+    handle: &tokio::runtime::Handle,
+) -> Result<Opened, StoreError> {
+    match (cfg.backend, &cfg.postgres) {
+        (config::Backend::Postgres, Some(pg)) => Ok(Opened {
+            store: Box::new(postgres::PgStore::open(pg, handle)?),
+            reader: std::sync::Arc::new(Reader::open_postgres(pg, handle)?),
+            backend: cfg.backend,
+        }),
+        (config::Backend::Postgres, None) => Err(StoreError::PgSetup {
+            key: "store.postgres.url",
+            message: "store.backend = \"postgres\" needs [store.postgres] with a url".into(),
+        }),
+        (config::Backend::Sqlite, _) => {
+            let path = data_dir.join("rie.db");
+            Ok(Opened {
+                store: Box::new(SqliteStore::open(&path)?),
+                reader: std::sync::Arc::new(Reader::open(&path)?),
+                backend: cfg.backend,
+            })
+        }
+    }
+}
