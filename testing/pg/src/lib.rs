@@ -249,9 +249,12 @@ impl PgServer {
             running: false,
         };
         Self::initdb(&primary.data);
-        primary.configure("synchronous_standby_names='FIRST 1 (standby1)'\nsynchronous_commit=on");
+        primary.configure("synchronous_commit=on");
         primary.start_server();
+        // Before the standby is required: with it required, this commit would wait for it.
         primary.psql_db("postgres", "CREATE DATABASE rie");
+        primary.psql("ALTER SYSTEM SET synchronous_standby_names = 'FIRST 1 (standby1)'");
+        primary.psql("SELECT pg_reload_conf()");
         let mut standby = PgServer {
             _dir: None,
             base: base.clone(),
@@ -304,5 +307,22 @@ impl PgServer {
 impl Drop for PgServer {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_sync_pair_replicates_and_the_standby_takes_over() {
+        let (mut primary, standby) = PgServer::start_sync_pair();
+        primary.psql("CREATE TABLE t(v BIGINT); INSERT INTO t VALUES (41), (1)");
+        assert_eq!(standby.psql("SELECT sum(v) FROM t"), "42\n");
+        primary.kill9();
+        standby.promote();
+        standby.psql("INSERT INTO t VALUES (8)");
+        assert_eq!(standby.psql("SELECT sum(v) FROM t"), "50\n");
+        assert!(standby.url().ends_with(&format!(":{}/rie", standby.port())));
     }
 }
