@@ -31,6 +31,9 @@ pub struct Metrics {
     pub heartbeats: IntCounter,
     pub store_commits: IntCounter,
     pub store_errors: IntCounter,
+    /// Groups refused because another writer had already stored their stream marks (store
+    /// contract point 8): nothing stored, nothing acknowledged, the probes resend.
+    pub store_stale_mark_conflicts: IntCounter,
     pub store_commit_seconds: Histogram,
     pub store_batches_per_commit: Histogram,
     pub sites: IntGaugeVec,
@@ -108,6 +111,11 @@ impl Metrics {
                 "Failed group commits (their batches were not acknowledged).",
             )
             .expect("valid metric"),
+            store_stale_mark_conflicts: IntCounter::new(
+                "rie_collector_store_stale_mark_conflicts_total",
+                "Group commits refused because another writer had stored their stream marks.",
+            )
+            .expect("valid metric"),
             store_commit_seconds: Histogram::with_opts(
                 HistogramOpts::new(
                     "rie_collector_store_commit_seconds",
@@ -151,7 +159,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 15] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
             Box::new(m.probe_connections.clone()),
             Box::new(m.probe_batches.clone()),
             Box::new(m.duplicate_batches.clone()),
@@ -162,6 +170,7 @@ impl Metrics {
             Box::new(m.heartbeats.clone()),
             Box::new(m.store_commits.clone()),
             Box::new(m.store_errors.clone()),
+            Box::new(m.store_stale_mark_conflicts.clone()),
             Box::new(m.store_commit_seconds.clone()),
             Box::new(m.store_batches_per_commit.clone()),
             Box::new(m.sites.clone()),

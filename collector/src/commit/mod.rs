@@ -317,6 +317,16 @@ impl CommitStage {
                 self.fan_out(group, plans, live, silence);
             }
             Err(e) => {
+                if let StoreError::StaleMarks(marks) = &e {
+                    // Another writer stored these batches: learn its marks, so that the
+                    // probes' redelivery is answered as a duplicate.
+                    self.metrics.store_stale_mark_conflicts.inc();
+                    for m in marks {
+                        if let Ok(site) = SiteId::new(m.site.clone()) {
+                            self.dedup.raise(&site, m.stream, m.seq);
+                        }
+                    }
+                }
                 self.metrics.store_errors.inc();
                 tracing::error!(error = %e, requests = group.len(), "group commit failed; nothing acknowledged");
                 let msg = e.to_string();

@@ -73,6 +73,9 @@ impl GroupBy {
 pub enum IndicatorError {
     #[error("reading the store: {0}")]
     Sql(#[from] rusqlite::Error),
+    /// The store's backend (PostgreSQL) has no indicator queries yet.
+    #[error("indicators are not yet available on the PostgreSQL store backend; use store.backend = \"sqlite\" for reports")]
+    Unsupported,
 }
 
 /// Kind of an episode, as in the `episodes` table.
@@ -767,7 +770,9 @@ pub fn report_from(
     now_ms: i64,
     group_by: GroupBy,
 ) -> Result<Report, IndicatorError> {
-    reader.with_conn(|c| report(c, inv, model, period, now_ms, group_by))
+    reader
+        .with_conn(|c| report(c, inv, model, period, now_ms, group_by))
+        .unwrap_or(Err(IndicatorError::Unsupported))
 }
 
 /// [`report_from`] on a connection of its own (the CLI's `report`, the benches).

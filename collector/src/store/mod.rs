@@ -1,6 +1,7 @@
 //! The store: where committed data lives. One narrow interface, [`Store`] (the write side,
 //! owned by the commit stage alone) and [`Reader`] (the read side: rollups, episodes, totals),
-//! and one backend today, SQLite (`sqlite`, `read`, `schema`, `retention`).
+//! and two backends: SQLite (`sqlite`, `read`, `schema`, `retention`) and PostgreSQL
+//! (`postgres`), chosen by `[store] backend` and opened by [`open_backend`].
 //!
 //! Owns: the database layout (`schema`: every table, as numbered migrations), the write of a
 //! group ([`Store::write`]), the loading of durable state at start-up ([`Store::load`]), the
@@ -14,7 +15,9 @@
 //!    group become visible together.
 //! 2. **Durable on return.** When `write` returns `Ok`, the group survives a crash or power
 //!    loss (SQLite: WAL with `synchronous=FULL`; PostgreSQL: a committed transaction with
-//!    synchronous replication where configured). Probes are acknowledged only after that.
+//!    synchronous replication where configured; the COMMIT is never cancelled nor timed out,
+//!    and an error at or after it is returned, the group then in doubt and unacknowledged).
+//!    Probes are acknowledged only after that.
 //! 3. **Marks move with their data.** A [`StreamMark`] is written in the same group as the
 //!    batch it marks, so a batch is never stored without its mark nor marked without its
 //!    rows: redelivery after a crash is recognised as a duplicate, exactly once.
@@ -24,13 +27,24 @@
 //! 5. **Schema versioned.** The backend refuses a database written by a newer collector
 //!    (`schema::SchemaError::Newer`) and upgrades an older one in order before any write.
 //! 6. **Readers never block the writer** for long (SQLite: WAL readers on their own
-//!    connection) and see only committed groups.
+//!    connection; PostgreSQL: MVCC readers on a pool of their own sessions) and see only
+//!    committed groups.
 //! 7. **Compaction keeps sums.** Background compaction (`retention`) may move rows to coarser
 //!    buckets, in its own transactions, but totals over windows aligned to the coarsest tier
-//!    they reach are exactly equal before and after.
+//!    they reach are exactly equal before and after. (PostgreSQL: no compaction yet; rows stay
+//!    in the minute tables, which keeps sums trivially.)
+//! 8. **Marks checked under a row lock.** Inside the write transaction, for the group's
+//!    (site, stream) pairs in sorted order (no deadlock between writers), the stored mark is
+//!    read under a row lock (PostgreSQL: a placeholder row inserted if missing, then
+//!    `SELECT ... FOR UPDATE`; SQLite: the single write lock). If a stored seq is at or above
+//!    the smallest seq of that pair in the group, the transaction is rolled back and
+//!    [`StoreError::StaleMarks`] carries the stored marks: another writer stored those batches
+//!    (or the caller's index is behind). Otherwise each mark is raised to the highest seq of
+//!    the group. Two collectors writing one batch store it once.
 
 pub mod config;
 pub mod credentials;
+pub mod postgres;
 pub mod read;
 pub mod retention;
 pub mod schema;
@@ -60,6 +74,45 @@ pub enum StoreError {
     Sql(#[from] rusqlite::Error),
     #[error("the commit stage has stopped")]
     Closed,
+    /// `[store.postgres]` cannot be used as written (password source, CA bundle, url).
+    #[error("{key}: {message}")]
+    PgSetup { key: &'static str, message: String },
+    /// The PostgreSQL server is unreachable or refused the login; `url` is masked.
+    #[error("cannot connect to PostgreSQL {url}: {source}; {fix}")]
+    PgConnect {
+        url: String,
+        fix: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    /// A query failed on an established session; `url` is masked.
+    #[error("database {url}: {source}")]
+    Postgres {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("database pool: {0}")]
+    Pool(String),
+    /// Contract point 8: another writer stored these marks (or higher) for streams of the
+    /// group; nothing of the group was stored.
+    #[error("stream marks already moved by another writer: {}", .0.iter().map(|m| format!("{}/{}@{}", m.site, m.stream, m.seq)).collect::<Vec<_>>().join(", "))]
+    StaleMarks(Vec<StreamMark>),
+}
+
+impl StoreError {
+    /// True when the fix is in the user's hands (settings, credentials, a newer schema).
+    pub fn is_user_error(&self) -> bool {
+        matches!(
+            self,
+            StoreError::PgSetup { .. }
+                | StoreError::PgConnect { .. }
+                | StoreError::Schema {
+                    source: schema::SchemaError::Newer { .. },
+                    ..
+                }
+        )
+    }
 }
 
 /// The write side of the store: only the commit stage holds one.
@@ -213,4 +266,67 @@ pub struct Loaded {
     pub open_silent: Vec<(String, i64)>,
     /// Persisted NetFlow templates (`body` always set).
     pub templates: Vec<TemplateChange>,
+}
+
+/// The group's marks per (site, stream), sorted (the lock order of contract point 8): the
+/// smallest seq, and the highest with its `updated_ms`.
+pub(crate) fn mark_ranges(
+    marks: &[StreamMark],
+) -> std::collections::BTreeMap<(String, u64), (u64, u64, i64)> {
+    let mut out = std::collections::BTreeMap::new();
+    for m in marks {
+        let e = out
+            .entry((m.site.clone(), m.stream))
+            .or_insert((m.seq, m.seq, m.updated_ms));
+        e.0 = e.0.min(m.seq);
+        if m.seq >= e.1 {
+            e.1 = m.seq;
+            e.2 = m.updated_ms;
+        }
+    }
+    out
+}
+
+/// What [`open_backend`] opened: the write side for the commit stage and the shared read side.
+pub struct Opened {
+    pub store: Box<dyn Store>,
+    pub reader: std::sync::Arc<Reader>,
+    pub backend: config::Backend,
+}
+
+/// Opens the configured backend: SQLite `data_dir/rie.db`, or PostgreSQL `[store.postgres]`
+/// (the writer's session connected and the schema migrated now, so that wrong credentials, an
+/// unreachable server or a newer schema stop the start-up). The one opening function of the
+/// collector and its commands.
+///
+/// # Errors
+/// [`StoreError`] with the file or the masked URL and the fix.
+///
+/// # Panics
+/// On PostgreSQL, when called from an async task (it uses `handle.block_on`): call it from a
+/// thread or `spawn_blocking`.
+pub fn open_backend(
+    cfg: &StoreConfig,
+    data_dir: &std::path::Path,
+    handle: &tokio::runtime::Handle,
+) -> Result<Opened, StoreError> {
+    match (cfg.backend, &cfg.postgres) {
+        (config::Backend::Postgres, Some(pg)) => Ok(Opened {
+            store: Box::new(postgres::PgStore::open(pg, handle)?),
+            reader: std::sync::Arc::new(Reader::open_postgres(pg, handle)?),
+            backend: cfg.backend,
+        }),
+        (config::Backend::Postgres, None) => Err(StoreError::PgSetup {
+            key: "store.postgres.url",
+            message: "store.backend = \"postgres\" needs [store.postgres] with a url".into(),
+        }),
+        (config::Backend::Sqlite, _) => {
+            let path = data_dir.join("rie.db");
+            Ok(Opened {
+                store: Box::new(SqliteStore::open(&path)?),
+                reader: std::sync::Arc::new(Reader::open(&path)?),
+                backend: cfg.backend,
+            })
+        }
+    }
 }

@@ -120,9 +120,15 @@ pub struct MinuteTraffic {
     pub bytes: i64,
 }
 
-/// Read side for the API, on its own connection.
+/// Read side for the API, on its own connection (SQLite) or pool (PostgreSQL).
 pub struct Reader {
-    conn: Mutex<Connection>,
+    inner: Inner,
+}
+
+enum Inner {
+    Sqlite(Mutex<Connection>),
+    /// Calls `Handle::block_on`: callers are threads or `spawn_blocking` closures.
+    Postgres(super::postgres::read::PgReader),
 }
 
 impl Reader {
@@ -130,12 +136,31 @@ impl Reader {
     /// [`StoreError::Open`].
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
-            conn: Mutex::new(super::open(path)?),
+            inner: Inner::Sqlite(Mutex::new(super::open(path)?)),
         })
     }
 
-    fn conn(&self) -> std::sync::MutexGuard<'_, Connection> {
-        self.conn.lock().unwrap_or_else(|p| p.into_inner())
+    /// The PostgreSQL read side: a pool of `pool_size` sessions; each call runs on `handle`'s
+    /// runtime, so it must not be made from an async task.
+    ///
+    /// # Errors
+    /// [`StoreError::PgSetup`].
+    pub fn open_postgres(
+        cfg: &super::config::PostgresConfig,
+        handle: &tokio::runtime::Handle,
+    ) -> Result<Self, StoreError> {
+        Ok(Self {
+            inner: Inner::Postgres(super::postgres::read::PgReader::open(cfg, handle)?),
+        })
+    }
+
+    fn conn(
+        &self,
+    ) -> Result<std::sync::MutexGuard<'_, Connection>, &super::postgres::read::PgReader> {
+        match &self.inner {
+            Inner::Sqlite(c) => Ok(c.lock().unwrap_or_else(|p| p.into_inner())),
+            Inner::Postgres(pg) => Err(pg),
+        }
     }
 
     /// Traffic whose bucket (minute, or hour/day once compacted, see `retention`) starts in
@@ -150,7 +175,10 @@ impl Reader {
         site: Option<&str>,
         exporter: Option<&str>,
     ) -> Result<FlowTotals, StoreError> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.flow_totals(from, to, site, exporter),
+        };
         let by_protocol = sum_by_key(
             &conn,
             "SELECT CAST(protocol AS TEXT), SUM(flows), SUM(packets), SUM(bytes) FROM flow_rollup
@@ -203,7 +231,10 @@ impl Reader {
         to: i64,
         limit: u32,
     ) -> Result<Vec<TalkerTotal>, StoreError> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.top_talkers(site, from, to, limit),
+        };
         let mut stmt = conn.prepare_cached(
             "SELECT prefix, SUM(bytes) AS b, SUM(packets) FROM top_talker_rollup
              WHERE site_id = ?1 AND start >= ?2 AND start < ?3
@@ -229,7 +260,10 @@ impl Reader {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<Episode>, StoreError> {
-        Ok(query_episodes(&self.conn(), site, from_ms, to_ms)?)
+        match self.conn() {
+            Ok(c) => Ok(query_episodes(&c, site, from_ms, to_ms)?),
+            Err(pg) => pg.episodes(site, from_ms, to_ms),
+        }
     }
 
     /// Rollups of a site's link checks with the bucket start in `[from, to)` (Unix seconds),
@@ -244,7 +278,10 @@ impl Reader {
         from: i64,
         to: i64,
     ) -> Result<Vec<LinkMinute>, StoreError> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.link_minutes(site, from, to),
+        };
         let mut stmt = conn.prepare_cached(
             "SELECT link_id, minute, 60, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
              WHERE site_id = ?1 AND minute >= ?2 AND minute < ?3
@@ -277,7 +314,10 @@ impl Reader {
         &self,
         closed_since_ms: i64,
     ) -> Result<Vec<(String, Episode)>, StoreError> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.episodes_open_or_closed_since(closed_since_ms),
+        };
         let mut stmt = conn.prepare_cached(
             "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
              WHERE end_ms IS NULL OR end_ms >= ?1 ORDER BY start_ms",
@@ -324,7 +364,10 @@ impl Reader {
         site: &str,
         minute: i64,
     ) -> Result<Vec<MinuteTraffic>, StoreError> {
-        let conn = self.conn();
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.minute_traffic(site, minute),
+        };
         let mut stmt = conn.prepare_cached(
             "SELECT exporter <> '', protocol, direction, flows, packets, bytes
              FROM flow_minute WHERE site_id = ?1 AND minute = ?2",
@@ -342,9 +385,10 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Runs `f` on the reader's connection (indicators read several tables in one go).
-    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> T {
-        f(&self.conn())
+    /// Runs `f` on the reader's SQLite connection (indicators read several tables in one
+    /// go); `None` on PostgreSQL, whose indicator queries are not ported yet.
+    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> Option<T> {
+        self.conn().ok().map(|c| f(&c))
     }
 
     /// Cheap liveness query for `/healthz`.
@@ -352,10 +396,14 @@ impl Reader {
     /// # Errors
     /// Database errors.
     pub fn ping(&self) -> Result<(), StoreError> {
-        self.conn()
-            .query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
-            .optional()?;
-        Ok(())
+        match self.conn() {
+            Ok(c) => {
+                c.query_row("SELECT 1", [], |r| r.get::<_, i64>(0))
+                    .optional()?;
+                Ok(())
+            }
+            Err(pg) => pg.ping(),
+        }
     }
 
     /// Checks a probe's token (see `credentials`).
@@ -367,11 +415,10 @@ impl Reader {
         credential_ref: &str,
         token: &str,
     ) -> Result<super::credentials::Verdict, StoreError> {
-        Ok(super::credentials::verify(
-            &self.conn(),
-            credential_ref,
-            token,
-        )?)
+        match self.conn() {
+            Ok(c) => Ok(super::credentials::verify(&c, credential_ref, token)?),
+            Err(pg) => pg.verify_token(credential_ref, token),
+        }
     }
 }
 

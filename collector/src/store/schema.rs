@@ -2,8 +2,8 @@
 //! migrations, and the `schema_version` table that says which have been applied.
 //!
 //! Owns all DDL of the embedded store; nothing else in the collector creates a table. May
-//! import only `rusqlite` and `rie_common` (it is the SQLite backend's schema: a PostgreSQL backend brings its
-//! own, with the same numbering).
+//! import only `rusqlite` and `rie_common` (it is the SQLite backend's schema; the PostgreSQL
+//! text of the same migrations is in `store::postgres::schema`, checked against this list).
 //!
 //! Rules:
 //! - A migration is never edited once released; a change is a new migration at the end.
@@ -34,6 +34,21 @@ pub enum SchemaError {
     },
     #[error("{0}")]
     Sql(#[from] rusqlite::Error),
+    #[error("migration {version} ({name}): {source}")]
+    PgMigration {
+        version: i64,
+        name: &'static str,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("{0}")]
+    Postgres(#[from] tokio_postgres::Error),
+}
+
+/// (version, name) of every migration, for the PostgreSQL list to be checked against.
+#[cfg(test)]
+pub(crate) fn migration_names() -> Vec<(i64, &'static str)> {
+    MIGRATIONS.iter().map(|m| (m.version, m.name)).collect()
 }
 
 /// One step of the schema.

@@ -7,7 +7,7 @@
 
 use std::path::Path;
 
-use rusqlite::{params, Connection};
+use rusqlite::{params, Connection, OptionalExtension};
 
 use super::{
     EpisodeChange, Loaded, SiteStateRow, Store, StoreError, StreamMark, TemplateChange, WriteSet,
@@ -92,9 +92,38 @@ impl SqliteStore {
         Ok(Self { conn: open(path)? })
     }
 
-    fn apply(&mut self, set: &WriteSet) -> Result<(), rusqlite::Error> {
+    fn apply(&mut self, set: &WriteSet) -> Result<(), StoreError> {
         let tx = self.conn.transaction()?;
         {
+            // Contract point 8. SQLite holds one write lock for the whole transaction, so this
+            // only fires when the caller's index is behind the file (another process wrote).
+            let ranges = super::mark_ranges(&set.marks);
+            let mut get = tx.prepare_cached(
+                "SELECT last_seq, updated_ms FROM probe_streams WHERE site_id = ?1 AND stream = ?2",
+            )?;
+            let mut stale = Vec::new();
+            for ((site, stream), (min, _, _)) in &ranges {
+                let stored: Option<(i64, i64)> = get
+                    .query_row(params![site, *stream as i64], |r| {
+                        Ok((r.get(0)?, r.get(1)?))
+                    })
+                    .optional()?;
+                if let Some((seq, updated_ms)) = stored {
+                    if seq as u64 >= *min {
+                        stale.push(StreamMark {
+                            site: site.clone(),
+                            stream: *stream,
+                            seq: seq as u64,
+                            updated_ms,
+                        });
+                    }
+                }
+            }
+            if !stale.is_empty() {
+                drop(get);
+                tx.rollback()?;
+                return Err(StoreError::StaleMarks(stale));
+            }
             let mut flow = tx.prepare_cached(UPSERT_FLOW_MINUTE)?;
             let mut flow_class = tx.prepare_cached(UPSERT_FLOW_CLASS_MINUTE)?;
             for r in &set.flows {
@@ -200,7 +229,8 @@ impl SqliteStore {
                 };
             }
         }
-        tx.commit()
+        tx.commit()?;
+        Ok(())
     }
 }
 
@@ -209,7 +239,7 @@ impl Store for SqliteStore {
         if set.is_empty() {
             return Ok(());
         }
-        Ok(self.apply(set)?)
+        self.apply(set)
     }
 
     fn load(&mut self) -> Result<Loaded, StoreError> {
@@ -264,4 +294,44 @@ pub fn load(conn: &Connection) -> Result<Loaded, StoreError> {
     })?;
     out.templates = rows.collect::<Result<_, _>>()?;
     Ok(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn mark(seq: u64) -> StreamMark {
+        StreamMark {
+            site: "S1".into(),
+            stream: 3,
+            seq,
+            updated_ms: seq as i64,
+        }
+    }
+
+    /// Contract point 8 on SQLite: a group whose marks are behind the file is refused whole.
+    #[test]
+    fn a_group_behind_the_stored_marks_is_refused_and_stores_nothing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rie.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        let set = |seqs: &[u64]| WriteSet {
+            marks: seqs.iter().map(|&s| mark(s)).collect(),
+            site_states: vec![SiteStateRow {
+                site: "S1".into(),
+                json: format!("{seqs:?}"),
+            }],
+            ..WriteSet::default()
+        };
+        store.write(&set(&[4, 5])).unwrap();
+        match store.write(&set(&[5, 6])) {
+            Err(StoreError::StaleMarks(m)) => assert_eq!(m, vec![mark(5)]),
+            other => panic!("expected StaleMarks, got {other:?}"),
+        }
+        let loaded = store.load().unwrap();
+        assert_eq!(loaded.marks, vec![mark(5)]);
+        assert_eq!(loaded.site_states[0].json, "[4, 5]");
+        store.write(&set(&[6, 7])).unwrap();
+        assert_eq!(store.load().unwrap().marks, vec![mark(7)]);
+    }
 }

@@ -116,19 +116,20 @@ pub(super) fn episode_lines(
 
 /// `site_traffic` points of one site minute: the store's running totals, one per source,
 /// direction and protocol.
+/// `rows` are `store::Reader::minute_traffic` of the site minute (read off the async task).
 pub(super) fn traffic_lines(
-    reader: &crate::store::Reader,
+    rows: Vec<crate::store::read::MinuteTraffic>,
     tags: &Tags,
     sites: &SiteRegistry,
     idx: usize,
     minute: i64,
     out: &mut Vec<String>,
-) -> Result<(), crate::store::StoreError> {
-    let Some(site) = sites.inventory.sites.get(idx) else {
-        return Ok(());
-    };
+) {
+    if sites.inventory.sites.get(idx).is_none() {
+        return;
+    }
     let mut sums: BTreeMap<(bool, &'static str, &'static str), [i64; 3]> = BTreeMap::new();
-    for row in reader.minute_traffic(site.id.as_str(), minute)? {
+    for row in rows {
         let (netflow, proto, dir, c) = (
             row.netflow,
             row.protocol,
@@ -162,7 +163,6 @@ pub(super) fn traffic_lines(
                 .at(minute),
         );
     }
-    Ok(())
 }
 
 /// One `link_check` point per (link, check, interval start) of the batch; several targets

@@ -207,7 +207,7 @@ pub struct InfluxSink {
 pub fn start(
     cfg: &InfluxConfig,
     data_dir: &Path,
-    db: &Path,
+    reader: Arc<crate::store::Reader>,
     sites: Arc<SiteRegistry>,
     metrics: &Arc<Metrics>,
     shutdown: &CancellationToken,
@@ -237,7 +237,7 @@ pub fn start(
     let tags = Arc::new(Tags::new(&sites));
     let (commit_tx, commit_rx) = mpsc::unbounded_channel();
     let (input_tx, input_rx) = mpsc::unbounded_channel();
-    let reader = crate::store::Reader::open(db)?;
+    let episodes_db = reader.clone();
     let stop = CancellationToken::new();
     let intake = Intake {
         shared: shared.clone(),
@@ -258,7 +258,6 @@ pub fn start(
         stop,
         tasks: Arc::new(Mutex::new(vec![sender_task, intake_task])),
     };
-    let episodes_db = crate::store::Reader::open(db)?;
     tracker.spawn(periodic(
         sink.clone(),
         metrics.clone(),
@@ -324,8 +323,9 @@ struct Intake {
     shared: Arc<Shared>,
     tags: Arc<Tags>,
     sites: Arc<SiteRegistry>,
-    /// Read side of the store, for each touched minute's running totals.
-    reader: crate::store::Reader,
+    /// Read side of the store (the app's shared one), for each touched minute's running
+    /// totals; read in `spawn_blocking` (a PostgreSQL reader must not run on an async task).
+    reader: Arc<crate::store::Reader>,
     /// (site, minute) touched by a commit and not yet written, with when it was last touched.
     dirty: HashMap<(usize, i64), std::time::Instant>,
     /// Keys to record as pending, and keys written, at the next [`Intake::push`].
@@ -348,7 +348,7 @@ impl Intake {
             tokio::select! {
                 Some(c) = commits.recv() => self.commit_lines(&c, &mut lines),
                 Some(i) = inputs.recv() => self.input(i, &mut lines),
-                _ = tick.tick() => self.due_traffic(&mut lines),
+                _ = tick.tick() => self.due_traffic(&mut lines).await,
                 _ = stop.cancelled() => {
                     // The writer has stopped: take what it sent; minutes not yet due stay
                     // pending on disk for the next start.
@@ -455,7 +455,7 @@ impl Intake {
     }
 
     /// Writes the minutes that are complete (ended, and untouched for `traffic_delay`).
-    fn due_traffic(&mut self, out: &mut Vec<String>) {
+    async fn due_traffic(&mut self, out: &mut Vec<String>) {
         if self.dirty.is_empty() {
             return;
         }
@@ -471,13 +471,32 @@ impl Intake {
             .collect();
         // Oldest minutes first, as they happened.
         due.sort_by_key(|&(idx, minute)| (minute, idx));
-        for (idx, minute) in due {
+        let keys: Vec<(usize, i64, String)> = due
+            .iter()
+            .filter_map(|&(idx, minute)| {
+                let site = self.sites.inventory.sites.get(idx)?;
+                Some((idx, minute, site.id.as_str().to_string()))
+            })
+            .collect();
+        for &(idx, minute) in &due {
             self.dirty.remove(&(idx, minute));
             self.written_pending.push((idx, minute));
-            if let Err(e) =
-                encode::traffic_lines(&self.reader, &self.tags, &self.sites, idx, minute, out)
-            {
-                tracing::error!(error = %e, "cannot read traffic totals for InfluxDB");
+        }
+        let reader = self.reader.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            keys.into_iter()
+                .map(|(idx, minute, site)| (idx, minute, reader.minute_traffic(&site, minute)))
+                .collect::<Vec<_>>()
+        })
+        .await;
+        let Ok(read) = read else {
+            tracing::error!("the traffic totals read for InfluxDB stopped");
+            return;
+        };
+        for (idx, minute, rows) in read {
+            match rows {
+                Ok(rows) => encode::traffic_lines(rows, &self.tags, &self.sites, idx, minute, out),
+                Err(e) => tracing::error!(error = %e, "cannot read traffic totals for InfluxDB"),
             }
         }
     }
@@ -489,7 +508,7 @@ impl Intake {
 async fn periodic(
     sink: InfluxSink,
     metrics: Arc<Metrics>,
-    episodes_db: crate::store::Reader,
+    episodes_db: Arc<crate::store::Reader>,
     shutdown: CancellationToken,
 ) {
     let cfg = sink.shared.cfg.clone();
@@ -536,7 +555,13 @@ async fn periodic(
             };
             lines.extend(encode::site_state_line(&sink.tags, &sink.sites, idx, v, at));
         }
-        match episodes_db.episodes_open_or_closed_since(episodes_since) {
+        let reader = episodes_db.clone();
+        let read = tokio::task::spawn_blocking(move || {
+            reader.episodes_open_or_closed_since(episodes_since)
+        })
+        .await
+        .unwrap_or_else(|_| Err(crate::store::StoreError::Closed));
+        match read {
             Ok(episodes) => {
                 lines.extend(episode_lines(&episodes, &sink.tags, &sink.sites, now_ms));
                 // A minute of overlap: a close recorded just before this scan but committed
@@ -598,9 +623,17 @@ mod tests {
                 closed_end = now - 300_000,
             ))
             .unwrap();
-        let (sink, _hook) = start(&cfg, dir.path(), &db, sites, &metrics, &shutdown, &tracker)
-            .unwrap()
-            .unwrap();
+        let (sink, _hook) = start(
+            &cfg,
+            dir.path(),
+            Arc::new(crate::store::Reader::open(&db).unwrap()),
+            sites,
+            &metrics,
+            &shutdown,
+            &tracker,
+        )
+        .unwrap()
+        .unwrap();
         let open = EpisodePoint {
             site_idx: 2,
             kind: "failover",

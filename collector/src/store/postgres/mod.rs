@@ -1,0 +1,251 @@
+//! The PostgreSQL backend: connection set-up (URL, password source, TLS through rustls), the
+//! schema (`schema`, the same numbered migrations as SQLite's), the write side ([`PgStore`],
+//! `write`) and the read queries (`read`, behind `store::Reader`).
+//!
+//! Owns: turning `[store.postgres]` into a `tokio_postgres::Config` and a TLS connector, the
+//! writer's dedicated session, the readers' pool. May import `super` (the store contract and
+//! config), `crate::metrics`, `rie-proto`; nothing above the store.
+//!
+//! The URL may carry a password: every error and log names the server by its masked URL
+//! ([`PostgresConfig::masked_url`]), never by the URL itself, and `tokio_postgres::Error`
+//! does not print connection parameters.
+//!
+//! TLS: `sslmode=verify-full` and `verify-ca` (which tokio-postgres does not parse) are taken
+//! out of the URL and become `require` with a rustls connector that checks the chain against
+//! `root_cert` (or the web PKI roots) and the host name. rustls always checks both, so
+//! `verify-ca`, `require` and `prefer` are as strict as `verify-full` when TLS is used;
+//! `disable` uses no TLS.
+
+pub mod read;
+pub mod schema;
+pub mod write;
+
+use std::sync::Arc;
+
+use tokio_postgres::config::SslMode;
+
+pub use write::PgStore;
+
+use super::config::PostgresConfig;
+use super::StoreError;
+
+/// What [`parse_url`] found: the driver's config and whether the URL asked for certificate
+/// verification (`verify-ca`, `verify-full`).
+pub struct ParsedUrl {
+    pub config: tokio_postgres::Config,
+    pub verify: bool,
+}
+
+/// Parses a libpq URL or key=value string, taking `sslmode=verify-ca|verify-full` out first.
+///
+/// # Errors
+/// The driver's parse error (it never contains the password).
+pub fn parse_url(url: &str) -> Result<ParsedUrl, tokio_postgres::Error> {
+    let mut verify = false;
+    let mut take = |kv: &str| -> bool {
+        match kv {
+            "sslmode=verify-full" | "sslmode=verify-ca" => {
+                verify = true;
+                false
+            }
+            _ => true,
+        }
+    };
+    let cleaned = if url.contains("://") {
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let kept: Vec<&str> = query.split('&').filter(|kv| take(kv)).collect();
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+            None => url.to_string(),
+        }
+    } else {
+        url.split_whitespace()
+            .filter(|kv| take(kv))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut config: tokio_postgres::Config = cleaned.parse()?;
+    if verify {
+        config.ssl_mode(SslMode::Require);
+    }
+    Ok(ParsedUrl { config, verify })
+}
+
+/// The driver config with the password read from its source, and the TLS connector.
+///
+/// # Errors
+/// [`StoreError::PgSetup`] naming the key (unreadable password file, unset variable, bad CA
+/// bundle).
+pub fn prepare(
+    cfg: &PostgresConfig,
+) -> Result<
+    (
+        tokio_postgres::Config,
+        tokio_postgres_rustls::MakeRustlsConnect,
+    ),
+    StoreError,
+> {
+    let ParsedUrl { mut config, .. } = parse_url(&cfg.url).map_err(|e| StoreError::PgSetup {
+        key: "store.postgres.url",
+        message: format!("{}: {e}", cfg.masked_url()),
+    })?;
+    if let Some(path) = &cfg.password_file {
+        let text = std::fs::read_to_string(path).map_err(|e| StoreError::PgSetup {
+            key: "store.postgres.password_file",
+            message: format!(
+                "cannot read {}: {e}; create it (mode 0600) with the password of the database user",
+                path.display()
+            ),
+        })?;
+        config.password(text.trim_end_matches(['\n', '\r']));
+    }
+    if let Some(var) = &cfg.password_env {
+        let value = std::env::var(var).map_err(|_| StoreError::PgSetup {
+            key: "store.postgres.password_env",
+            message: format!(
+                "the environment variable {var} is not set; set it to the password of the database user"
+            ),
+        })?;
+        config.password(value);
+    }
+    Ok((config, tls(cfg)?))
+}
+
+/// A rustls connector (ring provider, the workspace's one rustls) trusting `root_cert` or,
+/// without it, the web PKI roots.
+fn tls(cfg: &PostgresConfig) -> Result<tokio_postgres_rustls::MakeRustlsConnect, StoreError> {
+    use rustls_pki_types::pem::PemObject;
+    let bad = |message: String| StoreError::PgSetup {
+        key: "store.postgres.root_cert",
+        message,
+    };
+    let mut roots = rustls::RootCertStore::empty();
+    match &cfg.root_cert {
+        Some(path) => {
+            let certs = rustls_pki_types::CertificateDer::pem_file_iter(path)
+                .map_err(|e| bad(format!("cannot read {}: {e}", path.display())))?;
+            for cert in certs {
+                let cert = cert.map_err(|e| bad(format!("{}: {e}", path.display())))?;
+                roots
+                    .add(cert)
+                    .map_err(|e| bad(format!("{}: {e}", path.display())))?;
+            }
+            if roots.is_empty() {
+                return Err(bad(format!(
+                    "{}: no PEM certificate found; give the CA bundle of the database servers",
+                    path.display()
+                )));
+            }
+        }
+        None => roots.extend(webpki_roots::TLS_SERVER_ROOTS.iter().cloned()),
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| bad(e.to_string()))?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(tokio_postgres_rustls::MakeRustlsConnect::new(config))
+}
+
+/// What to check when the server cannot be reached or refuses the login.
+fn fix_hint(cfg: &PostgresConfig) -> String {
+    let password = match (&cfg.password_file, &cfg.password_env) {
+        (Some(_), _) => "the password in store.postgres.password_file",
+        (_, Some(_)) => "the password in the variable named by store.postgres.password_env",
+        _ => "store.postgres.password_file or password_env",
+    };
+    format!("check store.postgres.url (hosts, port, user, database) and {password}")
+}
+
+/// A connection error, naming the masked URL and the fix.
+pub fn connect_error(cfg: &PostgresConfig, source: tokio_postgres::Error) -> StoreError {
+    StoreError::PgConnect {
+        url: cfg.masked_url(),
+        fix: fix_hint(cfg),
+        source,
+    }
+}
+
+/// Opens one dedicated session (its connection task spawned on the current runtime): the
+/// writer's, and for advisory locks or LISTEN.
+///
+/// # Errors
+/// [`StoreError::PgSetup`], [`StoreError::PgConnect`] with the masked URL and the fix.
+pub async fn connect(cfg: &PostgresConfig) -> Result<tokio_postgres::Client, StoreError> {
+    let (config, tls) = prepare(cfg)?;
+    let (client, connection) = config
+        .connect(tls)
+        .await
+        .map_err(|e| connect_error(cfg, e))?;
+    let url = cfg.masked_url();
+    tokio::spawn(async move {
+        if let Err(e) = connection.await {
+            tracing::warn!(db = %url, error = %e, "PostgreSQL session ended");
+        }
+    });
+    Ok(client)
+}
+
+/// The readers' pool (`pool_size` sessions, opened on demand, checked on reuse).
+///
+/// # Errors
+/// [`StoreError::PgSetup`].
+pub fn pool(cfg: &PostgresConfig) -> Result<deadpool_postgres::Pool, StoreError> {
+    let (config, tls) = prepare(cfg)?;
+    let manager = deadpool_postgres::Manager::from_config(
+        config,
+        tls,
+        deadpool_postgres::ManagerConfig {
+            recycling_method: deadpool_postgres::RecyclingMethod::Fast,
+        },
+    );
+    deadpool_postgres::Pool::builder(manager)
+        .max_size(cfg.pool_size)
+        .build()
+        .map_err(|e| StoreError::PgSetup {
+            key: "store.postgres.pool_size",
+            message: e.to_string(),
+        })
+}
+
+/// A pool error as a store error (a connection failure keeps the masked URL and the fix).
+pub fn pool_error(cfg: &PostgresConfig, e: deadpool_postgres::PoolError) -> StoreError {
+    match e {
+        deadpool_postgres::PoolError::Backend(source) => connect_error(cfg, source),
+        other => StoreError::Pool(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn verify_modes_become_require_and_others_pass_through() {
+        let p = parse_url(
+            "postgresql://rie@db1:5432,db2:5433/rie?target_session_attrs=read-write&sslmode=verify-full",
+        )
+        .unwrap();
+        assert!(p.verify);
+        assert_eq!(p.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(p.config.get_ports(), &[5432, 5433]);
+        assert_eq!(p.config.get_hosts().len(), 2);
+        assert_eq!(
+            p.config.get_target_session_attrs(),
+            tokio_postgres::config::TargetSessionAttrs::ReadWrite
+        );
+        let p = parse_url("host=db1 sslmode=verify-ca dbname=rie").unwrap();
+        assert!(p.verify);
+        assert_eq!(p.config.get_dbname(), Some("rie"));
+        let p = parse_url("postgresql://rie@db1/rie?sslmode=disable").unwrap();
+        assert!(!p.verify);
+        assert_eq!(p.config.get_ssl_mode(), SslMode::Disable);
+        assert!(parse_url("postgresql://rie@db1/rie?sslmode=sometimes").is_err());
+    }
+}

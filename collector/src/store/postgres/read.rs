@@ -1,0 +1,545 @@
+//! The PostgreSQL read queries: [`PgReader`], the same methods, signatures and answers as
+//! `store::Reader` on SQLite, on a pool of sessions of its own (MVCC: readers never block the
+//! writer). PostgreSQL's `SUM(bigint)` is NUMERIC, so every sum is cast back to BIGINT.
+//!
+//! Synchronous like `Reader`: each call runs on the runtime captured at open with
+//! `Handle::block_on`, so callers must be plain threads or `spawn_blocking` closures, never
+//! async tasks (it panics there). May import `super`, `store::read` row types, `rie-proto`.
+
+use std::collections::BTreeMap;
+
+use rie_proto::EpisodeKind;
+use tokio::runtime::Handle;
+
+use super::super::config::PostgresConfig;
+use super::super::credentials::{hash_token, Verdict};
+use super::super::read::{Counts, Episode, FlowTotals, LinkMinute, MinuteTraffic, TalkerTotal};
+use super::super::StoreError;
+
+/// Read side on PostgreSQL.
+pub struct PgReader {
+    cfg: PostgresConfig,
+    handle: Handle,
+    pool: deadpool_postgres::Pool,
+}
+
+type Row = tokio_postgres::Row;
+type Param<'a> = &'a (dyn tokio_postgres::types::ToSql + Sync);
+
+impl PgReader {
+    /// A pool of `pool_size` sessions, opened on demand.
+    ///
+    /// # Errors
+    /// [`StoreError::PgSetup`].
+    pub fn open(cfg: &PostgresConfig, handle: &Handle) -> Result<Self, StoreError> {
+        Ok(Self {
+            cfg: cfg.clone(),
+            handle: handle.clone(),
+            pool: super::pool(cfg)?,
+        })
+    }
+
+    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+        self.handle.block_on(async {
+            let client = self
+                .pool
+                .get()
+                .await
+                .map_err(|e| super::pool_error(&self.cfg, e))?;
+            let stmt = client.prepare_cached(sql).await.map_err(|e| self.err(e))?;
+            client.query(&stmt, params).await.map_err(|e| self.err(e))
+        })
+    }
+
+    fn err(&self, source: tokio_postgres::Error) -> StoreError {
+        StoreError::Postgres {
+            url: self.cfg.masked_url(),
+            source,
+        }
+    }
+
+    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+        &self,
+        r: &'a Row,
+        i: usize,
+    ) -> Result<T, StoreError> {
+        r.try_get(i).map_err(|e| self.err(e))
+    }
+
+    fn sum_by_key(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<BTreeMap<String, Counts>, StoreError> {
+        let mut out = BTreeMap::new();
+        for r in self.query(sql, params)? {
+            out.insert(
+                self.get::<String>(&r, 0)?,
+                Counts {
+                    flows: self.get::<i64>(&r, 1)? as u64,
+                    packets: self.get::<i64>(&r, 2)? as u64,
+                    bytes: self.get::<i64>(&r, 3)? as u64,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// See `Reader::flow_totals`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn flow_totals(
+        &self,
+        from: i64,
+        to: i64,
+        site: Option<&str>,
+        exporter: Option<&str>,
+    ) -> Result<FlowTotals, StoreError> {
+        let p: [Param<'_>; 4] = [&from, &to, &site, &exporter];
+        let filter = "start >= $1 AND start < $2
+               AND ($3::text IS NULL OR site_id = $3) AND ($4::text IS NULL OR exporter = $4)";
+        let by_protocol = self.sum_by_key(
+            &format!(
+                "SELECT CAST(protocol AS TEXT), SUM(flows)::BIGINT, SUM(packets)::BIGINT, SUM(bytes)::BIGINT
+                 FROM flow_rollup WHERE {filter} GROUP BY protocol ORDER BY protocol"
+            ),
+            &p,
+        )?;
+        let by_port_class = self.sum_by_key(
+            &format!(
+                "SELECT port_class, SUM(flows)::BIGINT, SUM(packets)::BIGINT, SUM(bytes)::BIGINT
+                 FROM flow_class_rollup WHERE {filter} GROUP BY port_class ORDER BY port_class"
+            ),
+            &p,
+        )?;
+        let by_direction = self.sum_by_key(
+            &format!(
+                "SELECT CASE direction WHEN 1 THEN 'inbound' WHEN 2 THEN 'outbound' ELSE 'unknown' END AS d,
+                        SUM(flows)::BIGINT, SUM(packets)::BIGINT, SUM(bytes)::BIGINT
+                 FROM flow_rollup WHERE {filter} GROUP BY d ORDER BY d"
+            ),
+            &p,
+        )?;
+        let mut out = FlowTotals {
+            by_protocol,
+            by_port_class,
+            by_direction,
+            ..FlowTotals::default()
+        };
+        for c in out.by_protocol.values() {
+            out.flows += c.flows;
+            out.packets += c.packets;
+            out.bytes += c.bytes;
+        }
+        Ok(out)
+    }
+
+    /// See `Reader::top_talkers`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn top_talkers(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+        limit: u32,
+    ) -> Result<Vec<TalkerTotal>, StoreError> {
+        let limit = i64::from(limit);
+        self.query(
+            "SELECT prefix, SUM(bytes)::BIGINT AS b, SUM(packets)::BIGINT FROM top_talker_rollup
+             WHERE site_id = $1 AND start >= $2 AND start < $3
+             GROUP BY prefix ORDER BY b DESC, prefix LIMIT $4",
+            &[&site, &from, &to, &limit],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(TalkerTotal {
+                prefix: self.get(r, 0)?,
+                bytes: self.get::<i64>(r, 1)? as u64,
+                packets: self.get::<i64>(r, 2)? as u64,
+            })
+        })
+        .collect()
+    }
+
+    /// See `Reader::episodes`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn episodes(
+        &self,
+        site: &str,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<Episode>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.query(
+            "SELECT kind, start_ms, end_ms, link_id, cause FROM episodes
+             WHERE site_id = $1 AND start_ms < $3 AND (end_ms IS NULL OR end_ms > $2)
+             ORDER BY start_ms, id",
+            &[&site, &from_ms, &to_ms],
+        )? {
+            // The CHECK constraint guarantees a known kind; a row from a newer schema is skipped.
+            if let Some(kind) = EpisodeKind::parse(&self.get::<String>(&r, 0)?) {
+                out.push(Episode {
+                    kind,
+                    start_ms: self.get(&r, 1)?,
+                    end_ms: self.get(&r, 2)?,
+                    link: self.get(&r, 3)?,
+                    cause: self.get(&r, 4)?,
+                });
+            }
+        }
+        Ok(out)
+    }
+
+    /// See `Reader::link_minutes`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn link_minutes(
+        &self,
+        site: &str,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<LinkMinute>, StoreError> {
+        self.query(
+            "SELECT link_id, minute, 60::BIGINT, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_minute
+             WHERE site_id = $1 AND minute >= $2 AND minute < $3
+             UNION ALL
+             SELECT link_id, five_min, 300::BIGINT, sent, received, rtt_sum_us, rtt_n, rtt_max_us FROM link_5min
+             WHERE site_id = $1 AND five_min >= $2 AND five_min < $3
+             ORDER BY 1, 2, 3",
+            &[&site, &from, &to],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(LinkMinute {
+                link: self.get(r, 0)?,
+                minute: self.get(r, 1)?,
+                bucket_s: self.get(r, 2)?,
+                sent: self.get(r, 3)?,
+                received: self.get(r, 4)?,
+                rtt_sum_us: self.get(r, 5)?,
+                rtt_n: self.get(r, 6)?,
+                rtt_max_us: self.get(r, 7)?,
+            })
+        })
+        .collect()
+    }
+
+    /// See `Reader::episodes_open_or_closed_since`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn episodes_open_or_closed_since(
+        &self,
+        closed_since_ms: i64,
+    ) -> Result<Vec<(String, Episode)>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.query(
+            "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
+             WHERE end_ms IS NULL OR end_ms >= $1 ORDER BY start_ms",
+            &[&closed_since_ms],
+        )? {
+            let Some(kind) = EpisodeKind::parse(&self.get::<String>(&r, 1)?) else {
+                continue;
+            };
+            out.push((
+                self.get(&r, 0)?,
+                Episode {
+                    kind,
+                    link: self.get(&r, 2)?,
+                    start_ms: self.get(&r, 3)?,
+                    end_ms: self.get(&r, 4)?,
+                    cause: self.get(&r, 5)?,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// See `Reader::minute_traffic`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn minute_traffic(
+        &self,
+        site: &str,
+        minute: i64,
+    ) -> Result<Vec<MinuteTraffic>, StoreError> {
+        self.query(
+            "SELECT exporter <> '', protocol, direction, flows, packets, bytes
+             FROM flow_minute WHERE site_id = $1 AND minute = $2",
+            &[&site, &minute],
+        )?
+        .iter()
+        .map(|r| {
+            Ok(MinuteTraffic {
+                netflow: self.get(r, 0)?,
+                protocol: self.get(r, 1)?,
+                direction: self.get(r, 2)?,
+                flows: self.get(r, 3)?,
+                packets: self.get(r, 4)?,
+                bytes: self.get(r, 5)?,
+            })
+        })
+        .collect()
+    }
+
+    /// See `Reader::ping`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn ping(&self) -> Result<(), StoreError> {
+        self.query("SELECT 1", &[]).map(drop)
+    }
+
+    /// See `Reader::verify_token` and `credentials::verify`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn verify_token(&self, credential_ref: &str, token: &str) -> Result<Verdict, StoreError> {
+        let rows = self.query(
+            "SELECT token_sha256 FROM probe_credentials WHERE credential_ref = $1",
+            &[&credential_ref],
+        )?;
+        Ok(match rows.first() {
+            None => Verdict::NotEnrolled,
+            // Comparing digests, not secrets: timing reveals nothing about the token.
+            Some(r) if self.get::<String>(r, 0)? == hash_token(token) => Verdict::Accepted,
+            Some(_) => Verdict::Mismatch,
+        })
+    }
+
+    /// Stores the hash of `token` for `credential_ref`, replacing any previous one (see
+    /// `credentials::store`; used by `probe-config`).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn store_token(
+        &self,
+        credential_ref: &str,
+        token: &str,
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        self.query(
+            "INSERT INTO probe_credentials(credential_ref, token_sha256, issued_ms) VALUES ($1, $2, $3)
+             ON CONFLICT (credential_ref) DO UPDATE SET token_sha256 = excluded.token_sha256,
+               issued_ms = excluded.issued_ms",
+            &[&credential_ref, &hash_token(token), &now_ms],
+        )
+        .map(drop)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::store::{
+        EpisodeChange, FlowRow, LinkRow, Reader, SqliteStore, Store, TalkerRow, WriteSet,
+    };
+    use rie_proto::PortClass;
+
+    fn set() -> WriteSet {
+        let flow = |exporter: &str, protocol, direction, class, bytes| FlowRow {
+            minute: 120,
+            site: "S1".into(),
+            exporter: exporter.into(),
+            protocol,
+            direction,
+            port_class: class,
+            flows: 1,
+            packets: 2,
+            bytes,
+        };
+        WriteSet {
+            flows: vec![
+                flow("", 6, 1, PortClass::Web, 100),
+                flow("10.0.0.1", 6, 1, PortClass::Web, 50),
+                flow("", 17, 2, PortClass::Dns, 7),
+                flow("", 6, 1, PortClass::Web, 1),
+            ],
+            talkers: vec![
+                TalkerRow {
+                    minute: 120,
+                    site: "S1".into(),
+                    prefix: "10.1.0.0/24".into(),
+                    bytes: 30,
+                    packets: 3,
+                },
+                TalkerRow {
+                    minute: 120,
+                    site: "S1".into(),
+                    prefix: "10.2.0.0/24".into(),
+                    bytes: 40,
+                    packets: 1,
+                },
+                TalkerRow {
+                    minute: 180,
+                    site: "S1".into(),
+                    prefix: "10.1.0.0/24".into(),
+                    bytes: 15,
+                    packets: 1,
+                },
+            ],
+            links: vec![
+                LinkRow {
+                    minute: 120,
+                    site: "S1".into(),
+                    link: "S1-P".into(),
+                    sent: 5,
+                    received: 5,
+                    rtt_sum_us: 900,
+                    rtt_n: 1,
+                    rtt_max_us: Some(900),
+                },
+                LinkRow {
+                    minute: 120,
+                    site: "S1".into(),
+                    link: "S1-P".into(),
+                    sent: 5,
+                    received: 3,
+                    rtt_sum_us: 1200,
+                    rtt_n: 1,
+                    rtt_max_us: Some(1500),
+                },
+            ],
+            episodes: vec![
+                EpisodeChange::Open {
+                    site: "S1".into(),
+                    kind: EpisodeKind::Outage,
+                    link: None,
+                    start_ms: 1000,
+                    cause: "no link answers".into(),
+                },
+                EpisodeChange::Close {
+                    site: "S1".into(),
+                    kind: EpisodeKind::Outage,
+                    start_ms: 1000,
+                    end_ms: 4000,
+                },
+                EpisodeChange::Open {
+                    site: "S1".into(),
+                    kind: EpisodeKind::Degraded,
+                    link: Some("S1-P".into()),
+                    start_ms: 5000,
+                    cause: "loss 40 %".into(),
+                },
+            ],
+            now_ms: 9,
+            ..WriteSet::default()
+        }
+    }
+
+    /// Every read of the same data, as text, for one comparison per backend.
+    fn figures(
+        totals: FlowTotals,
+        talkers: Vec<TalkerTotal>,
+        links: Vec<LinkMinute>,
+        episodes: Vec<Episode>,
+        open: Vec<(String, Episode)>,
+        mut minute: Vec<MinuteTraffic>,
+    ) -> String {
+        minute.sort_by_key(|m| (m.netflow, m.protocol, m.direction));
+        format!("{totals:?}\n{talkers:?}\n{links:?}\n{episodes:?}\n{open:?}\n{minute:?}")
+    }
+
+    #[test]
+    fn both_backends_read_the_same_figures() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rie.db");
+        let mut store = SqliteStore::open(&path).unwrap();
+        store.write(&set()).unwrap();
+        store.write(&set()).unwrap();
+        let r = Reader::open(&path).unwrap();
+        crate::store::credentials::store(&crate::store::open(&path).unwrap(), "probe-S1", "tok", 1)
+            .unwrap();
+        let sqlite = figures(
+            r.flow_totals(0, 600, Some("S1"), None).unwrap(),
+            r.top_talkers("S1", 0, 600, 10).unwrap(),
+            r.link_minutes("S1", 0, 600).unwrap(),
+            r.episodes("S1", 0, 10_000).unwrap(),
+            r.episodes_open_or_closed_since(4500).unwrap(),
+            r.minute_traffic("S1", 120).unwrap(),
+        );
+        assert_eq!(
+            r.verify_token("probe-S1", "tok").unwrap(),
+            Verdict::Accepted
+        );
+
+        let server = rie_testpg::PgServer::start();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = PostgresConfig {
+            url: server.url(),
+            password_file: None,
+            password_env: None,
+            root_cert: None,
+            pool_size: 2,
+        };
+        let mut store = super::super::PgStore::open(&cfg, rt.handle()).unwrap();
+        store.write(&set()).unwrap();
+        store.write(&set()).unwrap();
+        let r = PgReader::open(&cfg, rt.handle()).unwrap();
+        r.ping().unwrap();
+        assert_eq!(
+            r.verify_token("probe-S1", "tok").unwrap(),
+            Verdict::NotEnrolled
+        );
+        r.store_token("probe-S1", "tok", 1).unwrap();
+        assert_eq!(
+            r.verify_token("probe-S1", "tok").unwrap(),
+            Verdict::Accepted
+        );
+        assert_eq!(
+            r.verify_token("probe-S1", "other").unwrap(),
+            Verdict::Mismatch
+        );
+        // The same reads through the backend-neutral Reader.
+        let r = Reader::open_postgres(&cfg, rt.handle()).unwrap();
+        assert_eq!(
+            r.verify_token("probe-S1", "tok").unwrap(),
+            Verdict::Accepted
+        );
+        let pg = figures(
+            r.flow_totals(0, 600, Some("S1"), None).unwrap(),
+            r.top_talkers("S1", 0, 600, 10).unwrap(),
+            r.link_minutes("S1", 0, 600).unwrap(),
+            r.episodes("S1", 0, 10_000).unwrap(),
+            r.episodes_open_or_closed_since(4500).unwrap(),
+            r.minute_traffic("S1", 120).unwrap(),
+        );
+        assert_eq!(pg, sqlite);
+        // Exact values, on both: two groups of the same rows sum.
+        let t = r.flow_totals(0, 600, None, None).unwrap();
+        assert_eq!((t.flows, t.packets, t.bytes), (8, 16, 316));
+        assert_eq!(t.by_port_class["web"].bytes, 302);
+        assert_eq!(t.by_protocol["17"].bytes, 14);
+        assert_eq!(t.by_direction["outbound"].bytes, 14);
+        let top = r.top_talkers("S1", 0, 600, 1).unwrap();
+        assert_eq!(
+            top,
+            vec![TalkerTotal {
+                prefix: "10.1.0.0/24".into(),
+                bytes: 90,
+                packets: 8
+            }]
+        );
+        let links = r.link_minutes("S1", 0, 600).unwrap();
+        assert_eq!(
+            links
+                .iter()
+                .map(|l| (l.sent, l.received, l.rtt_sum_us, l.rtt_n, l.rtt_max_us))
+                .collect::<Vec<_>>(),
+            vec![(20, 16, 4200, 4, Some(1500))]
+        );
+        assert_eq!(r.episodes("S1", 0, 10_000).unwrap().len(), 4);
+        assert_eq!(r.episodes_open_or_closed_since(4500).unwrap().len(), 2);
+    }
+}
