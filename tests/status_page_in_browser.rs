@@ -4,8 +4,6 @@
 //! state and ministry filters narrow the list; the site view opens from the keyboard and shows
 //! the open outage. Screenshots are saved to `target/test-artifacts/status-page.png` (page with the
 //! incident), `status-page-site.png` (site view) and `status-page-national.png` (14,000 sites).
-//! With two cluster members, the page served by one shows a site the other owns going down, and
-//! names the other in a banner when it stops answering.
 //!
 //! Needs Debian's `chromium` and `chromium-driver`.
 
@@ -19,7 +17,7 @@ use std::time::{Duration, Instant};
 
 use base64::Engine;
 use rie_common::now_ms;
-use rie_e2e::{free_ports, send_ok, Collector, Guard};
+use rie_e2e::{send_ok, Collector, Guard};
 use serde_json::{json, Value};
 
 /// WebDriver's key for element references.
@@ -480,64 +478,4 @@ fn the_national_inventory_loads_in_the_page() {
     let unplaced = b.js("return inv.sites.filter((s, i) => !inv.xy[i] && \
            !['975','977','978','986','987','988'].includes(inv.departements[s[3]][0])).length;");
     assert_eq!(unplaced, json!(0));
-}
-
-/// Two cluster members: the page served by the member that does not own S1 shows S1 going down
-/// (its state comes from the owner through `/api/v1/cluster/status`); when the owner stops
-/// answering, a banner names it and S1 is shown unknown, not up nor down.
-#[test]
-fn a_cluster_member_shows_the_nation_and_names_a_member_that_stops_answering() {
-    let [pa, pb, aa, ab] = free_ports();
-    let members = vec![pa.to_string(), pb.to_string()];
-    let toml = |me: std::net::SocketAddr| {
-        format!(
-            "[cluster]\nmembers = [\"{pa}\", \"{pb}\"]\nself = \"{me}\"\n\
-             api_members = [\"http://{aa}\", \"http://{ab}\"]\n"
-        )
-    };
-    let a = Collector::start_member(&toml(pa), pa, aa, None);
-    let b = Collector::start_member(&toml(pb), pb, ab, Some(&a));
-    let owner_is_a = rie_collector::cluster::owner(&members, "S1").unwrap() == pa.to_string();
-    let (mut owner, page, owner_api) = if owner_is_a { (a, b, aa) } else { (b, a, ab) };
-
-    let s1 = owner.probe_config("S1");
-    send_ok(
-        &s1,
-        1,
-        &[links(
-            1,
-            now_ms(),
-            &[("S1-P", false, false), ("S1-B", false, false)],
-        )],
-    );
-    let br = Browser::start();
-    br.goto(&page.url("/"));
-    let rows = br.wait(
-        "S1 down on the other member's page",
-        Duration::from_secs(15),
-        |b| {
-            let r = incidents(b);
-            (!r.is_empty()).then_some(r)
-        },
-    );
-    assert_eq!(rows, [row("S1", "Hors service", "420")]);
-    assert_eq!(br.text("#count-3"), "1");
-    assert_eq!(
-        br.js("return document.getElementById('cluster-note').hidden;"),
-        true
-    );
-
-    owner.kill9();
-    let note = br.wait(
-        "the banner naming the silent member",
-        Duration::from_secs(15),
-        |b| {
-            (b.js("return document.getElementById('cluster-note').hidden;") == false)
-                .then(|| b.text("#cluster-note"))
-        },
-    );
-    assert!(note.contains(&format!("http://{owner_api}")), "{note}");
-    assert!(note.starts_with("Collecteur(s) injoignable(s)"), "{note}");
-    assert!(incidents(&br).is_empty(), "S1 is unknown now, not down");
-    assert_eq!(br.text("#count-3"), "0");
 }

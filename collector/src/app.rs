@@ -43,8 +43,6 @@ pub enum StartError {
     Influx(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
     Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
-    #[error(transparent)]
-    ClusterMarks(#[from] crate::stream_marks::MarkLookupError),
     #[error("cannot listen on {addr} ({what}): {source}; free the port or set another address")]
     Bind {
         addr: SocketAddr,
@@ -146,12 +144,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
     let db = cfg.db_path();
     let metrics = Arc::new(Metrics::new());
-    let mut registry = SiteRegistry::new(inventory.clone(), cfg.sites.clone());
-    if let Some(ring) = cfg.cluster.ring() {
-        let me = ring.me.clone();
-        registry = registry.owning(&me, move |site| ring.redirect_for(site).is_none());
-    }
-    let sites = Arc::new(registry);
+    let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
     // Opened off the async task: the PostgreSQL backend bridges with `Handle::block_on`.
     let (opened, resumed) = {
         let (store_cfg, data_dir, sites) = (cfg.store.clone(), cfg.data_dir.clone(), sites.clone());
@@ -174,13 +167,6 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         silence,
         templates,
     } = resumed;
-    let marks = crate::stream_marks::MarkLookup::start(
-        &cfg.cluster,
-        &store::open(&db)?,
-        metrics.clone(),
-        rie_common::now_ms(),
-    )?
-    .map(Arc::new);
     metrics
         .registry
         .register(Box::new(crate::site_gauges::SiteGauges::new(sites.clone())))
@@ -281,8 +267,6 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         dedup: dedup.clone(),
         commit: commit_tx,
         metrics: metrics.clone(),
-        ring: cfg.cluster.ring(),
-        marks,
     });
     tracker.spawn(probe_stream::run(
         probe_listener,
@@ -296,15 +280,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         reader,
         metrics: metrics.clone(),
         costs,
-    })
-    .merge(api::cluster::fan_out_routes(
-        cfg.cluster.api_members.clone(),
-        crate::cluster::owner_index(
-            &cfg.cluster.members,
-            sites.inventory.sites.iter().map(|s| s.id.as_str()),
-        ),
-    ))
-    .merge(api::cluster::stream_mark_routes(dedup));
+    });
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {
         let serve = axum::serve(api_listener, app)

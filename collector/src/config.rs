@@ -7,7 +7,7 @@
 //! sections; each section's type, defaults and checks live beside its component
 //! (`ingest::probe_stream::ProbesConfig`, `ingest::netflow_udp::NetflowConfig`,
 //! `store::StoreConfig`, `sites::SiteThresholds`, `api::ApiConfig`, `pki::TlsConfig`,
-//! `sinks::influx::InfluxConfig`, `cluster::ClusterConfig`). May import those components'
+//! `sinks::influx::InfluxConfig`). A removed `[cluster]` section is refused by name. May import those components'
 //! config types; only `app` and `main` import it.
 
 use std::path::{Path, PathBuf};
@@ -16,6 +16,9 @@ use serde::Deserialize;
 
 /// A configuration that cannot be used; the CLI exits with code 2 on it.
 pub type ConfigError = rie_common::ConfigFileError;
+
+/// Why a config with the former `[cluster]` section (or any of its keys) is refused.
+pub const CLUSTER_REMOVED: &str = "the [cluster] section was removed: run several collectors against one PostgreSQL database instead (store.backend = \"postgres\", store.postgres.url = \"...\"); probes list every collector in collector.addresses; see docs/scaling.md";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -45,9 +48,9 @@ pub struct CollectorConfig {
     /// defaults (the same values as that file) when absent.
     #[serde(default)]
     pub costs: Option<PathBuf>,
-    /// Scale-out: members of the cluster and this collector's address; see `cluster`.
-    #[serde(default)]
-    pub cluster: crate::cluster::ClusterConfig,
+    /// The removed `[cluster]` section, kept only to refuse it by name in [`Self::validate`].
+    #[serde(default, rename = "cluster")]
+    pub removed_cluster: Option<toml::Table>,
     /// Where this configuration came from, for error messages.
     #[serde(skip)]
     pub source: Option<PathBuf>,
@@ -73,7 +76,7 @@ impl Default for CollectorConfig {
             netflow: Default::default(),
             influx: crate::sinks::influx::InfluxConfig::default(),
             costs: None,
-            cluster: crate::cluster::ClusterConfig::default(),
+            removed_cluster: None,
             source: None,
         }
     }
@@ -100,8 +103,12 @@ impl CollectorConfig {
             .as_ref()
             .map_or_else(|| "command line".to_string(), |p| p.display().to_string());
         let invalid = |key: &str, message: String| ConfigError::invalid(file.clone(), key, message);
-        if let Err(e) = self.cluster.validate() {
-            return Err(invalid(e.key, e.message));
+        if let Some(table) = &self.removed_cluster {
+            let key = table
+                .keys()
+                .next()
+                .map_or_else(|| "cluster".to_string(), |k| format!("cluster.{k}"));
+            return Err(invalid(&key, CLUSTER_REMOVED.to_string()));
         }
         let checks = [
             self.probes.validate(),
@@ -139,6 +146,37 @@ mod tests {
             }
         }
         assert!(found >= 1, "no collector*.toml found in {}", dir.display());
+    }
+
+    #[test]
+    fn a_removed_cluster_section_is_refused_by_name() {
+        let dir = tempfile::tempdir().unwrap();
+        let p = dir.path().join("collector.toml");
+        let check = |text: &str| {
+            std::fs::write(&p, text).unwrap();
+            CollectorConfig::load(&p)
+                .unwrap()
+                .validate()
+                .unwrap_err()
+                .to_string()
+        };
+        let file = p.display();
+        assert_eq!(
+            check("[cluster]\n"),
+            format!("{file}: key `cluster`: the [cluster] section was removed: run several collectors against one PostgreSQL database instead (store.backend = \"postgres\", store.postgres.url = \"...\"); probes list every collector in collector.addresses; see docs/scaling.md")
+        );
+        for key in [
+            "members = []",
+            "self = \"a:1\"",
+            "api_members = []",
+            "mark_lookup_timeout = \"2s\"",
+        ] {
+            let name = key.split(' ').next().unwrap();
+            assert_eq!(
+                check(&format!("[cluster]\n{key}\n")),
+                format!("{file}: key `cluster.{name}`: {CLUSTER_REMOVED}")
+            );
+        }
     }
 
     #[test]

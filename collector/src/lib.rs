@@ -15,7 +15,6 @@
 
 pub mod api;
 pub mod app;
-pub mod cluster;
 pub mod commit;
 pub mod config;
 pub mod episodes;
@@ -29,6 +28,5 @@ pub mod sinks;
 pub mod site_gauges;
 pub mod sites;
 pub mod store;
-pub mod stream_marks;
 
 pub use app::{is_user_start_error, run, Running, StartError};

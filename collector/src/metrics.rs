@@ -9,11 +9,6 @@ use prometheus::{
     Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
 };
 
-/// Label values of `rie_collector_cluster_mark_lookups_total{result}`, one per peer asked:
-/// `mark` (the peer holds a mark for the stream), `no_mark` (it holds none), `unreachable`
-/// (no answer within the timeout), `bad_answer` (an answer that is not a mark).
-pub const MARK_LOOKUP_RESULTS: [&str; 4] = ["mark", "no_mark", "unreachable", "bad_answer"];
-
 pub struct Metrics {
     pub registry: Registry,
     /// Open, authenticated probe connections.
@@ -40,8 +35,6 @@ pub struct Metrics {
     /// Flow records taken into the rollups, by source: `probe` (the aggregates in probe batches,
     /// capture or relayed NetFlow) and `netflow` (records exported directly to the collector).
     pub flow_records: IntCounterVec,
-    /// Cluster: answers of peers asked for a stream's dedup mark (`stream_marks`), by result.
-    pub cluster_mark_lookups: IntCounterVec,
 }
 
 impl Metrics {
@@ -149,14 +142,6 @@ impl Metrics {
                 &["source"],
             )
             .expect("valid metric"),
-            cluster_mark_lookups: IntCounterVec::new(
-                Opts::new(
-                    "rie_collector_cluster_mark_lookups_total",
-                    "Peers asked for a probe stream's stored mark on a hello, by result (mark, no_mark, unreachable, bad_answer).",
-                ),
-                &["result"],
-            )
-            .expect("valid metric"),
             registry,
         };
         let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
@@ -179,12 +164,6 @@ impl Metrics {
         ];
         for c in collectors {
             m.registry.register(c).expect("metric names are unique");
-        }
-        m.registry
-            .register(Box::new(m.cluster_mark_lookups.clone()))
-            .expect("metric names are unique");
-        for r in MARK_LOOKUP_RESULTS {
-            m.cluster_mark_lookups.with_label_values(&[r]);
         }
         // Reasons are pre-created so that dashboards and alerts see 0 rather than no series.
         for r in [

@@ -5,7 +5,6 @@
 //! `inventory`, `metrics`, `commit` (the dedup index, for the stream-mark route), `cluster`,
 //! `stream_marks`; never `ingest` or `sinks`. Only `app` imports it.
 
-pub mod cluster;
 pub mod web;
 
 use std::net::SocketAddr;

@@ -45,11 +45,6 @@ pub struct Context {
     pub dedup: Arc<DedupIndex>,
     pub commit: mpsc::Sender<Request>,
     pub metrics: Arc<Metrics>,
-    /// Cluster membership: `None` on a single collector, which owns every site.
-    pub ring: Option<crate::cluster::Ring>,
-    /// Cluster: asks the other members for a stream's mark when this one has no current mark
-    /// (a site that changed owner); `None` without peers.
-    pub marks: Option<Arc<crate::stream_marks::MarkLookup>>,
 }
 
 /// Accepts probe connections until `shutdown`; connection tasks go on `tracker` so that the
@@ -175,34 +170,7 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
             return;
         }
     };
-    // Ownership is checked after authentication, so that only a probe with a valid token
-    // learns the cluster's layout (every member holds the whole inventory and its tokens).
-    if let Some(owner) = ctx
-        .ring
-        .as_ref()
-        .and_then(|r| r.redirect_for(hello.site.as_str()))
-    {
-        info!(%peer, site = %hello.site, owner, "site belongs to another collector: redirected");
-        ctx.metrics
-            .auth_failures
-            .with_label_values(&["redirected"])
-            .inc();
-        let refused = Refused {
-            code: RefuseCode::Redirect,
-            reason: format!("site {} is served by collector {owner}", hello.site),
-            redirect: Some(owner.to_string()),
-        };
-        let _ = send(&mut framed, &Message::Refused(refused)).await;
-        return;
-    }
-    // A site that changed owner: take the previous owner's mark before acknowledging anything,
-    // so that a batch it stored (ack lost) is acknowledged as a duplicate, not stored again.
-    let mut last_stored_seq = ctx.dedup.last(&hello.site, hello.stream);
-    if let Some(marks) = &ctx.marks {
-        if marks.needed(&hello.site, hello.stream, last_stored_seq) {
-            last_stored_seq = marks.reconcile(&ctx.dedup, &hello.site, hello.stream).await;
-        }
-    }
+    let last_stored_seq = ctx.dedup.last(&hello.site, hello.stream);
     let now = now_ms();
     let welcome = Welcome {
         protocol_version: hello.protocol_version,
