@@ -18,7 +18,7 @@ use serde::Deserialize;
 pub type ConfigError = rie_common::ConfigFileError;
 
 /// Why a config with the former `[cluster]` section (or any of its keys) is refused.
-pub const CLUSTER_REMOVED: &str = "the [cluster] section was removed: run several collectors against one PostgreSQL database instead (store.backend = \"postgres\", store.postgres.url = \"...\"); probes list every collector in collector.addresses; see docs/scaling.md";
+pub const CLUSTER_REMOVED: &str = "the [cluster] section was removed: run several collectors against one PostgreSQL database instead (store.backend = \"postgres\", store.postgres.url = \"...\"); probes dial one DNS name or TCP load balancer in front of the collectors; see docs/scaling.md";
 
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -163,7 +163,7 @@ mod tests {
         let file = p.display();
         assert_eq!(
             check("[cluster]\n"),
-            format!("{file}: key `cluster`: the [cluster] section was removed: run several collectors against one PostgreSQL database instead (store.backend = \"postgres\", store.postgres.url = \"...\"); probes list every collector in collector.addresses; see docs/scaling.md")
+            format!("{file}: key `cluster`: the [cluster] section was removed: run several collectors against one PostgreSQL database instead (store.backend = \"postgres\", store.postgres.url = \"...\"); probes dial one DNS name or TCP load balancer in front of the collectors; see docs/scaling.md")
         );
         for key in [
             "members = []",

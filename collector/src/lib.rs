@@ -8,8 +8,8 @@
 //! - `commit`: the one writer. Every input reaches the store through it (one group commit),
 //!   then one fan-out of what was committed: dedup marks, live site state, episodes, acks, sinks;
 //! - `episodes` (rules), `sites` (live state), `site_gauges`, `indicators`, `reports`;
-//! - `store` (the `Store` interface, its contract, SQLite, one schema), `inventory`, `metrics`,
-//!   `pki`, `cluster`, `stream_marks`.
+//! - `store` (the `Store` interface, its contract, SQLite or PostgreSQL, one schema), `inventory`,
+//!   `metrics`, `pki`.
 //!
 //! Depends on `rie-proto`, `rie-common` and `rie-flow`; never on `rie-probe` or `rie-sim`.
 

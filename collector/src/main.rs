@@ -75,9 +75,8 @@ enum Cmd {
         /// Address the probe dials (default: probes.public_address from the config).
         #[arg(long)]
         address: Option<String>,
-        /// Scale-out: enrol the site with the token of this existing probe config (written by
-        /// another member of the cluster) instead of a new one, so that every member accepts
-        /// the same probe and the other members' copies stay valid.
+        /// Enrol the site with the token of this existing probe config instead of a new one
+        /// (e.g. a config written against an earlier database), so that copies of it stay valid.
         #[arg(long, value_name = "PROBE_CONFIG")]
         token_from: Option<PathBuf>,
     },

@@ -116,11 +116,7 @@ impl Collector for SiteGauges {
         let views = self.sites.views(now_ms);
         let inv = &self.sites.inventory;
         let mut out: Vec<Vec<Metric>> = vec![Vec::with_capacity(views.len()); FAMILIES.len()];
-        for (idx, (site, v)) in inv.sites.iter().zip(&views).enumerate() {
-            // Cluster: another member's site is reported by that member only.
-            if !self.sites.owns(idx) {
-                continue;
-            }
+        for (site, v) in inv.sites.iter().zip(&views) {
             let region = rie_proto::geo::departement(&site.departement).map_or("", |d| d.region);
             let labels = [
                 pair("site", site.id.as_str()),

@@ -98,13 +98,6 @@ pub struct SiteRegistry {
     /// Silence is counted from here at the earliest: sites cannot report while the collector
     /// itself is down, and that is not their silence.
     started_ms: i64,
-    /// Cluster: which inventory sites this member owns (`None`: a single collector owns all).
-    /// A member holds the whole inventory, but only its own sites' states are its to report
-    /// (Prometheus gauges, InfluxDB `site_state`, silent episodes): another member's site is
-    /// not silent here, it is elsewhere.
-    owned: Option<Vec<bool>>,
-    /// Cluster: this member's name (`cluster.self`, unique among the members).
-    member: Option<String>,
 }
 
 impl SiteRegistry {
@@ -115,35 +108,7 @@ impl SiteRegistry {
             thresholds,
             live,
             started_ms: rie_common::now_ms(),
-            owned: None,
-            member: None,
         }
-    }
-
-    /// Cluster: this collector is the member `member` (its `cluster.self`), and reports only the
-    /// sites `owns` accepts (by site id).
-    pub fn owning(mut self, member: &str, owns: impl Fn(&str) -> bool) -> Self {
-        self.member = Some(member.to_string());
-        self.owned = Some(
-            self.inventory
-                .sites
-                .iter()
-                .map(|s| owns(s.id.as_str()))
-                .collect(),
-        );
-        self
-    }
-
-    /// This collector's name in its cluster (`cluster.self`), `None` on a single collector.
-    pub fn member(&self) -> Option<&str> {
-        self.member.as_deref()
-    }
-
-    /// Whether this member reports the state of the site at `idx` (always, on a single collector).
-    pub fn owns(&self, idx: usize) -> bool {
-        self.owned
-            .as_ref()
-            .is_none_or(|o| o.get(idx).copied().unwrap_or(false))
     }
 
     /// Sets when the collector started (tests and benches replay fixed clocks).

@@ -6,8 +6,8 @@
 //! - `config_file`: the TOML files people edit (probe and collector configs, the cost model),
 //!   read the same way everywhere, with a [`ConfigFileError`] that names the file, then the
 //!   line or the key ([`read_toml`]);
-//! - [`split_host_port`], the one reading of a `host:port` address (config keys, cluster
-//!   members, the address a probe dials);
+//! - [`split_host_port`], the one reading of a `host:port` address (config keys, the
+//!   address a probe dials);
 //! - `cli`: the logging flags and set-up ([`LogArgs`], [`init_logs`]) and the shutdown signal
 //!   ([`wait_for_signal`], [`cancel_on_signal`], Ctrl-C or SIGTERM), the runtime ([`runtime`])
 //!   and the open-file limit a national fleet needs ([`raise_fd_limit`]).

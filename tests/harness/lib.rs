@@ -72,23 +72,16 @@ impl Collector {
         )
     }
 
-    /// A member of a collector cluster: probe listener on `probe_listen` (known in advance, as
-    /// it appears in every member's `[cluster] members`), `config_toml` as its config, and the
-    /// API on `api_listen` (known in advance for `api_members`), and the
-    /// PKI copied from `pki_from` (one CA for the cluster), or a new one for the first member.
-    pub fn start_member(
-        config_toml: &str,
-        probe_listen: SocketAddr,
-        api_listen: SocketAddr,
-        pki_from: Option<&Collector>,
-    ) -> Self {
+    /// A collector with `config_toml` as its config and the PKI copied from `pki_from` (one CA
+    /// for several collectors sharing one database), or a new one.
+    pub fn start_sharing_pki(config_toml: &str, pki_from: Option<&Collector>) -> Self {
         Self::start_pki(
             &fixture("inventory"),
-            probe_listen,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
             false,
             Some(config_toml),
             pki_from.map(|c| c.dir.path().join("pki")).as_deref(),
-            Some(api_listen),
+            None,
         )
     }
 
@@ -297,6 +290,8 @@ impl Collector {
             Command::new(bin("rie-collector"))
                 .arg("probe-config")
                 .args(self.config_args())
+                // The collector's own config: credentials go to its configured store.
+                .args(&self.extra_args)
                 .args([
                     "--site",
                     site,
@@ -309,14 +304,16 @@ impl Collector {
         out
     }
 
-    /// Enrols `site` on this collector with the token of `probe_config` (written by another
-    /// member of a cluster): `probe-config --token-from`. Returns the file it writes.
+    /// Enrols `site` on this collector with the token of `probe_config` (`probe-config
+    /// --token-from`), pointed at this collector's address. Returns the file it writes.
     pub fn probe_config_sharing(&self, site: &str, probe_config: &Path) -> PathBuf {
         let out = self.dir.path().join(format!("probe-{site}-shared.toml"));
         run_ok(
             Command::new(bin("rie-collector"))
                 .arg("probe-config")
                 .args(self.config_args())
+                // The collector's own config: credentials go to its configured store.
+                .args(&self.extra_args)
                 .args(["--site", site, "--address", &self.probe_addr.to_string()])
                 .arg("--token-from")
                 .arg(probe_config)

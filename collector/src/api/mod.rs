@@ -1,9 +1,8 @@
 //! HTTP API (JSON, described in `docs/openapi.yaml`) and the `/metrics` endpoint.
 //!
 //! Owns every HTTP route of the collector: the JSON API and `/metrics` (here), the status page
-//! (`web`), the cluster routes (`cluster`). May import `store` (reads), `sites`, `indicators`,
-//! `inventory`, `metrics`, `commit` (the dedup index, for the stream-mark route), `cluster`,
-//! `stream_marks`; never `ingest` or `sinks`. Only `app` imports it.
+//! (`web`). May import `store` (reads), `sites`, `indicators`, `inventory`, `metrics`; never
+//! `ingest` or `sinks`. Only `app` imports it.
 
 pub mod web;
 

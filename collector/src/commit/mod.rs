@@ -108,10 +108,10 @@ impl DedupIndex {
         self.lock().get(&(site.clone(), stream)).copied()
     }
 
-    /// Raises the mark of `(site, stream)` to at least `seq`: a mark learned from a cluster
-    /// peer (`stream_marks`), so that batches up to it are acknowledged as duplicates. Held in
-    /// memory only: the next batch stored persists a higher mark; a restart before that asks
-    /// the peers again. Never lowers a mark.
+    /// Raises the mark of `(site, stream)` to at least `seq`: a mark another collector sharing
+    /// the database committed (returned by the store as `StaleMarks`), so that batches up to it
+    /// are acknowledged as duplicates. Held in
+    /// memory only: the database holds the mark itself. Never lowers a mark.
     pub fn raise(&self, site: &SiteId, stream: u64, seq: u64) {
         let mut m = self.lock();
         let e = m.entry((site.clone(), stream)).or_insert(seq);

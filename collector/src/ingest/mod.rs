@@ -2,7 +2,7 @@
 //! exported directly by routers (`netflow_udp`, templates persisted by `netflow_templates`).
 //!
 //! Inputs hand what they receive to the commit stage (`crate::commit`) and never write the
-//! store themselves. May import: `commit`, `sites`, `store` (reads: credentials), `cluster`,
+//! store themselves. May import: `commit`, `sites`, `store` (reads: credentials),
 //! `inventory`, `metrics`, `rie-flow`.
 
 pub mod netflow_templates;

@@ -170,6 +170,17 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
             return;
         }
     };
+    // The database's mark, not only this collector's memory: with several collectors on one
+    // database, another one may have stored later batches of this stream (the probe moved).
+    let reader = ctx.reader.clone();
+    let (site, stream) = (hello.site.as_str().to_string(), hello.stream);
+    match tokio::task::spawn_blocking(move || reader.stream_mark(&site, stream)).await {
+        Ok(Ok(Some(seq))) => ctx.dedup.raise(&hello.site, hello.stream, seq),
+        Ok(Ok(None)) => {}
+        // The commit's own check under a row lock still refuses a stale batch.
+        Ok(Err(e)) => warn!(site = %hello.site, error = %e, "stream mark not read at hello"),
+        Err(e) => warn!(site = %hello.site, error = %e, "stream mark read failed"),
+    }
     let last_stored_seq = ctx.dedup.last(&hello.site, hello.stream);
     let now = now_ms();
     let welcome = Welcome {

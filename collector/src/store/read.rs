@@ -23,7 +23,7 @@ pub struct Counts {
     pub bytes: u64,
 }
 
-/// Answer of `GET /api/v1/flows/totals` (read back by the cluster's national fan-out).
+/// Answer of `GET /api/v1/flows/totals` .
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, serde::Deserialize)]
 pub struct FlowTotals {
     pub flows: u64,
@@ -403,6 +403,28 @@ impl Reader {
                 Ok(())
             }
             Err(pg) => pg.ping(),
+        }
+    }
+
+    /// The highest stored sequence of a probe stream, as committed (by any collector sharing
+    /// the database): the answer of a hello, so that a probe moving between collectors learns
+    /// what another one already stored.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn stream_mark(&self, site: &str, stream: u64) -> Result<Option<u64>, StoreError> {
+        match self.conn() {
+            // u64 ids and sequences, stored bit for bit in signed 64-bit integers.
+            Ok(c) => Ok(c
+                .query_row(
+                    "SELECT last_seq FROM probe_streams WHERE site_id = ?1 AND stream = ?2",
+                    rusqlite::params![site, stream as i64],
+                    |r| r.get::<_, i64>(0),
+                )
+                .optional()?
+                .filter(|s| *s > 0)
+                .map(|s| s as u64)),
+            Err(pg) => pg.stream_mark(site, stream),
         }
     }
 

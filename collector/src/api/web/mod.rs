@@ -130,15 +130,6 @@ pub struct Status {
     /// `[site index, state since (Unix ms) or null]` for every site degraded, on backup, down
     /// or silent.
     incidents: Vec<(usize, Option<i64>)>,
-    /// Cluster: this member's name; its `owned_sites` are the only ones whose state it knows
-    /// (the others show `unknown` here: `/api/v1/cluster/status` has the national picture).
-    #[serde(default)]
-    member: Option<String>,
-    #[serde(default)]
-    owned_sites: usize,
-    /// National picture only: members that did not answer (their sites show `unknown`).
-    #[serde(default)]
-    unreachable: Vec<String>,
 }
 
 async fn status(State(st): State<AppState>) -> Response {
@@ -146,19 +137,15 @@ async fn status(State(st): State<AppState>) -> Response {
     let views = st.sites.views(now);
     (
         [(header::CACHE_CONTROL, "no-store")],
-        Json(status_of(&st.sites, &views, now)),
+        Json(status_of(&views, now)),
     )
         .into_response()
 }
 
-fn status_of(sites: &crate::sites::SiteRegistry, views: &[SiteView], now: i64) -> Status {
+fn status_of(views: &[SiteView], now: i64) -> Status {
     let mut states = String::with_capacity(views.len());
     let mut incidents = Vec::new();
     for (i, v) in views.iter().enumerate() {
-        if !sites.owns(i) {
-            states.push('5');
-            continue;
-        }
         // Codes are 0..=5: one ASCII digit each.
         let digit = char::from(b'0' + v.state.code());
         states.push(digit);
@@ -173,43 +160,6 @@ fn status_of(sites: &crate::sites::SiteRegistry, views: &[SiteView], now: i64) -
         now_ms: now,
         states,
         incidents,
-        member: sites.member().map(str::to_string),
-        owned_sites: (0..views.len()).filter(|i| sites.owns(*i)).count(),
-        unreachable: Vec::new(),
-    }
-}
-
-impl Status {
-    /// The national picture from every member's own: each site's state comes from the member
-    /// that owns it (`owner_of[i]` indexes `members`); a member that did not answer (`None`)
-    /// leaves its sites `unknown` and is named in `unreachable`.
-    pub fn merge(members: &[(String, Option<Status>)], owner_of: &[usize], now_ms: i64) -> Self {
-        let mut states = String::with_capacity(owner_of.len());
-        for (i, &m) in owner_of.iter().enumerate() {
-            let own = members.get(m).and_then(|(_, s)| s.as_ref());
-            let digit = own.and_then(|s| s.states.as_bytes().get(i).copied());
-            states.push(digit.filter(u8::is_ascii_digit).map_or('5', char::from));
-        }
-        let mut incidents = Vec::new();
-        for (m, (_, s)) in members.iter().enumerate() {
-            if let Some(s) = s {
-                let own = |i: &usize| owner_of.get(*i) == Some(&m);
-                incidents.extend(s.incidents.iter().filter(|(i, _)| own(i)).copied());
-            }
-        }
-        incidents.sort_unstable_by_key(|(i, _)| *i);
-        Self {
-            now_ms,
-            states,
-            incidents,
-            member: None,
-            owned_sites: owner_of.len(),
-            unreachable: members
-                .iter()
-                .filter(|(_, s)| s.is_none())
-                .map(|(m, _)| m.clone())
-                .collect(),
-        }
     }
 }
 
@@ -364,47 +314,13 @@ mod tests {
             view(SiteState::Silent, None),
             view(SiteState::Unknown, None),
         ];
-        let s = status_of(
-            &crate::sites::SiteRegistry::new(
-                std::sync::Arc::new(fixture_inventory()),
-                Default::default(),
-            ),
-            &views,
-            99,
-        );
+        let s = status_of(&views, 99);
         assert_eq!(s.states, "012345");
         assert_eq!(
             s.incidents,
             [(1, Some(2)), (2, Some(3)), (3, Some(4)), (4, None)]
         );
         assert_eq!(s.now_ms, 99);
-    }
-
-    #[test]
-    fn national_status_takes_each_site_from_its_owner() {
-        let member = |states: &str, incidents: Vec<(usize, Option<i64>)>| Status {
-            now_ms: 1,
-            states: states.into(),
-            incidents,
-            member: None,
-            owned_sites: 2,
-            unreachable: Vec::new(),
-        };
-        // Sites 0 and 2 belong to a, 1 and 3 to b; each shows the other's as unknown (5).
-        let a = member("3505", vec![(0, Some(10))]);
-        let b = member("5251", vec![(1, Some(20)), (3, None)]);
-        let owner_of = [0, 1, 0, 1];
-        let both = [("a".to_string(), Some(a)), ("b".to_string(), Some(b))];
-        let s = Status::merge(&both, &owner_of, 7);
-        assert_eq!(s.states, "3201");
-        assert_eq!(s.incidents, [(0, Some(10)), (1, Some(20)), (3, None)]);
-        assert!(s.unreachable.is_empty());
-        // b does not answer: its sites are unknown, and it is named.
-        let [a, _] = both;
-        let s = Status::merge(&[a, ("b".to_string(), None)], &owner_of, 7);
-        assert_eq!(s.states, "3505");
-        assert_eq!(s.incidents, [(0, Some(10))]);
-        assert_eq!(s.unreachable, ["b"]);
     }
 
     #[test]

@@ -144,15 +144,7 @@ pub(super) fn traffic_lines(
         }
     }
     for ((netflow, proto, dir), [flows, packets, bytes]) in sums {
-        let mut line = Line::new("site_traffic").tags(&tags.site[idx]);
-        if let Some(member) = sites.member() {
-            // Cluster: a site that changes owner in the middle of a minute has part of that
-            // minute on each member. Each writes its own part under its own `collector` tag
-            // (its `cluster.self`, unique by validation, unlike `influx.instance`), so neither
-            // overwrites the other, and sums over the tag are exact (docs/schema.md). Steady
-            // state: one value per site, no extra series.
-            line = line.tag("collector", member);
-        }
+        let line = Line::new("site_traffic").tags(&tags.site[idx]);
         out.extend(
             line.tag("direction", dir)
                 .tag("protocol", proto)

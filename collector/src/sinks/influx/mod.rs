@@ -533,12 +533,6 @@ async fn periodic(
         let views = sink.sites.views(now_ms);
         let mut lines = Vec::new();
         for (idx, v) in views.iter().enumerate() {
-            // Cluster: every member holds the whole inventory, but a site's state is written by
-            // its owner only; another member would write `unknown` (or `silent`, for a site that
-            // moved away) on the same series and period timestamp.
-            if !sink.sites.owns(idx) {
-                continue;
-            }
             let changed = last.get(idx).copied().flatten() != Some(v.state);
             if !full && !changed {
                 continue;

@@ -297,6 +297,23 @@ impl PgReader {
         self.query("SELECT 1", &[]).map(drop)
     }
 
+    /// See `Reader::stream_mark` (a seq-0 row is a lock placeholder: no batch stored).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn stream_mark(&self, site: &str, stream: u64) -> Result<Option<u64>, StoreError> {
+        let stream = stream as i64;
+        let rows = self.query(
+            "SELECT last_seq FROM probe_streams WHERE site_id = $1 AND stream = $2",
+            &[&site, &stream],
+        )?;
+        Ok(rows
+            .first()
+            .map(|r| r.get::<_, i64>(0))
+            .filter(|s| *s > 0)
+            .map(|s| s as u64))
+    }
+
     /// See `Reader::verify_token` and `credentials::verify`.
     ///
     /// # Errors

@@ -58,8 +58,8 @@ let nowMs = Date.now();
 let lastOk = 0;
 let openSite = null;
 let pollCount = 0;
-// In a cluster, any member serves the national picture; a single collector answers 404 there.
-let statusUrl = "/api/v1/cluster/status";
+// Every collector sharing the database serves the same national picture.
+const statusUrl = "/api/v1/status";
 
 const $ = (id) => document.getElementById(id);
 
@@ -118,14 +118,9 @@ async function loadInventory() {
 
 async function poll() {
   try {
-    let r = await fetch(statusUrl, { cache: "no-store" });
-    if (r.status === 404 && statusUrl !== "/api/v1/status") {
-      statusUrl = "/api/v1/status";
-      r = await fetch(statusUrl, { cache: "no-store" });
-    }
+    const r = await fetch(statusUrl, { cache: "no-store" });
     if (!r.ok) throw new Error("HTTP " + r.status);
     const j = await r.json();
-    showClusterNote(j);
     if (j.states.length !== inv.sites.length) {
       // The collector restarted with another inventory: start again.
       location.reload();
@@ -147,21 +142,6 @@ async function poll() {
   } finally {
     setTimeout(poll, POLL_MS);
   }
-}
-
-/** Says which part of the nation this page cannot see: members that did not answer, or, on a
- * member without the cluster's API list, every site but its own. */
-function showClusterNote(j) {
-  const note = $("cluster-note");
-  let text = "";
-  if (j.unreachable && j.unreachable.length) {
-    text = "Collecteur(s) injoignable(s) : " + j.unreachable.join(", ") + " — leurs sites apparaissent « Inconnu ».";
-  } else if (j.member && j.owned_sites < inv.sites.length) {
-    text = "Ce collecteur (" + j.member + ") ne suit que " + fmtInt(j.owned_sites) + " sites sur " + fmtInt(inv.sites.length) +
-      " : les autres apparaissent « Inconnu » (renseigner cluster.api_members pour la vue nationale).";
-  }
-  note.textContent = text;
-  note.hidden = text === "";
 }
 
 function filters() {
