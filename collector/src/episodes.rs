@@ -254,5 +254,4 @@ mod tests {
         assert_eq!(done.len(), 1);
         assert_eq!((done[0].start_ms, done[0].end_ms), (1_000, Some(50_000)));
     }
-
 }

@@ -182,7 +182,7 @@ impl PostgresConfig {
                     .into(),
             ));
         }
-        if let Err(e) = crate::store::postgres::parse_url(&self.url) {
+        if let Err(e) = parse_url(&self.url) {
             return Err((
                 "store.postgres.url",
                 format!(
@@ -205,6 +205,53 @@ impl PostgresConfig {
         }
         Ok(())
     }
+}
+
+/// What [`parse_url`] found: the driver's config and whether the URL asked for certificate
+/// verification (`verify-ca`, `verify-full`).
+pub struct ParsedUrl {
+    pub config: tokio_postgres::Config,
+    pub verify: bool,
+}
+
+/// Parses a libpq URL or key=value string, taking `sslmode=verify-ca|verify-full` out first.
+///
+/// # Errors
+/// The driver's parse error (it never contains the password).
+pub fn parse_url(url: &str) -> Result<ParsedUrl, tokio_postgres::Error> {
+    let mut verify = false;
+    let mut take = |kv: &str| -> bool {
+        match kv {
+            "sslmode=verify-full" | "sslmode=verify-ca" => {
+                verify = true;
+                false
+            }
+            _ => true,
+        }
+    };
+    let cleaned = if url.contains("://") {
+        match url.split_once('?') {
+            Some((base, query)) => {
+                let kept: Vec<&str> = query.split('&').filter(|kv| take(kv)).collect();
+                if kept.is_empty() {
+                    base.to_string()
+                } else {
+                    format!("{base}?{}", kept.join("&"))
+                }
+            }
+            None => url.to_string(),
+        }
+    } else {
+        url.split_whitespace()
+            .filter(|kv| take(kv))
+            .collect::<Vec<_>>()
+            .join(" ")
+    };
+    let mut config: tokio_postgres::Config = cleaned.parse()?;
+    if verify {
+        config.ssl_mode(tokio_postgres::config::SslMode::Require);
+    }
+    Ok(ParsedUrl { config, verify })
 }
 
 #[cfg(test)]

@@ -22,59 +22,12 @@ pub mod write;
 
 use std::sync::Arc;
 
-use tokio_postgres::config::SslMode;
-
 pub use write::PgStore;
 
 use super::config::PostgresConfig;
 use super::StoreError;
 
-/// What [`parse_url`] found: the driver's config and whether the URL asked for certificate
-/// verification (`verify-ca`, `verify-full`).
-pub struct ParsedUrl {
-    pub config: tokio_postgres::Config,
-    pub verify: bool,
-}
-
-/// Parses a libpq URL or key=value string, taking `sslmode=verify-ca|verify-full` out first.
-///
-/// # Errors
-/// The driver's parse error (it never contains the password).
-pub fn parse_url(url: &str) -> Result<ParsedUrl, tokio_postgres::Error> {
-    let mut verify = false;
-    let mut take = |kv: &str| -> bool {
-        match kv {
-            "sslmode=verify-full" | "sslmode=verify-ca" => {
-                verify = true;
-                false
-            }
-            _ => true,
-        }
-    };
-    let cleaned = if url.contains("://") {
-        match url.split_once('?') {
-            Some((base, query)) => {
-                let kept: Vec<&str> = query.split('&').filter(|kv| take(kv)).collect();
-                if kept.is_empty() {
-                    base.to_string()
-                } else {
-                    format!("{base}?{}", kept.join("&"))
-                }
-            }
-            None => url.to_string(),
-        }
-    } else {
-        url.split_whitespace()
-            .filter(|kv| take(kv))
-            .collect::<Vec<_>>()
-            .join(" ")
-    };
-    let mut config: tokio_postgres::Config = cleaned.parse()?;
-    if verify {
-        config.ssl_mode(SslMode::Require);
-    }
-    Ok(ParsedUrl { config, verify })
-}
+pub use super::config::{parse_url, ParsedUrl};
 
 /// The driver config with the password read from its source, and the TLS connector.
 ///
@@ -233,7 +186,10 @@ mod tests {
         )
         .unwrap();
         assert!(p.verify);
-        assert_eq!(p.config.get_ssl_mode(), SslMode::Require);
+        assert_eq!(
+            p.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Require
+        );
         assert_eq!(p.config.get_ports(), &[5432, 5433]);
         assert_eq!(p.config.get_hosts().len(), 2);
         assert_eq!(
@@ -245,7 +201,10 @@ mod tests {
         assert_eq!(p.config.get_dbname(), Some("rie"));
         let p = parse_url("postgresql://rie@db1/rie?sslmode=disable").unwrap();
         assert!(!p.verify);
-        assert_eq!(p.config.get_ssl_mode(), SslMode::Disable);
+        assert_eq!(
+            p.config.get_ssl_mode(),
+            tokio_postgres::config::SslMode::Disable
+        );
         assert!(parse_url("postgresql://rie@db1/rie?sslmode=sometimes").is_err());
     }
 }
