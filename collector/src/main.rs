@@ -292,18 +292,30 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     let model =
         CostModel::load_or_default(cfg.costs.as_deref()).map_err(|e| UserError(e.to_string()))?;
     let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
-    let db = cfg.db_path();
-    if !db.exists() {
-        return Err(UserError(format!(
-            "{}: no collector database here; point --data-dir (or data_dir in the config) at the collector's data directory",
-            db.display()
-        ))
-        .into());
-    }
-    let conn = store::open(&db)?;
+    // The PostgreSQL read side runs its queries on a runtime (`Handle::block_on`); this
+    // command is on the main thread, outside any async task, as that requires.
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let reader = match (&cfg.store.backend, &cfg.store.postgres) {
+        (store::config::Backend::Postgres, Some(pg)) => {
+            let reader = store::Reader::open_postgres(pg, rt.handle())?;
+            reader.ping()?;
+            reader
+        }
+        _ => {
+            let db = cfg.db_path();
+            if !db.exists() {
+                return Err(UserError(format!(
+                    "{}: no collector database here; point --data-dir (or data_dir in the config) at the collector's data directory",
+                    db.display()
+                ))
+                .into());
+            }
+            store::Reader::open(&db)?
+        }
+    };
     let progress = reports::Progress::start(format!("report {}", period.label));
     let text = reports::build(
-        &conn,
+        &reader,
         &reports::Request {
             inventory: &inv,
             model: &model,

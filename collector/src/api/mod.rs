@@ -422,7 +422,7 @@ async fn indicators(
     let inv = st.sites.inventory.clone();
     let costs = st.costs.clone();
     let report = tokio::task::spawn_blocking(move || {
-        indicators::report_from(&reader, &inv, &costs, &period, now_ms(), group_by)
+        indicators::report(&reader, &inv, &costs, &period, now_ms(), group_by)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -650,7 +650,7 @@ mod tests {
             let inputs: Vec<_> = [&p40, &p2y]
                 .into_iter()
                 .map(|p| {
-                    let i = load_inputs(&conn, &inv, p).unwrap();
+                    let i = load_inputs(&reader, &inv, p).unwrap();
                     (i.traffic_bytes, i.measured)
                 })
                 .collect();
