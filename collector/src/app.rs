@@ -43,6 +43,12 @@ pub enum StartError {
     Influx(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
     Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
+    #[error("data_dir {path}: {source}; create it or set data_dir (--data-dir) to a writable directory")]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ({what}): {source}; free the port or set another address")]
     Bind {
         addr: SocketAddr,
@@ -58,6 +64,7 @@ impl StartError {
         matches!(
             self,
             StartError::Config(_)
+                | StartError::DataDir { .. }
                 | StartError::Inventory(_)
                 | StartError::Pki(_)
                 | StartError::Influx(crate::sinks::influx::SinkError::Client(_))
@@ -142,6 +149,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         cfg.costs.as_deref(),
     )?);
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
+    // Holds the SQLite store, or only the InfluxDB sink's backlog on PostgreSQL.
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+        path: cfg.data_dir.display().to_string(),
+        source,
+    })?;
     let db = cfg.db_path();
     let metrics = Arc::new(Metrics::new());
     let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
