@@ -21,6 +21,12 @@ fn loadgen_counts_match_the_collector() {
             .arg(d.join("pki/ca.pem"))
             .arg("--data-dir")
             .arg(d.join("data"))
+            // Tokens go to the collector's configured store (PostgreSQL on that suite).
+            .args(
+                c.config_file()
+                    .iter()
+                    .flat_map(|f| ["--collector-config".into(), f.display().to_string()]),
+            )
             .arg("--inventory")
             .arg(d.join("inventory"))
             .args(["--metrics", &c.url("/metrics")]),

@@ -43,7 +43,9 @@ pub enum StartError {
     Influx(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
     Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
-    #[error("data_dir {path}: {source}; create it or set data_dir (--data-dir) to a writable directory")]
+    #[error(
+        "data_dir {path}: {source}; create it or set data_dir (--data-dir) to a writable directory"
+    )]
     DataDir {
         path: String,
         #[source]

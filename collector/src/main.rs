@@ -391,24 +391,16 @@ fn probe_config(
         None => credentials::new_token(),
         Some(f) => token_of(f)?,
     };
-    match (&cfg.store.backend, &cfg.store.postgres) {
-        (store::config::Backend::Postgres, Some(pg)) => {
-            // The PostgreSQL backend runs on a runtime; this command is called from the main
-            // thread, outside any async task, as `Handle::block_on` requires.
-            let rt = rie_common::runtime().context("starting the async runtime")?;
-            // Migrates the schema (or refuses a newer one) before the first write.
-            drop(store::postgres::PgStore::open(pg, rt.handle())?);
-            store::postgres::read::PgReader::open(pg, rt.handle())?.store_token(
-                &s.credential_ref,
-                &token,
-                rie_common::now_ms(),
-            )?;
-        }
-        _ => {
-            let conn = store::open(&cfg.db_path())?;
-            credentials::store(&conn, &s.credential_ref, &token, rie_common::now_ms())?;
-        }
-    }
+    // The PostgreSQL backend runs on a runtime; this command is called from the main thread,
+    // outside any async task, as `Handle::block_on` requires.
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    credentials::issue(
+        &cfg.store,
+        &cfg.data_dir,
+        rt.handle(),
+        &[(s.credential_ref.clone(), token.clone())],
+        rie_common::now_ms(),
+    )?;
     let text = format!(
         "# rie-probe configuration for site {id} ({name}), written by rie-collector probe-config.\n\
          # Holds the site's secret token: keep this file readable by the probe user only.\n\

@@ -51,7 +51,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
     }
-    let tokens = issue_tokens(&db, &inv.sites)?;
+    // The demo's store is the embedded SQLite one (no PostgreSQL call blocks this task).
+    let tokens = issue_tokens(
+        &rie_collector::store::StoreConfig::default(),
+        &data_dir,
+        &tokio::runtime::Handle::current(),
+        &inv.sites,
+    )?;
 
     let mut cfg = CollectorConfig {
         data_dir,

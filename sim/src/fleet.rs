@@ -55,27 +55,24 @@ fn rtt_of(t: Technology) -> f64 {
     }
 }
 
-/// Issues a fresh token for each of `sites` in the database at `db`, in one transaction
-/// (replacing, and so revoking, their previous tokens).
+/// Issues a fresh token for each of `sites` in the store `store_cfg` names (SQLite: the
+/// `rie.db` of `data_dir`), in one transaction (replacing, and so revoking, their previous
+/// tokens). PostgreSQL runs on `handle`: call it off async tasks.
 ///
 /// # Errors
 /// Database errors.
 pub fn issue_tokens(
-    db: &std::path::Path,
+    store_cfg: &store::StoreConfig,
+    data_dir: &std::path::Path,
+    handle: &tokio::runtime::Handle,
     sites: &[inventory::Site],
 ) -> Result<Vec<String>, store::StoreError> {
-    let mut conn = store::open(db)?;
-    let tx = conn.transaction()?;
-    let now = now_ms();
-    let tokens = sites
+    let issued: Vec<(String, String)> = sites
         .iter()
-        .map(|s| {
-            let t = credentials::new_token();
-            credentials::store(&tx, &s.credential_ref, &t, now).map(|()| t)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    tx.commit()?;
-    Ok(tokens)
+        .map(|s| (s.credential_ref.clone(), credentials::new_token()))
+        .collect();
+    credentials::issue(store_cfg, data_dir, handle, &issued, now_ms())?;
+    Ok(issued.into_iter().map(|(_, t)| t).collect())
 }
 
 /// One simulated probe per site of `sites` (in order, zipped with `tokens`), its links and RTT

@@ -31,8 +31,10 @@ pub struct LoadgenOptions {
     pub address: String,
     /// CA certificate of the collector (`pki/ca.pem`).
     pub ca: PathBuf,
-    /// The collector's data directory (tokens are issued in its `rie.db`).
+    /// The collector's data directory (tokens are issued in its `rie.db` on SQLite).
     pub data_dir: PathBuf,
+    /// The collector's `[store]` (from its config file): where tokens are issued.
+    pub store: rie_collector::store::StoreConfig,
     /// The collector's inventory; the first `probes` sites are simulated.
     pub inventory: PathBuf,
     /// The collector's `/metrics` URL, to count what it stored.
@@ -134,7 +136,14 @@ pub async fn run(
     let ca_pem = std::fs::read_to_string(&opts.ca)
         .map_err(|e| LoadgenError::Setup(format!("--ca {}: {e}", opts.ca.display())))?;
     let sites = &inv.sites[..opts.probes];
-    let tokens = fleet::issue_tokens(&opts.data_dir.join("rie.db"), sites)?;
+    let tokens = {
+        let (store, data_dir, sites) = (opts.store.clone(), opts.data_dir.clone(), sites.to_vec());
+        let handle = tokio::runtime::Handle::current();
+        // PostgreSQL calls block on the runtime: off the async task.
+        tokio::task::spawn_blocking(move || fleet::issue_tokens(&store, &data_dir, &handle, &sites))
+            .await
+            .map_err(|e| LoadgenError::Setup(format!("issuing tokens: {e}")))??
+    };
     let plan = ProbePlan {
         address: opts.address.clone(),
         ca_pem,

@@ -70,6 +70,10 @@ enum Cmd {
         /// The collector's data directory: tokens for the simulated sites are issued in its rie.db.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The collector's config file: tokens are issued in the store its [store] names
+        /// (PostgreSQL included); without it, the SQLite rie.db of --data-dir.
+        #[arg(long)]
+        collector_config: Option<PathBuf>,
         /// The collector's inventory; its first --probes sites are simulated.
         #[arg(long)]
         inventory: PathBuf,
@@ -119,11 +123,20 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             address,
             ca,
             data_dir,
+            collector_config,
             inventory,
             metrics,
             seed,
             incident_rate,
         } => {
+            let store = match &collector_config {
+                Some(p) => {
+                    rie_collector::config::CollectorConfig::load(p)
+                        .map_err(|e| UserError(e.to_string()))?
+                        .store
+                }
+                None => rie_collector::store::StoreConfig::default(),
+            };
             rie_collector::inventory::check_generated_sites(probes).map_err(UserError)?;
             rie_common::raise_fd_limit(probes as u64 + 1_024);
             let opts = rie_sim::loadgen::LoadgenOptions {
@@ -134,6 +147,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 address,
                 ca,
                 data_dir,
+                store,
                 inventory,
                 metrics_url: metrics,
                 seed,

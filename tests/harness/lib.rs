@@ -275,6 +275,16 @@ impl Collector {
         }
     }
 
+    /// This collector's config file, when it has one (always on the PostgreSQL suite): for
+    /// tools that must reach its store (`rie-sim loadgen --collector-config`).
+    pub fn config_file(&self) -> Option<PathBuf> {
+        self.extra_args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| self.extra_args.get(i + 1))
+            .map(PathBuf::from)
+    }
+
     /// The PostgreSQL server of this collector's store, on the PostgreSQL suite.
     pub fn postgres(&self) -> Option<&rie_testpg::PgServer> {
         self.pg.as_ref()

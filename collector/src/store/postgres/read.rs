@@ -405,22 +405,20 @@ impl PgReader {
         })
     }
 
-    /// Stores the hash of `token` for `credential_ref`, replacing any previous one (see
-    /// `credentials::store`; used by `probe-config`).
+    /// Stores the hashes of `tokens` (credential ref, token) in one statement, replacing
+    /// earlier ones (see `credentials`). Credential refs must be distinct.
     ///
     /// # Errors
     /// Database errors.
-    pub fn store_token(
-        &self,
-        credential_ref: &str,
-        token: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+    pub fn store_tokens(&self, tokens: &[(String, String)], now_ms: i64) -> Result<(), StoreError> {
+        let refs: Vec<&str> = tokens.iter().map(|(r, _)| r.as_str()).collect();
+        let hashes: Vec<String> = tokens.iter().map(|(_, t)| hash_token(t)).collect();
         self.query(
-            "INSERT INTO probe_credentials(credential_ref, token_sha256, issued_ms) VALUES ($1, $2, $3)
+            "INSERT INTO probe_credentials(credential_ref, token_sha256, issued_ms)
+             SELECT r, h, $3 FROM UNNEST($1::text[], $2::text[]) AS t(r, h)
              ON CONFLICT (credential_ref) DO UPDATE SET token_sha256 = excluded.token_sha256,
                issued_ms = excluded.issued_ms",
-            &[&credential_ref, &hash_token(token), &now_ms],
+            &[&refs, &hashes, &now_ms],
         )
         .map(drop)
     }
@@ -583,7 +581,8 @@ mod tests {
             r.verify_token("probe-S1", "tok").unwrap(),
             Verdict::NotEnrolled
         );
-        r.store_token("probe-S1", "tok", 1).unwrap();
+        r.store_tokens(&[("probe-S1".into(), "tok".into())], 1)
+            .unwrap();
         assert_eq!(
             r.verify_token("probe-S1", "tok").unwrap(),
             Verdict::Accepted
