@@ -43,6 +43,8 @@
 //!    the group. Two collectors writing one batch store it once.
 
 pub mod config;
+#[cfg(test)]
+mod contract_tests;
 pub mod credentials;
 pub mod postgres;
 pub mod read;
