@@ -263,6 +263,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
             &cfg.netflow,
             listen,
             &templates,
+            // Several collectors may share PostgreSQL: templates another one committed.
+            (backend == store::config::Backend::Postgres).then(|| reader.clone()),
             commit_tx.clone(),
             inventory.clone(),
             metrics.clone(),

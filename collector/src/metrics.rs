@@ -224,6 +224,9 @@ pub struct NetflowMetrics {
     pub exporters: IntGauge,
     /// Templates kept in the store (survive a restart).
     pub templates_persisted: IntGauge,
+    /// Templates read from the shared store on a miss: announced to another collector
+    /// sharing the database (or before this one started), decoded here at once.
+    pub templates_from_store: IntCounter,
     /// Minute rows committed to the store.
     pub rows_committed: IntCounter,
     /// Flow records by the direction decided against their site's `site_prefixes`
@@ -284,6 +287,11 @@ impl NetflowMetrics {
                 "NetFlow v9/IPFIX templates kept in the store across restarts.",
             )
             .expect("valid metric"),
+            templates_from_store: IntCounter::new(
+                "rie_collector_netflow_templates_from_store_total",
+                "NetFlow v9/IPFIX templates read from the shared store on a miss (announced to another collector).",
+            )
+            .expect("valid metric"),
             rows_committed: IntCounter::new(
                 "rie_collector_netflow_rows_committed_total",
                 "Minute rows of NetFlow traffic committed to the store.",
@@ -300,7 +308,7 @@ impl NetflowMetrics {
             )
             .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(m.datagrams.clone()),
             Box::new(m.decode_errors.clone()),
             Box::new(m.records.clone()),
@@ -309,6 +317,7 @@ impl NetflowMetrics {
             Box::new(m.pending_flowsets.clone()),
             Box::new(m.exporters.clone()),
             Box::new(m.templates_persisted.clone()),
+            Box::new(m.templates_from_store.clone()),
             Box::new(m.rows_committed.clone()),
             Box::new(m.records_by_direction.clone()),
             Box::new(m.no_prefix_records.clone()),

@@ -117,6 +117,23 @@ impl Collector {
         )
     }
 
+    /// A NetFlow collector (as [`Collector::start_netflow_with_config`]) with the PKI copied
+    /// from `pki_from`: several collectors on one database, exporters sending to either.
+    pub fn start_netflow_sharing_pki(
+        inventory: &Path,
+        config_toml: &str,
+        pki_from: Option<&Collector>,
+    ) -> Self {
+        Self::start_pki(
+            inventory,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            true,
+            Some(config_toml),
+            pki_from.map(|c| c.dir.path().join("pki")).as_deref(),
+            None,
+        )
+    }
+
     /// Starts a collector whose probe listener binds `probe_listen` (port 0: any free one).
     pub fn start_on(inventory: &Path, probe_listen: SocketAddr) -> Self {
         Self::start_inner(inventory, probe_listen, false)

@@ -101,6 +101,8 @@ fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, NetflowStartError>
 
 /// Binds `cfg.listen` and starts the input thread; it stops (after a last flush) when
 /// `shutdown` is cancelled. `templates` are the ones the store had; flushes go to `commit`.
+/// With `shared` (a database other collectors write too), a template missing here is read
+/// from it.
 ///
 /// # Errors
 /// [`NetflowStartError`] for the port, the database or the decoder limits.
@@ -108,6 +110,7 @@ pub fn start(
     cfg: &NetflowConfig,
     listen: SocketAddr,
     templates: &[TemplateChange],
+    shared: Option<Arc<crate::store::Reader>>,
     commit: mpsc::Sender<Request>,
     inventory: Arc<Inventory>,
     metrics: Arc<Metrics>,
@@ -120,8 +123,13 @@ pub fn start(
             addr: listen,
             source,
         })?;
-    let templates = TemplateCache::load(templates);
     let nf = NetflowMetrics::register(&metrics.registry);
+    let templates = match shared {
+        Some(reader) => {
+            TemplateCache::read_through(templates, reader, nf.templates_from_store.clone())
+        }
+        None => TemplateCache::load(templates),
+    };
     nf.templates_persisted.set(templates.len() as i64);
     let rcvbuf = socket2::SockRef::from(&socket)
         .recv_buffer_size()

@@ -487,6 +487,29 @@ impl Reader {
         Ok(())
     }
 
+    /// The stored body of one NetFlow template (see `ingest::netflow_templates`), as the last
+    /// commit of any collector sharing the database left it.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn netflow_template(
+        &self,
+        scope: &str,
+        kind: i64,
+        template_id: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.conn() {
+            Ok(c) => Ok(c
+                .query_row(
+                    "SELECT body FROM netflow_templates WHERE scope = ?1 AND kind = ?2 AND template_id = ?3",
+                    params![scope, kind, template_id],
+                    |r| r.get(0),
+                )
+                .optional()?),
+            Err(pg) => pg.netflow_template(scope, kind, template_id),
+        }
+    }
+
     /// Cheap liveness query for `/healthz`.
     ///
     /// # Errors

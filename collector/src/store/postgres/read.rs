@@ -261,6 +261,28 @@ impl PgReader {
         Ok(out)
     }
 
+    /// See `Reader::netflow_template`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn netflow_template(
+        &self,
+        scope: &str,
+        kind: i64,
+        template_id: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .query(
+                "SELECT body FROM netflow_templates WHERE scope = $1 AND kind = $2 AND template_id = $3",
+                &[&scope, &kind, &template_id],
+            )?
+            .first()
+        {
+            Some(r) => Ok(Some(self.get(r, 0)?)),
+            None => Ok(None),
+        }
+    }
+
     /// See `Reader::episodes_touching`.
     ///
     /// # Errors
