@@ -262,9 +262,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         Some(listen) => Some(crate::ingest::netflow_udp::start(
             &cfg.netflow,
             listen,
-            &templates,
-            // Several collectors may share PostgreSQL: templates another one committed.
-            (backend == store::config::Backend::Postgres).then(|| reader.clone()),
+            crate::ingest::netflow_udp::Templates {
+                persisted: &templates,
+                // Several collectors may share PostgreSQL: templates another one committed.
+                shared: (backend == store::config::Backend::Postgres).then(|| reader.clone()),
+            },
             commit_tx.clone(),
             inventory.clone(),
             metrics.clone(),
