@@ -102,7 +102,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     );
 
     let plan = ProbePlan {
-        address: running.probe_addr.to_string(),
+        addresses: vec![running.probe_addr.to_string()],
         ca_pem: pki::ca_pem(&pki_dir)?,
         interval_ms: opts.interval.as_millis() as u64,
         sites: sim_sites(&inv, &inv.sites, tokens, opts.seed, opts.incident_rate),

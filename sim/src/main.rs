@@ -61,9 +61,16 @@ enum Cmd {
         /// Latencies of the first part (the fleet connecting) are reported apart.
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         warmup: Duration,
-        /// Collector probe address (its certificate must name `localhost`).
-        #[arg(long)]
-        address: String,
+        /// Collector probe address (its certificate must name `localhost`); repeat it, or give a
+        /// comma-separated list, for several collectors on one database: probe i starts on the
+        /// (i mod n)-th and fails over to the others.
+        #[arg(
+            long = "collector",
+            visible_alias = "address",
+            required = true,
+            value_delimiter = ','
+        )]
+        collectors: Vec<String>,
         /// The collector's CA certificate (pki/ca.pem).
         #[arg(long)]
         ca: PathBuf,
@@ -77,9 +84,10 @@ enum Cmd {
         /// The collector's inventory; its first --probes sites are simulated.
         #[arg(long)]
         inventory: PathBuf,
-        /// The collector's /metrics URL, to count the batches it stored.
-        #[arg(long)]
-        metrics: Option<String>,
+        /// The collector's /metrics URL, to count the batches it stored (repeat it, or a
+        /// comma-separated list, for several collectors: summed).
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         #[arg(long, default_value_t = 0.001)]
@@ -120,7 +128,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             interval,
             duration,
             warmup,
-            address,
+            collectors,
             ca,
             data_dir,
             collector_config,
@@ -144,12 +152,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 interval,
                 duration,
                 warmup,
-                address,
+                addresses: collectors,
                 ca,
                 data_dir,
                 store,
                 inventory,
-                metrics_url: metrics,
+                metrics_urls: metrics,
                 seed,
                 incident_rate,
             };
