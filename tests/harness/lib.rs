@@ -134,6 +134,23 @@ impl Collector {
         )
     }
 
+    /// [`Collector::start_sharing_pki`] on the inventory in `inventory` (e.g. a generated one)
+    /// instead of the fixture's.
+    pub fn start_sharing_pki_on(
+        inventory: &Path,
+        config_toml: &str,
+        pki_from: Option<&Collector>,
+    ) -> Self {
+        Self::start_pki(
+            inventory,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            false,
+            Some(config_toml),
+            pki_from.map(|c| c.dir.path().join("pki")).as_deref(),
+            None,
+        )
+    }
+
     /// Starts a collector whose probe listener binds `probe_listen` (port 0: any free one).
     pub fn start_on(inventory: &Path, probe_listen: SocketAddr) -> Self {
         Self::start_inner(inventory, probe_listen, false)
