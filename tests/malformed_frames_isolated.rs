@@ -15,7 +15,7 @@ use rie_proto::{Batch, Direction, FlowAggregate, Message};
 async fn open(cfg: &Path, stream: u64) -> Session {
     let cfg = ProbeConfig::load(cfg).unwrap();
     let r = cfg.resolve().unwrap();
-    let id = Identity::new(cfg.site_id.clone(), r.token, stream);
+    let id = Identity::new(cfg.site_id.clone(), r.token.clone(), stream);
     Session::open(r.preferred(), id.hello()).await.unwrap()
 }
 
@@ -174,7 +174,7 @@ async fn a_probe_that_does_not_trust_the_collector_ca_does_not_connect() {
     std::fs::write(&foreign_path, foreign).unwrap();
     let cfg = ProbeConfig::load(&foreign_path).unwrap();
     let r = cfg.resolve().unwrap();
-    let id = Identity::new(cfg.site_id.clone(), r.token, 1);
+    let id = Identity::new(cfg.site_id.clone(), r.token.clone(), 1);
     match Session::open(r.preferred(), id.hello()).await {
         Err(rie_probe::session::SessionError::Tls { .. }) => {}
         Err(e) => panic!("expected a TLS failure, got {e}"),

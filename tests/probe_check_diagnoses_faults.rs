@@ -129,12 +129,19 @@ fn check_passes_on_a_good_install_and_names_each_fault() {
     });
     let (code, out) = check(&two, "en");
     assert_eq!(code, 0, "{out}");
-    assert!(out.contains(&format!("✘ Collector reachable [{dead}]")), "{out}");
-    assert!(out.contains(&format!("✔ Collector reachable [{live}]")), "{out}");
+    assert!(
+        out.contains(&format!("✘ Collector reachable [{dead}]")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("✔ Collector reachable [{live}]")),
+        "{out}"
+    );
     assert!(out.contains(&format!("✔ Token [{live}]")), "{out}");
     assert!(
-        out.contains(&format!("✘ Collectors reachable — 1/2 : {dead} ✘, {live} ✔"))
-            && out.contains("the probe uses the others meanwhile"),
+        out.contains(&format!(
+            "✘ Collectors reachable — 1/2 : {dead} ✘, {live} ✔"
+        )) && out.contains("the probe uses the others meanwhile"),
         "{out}"
     );
 

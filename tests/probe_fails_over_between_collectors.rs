@@ -156,7 +156,11 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
             expected.insert((site.id.to_string(), base + 60 * seq as i64), s);
             total = (total.0 + s.0, total.1 + s.1, total.2 + s.2);
         }
-        let targets = if i % 2 == 0 { a_first.clone() } else { b_first.clone() };
+        let targets = if i % 2 == 0 {
+            a_first.clone()
+        } else {
+            b_first.clone()
+        };
         let out = MemoryOutbox::new(10_000);
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel(16);
@@ -195,7 +199,11 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
     // Mid-stream (about a third of the batches acknowledged): kill A.
     let until = Instant::now() + Duration::from_secs(60);
     while acked(&probes) < PROBES as u64 * BATCHES / 3 {
-        assert!(Instant::now() < until, "probes too slow: {} acked", acked(&probes));
+        assert!(
+            Instant::now() < until,
+            "probes too slow: {} acked",
+            acked(&probes)
+        );
         std::thread::sleep(Duration::from_millis(20));
     }
     let on_a: Vec<bool> = probes
@@ -204,7 +212,13 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
         .collect();
     // Each probe stays on its first collector while it works.
     for (i, p) in probes.iter().enumerate() {
-        assert_eq!(on_a[i], p.first == addr_a, "probe {} on {}", p.site, p.stats.collector());
+        assert_eq!(
+            on_a[i],
+            p.first == addr_a,
+            "probe {} on {}",
+            p.site,
+            p.stats.collector()
+        );
     }
     a.kill9();
     let killed = Instant::now();
@@ -217,7 +231,10 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
         .iter()
         .map(|p| p.stats.batches_acked.load(Ordering::Relaxed))
         .collect();
-    assert!(producers.iter().any(|p| !p.is_finished()), "the kill must be mid-stream");
+    assert!(
+        producers.iter().any(|p| !p.is_finished()),
+        "the kill must be mid-stream"
+    );
 
     // The first acknowledgement by B of each probe that was on A.
     let mut first_ack: Vec<Option<Duration>> = vec![None; PROBES];
@@ -263,7 +280,9 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
         moved[moved.len() - 1].as_millis(),
         moved[moved.len() / 2].as_millis(),
         connected.first().map_or(0, Duration::as_millis),
-        connected.get(connected.len() / 2).map_or(0, Duration::as_millis),
+        connected
+            .get(connected.len() / 2)
+            .map_or(0, Duration::as_millis),
         connected.len()
     );
 
@@ -300,18 +319,32 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
     for line in rows.lines().filter(|l| !l.trim().is_empty()) {
         let f: Vec<&str> = line.split('|').map(str::trim).collect();
         assert_eq!(f[2].parse::<u64>().unwrap(), FLOWS, "{line}");
-        let v = (f[3].parse().unwrap(), f[4].parse().unwrap(), f[5].parse().unwrap());
+        let v = (
+            f[3].parse().unwrap(),
+            f[4].parse().unwrap(),
+            f[5].parse().unwrap(),
+        );
         assert!(
-            stored.insert((f[0].to_string(), f[1].parse().unwrap()), v).is_none(),
+            stored
+                .insert((f[0].to_string(), f[1].parse().unwrap()), v)
+                .is_none(),
             "{line}"
         );
     }
-    let lost: Vec<_> = expected.keys().filter(|k| !stored.contains_key(*k)).collect();
+    let lost: Vec<_> = expected
+        .keys()
+        .filter(|k| !stored.contains_key(*k))
+        .collect();
     let doubled_or_wrong: Vec<_> = expected
         .iter()
         .filter(|(k, v)| stored.get(*k).is_some_and(|s| s != *v))
         .collect();
-    assert!(lost.is_empty(), "{} batches lost: {:?}", lost.len(), &lost[..lost.len().min(5)]);
+    assert!(
+        lost.is_empty(),
+        "{} batches lost: {:?}",
+        lost.len(),
+        &lost[..lost.len().min(5)]
+    );
     assert!(
         doubled_or_wrong.is_empty(),
         "{} batches stored twice or altered: {:?}",
@@ -327,10 +360,16 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
         }
     }
     let sum = pg.psql("SELECT sum(flows), sum(packets), sum(bytes) FROM flow_minute");
-    let s: Vec<u64> = sum.trim().split('|').map(|v| v.trim().parse().unwrap()).collect();
+    let s: Vec<u64> = sum
+        .trim()
+        .split('|')
+        .map(|v| v.trim().parse().unwrap())
+        .collect();
     assert_eq!((s[0], s[1], s[2]), total);
     assert_eq!(
-        pg.psql("SELECT count(*), sum(last_seq) FROM probe_streams").trim().replace(' ', ""),
+        pg.psql("SELECT count(*), sum(last_seq) FROM probe_streams")
+            .trim()
+            .replace(' ', ""),
         format!("{PROBES}|{}", PROBES as u64 * BATCHES)
     );
     assert_eq!(b.metric("rie_collector_sequence_gaps_total"), 0.0);

@@ -349,8 +349,8 @@ impl ProbeConfig {
     }
 
     /// The collector addresses, checked: exactly one of `address` or a non-empty `addresses`,
-    /// each `host:port`, none twice. Returns (address, host) pairs and the key they came from.
-    fn checked_addresses(&self) -> Result<(&'static str, Vec<(String, String)>), ProbeConfigError> {
+    /// each `host:port`, none twice. Returns (address, host) pairs, in order.
+    fn checked_addresses(&self) -> Result<Vec<(String, String)>, ProbeConfigError> {
         let c = &self.collector;
         let (key, list) = match (&c.address, &c.addresses) {
             (Some(a), None) => ("collector.address", vec![a.clone()]),
@@ -399,7 +399,7 @@ impl ProbeConfig {
             let host = host.trim_start_matches('[').trim_end_matches(']');
             out.push((a.clone(), host.to_string()));
         }
-        Ok((key, out))
+        Ok(out)
     }
 
     fn invalid(&self, key: &'static str, message: impl Into<String>) -> ProbeConfigError {
@@ -439,14 +439,16 @@ impl ProbeConfig {
                 "must be above 0 and not above reconnect_max; e.g. \"1s\"",
             ));
         }
-        let (_, addresses) = self.checked_addresses()?;
+        let addresses = self.checked_addresses()?;
         let mut server_names = Vec::with_capacity(addresses.len());
         for (_, host) in &addresses {
             let name = c.server_name.clone().unwrap_or_else(|| host.clone());
             let server_name = ServerName::try_from(name.clone()).map_err(|_| {
                 self.invalid(
                     "collector.server_name",
-                    format!("{name:?} is not a DNS name or IP address; e.g. \"collector.rie.gouv.fr\""),
+                    format!(
+                        "{name:?} is not a DNS name or IP address; e.g. \"collector.rie.gouv.fr\""
+                    ),
                 )
             })?;
             server_names.push(server_name);
@@ -649,7 +651,10 @@ mod tests {
             format!("site_id = \"S1\"\n[collector]\n{keys}\ntoken = \"t\"\nca_cert = \"\"\"\n{ca}\"\"\"\n"),
         )
         .unwrap();
-        let r = ProbeConfig::load(&p).unwrap().resolve().map_err(|e| e.to_string());
+        let r = ProbeConfig::load(&p)
+            .unwrap()
+            .resolve()
+            .map_err(|e| e.to_string());
         (dir, r)
     }
 
@@ -673,7 +678,10 @@ mod tests {
         assert_eq!(
             got,
             [
-                ("collector-a.rie.example:7443".into(), "collector-a.rie.example".into()),
+                (
+                    "collector-a.rie.example:7443".into(),
+                    "collector-a.rie.example".into()
+                ),
                 ("10.0.0.2:7443".into(), "10.0.0.2".into()),
                 ("[fd00::3]:7443".into(), "fd00::3".into()),
             ]
@@ -706,7 +714,11 @@ mod tests {
                 "keep one",
             ),
             ("addresses = []", "key `collector.addresses`", "is empty"),
-            ("", "key `collector.addresses`", "is missing; set addresses = ["),
+            (
+                "",
+                "key `collector.addresses`",
+                "is missing; set addresses = [",
+            ),
             (
                 "addresses = [\"a:7443\", \"b\"]",
                 "key `collector.addresses`",

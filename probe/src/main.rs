@@ -205,7 +205,9 @@ async fn send_all(
         opened = Session::open(t, id.hello()).await;
         match &opened {
             Ok(_) => break,
-            Err(e) if targets.len() > 1 => eprintln!("{}: {e}; trying the next collector", t.address),
+            Err(e) if targets.len() > 1 => {
+                eprintln!("{}: {e}; trying the next collector", t.address)
+            }
             Err(_) => {}
         }
     }
