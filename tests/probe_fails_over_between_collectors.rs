@@ -7,6 +7,9 @@
 //! batch the probes produced exactly once: each batch has a minute of its own, so a lost batch
 //! or a doubled one shows in its own rows, and the sums equal what was produced. The time from
 //! the kill to the survivor's first acknowledgement of a moved probe is printed.
+//!
+//! A real `rie-probe run` process whose first listed collector does not answer moves to the
+//! second and says so in its log, its status file, `metrics.prom` and `rie-probe status`.
 
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
@@ -17,7 +20,7 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use rie_e2e::{bin, run_ok, Collector};
+use rie_e2e::{bin, free_ports, run_ok, Collector, Probe};
 use rie_probe::config::ProbeConfig;
 use rie_probe::spool::{MemoryOutbox, Outbox};
 use rie_probe::uplink::{self, Identity, Settings, Stats};
@@ -65,7 +68,7 @@ fn sums(b: &Batch) -> (u64, u64, u64) {
     })
 }
 
-struct Probe {
+struct SimProbe {
     site: String,
     stats: Arc<Stats>,
     first: String,
@@ -165,7 +168,7 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
         let stats = Arc::new(Stats::default());
         let (tx, rx) = mpsc::channel(16);
         let id = Identity::new(site.id.clone(), token, out.stream());
-        probes.push(Probe {
+        probes.push(SimProbe {
             site: site.id.to_string(),
             stats: stats.clone(),
             first: targets[0].address.clone(),
@@ -189,7 +192,7 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
             }
         }));
     }
-    let acked = |probes: &[Probe]| -> u64 {
+    let acked = |probes: &[SimProbe]| -> u64 {
         probes
             .iter()
             .map(|p| p.stats.batches_acked.load(Ordering::Relaxed))
@@ -382,4 +385,81 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
         total.1,
         total.2
     );
+}
+
+#[test]
+fn a_probe_process_moves_past_a_dead_collector_and_says_where_it_is() {
+    let c = Collector::start();
+    let [dead] = free_ports::<1>();
+    let live = c.probe_addr.to_string();
+    let mut p = Probe::prepare(
+        &c,
+        "S1",
+        "500ms",
+        Some("seed = 5\nagents = 40\nprimary_link = \"S1-P\"\nincident_rate = 0.0"),
+    );
+    let text = std::fs::read_to_string(&p.config).unwrap();
+    let listed = text.replace(
+        &format!("address = \"{live}\""),
+        &format!("addresses = [\"{dead}\", \"{live}\"]"),
+    );
+    assert_ne!(listed, text, "no address line in\n{text}");
+    std::fs::write(&p.config, listed).unwrap();
+    p.spawn();
+    let st = p.wait_status(
+        "a batch acknowledged through the second collector",
+        Duration::from_secs(20),
+        |s| s["connected"] == true && s["batches_acked"].as_u64() >= Some(1),
+    );
+    assert_eq!(st["collector"], live.as_str(), "{st}");
+    assert_eq!(
+        st["collectors"],
+        serde_json::json!([dead.to_string(), live.clone()]),
+        "{st}"
+    );
+    // One move: the dead one refused the connection, the live one has held since.
+    assert_eq!(st["failovers"], 1, "{st}");
+    let log = without_colours(&p.log());
+    assert!(
+        log.contains(&format!(
+            "moving to the next collector site=S1 from={dead} to={live}"
+        )),
+        "{log}"
+    );
+    let out = Command::new(bin("rie-probe"))
+        .args(["status", "--lang", "en", "--config"])
+        .arg(&p.config)
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains(&format!("{live} — connected for")), "{text}");
+    assert!(
+        text.contains(&format!(
+            "Configured collectors  {dead}, {live} (1 failover(s) since start)"
+        )),
+        "{text}"
+    );
+    let metrics = std::fs::read_to_string(p.data_dir.join("metrics.prom")).unwrap();
+    assert!(
+        metrics.contains("rie_probe_collector_failovers_total{site=\"S1\"} 1"),
+        "{metrics}"
+    );
+}
+
+/// The log without its ANSI colour sequences (`ESC [ ... m`).
+fn without_colours(log: &str) -> String {
+    let mut out = String::with_capacity(log.len());
+    let mut chars = log.chars();
+    while let Some(c) = chars.next() {
+        if c == '\u{1b}' {
+            for c in chars.by_ref() {
+                if c == 'm' {
+                    break;
+                }
+            }
+        } else {
+            out.push(c);
+        }
+    }
+    out
 }
