@@ -16,6 +16,11 @@
 //!   address: the order of the list is the operator's preference, and probes come back to
 //!   their first collector after an outage of everything, not one by one while it still serves.
 //!
+//! Not chosen: returning to the first address at every reconnect. When the first collector
+//! comes back after a crash, the probes that moved stay where they are, so the returning
+//! collector does not take thousands of handshakes at once; a probe restart (or a restart of the
+//! collector they moved to) spreads the sites by their lists again.
+//!
 //! A session "held" when the collector answered at least one batch or heartbeat: a collector
 //! that accepts hellos and then drops every connection counts as failing, so that a round of
 //! such failures backs off instead of reconnecting in a loop. A refusal in a failed round (a
