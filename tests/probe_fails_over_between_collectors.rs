@@ -93,7 +93,7 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
     let (addr_a, addr_b) = (a.probe_addr.to_string(), b.probe_addr.to_string());
 
     // One token per site in the shared database, through the store's own call (the one
-    // `probe-config` makes).
+    // `probe-config` and the simulator make).
     let inv = rie_collector::inventory::load_dir(inv_dir.path()).unwrap();
     assert_eq!(inv.sites.len(), PROBES);
     let rt = tokio::runtime::Builder::new_multi_thread()
@@ -101,24 +101,28 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
         .enable_all()
         .build()
         .unwrap();
-    let store = rie_collector::config::CollectorConfig::load(&a.dir.path().join("collector.toml"))
+    let store = rie_collector::config::CollectorConfig::load(&a.config_file().unwrap())
         .unwrap()
-        .store
-        .postgres
-        .unwrap();
-    let reader = rie_collector::store::postgres::read::PgReader::open(&store, rt.handle()).unwrap();
-    let tokens: Vec<String> = inv
+        .store;
+    let issued: Vec<(String, String)> = inv
         .sites
         .iter()
         .map(|s| {
-            let t = rie_collector::store::credentials::new_token();
-            reader
-                .store_token(&s.credential_ref, &t, rie_common::now_ms())
-                .unwrap();
-            t
+            (
+                s.credential_ref.clone(),
+                rie_collector::store::credentials::new_token(),
+            )
         })
         .collect();
-    drop(reader);
+    rie_collector::store::credentials::issue(
+        &store,
+        &a.dir.path().join("data"),
+        rt.handle(),
+        &issued,
+        rie_common::now_ms(),
+    )
+    .unwrap();
+    let tokens: Vec<String> = issued.into_iter().map(|(_, t)| t).collect();
 
     // The two address lists, through the probe's own config parsing.
     let targets = |first: &str, second: &str| {
