@@ -467,3 +467,32 @@ fn without_colours(log: &str) -> String {
     }
     out
 }
+
+/// `probe-config` with `--address` repeated writes the list the probe fails over along, in
+/// the order given, and the probe takes it (it connects through the second when the first is
+/// dead).
+#[test]
+fn probe_config_writes_the_list_of_collectors() {
+    let c = Collector::start();
+    let dead = free_ports::<1>()[0].to_string();
+    let live = c.probe_addr.to_string();
+    let out = c.dir.path().join("two-collectors.toml");
+    rie_e2e::run_ok(
+        std::process::Command::new(rie_e2e::bin("rie-collector"))
+            .arg("probe-config")
+            .args(c.config_args())
+            .args(["--site", "S1", "--address", &dead, "--address", &live])
+            .arg("--out")
+            .arg(&out),
+    );
+    let text = std::fs::read_to_string(&out).unwrap();
+    assert!(
+        text.contains(&format!("addresses = [\"{dead}\", \"{live}\"]\n")),
+        "{text}"
+    );
+    assert!(!text.contains("\naddress ="), "{text}");
+    let b = rie_e2e::batch(1, vec![rie_e2e::flow(rie_e2e::MINUTE, 6, 1, 2, 345)]);
+    let acks = rie_e2e::send_ok(&out, 7, &[b]);
+    assert_eq!(acks, vec![(1, false)]);
+    assert_eq!(c.totals(Some("S1"))["bytes"], 345);
+}

@@ -72,9 +72,11 @@ enum Cmd {
         site: String,
         #[arg(long)]
         out: PathBuf,
-        /// Address the probe dials (default: probes.public_address from the config).
+        /// Address the probe dials (default: probes.public_address from the config); repeat it
+        /// for several collectors sharing one database: the probe tries them in order, with
+        /// failover (`collector.addresses`).
         #[arg(long)]
-        address: Option<String>,
+        address: Vec<String>,
         /// Enrol the site with the token of this existing probe config instead of a new one
         /// (e.g. a config written against an earlier database), so that copies of it stay valid.
         #[arg(long, value_name = "PROBE_CONFIG")]
@@ -367,7 +369,7 @@ fn probe_config(
     cfg: &CollectorConfig,
     site: &str,
     out: &std::path::Path,
-    address: Option<String>,
+    addresses: Vec<String>,
     token_from: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
@@ -379,13 +381,30 @@ fn probe_config(
             cfg.inventory.display()
         ))
     })?;
-    let address = address.unwrap_or_else(|| cfg.probes.public_address.clone());
-    if rie_common::split_host_port(&address).is_none() {
-        return Err(UserError(format!(
-            "--address {address:?}: expected host:port, e.g. collector.rie.gouv.fr:7443"
-        ))
-        .into());
+    let addresses = if addresses.is_empty() {
+        vec![cfg.probes.public_address.clone()]
+    } else {
+        addresses
+    };
+    for address in &addresses {
+        if rie_common::split_host_port(address).is_none() {
+            return Err(UserError(format!(
+                "--address {address:?}: expected host:port, e.g. collector.rie.gouv.fr:7443"
+            ))
+            .into());
+        }
     }
+    // One collector: `address`; several: `addresses`, tried in order with failover.
+    let address_line = match addresses.as_slice() {
+        [one] => format!("address = {one:?}"),
+        many => format!(
+            "addresses = [{}]",
+            many.iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     let ca = pki::ca_pem(&cfg.tls.pki_dir).map_err(|e| UserError(e.to_string()))?;
     let token = match &token_from {
         None => credentials::new_token(),
@@ -408,7 +427,7 @@ fn probe_config(
          data_dir = \"/var/lib/rie-probe\"\n\
          batch_interval = \"10s\"\n\n\
          [collector]\n\
-         address = \"{address}\"\n\
+         {address_line}\n\
          token = \"{token}\"\n\
          ca_cert = '''\n{ca}'''\n",
         name = s.name.replace('\n', " "),
