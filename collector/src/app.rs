@@ -191,6 +191,16 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
 
     let tracker = TaskTracker::new();
     let (commit_tx, commit_rx) = mpsc::channel(cfg.store.queue);
+    // Alone on SQLite, this collector is the leader; sharing PostgreSQL, it follows the
+    // others' site states and campaigns for the duties that run once (`duties`).
+    let shared_pg = match (backend, &cfg.store.postgres) {
+        (store::config::Backend::Postgres, Some(pg)) => Some(pg.clone()),
+        _ => None,
+    };
+    let leadership = match &shared_pg {
+        Some(_) => crate::duties::Leadership::follower(metrics.leader.clone()),
+        None => crate::duties::Leadership::always(metrics.leader.clone()),
+    };
     let mut stage = CommitStage::new(
         store,
         dedup.clone(),
@@ -198,7 +208,14 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         sites.clone(),
         metrics.clone(),
         cfg.store.commit_max_batches,
-    );
+    )
+    .leadership(leadership.clone());
+    if let Some(pg) = &shared_pg {
+        // A quarter of the silence threshold: a heartbeat-only site is stored well before
+        // another collector would take it for silent.
+        stage = stage.share_seen((cfg.sites.silent_after / 4).max(std::time::Duration::from_secs(1)));
+        crate::duties::start_shared(pg, sites.clone(), leadership.clone(), &shutdown, &tracker);
+    }
     let influx = crate::sinks::influx::start(
         &cfg.influx,
         &cfg.data_dir,

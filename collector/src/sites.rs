@@ -57,6 +57,11 @@ pub struct SiteLive {
     /// Open probe connections (more than one means a duplicate probe or a reconnect race).
     #[serde(skip)]
     pub connections: u32,
+    /// `updated_ms` of the stored row this state was last written as or read from (collector
+    /// clock of that commit; 0: not known), to tell a newer row of another collector sharing
+    /// the database from an older one ([`SiteRegistry::merge_stored`]).
+    #[serde(skip)]
+    pub version_ms: i64,
 }
 
 /// An episode still open, kept with the site's state so that closing it needs no lookup: it
@@ -147,6 +152,41 @@ impl SiteRegistry {
                 ..live
             };
         }
+    }
+
+    /// Takes a site's state as another collector sharing the database committed it (`version_ms`:
+    /// its row's `updated_ms`), unless it is not newer than the state held, or a probe of the
+    /// site is connected here and this collector stored a batch of it at least as recent (the
+    /// fresher local state wins). Connections, and the latest sign of life and end of silence,
+    /// are kept from both. Returns whether the state was taken.
+    pub fn merge_stored(&self, idx: usize, stored: SiteLive, version_ms: i64) -> bool {
+        let mut live = self.lock();
+        let Some(cur) = live.get_mut(idx) else {
+            return false;
+        };
+        if version_ms <= cur.version_ms
+            || (cur.connections > 0 && cur.last_batch_ms >= stored.last_batch_ms)
+        {
+            return false;
+        }
+        *cur = SiteLive {
+            connections: cur.connections,
+            last_seen_ms: cur.last_seen_ms.max(stored.last_seen_ms),
+            resumed_ms: cur.resumed_ms.max(stored.resumed_ms),
+            version_ms,
+            ..stored
+        };
+        true
+    }
+
+    /// Sites with a probe connected here and their last sign of life.
+    pub fn connected_seen(&self) -> Vec<(usize, i64)> {
+        self.lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.connections > 0)
+            .filter_map(|(i, s)| Some((i, s.last_seen_ms?)))
+            .collect()
     }
 
     pub fn on_hello(

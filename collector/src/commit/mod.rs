@@ -8,7 +8,8 @@
 //! Owns: grouping, dedup by stream mark, the clock correction of probe timestamps, turning
 //! inputs into store rows (`rows`), and the order "commit, then reply, then fan out".
 //! May import: `store` (the [`Store`] interface and its row types), `sites`, `episodes`,
-//! `inventory`, `metrics`. Never imports `ingest`, `sinks` or `api`: they import it.
+//! `inventory`, `metrics`, `duties` (whether this collector is the leader). Never imports
+//! `ingest`, `sinks` or `api`: they import it.
 //!
 //! Design constraints:
 //! - **Group commit.** One thread takes every request waiting in the bounded channel (up to
@@ -22,6 +23,12 @@
 //!   marks of the group.
 //! - **Sinks never block the writer**: [`Sink`] implementations queue and bound their own
 //!   memory.
+//! - **Silence is scanned once** among collectors sharing a database: only the leader
+//!   ([`Leadership`]) opens and closes `silent` episodes, after reloading the open ones from
+//!   the store each time it gains the leadership. Every collector sharing a database writes
+//!   the state of the sites whose probe is connected to it when only heartbeats keep them
+//!   alive ([`CommitStage::share_seen`]), so that the leader, which may not hold their
+//!   connection, does not take them for silent.
 
 pub mod rows;
 
@@ -32,6 +39,7 @@ use std::time::Instant;
 use rie_proto::{Batch, FlowAggregate, SiteId, TopTalker};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::duties::Leadership;
 use crate::episodes::{self, SilenceTracker};
 use crate::metrics::Metrics;
 use crate::sites::{SiteLive, SiteRegistry};
@@ -188,6 +196,14 @@ pub struct CommitStage {
     metrics: Arc<Metrics>,
     max_group: usize,
     sinks: Vec<Box<dyn Sink>>,
+    leadership: Arc<Leadership>,
+    /// The leadership epoch whose open silent episodes `silence` holds.
+    silence_epoch: u64,
+    /// With a shared database: how stale the stored sign of life of a site connected here may
+    /// get before a scan writes the site's state (heartbeats alone are not stored otherwise).
+    share_seen: Option<std::time::Duration>,
+    /// Last sign of life stored per site, for `share_seen`.
+    stored_seen: HashMap<usize, i64>,
 }
 
 /// What one request of a group will get once the group is committed.
@@ -216,6 +232,7 @@ impl CommitStage {
         metrics: Arc<Metrics>,
         max_group: usize,
     ) -> Self {
+        let leadership = Leadership::always(metrics.leader.clone());
         Self {
             store,
             dedup,
@@ -224,6 +241,60 @@ impl CommitStage {
             metrics,
             max_group: max_group.max(1),
             sinks: Vec::new(),
+            silence_epoch: leadership.epoch(),
+            leadership,
+            share_seen: None,
+            stored_seen: HashMap::new(),
+        }
+    }
+
+    /// Scans silence only while `leadership` says so (the default: always, as with SQLite).
+    pub fn leadership(mut self, leadership: Arc<Leadership>) -> Self {
+        self.silence_epoch = leadership.epoch();
+        self.leadership = leadership;
+        self
+    }
+
+    /// On a database shared with other collectors: at each silence tick, stores the state of
+    /// sites connected here whose stored sign of life is older than `every`.
+    pub fn share_seen(mut self, every: std::time::Duration) -> Self {
+        self.share_seen = Some(every);
+        self
+    }
+
+    /// Whether this group may scan silence: the leader's, with the open silent episodes of
+    /// its epoch loaded (reloaded through [`Store::load`] after a gain of the leadership).
+    fn silence_ready(&mut self) -> bool {
+        if !self.leadership.is_leader() {
+            return false;
+        }
+        let epoch = self.leadership.epoch();
+        if epoch == self.silence_epoch {
+            return true;
+        }
+        match self.store.load() {
+            Ok(loaded) => {
+                let inv = &self.sites.inventory;
+                let open: Vec<(usize, i64)> = loaded
+                    .open_silent
+                    .into_iter()
+                    .filter_map(|(site, start)| {
+                        let idx = inv.site_index(&SiteId::new(site).ok()?)?;
+                        Some((idx, start))
+                    })
+                    .collect();
+                tracing::info!(
+                    open_silent = open.len(),
+                    "leader: open silent episodes reloaded from the store; scanning silence here"
+                );
+                self.silence = SilenceTracker::new(open);
+                self.silence_epoch = epoch;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "leader: cannot reload open silent episodes; retrying at the next tick");
+                false
+            }
         }
     }
 
@@ -260,6 +331,8 @@ impl CommitStage {
         // Live state per site as it evolves through the group.
         let mut live: HashMap<usize, SiteLive> = HashMap::new();
         let mut silence = None;
+        let ticked = group.iter().any(|r| matches!(r, Request::SilenceScan));
+        let scan_silence = ticked && self.silence_ready();
         let plans: Vec<Plan> = {
             // Marks moved by this group, visible to later batches of the same group.
             let mut pending: HashMap<(SiteId, u64), u64> = HashMap::new();
@@ -276,7 +349,7 @@ impl CommitStage {
                     }
                     Request::Netflow(n) => self.plan_netflow(n, &mut set),
                     Request::SilenceScan => {
-                        if silence.is_none() {
+                        if scan_silence && silence.is_none() {
                             silence =
                                 Some(self.silence.scan(&self.sites, now_ms, &mut set.episodes));
                         }
@@ -285,7 +358,17 @@ impl CommitStage {
                 })
                 .collect()
         };
-        for (idx, next) in &live {
+        if let (true, Some(every)) = (ticked, self.share_seen) {
+            let every = every.as_millis() as i64;
+            for (idx, seen) in self.sites.connected_seen() {
+                let stored = self.stored_seen.get(&idx).copied().unwrap_or(i64::MIN);
+                if !live.contains_key(&idx) && seen.saturating_sub(stored) >= every {
+                    live.insert(idx, self.sites.current(idx));
+                }
+            }
+        }
+        for (idx, next) in &mut live {
+            next.version_ms = now_ms;
             match serde_json::to_string(next) {
                 Ok(json) => set.site_states.push(SiteStateRow {
                     site: self.sites.inventory.sites[*idx].id.as_str().to_string(),
@@ -465,6 +548,9 @@ impl CommitStage {
             }
         }
         for (idx, next) in live {
+            if let Some(seen) = next.last_seen_ms {
+                self.stored_seen.insert(idx, seen);
+            }
             self.sites.apply(idx, next);
         }
         if let Some(scan) = silence {

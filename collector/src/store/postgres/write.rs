@@ -320,12 +320,22 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         let site: Vec<&str> = states.keys().copied().collect();
         let json: Vec<&str> = states.values().copied().collect();
         tx.execute(
-            "INSERT INTO site_status(site_id, live_json)
-             SELECT * FROM UNNEST($1::text[], $2::text[])
-             ON CONFLICT (site_id) DO UPDATE SET live_json = excluded.live_json",
-            &[&site, &json],
+            "INSERT INTO site_status(site_id, live_json, updated_ms)
+             SELECT s, j, $3 FROM UNNEST($1::text[], $2::text[]) AS t(s, j)
+             ON CONFLICT (site_id) DO UPDATE SET
+               live_json = excluded.live_json, updated_ms = excluded.updated_ms",
+            &[&site, &json, &set.now_ms],
         )
         .await?;
+        // Transactional: the other collectors hear of these sites only once the group is
+        // committed, and never of a group rolled back (see `listen`).
+        for payload in super::listen::payloads(&site) {
+            tx.execute(
+                "SELECT pg_notify($1, $2)",
+                &[&super::listen::CHANNEL, &payload],
+            )
+            .await?;
+        }
     }
 
     // Episodes and templates are few and their order matters (a close may follow its open
