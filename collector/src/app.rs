@@ -197,10 +197,6 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         (store::config::Backend::Postgres, Some(pg)) => Some(pg.clone()),
         _ => None,
     };
-    let leadership = match &shared_pg {
-        Some(_) => crate::duties::Leadership::follower(metrics.leader.clone()),
-        None => crate::duties::Leadership::always(metrics.leader.clone()),
-    };
     let mut stage = CommitStage::new(
         store,
         dedup.clone(),
@@ -208,8 +204,13 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         sites.clone(),
         metrics.clone(),
         cfg.store.commit_max_batches,
-    )
-    .leadership(leadership.clone());
+    );
+    // After the stage (whose default is "always the leader"): this one sets the gauge last.
+    let leadership = match &shared_pg {
+        Some(_) => crate::duties::Leadership::follower(metrics.leader.clone()),
+        None => crate::duties::Leadership::always(metrics.leader.clone()),
+    };
+    stage = stage.leadership(leadership.clone());
     if let Some(pg) = &shared_pg {
         // A quarter of the silence threshold: a heartbeat-only site is stored well before
         // another collector would take it for silent.
