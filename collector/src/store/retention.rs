@@ -26,7 +26,7 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -226,7 +226,8 @@ const DAY: Tier = Tier {
     secs: 86_400,
 };
 
-/// One additive table family: key columns after the bucket, and how values combine.
+/// One additive table family: key columns after the bucket, and how values combine (`{t}`:
+/// the table written, so that the stored row is named the same way in both dialects).
 struct Family {
     base: &'static str,
     keys: &'static str,
@@ -240,7 +241,8 @@ const FLOW: Family = Family {
     keys: "site_id, exporter, protocol, direction",
     values: "flows, packets, bytes",
     aggs: "SUM(flows), SUM(packets), SUM(bytes)",
-    update: "flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
+    update: "flows = {t}.flows + excluded.flows, packets = {t}.packets + excluded.packets, \
+             bytes = {t}.bytes + excluded.bytes",
 };
 const FLOW_CLASS: Family = Family {
     base: "flow_class",
@@ -254,36 +256,272 @@ const LINK: Family = Family {
     keys: "site_id, link_id",
     values: "samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us",
     aggs: "SUM(samples), SUM(sent), SUM(received), SUM(rtt_sum_us), SUM(rtt_n), MAX(rtt_max_us)",
-    update: "samples = samples + excluded.samples, sent = sent + excluded.sent,
-             received = received + excluded.received, rtt_sum_us = rtt_sum_us + excluded.rtt_sum_us,
-             rtt_n = rtt_n + excluded.rtt_n,
-             rtt_max_us = CASE WHEN excluded.rtt_max_us IS NULL THEN rtt_max_us
-                               WHEN rtt_max_us IS NULL THEN excluded.rtt_max_us
-                               ELSE max(rtt_max_us, excluded.rtt_max_us) END",
+    update: "samples = {t}.samples + excluded.samples, sent = {t}.sent + excluded.sent,
+             received = {t}.received + excluded.received,
+             rtt_sum_us = {t}.rtt_sum_us + excluded.rtt_sum_us, rtt_n = {t}.rtt_n + excluded.rtt_n,
+             rtt_max_us = CASE WHEN excluded.rtt_max_us IS NULL THEN {t}.rtt_max_us
+                               WHEN {t}.rtt_max_us IS NULL OR excluded.rtt_max_us > {t}.rtt_max_us
+                               THEN excluded.rtt_max_us
+                               ELSE {t}.rtt_max_us END",
 };
 
 /// Sites the top-talker walk visits in one transaction at most (each costs two index seeks).
 const SITES_PER_TRANSACTION: u32 = 256;
 
-/// The compaction job, on its own connection.
+/// Why a compaction step failed (the pass stops; committed chunks stay committed).
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error("compaction (SQLite): {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("compaction (PostgreSQL {url}): {source}")]
+    Postgres {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("compaction (PostgreSQL): {0}")]
+    Connect(#[from] super::StoreError),
+}
+
+impl CompactError {
+    /// A PostgreSQL transaction that lost a race with a writer (serialization failure,
+    /// deadlock): rolled back whole, to be run again.
+    fn is_retryable(&self) -> bool {
+        matches!(self, CompactError::Postgres { source, .. }
+            if source.code().is_some_and(|c| {
+                *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                    || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+            }))
+    }
+}
+
+/// A value bound to a compaction statement.
+#[derive(Debug, Clone, Copy)]
+enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// Where the job runs: the statements are the same text for both backends (`?N`
+/// placeholders, aliased subqueries, qualified upsert columns, no dialect-only function);
+/// only transactions and the driver differ.
+trait Db: Send {
+    /// Opens a transaction that sees one snapshot and may write.
+    fn begin(&mut self) -> Result<(), CompactError>;
+    fn commit(&mut self) -> Result<(), CompactError>;
+    fn rollback(&mut self);
+    /// Rows changed.
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, CompactError>;
+    /// The first column of the first row, if any (an integer).
+    fn int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>, CompactError>;
+    /// The first column of the first row, if any (a text).
+    fn text(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<String>, CompactError>;
+}
+
+/// SQLite: `BEGIN IMMEDIATE` takes the write lock at once, so that the commit stage (on
+/// SQLite's busy handler) waits at most one chunk.
+struct SqliteDb(Connection);
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Int(i) => i.to_sql(),
+            Arg::Text(s) => s.to_sql(),
+        }
+    }
+}
+
+impl Db for SqliteDb {
+    fn begin(&mut self) -> Result<(), CompactError> {
+        Ok(self.0.execute_batch("BEGIN IMMEDIATE")?)
+    }
+    fn commit(&mut self) -> Result<(), CompactError> {
+        Ok(self.0.execute_batch("COMMIT")?)
+    }
+    fn rollback(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, CompactError> {
+        let n = self
+            .0
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(args))?;
+        Ok(n as u64)
+    }
+    fn int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>, CompactError> {
+        Ok(self
+            .0
+            .prepare_cached(sql)?
+            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+            .optional()?)
+    }
+    fn text(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<String>, CompactError> {
+        Ok(self
+            .0
+            .prepare_cached(sql)?
+            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+            .optional()?)
+    }
+}
+
+/// PostgreSQL: each chunk is a `REPEATABLE READ` transaction, so that the roll-up and the
+/// delete of one chunk see the same rows even while collectors write (a writer adding to a
+/// row of the chunk makes the chunk fail with a serialization error: it is rolled back and
+/// run again, and never counts a row twice nor loses one). Statements are prepared once per
+/// session; the session is reopened when it breaks.
+struct PgDb {
+    cfg: super::config::PostgresConfig,
+    handle: tokio::runtime::Handle,
+    client: tokio_postgres::Client,
+    prepared: std::collections::HashMap<String, tokio_postgres::Statement>,
+}
+
+impl PgDb {
+    fn err(&self, source: tokio_postgres::Error) -> CompactError {
+        CompactError::Postgres {
+            url: self.cfg.masked_url(),
+            source,
+        }
+    }
+
+    /// `?N` placeholders as PostgreSQL's `$N`.
+    fn dialect(sql: &str) -> String {
+        sql.replace('?', "$")
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<tokio_postgres::Statement, CompactError> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .handle
+            .block_on(self.client.prepare(&Self::dialect(sql)))
+            .map_err(|e| self.err(e))?;
+        self.prepared.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        f: impl FnOnce(
+            &tokio_postgres::Client,
+            tokio_postgres::Statement,
+            Vec<&(dyn tokio_postgres::types::ToSql + Sync)>,
+        ) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, CompactError> {
+        let st = self.statement(sql)?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Int(i) => i as &(dyn tokio_postgres::types::ToSql + Sync),
+                Arg::Text(s) => s as &(dyn tokio_postgres::types::ToSql + Sync),
+            })
+            .collect();
+        f(&self.client, st, params).map_err(|e| self.err(e))
+    }
+}
+
+impl Db for PgDb {
+    fn begin(&mut self) -> Result<(), CompactError> {
+        if self.client.is_closed() {
+            tracing::warn!(db = %self.cfg.masked_url(), "compaction session lost; reconnecting");
+            self.client = self
+                .handle
+                .block_on(super::postgres::connect(&self.cfg))?;
+            self.prepared.clear();
+        }
+        let begin = self
+            .client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ");
+        self.handle.block_on(begin).map_err(|e| self.err(e))
+    }
+    fn commit(&mut self) -> Result<(), CompactError> {
+        let commit = self.client.batch_execute("COMMIT");
+        self.handle.block_on(commit).map_err(|e| self.err(e))
+    }
+    fn rollback(&mut self) {
+        let _ = self.handle.block_on(self.client.batch_execute("ROLLBACK"));
+    }
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, CompactError> {
+        let h = self.handle.clone();
+        self.run(sql, args, |c, st, p| h.block_on(c.execute(&st, &p)))
+    }
+    fn int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>, CompactError> {
+        let h = self.handle.clone();
+        self.run(sql, args, |c, st, p| {
+            h.block_on(c.query_opt(&st, &p))?
+                .map(|r| r.try_get(0))
+                .transpose()
+        })
+    }
+    fn text(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<String>, CompactError> {
+        let h = self.handle.clone();
+        self.run(sql, args, |c, st, p| {
+            h.block_on(c.query_opt(&st, &p))?
+                .map(|r| r.try_get(0))
+                .transpose()
+        })
+    }
+}
+
+/// Times a chunk that lost a race with a writer is run again before the pass gives up.
+const RETRIES: u32 = 5;
+
+/// The compaction job, on its own connection (SQLite) or session (PostgreSQL).
 pub struct Compactor {
-    conn: Connection,
+    db: Box<dyn Db>,
     cfg: RetentionConfig,
     /// Pause between two chunks, so the commit stage takes the lock in between.
     pause: Duration,
+    /// Whether this collector may compact now (the leader, among collectors sharing one
+    /// database); checked between chunks.
+    allowed: Box<dyn Fn() -> bool + Send>,
 }
 
 impl Compactor {
+    /// The job on its own SQLite connection.
+    ///
     /// # Errors
     /// Database errors.
     pub fn new(conn: Connection, cfg: RetentionConfig) -> Result<Self, rusqlite::Error> {
         // In WAL mode NORMAL stays consistent after a crash; a lost last chunk is redone.
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
-        Ok(Self {
-            conn,
+        Ok(Self::on(Box::new(SqliteDb(conn)), cfg))
+    }
+
+    /// The job on a PostgreSQL session of its own.
+    ///
+    /// # Errors
+    /// [`super::StoreError`] when the server cannot be reached.
+    ///
+    /// # Panics
+    /// When called from inside an async task (`Handle::block_on`).
+    pub fn postgres(
+        pg: &super::config::PostgresConfig,
+        handle: &tokio::runtime::Handle,
+        cfg: RetentionConfig,
+    ) -> Result<Self, super::StoreError> {
+        let client = handle.block_on(super::postgres::connect(pg))?;
+        Ok(Self::on(
+            Box::new(PgDb {
+                cfg: pg.clone(),
+                handle: handle.clone(),
+                client,
+                prepared: Default::default(),
+            }),
+            cfg,
+        ))
+    }
+
+    fn on(db: Box<dyn Db>, cfg: RetentionConfig) -> Self {
+        Self {
+            db,
             cfg,
             pause: Duration::from_millis(10),
-        })
+            allowed: Box::new(|| true),
+        }
     }
 
     /// Sets the pause between chunks (the default is 10 ms).
@@ -293,16 +531,47 @@ impl Compactor {
         self
     }
 
+    /// Compacts only while `allowed` says so (e.g. while this collector is the leader).
+    #[must_use]
+    pub fn only_while(mut self, allowed: impl Fn() -> bool + Send + 'static) -> Self {
+        self.allowed = Box::new(allowed);
+        self
+    }
+
+    fn go(&self, stop: &CancellationToken) -> bool {
+        !stop.is_cancelled() && (self.allowed)()
+    }
+
+    /// Runs `f` in one transaction, again when it lost a race with a writer.
+    fn transaction<T>(
+        &mut self,
+        mut f: impl FnMut(&mut dyn Db) -> Result<T, CompactError>,
+    ) -> Result<T, CompactError> {
+        let mut tries = 0;
+        loop {
+            self.db.begin()?;
+            let res = f(self.db.as_mut()).and_then(|v| self.db.commit().map(|()| v));
+            match res {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.db.rollback();
+                    tries += 1;
+                    if !e.is_retryable() || tries > RETRIES {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "compaction chunk lost a race with a writer; again");
+                    std::thread::sleep(self.pause.max(Duration::from_millis(5)) * tries);
+                }
+            }
+        }
+    }
+
     /// Runs one pass at `now` (Unix seconds): minutes → five minutes → hours → days → deleted,
     /// for each family, until no row is past its horizon or `stop` is cancelled.
     ///
     /// # Errors
     /// Database errors (the pass stops; committed chunks stay committed).
-    pub fn pass(
-        &mut self,
-        now: i64,
-        stop: &CancellationToken,
-    ) -> Result<PassStats, rusqlite::Error> {
+    pub fn pass(&mut self, now: i64, stop: &CancellationToken) -> Result<PassStats, CompactError> {
         let h = self.cfg.horizons(now);
         let steps = [
             (MINUTE, FIVE_MIN, h.minute),
@@ -313,20 +582,20 @@ impl Compactor {
         for fam in [&FLOW, &LINK, &FLOW_CLASS] {
             for (src, dst, horizon) in steps {
                 let (s, d) = (src.col, dst.col);
+                let to = format!("{}_{}", fam.base, dst.suffix);
                 let roll = format!(
-                    "INSERT INTO {b}_{ds}({d}, {k}, {v})
+                    "INSERT INTO {to}({d}, {k}, {v})
                      SELECT ({s} / {bucket}) * {bucket}, {k}, {a} FROM
-                       (SELECT * FROM {b}_{ss} WHERE {s} < ?1 ORDER BY {s}, {k} LIMIT ?2)
+                       (SELECT * FROM {b}_{ss} WHERE {s} < ?1 ORDER BY {s}, {k} LIMIT ?2) AS chunk
                      WHERE true GROUP BY 1, {k}
                      ON CONFLICT({d}, {k}) DO UPDATE SET {u}",
                     b = fam.base,
-                    ds = dst.suffix,
                     ss = src.suffix,
                     bucket = dst.secs,
                     k = fam.keys,
                     v = fam.values,
                     a = fam.aggs,
-                    u = fam.update,
+                    u = fam.update.replace("{t}", &to),
                 );
                 let table = format!("{}_{}", fam.base, src.suffix);
                 st.rolled +=
@@ -353,27 +622,24 @@ impl Compactor {
         roll: Option<&str>,
         stop: &CancellationToken,
         st: &mut PassStats,
-    ) -> Result<u64, rusqlite::Error> {
+    ) -> Result<u64, CompactError> {
         // The same ordered LIMIT as in `roll`: inside one transaction both see the same rows.
         let delete = format!(
             "DELETE FROM {table} WHERE ({key}, {keys}) IN
                (SELECT {key}, {keys} FROM {table} WHERE {key} < ?1 ORDER BY {key}, {keys} LIMIT ?2)"
         );
         let limit = i64::from(self.cfg.chunk_rows);
+        let args = [Arg::Int(horizon), Arg::Int(limit)];
         let mut total = 0u64;
-        while !stop.is_cancelled() {
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(roll) = roll {
-                tx.prepare_cached(roll)?.execute(params![horizon, limit])?;
-            }
-            let n = tx
-                .prepare_cached(&delete)?
-                .execute(params![horizon, limit])?;
-            tx.commit()?;
+        while self.go(stop) {
+            let n = self.transaction(|db| {
+                if let Some(roll) = roll {
+                    db.execute(roll, &args)?;
+                }
+                db.execute(&delete, &args)
+            })?;
             st.transactions += 1;
-            total += n as u64;
+            total += n;
             if (n as i64) < limit {
                 break;
             }
@@ -394,7 +660,7 @@ impl Compactor {
         horizon: i64,
         stop: &CancellationToken,
         st: &mut PassStats,
-    ) -> Result<u64, rusqlite::Error> {
+    ) -> Result<u64, CompactError> {
         let s = src.col;
         let from = format!("top_talker_{}", src.suffix);
         // Whole buckets of the tier filled (or of the source, when deleting).
@@ -416,16 +682,16 @@ impl Compactor {
                     format!(
                         "INSERT INTO {to}({dc}, site_id, prefix, bytes, packets)
                          SELECT ({s} / {bucket}) * {bucket}, site_id, prefix, SUM(bytes), SUM(packets)
-                         FROM {from} WHERE site_id = ?1 AND {s} < ?2 GROUP BY 1, prefix
+                         FROM {from} WHERE site_id = ?1 AND {s} < ?2 GROUP BY 1, site_id, prefix
                          ON CONFLICT(site_id, {dc}, prefix) DO UPDATE SET
-                           bytes = bytes + excluded.bytes, packets = packets + excluded.packets"
+                           bytes = {to}.bytes + excluded.bytes, packets = {to}.packets + excluded.packets"
                     ),
                     format!(
                         "DELETE FROM {to} WHERE site_id = ?1 AND ({dc}, prefix) IN
                            (SELECT {dc}, prefix FROM
                              (SELECT {dc}, prefix, row_number() OVER
                                 (PARTITION BY {dc} ORDER BY bytes DESC, packets DESC, prefix) AS rn
-                              FROM {to} WHERE site_id = ?1 AND {dc} >= ?2 AND {dc} < ?3)
+                              FROM {to} WHERE site_id = ?1 AND {dc} >= ?2 AND {dc} < ?3) AS ranked
                             WHERE rn > ?4)"
                     ),
                 )
@@ -434,75 +700,78 @@ impl Compactor {
         };
         let keep = i64::from(self.cfg.top_talkers);
         let limit = i64::from(self.cfg.chunk_rows);
+        let pause = self.pause;
         let mut total = 0u64;
         // The site being worked on, and whether it is finished (then the walk goes past it).
         let mut cursor: (String, bool) = (String::new(), false);
-        'walk: while !stop.is_cancelled() {
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut used = 0i64;
-            let mut more = true;
-            // Sites looked at: a walk over sites with nothing to do also holds the lock.
-            let mut visited = 0;
-            while used < limit && visited < SITES_PER_TRANSACTION {
-                visited += 1;
-                let site: Option<String> = tx
-                    .prepare_cached(if cursor.1 { &next_site } else { &first_site })?
-                    .query_row([&cursor.0], |r| r.get(0))
-                    .optional()?;
-                let Some(site) = site else {
-                    more = false;
-                    break;
-                };
-                cursor = (site, false);
-                let site = cursor.0.as_str();
-                let Some(first) = tx
-                    .prepare_cached(&first_old)?
-                    .query_row(params![site, horizon], |r| r.get::<_, i64>(0))
-                    .optional()?
-                else {
-                    cursor.1 = true;
-                    continue;
-                };
-                let first_bucket = first.div_euclid(bucket) * bucket;
-                // Up to the bucket of the row past this transaction's budget; at least one
-                // whole bucket; the horizon is bucket-aligned, so buckets are never cut.
-                let end = match tx
-                    .prepare_cached(&nth_old)?
-                    .query_row(params![site, horizon, limit - used], |r| r.get::<_, i64>(0))
-                    .optional()?
-                {
-                    Some(n) => (n.div_euclid(bucket) * bucket).max(first_bucket + bucket),
-                    None => horizon,
+        while self.go(stop) {
+            // Work of this transaction, kept apart until it commits (a retried transaction
+            // starts again from the same cursor).
+            let start = cursor.clone();
+            let (more, end_cursor, n, trimmed) = self.transaction(|db| {
+                let mut cursor = start.clone();
+                let (mut used, mut trimmed) = (0i64, 0u64);
+                let mut more = true;
+                // Sites looked at: a walk over sites with nothing to do also holds the lock.
+                let mut visited = 0;
+                while used < limit && visited < SITES_PER_TRANSACTION {
+                    visited += 1;
+                    let q = if cursor.1 { &next_site } else { &first_site };
+                    let Some(site) = db.text(q, &[Arg::Text(&cursor.0)])? else {
+                        more = false;
+                        break;
+                    };
+                    cursor = (site, false);
+                    let site = cursor.0.as_str();
+                    let Some(first) = db.int(&first_old, &[Arg::Text(site), Arg::Int(horizon)])?
+                    else {
+                        cursor.1 = true;
+                        continue;
+                    };
+                    let first_bucket = first.div_euclid(bucket) * bucket;
+                    // Up to the bucket of the row past this transaction's budget; at least one
+                    // whole bucket; the horizon is bucket-aligned, so buckets are never cut.
+                    let nth = [Arg::Text(site), Arg::Int(horizon), Arg::Int(limit - used)];
+                    let end = match db.int(&nth_old, &nth)? {
+                        Some(n) => (n.div_euclid(bucket) * bucket).max(first_bucket + bucket),
+                        None => horizon,
+                    }
+                    .min(horizon);
+                    let upto = [Arg::Text(site), Arg::Int(end)];
+                    if dst.is_some() {
+                        db.execute(&roll, &upto)?;
+                    }
+                    let n = db.execute(&delete, &upto)? as i64;
+                    if dst.is_some() {
+                        let args = [
+                            Arg::Text(site),
+                            Arg::Int(first_bucket),
+                            Arg::Int(end),
+                            Arg::Int(keep),
+                        ];
+                        trimmed += db.execute(&trim, &args)?;
+                    }
+                    used += n;
+                    cursor.1 = end >= horizon;
                 }
-                .min(horizon);
-                if dst.is_some() {
-                    tx.prepare_cached(&roll)?.execute(params![site, end])?;
-                }
-                let n = tx.prepare_cached(&delete)?.execute(params![site, end])? as i64;
-                if dst.is_some() {
-                    st.trimmed +=
-                        tx.prepare_cached(&trim)?
-                            .execute(params![site, first_bucket, end, keep])?
-                            as u64;
-                }
-                used += n;
-                total += n as u64;
-                cursor.1 = end >= horizon;
-            }
-            tx.commit()?;
+                Ok((more, cursor, used as u64, trimmed))
+            })?;
+            cursor = end_cursor;
+            total += n;
+            st.trimmed += trimmed;
             st.transactions += 1;
             if !more {
-                break 'walk;
+                break;
             }
-            std::thread::sleep(self.pause);
+            std::thread::sleep(pause);
         }
         Ok(total)
     }
 
     /// Runs a first pass 5 s after start (the start, with its reconnecting probes, is not
-    /// slowed), then one every `interval`, until `stop` is cancelled.
+    /// slowed), then one every `interval`, until `stop` is cancelled. While compaction is not
+    /// allowed here ([`Compactor::only_while`]), it checks again every 2 s, so that a collector
+    /// that becomes the leader starts soon.
     pub fn run(mut self, stop: CancellationToken) {
         if self.cfg.minute_days == self.cfg.fine_days && self.cfg.minute_days > 7 {
             tracing::warn!(
@@ -520,6 +789,10 @@ impl Compactor {
         };
         wait(Duration::from_secs(5));
         while !stop.is_cancelled() {
+            if !(self.allowed)() {
+                wait(Duration::from_secs(2));
+                continue;
+            }
             let started = Instant::now();
             let now = rie_common::now_ms() / 1000;
             match self.pass(now, &stop) {

@@ -79,10 +79,19 @@ const MIGRATIONS: &[Migration] = &[
         version: 3,
         name: "site states versioned for collectors sharing a database; no cluster table",
         apply: |conn| {
-            conn.execute_batch(
-                "ALTER TABLE site_status ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0;
-                 DROP TABLE IF EXISTS cluster_membership;",
-            )
+            // Idempotent, like every step (a database that lost its `schema_version` runs
+            // them again): SQLite has no `ADD COLUMN IF NOT EXISTS`.
+            let has: i64 = conn.query_row(
+                "SELECT count(*) FROM pragma_table_info('site_status') WHERE name = 'updated_ms'",
+                [],
+                |r| r.get(0),
+            )?;
+            if has == 0 {
+                conn.execute_batch(
+                    "ALTER TABLE site_status ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0;",
+                )?;
+            }
+            conn.execute_batch("DROP TABLE IF EXISTS cluster_membership;")
         },
     },
 ];
