@@ -262,19 +262,32 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         }
     });
 
-    if backend == store::config::Backend::Sqlite {
-        let compactor =
-            store::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
-                .map_err(StoreError::Sql)?;
-        let compactor_stop = shutdown.clone();
-        std::thread::Builder::new()
-            .name("store-compaction".into())
-            .spawn(move || compactor.run(compactor_stop))
-            .map_err(thread_err)?;
-    } else {
-        // Not ported yet: rows stay in the minute tables (sums are kept; the tables grow).
-        tracing::warn!("store.backend = postgres: rollup compaction (store.retention) is not available yet; minute rows are kept");
-    }
+    // Compaction runs once among collectors sharing a database: on the leader.
+    let compactor = match &shared_pg {
+        Some(pg) => {
+            let (pg, handle, retention) = (
+                pg.clone(),
+                tokio::runtime::Handle::current(),
+                cfg.store.retention.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                store::retention::Compactor::postgres(&pg, &handle, retention)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)??
+        }
+        None => store::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
+            .map_err(StoreError::Sql)?,
+    };
+    let compactor = {
+        let leadership = leadership.clone();
+        compactor.only_while(move || leadership.is_leader())
+    };
+    let compactor_stop = shutdown.clone();
+    std::thread::Builder::new()
+        .name("store-compaction".into())
+        .spawn(move || compactor.run(compactor_stop))
+        .map_err(thread_err)?;
 
     let netflow = match cfg.netflow.listen {
         Some(listen) => Some(crate::ingest::netflow_udp::start(

@@ -860,6 +860,140 @@ mod tests {
         assert_eq!(h.day, (now - 5 * 31_557_600) / 86_400 * 86_400);
     }
 
+    /// A store the same compaction tests run on: a SQLite file, or a real PostgreSQL 15
+    /// (`rie-testpg`) migrated by the PostgreSQL backend itself.
+    enum TestDb {
+        Sqlite {
+            _dir: tempfile::TempDir,
+            path: std::path::PathBuf,
+            conn: Connection,
+        },
+        Postgres {
+            cfg: crate::store::config::PostgresConfig,
+            client: tokio_postgres::Client,
+            rt: tokio::runtime::Runtime,
+            _server: rie_testpg::PgServer,
+        },
+    }
+
+    impl TestDb {
+        fn sqlite() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("rie.db");
+            let conn = crate::store::open(&path).unwrap();
+            TestDb::Sqlite {
+                _dir: dir,
+                path,
+                conn,
+            }
+        }
+
+        fn postgres() -> Self {
+            let server = rie_testpg::PgServer::start();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let cfg = crate::store::config::PostgresConfig {
+                url: server.url(),
+                password_file: None,
+                password_env: None,
+                root_cert: None,
+                pool_size: 2,
+            };
+            drop(crate::store::postgres::PgStore::open(&cfg, rt.handle()).unwrap());
+            let client = rt
+                .block_on(crate::store::postgres::connect(&cfg))
+                .unwrap();
+            TestDb::Postgres {
+                cfg,
+                client,
+                rt,
+                _server: server,
+            }
+        }
+
+        fn batch(&self, sql: &str) {
+            match self {
+                TestDb::Sqlite { conn, .. } => conn.execute_batch(sql).unwrap(),
+                TestDb::Postgres { client, rt, .. } => {
+                    rt.block_on(client.batch_execute(sql)).unwrap()
+                }
+            }
+        }
+
+        /// Every row of `sql`, whose columns are all integers (or NULL).
+        fn int_rows(&self, sql: &str) -> Vec<Vec<Option<i64>>> {
+            match self {
+                TestDb::Sqlite { conn, .. } => {
+                    let mut stmt = conn.prepare(sql).unwrap();
+                    let n = stmt.column_count();
+                    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap()
+                }
+                TestDb::Postgres { client, rt, .. } => rt
+                    .block_on(client.query(sql, &[]))
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+                    .collect(),
+            }
+        }
+
+        /// The first row of `sql` (integers).
+        fn ints(&self, sql: &str) -> Vec<Option<i64>> {
+            self.int_rows(sql).into_iter().next().unwrap()
+        }
+
+        fn count(&self, t: &str) -> i64 {
+            self.ints(&format!("SELECT COUNT(*) FROM {t}"))[0].unwrap()
+        }
+
+        /// Rows of (bucket, prefix, bytes, packets).
+        fn talkers(&self, sql: &str) -> Vec<(i64, String, i64, i64)> {
+            match self {
+                TestDb::Sqlite { conn, .. } => {
+                    let mut stmt = conn.prepare(sql).unwrap();
+                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap()
+                }
+                TestDb::Postgres { client, rt, .. } => rt
+                    .block_on(client.query(sql, &[]))
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect(),
+            }
+        }
+
+        fn reader(&self) -> crate::store::Reader {
+            match self {
+                TestDb::Sqlite { path, .. } => crate::store::Reader::open(path).unwrap(),
+                TestDb::Postgres { cfg, rt, .. } => {
+                    crate::store::Reader::open_postgres(cfg, rt.handle()).unwrap()
+                }
+            }
+        }
+
+        /// The job on a connection of its own, without pauses.
+        fn compactor(&self, cfg: RetentionConfig) -> Compactor {
+            let c = match self {
+                TestDb::Sqlite { path, .. } => {
+                    Compactor::new(crate::store::open(path).unwrap(), cfg).unwrap()
+                }
+                TestDb::Postgres { cfg: pg, rt, .. } => {
+                    Compactor::postgres(pg, rt.handle(), cfg).unwrap()
+                }
+            };
+            c.pause(Duration::ZERO)
+        }
+    }
+
     fn count(conn: &Connection, t: &str) -> i64 {
         conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
             .unwrap()
@@ -999,10 +1133,16 @@ mod tests {
     /// prefixes, and otherwise are the top N of the bucket's sums, computed here independently.
     #[test]
     fn every_tier_keeps_aligned_totals_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("rie.db");
-        let conn = crate::store::open(&db).unwrap();
-        let reader = crate::store::Reader::open(&db).unwrap();
+        every_tier_keeps_aligned_totals(TestDb::sqlite());
+    }
+
+    #[test]
+    fn every_tier_keeps_aligned_totals_exactly_on_postgres() {
+        every_tier_keeps_aligned_totals(TestDb::postgres());
+    }
+
+    fn every_tier_keeps_aligned_totals(db: TestDb) {
+        let reader = db.reader();
         // 150 minutes from 00:47 the day before a day boundary + 1 day: crosses 5-minute,
         // hour and day boundaries (23:?? → 01:??).
         let day0 = 1_790_000_000 / 86_400 * 86_400;
@@ -1052,27 +1192,25 @@ mod tests {
                 }
             }
         }
-        conn.execute_batch(&sql).unwrap();
+        db.batch(&sql);
         let flow_sum = |f: i64, t: i64| -> (i64, i64) {
-            conn.query_row(
-                "SELECT SUM(bytes), SUM(packets) FROM flow_minute WHERE minute >= ?1 AND minute < ?2",
-                [f, t],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
+            let r = db.ints(&format!(
+                "SELECT CAST(SUM(bytes) AS BIGINT), CAST(SUM(packets) AS BIGINT) FROM flow_minute
+                 WHERE minute >= {f} AND minute < {t}"
+            ));
+            (r[0].unwrap(), r[1].unwrap())
         };
         // Hand check of the input: Σ over 150 minutes and 3 keys of 1000 + 7i + proto.
         let expect_bytes = 3 * 150 * 1000 + 3 * 7 * (0..150).sum::<i64>() + 150 * (6 + 17 + 6);
         assert_eq!(flow_sum(0, i64::MAX).0, expect_bytes);
 
-        let links = |f: i64, t: i64| -> (i64, i64, i64, i64, i64, Option<i64>) {
-            conn.query_row(
-                "SELECT SUM(samples), SUM(sent), SUM(received), SUM(rtt_sum_us), SUM(rtt_n), MAX(rtt_max_us)
-                 FROM link_rollup WHERE start >= ?1 AND start < ?2",
-                [f, t],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .unwrap()
+        let links = |f: i64, t: i64| -> Vec<Option<i64>> {
+            db.ints(&format!(
+                "SELECT CAST(SUM(samples) AS BIGINT), CAST(SUM(sent) AS BIGINT),
+                        CAST(SUM(received) AS BIGINT), CAST(SUM(rtt_sum_us) AS BIGINT),
+                        CAST(SUM(rtt_n) AS BIGINT), MAX(rtt_max_us)
+                 FROM link_rollup WHERE start >= {f} AND start < {t}"
+            ))
         };
         // Windows aligned to days (every stage), hours (until the day tier) and five minutes
         // (until the hour tier).
@@ -1150,27 +1288,19 @@ mod tests {
         let a_hour = roll(&a_5min, 3600);
         let a_day = roll(&a_hour, 86_400);
         let table = |t: &str, col: &str| -> Rows {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {col}, prefix, bytes, packets FROM {t} WHERE site_id = 'A'"
-                ))
-                .unwrap();
-            let rows = stmt
-                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
-                .unwrap();
-            rows.collect::<Result<_, _>>().unwrap()
+            db.talkers(&format!(
+                "SELECT {col}, prefix, bytes, packets FROM {t} WHERE site_id = 'A'"
+            ))
+            .into_iter()
+            .map(|(b, p, by, pk)| ((b, p), (by, pk)))
+            .collect()
         };
 
-        let mut c = Compactor::new(
-            crate::store::open(&db).unwrap(),
-            RetentionConfig {
+        let mut c = db.compactor(RetentionConfig {
                 chunk_rows: 7,
                 top_talkers: keep as u32,
                 ..RetentionConfig::default()
-            },
-        )
-        .unwrap()
-        .pause(Duration::ZERO);
+            });
         let stop = CancellationToken::new();
         // Buckets of size b touched by the 150 minutes.
         let buckets = |b: i64| (m0 + 149 * 60) / b - m0 / b + 1;
@@ -1193,22 +1323,22 @@ mod tests {
             "flow_class_minute",
             "top_talker_minute",
         ] {
-            assert_eq!(count(&conn, t), 0, "{t}");
+            assert_eq!(db.count(t), 0, "{t}");
         }
-        assert_eq!(count(&conn, "flow_5min"), 3 * buckets(300));
-        assert_eq!(count(&conn, "flow_class_5min"), 6 * buckets(300));
-        assert_eq!(count(&conn, "link_5min"), buckets(300));
+        assert_eq!(db.count("flow_5min"), 3 * buckets(300));
+        assert_eq!(db.count("flow_class_5min"), 6 * buckets(300));
+        assert_eq!(db.count("link_5min"), buckets(300));
         assert_eq!(table("top_talker_5min", "five_min"), a_5min);
         assert_eq!(snapshot(&all_w), before);
 
         // 2. Forty days later: hours.
         c.pass(m0 + 40 * 86_400, &stop).unwrap();
         assert_eq!(
-            count(&conn, "flow_5min") + count(&conn, "top_talker_5min"),
+            db.count("flow_5min") + db.count("top_talker_5min"),
             0
         );
-        assert_eq!(count(&conn, "flow_hour"), 3 * buckets(3600));
-        assert_eq!(count(&conn, "flow_class_hour"), 6 * buckets(3600));
+        assert_eq!(db.count("flow_hour"), 3 * buckets(3600));
+        assert_eq!(db.count("flow_class_hour"), 6 * buckets(3600));
         assert_eq!(table("top_talker_hour", "hour"), a_hour);
         let day_hour_w: Vec<_> = day_w.iter().chain(&hour_w).copied().collect();
         assert_eq!(snapshot(&day_hour_w), before[..3]);
@@ -1216,12 +1346,12 @@ mod tests {
         // 3. 402 days later: days.
         c.pass(m0 + 402 * 86_400, &stop).unwrap();
         assert_eq!(
-            count(&conn, "flow_hour") + count(&conn, "top_talker_hour"),
+            db.count("flow_hour") + db.count("top_talker_hour"),
             0
         );
-        assert_eq!(count(&conn, "flow_day"), 3 * buckets(86_400));
-        assert_eq!(count(&conn, "flow_class_day"), 6 * buckets(86_400));
-        assert_eq!(count(&conn, "link_day"), buckets(86_400));
+        assert_eq!(db.count("flow_day"), 3 * buckets(86_400));
+        assert_eq!(db.count("flow_class_day"), 6 * buckets(86_400));
+        assert_eq!(db.count("link_day"), buckets(86_400));
         assert_eq!(table("top_talker_day", "day"), a_day);
         assert_eq!(snapshot(&day_w), before[..2]);
         // B never had more than `keep` prefixes: its talkers are exact, by hand too.
@@ -1249,7 +1379,7 @@ mod tests {
             (3 + 6 + 1) * buckets(86_400) + a_day.len() as i64 + 2 * buckets(86_400)
         );
         for t in ["flow_day", "link_day", "flow_class_day", "top_talker_day"] {
-            assert_eq!(count(&conn, t), 0, "{t}");
+            assert_eq!(db.count(t), 0, "{t}");
         }
         assert_eq!(
             reader.flow_totals(0, i64::MAX, None, None).unwrap(),
@@ -1262,9 +1392,15 @@ mod tests {
     /// transaction boundaries.
     #[test]
     fn talker_walk_covers_every_site_across_transactions() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("rie.db");
-        let conn = crate::store::open(&db).unwrap();
+        talker_walk_covers_every_site(TestDb::sqlite());
+    }
+
+    #[test]
+    fn talker_walk_covers_every_site_across_transactions_on_postgres() {
+        talker_walk_covers_every_site(TestDb::postgres());
+    }
+
+    fn talker_walk_covers_every_site(db: TestDb) {
         let now = 1_790_000_000 / 86_400 * 86_400;
         let old = now - 3 * 86_400;
         let mut sql = String::new();
@@ -1286,42 +1422,29 @@ mod tests {
                 );
             }
         }
-        conn.execute_batch(&sql).unwrap();
-        let mut c = Compactor::new(
-            crate::store::open(&db).unwrap(),
-            RetentionConfig {
+        db.batch(&sql);
+        let mut c = db.compactor(RetentionConfig {
                 chunk_rows: 100_000,
                 ..RetentionConfig::default()
-            },
-        )
-        .unwrap()
-        .pause(Duration::ZERO);
+            });
         let st = c.pass(now, &CancellationToken::new()).unwrap();
         assert_eq!(st.rolled, 300 * 6);
         assert_eq!(st.trimmed, 0);
         // 3 families × 4 steps with nothing to do (1 each); talkers: minutes → 5 min visits 600
         // sites (256 + 256 + 88), 5 min → hours 300 (256 + 44), then 1 + 1.
         assert_eq!(st.transactions, 12 + 3 + 2 + 1 + 1);
-        assert_eq!(count(&conn, "top_talker_minute"), 300);
-        assert_eq!(count(&conn, "top_talker_5min"), 300 * 3);
+        assert_eq!(db.count("top_talker_minute"), 300);
+        assert_eq!(db.count("top_talker_5min"), 300 * 3);
         // Each even site's prefix p: 2 minutes × (site + p) bytes, 2 packets.
-        let (bytes, packets): (i64, i64) = conn
-            .query_row(
-                "SELECT SUM(bytes), SUM(packets) FROM top_talker_5min",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
+        let r = db.ints(
+            "SELECT CAST(SUM(bytes) AS BIGINT), CAST(SUM(packets) AS BIGINT) FROM top_talker_5min",
+        );
+        let (bytes, packets) = (r[0].unwrap(), r[1].unwrap());
         let expect: i64 = (0..600).step_by(2).map(|s| 2 * (3 * s + 3)).sum();
         assert_eq!((bytes, packets), (expect, 300 * 3 * 2));
-        let odd_left: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM top_talker_minute WHERE prefix = '10.9.9.0/24'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(odd_left, 300);
+        let odd_left =
+            db.ints("SELECT COUNT(*) FROM top_talker_minute WHERE prefix = '10.9.9.0/24'")[0];
+        assert_eq!(odd_left, Some(300));
     }
 
     /// Late data (a spool replayed days later) for a minute already compacted lands in the
@@ -1329,20 +1452,21 @@ mod tests {
     /// again with the late prefix competing.
     #[test]
     fn late_data_merges_into_its_compacted_bucket() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("rie.db");
-        let conn = crate::store::open(&db).unwrap();
+        late_data_merges(TestDb::sqlite());
+    }
+
+    #[test]
+    fn late_data_merges_into_its_compacted_bucket_on_postgres() {
+        late_data_merges(TestDb::postgres());
+    }
+
+    fn late_data_merges(db: TestDb) {
         let now = 1_790_000_000 / 86_400 * 86_400;
         let m = now - 3 * 86_400 + 120; // in the five-minute bucket now − 3 days
-        let mut c = Compactor::new(
-            crate::store::open(&db).unwrap(),
-            RetentionConfig {
+        let mut c = db.compactor(RetentionConfig {
                 top_talkers: 2,
                 ..RetentionConfig::default()
-            },
-        )
-        .unwrap()
-        .pause(Duration::ZERO);
+            });
         let stop = CancellationToken::new();
         let write = |bytes: i64, talkers: &[(&str, i64)]| {
             let mut sql = format!(
@@ -1352,7 +1476,7 @@ mod tests {
             for (p, b) in talkers {
                 sql += &format!("INSERT INTO top_talker_minute VALUES ({m}, 'A', '{p}', {b}, 1);");
             }
-            conn.execute_batch(&sql).unwrap();
+            db.batch(&sql);
         };
         write(
             100,
@@ -1367,19 +1491,18 @@ mod tests {
         let st = c.pass(now, &stop).unwrap();
         assert_eq!(st.rolled, 3);
         let rows = |t: &str| -> Vec<(i64, i64)> {
-            let mut stmt = conn
-                .prepare(&format!("SELECT five_min, bytes FROM {t}"))
-                .unwrap();
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-            rows.collect::<Result<_, _>>().unwrap()
+            db.int_rows(&format!("SELECT five_min, bytes FROM {t}"))
+                .into_iter()
+                .map(|r| (r[0].unwrap(), r[1].unwrap()))
+                .collect()
         };
         let bucket = m / 300 * 300;
         assert_eq!(rows("flow_5min"), vec![(bucket, 107)]);
         assert_eq!(rows("flow_class_5min"), vec![(bucket, 107)]);
         // 10.0.3.0/24 was dropped at the first pass (30 < 40); the late 25 alone does not
         // beat 40: kept are 50 and 40. (Had it been kept, it would now have 55.)
-        let talkers = crate::store::Reader::open(&db)
-            .unwrap()
+        let talkers = db
+            .reader()
             .top_talkers("A", bucket, bucket + 300, 10)
             .unwrap();
         let got: Vec<_> = talkers
