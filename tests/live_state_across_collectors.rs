@@ -62,7 +62,11 @@ fn until_state(c: &Collector, site: &str, want: &str, timeout: Duration) -> Dura
 }
 
 fn is_leader(c: &Collector) -> Option<bool> {
-    let v: Value = ureq::get(&c.url("/healthz")).call().ok()?.into_json().ok()?;
+    let v: Value = ureq::get(&c.url("/healthz"))
+        .call()
+        .ok()?
+        .into_json()
+        .ok()?;
     v["leader"].as_bool()
 }
 
@@ -150,7 +154,11 @@ fn one_leader_scans_silence_and_the_survivor_takes_over_after_a_kill() {
     std::thread::sleep(Duration::from_secs(3));
     assert_eq!((is_leader(&a), is_leader(&b)), leaders);
     let a_leads = leaders.0 == Some(true);
-    let (leader, follower) = if a_leads { (&mut a, &mut b) } else { (&mut b, &mut a) };
+    let (leader, follower) = if a_leads {
+        (&mut a, &mut b)
+    } else {
+        (&mut b, &mut a)
+    };
     assert_eq!(leader.metric("rie_collector_leader"), 1.0);
     assert_eq!(follower.metric("rie_collector_leader"), 0.0);
 
@@ -163,7 +171,11 @@ fn one_leader_scans_silence_and_the_survivor_takes_over_after_a_kill() {
     until_state(follower, "S2", "silent", Duration::from_secs(10));
     let t = Instant::now();
     while silent_episodes(&pg, "S2") != (1, 1) {
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", silent_episodes(&pg, "S2"));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            silent_episodes(&pg, "S2")
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));
@@ -193,7 +205,11 @@ fn one_leader_scans_silence_and_the_survivor_takes_over_after_a_kill() {
     until_state(survivor, "S2", "up", Duration::from_secs(5));
     let t = Instant::now();
     while silent_episodes(&pg, "S2") != (1, 0) {
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", silent_episodes(&pg, "S2"));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            silent_episodes(&pg, "S2")
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
 
@@ -203,7 +219,11 @@ fn one_leader_scans_silence_and_the_survivor_takes_over_after_a_kill() {
     until_state(survivor, "S3", "silent", Duration::from_secs(10));
     let t = Instant::now();
     while silent_episodes(&pg, "S3") != (1, 1) {
-        assert!(t.elapsed() < Duration::from_secs(5), "{:?}", silent_episodes(&pg, "S3"));
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "{:?}",
+            silent_episodes(&pg, "S3")
+        );
         std::thread::sleep(Duration::from_millis(100));
     }
     std::thread::sleep(Duration::from_secs(2));

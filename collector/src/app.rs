@@ -2,7 +2,7 @@
 //! token. `main` and the tests start the collector through [`run`] the same way.
 //!
 //! Owns: the order of start-up (config check, inventory, PKI, store open and resume, commit
-//! stage thread, sinks, compactor, listeners) and of shutdown (inputs stop, the commit stage
+//! stage thread, sinks, the shared-database duties of `duties`, compactor, listeners) and of shutdown (inputs stop, the commit stage
 //! drains its queue, sinks flush). May import every module of the crate; only `main` and the
 //! tests (and `rie-sim`) import it.
 
@@ -214,7 +214,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     if let Some(pg) = &shared_pg {
         // A quarter of the silence threshold: a heartbeat-only site is stored well before
         // another collector would take it for silent.
-        stage = stage.share_seen((cfg.sites.silent_after / 4).max(std::time::Duration::from_secs(1)));
+        stage =
+            stage.share_seen((cfg.sites.silent_after / 4).max(std::time::Duration::from_secs(1)));
         crate::duties::start_shared(pg, sites.clone(), leadership.clone(), &shutdown, &tracker);
     }
     let influx = crate::sinks::influx::start(

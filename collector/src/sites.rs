@@ -666,6 +666,49 @@ pub(crate) mod tests {
         SiteRegistry::new(Arc::new(inv), SiteThresholds::default()).starting_at(0)
     }
 
+    /// Another collector's stored state is taken when newer, never when older, and never over
+    /// the fresher state of a probe connected here; connections and the latest sign of life
+    /// are kept.
+    #[test]
+    fn a_stored_state_of_another_collector_is_taken_only_when_newer() {
+        let r = registry();
+        let stored = |state, batch_ms, seen_ms| SiteLive {
+            state: Some(state),
+            state_since_ms: Some(batch_ms),
+            last_seen_ms: Some(seen_ms),
+            last_batch_ms: Some(batch_ms),
+            ..SiteLive::default()
+        };
+        assert!(r.merge_stored(0, stored(SiteState::OnBackup, 1_000, 1_000), 1_005));
+        assert_eq!(r.current(0).state, Some(SiteState::OnBackup));
+        assert_eq!(r.current(0).version_ms, 1_005);
+        // An older row (a reload racing with a notification) changes nothing.
+        assert!(!r.merge_stored(0, stored(SiteState::Up, 900, 900), 1_004));
+        assert!(!r.merge_stored(0, stored(SiteState::Up, 900, 900), 1_005));
+        assert_eq!(r.current(0).state, Some(SiteState::OnBackup));
+        // A probe connected here that stored a batch at 2,000: a row of another collector
+        // about an earlier batch does not clobber it, a later one does.
+        r.on_hello(0, 1, "p", 0, 2_500);
+        r.apply(
+            0,
+            SiteLive {
+                version_ms: 2_001,
+                ..stored(SiteState::Down, 2_000, 2_000)
+            },
+        );
+        assert!(!r.merge_stored(0, stored(SiteState::Up, 1_500, 1_500), 3_000));
+        assert_eq!(r.current(0).state, Some(SiteState::Down));
+        assert!(r.merge_stored(0, stored(SiteState::Up, 2_600, 2_600), 3_001));
+        let cur = r.current(0);
+        assert_eq!(
+            (cur.state, cur.connections, cur.last_seen_ms),
+            (Some(SiteState::Up), 1, Some(2_600))
+        );
+        assert_eq!(r.connected_seen(), vec![(0, 2_600)]);
+        r.on_disconnect(0);
+        assert_eq!(r.connected_seen(), vec![]);
+    }
+
     fn batch(links: &[(&str, bool, bool)], loss: Option<(&str, u32, u32, u32)>) -> Batch {
         Batch {
             top_talkers: Vec::new(),

@@ -15,8 +15,11 @@
 //!   prefix and bucket, then only the `top_talkers` largest prefixes of each site and bucket
 //!   are kept (an approximation, see docs/storage.md).
 //! - Crash safety: each chunk rolls up a bounded number of source rows and deletes exactly
-//!   those rows in one `BEGIN IMMEDIATE` transaction, so a crash never counts a row twice nor
-//!   loses it.
+//!   those rows in one transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `REPEATABLE READ`,
+//!   so both statements see one snapshot, and a chunk that loses a race with a writer is
+//!   rolled back and run again), so a crash never counts a row twice nor loses it.
+//! - Both backends run the same statement text (`?N` placeholders, turned into `$N` for
+//!   PostgreSQL; no dialect-only function) behind a small driver trait (`Db`).
 //! - No stall: chunks are small and the job sleeps between them, so the commit stage (which
 //!   waits on SQLite's busy handler) gets the write lock between two chunks. The job never
 //!   touches minutes newer than the minute horizon (at least one day old).
@@ -288,10 +291,10 @@ impl CompactError {
     /// deadlock): rolled back whole, to be run again.
     fn is_retryable(&self) -> bool {
         matches!(self, CompactError::Postgres { source, .. }
-            if source.code().is_some_and(|c| {
-                *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
-                    || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
-            }))
+        if source.code().is_some_and(|c| {
+            *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+        }))
     }
 }
 
@@ -427,9 +430,7 @@ impl Db for PgDb {
     fn begin(&mut self) -> Result<(), CompactError> {
         if self.client.is_closed() {
             tracing::warn!(db = %self.cfg.masked_url(), "compaction session lost; reconnecting");
-            self.client = self
-                .handle
-                .block_on(super::postgres::connect(&self.cfg))?;
+            self.client = self.handle.block_on(super::postgres::connect(&self.cfg))?;
             self.prepared.clear();
         }
         let begin = self
@@ -903,9 +904,7 @@ mod tests {
                 pool_size: 2,
             };
             drop(crate::store::postgres::PgStore::open(&cfg, rt.handle()).unwrap());
-            let client = rt
-                .block_on(crate::store::postgres::connect(&cfg))
-                .unwrap();
+            let client = rt.block_on(crate::store::postgres::connect(&cfg)).unwrap();
             TestDb::Postgres {
                 cfg,
                 client,
@@ -1297,10 +1296,10 @@ mod tests {
         };
 
         let mut c = db.compactor(RetentionConfig {
-                chunk_rows: 7,
-                top_talkers: keep as u32,
-                ..RetentionConfig::default()
-            });
+            chunk_rows: 7,
+            top_talkers: keep as u32,
+            ..RetentionConfig::default()
+        });
         let stop = CancellationToken::new();
         // Buckets of size b touched by the 150 minutes.
         let buckets = |b: i64| (m0 + 149 * 60) / b - m0 / b + 1;
@@ -1333,10 +1332,7 @@ mod tests {
 
         // 2. Forty days later: hours.
         c.pass(m0 + 40 * 86_400, &stop).unwrap();
-        assert_eq!(
-            db.count("flow_5min") + db.count("top_talker_5min"),
-            0
-        );
+        assert_eq!(db.count("flow_5min") + db.count("top_talker_5min"), 0);
         assert_eq!(db.count("flow_hour"), 3 * buckets(3600));
         assert_eq!(db.count("flow_class_hour"), 6 * buckets(3600));
         assert_eq!(table("top_talker_hour", "hour"), a_hour);
@@ -1345,10 +1341,7 @@ mod tests {
 
         // 3. 402 days later: days.
         c.pass(m0 + 402 * 86_400, &stop).unwrap();
-        assert_eq!(
-            db.count("flow_hour") + db.count("top_talker_hour"),
-            0
-        );
+        assert_eq!(db.count("flow_hour") + db.count("top_talker_hour"), 0);
         assert_eq!(db.count("flow_day"), 3 * buckets(86_400));
         assert_eq!(db.count("flow_class_day"), 6 * buckets(86_400));
         assert_eq!(db.count("link_day"), buckets(86_400));
@@ -1424,9 +1417,9 @@ mod tests {
         }
         db.batch(&sql);
         let mut c = db.compactor(RetentionConfig {
-                chunk_rows: 100_000,
-                ..RetentionConfig::default()
-            });
+            chunk_rows: 100_000,
+            ..RetentionConfig::default()
+        });
         let st = c.pass(now, &CancellationToken::new()).unwrap();
         assert_eq!(st.rolled, 300 * 6);
         assert_eq!(st.trimmed, 0);
@@ -1464,9 +1457,9 @@ mod tests {
         let now = 1_790_000_000 / 86_400 * 86_400;
         let m = now - 3 * 86_400 + 120; // in the five-minute bucket now − 3 days
         let mut c = db.compactor(RetentionConfig {
-                top_talkers: 2,
-                ..RetentionConfig::default()
-            });
+            top_talkers: 2,
+            ..RetentionConfig::default()
+        });
         let stop = CancellationToken::new();
         let write = |bytes: i64, talkers: &[(&str, i64)]| {
             let mut sql = format!(

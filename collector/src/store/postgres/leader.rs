@@ -49,7 +49,10 @@ pub async fn run(
             _ = stop.cancelled() => break,
             _ = tick.tick() => {}
         }
-        if client.as_ref().is_none_or(tokio_postgres::Client::is_closed) {
+        if client
+            .as_ref()
+            .is_none_or(tokio_postgres::Client::is_closed)
+        {
             client = match open(&cfg).await {
                 Ok(c) => Some(c),
                 Err(e) => {
@@ -66,8 +69,11 @@ pub async fn run(
             Ok(now) => {
                 if now != leader {
                     leader = now;
-                    tracing::info!(leader, "leader election: this collector {} the duties that run once",
-                        if leader { "now runs" } else { "no longer runs" });
+                    tracing::info!(
+                        leader,
+                        "leader election: this collector {} the duties that run once",
+                        if leader { "now runs" } else { "no longer runs" }
+                    );
                     on_change(leader);
                 }
             }

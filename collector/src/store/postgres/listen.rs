@@ -171,7 +171,10 @@ fn rows(rows: Vec<tokio_postgres::Row>) -> Result<Vec<SiteStatus>, tokio_postgre
 async fn all(client: &tokio_postgres::Client) -> Result<Vec<SiteStatus>, tokio_postgres::Error> {
     rows(
         client
-            .query("SELECT site_id, live_json, updated_ms FROM site_status", &[])
+            .query(
+                "SELECT site_id, live_json, updated_ms FROM site_status",
+                &[],
+            )
             .await?,
     )
 }
