@@ -862,7 +862,9 @@ mod tests {
     }
 
     /// A store the same compaction tests run on: a SQLite file, or a real PostgreSQL 15
-    /// (`rie-testpg`) migrated by the PostgreSQL backend itself.
+    /// (`rie-testpg`) migrated by the PostgreSQL backend itself. (One per test: the size of
+    /// the variants does not matter.)
+    #[allow(clippy::large_enum_variant)]
     enum TestDb {
         Sqlite {
             _dir: tempfile::TempDir,
