@@ -205,7 +205,6 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics.clone(),
         cfg.store.commit_max_batches,
     );
-    // After the stage (whose default is "always the leader"): this one sets the gauge last.
     let leadership = match &shared_pg {
         Some(_) => crate::duties::Leadership::follower(metrics.leader.clone()),
         None => crate::duties::Leadership::always(metrics.leader.clone()),

@@ -50,6 +50,14 @@ impl Leadership {
         })
     }
 
+    /// Always the leader, with a gauge of its own that no registry shows (the commit stage's
+    /// default, before `app` gives it the collector's).
+    pub fn alone() -> Arc<Self> {
+        // The name is a literal and valid: `new` cannot fail.
+        let gauge = IntGauge::new("rie_collector_leader", "unregistered").expect("valid metric");
+        Self::always(gauge)
+    }
+
     /// A collector sharing its database: a follower until the election says otherwise.
     pub fn follower(gauge: IntGauge) -> Arc<Self> {
         gauge.set(0);
@@ -69,7 +77,7 @@ impl Leadership {
         self.epoch.load(Ordering::Acquire)
     }
 
-    fn set(&self, leader: bool) {
+    pub(crate) fn set(&self, leader: bool) {
         if leader {
             self.epoch.fetch_add(1, Ordering::AcqRel);
         }

@@ -232,7 +232,7 @@ impl CommitStage {
         metrics: Arc<Metrics>,
         max_group: usize,
     ) -> Self {
-        let leadership = Leadership::always(metrics.leader.clone());
+        let leadership = Leadership::alone();
         Self {
             store,
             dedup,
@@ -634,6 +634,75 @@ impl Shift {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Among collectors sharing a database: a follower opens no silent episode but stores the
+    /// state of a site connected to it (its last sign of life, which the leader reads); once
+    /// the leader, it reloads the open silent episodes and opens the one that is due, once.
+    #[test]
+    fn only_the_leader_scans_silence_and_every_collector_shares_its_sites_signs_of_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rie.db");
+        let store = crate::store::SqliteStore::open(&path).unwrap();
+        let sites = Arc::new(crate::sites::tests::registry());
+        let metrics = Arc::new(Metrics::new());
+        let leadership = Leadership::follower(metrics.leader.clone());
+        let mut stage = CommitStage::new(
+            Box::new(store),
+            Arc::default(),
+            SilenceTracker::default(),
+            sites.clone(),
+            metrics.clone(),
+            10,
+        )
+        .leadership(leadership.clone())
+        .share_seen(std::time::Duration::from_secs(1));
+        // S1's probe is connected here but was last heard from a minute ago (35 s: silent).
+        let seen = rie_common::now_ms() - 60_000;
+        sites.on_hello(0, 1, "p", 0, seen);
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let status = || -> Vec<(String, Option<i64>)> {
+            let mut st = db
+                .prepare("SELECT site_id, live_json FROM site_status")
+                .unwrap();
+            st.query_map([], |r| {
+                let json: String = r.get(1)?;
+                let live: SiteLive = serde_json::from_str(&json).unwrap();
+                Ok((r.get(0)?, live.last_seen_ms))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let silent = || -> i64 {
+            db.query_row(
+                "SELECT count(*) FROM episodes WHERE kind = 'silent' AND end_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        assert_eq!(status(), vec![("S1".to_string(), Some(seen))]);
+        assert_eq!(silent(), 0);
+        assert_eq!(metrics.leader.get(), 0);
+        // Nothing new to share: no second write (the row's version stays).
+        let version = sites.current(0).version_ms;
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        assert_eq!(sites.current(0).version_ms, version);
+
+        leadership.set(true);
+        assert_eq!(metrics.leader.get(), 1);
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        assert_eq!(silent(), 1);
+        // Leadership lost and regained: the open episode is reloaded, not opened again.
+        leadership.set(false);
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        leadership.set(true);
+        stage.silence = SilenceTracker::default();
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        assert_eq!(silent(), 1);
+    }
 
     #[test]
     fn the_sink_gets_batches_shifted_as_they_were_stored() {
