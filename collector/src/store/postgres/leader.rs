@@ -97,6 +97,8 @@ pub async fn run(
 async fn open(cfg: &PostgresConfig) -> Result<tokio_postgres::Client, super::super::StoreError> {
     let (mut config, tls) = super::prepare(cfg)?;
     super::keepalives(&mut config);
+    // Named in pg_stat_activity: an operator finds the leader's session (and its pid).
+    config.application_name("rie-collector leader lock");
     let (client, connection) = config
         .connect(tls)
         .await

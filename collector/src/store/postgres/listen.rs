@@ -21,6 +21,9 @@ use super::super::config::PostgresConfig;
 /// The notification channel of site state changes.
 pub const CHANNEL: &str = "rie_site_state";
 
+/// `application_name` of the listening session.
+pub const APPLICATION_NAME: &str = "rie-collector site-state listener";
+
 /// Bytes of one payload at most (PostgreSQL refuses 8000 and more).
 const MAX_PAYLOAD: usize = 7900;
 
@@ -102,6 +105,8 @@ async fn session(
 ) -> Result<(), SessionError> {
     let (mut config, tls) = super::prepare(cfg)?;
     super::keepalives(&mut config);
+    // Named in pg_stat_activity, for operators (and the test that cuts it).
+    config.application_name(APPLICATION_NAME);
     let (client, mut connection) = config
         .connect(tls)
         .await
@@ -196,6 +201,83 @@ async fn some(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::store::{SiteStateRow, Store, WriteSet};
+
+    /// A committed state is delivered by its notification; a row written while the listening
+    /// session is down (its notification lost) is delivered by the full reload that follows
+    /// the reconnection.
+    #[test]
+    fn notified_rows_arrive_and_a_reconnection_reloads_what_was_missed() {
+        let server = rie_testpg::PgServer::start();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = PostgresConfig {
+            url: server.url(),
+            password_file: None,
+            password_env: None,
+            root_cert: None,
+            pool_size: 2,
+        };
+        let mut store = super::super::PgStore::open(&cfg, rt.handle()).unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        let stop = CancellationToken::new();
+        rt.spawn(run(
+            cfg.clone(),
+            Duration::from_secs(3600),
+            move |rows| {
+                let _ = tx.send(rows);
+            },
+            stop.clone(),
+        ));
+        let next = || rx.recv_timeout(Duration::from_secs(10)).unwrap();
+        // The first full read: nothing stored yet.
+        assert_eq!(next(), vec![]);
+        let row = |site: &str, json: &str, ms| SiteStatus {
+            site: site.into(),
+            json: json.into(),
+            updated_ms: ms,
+        };
+        store
+            .write(&WriteSet {
+                site_states: vec![SiteStateRow {
+                    site: "S1".into(),
+                    json: "{\"batches_stored\":1}".into(),
+                }],
+                now_ms: 10,
+                ..WriteSet::default()
+            })
+            .unwrap();
+        assert_eq!(next(), vec![row("S1", "{\"batches_stored\":1}", 10)]);
+        // The same site again, at an earlier clock: its version still grows.
+        store
+            .write(&WriteSet {
+                site_states: vec![SiteStateRow {
+                    site: "S1".into(),
+                    json: "{\"batches_stored\":2}".into(),
+                }],
+                now_ms: 5,
+                ..WriteSet::default()
+            })
+            .unwrap();
+        assert_eq!(next(), vec![row("S1", "{\"batches_stored\":2}", 11)]);
+        // S2 is written without a notification, and the listening session is cut in the same
+        // transaction: only the reload after the reconnection can deliver it.
+        server.psql(&format!(
+            "INSERT INTO site_status(site_id, live_json, updated_ms) VALUES ('S2', '{{}}', 20);
+             SELECT count(pg_terminate_backend(pid)) FROM pg_stat_activity
+             WHERE application_name = '{APPLICATION_NAME}'"
+        ));
+        let mut got = next();
+        got.sort_by(|a, b| a.site.cmp(&b.site));
+        assert_eq!(
+            got,
+            vec![row("S1", "{\"batches_stored\":2}", 11), row("S2", "{}", 20)]
+        );
+        stop.cancel();
+    }
 
     #[test]
     fn payloads_stay_under_the_limit_and_keep_every_id() {
