@@ -56,7 +56,9 @@ pub enum Request {
     Batch(BatchWrite),
     Netflow(NetflowWrite),
     /// Opens and closes `silent` episodes from the registry's view of who stopped reporting
-    /// (no batch can report silence). Sent every second by a ticker.
+    /// (no batch can report silence), on the leader only; on a shared database, also stores
+    /// the state of heartbeat-only sites connected here ([`CommitStage::share_seen`]). Sent
+    /// every second by a ticker.
     SilenceScan,
 }
 
