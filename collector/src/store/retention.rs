@@ -995,24 +995,25 @@ mod tests {
         }
     }
 
-    fn count(conn: &Connection, t: &str) -> i64 {
-        conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
-            .unwrap()
-    }
-
     /// The key invariant: totals (API) and indicator inputs over aligned windows are exactly
     /// the same before and after compaction; rows move down the tiers, recent minutes stay,
     /// data past the daily horizon is deleted; a second pass changes nothing.
     #[test]
     fn compaction_keeps_totals_and_expires_old_days() {
+        keeps_totals_and_expires_old_days(TestDb::sqlite());
+    }
+
+    #[test]
+    fn compaction_keeps_totals_and_expires_old_days_on_postgres() {
+        keeps_totals_and_expires_old_days(TestDb::postgres());
+    }
+
+    fn keeps_totals_and_expires_old_days(db: TestDb) {
         use crate::indicators::{load_inputs, Period};
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("rie.db");
         let inv = crate::inventory::load_dir(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/indicators"),
         )
         .unwrap();
-        let conn = crate::store::open(&db).unwrap();
         let now = Period::parse("2026-11").unwrap().start_ms / 1000 + 19 * 86_400 + 1234;
         let ago_40d = now - 40 * 86_400; // 2026-10-11: hour tier
         let ago_2y = now - 730 * 86_400; // 2024-11-20: day tier
@@ -1040,8 +1041,8 @@ mod tests {
                 }
             }
         }
-        conn.execute_batch(&sql).unwrap();
-        let reader = crate::store::Reader::open(&db).unwrap();
+        db.batch(&sql);
+        let reader = db.reader();
         let p40 = Period::parse("2026-10").unwrap();
         let p2y = Period::parse("2024").unwrap();
         let p6y = Period::parse("2020").unwrap();
@@ -1069,28 +1070,23 @@ mod tests {
         assert_eq!(before.0[1].bytes, 90 * 100 + (0..90).sum::<u64>());
         assert_eq!(before.1[0].0, vec![90 * 100 + 4005, 0, 90 * 100, 0, 0]);
 
-        let mut c = Compactor::new(
-            crate::store::open(&db).unwrap(),
-            RetentionConfig {
-                chunk_rows: 7,
-                ..RetentionConfig::default()
-            },
-        )
-        .unwrap()
-        .pause(Duration::ZERO);
+        let mut c = db.compactor(RetentionConfig {
+            chunk_rows: 7,
+            ..RetentionConfig::default()
+        });
         let stop = CancellationToken::new();
         let st = c.pass(now, &stop).unwrap();
         // Old minute rows: 3 periods × 90 × 4; then their hours (2y and 6y) into days.
-        assert_eq!(count(&conn, "flow_minute"), 3);
-        assert_eq!(count(&conn, "link_minute"), 1);
-        assert_eq!(count(&conn, "flow_5min") + count(&conn, "link_5min"), 0);
+        assert_eq!(db.count("flow_minute"), 3);
+        assert_eq!(db.count("link_minute"), 1);
+        assert_eq!(db.count("flow_5min") + db.count("link_5min"), 0);
         // 90 minutes from ago_40d span 2 or 3 hours; 3 flow keys per hour.
         let hours_40d = (ago_40d / 60 * 60 + 89 * 60) / 3600 - ago_40d / 3600 + 1;
-        assert_eq!(count(&conn, "flow_hour"), 3 * hours_40d);
-        assert_eq!(count(&conn, "link_hour"), hours_40d);
+        assert_eq!(db.count("flow_hour"), 3 * hours_40d);
+        assert_eq!(db.count("link_hour"), hours_40d);
         let days_2y = (ago_2y / 60 * 60 + 89 * 60) / 86_400 - ago_2y / 86_400 + 1;
-        assert_eq!(count(&conn, "flow_day"), 3 * days_2y);
-        assert_eq!(count(&conn, "link_day"), days_2y);
+        assert_eq!(db.count("flow_day"), 3 * days_2y);
+        assert_eq!(db.count("link_day"), days_2y);
         let days_6y = (ago_6y / 60 * 60 + 89 * 60) / 86_400 - ago_6y / 86_400 + 1;
         assert_eq!(st.expired as i64, 4 * days_6y);
         // Buckets of size b touched by the 90 minutes from t.
@@ -1105,14 +1101,10 @@ mod tests {
         let after = snapshot();
         assert_eq!(after, before);
         // The 2026-10 hour rows keep the link max RTT (NULL ignored) and sums.
-        let (max, n): (i64, i64) = conn
-            .query_row(
-                "SELECT MAX(rtt_max_us), SUM(rtt_n) FROM link_hour",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((max, n), (890, 450));
+        assert_eq!(
+            db.ints("SELECT MAX(rtt_max_us), CAST(SUM(rtt_n) AS BIGINT) FROM link_hour"),
+            [Some(890), Some(450)]
+        );
         // Past the daily horizon: gone.
         assert_eq!(
             reader
