@@ -2,8 +2,8 @@
 //! token. `main` and the tests start the collector through [`run`] the same way.
 //!
 //! Owns: the order of start-up (config check, inventory, PKI, store open and resume, commit
-//! stage thread, sinks, the shared-database duties of `duties`, compactor, listeners) and of shutdown (inputs stop, the commit stage
-//! drains its queue, sinks flush). May import every module of the crate; only `main` and the
+//! stage thread, sinks, compactor, the shared-database duties of `duties`, listeners) and of
+//! shutdown (inputs stop, the commit stage drains its queue, sinks flush). May import every module of the crate; only `main` and the
 //! tests (and `rie-sim`) import it.
 
 use std::net::SocketAddr;
@@ -210,12 +210,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         None => crate::duties::Leadership::always(metrics.leader.clone()),
     };
     stage = stage.leadership(leadership.clone());
-    if let Some(pg) = &shared_pg {
+    if shared_pg.is_some() {
         // A quarter of the silence threshold: a heartbeat-only site is stored well before
         // another collector would take it for silent.
         stage =
             stage.share_seen((cfg.sites.silent_after / 4).max(std::time::Duration::from_secs(1)));
-        crate::duties::start_shared(pg, sites.clone(), leadership.clone(), &shutdown, &tracker);
     }
     let influx = crate::sinks::influx::start(
         &cfg.influx,
@@ -307,6 +306,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     };
     let netflow_addr = netflow.as_ref().map(|n| n.addr);
     let netflow = netflow.map(|n| n.thread);
+
+    // Late in the start: what follows cannot fail, so a failed start leaves no listener or
+    // campaign behind.
+    if let Some(pg) = &shared_pg {
+        crate::duties::start_shared(pg, sites.clone(), leadership.clone(), &shutdown, &tracker);
+    }
 
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),
