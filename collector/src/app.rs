@@ -2,8 +2,8 @@
 //! token. `main` and the tests start the collector through [`run`] the same way.
 //!
 //! Owns: the order of start-up (config check, inventory, PKI, store open and resume, commit
-//! stage thread, sinks, compactor, listeners) and of shutdown (inputs stop, the commit stage
-//! drains its queue, sinks flush). May import every module of the crate; only `main` and the
+//! stage thread, sinks, compactor, the shared-database duties of `duties`, listeners) and of
+//! shutdown (inputs stop, the commit stage drains its queue, sinks flush). May import every module of the crate; only `main` and the
 //! tests (and `rie-sim`) import it.
 
 use std::net::SocketAddr;
@@ -191,6 +191,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
 
     let tracker = TaskTracker::new();
     let (commit_tx, commit_rx) = mpsc::channel(cfg.store.queue);
+    // Alone on SQLite, this collector is the leader; sharing PostgreSQL, it follows the
+    // others' site states and campaigns for the duties that run once (`duties`).
+    let shared_pg = match (backend, &cfg.store.postgres) {
+        (store::config::Backend::Postgres, Some(pg)) => Some(pg.clone()),
+        _ => None,
+    };
     let mut stage = CommitStage::new(
         store,
         dedup.clone(),
@@ -199,6 +205,17 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics.clone(),
         cfg.store.commit_max_batches,
     );
+    let leadership = match &shared_pg {
+        Some(_) => crate::duties::Leadership::follower(metrics.leader.clone()),
+        None => crate::duties::Leadership::always(metrics.leader.clone()),
+    };
+    stage = stage.leadership(leadership.clone());
+    if shared_pg.is_some() {
+        // A quarter of the silence threshold: a heartbeat-only site is stored well before
+        // another collector would take it for silent.
+        stage =
+            stage.share_seen((cfg.sites.silent_after / 4).max(std::time::Duration::from_secs(1)));
+    }
     let influx = crate::sinks::influx::start(
         &cfg.influx,
         &cfg.data_dir,
@@ -244,19 +261,32 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         }
     });
 
-    if backend == store::config::Backend::Sqlite {
-        let compactor =
-            store::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
-                .map_err(StoreError::Sql)?;
-        let compactor_stop = shutdown.clone();
-        std::thread::Builder::new()
-            .name("store-compaction".into())
-            .spawn(move || compactor.run(compactor_stop))
-            .map_err(thread_err)?;
-    } else {
-        // Not ported yet: rows stay in the minute tables (sums are kept; the tables grow).
-        tracing::warn!("store.backend = postgres: rollup compaction (store.retention) is not available yet; minute rows are kept");
-    }
+    // Compaction runs once among collectors sharing a database: on the leader.
+    let compactor = match &shared_pg {
+        Some(pg) => {
+            let (pg, handle, retention) = (
+                pg.clone(),
+                tokio::runtime::Handle::current(),
+                cfg.store.retention.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                store::retention::Compactor::postgres(&pg, &handle, retention)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)??
+        }
+        None => store::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
+            .map_err(StoreError::Sql)?,
+    };
+    let compactor = {
+        let leadership = leadership.clone();
+        compactor.only_while(move || leadership.is_leader())
+    };
+    let compactor_stop = shutdown.clone();
+    std::thread::Builder::new()
+        .name("store-compaction".into())
+        .spawn(move || compactor.run(compactor_stop))
+        .map_err(thread_err)?;
 
     let netflow = match cfg.netflow.listen {
         Some(listen) => Some(crate::ingest::netflow_udp::start(
@@ -276,6 +306,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     };
     let netflow_addr = netflow.as_ref().map(|n| n.addr);
     let netflow = netflow.map(|n| n.thread);
+
+    // Late in the start: what follows cannot fail, so a failed start leaves no listener or
+    // campaign behind.
+    if let Some(pg) = &shared_pg {
+        crate::duties::start_shared(pg, sites.clone(), leadership.clone(), &shutdown, &tracker);
+    }
 
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),

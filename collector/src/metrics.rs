@@ -35,6 +35,8 @@ pub struct Metrics {
     /// Flow records taken into the rollups, by source: `probe` (the aggregates in probe batches,
     /// capture or relayed NetFlow) and `netflow` (records exported directly to the collector).
     pub flow_records: IntCounterVec,
+    /// 1 on the collector that runs the duties that run once (`duties`), 0 on the others.
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -45,6 +47,11 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Self {
+            leader: IntGauge::new(
+                "rie_collector_leader",
+                "1 when this collector runs the duties that run once (silence episodes, compaction): always with SQLite, the holder of the advisory lock with PostgreSQL.",
+            )
+            .expect("valid metric"),
             probe_connections: IntGauge::new(
                 "rie_collector_probe_connections",
                 "Open, authenticated probe connections.",
@@ -144,7 +151,8 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 16] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+            Box::new(m.leader.clone()),
             Box::new(m.probe_connections.clone()),
             Box::new(m.probe_batches.clone()),
             Box::new(m.duplicate_batches.clone()),

@@ -70,6 +70,7 @@ async fn healthz(State(st): State<AppState>) -> Response {
         "status": if store_ok { "ok" } else { "store_unavailable" },
         "sites": st.sites.inventory.sites.len(),
         "probes_connected": connected,
+        "leader": st.metrics.leader.get() == 1,
     });
     let code = if store_ok {
         StatusCode::OK
