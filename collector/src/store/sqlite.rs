@@ -93,7 +93,12 @@ impl SqliteStore {
     }
 
     fn apply(&mut self, set: &WriteSet) -> Result<(), StoreError> {
-        let tx = self.conn.transaction()?;
+        // IMMEDIATE: the write lock is taken at BEGIN (waiting up to the busy timeout). A
+        // deferred transaction would read the marks first and then fail at once with "database
+        // is locked" when the compactor committed in between (its snapshot is then stale).
+        let tx = self
+            .conn
+            .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
         {
             // Contract point 8. SQLite holds one write lock for the whole transaction, so this
             // only fires when the caller's index is behind the file (another process wrote).
