@@ -359,16 +359,14 @@ fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
     // The PostgreSQL session and readers run on this runtime (`Handle::block_on`), from the
     // main thread, outside any async task, as that requires.
     let rt = rie_common::runtime().context("starting the async runtime")?;
-    let report = store::migrate::run(&opts, rt.handle(), &mut |table| {
-        eprintln!("copied {table}")
-    })
-    .map_err(|e| {
-        if e.is_user_error() {
-            anyhow::Error::new(UserError(e.to_string()))
-        } else {
-            anyhow::Error::new(e)
-        }
-    })?;
+    let report = store::migrate::run(&opts, rt.handle(), &mut |table| eprintln!("copied {table}"))
+        .map_err(|e| {
+            if e.is_user_error() {
+                anyhow::Error::new(UserError(e.to_string()))
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?;
     print!("{}", report.table());
     println!(
         "migrated {} to {}: {} rows in {} chunks by this run{}; every total equal",

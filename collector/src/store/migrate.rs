@@ -208,32 +208,33 @@ pub fn run(
         source,
     };
 
-    let mut client = handle.block_on(super::postgres::connect(&opts.target))?;
-    handle.block_on(async {
-        let locked: bool = client
-            .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
-            .await?
-            .try_get(0)?;
-        Ok::<_, tokio_postgres::Error>(locked)
-    })
-    .map_err(t_err)
-    .and_then(|locked| {
-        if locked {
-            Ok(())
-        } else {
-            Err(MigrateError::TargetNotEmpty {
-                url: url.clone(),
-                message: "another `store migrate` is writing into this database; wait for it to end".into(),
-            })
-        }
-    })?;
+    let mut client = handle.block_on(connect(&opts.target))?;
+    handle
+        .block_on(async {
+            let locked: bool = client
+                .query_one("SELECT pg_try_advisory_lock($1)", &[&LOCK_KEY])
+                .await?
+                .try_get(0)?;
+            Ok::<_, tokio_postgres::Error>(locked)
+        })
+        .map_err(t_err)
+        .and_then(|locked| {
+            if locked {
+                Ok(())
+            } else {
+                Err(MigrateError::TargetNotEmpty {
+                    url: url.clone(),
+                    message:
+                        "another `store migrate` is writing into this database; wait for it to end"
+                            .into(),
+                })
+            }
+        })?;
     handle
         .block_on(super::postgres::schema::migrate(&mut client))
-        .map_err(|source| {
-            StoreError::Schema {
-                path: url.clone(),
-                source,
-            }
+        .map_err(|source| StoreError::Schema {
+            path: url.clone(),
+            source,
         })?;
 
     // The target's layout: columns of every table, and its identity columns.
@@ -265,7 +266,9 @@ pub fn run(
             };
             types.push(PgType::parse(ty).ok_or_else(|| MigrateError::TargetLayout {
                 url: url.clone(),
-                message: format!("{table}.{c}: column type {ty} is not one the migration copies into"),
+                message: format!(
+                    "{table}.{c}: column type {ty} is not one the migration copies into"
+                ),
             })?);
         }
         let identity: Vec<String> = target_cols
@@ -276,14 +279,13 @@ pub fn run(
         layouts.insert(table, (cols, types, identity));
     }
 
-    let resumed = handle
-        .block_on(prepare_target(
-            &mut client,
-            &url,
-            &fingerprint,
-            &opts.source,
-            opts.force,
-        ))?;
+    let resumed = handle.block_on(prepare_target(
+        &mut client,
+        &url,
+        &fingerprint,
+        &opts.source,
+        opts.force,
+    ))?;
 
     // Copy, table by table, chunk by chunk.
     let chunk_cap = |ncols: usize| opts.chunk_rows.clamp(1, 65_535 / ncols.max(1));
@@ -379,6 +381,37 @@ pub fn run(
         )));
     }
     Ok(report)
+}
+
+/// The migration's session: the store's connection set-up, with the fix of a failed login
+/// naming this command's flags, and without the server's notices (`IF NOT EXISTS` skips).
+async fn connect(cfg: &PostgresConfig) -> Result<tokio_postgres::Client, MigrateError> {
+    let client = super::postgres::connect(cfg).await.map_err(|e| match e {
+        StoreError::PgConnect { url, source, .. } => StoreError::PgConnect {
+            url,
+            source,
+            fix: "check the URL of --to (hosts, port, user, database) and the password in --password-file or the variable of --password-env".into(),
+        },
+        StoreError::PgSetup { key, message } => StoreError::PgSetup {
+            key: match key {
+                "store.postgres.password_file" => "--password-file",
+                "store.postgres.password_env" => "--password-env",
+                "store.postgres.root_cert" => "--root-cert",
+                "store.postgres.url" => "--to",
+                other => other,
+            },
+            message,
+        },
+        other => other,
+    })?;
+    client
+        .batch_execute("SET client_min_messages = warning")
+        .await
+        .map_err(|source| MigrateError::Target {
+            url: cfg.masked_url(),
+            source,
+        })?;
+    Ok(client)
 }
 
 /// Creates `migration_progress` if needed and decides: fresh start, resume, or refusal.
@@ -696,7 +729,9 @@ impl Source {
         if key.is_empty() {
             return Err(MigrateError::Source {
                 path: self.path.display().to_string(),
-                message: format!("table {table} has no primary key; it is not a table of the collector's schema"),
+                message: format!(
+                    "table {table} has no primary key; it is not a table of the collector's schema"
+                ),
             });
         }
         Ok(Columns {
@@ -750,7 +785,9 @@ impl Source {
                         Ok(match r.get_ref(i)? {
                             ValueRef::Null => Cell::Null,
                             ValueRef::Integer(v) => Cell::Int(v),
-                            ValueRef::Text(t) => Cell::Text(String::from_utf8_lossy(t).into_owned()),
+                            ValueRef::Text(t) => {
+                                Cell::Text(String::from_utf8_lossy(t).into_owned())
+                            }
                             ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
                             ValueRef::Real(_) => {
                                 return Err(rusqlite::Error::InvalidColumnType(
@@ -834,7 +871,9 @@ impl Source {
             .map_err(self.sql_err())?;
         let rows = stmt
             // Stream ids are u64 stored bit for bit in signed integers.
-            .query_map([], |r| Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64)))
+            .query_map([], |r| {
+                Ok((r.get::<_, String>(0)?, r.get::<_, i64>(1)? as u64))
+            })
             .map_err(self.sql_err())?;
         rows.collect::<Result<_, _>>().map_err(self.sql_err())
     }
@@ -910,7 +949,7 @@ fn compare(
             target,
         })
         .collect();
-    let mut client = handle.block_on(super::postgres::connect(&opts.target))?;
+    let client = handle.block_on(connect(&opts.target))?;
     let url = opts.target.masked_url();
     for &table in TABLES {
         let n = src.count(table)?;
@@ -931,7 +970,6 @@ fn compare(
             target: m.to_string(),
         });
     }
-    let _ = &mut client;
     Ok(figures)
 }
 
@@ -968,7 +1006,10 @@ mod tests {
             "{err}"
         );
         assert!(err.is_user_error());
-        assert!(std::fs::read(&path).unwrap() == before, "the source was modified");
+        assert!(
+            std::fs::read(&path).unwrap() == before,
+            "the source was modified"
+        );
         {
             let conn = Connection::open(&path).unwrap();
             conn.execute_batch(
