@@ -104,6 +104,10 @@ pub enum MigrateError {
     UnknownTables { path: String, tables: Vec<String> },
     #[error("--to {url}: {message}")]
     TargetNotEmpty { url: String, message: String },
+    #[error(
+        "--to {url}: another `store migrate` is writing into this database; wait for it to end"
+    )]
+    TargetBusy { url: String },
     #[error("--to {url}: {message}")]
     TargetLayout { url: String, message: String },
     #[error("--to {url}: {source}")]
@@ -126,7 +130,8 @@ impl MigrateError {
         match self {
             MigrateError::Source { .. }
             | MigrateError::UnknownTables { .. }
-            | MigrateError::TargetNotEmpty { .. } => true,
+            | MigrateError::TargetNotEmpty { .. }
+            | MigrateError::TargetBusy { .. } => true,
             MigrateError::Store(e) => e.is_user_error(),
             _ => false,
         }
@@ -222,12 +227,7 @@ pub fn run(
             if locked {
                 Ok(())
             } else {
-                Err(MigrateError::TargetNotEmpty {
-                    url: url.clone(),
-                    message:
-                        "another `store migrate` is writing into this database; wait for it to end"
-                            .into(),
-                })
+                Err(MigrateError::TargetBusy { url: url.clone() })
             }
         })?;
     handle
@@ -785,9 +785,12 @@ impl Source {
                         Ok(match r.get_ref(i)? {
                             ValueRef::Null => Cell::Null,
                             ValueRef::Integer(v) => Cell::Int(v),
-                            ValueRef::Text(t) => {
-                                Cell::Text(String::from_utf8_lossy(t).into_owned())
-                            }
+                            // Copied as is or not at all: no lossy repair of a value.
+                            ValueRef::Text(t) => Cell::Text(
+                                std::str::from_utf8(t)
+                                    .map_err(rusqlite::Error::Utf8Error)?
+                                    .to_string(),
+                            ),
                             ValueRef::Blob(b) => Cell::Blob(b.to_vec()),
                             ValueRef::Real(_) => {
                                 return Err(rusqlite::Error::InvalidColumnType(
