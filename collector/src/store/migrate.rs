@@ -347,8 +347,13 @@ pub fn run(
                 break;
             }
         }
-        // A copied identity column (episode ids) must not hand out ids already taken.
-        for col in identity {
+        progress(table);
+    }
+    // A copied identity column (episode ids) must not hand out ids already taken. Done at the
+    // end of every run, not after each table: a run killed between a table's last chunk and
+    // this step leaves the table done, and the next run must still move its sequence.
+    for &table in TABLES {
+        for col in &layouts[table].2 {
             let sql = format!(
                 "SELECT setval(pg_get_serial_sequence('{table}', '{col}'),
                         COALESCE((SELECT max({col}) FROM {table}), 1),
@@ -358,7 +363,6 @@ pub fn run(
                 .block_on(client.execute(sql.as_str(), &[]))
                 .map_err(t_err)?;
         }
-        progress(table);
     }
     drop(client);
 
