@@ -82,6 +82,11 @@ enum Cmd {
         #[arg(long, value_name = "PROBE_CONFIG")]
         token_from: Option<PathBuf>,
     },
+    /// Store maintenance: copy a SQLite store into PostgreSQL (see docs/scaling.md).
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
+    },
     /// Cost and resilience indicators for a period, as CSV, JSON or a French HTML page
     /// (see docs/indicators.md).
     Report(ReportArgs),
@@ -106,6 +111,50 @@ struct ReportArgs {
     /// `fr`: CSV with `;` separator and decimal comma.
     #[arg(long, default_value = "en")]
     locale: String,
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Copy every table of a stopped collector's SQLite store into a PostgreSQL database
+    /// (schema applied first), resumably, then print both sides' totals (flows, packets,
+    /// bytes, outage seconds, batches, rows per table) and exit 1 if any differ.
+    ///
+    /// The source is opened read-only and must have this release's schema version. A target
+    /// that already holds store rows is refused (exit 2) unless they are a copy of this same
+    /// source in progress: an interrupted run, run again, continues where it stopped.
+    #[command(verbatim_doc_comment)]
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// sqlite:PATH, the rie.db of the collector's data_dir (stop the collector first).
+    #[arg(long, value_name = "sqlite:PATH")]
+    from: String,
+    /// postgres:URL, e.g. postgres:postgresql://rie@db1:5432/rie?sslmode=verify-full
+    /// (the URL as in [store.postgres] url).
+    #[arg(long, value_name = "postgres:URL")]
+    to: String,
+    /// File holding the database password (as store.postgres.password_file).
+    #[arg(long, conflicts_with = "password_env")]
+    password_file: Option<PathBuf>,
+    /// Environment variable holding the database password (as store.postgres.password_env),
+    /// e.g. PGPASSWORD.
+    #[arg(long)]
+    password_env: Option<String>,
+    /// PEM bundle of the CAs of the database servers (as store.postgres.root_cert).
+    #[arg(long)]
+    root_cert: Option<PathBuf>,
+    /// Delete the target's store rows first when it holds any that are not a copy of this
+    /// source in progress (or a finished copy of it), then copy.
+    #[arg(long)]
+    force: bool,
+    /// Rows per chunk (one PostgreSQL transaction with its progress record each).
+    #[arg(long, default_value_t = store::migrate::DEFAULT_CHUNK_ROWS)]
+    chunk_rows: usize,
+    /// For tests of resumption: stop as if interrupted after N chunks (exit 1).
+    #[arg(long, hide = true)]
+    stop_after_chunks: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -213,6 +262,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Report(args) => report(args),
+        Cmd::Store {
+            cmd: StoreCmd::Migrate(args),
+        } => migrate(args),
         Cmd::ProbeConfig {
             cfg,
             site,
@@ -270,6 +322,66 @@ async fn serve(cfg: CollectorConfig) -> anyhow::Result<()> {
         ),
     }
     running.wait().await;
+    Ok(())
+}
+
+fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
+    let source = a.from.strip_prefix("sqlite:").ok_or_else(|| {
+        UserError(format!(
+            "--from {}: expected sqlite:PATH, e.g. --from sqlite:/var/lib/rie-collector/rie.db",
+            a.from
+        ))
+    })?;
+    let url = a.to.strip_prefix("postgres:").ok_or_else(|| {
+        UserError(format!(
+            "--to {}: expected postgres:URL, e.g. --to postgres:postgresql://rie@db1:5432/rie",
+            store::config::mask_url(&a.to)
+        ))
+    })?;
+    let target = store::config::PostgresConfig {
+        url: url.to_string(),
+        password_file: a.password_file,
+        password_env: a.password_env,
+        root_cert: a.root_cert,
+        pool_size: 2,
+    };
+    target
+        .validate()
+        .map_err(|(_, message)| UserError(format!("--to: {message}")))?;
+    if a.chunk_rows == 0 {
+        return Err(UserError("--chunk-rows 0: give at least 1, e.g. 5000".into()).into());
+    }
+    let opts = store::migrate::MigrateOptions {
+        source: PathBuf::from(source),
+        target,
+        force: a.force,
+        chunk_rows: a.chunk_rows,
+        stop_after_chunks: a.stop_after_chunks,
+    };
+    // The PostgreSQL session and readers run on this runtime (`Handle::block_on`), from the
+    // main thread, outside any async task, as that requires.
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let report = store::migrate::run(&opts, rt.handle(), &mut |table| eprintln!("copied {table}"))
+        .map_err(|e| {
+            if e.is_user_error() {
+                anyhow::Error::new(UserError(e.to_string()))
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?;
+    print!("{}", report.table());
+    println!(
+        "migrated {} to {}: {} rows in {} chunks by this run{}; every total equal",
+        opts.source.display(),
+        opts.target.masked_url(),
+        report.rows_copied,
+        report.chunks,
+        if report.resumed {
+            " (resumed an interrupted run)"
+        } else {
+            ""
+        }
+    );
     Ok(())
 }
 

@@ -139,6 +139,25 @@ impl Reader {
         })
     }
 
+    /// A SQLite read side that cannot write: no migration, no journal-mode change (the source
+    /// of `store migrate`, which must not be modified).
+    ///
+    /// # Errors
+    /// [`StoreError::Open`].
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            inner: Inner::Sqlite(Mutex::new(conn)),
+        })
+    }
+
     /// The PostgreSQL read side: a pool of `pool_size` sessions; each call runs on `handle`'s
     /// runtime, so it must not be made from an async task.
     ///
