@@ -33,7 +33,10 @@ free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",
 
 # PostgreSQL: durable settings (fsync, synchronous_commit on), sized for this machine.
 pgport=$(free_port)
-mkdir "$dir/pgsock"; chown postgres: "$dir/pgsock"
+# PostgreSQL refuses to run as root: its directories belong to postgres.
+mkdir "$dir/pgsock" "$dir/pg" "$dir/standby" "$dir/pglog"
+chown postgres: "$dir/pgsock" "$dir/pg" "$dir/standby" "$dir/pglog"
+chmod 700 "$dir/pg" "$dir/standby"
 asu "$pgbin/initdb" -N -D "$dir/pg" -U postgres -A trust -E UTF8 --locale=C.UTF-8 >/dev/null
 cat >>"$dir/pg/postgresql.conf" <<EOF
 listen_addresses = '127.0.0.1'
@@ -46,7 +49,7 @@ EOF
 if [ "${STANDBY:-0}" = 1 ]; then
   echo "synchronous_standby_names = 'FIRST 1 (standby1)'" >>"$dir/pg/postgresql.conf"
 fi
-asu "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pg.log" -w start >/dev/null
+asu "$pgbin/pg_ctl" -D "$dir/pg" -l "$dir/pglog/pg.log" -w start >/dev/null
 psql_() { psql -h 127.0.0.1 -p "$pgport" -U postgres -Atq "$@"; }
 psql_ -d postgres -c "CREATE DATABASE rie"
 if [ "${STANDBY:-0}" = 1 ]; then
@@ -54,7 +57,7 @@ if [ "${STANDBY:-0}" = 1 ]; then
   asu "$pgbin/pg_basebackup" -d "host=127.0.0.1 port=$pgport user=postgres application_name=standby1" \
     -D "$dir/standby" -R -X stream -c fast
   printf "port = %s\nsynchronous_standby_names = ''\n" "$sport" >>"$dir/standby/postgresql.auto.conf"
-  asu "$pgbin/pg_ctl" -D "$dir/standby" -l "$dir/standby.log" -w start >/dev/null
+  asu "$pgbin/pg_ctl" -D "$dir/standby" -l "$dir/pglog/standby.log" -w start >/dev/null
   timeout 20 bash -c "until [ \"\$(psql -h 127.0.0.1 -p $pgport -U postgres -Atc 'select sync_state from pg_stat_replication' postgres)\" = sync ]; do sleep 0.1; done"
 fi
 url="postgresql://postgres@127.0.0.1:$pgport/rie"
