@@ -91,6 +91,13 @@ done
 tick=$(getconf CLK_TCK)
 pg_pids() { local pm; pm=$(head -1 "$dir/pg/postmaster.pid"); echo "$pm $(pgrep -P "$pm" | tr '\n' ' ')"; }
 cpu() { local t=0; for p in "$@"; do t=$(awk -v t="$t" -v k="$tick" '{print t+($14+$15)/k}' "/proc/$p/stat" 2>/dev/null || echo "$t"); done; echo "$t"; }
+# PostgreSQL's CPU: the postmaster's own and its reaped children's (backends that ended), plus
+# the live backends' (each counted once: a backend ending between two readings moves from
+# the second term to the first).
+pg_cpu() {
+  local pm; pm=$(head -1 "$dir/pg/postmaster.pid")
+  awk -v k="$tick" '{print ($14+$15+$16+$17)/k}' "/proc/$pm/stat" | { read -r own; echo "$own + $(cpu $(pgrep -P "$pm" | tr '\n' ' '))" | bc -l; }
+}
 size() { psql_ -d rie -c "SELECT pg_database_size('rie')"; }
 wal() { psql_ -d rie -c "SELECT pg_current_wal_lsn() - '0/0'::pg_lsn"; }
 $sim --log-level warn loadgen --probes "$probes" --interval "$interval" --duration "${duration}s" \
@@ -100,14 +107,13 @@ $sim --log-level warn loadgen --probes "$probes" --interval "$interval" --durati
 lg=$!
 # Steady window: after the fleet has connected (20 s), until 10 s before the end.
 sleep 20
-pgp1=$(pg_pids)
 declare -a c1
 for i in $(seq "$ncol"); do c1[$i]=$(cpu "${pids[$((i - 1))]}"); done
-p1=$(cpu $pgp1); s1=$(size); w1=$(wal); t1=$(date +%s.%N)
+p1=$(pg_cpu); s1=$(size); w1=$(wal); t1=$(date +%s.%N)
 sleep $((duration - 30))
 declare -a c2
 for i in $(seq "$ncol"); do c2[$i]=$(cpu "${pids[$((i - 1))]}"); done
-p2=$(cpu $pgp1 $(pgrep -P "$(head -1 "$dir/pg/postmaster.pid")" | tr '\n' ' ')); s2=$(size); w2=$(wal); t2=$(date +%s.%N)
+p2=$(pg_cpu); s2=$(size); w2=$(wal); t2=$(date +%s.%N)
 pss=0; for p in $(pg_pids); do
   v=$(awk '/^Pss:/{print $2}' "/proc/$p/smaps_rollup" 2>/dev/null || echo 0); pss=$((pss + ${v:-0})); done
 wait "$lg"
@@ -118,7 +124,7 @@ for i in $(seq "$ncol"); do
   rss=$(awk '/VmHWM/{print $2}' "/proc/${pids[$((i - 1))]}/status")
   echo "collector $i: $(echo "(${c2[$i]}-${c1[$i]})/$span" | bc -l | cut -c1-5) cores over the steady window, peak RSS $((rss / 1024)) MiB, warnings/errors: $(grep -cE 'WARN|ERROR' "$dir/serve-$i.err" || true)"
 done
-echo "postgresql: $(echo "($p2-$p1)/$span" | bc -l | cut -c1-5) cores (all its processes; backends that ended in the window are not counted), PSS $((pss / 1024)) MiB${STANDBY:+ (primary only; a synchronous standby ran too)}"
+echo "postgresql: $(echo "($p2-$p1)/$span" | bc -l | cut -c1-5) cores (all its processes), PSS $((pss / 1024)) MiB${STANDBY:+ (primary only; a synchronous standby ran too)}"
 echo "database: $(size) bytes now; grew $(echo "($s2-$s1)/$span*86400/1048576" | bc -l | cut -c1-7) MiB/day, WAL $(echo "($w2-$w1)/$span*86400/1073741824" | bc -l | cut -c1-7) GiB/day at this load"
 for m in "${metrics[@]}"; do
   curl -s "$m" | awk '
