@@ -1,11 +1,12 @@
 //! `[store]` of the collector config file: the backend (`sqlite`, the default, or `postgres`
 //! with `[store.postgres]`), the commit stage's queue and group size, and `[store.retention]`
-//! (`retention`). Validated here; `crate::config` only assembles.
+//! (the tiers `retention` compacts). Validated here; `crate::config` only assembles.
 //!
 //! A PostgreSQL password never reaches a log or an error: every message names the server by
 //! [`PostgresConfig::masked_url`].
 
 use std::path::PathBuf;
+use std::time::Duration;
 
 use serde::Deserialize;
 
@@ -118,7 +119,7 @@ pub struct StoreConfig {
     pub commit_max_batches: usize,
     /// `[store.retention]`: how long minute, five-minute, hour and day rollups are kept.
     #[serde(default)]
-    pub retention: crate::store::retention::RetentionConfig,
+    pub retention: RetentionConfig,
 }
 
 impl Default for StoreConfig {
@@ -128,7 +129,7 @@ impl Default for StoreConfig {
             postgres: None,
             queue: default_queue(),
             commit_max_batches: default_commit_max(),
-            retention: crate::store::retention::RetentionConfig::default(),
+            retention: RetentionConfig::default(),
         }
     }
 }
@@ -252,6 +253,161 @@ pub fn parse_url(url: &str) -> Result<ParsedUrl, tokio_postgres::Error> {
         config.ssl_mode(tokio_postgres::config::SslMode::Require);
     }
     Ok(ParsedUrl { config, verify })
+}
+
+/// `[store.retention]`: how long each tier is kept and how the compaction job paces itself.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RetentionConfig {
+    /// Days of per-minute rows (the live window); older minutes are rolled into five-minute
+    /// buckets. Before the five-minute tier existed this key was the whole fine tier (35).
+    #[serde(default = "default_minute_days")]
+    pub minute_days: u32,
+    /// Days of fine rollups (minutes, then five-minute buckets); older ones become hours.
+    #[serde(default = "default_fine_days")]
+    pub fine_days: u32,
+    /// Days of hourly rows; older hours are rolled into days.
+    #[serde(default = "default_hour_days")]
+    pub hour_days: u32,
+    /// Years of daily rows; older days are deleted.
+    #[serde(default = "default_day_years")]
+    pub day_years: u32,
+    /// Top talkers kept per site and bucket in the five-minute, hourly and daily tiers.
+    #[serde(default = "default_top_talkers")]
+    pub top_talkers: u32,
+    /// How often the compaction job runs.
+    #[serde(default = "default_interval", with = "humantime_serde")]
+    pub interval: Duration,
+    /// Source rows per compaction transaction (bounds how long the writer may wait).
+    #[serde(default = "default_chunk_rows")]
+    pub chunk_rows: u32,
+}
+
+fn default_minute_days() -> u32 {
+    2
+}
+fn default_fine_days() -> u32 {
+    35
+}
+fn default_hour_days() -> u32 {
+    400
+}
+fn default_day_years() -> u32 {
+    5
+}
+fn default_top_talkers() -> u32 {
+    10
+}
+fn default_interval() -> Duration {
+    Duration::from_secs(600)
+}
+fn default_chunk_rows() -> u32 {
+    // Measured: 1,000 keeps the writer's p99 commit near its baseline (docs/performance.md).
+    1000
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            minute_days: default_minute_days(),
+            fine_days: default_fine_days(),
+            hour_days: default_hour_days(),
+            day_years: default_day_years(),
+            top_talkers: default_top_talkers(),
+            interval: default_interval(),
+            chunk_rows: default_chunk_rows(),
+        }
+    }
+}
+
+impl RetentionConfig {
+    /// Checks the horizons are ordered; returns the offending key and the fix.
+    ///
+    /// # Errors
+    /// `(key, message)` of the first invalid setting.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if self.minute_days < 1 {
+            return Err((
+                "store.retention.minute_days",
+                "must be at least 1 (the commit stage and the InfluxDB sink \
+                 still update the recent minutes); e.g. 2"
+                    .into(),
+            ));
+        }
+        if self.fine_days < self.minute_days {
+            return Err((
+                "store.retention.fine_days",
+                format!(
+                    "must be >= store.retention.minute_days ({m}). minute_days is now the \
+                     per-minute live window (default 2) and fine_days the days of fine rollups \
+                     (default 35, five-minute buckets after minute_days); a config written for \
+                     {m} days of per-minute rows should say fine_days = {m} (and minute_days = 2)",
+                    m = self.minute_days
+                ),
+            ));
+        }
+        if self.hour_days <= self.fine_days {
+            return Err((
+                "store.retention.hour_days",
+                format!(
+                    "must be more than store.retention.fine_days ({}); e.g. 400",
+                    self.fine_days
+                ),
+            ));
+        }
+        if u64::from(self.day_years) * 365 <= u64::from(self.hour_days) {
+            return Err((
+                "store.retention.day_years",
+                format!(
+                    "must cover more than store.retention.hour_days ({} days); e.g. 5",
+                    self.hour_days
+                ),
+            ));
+        }
+        if self.top_talkers == 0 || self.top_talkers > 1000 {
+            return Err((
+                "store.retention.top_talkers",
+                "must be between 1 and 1000; e.g. 10".into(),
+            ));
+        }
+        if self.chunk_rows == 0 || self.chunk_rows > 100_000 {
+            return Err((
+                "store.retention.chunk_rows",
+                "must be between 1 and 100000; e.g. 1000".into(),
+            ));
+        }
+        if self.interval < Duration::from_secs(1) {
+            return Err((
+                "store.retention.interval",
+                "must be at least 1s; e.g. \"10m\"".into(),
+            ));
+        }
+        Ok(())
+    }
+
+    /// Bucket starts (Unix seconds) below which minute rows become five-minute rows, those
+    /// become hours, hours become days, and days are deleted, at `now` (Unix seconds). Each
+    /// horizon is aligned to the bucket of the tier it fills, so a bucket is rolled whole.
+    #[must_use]
+    pub fn horizons(&self, now: i64) -> Horizons {
+        let floor = |t: i64, b: i64| t.div_euclid(b) * b;
+        Horizons {
+            minute: floor(now - i64::from(self.minute_days) * 86_400, 300),
+            fine: floor(now - i64::from(self.fine_days) * 86_400, 3600),
+            hour: floor(now - i64::from(self.hour_days) * 86_400, 86_400),
+            // Years of 365.25 days, at a day boundary.
+            day: floor(now - i64::from(self.day_years) * 31_557_600, 86_400),
+        }
+    }
+}
+
+/// See [`RetentionConfig::horizons`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Horizons {
+    pub minute: i64,
+    pub fine: i64,
+    pub hour: i64,
+    pub day: i64,
 }
 
 #[cfg(test)]
