@@ -34,6 +34,7 @@ pub struct PgStore {
     cfg: PostgresConfig,
     handle: Handle,
     client: tokio_postgres::Client,
+    prepared: Prepared,
 }
 
 impl PgStore {
@@ -59,6 +60,7 @@ impl PgStore {
             cfg: cfg.clone(),
             handle: handle.clone(),
             client,
+            prepared: Prepared::default(),
         })
     }
 
@@ -74,8 +76,30 @@ impl PgStore {
         if self.client.is_closed() {
             tracing::warn!(db = %self.cfg.masked_url(), "PostgreSQL writer session lost; reconnecting");
             self.client = self.handle.block_on(super::connect(&self.cfg))?;
+            self.prepared = Prepared::default();
         }
         Ok(())
+    }
+}
+
+/// The writer session's prepared statements, by SQL text: each statement is parsed once per
+/// session rather than once per group (a round trip saved per statement and group). Cleared
+/// with the session it belongs to.
+#[derive(Default)]
+struct Prepared(std::collections::HashMap<&'static str, tokio_postgres::Statement>);
+
+impl Prepared {
+    async fn get(
+        &mut self,
+        tx: &tokio_postgres::Transaction<'_>,
+        sql: &'static str,
+    ) -> Result<tokio_postgres::Statement, tokio_postgres::Error> {
+        if let Some(s) = self.0.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = tx.prepare(sql).await?;
+        self.0.insert(sql, s.clone());
+        Ok(s)
     }
 }
 
@@ -94,7 +118,11 @@ impl From<tokio_postgres::Error> for Failed {
 /// (minute, site, exporter, protocol, direction, port class): the flow_class_minute key.
 type ClassKey<'a> = (i64, &'a str, &'a str, i64, i64, &'a str);
 
-async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<(), Failed> {
+async fn apply(
+    client: &mut tokio_postgres::Client,
+    st: &mut Prepared,
+    set: &WriteSet,
+) -> Result<(), Failed> {
     let tx = client.transaction().await?;
     // Marks first: a stale group is refused before any row is sent.
     let ranges = super::super::mark_ranges(&set.marks);
@@ -102,17 +130,25 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         let sites: Vec<&str> = ranges.keys().map(|(s, _)| s.as_str()).collect();
         let streams: Vec<i64> = ranges.keys().map(|(_, st)| *st as i64).collect();
         tx.execute(
-            "INSERT INTO probe_streams(site_id, stream, last_seq, updated_ms)
+            &st.get(
+                &tx,
+                "INSERT INTO probe_streams(site_id, stream, last_seq, updated_ms)
              SELECT s, st, 0, $3 FROM UNNEST($1::text[], $2::bigint[]) AS t(s, st) ORDER BY s, st
              ON CONFLICT (site_id, stream) DO NOTHING",
+            )
+            .await?,
             &[&sites, &streams, &PLACEHOLDER_MS],
         )
         .await?;
         let rows = tx
             .query(
-                "SELECT site_id, stream, last_seq, updated_ms FROM probe_streams
+                &st.get(
+                    &tx,
+                    "SELECT site_id, stream, last_seq, updated_ms FROM probe_streams
                  WHERE (site_id, stream) IN (SELECT * FROM UNNEST($1::text[], $2::bigint[]))
                  ORDER BY site_id, stream FOR UPDATE",
+                )
+                .await?,
                 &[&sites, &streams],
             )
             .await?;
@@ -138,9 +174,13 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         let seqs: Vec<i64> = ranges.values().map(|(_, max, _)| *max as i64).collect();
         let updated: Vec<i64> = ranges.values().map(|(_, _, ms)| *ms).collect();
         tx.execute(
-            "UPDATE probe_streams p SET last_seq = t.seq, updated_ms = t.ms
+            &st.get(
+                &tx,
+                "UPDATE probe_streams p SET last_seq = t.seq, updated_ms = t.ms
              FROM UNNEST($1::text[], $2::bigint[], $3::bigint[], $4::bigint[]) AS t(s, st, seq, ms)
              WHERE p.site_id = t.s AND p.stream = t.st",
+            )
+            .await?,
             &[&sites, &streams, &seqs, &updated],
         )
         .await?;
@@ -180,12 +220,12 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
             (k(|t| t.0), s(|t| t.1), s(|t| t.2), k(|t| t.3), k(|t| t.4));
         let (f, p, b) = (v(0), v(1), v(2));
         tx.execute(
-            "INSERT INTO flow_minute(minute, site_id, exporter, protocol, direction, flows, packets, bytes)
+            &st.get(&tx, "INSERT INTO flow_minute(minute, site_id, exporter, protocol, direction, flows, packets, bytes)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
                                   $6::bigint[], $7::bigint[], $8::bigint[])
              ON CONFLICT (minute, site_id, exporter, protocol, direction) DO UPDATE SET
                flows = flow_minute.flows + excluded.flows, packets = flow_minute.packets + excluded.packets,
-               bytes = flow_minute.bytes + excluded.bytes",
+               bytes = flow_minute.bytes + excluded.bytes").await?,
             &[&minute, &site, &exporter, &protocol, &direction, &f, &p, &b],
         )
         .await?;
@@ -198,13 +238,13 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         let v = |i: usize| classes.values().map(|c| c[i]).collect::<Vec<_>>();
         let (f, p, b) = (v(0), v(1), v(2));
         tx.execute(
-            "INSERT INTO flow_class_minute(minute, site_id, exporter, protocol, direction, port_class, flows, packets, bytes)
+            &st.get(&tx, "INSERT INTO flow_class_minute(minute, site_id, exporter, protocol, direction, port_class, flows, packets, bytes)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[], $6::text[],
                                   $7::bigint[], $8::bigint[], $9::bigint[])
              ON CONFLICT (minute, site_id, exporter, protocol, direction, port_class) DO UPDATE SET
                flows = flow_class_minute.flows + excluded.flows,
                packets = flow_class_minute.packets + excluded.packets,
-               bytes = flow_class_minute.bytes + excluded.bytes",
+               bytes = flow_class_minute.bytes + excluded.bytes").await?,
             &[&minute, &site, &exporter, &protocol, &direction, &class, &f, &p, &b],
         )
         .await?;
@@ -223,11 +263,15 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         let bytes: Vec<i64> = talkers.values().map(|v| v[0]).collect();
         let packets: Vec<i64> = talkers.values().map(|v| v[1]).collect();
         tx.execute(
-            "INSERT INTO top_talker_minute(minute, site_id, prefix, bytes, packets)
+            &st.get(
+                &tx,
+                "INSERT INTO top_talker_minute(minute, site_id, prefix, bytes, packets)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
              ON CONFLICT (site_id, minute, prefix) DO UPDATE SET
                bytes = top_talker_minute.bytes + excluded.bytes,
                packets = top_talker_minute.packets + excluded.packets",
+            )
+            .await?,
             &[&minute, &site, &prefix, &bytes, &packets],
         )
         .await?;
@@ -275,7 +319,7 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         let rtt_n: Vec<i64> = links.values().map(|v| v.rtt_n).collect();
         let rtt_max: Vec<Option<i64>> = links.values().map(|v| v.rtt_max_us).collect();
         tx.execute(
-            "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
+            &st.get(&tx, "INSERT INTO link_minute(minute, site_id, link_id, samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[],
                                   $6::bigint[], $7::bigint[], $8::bigint[], $9::bigint[])
              ON CONFLICT (minute, site_id, link_id) DO UPDATE SET
@@ -283,7 +327,7 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
                received = link_minute.received + excluded.received,
                rtt_sum_us = link_minute.rtt_sum_us + excluded.rtt_sum_us,
                rtt_n = link_minute.rtt_n + excluded.rtt_n,
-               rtt_max_us = GREATEST(COALESCE(link_minute.rtt_max_us, 0), COALESCE(excluded.rtt_max_us, 0))",
+               rtt_max_us = GREATEST(COALESCE(link_minute.rtt_max_us, 0), COALESCE(excluded.rtt_max_us, 0))").await?,
             &[&minute, &site, &link, &samples, &sent, &received, &rtt_sum, &rtt_n, &rtt_max],
         )
         .await?;
@@ -302,10 +346,14 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         let rate: Vec<i64> = sampling.keys().map(|t| t.3).collect();
         let flows: Vec<i64> = sampling.values().copied().collect();
         tx.execute(
-            "INSERT INTO netflow_sampling(minute, site_id, exporter, sampling_rate, flows)
+            &st.get(
+                &tx,
+                "INSERT INTO netflow_sampling(minute, site_id, exporter, sampling_rate, flows)
              SELECT * FROM UNNEST($1::bigint[], $2::text[], $3::text[], $4::bigint[], $5::bigint[])
              ON CONFLICT (minute, site_id, exporter, sampling_rate) DO UPDATE SET
                flows = netflow_sampling.flows + excluded.flows",
+            )
+            .await?,
             &[&minute, &site, &exporter, &rate, &flows],
         )
         .await?;
@@ -323,11 +371,15 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         // version it replaces, so that it grows per site whatever the clocks of the
         // collectors writing it.
         tx.execute(
-            "INSERT INTO site_status(site_id, live_json, updated_ms)
+            &st.get(
+                &tx,
+                "INSERT INTO site_status(site_id, live_json, updated_ms)
              SELECT s, j, $3 FROM UNNEST($1::text[], $2::text[]) AS t(s, j)
              ON CONFLICT (site_id) DO UPDATE SET
                live_json = excluded.live_json,
                updated_ms = GREATEST(excluded.updated_ms, site_status.updated_ms + 1)",
+            )
+            .await?,
             &[&site, &json, &set.now_ms],
         )
         .await?;
@@ -335,7 +387,8 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         // committed, and never of a group rolled back (see `listen`).
         let payloads = super::listen::payloads(&site);
         tx.execute(
-            "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p",
+            &st.get(&tx, "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p")
+                .await?,
             &[&super::listen::CHANNEL, &payloads],
         )
         .await?;
@@ -344,14 +397,16 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
     // Episodes and templates are few and their order matters (a close may follow its open
     // in the same group; a template may be announced then withdrawn): one statement each.
     if !set.episodes.is_empty() {
-        let open = tx
-            .prepare(
+        let open = st
+            .get(
+                &tx,
                 "INSERT INTO episodes(site_id, kind, link_id, start_ms, end_ms, cause)
                  VALUES ($1, $2, $3, $4, NULL, $5)",
             )
             .await?;
-        let close = tx
-            .prepare(
+        let close = st
+            .get(
+                &tx,
                 "UPDATE episodes SET end_ms = $4
                  WHERE site_id = $1 AND kind = $2 AND start_ms = $3 AND end_ms IS NULL",
             )
@@ -384,16 +439,16 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
         match &t.body {
             Some(body) => tx
                 .execute(
-                    "INSERT INTO netflow_templates(scope, kind, template_id, body, updated_ms)
+                    &st.get(&tx, "INSERT INTO netflow_templates(scope, kind, template_id, body, updated_ms)
                      VALUES ($1, $2, $3, $4, $5)
                      ON CONFLICT (scope, kind, template_id) DO UPDATE SET
-                       body = excluded.body, updated_ms = excluded.updated_ms",
+                       body = excluded.body, updated_ms = excluded.updated_ms").await?,
                     &[&t.scope, &t.kind, &t.template_id, body, &set.now_ms],
                 )
                 .await?,
             None => tx
                 .execute(
-                    "DELETE FROM netflow_templates WHERE scope = $1 AND kind = $2 AND template_id = $3",
+                    &st.get(&tx, "DELETE FROM netflow_templates WHERE scope = $1 AND kind = $2 AND template_id = $3").await?,
                     &[&t.scope, &t.kind, &t.template_id],
                 )
                 .await?,
@@ -462,8 +517,8 @@ impl Store for PgStore {
             return Ok(());
         }
         self.session()?;
-        let client = &mut self.client;
-        match self.handle.block_on(apply(client, set)) {
+        let (client, st) = (&mut self.client, &mut self.prepared);
+        match self.handle.block_on(apply(client, st, set)) {
             Ok(()) => Ok(()),
             Err(Failed::Stale(marks)) => Err(StoreError::StaleMarks(marks)),
             Err(Failed::Pg(e)) => Err(self.err(e)),
