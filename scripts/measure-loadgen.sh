@@ -7,6 +7,7 @@
 # Usage: scripts/measure-loadgen.sh [PROBES] [DURATION_S] [INFLUX_V2_URL]
 #   DATA_PARENT=/dev/shm puts the collector's database on tmpfs (isolates fsync from a busy disk).
 #   With INFLUX_V2_URL (e.g. a local VictoriaMetrics), the InfluxDB sink is on.
+#   INTERVAL=2s raises the load (one batch per probe per INTERVAL; default 10s).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 probes=${1:-14000}; duration=${2:-90}; influx=${3:-}
@@ -39,7 +40,7 @@ probe_addr=$(grep -o 'probes=[^ ]*' "$dir/serve.out" | cut -d= -f2)
 api_addr=$(grep -o 'api=[^ ]*' "$dir/serve.out" | cut -d= -f2)
 tick=$(getconf CLK_TCK)
 cpu() { awk -v t="$tick" '{print ($14+$15)/t}' "/proc/$1/stat"; }
-$sim --log-level warn loadgen --probes "$probes" --interval 10s --duration "${duration}s" \
+$sim --log-level warn loadgen --probes "$probes" --interval "${INTERVAL:-10s}" --duration "${duration}s" \
   --address "$probe_addr" --ca "$dir/pki/ca.pem" --data-dir "$dir/data" --inventory "$dir/inv" \
   --metrics "http://$api_addr/metrics" >"$dir/report.json" 2>"$dir/loadgen.err" &
 lg=$!
