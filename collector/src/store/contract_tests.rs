@@ -24,13 +24,7 @@ fn both(rt: &tokio::runtime::Runtime) -> Vec<Backend> {
     let server = rie_testpg::PgServer::start();
     let cfg = StoreConfig {
         backend: config::Backend::Postgres,
-        postgres: Some(config::PostgresConfig {
-            url: server.url(),
-            password_file: None,
-            password_env: None,
-            root_cert: None,
-            pool_size: 2,
-        }),
+        postgres: Some(postgres::test_support::config(server.url())),
         ..StoreConfig::default()
     };
     let (pg, d2, server) = open(cfg, Some(server));
@@ -50,13 +44,7 @@ fn both(rt: &tokio::runtime::Runtime) -> Vec<Backend> {
     ]
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .unwrap()
-}
+use postgres::test_support::runtime;
 
 fn flow(minute: i64, exporter: &str, class: PortClass, bytes: i64) -> FlowRow {
     FlowRow {

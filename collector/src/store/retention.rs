@@ -739,18 +739,8 @@ mod tests {
 
         fn postgres() -> Self {
             let server = rie_testpg::PgServer::start();
-            let rt = tokio::runtime::Builder::new_multi_thread()
-                .worker_threads(2)
-                .enable_all()
-                .build()
-                .unwrap();
-            let cfg = crate::store::config::PostgresConfig {
-                url: server.url(),
-                password_file: None,
-                password_env: None,
-                root_cert: None,
-                pool_size: 2,
-            };
+            let rt = crate::store::postgres::test_support::runtime();
+            let cfg = crate::store::postgres::test_support::config(server.url());
             drop(crate::store::postgres::PgStore::open(&cfg, rt.handle()).unwrap());
             let client = rt.block_on(crate::store::postgres::connect(&cfg)).unwrap();
             TestDb::Postgres {

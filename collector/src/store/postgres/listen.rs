@@ -209,18 +209,8 @@ mod tests {
     #[test]
     fn notified_rows_arrive_and_a_reconnection_reloads_what_was_missed() {
         let server = rie_testpg::PgServer::start();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cfg = PostgresConfig {
-            url: server.url(),
-            password_file: None,
-            password_env: None,
-            root_cert: None,
-            pool_size: 2,
-        };
+        let rt = crate::store::postgres::test_support::runtime();
+        let cfg = crate::store::postgres::test_support::config(server.url());
         let mut store = super::super::PgStore::open(&cfg, rt.handle()).unwrap();
         let (tx, rx) = std::sync::mpsc::channel();
         let stop = CancellationToken::new();

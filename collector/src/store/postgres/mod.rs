@@ -188,6 +188,31 @@ pub fn pool_error(cfg: &PostgresConfig, e: deadpool_postgres::PoolError) -> Stor
     }
 }
 
+/// What the store's tests on PostgreSQL share: a runtime for `Handle::block_on` and the config
+/// of a `rie-testpg` server.
+#[cfg(test)]
+pub(crate) mod test_support {
+    use super::PostgresConfig;
+
+    pub(crate) fn runtime() -> tokio::runtime::Runtime {
+        tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .expect("test runtime")
+    }
+
+    pub(crate) fn config(url: String) -> PostgresConfig {
+        PostgresConfig {
+            url,
+            password_file: None,
+            password_env: None,
+            root_cert: None,
+            pool_size: 2,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -238,12 +238,22 @@ impl PgReader {
         &self,
         closed_since_ms: i64,
     ) -> Result<Vec<(String, Episode)>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.query(
+        self.site_episodes(
             "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
              WHERE end_ms IS NULL OR end_ms >= $1 ORDER BY start_ms",
             &[&closed_since_ms],
-        )? {
+        )
+    }
+
+    /// Episodes with their site, from `sql` selecting (site_id, kind, link_id, start_ms,
+    /// end_ms, cause); a kind this collector does not know (a newer one wrote it) is skipped.
+    fn site_episodes(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<(String, Episode)>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.query(sql, params)? {
             let Some(kind) = EpisodeKind::parse(&self.get::<String>(&r, 1)?) else {
                 continue;
             };
@@ -292,27 +302,11 @@ impl PgReader {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Vec<(String, Episode)>, StoreError> {
-        let mut out = Vec::new();
-        for r in self.query(
+        self.site_episodes(
             "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
              WHERE start_ms < $2 AND (end_ms IS NULL OR end_ms >= $1)",
             &[&from_ms, &to_ms],
-        )? {
-            let Some(kind) = EpisodeKind::parse(&self.get::<String>(&r, 1)?) else {
-                continue;
-            };
-            out.push((
-                self.get(&r, 0)?,
-                Episode {
-                    kind,
-                    link: self.get(&r, 2)?,
-                    start_ms: self.get(&r, 3)?,
-                    end_ms: self.get(&r, 4)?,
-                    cause: self.get(&r, 5)?,
-                },
-            ));
-        }
-        Ok(out)
+        )
     }
 
     /// See `Reader::for_each_site_bytes`: summed by the server, one row per site.
@@ -582,18 +576,8 @@ mod tests {
         );
 
         let server = rie_testpg::PgServer::start();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cfg = PostgresConfig {
-            url: server.url(),
-            password_file: None,
-            password_env: None,
-            root_cert: None,
-            pool_size: 2,
-        };
+        let rt = crate::store::postgres::test_support::runtime();
+        let cfg = crate::store::postgres::test_support::config(server.url());
         let mut store = super::super::PgStore::open(&cfg, rt.handle()).unwrap();
         store.write(&set()).unwrap();
         store.write(&set()).unwrap();
@@ -751,18 +735,8 @@ mod tests {
         let sqlite = report(&Reader::open(&path).unwrap());
 
         let server = rie_testpg::PgServer::start();
-        let rt = tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap();
-        let cfg = PostgresConfig {
-            url: server.url(),
-            password_file: None,
-            password_env: None,
-            root_cert: None,
-            pool_size: 2,
-        };
+        let rt = crate::store::postgres::test_support::runtime();
+        let cfg = crate::store::postgres::test_support::config(server.url());
         super::super::PgStore::open(&cfg, rt.handle())
             .unwrap()
             .write(&set)

@@ -540,23 +540,7 @@ mod tests {
     use crate::store::{FlowRow, LinkRow};
     use rie_proto::PortClass;
 
-    fn runtime() -> tokio::runtime::Runtime {
-        tokio::runtime::Builder::new_multi_thread()
-            .worker_threads(2)
-            .enable_all()
-            .build()
-            .unwrap()
-    }
-
-    fn cfg(url: String) -> PostgresConfig {
-        PostgresConfig {
-            url,
-            password_file: None,
-            password_env: None,
-            root_cert: None,
-            pool_size: 2,
-        }
-    }
+    use crate::store::postgres::test_support::{config as cfg, runtime};
 
     fn group(seqs: &[u64]) -> WriteSet {
         let mut set = WriteSet {
