@@ -306,6 +306,7 @@ impl CommitStage {
         match written {
             Ok(()) => {
                 if !set.is_empty() {
+                    self.metrics.store_ok(true);
                     self.metrics.store_commits.inc();
                     self.metrics
                         .store_commit_seconds
@@ -330,6 +331,12 @@ impl CommitStage {
                 self.metrics.store_errors.inc();
                 tracing::error!(error = %e, requests = group.len(), "group commit failed; nothing acknowledged");
                 let msg = e.to_string();
+                // A conflict with another writer is no outage. Anything else (server gone,
+                // failover, commit in doubt) is: the stage goes on, and each group retries
+                // the session until one commits.
+                if !matches!(e, StoreError::StaleMarks(_)) {
+                    self.metrics.store_failed(true, msg.clone(), now_ms);
+                }
                 for req in group.drain(..) {
                     match req {
                         Request::Batch(w) => {
