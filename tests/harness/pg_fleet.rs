@@ -72,12 +72,35 @@ impl Fleet {
 
     /// Starts the probe of `SITES[i]` on `collectors[i]`.
     pub fn start_on(collectors: &[&Collector; 3]) -> Self {
+        Self::start_full(collectors, None)
+    }
+
+    /// Like [`Fleet::start`], the probes sending a backlog at up to `rate` batches/s
+    /// (`spool.replay_rate`) instead of their default.
+    pub fn start_with_replay_rate(c: &Collector, rate: f64) -> Self {
+        Self::start_full(&SITES.map(|_| c), Some(rate))
+    }
+
+    fn start_full(collectors: &[&Collector; 3], replay_rate: Option<f64>) -> Self {
         let probes = SITES
             .iter()
             .zip(collectors)
             .map(|((site, seed, p, b), c)| {
                 let sim = simulate_toml(*seed, p, *b);
-                (*site, Probe::start(c, site, "100ms", Some(&sim)))
+                let mut probe = Probe::prepare(c, site, "100ms", Some(&sim));
+                if let Some(rate) = replay_rate {
+                    // Before `[simulate]`, which `Probe::write_config` replaces.
+                    let text = std::fs::read_to_string(&probe.config).expect("probe config");
+                    let text = text.replacen(
+                        "\n[simulate]\n",
+                        &format!("\n[spool]\nreplay_rate = {rate:.1}\n\n[simulate]\n"),
+                        1,
+                    );
+                    assert!(text.contains("[spool]"), "{text}");
+                    std::fs::write(&probe.config, text).expect("write probe config");
+                }
+                probe.spawn();
+                (*site, probe)
             })
             .collect();
         Self { probes }
