@@ -119,6 +119,9 @@ if ! as_pg "$BIN_DIR/psql" -X -h "$DIR" -p "${pg_ports[0]}" -U postgres -d postg
 fi
 
 spawn haproxy haproxy -f "$DIR/haproxy.cfg" -db
-wait_for 20 "HAProxy to lead to the primary" \
-  "PGPASSWORD='$SUPERUSER_PASSWORD' $BIN_DIR/psql -X -h 127.0.0.1 -p $HAPROXY_PORT -U postgres -d $DB_NAME -Atc 'SELECT pg_is_in_recovery()' 2>/dev/null | grep -q f"
+# HAProxy counts a server up until its first checks fail: ready once several sessions in a
+# row (balanced over all servers still up) all reach the primary.
+on_primary="PGPASSWORD='$SUPERUSER_PASSWORD' $BIN_DIR/psql -X -h 127.0.0.1 -p $HAPROXY_PORT -U postgres -d $DB_NAME -Atc 'SELECT pg_is_in_recovery()' 2>/dev/null | grep -qx f"
+wait_for 20 "HAProxy to lead only to the primary" \
+  "(for k in \$(seq $((2 * ${#pg_ports[@]} + 2))); do $on_primary || exit 1; done)"
 echo "ready: primary at 127.0.0.1:$HAPROXY_PORT (database $DB_NAME); patronictl -c $DIR/n1.yml list"
