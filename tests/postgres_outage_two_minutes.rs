@@ -142,9 +142,12 @@ fn two_minutes_without_the_database_then_exact_catch_up() {
         );
     }
     assert_eq!(c.metric("rie_collector_sequence_gaps_total"), 0.0);
-    assert_eq!(
-        c.metric("rie_collector_probe_batches_total"),
-        produced.values().sum::<u64>() as f64,
-        "each batch stored once"
-    );
+    // Stored once each is what the database check above proves. The collector counts a
+    // batch as stored when its commit returned; one whose session broke at COMMIT after the
+    // commit happened (in doubt) is stored without being counted (its resend is answered as a
+    // duplicate, or the probe learns the mark at its next hello). Never more than produced.
+    let counted = c.metric("rie_collector_probe_batches_total");
+    let total = produced.values().sum::<u64>() as f64;
+    assert!(counted <= total, "{counted} counted, {total} produced");
+    println!("{counted} of {total} batches counted as stored by the collector");
 }
