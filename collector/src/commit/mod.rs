@@ -385,7 +385,8 @@ impl CommitStage {
     }
 
     /// Which batches of `group` to refuse: those past a failed, not yet stored batch of their
-    /// stream (see `unstored`). A batch at or before the failed one ends the hold.
+    /// stream (see `unstored`). A batch at or before the failed one, or the failed one known
+    /// stored, ends the hold.
     fn refuse_after_failures(&mut self, group: &[Request]) -> Vec<bool> {
         let now = Instant::now();
         self.unstored
@@ -397,8 +398,16 @@ impl CommitStage {
                     return false;
                 };
                 let key = (w.site.clone(), w.stream);
+                // Stored after all: by another collector sharing the database, or by a commit
+                // that was in doubt (the mark learned at the probe's hello, or from a
+                // stale-mark refusal).
+                let stored = |failed: u64| {
+                    self.dedup
+                        .last(&w.site, w.stream)
+                        .is_some_and(|last| last >= failed)
+                };
                 match self.unstored.get(&key) {
-                    Some(&(failed, _)) if w.batch.seq > failed => {
+                    Some(&(failed, _)) if w.batch.seq > failed && !stored(failed) => {
                         tracing::warn!(site = %w.site, stream = w.stream, seq = w.batch.seq, failed, "batch refused: an earlier batch of its stream is not stored yet");
                         true
                     }
