@@ -388,8 +388,8 @@ fn feed(c: &Collector) {
     rt.block_on(async {
         let cfg = rie_probe::config::ProbeConfig::load(&s1).unwrap();
         let r = cfg.resolve().unwrap();
-        let id = rie_probe::uplink::Identity::new(cfg.site_id.clone(), r.token, 3);
-        let mut s = rie_probe::session::Session::open(&r.target, id.hello())
+        let id = rie_probe::uplink::Identity::new(cfg.site_id.clone(), r.token.clone(), 3);
+        let mut s = rie_probe::session::Session::open(r.preferred(), id.hello())
             .await
             .unwrap();
         s.send_raw(&[0, 0, 0, 5, 0xc1, 0xc1, 0xc1, 0xc1, 0xc1])

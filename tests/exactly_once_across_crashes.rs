@@ -62,7 +62,7 @@ async fn streaming_through_two_sigkills_is_exact() {
     let stats = Arc::new(Stats::default());
     let (tx, rx) = mpsc::channel(16);
     let up = tokio::spawn(uplink::run(
-        r.target,
+        r.targets,
         Identity::new(cfg.site_id.clone(), r.token, stream),
         settings,
         rx,
@@ -119,8 +119,8 @@ async fn streaming_through_two_sigkills_is_exact() {
     // welcome's last stored sequence, is acknowledged as duplicate and changes nothing: the
     // dedup marks survived both SIGKILLs with the data.
     let r = cfg.resolve().unwrap();
-    let id = Identity::new(cfg.site_id.clone(), r.token, stream);
-    let mut s = Session::open(&r.target, id.hello()).await.unwrap();
+    let id = Identity::new(cfg.site_id.clone(), r.token.clone(), stream);
+    let mut s = Session::open(r.preferred(), id.hello()).await.unwrap();
     assert_eq!(s.welcome.last_stored_seq, Some(BATCHES));
     for seq in 1..=BATCHES {
         s.send(&Message::Batch(batch(seq))).await.unwrap();

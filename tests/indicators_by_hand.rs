@@ -55,8 +55,6 @@ fn start() -> Collector {
     // Inherited by the collector the harness spawns (every test here wants the same file).
     std::env::set_var("RIE_COSTS", fixture("indicators/costs.toml"));
     let c = Collector::start_with_inventory(&fixture("indicators"));
-    let db = c.dir.path().join("data/rie.db");
-    let conn = rie_collector::store::open(&db).unwrap();
     let ep = |site: &str, kind: &str, s: i64, e: Option<i64>| {
         format!(
             "INSERT INTO episodes(site_id, kind, start_ms, end_ms) VALUES ('{site}', '{kind}', {s}, {});",
@@ -93,7 +91,7 @@ fn start() -> Collector {
     sql += &flow(t(6, 0), "C", 5_000_000);
     sql += &flow(OCT1 - 15 * 24 * HOUR, "A", 7_000_000);
     sql += &flow(t(32, 0), "A", 9_000_000);
-    conn.execute_batch(&sql).unwrap();
+    c.sql(&sql);
     c
 }
 
@@ -432,13 +430,8 @@ fn bad_flags_and_files_are_named() {
 #[test]
 fn compaction_keeps_reports_and_totals() {
     let mut c = start();
-    let db = c.dir.path().join("data/rie.db");
-    let conn = rie_collector::store::open(&db).unwrap();
     // 2020-10-01: past the 5-year daily horizon.
-    conn.execute_batch(
-        "INSERT INTO flow_minute VALUES (1601510400, 'A', 'probe', 6, 0, 1, 1, 555);",
-    )
-    .unwrap();
+    c.sql("INSERT INTO flow_minute VALUES (1601510400, 'A', 'probe', 6, 0, 1, 1, 555);");
     // Class split and top talkers of site A on 2 Oct (hour tier) and 1 Nov (five-minute tier
     // until 6 Dec 2026), 2020 (expired).
     let mut sql = String::new();
@@ -452,7 +445,7 @@ fn compaction_keeps_reports_and_totals() {
         );
     }
     sql += "INSERT INTO top_talker_minute VALUES (1601510400, 'A', '203.0.113.0/24', 9999, 1);";
-    conn.execute_batch(&sql).unwrap();
+    c.sql(&sql);
     let talkers_path =
         "/api/v1/sites/A/top_talkers?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
     // Closed months only: a period reaching "now" measures hours up to the wall clock.
@@ -480,33 +473,23 @@ fn compaction_keeps_reports_and_totals() {
     let now_s = rie_common::now_ms() / 1000;
     let horizon = (now_s - 2 * 86_400) / 300 * 300;
     let fine_horizon = (now_s - 35 * 86_400) / 3600 * 3600;
-    let older = |h: i64| -> i64 {
-        conn.query_row(
-            "SELECT COUNT(*) FROM flow_minute WHERE minute < ?1",
-            [h],
-            |r| r.get(0),
-        )
-        .unwrap()
+    let older = |c: &Collector, h: i64| -> i64 {
+        c.sql_i64(&format!(
+            "SELECT COUNT(*) FROM flow_minute WHERE minute < {h}"
+        ))
     };
-    let (old, fine) = (older(fine_horizon), older(horizon) - older(fine_horizon));
+    let (old, fine) = (
+        older(&c, fine_horizon),
+        older(&c, horizon) - older(&c, fine_horizon),
+    );
     assert!(old >= 3, "fixture rows older than 35 days: {old}");
     c.restart_graceful();
-    c.wait_until(
-        "compaction pass",
-        std::time::Duration::from_secs(30),
-        |_| {
-            older(horizon) == 0
-                && conn
-                    .query_row("SELECT COUNT(*) FROM top_talker_minute", [], |r| {
-                        r.get::<_, i64>(0)
-                    })
-                    .unwrap()
-                    == 0
-        },
-    );
+    c.wait_until("compaction pass", std::time::Duration::from_secs(30), |c| {
+        older(c, horizon) == 0 && c.sql_i64("SELECT COUNT(*) FROM top_talker_minute") == 0
+    });
     // Each old row is alone in its hour (and day); the 2020 one went on to the daily tier and
     // expired. The others are alone in their five minutes.
-    let count = |sql: &str| -> i64 { conn.query_row(sql, [], |r| r.get(0)).unwrap() };
+    let count = |sql: &str| -> i64 { c.sql_i64(sql) };
     assert_eq!(
         count("SELECT (SELECT COUNT(*) FROM flow_hour) + (SELECT COUNT(*) FROM flow_day)"),
         old - 1

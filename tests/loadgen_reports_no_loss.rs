@@ -21,6 +21,12 @@ fn loadgen_counts_match_the_collector() {
             .arg(d.join("pki/ca.pem"))
             .arg("--data-dir")
             .arg(d.join("data"))
+            // Tokens go to the collector's configured store (PostgreSQL on that suite).
+            .args(
+                c.config_file()
+                    .iter()
+                    .flat_map(|f| ["--collector-config".into(), f.display().to_string()]),
+            )
             .arg("--inventory")
             .arg(d.join("inventory"))
             .args(["--metrics", &c.url("/metrics")]),
@@ -65,4 +71,55 @@ fn loadgen_counts_match_the_collector() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("has only 3 sites"), "{err}");
+}
+
+/// Two collectors on one PostgreSQL: `--collector A,B` spreads the simulated probes over both
+/// (probe i starts on the (i mod 2)-th), `--collector-config` issues the tokens in that
+/// database, and the report's stored count is summed over both collectors' metrics.
+#[test]
+fn loadgen_spreads_over_two_collectors_on_one_database() {
+    let pg = rie_testpg::PgServer::start();
+    let cfg = format!(
+        "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"{}\"\n",
+        pg.url()
+    );
+    let a = Collector::start_sharing_pki(&cfg, None);
+    let b = Collector::start_sharing_pki(&cfg, Some(&a));
+    let d = a.dir.path();
+    let out = run_ok(
+        Command::new(bin("rie-sim"))
+            .args(["--log-level", "warn", "loadgen", "--probes", "3"])
+            .args(["--interval", "1s", "--duration", "5s", "--warmup", "2s"])
+            .args([
+                "--collector",
+                &format!("{},{}", a.probe_addr, b.probe_addr),
+                "--ca",
+            ])
+            .arg(d.join("pki/ca.pem"))
+            .arg("--data-dir")
+            .arg(d.join("data"))
+            .arg("--collector-config")
+            .arg(d.join("collector.toml"))
+            .arg("--inventory")
+            .arg(d.join("inventory"))
+            .args(["--metrics", &a.url("/metrics")])
+            .args(["--metrics", &b.url("/metrics")]),
+    );
+    let r: Value = serde_json::from_str(&out).unwrap();
+    let produced = r["batches_produced"].as_u64().unwrap();
+    assert!((12..=18).contains(&produced), "{r}");
+    assert_eq!(r["batches_acked"].as_u64(), Some(produced), "{r}");
+    assert_eq!(r["batches_stored"].as_u64(), Some(produced), "{r}");
+    // Both collectors took part: probes 0 and 2 on A, probe 1 on B.
+    let (on_a, on_b) = (
+        a.metric("rie_collector_probe_batches_total") as u64,
+        b.metric("rie_collector_probe_batches_total") as u64,
+    );
+    assert_eq!(on_a + on_b, produced);
+    assert!(on_a > on_b && on_b > 0, "A {on_a}, B {on_b}");
+    assert_eq!(
+        pg.psql("SELECT count(*), sum(last_seq) FROM probe_streams")
+            .trim(),
+        format!("3|{produced}")
+    );
 }

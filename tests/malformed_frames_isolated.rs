@@ -15,8 +15,8 @@ use rie_proto::{Batch, Direction, FlowAggregate, Message};
 async fn open(cfg: &Path, stream: u64) -> Session {
     let cfg = ProbeConfig::load(cfg).unwrap();
     let r = cfg.resolve().unwrap();
-    let id = Identity::new(cfg.site_id.clone(), r.token, stream);
-    Session::open(&r.target, id.hello()).await.unwrap()
+    let id = Identity::new(cfg.site_id.clone(), r.token.clone(), stream);
+    Session::open(r.preferred(), id.hello()).await.unwrap()
 }
 
 fn batch(seq: u64, bytes: u64) -> Message {
@@ -125,14 +125,14 @@ async fn protocol_versions_one_behind_are_served_newer_ones_refused_with_reason(
 
     let mut old = Identity::new(cfg.site_id.clone(), r.token.clone(), 1);
     old.protocol_version = rie_proto::MIN_SUPPORTED_VERSION;
-    let mut s = Session::open(&r.target, old.hello()).await.unwrap();
+    let mut s = Session::open(r.preferred(), old.hello()).await.unwrap();
     assert_eq!(s.welcome.protocol_version, rie_proto::MIN_SUPPORTED_VERSION);
     s.send(&batch(1, 10)).await.unwrap();
     assert_eq!(ack_of(&mut s).await, 1);
 
     let mut future = Identity::new(cfg.site_id.clone(), r.token.clone(), 2);
     future.protocol_version = rie_proto::PROTOCOL_VERSION + 1;
-    match Session::open(&r.target, future.hello()).await {
+    match Session::open(r.preferred(), future.hello()).await {
         Err(rie_probe::session::SessionError::Refused(r)) => {
             assert_eq!(r.code, rie_proto::RefuseCode::UnsupportedVersion);
             assert!(r.reason.contains("upgrade the collector"), "{}", r.reason);
@@ -174,8 +174,8 @@ async fn a_probe_that_does_not_trust_the_collector_ca_does_not_connect() {
     std::fs::write(&foreign_path, foreign).unwrap();
     let cfg = ProbeConfig::load(&foreign_path).unwrap();
     let r = cfg.resolve().unwrap();
-    let id = Identity::new(cfg.site_id.clone(), r.token, 1);
-    match Session::open(&r.target, id.hello()).await {
+    let id = Identity::new(cfg.site_id.clone(), r.token.clone(), 1);
+    match Session::open(r.preferred(), id.hello()).await {
         Err(rie_probe::session::SessionError::Tls { .. }) => {}
         Err(e) => panic!("expected a TLS failure, got {e}"),
         Ok(_) => panic!("connected to a collector signed by another CA"),

@@ -1,6 +1,7 @@
 //! `rie-probe check` against a real collector: all green on a good install, and for each fault
 //! induced (wrong token, collector down, foreign CA, unusable spool directory, world-readable
-//! secret) the right line turns ✘ with its fix, and the exit code says whether it blocks.
+//! secret, one of two listed collectors down) the right line turns ✘ with its fix, and the exit
+//! code says whether it blocks.
 
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
@@ -9,7 +10,7 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Command;
 
-use rie_e2e::{bin, run_ok, Collector};
+use rie_e2e::{bin, free_ports, run_ok, Collector};
 
 fn check(config: &Path, lang: &str) -> (i32, String) {
     let out = Command::new(bin("rie-probe"))
@@ -116,12 +117,48 @@ fn check_passes_on_a_good_install_and_names_each_fault() {
     );
     std::fs::set_permissions(&good, std::fs::Permissions::from_mode(0o600)).unwrap();
 
+    // Two collectors listed, one not answering: each is checked, the one down is a warning
+    // (the probe uses the other), and a summary line says which are reachable.
+    let [dead] = free_ports::<1>();
+    let live = c.probe_addr.to_string();
+    let two = edited(&good, "two.toml", |t| {
+        t.replace(
+            &format!("address = \"{live}\""),
+            &format!("addresses = [\"{dead}\", \"{live}\"]"),
+        )
+    });
+    let (code, out) = check(&two, "en");
+    assert_eq!(code, 0, "{out}");
+    assert!(
+        out.contains(&format!("✘ Collector reachable [{dead}]")),
+        "{out}"
+    );
+    assert!(
+        out.contains(&format!("✔ Collector reachable [{live}]")),
+        "{out}"
+    );
+    assert!(out.contains(&format!("✔ Token [{live}]")), "{out}");
+    assert!(
+        out.contains(&format!(
+            "✘ Collectors reachable — 1/2 : {dead} ✘, {live} ✔"
+        )) && out.contains("the probe uses the others meanwhile"),
+        "{out}"
+    );
+
     // The collector is down.
     c.kill9();
     let (code, out) = check(&good, "en");
     assert_eq!(code, 1, "{out}");
     assert!(
         out.contains("✘ Collector reachable") && out.contains("firewall"),
+        "{out}"
+    );
+    // Both listed collectors down: that blocks.
+    let (code, out) = check(&two, "en");
+    assert_eq!(code, 1, "{out}");
+    assert!(
+        out.contains("✘ Collectors reachable — 0/2")
+            && out.contains("no collector accepts the probe"),
         "{out}"
     );
 

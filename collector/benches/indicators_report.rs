@@ -85,6 +85,7 @@ fn main() {
         365 * inv.sites.len()
     );
 
+    let reader = rie_collector::store::Reader::open(&dir.path().join("rie.db")).expect("reader");
     let model = CostModel::default();
     let now = period.end_ms + DAY_MS;
     let mut load = Vec::new();
@@ -93,7 +94,7 @@ fn main() {
     let mut html = Vec::new();
     for _ in 0..ROUNDS {
         let t = Instant::now();
-        let inp = indicators::load_inputs(&conn, &inv, &period).expect("inputs");
+        let inp = indicators::load_inputs(&reader, &inv, &period).expect("inputs");
         load.push(t.elapsed());
         let t = Instant::now();
         let r = indicators::compute(&inv, &model, &period, now, &inp, GroupBy::Site);
@@ -102,7 +103,7 @@ fn main() {
         for (format, out) in [(Format::Json, &mut json), (Format::Html, &mut html)] {
             let t = Instant::now();
             let text = reports::build(
-                &conn,
+                &reader,
                 &Request {
                     inventory: &inv,
                     model: &model,

@@ -2,8 +2,8 @@
 //! token. `main` and the tests start the collector through [`run`] the same way.
 //!
 //! Owns: the order of start-up (config check, inventory, PKI, store open and resume, commit
-//! stage thread, sinks, compactor, listeners) and of shutdown (inputs stop, the commit stage
-//! drains its queue, sinks flush). May import every module of the crate; only `main` and the
+//! stage thread, sinks, compactor, the shared-database duties of `duties`, listeners) and of
+//! shutdown (inputs stop, the commit stage drains its queue, sinks flush). May import every module of the crate; only `main` and the
 //! tests (and `rie-sim`) import it.
 
 use std::net::SocketAddr;
@@ -43,6 +43,14 @@ pub enum StartError {
     Influx(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
     Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
+    #[error(
+        "data_dir {path}: {source}; create it or set data_dir (--data-dir) to a writable directory"
+    )]
+    DataDir {
+        path: String,
+        #[source]
+        source: std::io::Error,
+    },
     #[error("cannot listen on {addr} ({what}): {source}; free the port or set another address")]
     Bind {
         addr: SocketAddr,
@@ -58,6 +66,7 @@ impl StartError {
         matches!(
             self,
             StartError::Config(_)
+                | StartError::DataDir { .. }
                 | StartError::Inventory(_)
                 | StartError::Pki(_)
                 | StartError::Influx(crate::sinks::influx::SinkError::Client(_))
@@ -142,6 +151,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         cfg.costs.as_deref(),
     )?);
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
+    // Holds the SQLite store, or only the InfluxDB sink's backlog on PostgreSQL.
+    std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
+        path: cfg.data_dir.display().to_string(),
+        source,
+    })?;
     let db = cfg.db_path();
     let metrics = Arc::new(Metrics::new());
     let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
@@ -177,6 +191,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
 
     let tracker = TaskTracker::new();
     let (commit_tx, commit_rx) = mpsc::channel(cfg.store.queue);
+    // Alone on SQLite, this collector is the leader; sharing PostgreSQL, it follows the
+    // others' site states and campaigns for the duties that run once (`duties`).
+    let shared_pg = match (backend, &cfg.store.postgres) {
+        (store::config::Backend::Postgres, Some(pg)) => Some(pg.clone()),
+        _ => None,
+    };
     let mut stage = CommitStage::new(
         store,
         dedup.clone(),
@@ -185,6 +205,17 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics.clone(),
         cfg.store.commit_max_batches,
     );
+    let leadership = match &shared_pg {
+        Some(_) => crate::duties::Leadership::follower(metrics.leader.clone()),
+        None => crate::duties::Leadership::always(metrics.leader.clone()),
+    };
+    stage = stage.leadership(leadership.clone());
+    if shared_pg.is_some() {
+        // A quarter of the silence threshold: a heartbeat-only site is stored well before
+        // another collector would take it for silent.
+        stage =
+            stage.share_seen((cfg.sites.silent_after / 4).max(std::time::Duration::from_secs(1)));
+    }
     let influx = crate::sinks::influx::start(
         &cfg.influx,
         &cfg.data_dir,
@@ -230,25 +261,42 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         }
     });
 
-    if backend == store::config::Backend::Sqlite {
-        let compactor =
-            store::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
-                .map_err(StoreError::Sql)?;
-        let compactor_stop = shutdown.clone();
-        std::thread::Builder::new()
-            .name("store-compaction".into())
-            .spawn(move || compactor.run(compactor_stop))
-            .map_err(thread_err)?;
-    } else {
-        // Not ported yet: rows stay in the minute tables (sums are kept; the tables grow).
-        tracing::warn!("store.backend = postgres: rollup compaction (store.retention) is not available yet; minute rows are kept");
-    }
+    // Compaction runs once among collectors sharing a database: on the leader.
+    let compactor = match &shared_pg {
+        Some(pg) => {
+            let (pg, handle, retention) = (
+                pg.clone(),
+                tokio::runtime::Handle::current(),
+                cfg.store.retention.clone(),
+            );
+            tokio::task::spawn_blocking(move || {
+                store::retention::Compactor::postgres(&pg, &handle, retention)
+            })
+            .await
+            .map_err(|_| StoreError::Closed)??
+        }
+        None => store::retention::Compactor::new(store::open(&db)?, cfg.store.retention.clone())
+            .map_err(StoreError::Sql)?,
+    };
+    let compactor = {
+        let leadership = leadership.clone();
+        compactor.only_while(move || leadership.is_leader())
+    };
+    let compactor_stop = shutdown.clone();
+    std::thread::Builder::new()
+        .name("store-compaction".into())
+        .spawn(move || compactor.run(compactor_stop))
+        .map_err(thread_err)?;
 
     let netflow = match cfg.netflow.listen {
         Some(listen) => Some(crate::ingest::netflow_udp::start(
             &cfg.netflow,
             listen,
-            &templates,
+            crate::ingest::netflow_udp::Templates {
+                persisted: &templates,
+                // Several collectors may share PostgreSQL: templates another one committed.
+                shared: (backend == store::config::Backend::Postgres).then(|| reader.clone()),
+            },
             commit_tx.clone(),
             inventory.clone(),
             metrics.clone(),
@@ -258,6 +306,12 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     };
     let netflow_addr = netflow.as_ref().map(|n| n.addr);
     let netflow = netflow.map(|n| n.thread);
+
+    // Late in the start: what follows cannot fail, so a failed start leaves no listener or
+    // campaign behind.
+    if let Some(pg) = &shared_pg {
+        crate::duties::start_shared(pg, sites.clone(), leadership.clone(), &shutdown, &tracker);
+    }
 
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),

@@ -17,6 +17,7 @@ pub mod api;
 pub mod app;
 pub mod commit;
 pub mod config;
+pub mod duties;
 pub mod episodes;
 pub mod indicators;
 pub mod ingest;

@@ -72,13 +72,20 @@ enum Cmd {
         site: String,
         #[arg(long)]
         out: PathBuf,
-        /// Address the probe dials (default: probes.public_address from the config).
+        /// Address the probe dials (default: probes.public_address from the config); repeat it
+        /// for several collectors sharing one database: the probe tries them in order, with
+        /// failover (`collector.addresses`).
         #[arg(long)]
-        address: Option<String>,
+        address: Vec<String>,
         /// Enrol the site with the token of this existing probe config instead of a new one
         /// (e.g. a config written against an earlier database), so that copies of it stay valid.
         #[arg(long, value_name = "PROBE_CONFIG")]
         token_from: Option<PathBuf>,
+    },
+    /// Store maintenance: copy a SQLite store into PostgreSQL (see docs/scaling.md).
+    Store {
+        #[command(subcommand)]
+        cmd: StoreCmd,
     },
     /// Cost and resilience indicators for a period, as CSV, JSON or a French HTML page
     /// (see docs/indicators.md).
@@ -104,6 +111,50 @@ struct ReportArgs {
     /// `fr`: CSV with `;` separator and decimal comma.
     #[arg(long, default_value = "en")]
     locale: String,
+}
+
+#[derive(Subcommand)]
+enum StoreCmd {
+    /// Copy every table of a stopped collector's SQLite store into a PostgreSQL database
+    /// (schema applied first), resumably, then print both sides' totals (flows, packets,
+    /// bytes, outage seconds, batches, rows per table) and exit 1 if any differ.
+    ///
+    /// The source is opened read-only and must have this release's schema version. A target
+    /// that already holds store rows is refused (exit 2) unless they are a copy of this same
+    /// source in progress: an interrupted run, run again, continues where it stopped.
+    #[command(verbatim_doc_comment)]
+    Migrate(MigrateArgs),
+}
+
+#[derive(Args)]
+struct MigrateArgs {
+    /// sqlite:PATH, the rie.db of the collector's data_dir (stop the collector first).
+    #[arg(long, value_name = "sqlite:PATH")]
+    from: String,
+    /// postgres:URL, e.g. postgres:postgresql://rie@db1:5432/rie?sslmode=verify-full
+    /// (the URL as in [store.postgres] url).
+    #[arg(long, value_name = "postgres:URL")]
+    to: String,
+    /// File holding the database password (as store.postgres.password_file).
+    #[arg(long, conflicts_with = "password_env")]
+    password_file: Option<PathBuf>,
+    /// Environment variable holding the database password (as store.postgres.password_env),
+    /// e.g. PGPASSWORD.
+    #[arg(long)]
+    password_env: Option<String>,
+    /// PEM bundle of the CAs of the database servers (as store.postgres.root_cert).
+    #[arg(long)]
+    root_cert: Option<PathBuf>,
+    /// Delete the target's store rows first when it holds any that are not a copy of this
+    /// source in progress (or a finished copy of it), then copy.
+    #[arg(long)]
+    force: bool,
+    /// Rows per chunk (one PostgreSQL transaction with its progress record each).
+    #[arg(long, default_value_t = store::migrate::DEFAULT_CHUNK_ROWS)]
+    chunk_rows: usize,
+    /// For tests of resumption: stop as if interrupted after N chunks (exit 1).
+    #[arg(long, hide = true)]
+    stop_after_chunks: Option<u64>,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +262,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
         Cmd::Report(args) => report(args),
+        Cmd::Store {
+            cmd: StoreCmd::Migrate(args),
+        } => migrate(args),
         Cmd::ProbeConfig {
             cfg,
             site,
@@ -271,6 +325,66 @@ async fn serve(cfg: CollectorConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
+    let source = a.from.strip_prefix("sqlite:").ok_or_else(|| {
+        UserError(format!(
+            "--from {}: expected sqlite:PATH, e.g. --from sqlite:/var/lib/rie-collector/rie.db",
+            a.from
+        ))
+    })?;
+    let url = a.to.strip_prefix("postgres:").ok_or_else(|| {
+        UserError(format!(
+            "--to {}: expected postgres:URL, e.g. --to postgres:postgresql://rie@db1:5432/rie",
+            store::config::mask_url(&a.to)
+        ))
+    })?;
+    let target = store::config::PostgresConfig {
+        url: url.to_string(),
+        password_file: a.password_file,
+        password_env: a.password_env,
+        root_cert: a.root_cert,
+        pool_size: 2,
+    };
+    target
+        .validate()
+        .map_err(|(_, message)| UserError(format!("--to: {message}")))?;
+    if a.chunk_rows == 0 {
+        return Err(UserError("--chunk-rows 0: give at least 1, e.g. 5000".into()).into());
+    }
+    let opts = store::migrate::MigrateOptions {
+        source: PathBuf::from(source),
+        target,
+        force: a.force,
+        chunk_rows: a.chunk_rows,
+        stop_after_chunks: a.stop_after_chunks,
+    };
+    // The PostgreSQL session and readers run on this runtime (`Handle::block_on`), from the
+    // main thread, outside any async task, as that requires.
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let report = store::migrate::run(&opts, rt.handle(), &mut |table| eprintln!("copied {table}"))
+        .map_err(|e| {
+            if e.is_user_error() {
+                anyhow::Error::new(UserError(e.to_string()))
+            } else {
+                anyhow::Error::new(e)
+            }
+        })?;
+    print!("{}", report.table());
+    println!(
+        "migrated {} to {}: {} rows in {} chunks by this run{}; every total equal",
+        opts.source.display(),
+        opts.target.masked_url(),
+        report.rows_copied,
+        report.chunks,
+        if report.resumed {
+            " (resumed an interrupted run)"
+        } else {
+            ""
+        }
+    );
+    Ok(())
+}
+
 fn report(a: ReportArgs) -> anyhow::Result<()> {
     use rie_collector::indicators::{CostModel, GroupBy, Period};
     use rie_collector::reports::{self, Format, Locale};
@@ -292,18 +406,30 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     let model =
         CostModel::load_or_default(cfg.costs.as_deref()).map_err(|e| UserError(e.to_string()))?;
     let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
-    let db = cfg.db_path();
-    if !db.exists() {
-        return Err(UserError(format!(
-            "{}: no collector database here; point --data-dir (or data_dir in the config) at the collector's data directory",
-            db.display()
-        ))
-        .into());
-    }
-    let conn = store::open(&db)?;
+    // The PostgreSQL read side runs its queries on a runtime (`Handle::block_on`); this
+    // command is on the main thread, outside any async task, as that requires.
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let reader = match (&cfg.store.backend, &cfg.store.postgres) {
+        (store::config::Backend::Postgres, Some(pg)) => {
+            let reader = store::Reader::open_postgres(pg, rt.handle())?;
+            reader.ping()?;
+            reader
+        }
+        _ => {
+            let db = cfg.db_path();
+            if !db.exists() {
+                return Err(UserError(format!(
+                    "{}: no collector database here; point --data-dir (or data_dir in the config) at the collector's data directory",
+                    db.display()
+                ))
+                .into());
+            }
+            store::Reader::open(&db)?
+        }
+    };
     let progress = reports::Progress::start(format!("report {}", period.label));
     let text = reports::build(
-        &conn,
+        &reader,
         &reports::Request {
             inventory: &inv,
             model: &model,
@@ -355,7 +481,7 @@ fn probe_config(
     cfg: &CollectorConfig,
     site: &str,
     out: &std::path::Path,
-    address: Option<String>,
+    addresses: Vec<String>,
     token_from: Option<PathBuf>,
 ) -> anyhow::Result<()> {
     let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
@@ -367,36 +493,45 @@ fn probe_config(
             cfg.inventory.display()
         ))
     })?;
-    let address = address.unwrap_or_else(|| cfg.probes.public_address.clone());
-    if rie_common::split_host_port(&address).is_none() {
-        return Err(UserError(format!(
-            "--address {address:?}: expected host:port, e.g. collector.rie.gouv.fr:7443"
-        ))
-        .into());
+    let addresses = if addresses.is_empty() {
+        vec![cfg.probes.public_address.clone()]
+    } else {
+        addresses
+    };
+    for address in &addresses {
+        if rie_common::split_host_port(address).is_none() {
+            return Err(UserError(format!(
+                "--address {address:?}: expected host:port, e.g. collector.rie.gouv.fr:7443"
+            ))
+            .into());
+        }
     }
+    // One collector: `address`; several: `addresses`, tried in order with failover.
+    let address_line = match addresses.as_slice() {
+        [one] => format!("address = {one:?}"),
+        many => format!(
+            "addresses = [{}]",
+            many.iter()
+                .map(|a| format!("{a:?}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+    };
     let ca = pki::ca_pem(&cfg.tls.pki_dir).map_err(|e| UserError(e.to_string()))?;
     let token = match &token_from {
         None => credentials::new_token(),
         Some(f) => token_of(f)?,
     };
-    match (&cfg.store.backend, &cfg.store.postgres) {
-        (store::config::Backend::Postgres, Some(pg)) => {
-            // The PostgreSQL backend runs on a runtime; this command is called from the main
-            // thread, outside any async task, as `Handle::block_on` requires.
-            let rt = rie_common::runtime().context("starting the async runtime")?;
-            // Migrates the schema (or refuses a newer one) before the first write.
-            drop(store::postgres::PgStore::open(pg, rt.handle())?);
-            store::postgres::read::PgReader::open(pg, rt.handle())?.store_token(
-                &s.credential_ref,
-                &token,
-                rie_common::now_ms(),
-            )?;
-        }
-        _ => {
-            let conn = store::open(&cfg.db_path())?;
-            credentials::store(&conn, &s.credential_ref, &token, rie_common::now_ms())?;
-        }
-    }
+    // The PostgreSQL backend runs on a runtime; this command is called from the main thread,
+    // outside any async task, as `Handle::block_on` requires.
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    credentials::issue(
+        &cfg.store,
+        &cfg.data_dir,
+        rt.handle(),
+        &[(s.credential_ref.clone(), token.clone())],
+        rie_common::now_ms(),
+    )?;
     let text = format!(
         "# rie-probe configuration for site {id} ({name}), written by rie-collector probe-config.\n\
          # Holds the site's secret token: keep this file readable by the probe user only.\n\
@@ -404,7 +539,7 @@ fn probe_config(
          data_dir = \"/var/lib/rie-probe\"\n\
          batch_interval = \"10s\"\n\n\
          [collector]\n\
-         address = \"{address}\"\n\
+         {address_line}\n\
          token = \"{token}\"\n\
          ca_cert = '''\n{ca}'''\n",
         name = s.name.replace('\n', " "),

@@ -41,6 +41,8 @@ pub struct Metrics {
     /// Flow records taken into the rollups, by source: `probe` (the aggregates in probe batches,
     /// capture or relayed NetFlow) and `netflow` (records exported directly to the collector).
     pub flow_records: IntCounterVec,
+    /// 1 on the collector that runs the duties that run once (`duties`), 0 on the others.
+    pub leader: IntGauge,
 }
 
 impl Metrics {
@@ -51,6 +53,11 @@ impl Metrics {
     pub fn new() -> Self {
         let registry = Registry::new();
         let m = Self {
+            leader: IntGauge::new(
+                "rie_collector_leader",
+                "1 when this collector runs the duties that run once (silence episodes, compaction): always with SQLite, the holder of the advisory lock with PostgreSQL.",
+            )
+            .expect("valid metric"),
             probe_connections: IntGauge::new(
                 "rie_collector_probe_connections",
                 "Open, authenticated probe connections.",
@@ -161,7 +168,8 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 18] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+            Box::new(m.leader.clone()),
             Box::new(m.probe_connections.clone()),
             Box::new(m.probe_batches.clone()),
             Box::new(m.duplicate_batches.clone()),
@@ -270,6 +278,9 @@ pub struct NetflowMetrics {
     pub exporters: IntGauge,
     /// Templates kept in the store (survive a restart).
     pub templates_persisted: IntGauge,
+    /// Templates read from the shared store on a miss: announced to another collector
+    /// sharing the database (or before this one started), decoded here at once.
+    pub templates_from_store: IntCounter,
     /// Minute rows committed to the store.
     pub rows_committed: IntCounter,
     /// Flow records by the direction decided against their site's `site_prefixes`
@@ -330,6 +341,11 @@ impl NetflowMetrics {
                 "NetFlow v9/IPFIX templates kept in the store across restarts.",
             )
             .expect("valid metric"),
+            templates_from_store: IntCounter::new(
+                "rie_collector_netflow_templates_from_store_total",
+                "NetFlow v9/IPFIX templates read from the shared store on a miss (announced to another collector).",
+            )
+            .expect("valid metric"),
             rows_committed: IntCounter::new(
                 "rie_collector_netflow_rows_committed_total",
                 "Minute rows of NetFlow traffic committed to the store.",
@@ -346,7 +362,7 @@ impl NetflowMetrics {
             )
             .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 11] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
             Box::new(m.datagrams.clone()),
             Box::new(m.decode_errors.clone()),
             Box::new(m.records.clone()),
@@ -355,6 +371,7 @@ impl NetflowMetrics {
             Box::new(m.pending_flowsets.clone()),
             Box::new(m.exporters.clone()),
             Box::new(m.templates_persisted.clone()),
+            Box::new(m.templates_from_store.clone()),
             Box::new(m.rows_committed.clone()),
             Box::new(m.records_by_direction.clone()),
             Box::new(m.no_prefix_records.clone()),

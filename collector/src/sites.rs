@@ -57,6 +57,11 @@ pub struct SiteLive {
     /// Open probe connections (more than one means a duplicate probe or a reconnect race).
     #[serde(skip)]
     pub connections: u32,
+    /// `updated_ms` of the stored row this state was last written as or read from (collector
+    /// clock of that commit; 0: not known), to tell a newer row of another collector sharing
+    /// the database from an older one ([`SiteRegistry::merge_stored`]).
+    #[serde(skip)]
+    pub version_ms: i64,
 }
 
 /// An episode still open, kept with the site's state so that closing it needs no lookup: it
@@ -147,6 +152,41 @@ impl SiteRegistry {
                 ..live
             };
         }
+    }
+
+    /// Takes a site's state as another collector sharing the database committed it (`version_ms`:
+    /// its row's `updated_ms`), unless it is not newer than the state held, or a probe of the
+    /// site is connected here and this collector stored a batch of it at least as recent (the
+    /// fresher local state wins). Connections, and the latest sign of life and end of silence,
+    /// are kept from both. Returns whether the state was taken.
+    pub fn merge_stored(&self, idx: usize, stored: SiteLive, version_ms: i64) -> bool {
+        let mut live = self.lock();
+        let Some(cur) = live.get_mut(idx) else {
+            return false;
+        };
+        if version_ms <= cur.version_ms
+            || (cur.connections > 0 && cur.last_batch_ms >= stored.last_batch_ms)
+        {
+            return false;
+        }
+        *cur = SiteLive {
+            connections: cur.connections,
+            last_seen_ms: cur.last_seen_ms.max(stored.last_seen_ms),
+            resumed_ms: cur.resumed_ms.max(stored.resumed_ms),
+            version_ms,
+            ..stored
+        };
+        true
+    }
+
+    /// Sites with a probe connected here and their last sign of life.
+    pub fn connected_seen(&self) -> Vec<(usize, i64)> {
+        self.lock()
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| s.connections > 0)
+            .filter_map(|(i, s)| Some((i, s.last_seen_ms?)))
+            .collect()
     }
 
     pub fn on_hello(
@@ -624,6 +664,49 @@ pub(crate) mod tests {
             vec![link("P", LinkRole::Primary), link("B", LinkRole::Backup)],
         );
         SiteRegistry::new(Arc::new(inv), SiteThresholds::default()).starting_at(0)
+    }
+
+    /// Another collector's stored state is taken when newer, never when older, and never over
+    /// the fresher state of a probe connected here; connections and the latest sign of life
+    /// are kept.
+    #[test]
+    fn a_stored_state_of_another_collector_is_taken_only_when_newer() {
+        let r = registry();
+        let stored = |state, batch_ms, seen_ms| SiteLive {
+            state: Some(state),
+            state_since_ms: Some(batch_ms),
+            last_seen_ms: Some(seen_ms),
+            last_batch_ms: Some(batch_ms),
+            ..SiteLive::default()
+        };
+        assert!(r.merge_stored(0, stored(SiteState::OnBackup, 1_000, 1_000), 1_005));
+        assert_eq!(r.current(0).state, Some(SiteState::OnBackup));
+        assert_eq!(r.current(0).version_ms, 1_005);
+        // An older row (a reload racing with a notification) changes nothing.
+        assert!(!r.merge_stored(0, stored(SiteState::Up, 900, 900), 1_004));
+        assert!(!r.merge_stored(0, stored(SiteState::Up, 900, 900), 1_005));
+        assert_eq!(r.current(0).state, Some(SiteState::OnBackup));
+        // A probe connected here that stored a batch at 2,000: a row of another collector
+        // about an earlier batch does not clobber it, a later one does.
+        r.on_hello(0, 1, "p", 0, 2_500);
+        r.apply(
+            0,
+            SiteLive {
+                version_ms: 2_001,
+                ..stored(SiteState::Down, 2_000, 2_000)
+            },
+        );
+        assert!(!r.merge_stored(0, stored(SiteState::Up, 1_500, 1_500), 3_000));
+        assert_eq!(r.current(0).state, Some(SiteState::Down));
+        assert!(r.merge_stored(0, stored(SiteState::Up, 2_600, 2_600), 3_001));
+        let cur = r.current(0);
+        assert_eq!(
+            (cur.state, cur.connections, cur.last_seen_ms),
+            (Some(SiteState::Up), 1, Some(2_600))
+        );
+        assert_eq!(r.connected_seen(), vec![(0, 2_600)]);
+        r.on_disconnect(0);
+        assert_eq!(r.connected_seen(), vec![]);
     }
 
     fn batch(links: &[(&str, bool, bool)], loss: Option<(&str, u32, u32, u32)>) -> Batch {

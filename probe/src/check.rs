@@ -5,8 +5,9 @@
 //! Checked: configuration, secret-file permissions, spool directory (writable, free space),
 //! capture interfaces present, capture permission, NetFlow datagrams arriving on the configured
 //! port (when the relay is enabled), each link reaching the core (one attempt of each configured
-//! check over the link), DNS, collector reachable, TLS certificate against the configured CA,
-//! token accepted, clock offset.
+//! check over the link), and for each configured collector: DNS, reachable, TLS certificate
+//! against the configured CA, token accepted, clock offset (with several collectors, one that
+//! fails is a warning as long as another accepts the probe, and a summary line lists them).
 
 use std::path::Path;
 use std::time::Instant;
@@ -174,8 +175,78 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
         check_netflow(&mut out, &cfg).await;
     }
 
-    let host = cfg
-        .collector
+    check_collectors(&mut out, &cfg, &resolved).await;
+    out.v
+}
+
+/// Every configured collector in turn. With several, the probe works as long as one accepts
+/// it: a collector that fails is then a warning, and a summary line says which are reachable.
+async fn check_collectors(out: &mut Lines, cfg: &ProbeConfig, resolved: &crate::config::Resolved) {
+    let l = out.lang;
+    let multi = resolved.targets.len() > 1;
+    let mut results = Vec::with_capacity(resolved.targets.len());
+    let mut lines = Vec::new();
+    for target in &resolved.targets {
+        let mut one = Lines {
+            lang: l,
+            v: Vec::new(),
+        };
+        let ok = check_collector(&mut one, cfg, &resolved.token, target).await;
+        if multi {
+            for line in &mut one.v {
+                line.label = format!("{} [{}]", line.label, target.address);
+            }
+        }
+        results.push((target.address.clone(), ok));
+        lines.push((ok, one.v));
+    }
+    let any = results.iter().any(|(_, ok)| *ok);
+    for (ok, v) in lines {
+        for mut line in v {
+            // Another collector serves meanwhile: a failing one does not block the probe.
+            if multi && any && !ok {
+                line.blocking = false;
+            }
+            out.v.push(line);
+        }
+    }
+    if multi {
+        let up = results.iter().filter(|(_, ok)| *ok).count();
+        let detail = format!(
+            "{up}/{} : {}",
+            results.len(),
+            results
+                .iter()
+                .map(|(a, ok)| format!("{a} {}", if *ok { "✔" } else { "✘" }))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        let fix = if any {
+            ("la sonde utilise les autres en attendant ; corrigez ceux marqués ✘ (route, pare-feu, collector.addresses)",
+             "the probe uses the others meanwhile; fix those marked ✘ (route, firewall, collector.addresses)")
+        } else {
+            ("aucun collecteur n'accepte la sonde : vérifiez collector.addresses, la route vers le cœur de réseau et le pare-feu",
+             "no collector accepts the probe: check collector.addresses, the route to the core and the firewall")
+        };
+        out.push(
+            up == results.len(),
+            !any,
+            ("Collecteurs joignables", "Collectors reachable"),
+            detail,
+            Some(fix),
+        );
+    }
+}
+
+/// DNS, TCP, TLS, token and clock against one collector; true when it accepted the probe.
+async fn check_collector(
+    out: &mut Lines,
+    cfg: &ProbeConfig,
+    token: &str,
+    target: &crate::session::Target,
+) -> bool {
+    let l = out.lang;
+    let host = target
         .address
         .rsplit_once(':')
         .map(|(h, _)| h.trim_start_matches('[').trim_end_matches(']').to_string())
@@ -195,7 +266,7 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
             None,
         );
     } else {
-        match tokio::net::lookup_host(&cfg.collector.address).await {
+        match tokio::net::lookup_host(&target.address).await {
             Ok(mut addrs) => match addrs.next() {
                 Some(a) => out.push(
                     true,
@@ -230,12 +301,12 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
 
     let id = Identity::new(
         cfg.site_id.clone(),
-        resolved.token.clone(),
+        token.to_string(),
         crate::spool::random_stream(),
     );
     let sent_at = now_ms();
     let started = Instant::now();
-    match Session::open(&resolved.target, id.hello()).await {
+    let accepted = match Session::open(target, id.hello()).await {
         Ok(s) => {
             let rtt = started.elapsed();
             out.push(
@@ -244,7 +315,7 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
                 ("Collecteur joignable", "Collector reachable"),
                 format!(
                     "{} ({} {} ms)",
-                    cfg.collector.address,
+                    target.address,
                     l.t("aller-retour", "round trip"),
                     rtt.as_millis()
                 ),
@@ -286,6 +357,7 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
                 fix,
             );
             s.close().await;
+            true
         }
         Err(e) => {
             let (reach, tls, token) = match &e {
@@ -296,8 +368,8 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
             };
             let msg = e.to_string();
             out.push(reach, true, ("Collecteur joignable", "Collector reachable"),
-                if reach { cfg.collector.address.clone() } else { msg.clone() },
-                Some(("vérifiez collector.address, la route vers le cœur de réseau et le pare-feu (port TCP du collecteur)", "check collector.address, the route to the core and the firewall (collector TCP port)")));
+                if reach { target.address.clone() } else { msg.clone() },
+                Some(("vérifiez collector.address(es), la route vers le cœur de réseau et le pare-feu (port TCP du collecteur)", "check collector.address(es), the route to the core and the firewall (collector TCP port)")));
             if let Some(ok) = tls {
                 out.push(ok, true, ("Certificat TLS", "TLS certificate"),
                     if ok { l.t("valide pour l'autorité configurée", "valid for the configured CA").to_string() } else { msg.clone() },
@@ -319,9 +391,10 @@ pub async fn run(path: &Path, lang: Lang) -> Vec<Line> {
                     )),
                 );
             }
+            false
         }
-    }
-    out.v
+    };
+    accepted
 }
 
 /// One attempt of every check over each link: the link reaches the core when any answers.

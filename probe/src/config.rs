@@ -64,9 +64,15 @@ pub struct ProbeConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CollectorLink {
-    /// `host:port` of the collector's probe listener.
-    pub address: String,
-    /// Name to verify in the collector's certificate; defaults to the host of `address`.
+    /// `host:port` of the collector's probe listener, when there is one collector...
+    #[serde(default)]
+    pub address: Option<String>,
+    /// ...or the `host:port` of each collector (all on one database, any of them serves any
+    /// site), tried in this order: the probe stays on the one that works and moves to the next
+    /// when a connection fails (see `uplink`). Exactly one of `address` and `addresses`.
+    #[serde(default)]
+    pub addresses: Option<Vec<String>>,
+    /// Name to verify in each collector's certificate; defaults to the host of each address.
     #[serde(default)]
     pub server_name: Option<String>,
     /// CA certificate, PEM text (as written by `probe-config`)...
@@ -275,12 +281,21 @@ fn default_replay_rate() -> f64 {
     20.0
 }
 
-/// Everything needed to talk to the collector, resolved and checked.
+/// Everything needed to talk to the collectors, resolved and checked.
 pub struct Resolved {
-    pub target: Target,
+    /// One per configured collector address, in the configured order (never empty).
+    pub targets: Vec<Target>,
     pub token: String,
     /// Check targets, parsed.
     pub checks: Vec<(TargetConfig, crate::checks::Target)>,
+}
+
+impl Resolved {
+    /// The first configured collector (the preferred one), for one-shot commands and tests.
+    pub fn preferred(&self) -> &Target {
+        // `resolve` returns at least one target (an empty list is a config error).
+        &self.targets[0]
+    }
 }
 
 impl ProbeConfig {
@@ -322,6 +337,71 @@ impl ProbeConfig {
         v
     }
 
+    /// The configured collector addresses, in order, as written (empty when neither key is
+    /// set; [`ProbeConfig::resolve`] refuses that).
+    pub fn collector_addresses(&self) -> Vec<String> {
+        match (&self.collector.address, &self.collector.addresses) {
+            (Some(a), None) => vec![a.clone()],
+            (None, Some(list)) => list.clone(),
+            (Some(a), Some(list)) => std::iter::once(a.clone()).chain(list.clone()).collect(),
+            (None, None) => Vec::new(),
+        }
+    }
+
+    /// The collector addresses, checked: exactly one of `address` or a non-empty `addresses`,
+    /// each `host:port`, none twice. Returns (address, host) pairs, in order.
+    fn checked_addresses(&self) -> Result<Vec<(String, String)>, ProbeConfigError> {
+        let c = &self.collector;
+        let (key, list) = match (&c.address, &c.addresses) {
+            (Some(a), None) => ("collector.address", vec![a.clone()]),
+            (None, Some(list)) if list.is_empty() => {
+                return Err(self.invalid(
+                    "collector.addresses",
+                    "is empty; list each collector's host:port, e.g. addresses = [\"collector-a.rie.gouv.fr:7443\", \"collector-b.rie.gouv.fr:7443\"]",
+                ))
+            }
+            (None, Some(list)) => ("collector.addresses", list.clone()),
+            (Some(_), Some(_)) => {
+                return Err(self.invalid(
+                    "collector.addresses",
+                    "is set together with collector.address; keep one: address = \"host:port\" for one collector, or addresses = [\"a:7443\", \"b:7443\"] for several",
+                ))
+            }
+            (None, None) => {
+                return Err(self.invalid(
+                    "collector.addresses",
+                    "is missing; set addresses = [\"collector-a.rie.gouv.fr:7443\", \"collector-b.rie.gouv.fr:7443\"] (or address = \"host:port\" for one collector)",
+                ))
+            }
+        };
+        let mut out: Vec<(String, String)> = Vec::with_capacity(list.len());
+        for (i, a) in list.iter().enumerate() {
+            let Some((host, _)) = a
+                .rsplit_once(':')
+                .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            else {
+                let which = if list.len() > 1 {
+                    format!(" (entry {})", i + 1)
+                } else {
+                    String::new()
+                };
+                return Err(self.invalid(
+                    key,
+                    format!("{a:?}{which} is not host:port; e.g. \"collector.rie.gouv.fr:7443\""),
+                ));
+            };
+            if out.iter().any(|(o, _)| o == a) {
+                return Err(self.invalid(
+                    key,
+                    format!("{a:?} is listed twice; list each collector once"),
+                ));
+            }
+            let host = host.trim_start_matches('[').trim_end_matches(']');
+            out.push((a.clone(), host.to_string()));
+        }
+        Ok(out)
+    }
+
     fn invalid(&self, key: &'static str, message: impl Into<String>) -> ProbeConfigError {
         ProbeConfigError::invalid(self.source.display().to_string(), key, message)
     }
@@ -359,30 +439,20 @@ impl ProbeConfig {
                 "must be above 0 and not above reconnect_max; e.g. \"1s\"",
             ));
         }
-        let Some((host, _)) = c
-            .address
-            .rsplit_once(':')
-            .filter(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
-        else {
-            return Err(self.invalid(
-                "collector.address",
-                format!(
-                    "{:?} is not host:port; e.g. \"collector.rie.gouv.fr:7443\"",
-                    c.address
-                ),
-            ));
-        };
-        let name = c.server_name.clone().unwrap_or_else(|| {
-            host.trim_start_matches('[')
-                .trim_end_matches(']')
-                .to_string()
-        });
-        let server_name = ServerName::try_from(name.clone()).map_err(|_| {
-            self.invalid(
-                "collector.server_name",
-                format!("{name:?} is not a DNS name or IP address"),
-            )
-        })?;
+        let addresses = self.checked_addresses()?;
+        let mut server_names = Vec::with_capacity(addresses.len());
+        for (_, host) in &addresses {
+            let name = c.server_name.clone().unwrap_or_else(|| host.clone());
+            let server_name = ServerName::try_from(name.clone()).map_err(|_| {
+                self.invalid(
+                    "collector.server_name",
+                    format!(
+                        "{name:?} is not a DNS name or IP address; e.g. \"collector.rie.gouv.fr\""
+                    ),
+                )
+            })?;
+            server_names.push(server_name);
+        }
         let pem = match (&c.ca_cert, &c.ca_cert_file) {
             (Some(p), None) => p.clone().into_bytes(),
             (None, Some(f)) => std::fs::read(f).map_err(|e| {
@@ -425,12 +495,16 @@ impl ProbeConfig {
         }
         let checks = self.resolve_checks()?;
         Ok(Resolved {
-            target: Target {
-                address: c.address.clone(),
-                server_name,
-                tls,
-                connect_timeout: c.connect_timeout,
-            },
+            targets: addresses
+                .into_iter()
+                .zip(server_names)
+                .map(|((address, _), server_name)| Target {
+                    address,
+                    server_name,
+                    tls: tls.clone(),
+                    connect_timeout: c.connect_timeout,
+                })
+                .collect(),
             token,
             checks,
         })
@@ -564,5 +638,114 @@ mod tests {
         assert!(e.contains("line 1"), "{e}");
         let secret = Secret("abc".into());
         assert_eq!(format!("{secret:?}"), "\"********\"");
+    }
+
+    /// Writes `[collector]` with `keys` plus a token and CA (a real PEM, so that `resolve` goes
+    /// as far as the addresses) and resolves it.
+    fn resolve_collector(keys: &str) -> (tempfile::TempDir, Result<Resolved, String>) {
+        let dir = tempfile::tempdir().unwrap();
+        let ca = ca_pem();
+        let p = dir.path().join("probe.toml");
+        std::fs::write(
+            &p,
+            format!("site_id = \"S1\"\n[collector]\n{keys}\ntoken = \"t\"\nca_cert = \"\"\"\n{ca}\"\"\"\n"),
+        )
+        .unwrap();
+        let r = ProbeConfig::load(&p)
+            .unwrap()
+            .resolve()
+            .map_err(|e| e.to_string());
+        (dir, r)
+    }
+
+    /// A self-signed CA certificate in PEM (its key was not kept: the probe only parses it).
+    fn ca_pem() -> String {
+        std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("testdata/ca.pem"))
+            .unwrap()
+    }
+
+    #[test]
+    fn addresses_are_a_list_in_order_each_named_by_its_host() {
+        let (_d, r) = resolve_collector(
+            "addresses = [\"collector-a.rie.example:7443\", \"10.0.0.2:7443\", \"[fd00::3]:7443\"]",
+        );
+        let r = r.unwrap();
+        let got: Vec<(String, String)> = r
+            .targets
+            .iter()
+            .map(|t| (t.address.clone(), t.server_name.to_str().into_owned()))
+            .collect();
+        assert_eq!(
+            got,
+            [
+                (
+                    "collector-a.rie.example:7443".into(),
+                    "collector-a.rie.example".into()
+                ),
+                ("10.0.0.2:7443".into(), "10.0.0.2".into()),
+                ("[fd00::3]:7443".into(), "fd00::3".into()),
+            ]
+        );
+        assert_eq!(r.preferred().address, "collector-a.rie.example:7443");
+        // server_name, when set, is checked in every collector's certificate.
+        let (_d, r) = resolve_collector(
+            "addresses = [\"10.0.0.1:7443\", \"10.0.0.2:7443\"]\nserver_name = \"collector.rie.example\"",
+        );
+        let names: Vec<String> = r
+            .unwrap()
+            .targets
+            .iter()
+            .map(|t| t.server_name.to_str().into_owned())
+            .collect();
+        assert_eq!(names, ["collector.rie.example", "collector.rie.example"]);
+        // The single address of earlier files still works.
+        let (_d, r) = resolve_collector("address = \"collector.rie.example:7443\"");
+        let r = r.unwrap();
+        assert_eq!(r.targets.len(), 1);
+        assert_eq!(r.targets[0].server_name.to_str(), "collector.rie.example");
+    }
+
+    #[test]
+    fn address_list_errors_name_file_key_and_fix() {
+        let cases = [
+            (
+                "address = \"a:7443\"\naddresses = [\"b:7443\"]",
+                "key `collector.addresses`",
+                "keep one",
+            ),
+            ("addresses = []", "key `collector.addresses`", "is empty"),
+            (
+                "",
+                "key `collector.addresses`",
+                "is missing; set addresses = [",
+            ),
+            (
+                "addresses = [\"a:7443\", \"b\"]",
+                "key `collector.addresses`",
+                "\"b\" (entry 2) is not host:port; e.g. \"collector.rie.gouv.fr:7443\"",
+            ),
+            (
+                "addresses = [\"a:7443\", \"a:7443\"]",
+                "key `collector.addresses`",
+                "listed twice",
+            ),
+            (
+                "address = \"a:70000\"",
+                "key `collector.address`",
+                "\"a:70000\" is not host:port",
+            ),
+            (
+                "addresses = [\"a:7443\", \"bad name!:7443\"]",
+                "key `collector.server_name`",
+                "\"bad name!\" is not a DNS name",
+            ),
+        ];
+        for (keys, key, fix) in cases {
+            let (_d, r) = resolve_collector(keys);
+            let e = r.err().unwrap_or_else(|| panic!("{keys:?} accepted"));
+            assert!(e.contains("probe.toml: "), "{keys:?}: {e}");
+            assert!(e.contains(key), "{keys:?}: {e}");
+            assert!(e.contains(fix), "{keys:?}: {e}");
+        }
     }
 }

@@ -181,7 +181,7 @@ async fn cmd_send(config: PathBuf, batch: PathBuf, stream: Option<u64>) -> ExitC
     };
     let stream = stream.unwrap_or_else(rie_probe::spool::random_stream);
     let id = Identity::new(cfg.site_id.clone(), resolved.token, stream);
-    match send_all(&resolved.target, &id, batches).await {
+    match send_all(&resolved.targets, &id, batches).await {
         Ok(acks) => {
             println!("{}", serde_json::json!({ "stream": stream, "acks": acks }));
             ExitCode::SUCCESS
@@ -193,12 +193,25 @@ async fn cmd_send(config: PathBuf, batch: PathBuf, stream: Option<u64>) -> ExitC
     }
 }
 
+/// Sends `batches` on one session with the first collector of `targets` that accepts the
+/// hello (in the configured order), waiting for each ack.
 async fn send_all(
-    target: &rie_probe::session::Target,
+    targets: &[rie_probe::session::Target],
     id: &Identity,
     batches: Vec<Batch>,
 ) -> Result<Vec<serde_json::Value>, SessionError> {
-    let mut s = Session::open(target, id.hello()).await?;
+    let mut opened = Err(SessionError::Protocol("no collector address".into()));
+    for t in targets {
+        opened = Session::open(t, id.hello()).await;
+        match &opened {
+            Ok(_) => break,
+            Err(e) if targets.len() > 1 => {
+                eprintln!("{}: {e}; trying the next collector", t.address)
+            }
+            Err(_) => {}
+        }
+    }
+    let mut s = opened?;
     let mut acks = Vec::new();
     for b in batches {
         let seq = b.seq;
@@ -320,11 +333,11 @@ async fn cmd_replay(
         resolved.token,
         rie_probe::spool::random_stream(),
     );
-    match send_all(&resolved.target, &id, batches).await {
+    match send_all(&resolved.targets, &id, batches).await {
         Ok(acks) => {
             eprintln!(
                 "sent to {} in {} batch(es)",
-                cfg.collector.address,
+                cfg.collector_addresses().join(" or "),
                 acks.len()
             );
             ExitCode::SUCCESS

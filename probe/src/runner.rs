@@ -234,7 +234,14 @@ pub struct Status {
     pub running: bool,
     pub updated_ms: i64,
     pub started_ms: i64,
+    /// The collector in use: connected to, or being tried.
     pub collector: String,
+    /// Every configured collector, in order of preference.
+    #[serde(default)]
+    pub collectors: Vec<String>,
+    /// Times the probe moved to another collector of the list since start.
+    #[serde(default)]
+    pub failovers: u64,
     pub connected: bool,
     pub connected_since_ms: Option<i64>,
     pub last_ack_seq: Option<u64>,
@@ -322,6 +329,12 @@ impl Status {
             "counter",
             "Connections to the collector opened again since start.",
             Some(self.reconnects),
+        );
+        put(
+            "rie_probe_collector_failovers_total",
+            "counter",
+            "Times the probe moved to another collector of its list since start.",
+            Some(self.failovers),
         );
         put(
             "rie_probe_spool_batches",
@@ -423,16 +436,12 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
     let (tx, rx) = mpsc::channel(64);
     let stats = Arc::new(Stats::default());
     let links = Arc::new(Mutex::new(Vec::new()));
-    info!(site = %cfg.site_id, collector = %cfg.collector.address, stream = spool.stream(), "probe starting");
+    let collectors = cfg.collector_addresses();
+    info!(site = %cfg.site_id, collectors = %collectors.join(","), stream = spool.stream(), "probe starting");
 
     let status_file = status_path(&cfg.data_dir);
     let snapshot = {
-        let (stats, links, site, collector) = (
-            stats.clone(),
-            links.clone(),
-            cfg.site_id.to_string(),
-            cfg.collector.address.clone(),
-        );
+        let (stats, links, site) = (stats.clone(), links.clone(), cfg.site_id.to_string());
         let started_ms = now_ms();
         move |running: bool| Status {
             site: site.clone(),
@@ -441,7 +450,9 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             running,
             updated_ms: now_ms(),
             started_ms,
-            collector: collector.clone(),
+            collector: stats.collector(),
+            collectors: collectors.clone(),
+            failovers: stats.failovers.load(Ordering::Relaxed),
             connected: stats.connected.load(Ordering::Relaxed),
             connected_since_ms: nonzero(stats.connected_since_ms.load(Ordering::Relaxed))
                 .filter(|_| stats.connected.load(Ordering::Relaxed)),
@@ -481,7 +492,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
     // spooled and, if the collector answers, delivered.
     let uplink_stop = CancellationToken::new();
     let mut uplink = tokio::spawn(uplink::run(
-        resolved.target,
+        resolved.targets,
         id,
         Settings::from_config(&cfg),
         rx,

@@ -88,6 +88,17 @@ pub fn render(st: &Status, lang: Lang) -> (String, bool) {
             ),
         },
     );
+    if st.collectors.len() > 1 {
+        line(
+            lang.t("Collecteurs configurés", "Configured collectors"),
+            format!(
+                "{} ({} {})",
+                st.collectors.join(", "),
+                st.failovers,
+                lang.t("bascule(s) depuis le démarrage", "failover(s) since start")
+            ),
+        );
+    }
     line(
         lang.t("Dernier acquittement", "Last acknowledgement"),
         match (st.last_ack_seq, st.last_ack_ms) {

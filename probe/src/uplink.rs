@@ -1,8 +1,32 @@
-//! Reliable delivery of batches to the collector: every batch goes into an [`Outbox`] (the
-//! disk spool on a real probe) and stays there until acknowledged. The uplink reconnects with
-//! exponential backoff and full jitter, resends what was not acknowledged, paces the replay of
-//! a backlog (`replay_rate`) so that 14,000 probes coming back together do not flatten the
-//! collector, and sends heartbeats when idle.
+//! Reliable delivery of batches to the collectors: every batch goes into an [`Outbox`] (the
+//! disk spool on a real probe) and stays there until acknowledged. The uplink reconnects,
+//! resends what was not acknowledged, paces the replay of a backlog (`replay_rate`) so that
+//! 14,000 probes coming back together do not flatten the collectors, and sends heartbeats when
+//! idle.
+//!
+//! Failover between collectors ([`Failover`]): the collectors are stateless and share one
+//! database (a hello is answered with the stream's mark from the database, and a batch is
+//! stored once whichever collector receives it), so any of them serves any site. The probe
+//!
+//! - stays on the collector that works, as long as its session holds;
+//! - after a failure (connection refused or timed out, TLS or hello failure, refusal, or a
+//!   session lost) tries the next address of the list at once, wrapping around;
+//! - backs off (exponential, full jitter, `reconnect_min`..`reconnect_max`) only when a whole
+//!   round of the list failed, and then starts the next round at the first (preferred)
+//!   address: the order of the list is the operator's preference, and probes come back to
+//!   their first collector after an outage of everything, not one by one while it still serves.
+//!
+//! Not chosen: returning to the first address at every reconnect. When the first collector
+//! comes back after a crash, the probes that moved stay where they are, so the returning
+//! collector does not take thousands of handshakes at once; a probe restart (or a restart of the
+//! collector they moved to) spreads the sites by their lists again.
+//!
+//! A session "held" when the collector answered at least one batch or heartbeat: a collector
+//! that accepts hellos and then drops every connection counts as failing, so that a round of
+//! such failures backs off instead of reconnecting in a loop. A refusal in a failed round (a
+//! configuration problem: token, unknown site) makes the backoff the slowest one.
+//!
+//! May import `rie-proto`, `rie-common`, and the probe's `session` and `spool`.
 
 use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
@@ -10,8 +34,7 @@ use std::time::Duration;
 
 use rand::Rng;
 use rie_common::now_ms;
-use rie_proto::{Batch, Heartbeat, Hello, Message, RefuseCode, SiteId, PROTOCOL_VERSION};
-use rustls_pki_types::ServerName;
+use rie_proto::{Batch, Heartbeat, Hello, Message, SiteId, PROTOCOL_VERSION};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -74,6 +97,10 @@ pub struct Stats {
     pub last_ack_ms: AtomicI64,
     pub last_ack_seq: AtomicU64,
     pub connected_since_ms: AtomicI64,
+    /// Address of the collector the uplink is connected to, or trying now.
+    pub collector: Mutex<String>,
+    /// Times the uplink moved to another collector of the list.
+    pub failovers: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub outbox: Mutex<OutboxState>,
 }
@@ -85,6 +112,18 @@ impl Stats {
 
     fn set_outbox(&self, o: &dyn Outbox) {
         *self.outbox.lock().unwrap_or_else(|p| p.into_inner()) = o.state();
+    }
+
+    fn set_collector(&self, address: &str) {
+        address.clone_into(&mut self.collector.lock().unwrap_or_else(|p| p.into_inner()));
+    }
+
+    /// Address of the collector in use (connected, or being tried).
+    pub fn collector(&self) -> String {
+        self.collector
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
     }
 
     pub fn last_error(&self) -> Option<String> {
@@ -109,13 +148,70 @@ const DRAIN: Duration = Duration::from_secs(3);
 enum End {
     /// Shutdown requested, or the producer is finished and everything is acknowledged.
     Done,
-    Lost(SessionError),
+    /// The session broke; `held` when the collector had answered a batch or heartbeat on it.
+    Lost { error: SessionError, held: bool },
 }
 
-/// Delivers batches from `batches` (through `out`, which numbers them) until shutdown, or until
+/// What the uplink does after an attempt that failed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Step {
+    /// Try the collector at this index of the list now.
+    Next(usize),
+    /// Every collector of the list failed in a row: back off, then start again at this index
+    /// (the first, preferred one).
+    Backoff(usize),
+}
+
+/// The failover policy over a list of `n` collectors (see the module doc): which address to
+/// try, pure state without I/O so that its order is tested on its own.
+#[derive(Debug, Clone)]
+pub struct Failover {
+    n: usize,
+    current: usize,
+    /// Failed attempts in a row since the last session that held.
+    failed: usize,
+}
+
+impl Failover {
+    /// Starts on the first address of `n` (at least 1).
+    pub fn new(n: usize) -> Self {
+        Self {
+            n: n.max(1),
+            current: 0,
+            failed: 0,
+        }
+    }
+
+    /// Index of the collector to use now.
+    pub fn current(&self) -> usize {
+        self.current
+    }
+
+    /// A session with the current collector held: stay on it; a later failure starts a new
+    /// round from here.
+    pub fn held(&mut self) {
+        self.failed = 0;
+    }
+
+    /// The attempt on the current collector failed (or its session was lost before it held).
+    pub fn failed(&mut self) -> Step {
+        self.failed += 1;
+        if self.failed >= self.n {
+            self.failed = 0;
+            self.current = 0;
+            Step::Backoff(0)
+        } else {
+            self.current = (self.current + 1) % self.n;
+            Step::Next(self.current)
+        }
+    }
+}
+
+/// Delivers batches from `batches` (through `out`, which numbers them) to the collectors of
+/// `targets` (in order of preference, at least one; see [`Failover`]) until shutdown, or until
 /// `batches` is closed and everything is acknowledged. `id.stream` must be `out.stream()`.
 pub async fn run<O: Outbox>(
-    target: Target,
+    targets: Vec<Target>,
     id: Identity,
     settings: Settings,
     mut batches: mpsc::Receiver<Batch>,
@@ -124,33 +220,37 @@ pub async fn run<O: Outbox>(
     shutdown: CancellationToken,
 ) {
     debug_assert_eq!(id.stream, out.stream());
+    let Some(first) = targets.first() else {
+        warn!(site = %id.site, "no collector address: nothing is sent");
+        return;
+    };
     stats.set_outbox(&out);
+    stats.set_collector(&first.address);
     let mut producer_open = true;
     let mut backoff = settings.reconnect_min;
-    // Collector named by a redirect (scale-out): used until a connection to it fails, then the
-    // configured address again, which redirects anew if the cluster has not changed.
-    let mut redirected: Option<Target> = None;
+    let mut failover = Failover::new(targets.len());
+    // A refusal in the current round: the round's backoff is the slowest.
+    let mut refused_in_round = false;
     loop {
         if shutdown.is_cancelled() || (!producer_open && out.is_empty()) {
             break;
         }
-        let current = redirected.as_ref().unwrap_or(&target);
+        let current = &targets[failover.current() % targets.len()];
         let opened = tokio::select! {
             _ = shutdown.cancelled() => break,
             s = Session::open(current, id.hello()) => s,
         };
         match opened {
             Ok(mut session) => {
-                backoff = settings.reconnect_min;
                 if let Some(last) = session.welcome.last_stored_seq {
-                    // Stored before a lost ack: not resent.
+                    // Stored before a lost ack (perhaps through another collector): not resent.
                     out.ack(last);
                     stats.set_outbox(&out);
                 }
                 stats.connected.store(true, Ordering::Relaxed);
                 stats.connected_since_ms.store(now_ms(), Ordering::Relaxed);
                 stats.set_error(None);
-                debug!(site = %id.site, "connected to collector");
+                debug!(site = %id.site, collector = %current.address, "connected to collector");
                 let end = serve(
                     &mut session,
                     &mut out,
@@ -167,49 +267,54 @@ pub async fn run<O: Outbox>(
                         session.close().await;
                         break;
                     }
-                    End::Lost(e) => {
-                        warn!(site = %id.site, error = %e, "connection to collector lost");
-                        stats.set_error(Some(e.to_string()));
-                    }
-                }
-            }
-            Err(SessionError::Refused(r))
-                if r.code == RefuseCode::Redirect && r.redirect.is_some() =>
-            {
-                let to = r.redirect.unwrap_or_default();
-                match (&redirected, redirect_target(&target, &to)) {
-                    // A redirect from a member we were redirected to: the members disagree
-                    // (a configuration being rolled out). Back to the configured address, slowly.
-                    (Some(_), _) | (None, None) => {
-                        warn!(site = %id.site, from = %current.address, to = %to, "collector redirect not followed (redirect loop or bad address); retrying the configured collector");
-                        stats.set_error(Some(format!("redirect to {to} not followed")));
-                        redirected = None;
-                        backoff = settings.reconnect_max;
-                    }
-                    (None, Some(t)) => {
-                        info!(site = %id.site, from = %target.address, to = %to, "collector redirects this site; following");
-                        redirected = Some(t);
-                        // Straight to the owner: the redirect is not a failure.
-                        continue;
+                    End::Lost { error, held } => {
+                        warn!(site = %id.site, collector = %current.address, error = %error, "connection to collector lost");
+                        stats.set_error(Some(format!("{}: {error}", current.address)));
+                        if held {
+                            failover.held();
+                            backoff = settings.reconnect_min;
+                            refused_in_round = false;
+                        }
                     }
                 }
             }
             Err(SessionError::Refused(r)) => {
-                redirected = None;
-                // A refusal is a configuration problem: retry, but slowly.
-                warn!(site = %id.site, code = ?r.code, reason = %r.reason, "collector refused this probe");
-                stats.set_error(Some(format!("refused: {}", r.reason)));
-                backoff = settings.reconnect_max;
+                // A configuration problem (token, site) or an overloaded collector: another
+                // collector may serve, but a round of refusals is retried slowly.
+                warn!(site = %id.site, collector = %current.address, code = ?r.code, reason = %r.reason, "collector refused this probe");
+                stats.set_error(Some(format!("{} refused: {}", current.address, r.reason)));
+                refused_in_round = true;
             }
             Err(e) => {
-                if redirected.take().is_some() {
-                    info!(site = %id.site, error = %e, "collector named by the redirect unreachable; back to the configured collector");
-                }
-                info!(site = %id.site, error = %e, "collector unreachable");
+                info!(site = %id.site, collector = %current.address, error = %e, "collector unreachable");
                 stats.set_error(Some(e.to_string()));
             }
         }
         stats.reconnects.fetch_add(1, Ordering::Relaxed);
+        let from = current.address.clone();
+        match failover.failed() {
+            Step::Next(i) => {
+                let to = &targets[i % targets.len()].address;
+                info!(site = %id.site, from = %from, to = %to, "moving to the next collector");
+                stats.failovers.fetch_add(1, Ordering::Relaxed);
+                stats.set_collector(to);
+                // Straight to the next collector: one failing is no reason to wait.
+                continue;
+            }
+            Step::Backoff(i) => {
+                let to = &targets[i % targets.len()].address;
+                if targets.len() > 1 {
+                    info!(site = %id.site, collectors = targets.len(), next = %to, "every collector failed; backing off, then starting again at the first");
+                    if *to != from {
+                        stats.failovers.fetch_add(1, Ordering::Relaxed);
+                    }
+                }
+                stats.set_collector(to);
+                if std::mem::take(&mut refused_in_round) {
+                    backoff = settings.reconnect_max;
+                }
+            }
+        }
         // Full jitter: sleep a random time up to the backoff.
         let pause = backoff.mul_f64(rand::thread_rng().gen_range(0.5..1.0));
         backoff = (backoff * 2).min(settings.reconnect_max);
@@ -233,21 +338,6 @@ pub async fn run<O: Outbox>(
     }
 }
 
-/// The configured target with the address of a redirect; the certificate name becomes the
-/// redirect's host (each collector has its own name in its certificate). `None` if `to` is not
-/// `host:port` or its host is not a valid name.
-fn redirect_target(configured: &Target, to: &str) -> Option<Target> {
-    let (host, port) = to.rsplit_once(':')?;
-    port.parse::<u16>().ok()?;
-    let host = host.trim_start_matches('[').trim_end_matches(']');
-    let server_name = ServerName::try_from(host.to_string()).ok()?;
-    Some(Target {
-        address: to.to_string(),
-        server_name,
-        ..configured.clone()
-    })
-}
-
 #[allow(clippy::too_many_arguments)]
 async fn serve<O: Outbox>(
     s: &mut Session,
@@ -266,6 +356,9 @@ async fn serve<O: Outbox>(
     let mut drain_until: Option<Instant> = None;
     let pace = Duration::from_secs_f64(1.0 / settings.replay_rate.max(0.1));
     let mut next_send = Instant::now();
+    // The collector answered a batch or a heartbeat: the session did real work.
+    let mut held = false;
+    let lost = |error: SessionError, held: bool| End::Lost { error, held };
     loop {
         while in_flight < out.len()
             && in_flight < settings.max_in_flight
@@ -277,7 +370,7 @@ async fn serve<O: Outbox>(
                 continue;
             };
             if let Err(e) = s.send(&Message::Batch(batch)).await {
-                return End::Lost(e);
+                return lost(e, held);
             }
             in_flight += 1;
             last_sent = Instant::now();
@@ -308,6 +401,7 @@ async fn serve<O: Outbox>(
                 last_heard = Instant::now();
                 match m {
                     Ok(Some(Message::Ack(ack))) => {
+                        held = true;
                         let before = out.len();
                         out.ack(ack.seq);
                         in_flight = in_flight.saturating_sub(before - out.len());
@@ -319,21 +413,65 @@ async fn serve<O: Outbox>(
                         stats.last_ack_seq.store(ack.seq, Ordering::Relaxed);
                         stats.set_outbox(out);
                     }
-                    Ok(Some(Message::HeartbeatAck(_))) => {}
-                    Ok(Some(other)) => return End::Lost(SessionError::Protocol(format!("unexpected {}", other.kind()))),
-                    Ok(None) => return End::Lost(SessionError::Protocol("collector closed the connection".into())),
-                    Err(e) => return End::Lost(e),
+                    Ok(Some(Message::HeartbeatAck(_))) => held = true,
+                    Ok(Some(other)) => return lost(SessionError::Protocol(format!("unexpected {}", other.kind())), held),
+                    Ok(None) => return lost(SessionError::Protocol("collector closed the connection".into()), held),
+                    Err(e) => return lost(e, held),
                 }
             }
             _ = tokio::time::sleep_until(heartbeat_at) => {
                 if let Err(e) = s.send(&Message::Heartbeat(Heartbeat { probe_time_ms: now_ms() })).await {
-                    return End::Lost(e);
+                    return lost(e, held);
                 }
                 last_sent = Instant::now();
             }
             _ = tokio::time::sleep_until(last_heard + silence_limit) => {
-                return End::Lost(SessionError::Timeout(silence_limit));
+                return lost(SessionError::Timeout(silence_limit), held);
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_collector_backs_off_after_every_failure() {
+        let mut f = Failover::new(1);
+        assert_eq!(f.current(), 0);
+        assert_eq!(f.failed(), Step::Backoff(0));
+        f.held();
+        assert_eq!(f.failed(), Step::Backoff(0));
+    }
+
+    #[test]
+    fn failures_move_down_the_list_and_a_failed_round_restarts_at_the_first() {
+        let mut f = Failover::new(3);
+        // A, B and C in turn without pause, then a backoff and A again.
+        assert_eq!(f.failed(), Step::Next(1));
+        assert_eq!(f.failed(), Step::Next(2));
+        assert_eq!(f.failed(), Step::Backoff(0));
+        assert_eq!(f.current(), 0);
+        // A fails, B works: the probe stays on B as long as its sessions hold.
+        assert_eq!(f.failed(), Step::Next(1));
+        f.held();
+        f.held();
+        assert_eq!(f.current(), 1);
+        // B lost: C, then A (wrapping around), then a full round has failed.
+        assert_eq!(f.failed(), Step::Next(2));
+        assert_eq!(f.failed(), Step::Next(0));
+        assert_eq!(f.failed(), Step::Backoff(0));
+    }
+
+    #[test]
+    fn a_session_lost_on_the_last_collector_wraps_to_the_first() {
+        let mut f = Failover::new(2);
+        assert_eq!(f.failed(), Step::Next(1));
+        f.held();
+        // B lost after holding: A at once (not a failed round: B had worked).
+        assert_eq!(f.failed(), Step::Next(0));
+        f.held();
+        assert_eq!(f.current(), 0);
     }
 }

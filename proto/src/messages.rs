@@ -105,11 +105,8 @@ pub enum RefuseCode {
     UnknownSite,
     BadToken,
     Overloaded,
-    /// The site belongs to another collector of the cluster, named in [`Refused::redirect`].
-    /// A probe older than this code decodes it as [`RefuseCode::Other`] and retries its
-    /// configured address, which answers the same: it never connects, so the operator sees it.
-    Redirect,
-    /// A code added by a newer collector; the text reason still explains it.
+    /// A code this build does not know (a newer collector's, or the `redirect` of the removed
+    /// sharded cluster); the text reason still explains it.
     #[serde(other)]
     Other,
 }
@@ -120,10 +117,10 @@ pub struct Refused {
     pub code: RefuseCode,
     /// Human-readable reason with the fix, shown to the technician by `rie-probe`.
     pub reason: String,
-    /// With [`RefuseCode::Redirect`]: the `host:port` of the collector that owns the site.
-    /// Added after version 1's first release: absent from older collectors' answers.
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub redirect: Option<String>,
+    // A `redirect` field (`host:port`, sharded cluster) was sent by some version-1 collectors
+    // with the `redirect` code; it was optional and left out when empty, so removing it leaves
+    // the encoding of every other refusal unchanged, and a frame that still carries it decodes
+    // (unknown fields are ignored) as a refusal with code `Other`.
 }
 
 /// One interval of measurements from a probe.

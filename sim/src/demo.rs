@@ -51,7 +51,13 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     for ext in ["", "-wal", "-shm"] {
         let _ = std::fs::remove_file(format!("{}{ext}", db.display()));
     }
-    let tokens = issue_tokens(&db, &inv.sites)?;
+    // The demo's store is the embedded SQLite one (no PostgreSQL call blocks this task).
+    let tokens = issue_tokens(
+        &rie_collector::store::StoreConfig::default(),
+        &data_dir,
+        &tokio::runtime::Handle::current(),
+        &inv.sites,
+    )?;
 
     let mut cfg = CollectorConfig {
         data_dir,
@@ -96,7 +102,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     );
 
     let plan = ProbePlan {
-        address: running.probe_addr.to_string(),
+        addresses: vec![running.probe_addr.to_string()],
         ca_pem: pki::ca_pem(&pki_dir)?,
         interval_ms: opts.interval.as_millis() as u64,
         sites: sim_sites(&inv, &inv.sites, tokens, opts.seed, opts.incident_rate),

@@ -55,27 +55,24 @@ fn rtt_of(t: Technology) -> f64 {
     }
 }
 
-/// Issues a fresh token for each of `sites` in the database at `db`, in one transaction
-/// (replacing, and so revoking, their previous tokens).
+/// Issues a fresh token for each of `sites` in the store `store_cfg` names (SQLite: the
+/// `rie.db` of `data_dir`), in one transaction (replacing, and so revoking, their previous
+/// tokens). PostgreSQL runs on `handle`: call it off async tasks.
 ///
 /// # Errors
 /// Database errors.
 pub fn issue_tokens(
-    db: &std::path::Path,
+    store_cfg: &store::StoreConfig,
+    data_dir: &std::path::Path,
+    handle: &tokio::runtime::Handle,
     sites: &[inventory::Site],
 ) -> Result<Vec<String>, store::StoreError> {
-    let mut conn = store::open(db)?;
-    let tx = conn.transaction()?;
-    let now = now_ms();
-    let tokens = sites
+    let issued: Vec<(String, String)> = sites
         .iter()
-        .map(|s| {
-            let t = credentials::new_token();
-            credentials::store(&tx, &s.credential_ref, &t, now).map(|()| t)
-        })
-        .collect::<Result<Vec<_>, _>>()?;
-    tx.commit()?;
-    Ok(tokens)
+        .map(|s| (s.credential_ref.clone(), credentials::new_token()))
+        .collect();
+    credentials::issue(store_cfg, data_dir, handle, &issued, now_ms())?;
+    Ok(issued.into_iter().map(|(_, t)| t).collect())
 }
 
 /// One simulated probe per site of `sites` (in order, zipped with `tokens`), its links and RTT
@@ -116,7 +113,10 @@ pub fn sim_sites(
 /// What the probe process simulates: one entry per site, with its credential.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ProbePlan {
-    pub address: String,
+    /// Collector probe addresses (`host:port`, certificates naming `localhost`), all on one
+    /// database. Probe `i` lists them starting at `i mod n` ([`rotated`]), so that the fleet
+    /// spreads over them and each probe fails over to the others.
+    pub addresses: Vec<String>,
     pub ca_pem: String,
     pub interval_ms: u64,
     pub sites: Vec<SimSite>,
@@ -187,13 +187,24 @@ pub fn spawn_probes(
     stop_producing: CancellationToken,
     shutdown: CancellationToken,
 ) -> Result<tokio_util::task::TaskTracker, DemoError> {
-    let target = Target {
-        address: plan.address.clone(),
-        server_name: ServerName::try_from("localhost")
-            .map_err(|e| DemoError::Setup(e.to_string()))?,
-        tls: client_tls(plan.ca_pem.as_bytes()).map_err(DemoError::Setup)?,
-        connect_timeout: Duration::from_secs(30),
-    };
+    if plan.addresses.is_empty() {
+        return Err(DemoError::Setup(
+            "no collector address: give at least one --collector host:port".into(),
+        ));
+    }
+    let server_name =
+        ServerName::try_from("localhost").map_err(|e| DemoError::Setup(e.to_string()))?;
+    let tls = client_tls(plan.ca_pem.as_bytes()).map_err(DemoError::Setup)?;
+    let targets: Vec<Target> = plan
+        .addresses
+        .iter()
+        .map(|address| Target {
+            address: address.clone(),
+            server_name: server_name.clone(),
+            tls: tls.clone(),
+            connect_timeout: Duration::from_secs(30),
+        })
+        .collect();
     let interval = Duration::from_millis(plan.interval_ms.max(100));
     let settings = Settings {
         reconnect_min: Duration::from_secs(1),
@@ -211,7 +222,8 @@ pub fn spawn_probes(
         let id = Identity::new(s.site, s.token, out.stream());
         let (tx, rx) = mpsc::channel(16);
         let delay = spread.mul_f64(i as f64 / n as f64);
-        let (target, settings, shutdown) = (target.clone(), settings.clone(), shutdown.clone());
+        let (targets, settings, shutdown) =
+            (rotated(&targets, i), settings.clone(), shutdown.clone());
         let stop_producing = stop_producing.clone();
         let sim = Simulator::new(s.sim);
         let inner = tasks.clone();
@@ -221,7 +233,7 @@ pub fn spawn_probes(
                 _ = tokio::time::sleep(delay) => {}
             }
             inner.spawn(uplink::run(
-                target,
+                targets,
                 id,
                 settings,
                 rx,
@@ -233,6 +245,13 @@ pub fn spawn_probes(
         });
     }
     Ok(tasks)
+}
+
+/// `list` starting at its element `i mod len` and wrapping around: probe `i`'s collectors in
+/// order of preference.
+pub fn rotated<T: Clone>(list: &[T], i: usize) -> Vec<T> {
+    let k = if list.is_empty() { 0 } else { i % list.len() };
+    list[k..].iter().chain(&list[..k]).cloned().collect()
 }
 
 /// Counters shared by every simulated probe.
@@ -313,5 +332,20 @@ impl<O: Outbox> Outbox for Timed<O> {
     }
     fn state(&self) -> OutboxState {
         self.inner.state()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn probes_spread_over_the_collectors_in_turn() {
+        let list = ["a", "b", "c"];
+        assert_eq!(rotated(&list, 0), ["a", "b", "c"]);
+        assert_eq!(rotated(&list, 1), ["b", "c", "a"]);
+        assert_eq!(rotated(&list, 5), ["c", "a", "b"]);
+        assert_eq!(rotated(&["a"], 7), ["a"]);
+        assert!(rotated::<&str>(&[], 3).is_empty());
     }
 }

@@ -27,16 +27,20 @@ pub struct LoadgenOptions {
     /// Latencies of this first part of the run (the fleet connecting: 14,000 TLS handshakes)
     /// are reported apart from the steady state.
     pub warmup: Duration,
-    /// Collector probe address, `host:port` (certificate name `localhost`).
-    pub address: String,
+    /// Collector probe addresses, `host:port` (certificate name `localhost`): one collector,
+    /// or several on one database; probe `i` starts on the `i mod n`-th and fails over to the
+    /// others (see `fleet::rotated`).
+    pub addresses: Vec<String>,
     /// CA certificate of the collector (`pki/ca.pem`).
     pub ca: PathBuf,
-    /// The collector's data directory (tokens are issued in its `rie.db`).
+    /// The collector's data directory (tokens are issued in its `rie.db` on SQLite).
     pub data_dir: PathBuf,
+    /// The collector's `[store]` (from its config file): where tokens are issued.
+    pub store: rie_collector::store::StoreConfig,
     /// The collector's inventory; the first `probes` sites are simulated.
     pub inventory: PathBuf,
-    /// The collector's `/metrics` URL, to count what it stored.
-    pub metrics_url: Option<String>,
+    /// Each collector's `/metrics` URL, to count what they stored (summed).
+    pub metrics_urls: Vec<String>,
     pub seed: u64,
     pub incident_rate: f64,
 }
@@ -61,7 +65,8 @@ pub struct Report {
     pub batches_acked: u64,
     /// Produced but not acknowledged when the run ended (losses, from the probes' side).
     pub batches_unacked: u64,
-    /// `rie_collector_probe_batches_total` after minus before (when `--metrics` is given).
+    /// `rie_collector_probe_batches_total` after minus before, summed over the collectors
+    /// (when `--metrics` is given).
     pub batches_stored: Option<u64>,
     pub acked_per_s: f64,
     /// After the warm-up (steady state).
@@ -96,20 +101,28 @@ impl Latency {
     }
 }
 
-async fn stored(url: &Option<String>) -> Result<Option<u64>, LoadgenError> {
-    let Some(url) = url else { return Ok(None) };
-    let text = reqwest::get(url)
-        .await
-        .and_then(|r| r.error_for_status())
-        .map_err(|e| LoadgenError::Setup(format!("--metrics {url}: {e}")))?
-        .text()
-        .await
-        .map_err(|e| LoadgenError::Setup(format!("--metrics {url}: {e}")))?;
-    Ok(text.lines().find_map(|l| {
-        l.strip_prefix("rie_collector_probe_batches_total ")
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map(|v| v as u64)
-    }))
+/// `rie_collector_probe_batches_total` summed over `urls`; `None` without any.
+async fn stored(urls: &[String]) -> Result<Option<u64>, LoadgenError> {
+    let mut sum = None;
+    for url in urls {
+        let text = reqwest::get(url)
+            .await
+            .and_then(|r| r.error_for_status())
+            .map_err(|e| LoadgenError::Setup(format!("--metrics {url}: {e}")))?
+            .text()
+            .await
+            .map_err(|e| LoadgenError::Setup(format!("--metrics {url}: {e}")))?;
+        let n = text
+            .lines()
+            .find_map(|l| {
+                l.strip_prefix("rie_collector_probe_batches_total ")
+                    .and_then(|v| v.trim().parse::<f64>().ok())
+                    .map(|v| v as u64)
+            })
+            .unwrap_or(0);
+        sum = Some(sum.unwrap_or(0) + n);
+    }
+    Ok(sum)
 }
 
 /// Runs the load, prints progress every 5 s on stderr, returns the report.
@@ -134,14 +147,21 @@ pub async fn run(
     let ca_pem = std::fs::read_to_string(&opts.ca)
         .map_err(|e| LoadgenError::Setup(format!("--ca {}: {e}", opts.ca.display())))?;
     let sites = &inv.sites[..opts.probes];
-    let tokens = fleet::issue_tokens(&opts.data_dir.join("rie.db"), sites)?;
+    let tokens = {
+        let (store, data_dir, sites) = (opts.store.clone(), opts.data_dir.clone(), sites.to_vec());
+        let handle = tokio::runtime::Handle::current();
+        // PostgreSQL calls block on the runtime: off the async task.
+        tokio::task::spawn_blocking(move || fleet::issue_tokens(&store, &data_dir, &handle, &sites))
+            .await
+            .map_err(|e| LoadgenError::Setup(format!("issuing tokens: {e}")))??
+    };
     let plan = ProbePlan {
-        address: opts.address.clone(),
+        addresses: opts.addresses.clone(),
         ca_pem,
         interval_ms: opts.interval.as_millis() as u64,
         sites: fleet::sim_sites(&inv, sites, tokens, opts.seed, opts.incident_rate),
     };
-    let stored_before = stored(&opts.metrics_url).await?;
+    let stored_before = stored(&opts.metrics_urls).await?;
     let rec = Arc::new(Recorder::default());
     let stop_producing = CancellationToken::new();
     let stop = CancellationToken::new();
@@ -218,7 +238,7 @@ pub async fn run(
             warm.push(us)
         }
     }
-    let stored_after = stored(&opts.metrics_url).await?;
+    let stored_after = stored(&opts.metrics_urls).await?;
     let produced = rec.produced.load(Ordering::Relaxed);
     let acked = rec.acked.load(Ordering::Relaxed);
     Ok(Report {

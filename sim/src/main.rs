@@ -61,21 +61,33 @@ enum Cmd {
         /// Latencies of the first part (the fleet connecting) are reported apart.
         #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
         warmup: Duration,
-        /// Collector probe address (its certificate must name `localhost`).
-        #[arg(long)]
-        address: String,
+        /// Collector probe address (its certificate must name `localhost`); repeat it, or give a
+        /// comma-separated list, for several collectors on one database: probe i starts on the
+        /// (i mod n)-th and fails over to the others.
+        #[arg(
+            long = "collector",
+            visible_alias = "address",
+            required = true,
+            value_delimiter = ','
+        )]
+        collectors: Vec<String>,
         /// The collector's CA certificate (pki/ca.pem).
         #[arg(long)]
         ca: PathBuf,
         /// The collector's data directory: tokens for the simulated sites are issued in its rie.db.
         #[arg(long)]
         data_dir: PathBuf,
+        /// The collector's config file: tokens are issued in the store its [store] names
+        /// (PostgreSQL included); without it, the SQLite rie.db of --data-dir.
+        #[arg(long)]
+        collector_config: Option<PathBuf>,
         /// The collector's inventory; its first --probes sites are simulated.
         #[arg(long)]
         inventory: PathBuf,
-        /// The collector's /metrics URL, to count the batches it stored.
-        #[arg(long)]
-        metrics: Option<String>,
+        /// The collector's /metrics URL, to count the batches it stored (repeat it, or a
+        /// comma-separated list, for several collectors: summed).
+        #[arg(long, value_delimiter = ',')]
+        metrics: Vec<String>,
         #[arg(long, default_value_t = 1)]
         seed: u64,
         #[arg(long, default_value_t = 0.001)]
@@ -116,14 +128,23 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             interval,
             duration,
             warmup,
-            address,
+            collectors,
             ca,
             data_dir,
+            collector_config,
             inventory,
             metrics,
             seed,
             incident_rate,
         } => {
+            let store = match &collector_config {
+                Some(p) => {
+                    rie_collector::config::CollectorConfig::load(p)
+                        .map_err(|e| UserError(e.to_string()))?
+                        .store
+                }
+                None => rie_collector::store::StoreConfig::default(),
+            };
             rie_collector::inventory::check_generated_sites(probes).map_err(UserError)?;
             rie_common::raise_fd_limit(probes as u64 + 1_024);
             let opts = rie_sim::loadgen::LoadgenOptions {
@@ -131,11 +152,12 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 interval,
                 duration,
                 warmup,
-                address,
+                addresses: collectors,
                 ca,
                 data_dir,
+                store,
                 inventory,
-                metrics_url: metrics,
+                metrics_urls: metrics,
                 seed,
                 incident_rate,
             };

@@ -50,6 +50,38 @@ pub struct Collector {
     child: Option<Child>,
     stderr_log: PathBuf,
     extra_args: Vec<String>,
+    /// The PostgreSQL server holding this collector's store when the suite runs on that
+    /// backend ([`postgres_suite`]); dropped (stopped) after the collector process.
+    pg: Option<rie_testpg::PgServer>,
+}
+
+/// Whether the suite runs on the PostgreSQL store: `RIE_TEST_STORE=postgres` (the README's test
+/// command runs the end-to-end suite once per backend). Then every collector the harness
+/// starts without a `backend` of its own gets a PostgreSQL 15 server of its own, started on
+/// loopback in a temporary directory.
+///
+/// # Panics
+/// On any other value than `sqlite` or `postgres`.
+pub fn postgres_suite() -> bool {
+    match std::env::var("RIE_TEST_STORE").as_deref() {
+        Err(_) | Ok("") | Ok("sqlite") => false,
+        Ok("postgres") => true,
+        Ok(other) => panic!("RIE_TEST_STORE={other:?}: use sqlite (default) or postgres"),
+    }
+}
+
+/// `toml` with the store moved to the PostgreSQL database at `url`: into its own `[store]`
+/// table when it has one (TOML forbids two), else a new one at the end (after every top-level key).
+fn with_postgres_store(toml: &str, url: &str) -> String {
+    let mut toml = match toml.find("[store]\n") {
+        Some(i) => {
+            let at = i + "[store]\n".len();
+            format!("{}backend = \"postgres\"\n{}", &toml[..at], &toml[at..])
+        }
+        None => format!("{toml}\n[store]\nbackend = \"postgres\"\n"),
+    };
+    toml += &format!("\n[store.postgres]\nurl = \"{url}\"\n");
+    toml
 }
 
 impl Collector {
@@ -78,6 +110,40 @@ impl Collector {
     pub fn start_sharing_pki(config_toml: &str, pki_from: Option<&Collector>) -> Self {
         Self::start_pki(
             &fixture("inventory"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            false,
+            Some(config_toml),
+            pki_from.map(|c| c.dir.path().join("pki")).as_deref(),
+            None,
+        )
+    }
+
+    /// A NetFlow collector (as [`Collector::start_netflow_with_config`]) with the PKI copied
+    /// from `pki_from`: several collectors on one database, exporters sending to either.
+    pub fn start_netflow_sharing_pki(
+        inventory: &Path,
+        config_toml: &str,
+        pki_from: Option<&Collector>,
+    ) -> Self {
+        Self::start_pki(
+            inventory,
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            true,
+            Some(config_toml),
+            pki_from.map(|c| c.dir.path().join("pki")).as_deref(),
+            None,
+        )
+    }
+
+    /// [`Collector::start_sharing_pki`] on the inventory in `inventory` (e.g. a generated one)
+    /// instead of the fixture's.
+    pub fn start_sharing_pki_on(
+        inventory: &Path,
+        config_toml: &str,
+        pki_from: Option<&Collector>,
+    ) -> Self {
+        Self::start_pki(
+            inventory,
             SocketAddr::from(([127, 0, 0, 1], 0)),
             false,
             Some(config_toml),
@@ -158,8 +224,15 @@ impl Collector {
             netflow_addr: None,
             child: None,
             extra_args: Vec::new(),
+            pg: None,
         };
         let mut toml = config_toml.unwrap_or_default().to_string();
+        // A test that chose its backend (several collectors on one database) keeps it.
+        if postgres_suite() && !toml.contains("backend =") {
+            let server = rie_testpg::PgServer::start();
+            toml = with_postgres_store(&toml, &server.url());
+            c.pg = Some(server);
+        }
         if netflow {
             let keys = "flush_interval = \"200ms\"\n";
             // Into the config's own [netflow] table when it has one (TOML forbids two).
@@ -181,17 +254,75 @@ impl Collector {
         c
     }
 
-    /// Flags shared by every command that reads the collector's files.
+    /// Flags shared by every command that reads the collector's files and store: its
+    /// directories and, when it has one, its config file (the store backend it names).
     pub fn config_args(&self) -> Vec<String> {
         let d = self.dir.path();
-        vec![
+        let mut args = vec![
             "--data-dir".into(),
             d.join("data").display().to_string(),
             "--inventory".into(),
             d.join("inventory").display().to_string(),
             "--pki-dir".into(),
             d.join("pki").display().to_string(),
-        ]
+        ];
+        args.extend(self.extra_args.iter().cloned());
+        args
+    }
+
+    /// Runs `sql` (plain SQL both backends accept) on this collector's store: the SQLite file,
+    /// or its PostgreSQL database. For tests that lay down history by hand.
+    ///
+    /// # Panics
+    /// When the SQL fails.
+    pub fn sql(&self, sql: &str) {
+        match &self.pg {
+            Some(pg) => {
+                pg.psql(sql);
+            }
+            None => {
+                let conn = rie_collector::store::open(&self.dir.path().join("data/rie.db"))
+                    .expect("open the collector database");
+                conn.execute_batch(sql)
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"));
+            }
+        }
+    }
+
+    /// The one integer `sql` answers, read from this collector's store (either backend).
+    ///
+    /// # Panics
+    /// When the SQL fails or does not answer one integer.
+    pub fn sql_i64(&self, sql: &str) -> i64 {
+        match &self.pg {
+            Some(pg) => {
+                let out = pg.psql(sql);
+                out.trim()
+                    .parse()
+                    .unwrap_or_else(|e| panic!("{sql}: {out:?} is not one integer: {e}"))
+            }
+            None => {
+                let conn = rie_collector::store::open(&self.dir.path().join("data/rie.db"))
+                    .expect("open the collector database");
+                conn.query_row(sql, [], |r| r.get(0))
+                    .unwrap_or_else(|e| panic!("{e}: {sql}"))
+            }
+        }
+    }
+
+    /// This collector's config file, when it has one (always on the PostgreSQL suite): for
+    /// tools that must reach its store (`rie-sim loadgen --collector-config`).
+    pub fn config_file(&self) -> Option<PathBuf> {
+        self.extra_args
+            .iter()
+            .position(|a| a == "--config")
+            .and_then(|i| self.extra_args.get(i + 1))
+            .map(PathBuf::from)
+    }
+
+    /// The PostgreSQL server of this collector's store, on the PostgreSQL suite.
+    pub fn postgres(&self) -> Option<&rie_testpg::PgServer> {
+        self.pg.as_ref()
     }
 
     /// Starts the process on the same addresses as before (ephemeral ones the first time).
@@ -210,7 +341,6 @@ impl Collector {
                 "--api-listen",
                 &self.api_addr.to_string(),
             ])
-            .args(&self.extra_args)
             .args(
                 self.netflow_addr
                     .iter()
@@ -291,8 +421,7 @@ impl Collector {
             Command::new(bin("rie-collector"))
                 .arg("probe-config")
                 .args(self.config_args())
-                // The collector's own config: credentials go to its configured store.
-                .args(&self.extra_args)
+                // With the collector's own config: credentials go to its configured store.
                 .args([
                     "--site",
                     site,
@@ -313,8 +442,7 @@ impl Collector {
             Command::new(bin("rie-collector"))
                 .arg("probe-config")
                 .args(self.config_args())
-                // The collector's own config: credentials go to its configured store.
-                .args(&self.extra_args)
+                // With the collector's own config: credentials go to its configured store.
                 .args(["--site", site, "--address", &self.probe_addr.to_string()])
                 .arg("--token-from")
                 .arg(probe_config)

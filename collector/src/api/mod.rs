@@ -76,6 +76,7 @@ async fn healthz(State(st): State<AppState>) -> Response {
         "status": "ok",
         "sites": st.sites.inventory.sites.len(),
         "probes_connected": connected,
+        "leader": st.metrics.leader.get() == 1,
     });
     let code = match st.metrics.store_health.down() {
         None => StatusCode::OK,
@@ -438,7 +439,7 @@ async fn indicators(
     let inv = st.sites.inventory.clone();
     let costs = st.costs.clone();
     let report = tokio::task::spawn_blocking(move || {
-        indicators::report_from(&reader, &inv, &costs, &period, now_ms(), group_by)
+        indicators::report(&reader, &inv, &costs, &period, now_ms(), group_by)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?

@@ -8,7 +8,8 @@
 //! Owns: grouping, dedup by stream mark, the clock correction of probe timestamps, turning
 //! inputs into store rows (`rows`), and the order "commit, then reply, then fan out".
 //! May import: `store` (the [`Store`] interface and its row types), `sites`, `episodes`,
-//! `inventory`, `metrics`. Never imports `ingest`, `sinks` or `api`: they import it.
+//! `inventory`, `metrics`, `duties` (whether this collector is the leader). Never imports
+//! `ingest`, `sinks` or `api`: they import it.
 //!
 //! Design constraints:
 //! - **Group commit.** One thread takes every request waiting in the bounded channel (up to
@@ -26,6 +27,12 @@
 //!   move the mark past it.
 //! - **Sinks never block the writer**: [`Sink`] implementations queue and bound their own
 //!   memory.
+//! - **Silence is scanned once** among collectors sharing a database: only the leader
+//!   ([`Leadership`]) opens and closes `silent` episodes, after reloading the open ones from
+//!   the store each time it gains the leadership. Every collector sharing a database writes
+//!   the state of the sites whose probe is connected to it when only heartbeats keep them
+//!   alive ([`CommitStage::share_seen`]), so that the leader, which may not hold their
+//!   connection, does not take them for silent.
 
 pub mod rows;
 
@@ -36,6 +43,7 @@ use std::time::{Duration, Instant};
 use rie_proto::{Batch, FlowAggregate, SiteId, TopTalker};
 use tokio::sync::{mpsc, oneshot};
 
+use crate::duties::Leadership;
 use crate::episodes::{self, SilenceTracker};
 use crate::metrics::Metrics;
 use crate::sites::{SiteLive, SiteRegistry};
@@ -52,7 +60,9 @@ pub enum Request {
     Batch(BatchWrite),
     Netflow(NetflowWrite),
     /// Opens and closes `silent` episodes from the registry's view of who stopped reporting
-    /// (no batch can report silence). Sent every second by a ticker.
+    /// (no batch can report silence), on the leader only; on a shared database, also stores
+    /// the state of heartbeat-only sites connected here ([`CommitStage::share_seen`]). Sent
+    /// every second by a ticker.
     SilenceScan,
 }
 
@@ -192,6 +202,14 @@ pub struct CommitStage {
     metrics: Arc<Metrics>,
     max_group: usize,
     sinks: Vec<Box<dyn Sink>>,
+    leadership: Arc<Leadership>,
+    /// The leadership epoch whose open silent episodes `silence` holds.
+    silence_epoch: u64,
+    /// With a shared database: how stale the stored sign of life of a site connected here may
+    /// get before a scan writes the site's state (heartbeats alone are not stored otherwise).
+    share_seen: Option<std::time::Duration>,
+    /// Last sign of life stored per site, for `share_seen`.
+    stored_seen: HashMap<usize, i64>,
     /// Streams whose batch `seq` failed to store (group error: not acknowledged), with when:
     /// later batches of the stream are refused until `seq` or an earlier one is stored again
     /// (the probe resends from it), or for [`UNSTORED_HOLD`]. Without this, a batch the
@@ -234,6 +252,7 @@ impl CommitStage {
         metrics: Arc<Metrics>,
         max_group: usize,
     ) -> Self {
+        let leadership = Leadership::alone();
         Self {
             store,
             dedup,
@@ -243,6 +262,60 @@ impl CommitStage {
             max_group: max_group.max(1),
             sinks: Vec::new(),
             unstored: HashMap::new(),
+            silence_epoch: leadership.epoch(),
+            leadership,
+            share_seen: None,
+            stored_seen: HashMap::new(),
+        }
+    }
+
+    /// Scans silence only while `leadership` says so (the default: always, as with SQLite).
+    pub fn leadership(mut self, leadership: Arc<Leadership>) -> Self {
+        self.silence_epoch = leadership.epoch();
+        self.leadership = leadership;
+        self
+    }
+
+    /// On a database shared with other collectors: at each silence tick, stores the state of
+    /// sites connected here whose stored sign of life is older than `every`.
+    pub fn share_seen(mut self, every: std::time::Duration) -> Self {
+        self.share_seen = Some(every);
+        self
+    }
+
+    /// Whether this group may scan silence: the leader's, with the open silent episodes of
+    /// its epoch loaded (reloaded through [`Store::load`] after a gain of the leadership).
+    fn silence_ready(&mut self) -> bool {
+        if !self.leadership.is_leader() {
+            return false;
+        }
+        let epoch = self.leadership.epoch();
+        if epoch == self.silence_epoch {
+            return true;
+        }
+        match self.store.load() {
+            Ok(loaded) => {
+                let inv = &self.sites.inventory;
+                let open: Vec<(usize, i64)> = loaded
+                    .open_silent
+                    .into_iter()
+                    .filter_map(|(site, start)| {
+                        let idx = inv.site_index(&SiteId::new(site).ok()?)?;
+                        Some((idx, start))
+                    })
+                    .collect();
+                tracing::info!(
+                    open_silent = open.len(),
+                    "leader: open silent episodes reloaded from the store; scanning silence here"
+                );
+                self.silence = SilenceTracker::new(open);
+                self.silence_epoch = epoch;
+                true
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "leader: cannot reload open silent episodes; retrying at the next tick");
+                false
+            }
         }
     }
 
@@ -280,6 +353,8 @@ impl CommitStage {
         let mut live: HashMap<usize, SiteLive> = HashMap::new();
         let mut silence = None;
         let refused = self.refuse_after_failures(group);
+        let ticked = group.iter().any(|r| matches!(r, Request::SilenceScan));
+        let scan_silence = ticked && self.silence_ready();
         let plans: Vec<Plan> = {
             // Marks moved by this group, visible to later batches of the same group.
             let mut pending: HashMap<(SiteId, u64), u64> = HashMap::new();
@@ -298,7 +373,7 @@ impl CommitStage {
                     }
                     Request::Netflow(n) => self.plan_netflow(n, &mut set),
                     Request::SilenceScan => {
-                        if silence.is_none() {
+                        if scan_silence && silence.is_none() {
                             silence =
                                 Some(self.silence.scan(&self.sites, now_ms, &mut set.episodes));
                         }
@@ -307,7 +382,17 @@ impl CommitStage {
                 })
                 .collect()
         };
-        for (idx, next) in &live {
+        if let (true, Some(every)) = (ticked, self.share_seen) {
+            let every = every.as_millis() as i64;
+            for (idx, seen) in self.sites.connected_seen() {
+                let stored = self.stored_seen.get(&idx).copied().unwrap_or(i64::MIN);
+                if !live.contains_key(&idx) && seen.saturating_sub(stored) >= every {
+                    live.insert(idx, self.sites.current(idx));
+                }
+            }
+        }
+        for (idx, next) in &mut live {
+            next.version_ms = now_ms;
             match serde_json::to_string(next) {
                 Ok(json) => set.site_states.push(SiteStateRow {
                     site: self.sites.inventory.sites[*idx].id.as_str().to_string(),
@@ -541,6 +626,9 @@ impl CommitStage {
             }
         }
         for (idx, next) in live {
+            if let Some(seen) = next.last_seen_ms {
+                self.stored_seen.insert(idx, seen);
+            }
             self.sites.apply(idx, next);
         }
         if let Some(scan) = silence {
@@ -630,6 +718,75 @@ impl Shift {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Among collectors sharing a database: a follower opens no silent episode but stores the
+    /// state of a site connected to it (its last sign of life, which the leader reads); once
+    /// the leader, it reloads the open silent episodes and opens the one that is due, once.
+    #[test]
+    fn only_the_leader_scans_silence_and_every_collector_shares_its_sites_signs_of_life() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rie.db");
+        let store = crate::store::SqliteStore::open(&path).unwrap();
+        let sites = Arc::new(crate::sites::tests::registry());
+        let metrics = Arc::new(Metrics::new());
+        let leadership = Leadership::follower(metrics.leader.clone());
+        let mut stage = CommitStage::new(
+            Box::new(store),
+            Arc::default(),
+            SilenceTracker::default(),
+            sites.clone(),
+            metrics.clone(),
+            10,
+        )
+        .leadership(leadership.clone())
+        .share_seen(std::time::Duration::from_secs(1));
+        // S1's probe is connected here but was last heard from a minute ago (35 s: silent).
+        let seen = rie_common::now_ms() - 60_000;
+        sites.on_hello(0, 1, "p", 0, seen);
+        let db = rusqlite::Connection::open(&path).unwrap();
+        let status = || -> Vec<(String, Option<i64>)> {
+            let mut st = db
+                .prepare("SELECT site_id, live_json FROM site_status")
+                .unwrap();
+            st.query_map([], |r| {
+                let json: String = r.get(1)?;
+                let live: SiteLive = serde_json::from_str(&json).unwrap();
+                Ok((r.get(0)?, live.last_seen_ms))
+            })
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap()
+        };
+        let silent = || -> i64 {
+            db.query_row(
+                "SELECT count(*) FROM episodes WHERE kind = 'silent' AND end_ms IS NULL",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap()
+        };
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        assert_eq!(status(), vec![("S1".to_string(), Some(seen))]);
+        assert_eq!(silent(), 0);
+        assert_eq!(metrics.leader.get(), 0);
+        // Nothing new to share: no second write (the row's version stays).
+        let version = sites.current(0).version_ms;
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        assert_eq!(sites.current(0).version_ms, version);
+
+        leadership.set(true);
+        assert_eq!(metrics.leader.get(), 1);
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        assert_eq!(silent(), 1);
+        // Leadership lost and regained: the open episode is reloaded, not opened again.
+        leadership.set(false);
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        leadership.set(true);
+        stage.silence = SilenceTracker::default();
+        stage.commit_group(&mut vec![Request::SilenceScan]);
+        assert_eq!(silent(), 1);
+    }
 
     #[test]
     fn the_sink_gets_batches_shifted_as_they_were_stored() {

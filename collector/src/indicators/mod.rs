@@ -13,8 +13,8 @@
 //! Ratios (per agent, per Mbit/s) are computed once from integer sums and rounded half up to the
 //! cent. Availability figures are ratios of integer milliseconds, rounded only for display.
 //!
-//! May import `inventory` and `store` (it reads the rollups through `store::Reader::with_conn`:
-//! the one read of the store outside `store` that is still SQL).
+//! May import `inventory` and `store` (it reads through `store::Reader`, so reports work on
+//! either backend).
 
 pub mod costs;
 pub mod period;
@@ -22,7 +22,6 @@ pub mod period;
 use std::collections::BTreeMap;
 
 use rie_proto::LinkRole;
-use rusqlite::{params, Connection};
 use serde::Serialize;
 
 pub use costs::{allocate, AllocationKey, CostModel, CostsError, PeriodCost};
@@ -72,10 +71,7 @@ impl GroupBy {
 #[derive(Debug, thiserror::Error)]
 pub enum IndicatorError {
     #[error("reading the store: {0}")]
-    Sql(#[from] rusqlite::Error),
-    /// The store's backend (PostgreSQL) has no indicator queries yet.
-    #[error("indicators are not yet available on the PostgreSQL store backend; use store.backend = \"sqlite\" for reports")]
-    Unsupported,
+    Store(#[from] crate::store::StoreError),
 }
 
 /// Kind of an episode, as in the `episodes` table.
@@ -107,12 +103,13 @@ pub struct Inputs {
     pub unknown_site_episodes: u64,
 }
 
-/// Reads episodes, traffic and measurement presence for `period` from the store.
+/// Reads episodes, traffic and measurement presence for `period` from the store, through its
+/// read side (either backend).
 ///
 /// # Errors
-/// [`IndicatorError::Sql`].
+/// [`IndicatorError::Store`].
 pub fn load_inputs(
-    conn: &Connection,
+    reader: &crate::store::Reader,
     inv: &Inventory,
     period: &Period,
 ) -> Result<Inputs, IndicatorError> {
@@ -123,41 +120,28 @@ pub fn load_inputs(
         measured: vec![false; n],
         unknown_site_episodes: 0,
     };
-    let index = |id: &str| {
-        rie_proto::SiteId::new(id)
-            .ok()
-            .and_then(|s| inv.site_index(&s))
-    };
-    // `end_ms >= start`: an outage ending exactly at the period start still tells whether a
-    // failover starting then followed a failed takeover.
-    let mut st = conn.prepare(
-        "SELECT site_id, kind, start_ms, end_ms FROM episodes
-         WHERE start_ms < ?2 AND (end_ms IS NULL OR end_ms >= ?1)",
-    )?;
-    let rows = st.query_map(params![period.start_ms, period.end_ms], |r| {
-        Ok((
-            r.get::<_, String>(0)?,
-            r.get::<_, String>(1)?,
-            r.get::<_, i64>(2)?,
-            r.get::<_, Option<i64>>(3)?,
-        ))
-    })?;
-    for row in rows {
-        let (site, kind, start_ms, end_ms) = row?;
-        let kind = match kind.as_str() {
-            "outage" => EpisodeKind::Outage,
-            "failover" => EpisodeKind::Failover,
-            "degraded" => EpisodeKind::Degraded,
-            _ => EpisodeKind::Silent,
+    let by_name: std::collections::HashMap<&str, usize> = inv
+        .sites
+        .iter()
+        .enumerate()
+        .map(|(i, site)| (site.id.as_str(), i))
+        .collect();
+    for (site, e) in reader.episodes_touching(period.start_ms, period.end_ms)? {
+        use rie_proto::EpisodeKind as K;
+        let kind = match e.kind {
+            K::Outage => EpisodeKind::Outage,
+            K::Failover => EpisodeKind::Failover,
+            K::Degraded => EpisodeKind::Degraded,
+            K::Silent => EpisodeKind::Silent,
         };
-        match index(&site) {
-            Some(i) => {
+        match by_name.get(site.as_str()) {
+            Some(&i) => {
                 inp.episodes[i].push(Episode {
                     kind,
-                    start_ms,
-                    end_ms,
+                    start_ms: e.start_ms,
+                    end_ms: e.end_ms,
                 });
-                if end_ms.is_none_or(|e| e > period.start_ms) {
+                if e.end_ms.is_none_or(|end| end > period.start_ms) {
                     inp.measured[i] = true;
                 }
             }
@@ -168,45 +152,26 @@ pub fn load_inputs(
         eps.sort_by_key(|e| (e.start_ms, e.end_ms));
     }
     // The rollup views (minute, hour and day tiers, see `retention`) hold the bucket start in
-    // Unix seconds; periods are UTC months, so every bucket lies wholly inside or outside. Both scans are one
-    // sequential range of the primary key (minute first), summed here by site without a
-    // temporary b-tree; the link check scan stops as soon as every site has been seen.
+    // Unix seconds; periods are UTC months, so every bucket lies wholly inside or outside.
     let (s, e) = (period.start_ms / 1000, period.end_ms / 1000);
-    let by_name: std::collections::HashMap<&str, usize> = inv
-        .sites
-        .iter()
-        .enumerate()
-        .map(|(i, site)| (site.id.as_str(), i))
-        .collect();
-    let mut st =
-        conn.prepare("SELECT site_id, bytes FROM flow_rollup WHERE start >= ?1 AND start < ?2")?;
-    let mut rows = st.query(params![s, e])?;
-    while let Some(r) = rows.next()? {
-        let site = r.get_ref(0)?.as_str().unwrap_or("");
+    reader.for_each_site_bytes(s, e, &mut |site, bytes| {
         if let Some(&i) = by_name.get(site) {
-            let bytes = u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0);
             inp.traffic_bytes[i] = inp.traffic_bytes[i].saturating_add(bytes);
             inp.measured[i] = true;
         }
-    }
+    })?;
     // Any link check row proves the site was measured; stop as soon as every site is.
     let mut left = inp.measured.iter().filter(|m| !**m).count();
     if left > 0 {
-        let mut st =
-            conn.prepare("SELECT site_id FROM link_rollup WHERE start >= ?1 AND start < ?2")?;
-        let mut rows = st.query(params![s, e])?;
-        while let Some(r) = rows.next()? {
-            let site = r.get_ref(0)?.as_str().unwrap_or("");
+        reader.for_each_link_checked_site(s, e, &mut |site| {
             if let Some(&i) = by_name.get(site) {
                 if !inp.measured[i] {
                     inp.measured[i] = true;
                     left -= 1;
-                    if left == 0 {
-                        break;
-                    }
                 }
             }
-        }
+            left > 0
+        })?;
     }
     Ok(inp)
 }
@@ -757,12 +722,12 @@ pub fn compute(
     }
 }
 
-/// Reads the store through its read side and computes the report: what the API serves, so
-/// that `api` never holds a database connection.
+/// Reads the store through its read side and computes the report: what the API serves and
+/// the CLI's `report` prints, on either backend.
 ///
 /// # Errors
-/// [`IndicatorError::Sql`].
-pub fn report_from(
+/// [`IndicatorError::Store`].
+pub fn report(
     reader: &crate::store::Reader,
     inv: &Inventory,
     model: &CostModel,
@@ -770,24 +735,7 @@ pub fn report_from(
     now_ms: i64,
     group_by: GroupBy,
 ) -> Result<Report, IndicatorError> {
-    reader
-        .with_conn(|c| report(c, inv, model, period, now_ms, group_by))
-        .unwrap_or(Err(IndicatorError::Unsupported))
-}
-
-/// [`report_from`] on a connection of its own (the CLI's `report`, the benches).
-///
-/// # Errors
-/// Database errors.
-pub fn report(
-    conn: &Connection,
-    inv: &Inventory,
-    model: &CostModel,
-    period: &Period,
-    now_ms: i64,
-    group_by: GroupBy,
-) -> Result<Report, IndicatorError> {
-    let inp = load_inputs(conn, inv, period)?;
+    let inp = load_inputs(reader, inv, period)?;
     Ok(compute(inv, model, period, now_ms, &inp, group_by))
 }
 
@@ -977,7 +925,8 @@ mod tests {
             s + 60,
         ))
         .unwrap();
-        let inp = load_inputs(&conn, &inv, &p).unwrap();
+        let reader = crate::store::Reader::open(&dir.path().join("rie.db")).unwrap();
+        let inp = load_inputs(&reader, &inv, &p).unwrap();
         assert_eq!(inp.traffic_bytes, vec![1123, 0, 0, 0, 0]);
         assert_eq!(inp.measured, vec![true, false, true, false, false]);
     }

@@ -7,11 +7,20 @@
 //! write-behind: the parser reads and writes an in-memory map, only a *changed* template is
 //! marked dirty, and dirty entries travel with the NetFlow lane's periodic flush to the commit
 //! stage ([`TemplateChange`]s), in the same group as the traffic they helped decode.
+//!
+//! With several collectors on one database ([`TemplateCache::read_through`]), a template this
+//! collector does not hold is looked up in the store on a miss: an exporter moved from another
+//! collector (or a load balancer's choice) decodes here at once from the template the other
+//! one committed. A miss is asked again at most every [`MISS_RETRY`], so data of a template
+//! nobody announced does not query the database for every datagram.
+//!
+//! May import `crate::store` (rows and the read side) and `crate::metrics`.
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
-use crate::store::TemplateChange;
+use crate::store::{Reader, TemplateChange};
 use netflow_parser::template_store::{
     TemplateKind, TemplateStore, TemplateStoreError, TemplateStoreKey,
 };
@@ -43,17 +52,35 @@ fn kind_of(code: i64) -> Option<TemplateKind> {
 
 pub type Dirty = HashMap<TemplateStoreKey, Option<Vec<u8>>>;
 
+/// How long a key the store did not have is not asked again.
+pub const MISS_RETRY: Duration = Duration::from_secs(2);
+
 #[derive(Debug, Default)]
 struct Inner {
     current: HashMap<TemplateStoreKey, Vec<u8>>,
     /// Changes not yet committed: `None` = removed.
     dirty: Dirty,
+    /// Keys the shared store did not have, and when it was asked.
+    misses: HashMap<TemplateStoreKey, Instant>,
+}
+
+/// The shared store a miss is read from, and the count of templates found there.
+struct Shared {
+    reader: Arc<Reader>,
+    found: prometheus::IntCounter,
+}
+
+impl std::fmt::Debug for Shared {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("Shared")
+    }
 }
 
 /// The template map the parser reads through and writes to.
 #[derive(Debug, Default)]
 pub struct TemplateCache {
     inner: Mutex<Inner>,
+    shared: Option<Shared>,
 }
 
 impl TemplateCache {
@@ -73,9 +100,57 @@ impl TemplateCache {
         Arc::new(Self {
             inner: Mutex::new(Inner {
                 current,
-                dirty: HashMap::new(),
+                ..Inner::default()
             }),
+            shared: None,
         })
+    }
+
+    /// Like [`TemplateCache::load`], reading a miss from `reader` (a database other
+    /// collectors write too); `found` counts the templates found there.
+    pub fn read_through(
+        persisted: &[TemplateChange],
+        reader: Arc<Reader>,
+        found: prometheus::IntCounter,
+    ) -> Arc<Self> {
+        let mut cache = Arc::into_inner(Self::load(persisted)).unwrap_or_default();
+        cache.shared = Some(Shared { reader, found });
+        Arc::new(cache)
+    }
+
+    /// A key this collector does not hold, from the shared store (decode threads only: the
+    /// PostgreSQL read blocks on its runtime).
+    fn fetch(&self, key: &TemplateStoreKey) -> Result<Option<Vec<u8>>, TemplateStoreError> {
+        let (Some(shared), Some(kind)) = (&self.shared, kind_code(key.kind)) else {
+            return Ok(None);
+        };
+        {
+            let mut inner = self.lock();
+            let now = Instant::now();
+            if inner
+                .misses
+                .get(key)
+                .is_some_and(|t| now.duration_since(*t) < MISS_RETRY)
+            {
+                return Ok(None);
+            }
+            inner.misses.insert(key.clone(), now);
+        }
+        let body = shared
+            .reader
+            .netflow_template(&key.scope, kind, i64::from(key.template_id))
+            .map_err(|e| TemplateStoreError::Backend(Box::new(e)))?;
+        if let Some(b) = &body {
+            shared.found.inc();
+            let mut inner = self.lock();
+            inner.misses.remove(key);
+            // Not dirty: the store already has it.
+            inner
+                .current
+                .entry(key.clone())
+                .or_insert_with(|| b.clone());
+        }
+        Ok(body)
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, Inner> {
@@ -122,7 +197,10 @@ impl TemplateCache {
 
 impl TemplateStore for TemplateCache {
     fn get(&self, key: &TemplateStoreKey) -> Result<Option<Vec<u8>>, TemplateStoreError> {
-        Ok(self.lock().current.get(key).cloned())
+        if let Some(v) = self.lock().current.get(key).cloned() {
+            return Ok(Some(v));
+        }
+        self.fetch(key)
     }
 
     fn put(&self, key: &TemplateStoreKey, value: &[u8]) -> Result<(), TemplateStoreError> {

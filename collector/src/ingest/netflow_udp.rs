@@ -99,15 +99,24 @@ fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, NetflowStartError>
     Ok(socket)
 }
 
+/// The NetFlow templates the input starts from.
+pub struct Templates<'a> {
+    /// What the store had at start-up.
+    pub persisted: &'a [TemplateChange],
+    /// A database other collectors write too: a template missing here is read from it.
+    pub shared: Option<Arc<crate::store::Reader>>,
+}
+
 /// Binds `cfg.listen` and starts the input thread; it stops (after a last flush) when
-/// `shutdown` is cancelled. `templates` are the ones the store had; flushes go to `commit`.
+/// `shutdown` is cancelled. `templates` are the ones the store had (and, with a database other
+/// collectors write too, where a missing one is read); flushes go to `commit`.
 ///
 /// # Errors
 /// [`NetflowStartError`] for the port, the database or the decoder limits.
 pub fn start(
     cfg: &NetflowConfig,
     listen: SocketAddr,
-    templates: &[TemplateChange],
+    templates: Templates<'_>,
     commit: mpsc::Sender<Request>,
     inventory: Arc<Inventory>,
     metrics: Arc<Metrics>,
@@ -120,8 +129,15 @@ pub fn start(
             addr: listen,
             source,
         })?;
-    let templates = TemplateCache::load(templates);
     let nf = NetflowMetrics::register(&metrics.registry);
+    let templates = match templates.shared {
+        Some(reader) => TemplateCache::read_through(
+            templates.persisted,
+            reader,
+            nf.templates_from_store.clone(),
+        ),
+        None => TemplateCache::load(templates.persisted),
+    };
     nf.templates_persisted.set(templates.len() as i64);
     let rcvbuf = socket2::SockRef::from(&socket)
         .recv_buffer_size()

@@ -161,11 +161,7 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
         Err((code, label, reason)) => {
             warn!(%peer, site = %hello.site, reason = %reason, "probe refused");
             ctx.metrics.auth_failures.with_label_values(&[label]).inc();
-            let refused = Refused {
-                code,
-                reason,
-                redirect: None,
-            };
+            let refused = Refused { code, reason };
             let _ = send(&mut framed, &Message::Refused(refused)).await;
             return;
         }

@@ -209,13 +209,13 @@ pub enum ReportError {
 /// # Errors
 /// [`ReportError`].
 pub fn build(
-    conn: &rusqlite::Connection,
+    reader: &crate::store::Reader,
     req: &Request<'_>,
     stage: &dyn Fn(&'static str),
 ) -> Result<String, ReportError> {
     use crate::indicators::{compute, load_inputs, GroupBy};
     stage("lecture des épisodes et du trafic");
-    let inp = load_inputs(conn, req.inventory, req.period)?;
+    let inp = load_inputs(reader, req.inventory, req.period)?;
     stage("calcul des indicateurs");
     let one = |g| compute(req.inventory, req.model, req.period, req.now_ms, &inp, g);
     let main = one(req.group_by);

@@ -36,6 +36,41 @@ pub fn store(
     Ok(())
 }
 
+/// Issues `tokens` (credential ref, token) in the store `cfg` names, in one transaction: what
+/// `probe-config` and the simulator's fleet enrol with, on either backend. Migrates the schema
+/// first (or refuses a newer one). PostgreSQL runs on `handle`: call it from a plain thread or
+/// `spawn_blocking`, never from an async task.
+///
+/// # Errors
+/// [`StoreError`]: the database cannot be opened or written.
+pub fn issue(
+    cfg: &super::StoreConfig,
+    data_dir: &std::path::Path,
+    handle: &tokio::runtime::Handle,
+    tokens: &[(String, String)],
+    now_ms: i64,
+) -> Result<(), super::StoreError> {
+    match cfg.backend {
+        super::config::Backend::Postgres => {
+            let pg = cfg.postgres.as_ref().ok_or(super::StoreError::PgSetup {
+                key: "store.postgres.url",
+                message: "store.backend = \"postgres\" needs [store.postgres] with a url".into(),
+            })?;
+            drop(super::postgres::PgStore::open(pg, handle)?);
+            super::postgres::read::PgReader::open(pg, handle)?.store_tokens(tokens, now_ms)
+        }
+        super::config::Backend::Sqlite => {
+            let mut conn = super::open(&data_dir.join("rie.db"))?;
+            let tx = conn.transaction()?;
+            for (credential_ref, token) in tokens {
+                store(&tx, credential_ref, token, now_ms)?;
+            }
+            tx.commit()?;
+            Ok(())
+        }
+    }
+}
+
 /// Outcome of checking a presented token.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Verdict {

@@ -1,11 +1,14 @@
 //! The store: where committed data lives. One narrow interface, [`Store`] (the write side,
 //! owned by the commit stage alone) and [`Reader`] (the read side: rollups, episodes, totals),
-//! and two backends: SQLite (`sqlite`, `read`, `schema`, `retention`) and PostgreSQL
-//! (`postgres`), chosen by `[store] backend` and opened by [`open_backend`].
+//! and two backends: SQLite (`sqlite`, `read`, `schema`) and PostgreSQL (`postgres`, with
+//! `postgres::listen` for site states shared between collectors and `postgres::leader` for the
+//! advisory lock), chosen by `[store] backend` and opened by [`open_backend`]; compaction
+//! (`retention`) runs on both.
 //!
 //! Owns: the database layout (`schema`: every table, as numbered migrations), the write of a
 //! group ([`Store::write`]), the loading of durable state at start-up ([`Store::load`]), the
-//! reads, rollup compaction (`retention`) and probe credentials (`credentials`).
+//! reads, rollup compaction (`retention`), probe credentials (`credentials`) and the copy of
+//! a SQLite store into PostgreSQL (`migrate`, `rie-collector store migrate`).
 //! May import: `rie-proto` types, `crate::metrics`. It knows nothing of sites' live logic,
 //! episodes' rules or inputs: the commit stage hands it plain rows ([`WriteSet`]).
 //!
@@ -29,10 +32,12 @@
 //! 6. **Readers never block the writer** for long (SQLite: WAL readers on their own
 //!    connection; PostgreSQL: MVCC readers on a pool of their own sessions) and see only
 //!    committed groups.
-//! 7. **Compaction keeps sums.** Background compaction (`retention`) may move rows to coarser
-//!    buckets, in its own transactions, but totals over windows aligned to the coarsest tier
-//!    they reach are exactly equal before and after. (PostgreSQL: no compaction yet; rows stay
-//!    in the minute tables, which keeps sums trivially.)
+//! 7. **Compaction keeps sums.** Background compaction (`retention`, the same statements on
+//!    both backends) may move rows to coarser buckets, in its own transactions, but totals over
+//!    windows aligned to the coarsest tier they reach are exactly equal before and after. Each
+//!    chunk rolls up and deletes the same rows in one transaction (SQLite: `BEGIN IMMEDIATE`;
+//!    PostgreSQL: `REPEATABLE READ`, rolled back and retried when a writer touched a row of
+//!    the chunk). With collectors sharing PostgreSQL it runs on the leader only (`duties`).
 //! 8. **Marks checked under a row lock.** Inside the write transaction, for the group's
 //!    (site, stream) pairs in sorted order (no deadlock between writers), the stored mark is
 //!    read under a row lock (PostgreSQL: a placeholder row inserted if missing, then
@@ -43,7 +48,10 @@
 //!    the group. Two collectors writing one batch store it once.
 
 pub mod config;
+#[cfg(test)]
+mod contract_tests;
 pub mod credentials;
+pub mod migrate;
 pub mod postgres;
 pub mod read;
 pub mod retention;

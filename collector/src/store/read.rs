@@ -1,9 +1,8 @@
 //! The read side of the store (SQLite): traffic totals, top talkers, link rollups, episodes,
 //! credentials checks, on a connection of its own (WAL: reads never wait on the writer).
 //!
-//! Owns the read queries; may import `super` and `rie-proto`. Indicators and retention tests
-//! still read tables directly through [`Reader::with_conn`] (SQLite-specific, listed in the
-//! store contract as what a second backend must port).
+//! Owns the read queries; may import `super` and `rie-proto`. Every query has its PostgreSQL
+//! twin in `postgres::read` with the same answer (tested on the same data).
 
 use std::collections::BTreeMap;
 use std::path::Path;
@@ -137,6 +136,25 @@ impl Reader {
     pub fn open(path: &Path) -> Result<Self, StoreError> {
         Ok(Self {
             inner: Inner::Sqlite(Mutex::new(super::open(path)?)),
+        })
+    }
+
+    /// A SQLite read side that cannot write: no migration, no journal-mode change (the source
+    /// of `store migrate`, which must not be modified).
+    ///
+    /// # Errors
+    /// [`StoreError::Open`].
+    pub fn open_read_only(path: &Path) -> Result<Self, StoreError> {
+        let conn = Connection::open_with_flags(
+            path,
+            rusqlite::OpenFlags::SQLITE_OPEN_READ_ONLY | rusqlite::OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )
+        .map_err(|source| StoreError::Open {
+            path: path.display().to_string(),
+            source,
+        })?;
+        Ok(Self {
+            inner: Inner::Sqlite(Mutex::new(conn)),
         })
     }
 
@@ -385,10 +403,130 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Runs `f` on the reader's SQLite connection (indicators read several tables in one
-    /// go); `None` on PostgreSQL, whose indicator queries are not ported yet.
-    pub fn with_conn<T>(&self, f: impl FnOnce(&Connection) -> T) -> Option<T> {
-        self.conn().ok().map(|c| f(&c))
+    /// Episodes of every site that start before `to_ms` and are open or end at or after
+    /// `from_ms` (an outage ending exactly at the start of a period still tells whether a
+    /// failover starting then followed a failed takeover), with their site: the indicators'
+    /// availability input.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn episodes_touching(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, Episode)>, StoreError> {
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.episodes_touching(from_ms, to_ms),
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
+             WHERE start_ms < ?2 AND (end_ms IS NULL OR end_ms >= ?1)",
+        )?;
+        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, i64>(3)?,
+                r.get::<_, Option<i64>>(4)?,
+                r.get::<_, String>(5)?,
+            ))
+        })?;
+        let mut out = Vec::new();
+        for row in rows {
+            let (site, kind, link, start_ms, end_ms, cause) = row?;
+            // A kind this collector does not know (written by a newer one) is not counted.
+            if let Some(kind) = EpisodeKind::parse(&kind) {
+                let e = Episode {
+                    kind,
+                    start_ms,
+                    end_ms,
+                    link,
+                    cause,
+                };
+                out.push((site, e));
+            }
+        }
+        Ok(out)
+    }
+
+    /// Calls `each(site, bytes)` with traffic bytes whose bucket (any tier) starts in
+    /// `[from, to)` (Unix seconds); a site may come several times (SQLite: one sequential
+    /// range of the primary key per tier, summed by the caller without a temporary b-tree;
+    /// PostgreSQL: summed by the server, once per site).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn for_each_site_bytes(
+        &self,
+        from: i64,
+        to: i64,
+        each: &mut dyn FnMut(&str, u64),
+    ) -> Result<(), StoreError> {
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.for_each_site_bytes(from, to, each),
+        };
+        let mut st = conn.prepare_cached(
+            "SELECT site_id, bytes FROM flow_rollup WHERE start >= ?1 AND start < ?2",
+        )?;
+        let mut rows = st.query(params![from, to])?;
+        while let Some(r) = rows.next()? {
+            let site = r.get_ref(0)?.as_str().unwrap_or("");
+            each(site, u64::try_from(r.get::<_, i64>(1)?).unwrap_or(0));
+        }
+        Ok(())
+    }
+
+    /// Calls `seen(site)` for sites with link check rows whose bucket starts in `[from, to)`
+    /// (Unix seconds), possibly several times per site, until it returns `false` (every site
+    /// of interest seen: SQLite then stops its scan).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn for_each_link_checked_site(
+        &self,
+        from: i64,
+        to: i64,
+        seen: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(), StoreError> {
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.for_each_link_checked_site(from, to, seen),
+        };
+        let mut st = conn
+            .prepare_cached("SELECT site_id FROM link_rollup WHERE start >= ?1 AND start < ?2")?;
+        let mut rows = st.query(params![from, to])?;
+        while let Some(r) = rows.next()? {
+            if !seen(r.get_ref(0)?.as_str().unwrap_or("")) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// The stored body of one NetFlow template (see `ingest::netflow_templates`), as the last
+    /// commit of any collector sharing the database left it.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn netflow_template(
+        &self,
+        scope: &str,
+        kind: i64,
+        template_id: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self.conn() {
+            Ok(c) => Ok(c
+                .query_row(
+                    "SELECT body FROM netflow_templates WHERE scope = ?1 AND kind = ?2 AND template_id = ?3",
+                    params![scope, kind, template_id],
+                    |r| r.get(0),
+                )
+                .optional()?),
+            Err(pg) => pg.netflow_template(scope, kind, template_id),
+        }
     }
 
     /// Cheap liveness query for `/healthz`.

@@ -15,8 +15,11 @@
 //!   prefix and bucket, then only the `top_talkers` largest prefixes of each site and bucket
 //!   are kept (an approximation, see docs/storage.md).
 //! - Crash safety: each chunk rolls up a bounded number of source rows and deletes exactly
-//!   those rows in one `BEGIN IMMEDIATE` transaction, so a crash never counts a row twice nor
-//!   loses it.
+//!   those rows in one transaction (SQLite: `BEGIN IMMEDIATE`; PostgreSQL: `REPEATABLE READ`,
+//!   so both statements see one snapshot, and a chunk that loses a race with a writer is
+//!   rolled back and run again), so a crash never counts a row twice nor loses it.
+//! - Both backends run the same statement text (`?N` placeholders, turned into `$N` for
+//!   PostgreSQL; no dialect-only function) behind a small driver trait (`Db`).
 //! - No stall: chunks are small and the job sleeps between them, so the commit stage (which
 //!   waits on SQLite's busy handler) gets the write lock between two chunks. The job never
 //!   touches minutes newer than the minute horizon (at least one day old).
@@ -26,7 +29,7 @@
 
 use std::time::{Duration, Instant};
 
-use rusqlite::{params, Connection, OptionalExtension};
+use rusqlite::{Connection, OptionalExtension};
 use serde::Deserialize;
 use tokio_util::sync::CancellationToken;
 
@@ -226,7 +229,8 @@ const DAY: Tier = Tier {
     secs: 86_400,
 };
 
-/// One additive table family: key columns after the bucket, and how values combine.
+/// One additive table family: key columns after the bucket, and how values combine (`{t}`:
+/// the table written, so that the stored row is named the same way in both dialects).
 struct Family {
     base: &'static str,
     keys: &'static str,
@@ -240,7 +244,8 @@ const FLOW: Family = Family {
     keys: "site_id, exporter, protocol, direction",
     values: "flows, packets, bytes",
     aggs: "SUM(flows), SUM(packets), SUM(bytes)",
-    update: "flows = flows + excluded.flows, packets = packets + excluded.packets, bytes = bytes + excluded.bytes",
+    update: "flows = {t}.flows + excluded.flows, packets = {t}.packets + excluded.packets, \
+             bytes = {t}.bytes + excluded.bytes",
 };
 const FLOW_CLASS: Family = Family {
     base: "flow_class",
@@ -254,36 +259,270 @@ const LINK: Family = Family {
     keys: "site_id, link_id",
     values: "samples, sent, received, rtt_sum_us, rtt_n, rtt_max_us",
     aggs: "SUM(samples), SUM(sent), SUM(received), SUM(rtt_sum_us), SUM(rtt_n), MAX(rtt_max_us)",
-    update: "samples = samples + excluded.samples, sent = sent + excluded.sent,
-             received = received + excluded.received, rtt_sum_us = rtt_sum_us + excluded.rtt_sum_us,
-             rtt_n = rtt_n + excluded.rtt_n,
-             rtt_max_us = CASE WHEN excluded.rtt_max_us IS NULL THEN rtt_max_us
-                               WHEN rtt_max_us IS NULL THEN excluded.rtt_max_us
-                               ELSE max(rtt_max_us, excluded.rtt_max_us) END",
+    update: "samples = {t}.samples + excluded.samples, sent = {t}.sent + excluded.sent,
+             received = {t}.received + excluded.received,
+             rtt_sum_us = {t}.rtt_sum_us + excluded.rtt_sum_us, rtt_n = {t}.rtt_n + excluded.rtt_n,
+             rtt_max_us = CASE WHEN excluded.rtt_max_us IS NULL THEN {t}.rtt_max_us
+                               WHEN {t}.rtt_max_us IS NULL OR excluded.rtt_max_us > {t}.rtt_max_us
+                               THEN excluded.rtt_max_us
+                               ELSE {t}.rtt_max_us END",
 };
 
 /// Sites the top-talker walk visits in one transaction at most (each costs two index seeks).
 const SITES_PER_TRANSACTION: u32 = 256;
 
-/// The compaction job, on its own connection.
+/// Why a compaction step failed (the pass stops; committed chunks stay committed).
+#[derive(Debug, thiserror::Error)]
+pub enum CompactError {
+    #[error("compaction (SQLite): {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    #[error("compaction (PostgreSQL {url}): {source}")]
+    Postgres {
+        url: String,
+        #[source]
+        source: tokio_postgres::Error,
+    },
+    #[error("compaction (PostgreSQL): {0}")]
+    Connect(#[from] super::StoreError),
+}
+
+impl CompactError {
+    /// A PostgreSQL transaction that lost a race with a writer (serialization failure,
+    /// deadlock): rolled back whole, to be run again.
+    fn is_retryable(&self) -> bool {
+        matches!(self, CompactError::Postgres { source, .. }
+        if source.code().is_some_and(|c| {
+            *c == tokio_postgres::error::SqlState::T_R_SERIALIZATION_FAILURE
+                || *c == tokio_postgres::error::SqlState::T_R_DEADLOCK_DETECTED
+        }))
+    }
+}
+
+/// A value bound to a compaction statement.
+#[derive(Debug, Clone, Copy)]
+enum Arg<'a> {
+    Int(i64),
+    Text(&'a str),
+}
+
+/// Where the job runs: the statements are the same text for both backends (`?N`
+/// placeholders, aliased subqueries, qualified upsert columns, no dialect-only function);
+/// only transactions and the driver differ.
+trait Db: Send {
+    /// Opens a transaction that sees one snapshot and may write.
+    fn begin(&mut self) -> Result<(), CompactError>;
+    fn commit(&mut self) -> Result<(), CompactError>;
+    fn rollback(&mut self);
+    /// Rows changed.
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, CompactError>;
+    /// The first column of the first row, if any (an integer).
+    fn int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>, CompactError>;
+    /// The first column of the first row, if any (a text).
+    fn text(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<String>, CompactError>;
+}
+
+/// SQLite: `BEGIN IMMEDIATE` takes the write lock at once, so that the commit stage (on
+/// SQLite's busy handler) waits at most one chunk.
+struct SqliteDb(Connection);
+
+impl rusqlite::ToSql for Arg<'_> {
+    fn to_sql(&self) -> rusqlite::Result<rusqlite::types::ToSqlOutput<'_>> {
+        match self {
+            Arg::Int(i) => i.to_sql(),
+            Arg::Text(s) => s.to_sql(),
+        }
+    }
+}
+
+impl Db for SqliteDb {
+    fn begin(&mut self) -> Result<(), CompactError> {
+        Ok(self.0.execute_batch("BEGIN IMMEDIATE")?)
+    }
+    fn commit(&mut self) -> Result<(), CompactError> {
+        Ok(self.0.execute_batch("COMMIT")?)
+    }
+    fn rollback(&mut self) {
+        let _ = self.0.execute_batch("ROLLBACK");
+    }
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, CompactError> {
+        let n = self
+            .0
+            .prepare_cached(sql)?
+            .execute(rusqlite::params_from_iter(args))?;
+        Ok(n as u64)
+    }
+    fn int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>, CompactError> {
+        Ok(self
+            .0
+            .prepare_cached(sql)?
+            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+            .optional()?)
+    }
+    fn text(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<String>, CompactError> {
+        Ok(self
+            .0
+            .prepare_cached(sql)?
+            .query_row(rusqlite::params_from_iter(args), |r| r.get(0))
+            .optional()?)
+    }
+}
+
+/// PostgreSQL: each chunk is a `REPEATABLE READ` transaction, so that the roll-up and the
+/// delete of one chunk see the same rows even while collectors write (a writer adding to a
+/// row of the chunk makes the chunk fail with a serialization error: it is rolled back and
+/// run again, and never counts a row twice nor loses one). Statements are prepared once per
+/// session; the session is reopened when it breaks.
+struct PgDb {
+    cfg: super::config::PostgresConfig,
+    handle: tokio::runtime::Handle,
+    client: tokio_postgres::Client,
+    prepared: std::collections::HashMap<String, tokio_postgres::Statement>,
+}
+
+impl PgDb {
+    fn err(&self, source: tokio_postgres::Error) -> CompactError {
+        CompactError::Postgres {
+            url: self.cfg.masked_url(),
+            source,
+        }
+    }
+
+    /// `?N` placeholders as PostgreSQL's `$N`.
+    fn dialect(sql: &str) -> String {
+        sql.replace('?', "$")
+    }
+
+    fn statement(&mut self, sql: &str) -> Result<tokio_postgres::Statement, CompactError> {
+        if let Some(s) = self.prepared.get(sql) {
+            return Ok(s.clone());
+        }
+        let s = self
+            .handle
+            .block_on(self.client.prepare(&Self::dialect(sql)))
+            .map_err(|e| self.err(e))?;
+        self.prepared.insert(sql.to_string(), s.clone());
+        Ok(s)
+    }
+
+    fn run<T>(
+        &mut self,
+        sql: &str,
+        args: &[Arg<'_>],
+        f: impl FnOnce(
+            &tokio_postgres::Client,
+            tokio_postgres::Statement,
+            Vec<&(dyn tokio_postgres::types::ToSql + Sync)>,
+        ) -> Result<T, tokio_postgres::Error>,
+    ) -> Result<T, CompactError> {
+        let st = self.statement(sql)?;
+        let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = args
+            .iter()
+            .map(|a| match a {
+                Arg::Int(i) => i as &(dyn tokio_postgres::types::ToSql + Sync),
+                Arg::Text(s) => s as &(dyn tokio_postgres::types::ToSql + Sync),
+            })
+            .collect();
+        f(&self.client, st, params).map_err(|e| self.err(e))
+    }
+}
+
+impl Db for PgDb {
+    fn begin(&mut self) -> Result<(), CompactError> {
+        if self.client.is_closed() {
+            tracing::warn!(db = %self.cfg.masked_url(), "compaction session lost; reconnecting");
+            self.client = self.handle.block_on(super::postgres::connect(&self.cfg))?;
+            self.prepared.clear();
+        }
+        let begin = self
+            .client
+            .batch_execute("BEGIN ISOLATION LEVEL REPEATABLE READ");
+        self.handle.block_on(begin).map_err(|e| self.err(e))
+    }
+    fn commit(&mut self) -> Result<(), CompactError> {
+        let commit = self.client.batch_execute("COMMIT");
+        self.handle.block_on(commit).map_err(|e| self.err(e))
+    }
+    fn rollback(&mut self) {
+        let _ = self.handle.block_on(self.client.batch_execute("ROLLBACK"));
+    }
+    fn execute(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<u64, CompactError> {
+        let h = self.handle.clone();
+        self.run(sql, args, |c, st, p| h.block_on(c.execute(&st, &p)))
+    }
+    fn int(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<i64>, CompactError> {
+        let h = self.handle.clone();
+        self.run(sql, args, |c, st, p| {
+            h.block_on(c.query_opt(&st, &p))?
+                .map(|r| r.try_get(0))
+                .transpose()
+        })
+    }
+    fn text(&mut self, sql: &str, args: &[Arg<'_>]) -> Result<Option<String>, CompactError> {
+        let h = self.handle.clone();
+        self.run(sql, args, |c, st, p| {
+            h.block_on(c.query_opt(&st, &p))?
+                .map(|r| r.try_get(0))
+                .transpose()
+        })
+    }
+}
+
+/// Times a chunk that lost a race with a writer is run again before the pass gives up.
+const RETRIES: u32 = 5;
+
+/// The compaction job, on its own connection (SQLite) or session (PostgreSQL).
 pub struct Compactor {
-    conn: Connection,
+    db: Box<dyn Db>,
     cfg: RetentionConfig,
     /// Pause between two chunks, so the commit stage takes the lock in between.
     pause: Duration,
+    /// Whether this collector may compact now (the leader, among collectors sharing one
+    /// database); checked between chunks.
+    allowed: Box<dyn Fn() -> bool + Send>,
 }
 
 impl Compactor {
+    /// The job on its own SQLite connection.
+    ///
     /// # Errors
     /// Database errors.
     pub fn new(conn: Connection, cfg: RetentionConfig) -> Result<Self, rusqlite::Error> {
         // In WAL mode NORMAL stays consistent after a crash; a lost last chunk is redone.
         conn.execute_batch("PRAGMA synchronous=NORMAL;")?;
-        Ok(Self {
-            conn,
+        Ok(Self::on(Box::new(SqliteDb(conn)), cfg))
+    }
+
+    /// The job on a PostgreSQL session of its own.
+    ///
+    /// # Errors
+    /// [`super::StoreError`] when the server cannot be reached.
+    ///
+    /// # Panics
+    /// When called from inside an async task (`Handle::block_on`).
+    pub fn postgres(
+        pg: &super::config::PostgresConfig,
+        handle: &tokio::runtime::Handle,
+        cfg: RetentionConfig,
+    ) -> Result<Self, super::StoreError> {
+        let client = handle.block_on(super::postgres::connect(pg))?;
+        Ok(Self::on(
+            Box::new(PgDb {
+                cfg: pg.clone(),
+                handle: handle.clone(),
+                client,
+                prepared: Default::default(),
+            }),
+            cfg,
+        ))
+    }
+
+    fn on(db: Box<dyn Db>, cfg: RetentionConfig) -> Self {
+        Self {
+            db,
             cfg,
             pause: Duration::from_millis(10),
-        })
+            allowed: Box::new(|| true),
+        }
     }
 
     /// Sets the pause between chunks (the default is 10 ms).
@@ -293,16 +532,47 @@ impl Compactor {
         self
     }
 
+    /// Compacts only while `allowed` says so (e.g. while this collector is the leader).
+    #[must_use]
+    pub fn only_while(mut self, allowed: impl Fn() -> bool + Send + 'static) -> Self {
+        self.allowed = Box::new(allowed);
+        self
+    }
+
+    fn go(&self, stop: &CancellationToken) -> bool {
+        !stop.is_cancelled() && (self.allowed)()
+    }
+
+    /// Runs `f` in one transaction, again when it lost a race with a writer.
+    fn transaction<T>(
+        &mut self,
+        mut f: impl FnMut(&mut dyn Db) -> Result<T, CompactError>,
+    ) -> Result<T, CompactError> {
+        let mut tries = 0;
+        loop {
+            self.db.begin()?;
+            let res = f(self.db.as_mut()).and_then(|v| self.db.commit().map(|()| v));
+            match res {
+                Ok(v) => return Ok(v),
+                Err(e) => {
+                    self.db.rollback();
+                    tries += 1;
+                    if !e.is_retryable() || tries > RETRIES {
+                        return Err(e);
+                    }
+                    tracing::debug!(error = %e, "compaction chunk lost a race with a writer; again");
+                    std::thread::sleep(self.pause.max(Duration::from_millis(5)) * tries);
+                }
+            }
+        }
+    }
+
     /// Runs one pass at `now` (Unix seconds): minutes → five minutes → hours → days → deleted,
     /// for each family, until no row is past its horizon or `stop` is cancelled.
     ///
     /// # Errors
     /// Database errors (the pass stops; committed chunks stay committed).
-    pub fn pass(
-        &mut self,
-        now: i64,
-        stop: &CancellationToken,
-    ) -> Result<PassStats, rusqlite::Error> {
+    pub fn pass(&mut self, now: i64, stop: &CancellationToken) -> Result<PassStats, CompactError> {
         let h = self.cfg.horizons(now);
         let steps = [
             (MINUTE, FIVE_MIN, h.minute),
@@ -313,20 +583,20 @@ impl Compactor {
         for fam in [&FLOW, &LINK, &FLOW_CLASS] {
             for (src, dst, horizon) in steps {
                 let (s, d) = (src.col, dst.col);
+                let to = format!("{}_{}", fam.base, dst.suffix);
                 let roll = format!(
-                    "INSERT INTO {b}_{ds}({d}, {k}, {v})
+                    "INSERT INTO {to}({d}, {k}, {v})
                      SELECT ({s} / {bucket}) * {bucket}, {k}, {a} FROM
-                       (SELECT * FROM {b}_{ss} WHERE {s} < ?1 ORDER BY {s}, {k} LIMIT ?2)
+                       (SELECT * FROM {b}_{ss} WHERE {s} < ?1 ORDER BY {s}, {k} LIMIT ?2) AS chunk
                      WHERE true GROUP BY 1, {k}
                      ON CONFLICT({d}, {k}) DO UPDATE SET {u}",
                     b = fam.base,
-                    ds = dst.suffix,
                     ss = src.suffix,
                     bucket = dst.secs,
                     k = fam.keys,
                     v = fam.values,
                     a = fam.aggs,
-                    u = fam.update,
+                    u = fam.update.replace("{t}", &to),
                 );
                 let table = format!("{}_{}", fam.base, src.suffix);
                 st.rolled +=
@@ -353,27 +623,24 @@ impl Compactor {
         roll: Option<&str>,
         stop: &CancellationToken,
         st: &mut PassStats,
-    ) -> Result<u64, rusqlite::Error> {
+    ) -> Result<u64, CompactError> {
         // The same ordered LIMIT as in `roll`: inside one transaction both see the same rows.
         let delete = format!(
             "DELETE FROM {table} WHERE ({key}, {keys}) IN
                (SELECT {key}, {keys} FROM {table} WHERE {key} < ?1 ORDER BY {key}, {keys} LIMIT ?2)"
         );
         let limit = i64::from(self.cfg.chunk_rows);
+        let args = [Arg::Int(horizon), Arg::Int(limit)];
         let mut total = 0u64;
-        while !stop.is_cancelled() {
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            if let Some(roll) = roll {
-                tx.prepare_cached(roll)?.execute(params![horizon, limit])?;
-            }
-            let n = tx
-                .prepare_cached(&delete)?
-                .execute(params![horizon, limit])?;
-            tx.commit()?;
+        while self.go(stop) {
+            let n = self.transaction(|db| {
+                if let Some(roll) = roll {
+                    db.execute(roll, &args)?;
+                }
+                db.execute(&delete, &args)
+            })?;
             st.transactions += 1;
-            total += n as u64;
+            total += n;
             if (n as i64) < limit {
                 break;
             }
@@ -394,7 +661,7 @@ impl Compactor {
         horizon: i64,
         stop: &CancellationToken,
         st: &mut PassStats,
-    ) -> Result<u64, rusqlite::Error> {
+    ) -> Result<u64, CompactError> {
         let s = src.col;
         let from = format!("top_talker_{}", src.suffix);
         // Whole buckets of the tier filled (or of the source, when deleting).
@@ -416,16 +683,16 @@ impl Compactor {
                     format!(
                         "INSERT INTO {to}({dc}, site_id, prefix, bytes, packets)
                          SELECT ({s} / {bucket}) * {bucket}, site_id, prefix, SUM(bytes), SUM(packets)
-                         FROM {from} WHERE site_id = ?1 AND {s} < ?2 GROUP BY 1, prefix
+                         FROM {from} WHERE site_id = ?1 AND {s} < ?2 GROUP BY 1, site_id, prefix
                          ON CONFLICT(site_id, {dc}, prefix) DO UPDATE SET
-                           bytes = bytes + excluded.bytes, packets = packets + excluded.packets"
+                           bytes = {to}.bytes + excluded.bytes, packets = {to}.packets + excluded.packets"
                     ),
                     format!(
                         "DELETE FROM {to} WHERE site_id = ?1 AND ({dc}, prefix) IN
                            (SELECT {dc}, prefix FROM
                              (SELECT {dc}, prefix, row_number() OVER
                                 (PARTITION BY {dc} ORDER BY bytes DESC, packets DESC, prefix) AS rn
-                              FROM {to} WHERE site_id = ?1 AND {dc} >= ?2 AND {dc} < ?3)
+                              FROM {to} WHERE site_id = ?1 AND {dc} >= ?2 AND {dc} < ?3) AS ranked
                             WHERE rn > ?4)"
                     ),
                 )
@@ -434,75 +701,78 @@ impl Compactor {
         };
         let keep = i64::from(self.cfg.top_talkers);
         let limit = i64::from(self.cfg.chunk_rows);
+        let pause = self.pause;
         let mut total = 0u64;
         // The site being worked on, and whether it is finished (then the walk goes past it).
         let mut cursor: (String, bool) = (String::new(), false);
-        'walk: while !stop.is_cancelled() {
-            let tx = self
-                .conn
-                .transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
-            let mut used = 0i64;
-            let mut more = true;
-            // Sites looked at: a walk over sites with nothing to do also holds the lock.
-            let mut visited = 0;
-            while used < limit && visited < SITES_PER_TRANSACTION {
-                visited += 1;
-                let site: Option<String> = tx
-                    .prepare_cached(if cursor.1 { &next_site } else { &first_site })?
-                    .query_row([&cursor.0], |r| r.get(0))
-                    .optional()?;
-                let Some(site) = site else {
-                    more = false;
-                    break;
-                };
-                cursor = (site, false);
-                let site = cursor.0.as_str();
-                let Some(first) = tx
-                    .prepare_cached(&first_old)?
-                    .query_row(params![site, horizon], |r| r.get::<_, i64>(0))
-                    .optional()?
-                else {
-                    cursor.1 = true;
-                    continue;
-                };
-                let first_bucket = first.div_euclid(bucket) * bucket;
-                // Up to the bucket of the row past this transaction's budget; at least one
-                // whole bucket; the horizon is bucket-aligned, so buckets are never cut.
-                let end = match tx
-                    .prepare_cached(&nth_old)?
-                    .query_row(params![site, horizon, limit - used], |r| r.get::<_, i64>(0))
-                    .optional()?
-                {
-                    Some(n) => (n.div_euclid(bucket) * bucket).max(first_bucket + bucket),
-                    None => horizon,
+        while self.go(stop) {
+            // Work of this transaction, kept apart until it commits (a retried transaction
+            // starts again from the same cursor).
+            let start = cursor.clone();
+            let (more, end_cursor, n, trimmed) = self.transaction(|db| {
+                let mut cursor = start.clone();
+                let (mut used, mut trimmed) = (0i64, 0u64);
+                let mut more = true;
+                // Sites looked at: a walk over sites with nothing to do also holds the lock.
+                let mut visited = 0;
+                while used < limit && visited < SITES_PER_TRANSACTION {
+                    visited += 1;
+                    let q = if cursor.1 { &next_site } else { &first_site };
+                    let Some(site) = db.text(q, &[Arg::Text(&cursor.0)])? else {
+                        more = false;
+                        break;
+                    };
+                    cursor = (site, false);
+                    let site = cursor.0.as_str();
+                    let Some(first) = db.int(&first_old, &[Arg::Text(site), Arg::Int(horizon)])?
+                    else {
+                        cursor.1 = true;
+                        continue;
+                    };
+                    let first_bucket = first.div_euclid(bucket) * bucket;
+                    // Up to the bucket of the row past this transaction's budget; at least one
+                    // whole bucket; the horizon is bucket-aligned, so buckets are never cut.
+                    let nth = [Arg::Text(site), Arg::Int(horizon), Arg::Int(limit - used)];
+                    let end = match db.int(&nth_old, &nth)? {
+                        Some(n) => (n.div_euclid(bucket) * bucket).max(first_bucket + bucket),
+                        None => horizon,
+                    }
+                    .min(horizon);
+                    let upto = [Arg::Text(site), Arg::Int(end)];
+                    if dst.is_some() {
+                        db.execute(&roll, &upto)?;
+                    }
+                    let n = db.execute(&delete, &upto)? as i64;
+                    if dst.is_some() {
+                        let args = [
+                            Arg::Text(site),
+                            Arg::Int(first_bucket),
+                            Arg::Int(end),
+                            Arg::Int(keep),
+                        ];
+                        trimmed += db.execute(&trim, &args)?;
+                    }
+                    used += n;
+                    cursor.1 = end >= horizon;
                 }
-                .min(horizon);
-                if dst.is_some() {
-                    tx.prepare_cached(&roll)?.execute(params![site, end])?;
-                }
-                let n = tx.prepare_cached(&delete)?.execute(params![site, end])? as i64;
-                if dst.is_some() {
-                    st.trimmed +=
-                        tx.prepare_cached(&trim)?
-                            .execute(params![site, first_bucket, end, keep])?
-                            as u64;
-                }
-                used += n;
-                total += n as u64;
-                cursor.1 = end >= horizon;
-            }
-            tx.commit()?;
+                Ok((more, cursor, used as u64, trimmed))
+            })?;
+            cursor = end_cursor;
+            total += n;
+            st.trimmed += trimmed;
             st.transactions += 1;
             if !more {
-                break 'walk;
+                break;
             }
-            std::thread::sleep(self.pause);
+            std::thread::sleep(pause);
         }
         Ok(total)
     }
 
     /// Runs a first pass 5 s after start (the start, with its reconnecting probes, is not
-    /// slowed), then one every `interval`, until `stop` is cancelled.
+    /// slowed), then one every `interval`, until `stop` is cancelled. While compaction is not
+    /// allowed here ([`Compactor::only_while`]), it checks again every 2 s, so that a collector
+    /// that becomes the leader starts soon.
     pub fn run(mut self, stop: CancellationToken) {
         if self.cfg.minute_days == self.cfg.fine_days && self.cfg.minute_days > 7 {
             tracing::warn!(
@@ -520,6 +790,10 @@ impl Compactor {
         };
         wait(Duration::from_secs(5));
         while !stop.is_cancelled() {
+            if !(self.allowed)() {
+                wait(Duration::from_secs(2));
+                continue;
+            }
             let started = Instant::now();
             let now = rie_common::now_ms() / 1000;
             match self.pass(now, &stop) {
@@ -587,9 +861,138 @@ mod tests {
         assert_eq!(h.day, (now - 5 * 31_557_600) / 86_400 * 86_400);
     }
 
-    fn count(conn: &Connection, t: &str) -> i64 {
-        conn.query_row(&format!("SELECT COUNT(*) FROM {t}"), [], |r| r.get(0))
-            .unwrap()
+    /// A store the same compaction tests run on: a SQLite file, or a real PostgreSQL 15
+    /// (`rie-testpg`) migrated by the PostgreSQL backend itself. (One per test: the size of
+    /// the variants does not matter.)
+    #[allow(clippy::large_enum_variant)]
+    enum TestDb {
+        Sqlite {
+            _dir: tempfile::TempDir,
+            path: std::path::PathBuf,
+            conn: Connection,
+        },
+        Postgres {
+            cfg: crate::store::config::PostgresConfig,
+            client: tokio_postgres::Client,
+            rt: tokio::runtime::Runtime,
+            _server: rie_testpg::PgServer,
+        },
+    }
+
+    impl TestDb {
+        fn sqlite() -> Self {
+            let dir = tempfile::tempdir().unwrap();
+            let path = dir.path().join("rie.db");
+            let conn = crate::store::open(&path).unwrap();
+            TestDb::Sqlite {
+                _dir: dir,
+                path,
+                conn,
+            }
+        }
+
+        fn postgres() -> Self {
+            let server = rie_testpg::PgServer::start();
+            let rt = tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .enable_all()
+                .build()
+                .unwrap();
+            let cfg = crate::store::config::PostgresConfig {
+                url: server.url(),
+                password_file: None,
+                password_env: None,
+                root_cert: None,
+                pool_size: 2,
+            };
+            drop(crate::store::postgres::PgStore::open(&cfg, rt.handle()).unwrap());
+            let client = rt.block_on(crate::store::postgres::connect(&cfg)).unwrap();
+            TestDb::Postgres {
+                cfg,
+                client,
+                rt,
+                _server: server,
+            }
+        }
+
+        fn batch(&self, sql: &str) {
+            match self {
+                TestDb::Sqlite { conn, .. } => conn.execute_batch(sql).unwrap(),
+                TestDb::Postgres { client, rt, .. } => {
+                    rt.block_on(client.batch_execute(sql)).unwrap()
+                }
+            }
+        }
+
+        /// Every row of `sql`, whose columns are all integers (or NULL).
+        fn int_rows(&self, sql: &str) -> Vec<Vec<Option<i64>>> {
+            match self {
+                TestDb::Sqlite { conn, .. } => {
+                    let mut stmt = conn.prepare(sql).unwrap();
+                    let n = stmt.column_count();
+                    stmt.query_map([], |r| (0..n).map(|i| r.get(i)).collect())
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap()
+                }
+                TestDb::Postgres { client, rt, .. } => rt
+                    .block_on(client.query(sql, &[]))
+                    .unwrap()
+                    .iter()
+                    .map(|r| (0..r.len()).map(|i| r.get(i)).collect())
+                    .collect(),
+            }
+        }
+
+        /// The first row of `sql` (integers).
+        fn ints(&self, sql: &str) -> Vec<Option<i64>> {
+            self.int_rows(sql).into_iter().next().unwrap()
+        }
+
+        fn count(&self, t: &str) -> i64 {
+            self.ints(&format!("SELECT COUNT(*) FROM {t}"))[0].unwrap()
+        }
+
+        /// Rows of (bucket, prefix, bytes, packets).
+        fn talkers(&self, sql: &str) -> Vec<(i64, String, i64, i64)> {
+            match self {
+                TestDb::Sqlite { conn, .. } => {
+                    let mut stmt = conn.prepare(sql).unwrap();
+                    stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+                        .unwrap()
+                        .collect::<Result<_, _>>()
+                        .unwrap()
+                }
+                TestDb::Postgres { client, rt, .. } => rt
+                    .block_on(client.query(sql, &[]))
+                    .unwrap()
+                    .iter()
+                    .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+                    .collect(),
+            }
+        }
+
+        fn reader(&self) -> crate::store::Reader {
+            match self {
+                TestDb::Sqlite { path, .. } => crate::store::Reader::open(path).unwrap(),
+                TestDb::Postgres { cfg, rt, .. } => {
+                    crate::store::Reader::open_postgres(cfg, rt.handle()).unwrap()
+                }
+            }
+        }
+
+        /// The job on a connection of its own, without pauses.
+        fn compactor(&self, cfg: RetentionConfig) -> Compactor {
+            let c = match self {
+                TestDb::Sqlite { path, .. } => {
+                    Compactor::new(crate::store::open(path).unwrap(), cfg).unwrap()
+                }
+                TestDb::Postgres { cfg: pg, rt, .. } => {
+                    Compactor::postgres(pg, rt.handle(), cfg).unwrap()
+                }
+            };
+            c.pause(Duration::ZERO)
+        }
     }
 
     /// The key invariant: totals (API) and indicator inputs over aligned windows are exactly
@@ -597,14 +1000,20 @@ mod tests {
     /// data past the daily horizon is deleted; a second pass changes nothing.
     #[test]
     fn compaction_keeps_totals_and_expires_old_days() {
+        keeps_totals_and_expires_old_days(TestDb::sqlite());
+    }
+
+    #[test]
+    fn compaction_keeps_totals_and_expires_old_days_on_postgres() {
+        keeps_totals_and_expires_old_days(TestDb::postgres());
+    }
+
+    fn keeps_totals_and_expires_old_days(db: TestDb) {
         use crate::indicators::{load_inputs, Period};
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("rie.db");
         let inv = crate::inventory::load_dir(
             &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/indicators"),
         )
         .unwrap();
-        let conn = crate::store::open(&db).unwrap();
         let now = Period::parse("2026-11").unwrap().start_ms / 1000 + 19 * 86_400 + 1234;
         let ago_40d = now - 40 * 86_400; // 2026-10-11: hour tier
         let ago_2y = now - 730 * 86_400; // 2024-11-20: day tier
@@ -632,8 +1041,8 @@ mod tests {
                 }
             }
         }
-        conn.execute_batch(&sql).unwrap();
-        let reader = crate::store::Reader::open(&db).unwrap();
+        db.batch(&sql);
+        let reader = db.reader();
         let p40 = Period::parse("2026-10").unwrap();
         let p2y = Period::parse("2024").unwrap();
         let p6y = Period::parse("2020").unwrap();
@@ -650,7 +1059,7 @@ mod tests {
             let inputs: Vec<_> = [&p40, &p2y]
                 .into_iter()
                 .map(|p| {
-                    let i = load_inputs(&conn, &inv, p).unwrap();
+                    let i = load_inputs(&reader, &inv, p).unwrap();
                     (i.traffic_bytes, i.measured)
                 })
                 .collect();
@@ -661,28 +1070,23 @@ mod tests {
         assert_eq!(before.0[1].bytes, 90 * 100 + (0..90).sum::<u64>());
         assert_eq!(before.1[0].0, vec![90 * 100 + 4005, 0, 90 * 100, 0, 0]);
 
-        let mut c = Compactor::new(
-            crate::store::open(&db).unwrap(),
-            RetentionConfig {
-                chunk_rows: 7,
-                ..RetentionConfig::default()
-            },
-        )
-        .unwrap()
-        .pause(Duration::ZERO);
+        let mut c = db.compactor(RetentionConfig {
+            chunk_rows: 7,
+            ..RetentionConfig::default()
+        });
         let stop = CancellationToken::new();
         let st = c.pass(now, &stop).unwrap();
         // Old minute rows: 3 periods × 90 × 4; then their hours (2y and 6y) into days.
-        assert_eq!(count(&conn, "flow_minute"), 3);
-        assert_eq!(count(&conn, "link_minute"), 1);
-        assert_eq!(count(&conn, "flow_5min") + count(&conn, "link_5min"), 0);
+        assert_eq!(db.count("flow_minute"), 3);
+        assert_eq!(db.count("link_minute"), 1);
+        assert_eq!(db.count("flow_5min") + db.count("link_5min"), 0);
         // 90 minutes from ago_40d span 2 or 3 hours; 3 flow keys per hour.
         let hours_40d = (ago_40d / 60 * 60 + 89 * 60) / 3600 - ago_40d / 3600 + 1;
-        assert_eq!(count(&conn, "flow_hour"), 3 * hours_40d);
-        assert_eq!(count(&conn, "link_hour"), hours_40d);
+        assert_eq!(db.count("flow_hour"), 3 * hours_40d);
+        assert_eq!(db.count("link_hour"), hours_40d);
         let days_2y = (ago_2y / 60 * 60 + 89 * 60) / 86_400 - ago_2y / 86_400 + 1;
-        assert_eq!(count(&conn, "flow_day"), 3 * days_2y);
-        assert_eq!(count(&conn, "link_day"), days_2y);
+        assert_eq!(db.count("flow_day"), 3 * days_2y);
+        assert_eq!(db.count("link_day"), days_2y);
         let days_6y = (ago_6y / 60 * 60 + 89 * 60) / 86_400 - ago_6y / 86_400 + 1;
         assert_eq!(st.expired as i64, 4 * days_6y);
         // Buckets of size b touched by the 90 minutes from t.
@@ -697,14 +1101,10 @@ mod tests {
         let after = snapshot();
         assert_eq!(after, before);
         // The 2026-10 hour rows keep the link max RTT (NULL ignored) and sums.
-        let (max, n): (i64, i64) = conn
-            .query_row(
-                "SELECT MAX(rtt_max_us), SUM(rtt_n) FROM link_hour",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
-        assert_eq!((max, n), (890, 450));
+        assert_eq!(
+            db.ints("SELECT MAX(rtt_max_us), CAST(SUM(rtt_n) AS BIGINT) FROM link_hour"),
+            [Some(890), Some(450)]
+        );
         // Past the daily horizon: gone.
         assert_eq!(
             reader
@@ -726,10 +1126,16 @@ mod tests {
     /// prefixes, and otherwise are the top N of the bucket's sums, computed here independently.
     #[test]
     fn every_tier_keeps_aligned_totals_exactly() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("rie.db");
-        let conn = crate::store::open(&db).unwrap();
-        let reader = crate::store::Reader::open(&db).unwrap();
+        every_tier_keeps_aligned_totals(TestDb::sqlite());
+    }
+
+    #[test]
+    fn every_tier_keeps_aligned_totals_exactly_on_postgres() {
+        every_tier_keeps_aligned_totals(TestDb::postgres());
+    }
+
+    fn every_tier_keeps_aligned_totals(db: TestDb) {
+        let reader = db.reader();
         // 150 minutes from 00:47 the day before a day boundary + 1 day: crosses 5-minute,
         // hour and day boundaries (23:?? → 01:??).
         let day0 = 1_790_000_000 / 86_400 * 86_400;
@@ -779,27 +1185,25 @@ mod tests {
                 }
             }
         }
-        conn.execute_batch(&sql).unwrap();
+        db.batch(&sql);
         let flow_sum = |f: i64, t: i64| -> (i64, i64) {
-            conn.query_row(
-                "SELECT SUM(bytes), SUM(packets) FROM flow_minute WHERE minute >= ?1 AND minute < ?2",
-                [f, t],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap()
+            let r = db.ints(&format!(
+                "SELECT CAST(SUM(bytes) AS BIGINT), CAST(SUM(packets) AS BIGINT) FROM flow_minute
+                 WHERE minute >= {f} AND minute < {t}"
+            ));
+            (r[0].unwrap(), r[1].unwrap())
         };
         // Hand check of the input: Σ over 150 minutes and 3 keys of 1000 + 7i + proto.
         let expect_bytes = 3 * 150 * 1000 + 3 * 7 * (0..150).sum::<i64>() + 150 * (6 + 17 + 6);
         assert_eq!(flow_sum(0, i64::MAX).0, expect_bytes);
 
-        let links = |f: i64, t: i64| -> (i64, i64, i64, i64, i64, Option<i64>) {
-            conn.query_row(
-                "SELECT SUM(samples), SUM(sent), SUM(received), SUM(rtt_sum_us), SUM(rtt_n), MAX(rtt_max_us)
-                 FROM link_rollup WHERE start >= ?1 AND start < ?2",
-                [f, t],
-                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?)),
-            )
-            .unwrap()
+        let links = |f: i64, t: i64| -> Vec<Option<i64>> {
+            db.ints(&format!(
+                "SELECT CAST(SUM(samples) AS BIGINT), CAST(SUM(sent) AS BIGINT),
+                        CAST(SUM(received) AS BIGINT), CAST(SUM(rtt_sum_us) AS BIGINT),
+                        CAST(SUM(rtt_n) AS BIGINT), MAX(rtt_max_us)
+                 FROM link_rollup WHERE start >= {f} AND start < {t}"
+            ))
         };
         // Windows aligned to days (every stage), hours (until the day tier) and five minutes
         // (until the hour tier).
@@ -877,27 +1281,19 @@ mod tests {
         let a_hour = roll(&a_5min, 3600);
         let a_day = roll(&a_hour, 86_400);
         let table = |t: &str, col: &str| -> Rows {
-            let mut stmt = conn
-                .prepare(&format!(
-                    "SELECT {col}, prefix, bytes, packets FROM {t} WHERE site_id = 'A'"
-                ))
-                .unwrap();
-            let rows = stmt
-                .query_map([], |r| Ok(((r.get(0)?, r.get(1)?), (r.get(2)?, r.get(3)?))))
-                .unwrap();
-            rows.collect::<Result<_, _>>().unwrap()
+            db.talkers(&format!(
+                "SELECT {col}, prefix, bytes, packets FROM {t} WHERE site_id = 'A'"
+            ))
+            .into_iter()
+            .map(|(b, p, by, pk)| ((b, p), (by, pk)))
+            .collect()
         };
 
-        let mut c = Compactor::new(
-            crate::store::open(&db).unwrap(),
-            RetentionConfig {
-                chunk_rows: 7,
-                top_talkers: keep as u32,
-                ..RetentionConfig::default()
-            },
-        )
-        .unwrap()
-        .pause(Duration::ZERO);
+        let mut c = db.compactor(RetentionConfig {
+            chunk_rows: 7,
+            top_talkers: keep as u32,
+            ..RetentionConfig::default()
+        });
         let stop = CancellationToken::new();
         // Buckets of size b touched by the 150 minutes.
         let buckets = |b: i64| (m0 + 149 * 60) / b - m0 / b + 1;
@@ -920,35 +1316,29 @@ mod tests {
             "flow_class_minute",
             "top_talker_minute",
         ] {
-            assert_eq!(count(&conn, t), 0, "{t}");
+            assert_eq!(db.count(t), 0, "{t}");
         }
-        assert_eq!(count(&conn, "flow_5min"), 3 * buckets(300));
-        assert_eq!(count(&conn, "flow_class_5min"), 6 * buckets(300));
-        assert_eq!(count(&conn, "link_5min"), buckets(300));
+        assert_eq!(db.count("flow_5min"), 3 * buckets(300));
+        assert_eq!(db.count("flow_class_5min"), 6 * buckets(300));
+        assert_eq!(db.count("link_5min"), buckets(300));
         assert_eq!(table("top_talker_5min", "five_min"), a_5min);
         assert_eq!(snapshot(&all_w), before);
 
         // 2. Forty days later: hours.
         c.pass(m0 + 40 * 86_400, &stop).unwrap();
-        assert_eq!(
-            count(&conn, "flow_5min") + count(&conn, "top_talker_5min"),
-            0
-        );
-        assert_eq!(count(&conn, "flow_hour"), 3 * buckets(3600));
-        assert_eq!(count(&conn, "flow_class_hour"), 6 * buckets(3600));
+        assert_eq!(db.count("flow_5min") + db.count("top_talker_5min"), 0);
+        assert_eq!(db.count("flow_hour"), 3 * buckets(3600));
+        assert_eq!(db.count("flow_class_hour"), 6 * buckets(3600));
         assert_eq!(table("top_talker_hour", "hour"), a_hour);
         let day_hour_w: Vec<_> = day_w.iter().chain(&hour_w).copied().collect();
         assert_eq!(snapshot(&day_hour_w), before[..3]);
 
         // 3. 402 days later: days.
         c.pass(m0 + 402 * 86_400, &stop).unwrap();
-        assert_eq!(
-            count(&conn, "flow_hour") + count(&conn, "top_talker_hour"),
-            0
-        );
-        assert_eq!(count(&conn, "flow_day"), 3 * buckets(86_400));
-        assert_eq!(count(&conn, "flow_class_day"), 6 * buckets(86_400));
-        assert_eq!(count(&conn, "link_day"), buckets(86_400));
+        assert_eq!(db.count("flow_hour") + db.count("top_talker_hour"), 0);
+        assert_eq!(db.count("flow_day"), 3 * buckets(86_400));
+        assert_eq!(db.count("flow_class_day"), 6 * buckets(86_400));
+        assert_eq!(db.count("link_day"), buckets(86_400));
         assert_eq!(table("top_talker_day", "day"), a_day);
         assert_eq!(snapshot(&day_w), before[..2]);
         // B never had more than `keep` prefixes: its talkers are exact, by hand too.
@@ -976,7 +1366,7 @@ mod tests {
             (3 + 6 + 1) * buckets(86_400) + a_day.len() as i64 + 2 * buckets(86_400)
         );
         for t in ["flow_day", "link_day", "flow_class_day", "top_talker_day"] {
-            assert_eq!(count(&conn, t), 0, "{t}");
+            assert_eq!(db.count(t), 0, "{t}");
         }
         assert_eq!(
             reader.flow_totals(0, i64::MAX, None, None).unwrap(),
@@ -989,9 +1379,15 @@ mod tests {
     /// transaction boundaries.
     #[test]
     fn talker_walk_covers_every_site_across_transactions() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("rie.db");
-        let conn = crate::store::open(&db).unwrap();
+        talker_walk_covers_every_site(TestDb::sqlite());
+    }
+
+    #[test]
+    fn talker_walk_covers_every_site_across_transactions_on_postgres() {
+        talker_walk_covers_every_site(TestDb::postgres());
+    }
+
+    fn talker_walk_covers_every_site(db: TestDb) {
         let now = 1_790_000_000 / 86_400 * 86_400;
         let old = now - 3 * 86_400;
         let mut sql = String::new();
@@ -1013,42 +1409,29 @@ mod tests {
                 );
             }
         }
-        conn.execute_batch(&sql).unwrap();
-        let mut c = Compactor::new(
-            crate::store::open(&db).unwrap(),
-            RetentionConfig {
-                chunk_rows: 100_000,
-                ..RetentionConfig::default()
-            },
-        )
-        .unwrap()
-        .pause(Duration::ZERO);
+        db.batch(&sql);
+        let mut c = db.compactor(RetentionConfig {
+            chunk_rows: 100_000,
+            ..RetentionConfig::default()
+        });
         let st = c.pass(now, &CancellationToken::new()).unwrap();
         assert_eq!(st.rolled, 300 * 6);
         assert_eq!(st.trimmed, 0);
         // 3 families × 4 steps with nothing to do (1 each); talkers: minutes → 5 min visits 600
         // sites (256 + 256 + 88), 5 min → hours 300 (256 + 44), then 1 + 1.
         assert_eq!(st.transactions, 12 + 3 + 2 + 1 + 1);
-        assert_eq!(count(&conn, "top_talker_minute"), 300);
-        assert_eq!(count(&conn, "top_talker_5min"), 300 * 3);
+        assert_eq!(db.count("top_talker_minute"), 300);
+        assert_eq!(db.count("top_talker_5min"), 300 * 3);
         // Each even site's prefix p: 2 minutes × (site + p) bytes, 2 packets.
-        let (bytes, packets): (i64, i64) = conn
-            .query_row(
-                "SELECT SUM(bytes), SUM(packets) FROM top_talker_5min",
-                [],
-                |r| Ok((r.get(0)?, r.get(1)?)),
-            )
-            .unwrap();
+        let r = db.ints(
+            "SELECT CAST(SUM(bytes) AS BIGINT), CAST(SUM(packets) AS BIGINT) FROM top_talker_5min",
+        );
+        let (bytes, packets) = (r[0].unwrap(), r[1].unwrap());
         let expect: i64 = (0..600).step_by(2).map(|s| 2 * (3 * s + 3)).sum();
         assert_eq!((bytes, packets), (expect, 300 * 3 * 2));
-        let odd_left: i64 = conn
-            .query_row(
-                "SELECT COUNT(*) FROM top_talker_minute WHERE prefix = '10.9.9.0/24'",
-                [],
-                |r| r.get(0),
-            )
-            .unwrap();
-        assert_eq!(odd_left, 300);
+        let odd_left =
+            db.ints("SELECT COUNT(*) FROM top_talker_minute WHERE prefix = '10.9.9.0/24'")[0];
+        assert_eq!(odd_left, Some(300));
     }
 
     /// Late data (a spool replayed days later) for a minute already compacted lands in the
@@ -1056,20 +1439,21 @@ mod tests {
     /// again with the late prefix competing.
     #[test]
     fn late_data_merges_into_its_compacted_bucket() {
-        let dir = tempfile::tempdir().unwrap();
-        let db = dir.path().join("rie.db");
-        let conn = crate::store::open(&db).unwrap();
+        late_data_merges(TestDb::sqlite());
+    }
+
+    #[test]
+    fn late_data_merges_into_its_compacted_bucket_on_postgres() {
+        late_data_merges(TestDb::postgres());
+    }
+
+    fn late_data_merges(db: TestDb) {
         let now = 1_790_000_000 / 86_400 * 86_400;
         let m = now - 3 * 86_400 + 120; // in the five-minute bucket now − 3 days
-        let mut c = Compactor::new(
-            crate::store::open(&db).unwrap(),
-            RetentionConfig {
-                top_talkers: 2,
-                ..RetentionConfig::default()
-            },
-        )
-        .unwrap()
-        .pause(Duration::ZERO);
+        let mut c = db.compactor(RetentionConfig {
+            top_talkers: 2,
+            ..RetentionConfig::default()
+        });
         let stop = CancellationToken::new();
         let write = |bytes: i64, talkers: &[(&str, i64)]| {
             let mut sql = format!(
@@ -1079,7 +1463,7 @@ mod tests {
             for (p, b) in talkers {
                 sql += &format!("INSERT INTO top_talker_minute VALUES ({m}, 'A', '{p}', {b}, 1);");
             }
-            conn.execute_batch(&sql).unwrap();
+            db.batch(&sql);
         };
         write(
             100,
@@ -1094,19 +1478,18 @@ mod tests {
         let st = c.pass(now, &stop).unwrap();
         assert_eq!(st.rolled, 3);
         let rows = |t: &str| -> Vec<(i64, i64)> {
-            let mut stmt = conn
-                .prepare(&format!("SELECT five_min, bytes FROM {t}"))
-                .unwrap();
-            let rows = stmt.query_map([], |r| Ok((r.get(0)?, r.get(1)?))).unwrap();
-            rows.collect::<Result<_, _>>().unwrap()
+            db.int_rows(&format!("SELECT five_min, bytes FROM {t}"))
+                .into_iter()
+                .map(|r| (r[0].unwrap(), r[1].unwrap()))
+                .collect()
         };
         let bucket = m / 300 * 300;
         assert_eq!(rows("flow_5min"), vec![(bucket, 107)]);
         assert_eq!(rows("flow_class_5min"), vec![(bucket, 107)]);
         // 10.0.3.0/24 was dropped at the first pass (30 < 40); the late 25 alone does not
         // beat 40: kept are 50 and 40. (Had it been kept, it would now have 55.)
-        let talkers = crate::store::Reader::open(&db)
-            .unwrap()
+        let talkers = db
+            .reader()
             .top_talkers("A", bucket, bucket + 300, 10)
             .unwrap();
         let got: Vec<_> = talkers

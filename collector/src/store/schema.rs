@@ -75,10 +75,29 @@ const MIGRATIONS: &[Migration] = &[
             )
         },
     },
+    Migration {
+        version: 3,
+        name: "site states versioned for collectors sharing a database; no cluster table",
+        apply: |conn| {
+            // Idempotent, like every step (a database that lost its `schema_version` runs
+            // them again): SQLite has no `ADD COLUMN IF NOT EXISTS`.
+            let has: i64 = conn.query_row(
+                "SELECT count(*) FROM pragma_table_info('site_status') WHERE name = 'updated_ms'",
+                [],
+                |r| r.get(0),
+            )?;
+            if has == 0 {
+                conn.execute_batch(
+                    "ALTER TABLE site_status ADD COLUMN updated_ms INTEGER NOT NULL DEFAULT 0;",
+                )?;
+            }
+            conn.execute_batch("DROP TABLE IF EXISTS cluster_membership;")
+        },
+    },
 ];
 
 /// The version this collector writes.
-pub const LATEST: i64 = 2;
+pub const LATEST: i64 = 3;
 
 /// Applies the migrations `conn`'s database lacks.
 ///
@@ -564,7 +583,7 @@ mod tests {
             "SELECT * FROM link_minute ORDER BY 1, 2, 3",
             "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes ORDER BY 1, 4",
             "SELECT * FROM probe_streams ORDER BY 1, 2",
-            "SELECT * FROM site_status ORDER BY 1",
+            "SELECT site_id, live_json FROM site_status ORDER BY 1",
             "SELECT * FROM probe_credentials ORDER BY 1",
         ]
         .iter()

@@ -16,6 +16,8 @@
 //! `verify-ca`, `require` and `prefer` are as strict as `verify-full` when TLS is used;
 //! `disable` uses no TLS.
 
+pub mod leader;
+pub mod listen;
 pub mod read;
 pub mod schema;
 pub mod write;
@@ -161,6 +163,17 @@ pub fn connect_error(cfg: &PostgresConfig, source: tokio_postgres::Error) -> Sto
         fix: fix_hint(cfg),
         source,
     }
+}
+
+/// TCP keepalives on the client socket of a long-lived session (LISTEN, the leader lock): a
+/// server that died without closing the socket is noticed in about 11 s (5 s idle, then 3
+/// probes 2 s apart), not after the kernel's default two hours.
+pub fn keepalives(config: &mut tokio_postgres::Config) {
+    config
+        .keepalives(true)
+        .keepalives_idle(std::time::Duration::from_secs(5))
+        .keepalives_interval(std::time::Duration::from_secs(2))
+        .keepalives_retries(3);
 }
 
 /// Opens one dedicated session (its connection task spawned on the current runtime): the

@@ -261,6 +261,102 @@ impl PgReader {
         Ok(out)
     }
 
+    /// See `Reader::netflow_template`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn netflow_template(
+        &self,
+        scope: &str,
+        kind: i64,
+        template_id: i64,
+    ) -> Result<Option<Vec<u8>>, StoreError> {
+        match self
+            .query(
+                "SELECT body FROM netflow_templates WHERE scope = $1 AND kind = $2 AND template_id = $3",
+                &[&scope, &kind, &template_id],
+            )?
+            .first()
+        {
+            Some(r) => Ok(Some(self.get(r, 0)?)),
+            None => Ok(None),
+        }
+    }
+
+    /// See `Reader::episodes_touching`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn episodes_touching(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+    ) -> Result<Vec<(String, Episode)>, StoreError> {
+        let mut out = Vec::new();
+        for r in self.query(
+            "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
+             WHERE start_ms < $2 AND (end_ms IS NULL OR end_ms >= $1)",
+            &[&from_ms, &to_ms],
+        )? {
+            let Some(kind) = EpisodeKind::parse(&self.get::<String>(&r, 1)?) else {
+                continue;
+            };
+            out.push((
+                self.get(&r, 0)?,
+                Episode {
+                    kind,
+                    link: self.get(&r, 2)?,
+                    start_ms: self.get(&r, 3)?,
+                    end_ms: self.get(&r, 4)?,
+                    cause: self.get(&r, 5)?,
+                },
+            ));
+        }
+        Ok(out)
+    }
+
+    /// See `Reader::for_each_site_bytes`: summed by the server, one row per site.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn for_each_site_bytes(
+        &self,
+        from: i64,
+        to: i64,
+        each: &mut dyn FnMut(&str, u64),
+    ) -> Result<(), StoreError> {
+        for r in self.query(
+            "SELECT site_id, SUM(bytes)::BIGINT FROM flow_rollup
+             WHERE start >= $1 AND start < $2 GROUP BY site_id",
+            &[&from, &to],
+        )? {
+            let bytes = u64::try_from(self.get::<i64>(&r, 1)?).unwrap_or(0);
+            each(&self.get::<String>(&r, 0)?, bytes);
+        }
+        Ok(())
+    }
+
+    /// See `Reader::for_each_link_checked_site`: one row per site.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn for_each_link_checked_site(
+        &self,
+        from: i64,
+        to: i64,
+        seen: &mut dyn FnMut(&str) -> bool,
+    ) -> Result<(), StoreError> {
+        for r in self.query(
+            "SELECT DISTINCT site_id FROM link_rollup WHERE start >= $1 AND start < $2",
+            &[&from, &to],
+        )? {
+            if !seen(&self.get::<String>(&r, 0)?) {
+                break;
+            }
+        }
+        Ok(())
+    }
+
     /// See `Reader::minute_traffic`.
     ///
     /// # Errors
@@ -331,22 +427,20 @@ impl PgReader {
         })
     }
 
-    /// Stores the hash of `token` for `credential_ref`, replacing any previous one (see
-    /// `credentials::store`; used by `probe-config`).
+    /// Stores the hashes of `tokens` (credential ref, token) in one statement, replacing
+    /// earlier ones (see `credentials`). Credential refs must be distinct.
     ///
     /// # Errors
     /// Database errors.
-    pub fn store_token(
-        &self,
-        credential_ref: &str,
-        token: &str,
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
+    pub fn store_tokens(&self, tokens: &[(String, String)], now_ms: i64) -> Result<(), StoreError> {
+        let refs: Vec<&str> = tokens.iter().map(|(r, _)| r.as_str()).collect();
+        let hashes: Vec<String> = tokens.iter().map(|(_, t)| hash_token(t)).collect();
         self.query(
-            "INSERT INTO probe_credentials(credential_ref, token_sha256, issued_ms) VALUES ($1, $2, $3)
+            "INSERT INTO probe_credentials(credential_ref, token_sha256, issued_ms)
+             SELECT r, h, $3 FROM UNNEST($1::text[], $2::text[]) AS t(r, h)
              ON CONFLICT (credential_ref) DO UPDATE SET token_sha256 = excluded.token_sha256,
                issued_ms = excluded.issued_ms",
-            &[&credential_ref, &hash_token(token), &now_ms],
+            &[&refs, &hashes, &now_ms],
         )
         .map(drop)
     }
@@ -509,7 +603,8 @@ mod tests {
             r.verify_token("probe-S1", "tok").unwrap(),
             Verdict::NotEnrolled
         );
-        r.store_token("probe-S1", "tok", 1).unwrap();
+        r.store_tokens(&[("probe-S1".into(), "tok".into())], 1)
+            .unwrap();
         assert_eq!(
             r.verify_token("probe-S1", "tok").unwrap(),
             Verdict::Accepted
@@ -558,5 +653,127 @@ mod tests {
         );
         assert_eq!(r.episodes("S1", 0, 10_000).unwrap().len(), 4);
         assert_eq!(r.episodes_open_or_closed_since(4500).unwrap().len(), 2);
+    }
+
+    /// Indicators (finance reports) read the same inputs and give the same report on both
+    /// backends: episodes crossing the period start, traffic and link checks inside and just
+    /// outside the period, sites unknown to the inventory.
+    #[test]
+    fn indicators_are_the_same_on_both_backends() {
+        use crate::indicators::{self, CostModel, GroupBy, Period};
+        let inv = crate::inventory::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/indicators"),
+        )
+        .unwrap();
+        let p = Period::parse("2026-10").unwrap();
+        let (s, e) = (p.start_ms / 1000, p.end_ms / 1000);
+        let flow = |minute, site: &str, bytes| FlowRow {
+            minute,
+            site: site.into(),
+            exporter: String::new(),
+            protocol: 6,
+            direction: 1,
+            port_class: PortClass::Web,
+            flows: 1,
+            packets: 1,
+            bytes,
+        };
+        let link = |minute, site: &str| LinkRow {
+            minute,
+            site: site.into(),
+            link: format!("{site}-P"),
+            sent: 1,
+            received: 1,
+            rtt_sum_us: 1,
+            rtt_n: 1,
+            rtt_max_us: Some(1),
+        };
+        let open = |site: &str, kind, start_ms| EpisodeChange::Open {
+            site: site.into(),
+            kind,
+            link: None,
+            start_ms,
+            cause: "test".into(),
+        };
+        let close = |site: &str, kind, start_ms, end_ms| EpisodeChange::Close {
+            site: site.into(),
+            kind,
+            start_ms,
+            end_ms,
+        };
+        let set = WriteSet {
+            flows: vec![
+                flow(s, "A", 100),
+                flow(e - 60, "A", 23),
+                flow(s - 60, "A", 1000),
+                flow(e, "B", 1000),
+                flow(s, "nowhere", 5),
+            ],
+            links: vec![link(s + 60, "C"), link(e, "D")],
+            episodes: vec![
+                open("A", EpisodeKind::Outage, p.start_ms + 3_600_000),
+                close(
+                    "A",
+                    EpisodeKind::Outage,
+                    p.start_ms + 3_600_000,
+                    p.start_ms + 5_400_000,
+                ),
+                open("B", EpisodeKind::Outage, p.start_ms - 60_000),
+                close("B", EpisodeKind::Outage, p.start_ms - 60_000, p.start_ms),
+                open("B", EpisodeKind::Failover, p.start_ms),
+                close("B", EpisodeKind::Failover, p.start_ms, p.start_ms + 120_000),
+                open("E", EpisodeKind::Degraded, p.end_ms - 1000),
+                open("nowhere", EpisodeKind::Outage, p.start_ms + 1),
+            ],
+            now_ms: 9,
+            ..WriteSet::default()
+        };
+        let model = CostModel::default();
+        let now = p.end_ms + 86_400_000;
+        let report = |r: &Reader| {
+            let inp = indicators::load_inputs(r, &inv, &p).unwrap();
+            let json = serde_json::to_string(
+                &indicators::report(r, &inv, &model, &p, now, GroupBy::Site).unwrap(),
+            )
+            .unwrap();
+            (
+                inp.traffic_bytes,
+                inp.measured,
+                inp.unknown_site_episodes,
+                inp.episodes.iter().map(Vec::len).collect::<Vec<_>>(),
+                json,
+            )
+        };
+
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("rie.db");
+        SqliteStore::open(&path).unwrap().write(&set).unwrap();
+        let sqlite = report(&Reader::open(&path).unwrap());
+
+        let server = rie_testpg::PgServer::start();
+        let rt = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(2)
+            .enable_all()
+            .build()
+            .unwrap();
+        let cfg = PostgresConfig {
+            url: server.url(),
+            password_file: None,
+            password_env: None,
+            root_cert: None,
+            pool_size: 2,
+        };
+        super::super::PgStore::open(&cfg, rt.handle())
+            .unwrap()
+            .write(&set)
+            .unwrap();
+        let pg = report(&Reader::open_postgres(&cfg, rt.handle()).unwrap());
+        // Exact inputs: A's two minutes in the period; C measured by a link check alone; B's
+        // outage ending at the start still read (takeover), E's open degradation counted.
+        assert_eq!(sqlite.0, vec![123, 0, 0, 0, 0]);
+        assert_eq!(sqlite.1, vec![true, true, true, false, true]);
+        assert_eq!(sqlite.2, 1);
+        assert_eq!(sqlite.3, vec![1, 2, 0, 0, 1]);
+        assert_eq!(pg, sqlite);
     }
 }

@@ -27,6 +27,12 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "CREATE INDEX IF NOT EXISTS episodes_open_key ON episodes(site_id, kind, start_ms)
          WHERE end_ms IS NULL;",
     ),
+    (
+        3,
+        "site states versioned for collectors sharing a database; no cluster table",
+        "ALTER TABLE site_status ADD COLUMN IF NOT EXISTS updated_ms BIGINT NOT NULL DEFAULT 0;
+         DROP TABLE IF EXISTS cluster_membership;",
+    ),
 ];
 
 const V1: &str = "

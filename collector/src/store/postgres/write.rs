@@ -319,11 +319,24 @@ async fn apply(client: &mut tokio_postgres::Client, set: &WriteSet) -> Result<()
     if !states.is_empty() {
         let site: Vec<&str> = states.keys().copied().collect();
         let json: Vec<&str> = states.values().copied().collect();
+        // `updated_ms` is the row's version: the commit's clock, but never lower than the
+        // version it replaces, so that it grows per site whatever the clocks of the
+        // collectors writing it.
         tx.execute(
-            "INSERT INTO site_status(site_id, live_json)
-             SELECT * FROM UNNEST($1::text[], $2::text[])
-             ON CONFLICT (site_id) DO UPDATE SET live_json = excluded.live_json",
-            &[&site, &json],
+            "INSERT INTO site_status(site_id, live_json, updated_ms)
+             SELECT s, j, $3 FROM UNNEST($1::text[], $2::text[]) AS t(s, j)
+             ON CONFLICT (site_id) DO UPDATE SET
+               live_json = excluded.live_json,
+               updated_ms = GREATEST(excluded.updated_ms, site_status.updated_ms + 1)",
+            &[&site, &json, &set.now_ms],
+        )
+        .await?;
+        // Transactional: the other collectors hear of these sites only once the group is
+        // committed, and never of a group rolled back (see `listen`).
+        let payloads = super::listen::payloads(&site);
+        tx.execute(
+            "SELECT pg_notify($1, p) FROM UNNEST($2::text[]) AS p",
+            &[&super::listen::CHANNEL, &payloads],
         )
         .await?;
     }
