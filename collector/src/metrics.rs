@@ -31,6 +31,12 @@ pub struct Metrics {
     pub store_stale_mark_conflicts: IntCounter,
     pub store_commit_seconds: Histogram,
     pub store_batches_per_commit: Histogram,
+    /// 1 while the store answers (last write and last health check succeeded), 0 during an
+    /// outage; with the start of the outage and its cause for `/healthz` ([`StoreHealth`]).
+    pub store_up: IntGauge,
+    /// Unix time (s) at which the current store outage began; 0 while the store is up.
+    pub store_down_since: IntGauge,
+    pub store_health: StoreHealth,
     pub sites: IntGaugeVec,
     /// Flow records taken into the rollups, by source: `probe` (the aggregates in probe batches,
     /// capture or relayed NetFlow) and `netflow` (records exported directly to the collector).
@@ -136,6 +142,17 @@ impl Metrics {
                 ]),
             )
             .expect("valid metric"),
+            store_up: IntGauge::new(
+                "rie_collector_store_up",
+                "1 while the store accepts writes and answers health checks, 0 during an outage.",
+            )
+            .expect("valid metric"),
+            store_down_since: IntGauge::new(
+                "rie_collector_store_down_since_seconds",
+                "Unix time at which the current store outage began (0: the store is up).",
+            )
+            .expect("valid metric"),
+            store_health: StoreHealth::default(),
             sites: IntGaugeVec::new(
                 Opts::new("rie_collector_sites", "Sites by current state."),
                 &["state"],
@@ -151,7 +168,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 17] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
             Box::new(m.leader.clone()),
             Box::new(m.probe_connections.clone()),
             Box::new(m.probe_batches.clone()),
@@ -166,6 +183,8 @@ impl Metrics {
             Box::new(m.store_stale_mark_conflicts.clone()),
             Box::new(m.store_commit_seconds.clone()),
             Box::new(m.store_batches_per_commit.clone()),
+            Box::new(m.store_up.clone()),
+            Box::new(m.store_down_since.clone()),
             Box::new(m.sites.clone()),
             Box::new(m.flow_records.clone()),
             Box::new(prometheus::process_collector::ProcessCollector::for_self()),
@@ -189,7 +208,34 @@ impl Metrics {
         for r in ["oversized", "malformed", "unexpected", "io", "tls"] {
             m.frame_errors.with_label_values(&[r]);
         }
+        m.store_up.set(1);
         m
+    }
+
+    /// A store write (`by_write`: the commit stage) or health check failed with `reason` at
+    /// `now_ms`: the store is down, since the first failure of this outage.
+    pub fn store_failed(&self, by_write: bool, reason: String, now_ms: i64) {
+        let mut down = self.store_health.lock();
+        let since_ms = down.as_ref().map_or(now_ms, |d| d.since_ms);
+        *down = Some(StoreDown {
+            since_ms,
+            reason,
+            by_write: by_write || down.as_ref().is_some_and(|d| d.by_write),
+        });
+        self.store_up.set(0);
+        self.store_down_since.set(since_ms.div_euclid(1000));
+    }
+
+    /// A store write (`by_write`) or health check succeeded. A health check does not end an
+    /// outage that a failed write began: only the next successful write does (the probes'
+    /// redelivery brings one).
+    pub fn store_ok(&self, by_write: bool) {
+        let mut down = self.store_health.lock();
+        if down.as_ref().is_some_and(|d| by_write || !d.by_write) {
+            *down = None;
+            self.store_up.set(1);
+            self.store_down_since.set(0);
+        }
     }
 
     /// Text exposition of everything registered.
@@ -343,5 +389,61 @@ impl NetflowMetrics {
             m.records_by_direction.with_label_values(&[d]);
         }
         m
+    }
+}
+
+/// The current store outage, if any: shared by the commit stage (writes) and `/healthz`
+/// (pings).
+#[derive(Default)]
+pub struct StoreHealth(std::sync::Mutex<Option<StoreDown>>);
+
+impl StoreHealth {
+    fn lock(&self) -> std::sync::MutexGuard<'_, Option<StoreDown>> {
+        self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The outage in progress.
+    pub fn down(&self) -> Option<StoreDown> {
+        self.lock().clone()
+    }
+}
+
+/// A store outage in progress.
+#[derive(Debug, Clone, PartialEq)]
+pub struct StoreDown {
+    /// When its first failure happened (Unix ms).
+    pub since_ms: i64,
+    /// The latest failure's error (names the server by its masked URL).
+    pub reason: String,
+    /// A write failed during it (only a successful write ends it).
+    pub by_write: bool,
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn an_outage_keeps_its_start_and_only_a_write_ends_a_write_failure() {
+        let m = Metrics::new();
+        assert_eq!((m.store_up.get(), m.store_health.down()), (1, None));
+        m.store_failed(false, "ping: refused".into(), 5_000);
+        m.store_failed(true, "commit: gone".into(), 9_000);
+        let down = m.store_health.down().unwrap();
+        assert_eq!(
+            (down.since_ms, down.reason.as_str(), down.by_write),
+            (5_000, "commit: gone", true)
+        );
+        assert_eq!((m.store_up.get(), m.store_down_since.get()), (0, 5));
+        // A ping answering again does not clear a failed write: the next write does.
+        m.store_ok(false);
+        assert_eq!(m.store_up.get(), 0);
+        m.store_ok(true);
+        assert_eq!((m.store_up.get(), m.store_down_since.get()), (1, 0));
+        assert_eq!(m.store_health.down(), None);
+        // A ping failure alone is ended by a ping.
+        m.store_failed(false, "ping: refused".into(), 20_000);
+        m.store_ok(false);
+        assert_eq!((m.store_up.get(), m.store_health.down()), (1, None));
     }
 }

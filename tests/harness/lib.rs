@@ -13,6 +13,7 @@ use serde_json::Value;
 
 pub mod influx;
 pub mod netflow;
+pub mod pg_fleet;
 
 /// Path of a workspace binary next to the test executable (`target/<profile>/NAME`).
 ///

@@ -60,22 +60,38 @@ fn bad_request(msg: String) -> ApiError {
     ApiError(StatusCode::BAD_REQUEST, msg)
 }
 
+/// 200 while the store answers; 503 with the reason and the start of the outage when it does
+/// not (a failed ping, or a failed write not yet followed by a successful one).
 async fn healthz(State(st): State<AppState>) -> Response {
     let reader = st.reader.clone();
-    let store_ok = tokio::task::spawn_blocking(move || reader.ping().is_ok())
+    let ping = tokio::task::spawn_blocking(move || reader.ping().map_err(|e| e.to_string()))
         .await
-        .unwrap_or(false);
+        .unwrap_or_else(|e| Err(format!("health check task failed: {e}")));
+    match ping {
+        Ok(()) => st.metrics.store_ok(false),
+        Err(e) => st.metrics.store_failed(false, e, rie_common::now_ms()),
+    }
     let connected = st.metrics.probe_connections.get();
-    let body = serde_json::json!({
-        "status": if store_ok { "ok" } else { "store_unavailable" },
+    let mut body = serde_json::json!({
+        "status": "ok",
         "sites": st.sites.inventory.sites.len(),
         "probes_connected": connected,
         "leader": st.metrics.leader.get() == 1,
     });
-    let code = if store_ok {
-        StatusCode::OK
-    } else {
-        StatusCode::SERVICE_UNAVAILABLE
+    let code = match st.metrics.store_health.down() {
+        None => StatusCode::OK,
+        Some(down) => {
+            let since = time::OffsetDateTime::from_unix_timestamp_nanos(
+                i128::from(down.since_ms) * 1_000_000,
+            )
+            .ok()
+            .and_then(|t| t.format(&Rfc3339).ok())
+            .unwrap_or_else(|| down.since_ms.to_string());
+            body["status"] = "store_unavailable".into();
+            body["store_down_since"] = since.clone().into();
+            body["reason"] = format!("database unreachable since {since}: {}", down.reason).into();
+            StatusCode::SERVICE_UNAVAILABLE
+        }
     };
     (code, Json(body)).into_response()
 }

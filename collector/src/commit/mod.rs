@@ -21,6 +21,10 @@
 //!   so `seq <= last_stored` means "already stored"; the mark is written in the same group as
 //!   the data (store contract, point 3). Batches of one stream in one group chain on the
 //!   marks of the group.
+//! - **A failed batch holds its stream back.** After a group fails, later batches of its
+//!   streams are refused (not stored, not acknowledged) until the failed batch is stored by the
+//!   probe's resend: otherwise one the failed connection had queued could commit first and
+//!   move the mark past it.
 //! - **Sinks never block the writer**: [`Sink`] implementations queue and bound their own
 //!   memory.
 //! - **Silence is scanned once** among collectors sharing a database: only the leader
@@ -34,7 +38,7 @@ pub mod rows;
 
 use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use rie_proto::{Batch, FlowAggregate, SiteId, TopTalker};
 use tokio::sync::{mpsc, oneshot};
@@ -206,7 +210,19 @@ pub struct CommitStage {
     share_seen: Option<std::time::Duration>,
     /// Last sign of life stored per site, for `share_seen`.
     stored_seen: HashMap<usize, i64>,
+    /// Streams whose batch `seq` failed to store (group error: not acknowledged), with when:
+    /// later batches of the stream are refused until `seq` or an earlier one is stored again
+    /// (the probe resends from it), or for [`UNSTORED_HOLD`]. Without this, a batch the
+    /// failed connection had already queued could commit on the next session (after a
+    /// reconnect to a new primary) and move the stream mark past the failed one, which the
+    /// probe would then drop as stored: an acknowledged-as-stored batch lost.
+    unstored: HashMap<(SiteId, u64), (u64, Instant)>,
 }
+
+/// How long later batches of a stream are refused after one of its batches failed to store.
+/// Longer than a failed connection's queued batches take to reach the commit stage; a probe
+/// whose spool dropped the failed batch meanwhile (disk budget) is held back at most this long.
+const UNSTORED_HOLD: Duration = Duration::from_secs(30);
 
 /// What one request of a group will get once the group is committed.
 enum Plan {
@@ -218,6 +234,8 @@ enum Plan {
         flow_records: u64,
     },
     Duplicate,
+    /// An earlier batch of the stream failed to store and was not stored since.
+    Refused,
     Netflow {
         rows: u64,
         minutes: Vec<(usize, i64)>,
@@ -243,6 +261,7 @@ impl CommitStage {
             metrics,
             max_group: max_group.max(1),
             sinks: Vec::new(),
+            unstored: HashMap::new(),
             silence_epoch: leadership.epoch(),
             leadership,
             share_seen: None,
@@ -333,6 +352,7 @@ impl CommitStage {
         // Live state per site as it evolves through the group.
         let mut live: HashMap<usize, SiteLive> = HashMap::new();
         let mut silence = None;
+        let refused = self.refuse_after_failures(group);
         let ticked = group.iter().any(|r| matches!(r, Request::SilenceScan));
         let scan_silence = ticked && self.silence_ready();
         let plans: Vec<Plan> = {
@@ -341,7 +361,9 @@ impl CommitStage {
             let dedup = self.dedup.lock();
             group
                 .iter_mut()
-                .map(|req| match req {
+                .zip(&refused)
+                .map(|(req, refused)| match req {
+                    Request::Batch(_) if *refused => Plan::Refused,
                     Request::Batch(w) => {
                         let last = pending
                             .get(&(w.site.clone(), w.stream))
@@ -391,6 +413,7 @@ impl CommitStage {
         match written {
             Ok(()) => {
                 if !set.is_empty() {
+                    self.metrics.store_ok(true);
                     self.metrics.store_commits.inc();
                     self.metrics
                         .store_commit_seconds
@@ -414,7 +437,23 @@ impl CommitStage {
                 }
                 self.metrics.store_errors.inc();
                 tracing::error!(error = %e, requests = group.len(), "group commit failed; nothing acknowledged");
+                let at = Instant::now();
+                for req in group.iter() {
+                    if let Request::Batch(w) = req {
+                        let e = self
+                            .unstored
+                            .entry((w.site.clone(), w.stream))
+                            .or_insert((w.batch.seq, at));
+                        *e = (e.0.min(w.batch.seq), at);
+                    }
+                }
                 let msg = e.to_string();
+                // A conflict with another writer is no outage. Anything else (server gone,
+                // failover, commit in doubt) is: the stage goes on, and each group retries
+                // the session until one commits.
+                if !matches!(e, StoreError::StaleMarks(_)) {
+                    self.metrics.store_failed(true, msg.clone(), now_ms);
+                }
                 for req in group.drain(..) {
                     match req {
                         Request::Batch(w) => {
@@ -428,6 +467,43 @@ impl CommitStage {
                 }
             }
         }
+    }
+
+    /// Which batches of `group` to refuse: those past a failed, not yet stored batch of their
+    /// stream (see `unstored`). A batch at or before the failed one, or the failed one known
+    /// stored, ends the hold.
+    fn refuse_after_failures(&mut self, group: &[Request]) -> Vec<bool> {
+        let now = Instant::now();
+        self.unstored
+            .retain(|_, (_, at)| now.duration_since(*at) < UNSTORED_HOLD);
+        group
+            .iter()
+            .map(|req| {
+                let Request::Batch(w) = req else {
+                    return false;
+                };
+                let key = (w.site.clone(), w.stream);
+                // Stored after all: by another collector sharing the database, or by a commit
+                // that was in doubt (the mark learned at the probe's hello, or from a
+                // stale-mark refusal).
+                let stored = |failed: u64| {
+                    self.dedup
+                        .last(&w.site, w.stream)
+                        .is_some_and(|last| last >= failed)
+                };
+                match self.unstored.get(&key) {
+                    Some(&(failed, _)) if w.batch.seq > failed && !stored(failed) => {
+                        tracing::warn!(site = %w.site, stream = w.stream, seq = w.batch.seq, failed, "batch refused: an earlier batch of its stream is not stored yet");
+                        true
+                    }
+                    Some(_) => {
+                        self.unstored.remove(&key);
+                        false
+                    }
+                    None => false,
+                }
+            })
+            .collect()
     }
 
     /// Rows of one batch, unless its stream mark says it is already stored.
@@ -578,6 +654,12 @@ impl CommitStage {
                     }
                     let _ = w.reply.send(Ok(Stored::New));
                     committed.push((w.site_idx, w.batch));
+                }
+                (Request::Batch(w), Plan::Refused) => {
+                    let _ = w.reply.send(Err(format!(
+                        "batch {} not stored: an earlier batch of its stream is not stored yet; resend from it",
+                        w.batch.seq
+                    )));
                 }
                 (Request::Batch(w), _) => {
                     self.metrics.duplicate_batches.inc();

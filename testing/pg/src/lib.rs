@@ -8,8 +8,9 @@
 //!   role logs in with `scram-sha-256` (so wrong-password tests are real).
 //! - [`PgServer::url`] (`postgresql://postgres@127.0.0.1:PORT/rie`), [`PgServer::port`],
 //!   [`PgServer::psql`] (runs SQL as `postgres` on `rie`, returns unaligned output).
-//! - [`PgServer::kill9`] (SIGKILL the postmaster), [`PgServer::stop`] (fast shutdown);
-//!   `Drop` stops the server and removes the dir.
+//! - [`PgServer::kill9`] (SIGKILL the postmaster), [`PgServer::stop`] (fast shutdown),
+//!   [`PgServer::start_again`] (same data dir and port); `Drop` stops the server and removes
+//!   the dir.
 //! - [`PgServer::start_sync_pair`]: a primary with `synchronous_standby_names='FIRST 1
 //!   (standby1)'` and a standby made by `pg_basebackup -R -X stream`, returned once
 //!   `pg_stat_replication.sync_state = 'sync'`; [`PgServer::promote`] on the standby.
@@ -232,6 +233,16 @@ impl PgServer {
             let _ = c.output();
             self.running = false;
         }
+    }
+
+    /// Starts a stopped or killed server again on its data dir and port (crash recovery after
+    /// [`PgServer::kill9`]).
+    ///
+    /// # Panics
+    /// When it does not start in 30 s.
+    pub fn start_again(&mut self) {
+        assert!(!self.running, "the server is already running");
+        self.start_server();
     }
 
     /// A synchronous primary/standby pair (recipe (a)): returns once the standby is `sync`.
