@@ -73,28 +73,7 @@ fn primary_killed_standby_promoted_nothing_lost_nothing_twice() {
     println!("produced per site: {produced:?}");
     assert_exact(&produced, |sql| standby.psql(sql));
     // The collector's own view agrees, and it never saw a hole in a stream.
-    for (site, n) in &produced {
-        let t = c.totals(Some(site));
-        let e = rie_e2e::pg_fleet::expected(site, *n);
-        assert_eq!(
-            (
-                t["flows"].as_u64().unwrap(),
-                t["packets"].as_u64().unwrap(),
-                t["bytes"].as_u64().unwrap()
-            ),
-            e,
-            "{site}: collector totals"
-        );
-    }
-    assert_eq!(c.metric("rie_collector_sequence_gaps_total"), 0.0);
-    // Stored once each is what the database check above proves. The collector counts a
-    // batch as stored when its commit returned; one whose session broke at COMMIT after the
-    // commit happened (in doubt) is stored without being counted (its resend is answered as a
-    // duplicate, or the probe learns the mark at its next hello). Never more than produced.
-    let counted = c.metric("rie_collector_probe_batches_total");
-    let total = produced.values().sum::<u64>() as f64;
-    assert!(counted <= total, "{counted} counted, {total} produced");
-    println!("{counted} of {total} batches counted as stored by the collector");
+    rie_e2e::pg_fleet::assert_collector_agrees(&c, &produced);
     let log = c.log();
     assert!(log.contains("PostgreSQL writer session lost"), "{log}");
     assert!(log.contains("group commit failed"), "{log}");

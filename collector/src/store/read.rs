@@ -336,40 +336,12 @@ impl Reader {
             Ok(c) => c,
             Err(pg) => return pg.episodes_open_or_closed_since(closed_since_ms),
         };
-        let mut stmt = conn.prepare_cached(
+        site_episodes(
+            &conn,
             "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
              WHERE end_ms IS NULL OR end_ms >= ?1 ORDER BY start_ms",
-        )?;
-        let rows = stmt.query_map([closed_since_ms], |r| {
-            let kind: String = r.get(1)?;
-            Ok((
-                r.get::<_, String>(0)?,
-                kind,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (site, kind, link, start_ms, end_ms, cause) = row?;
-            // A kind this collector does not know (written by a newer one) is not shown.
-            let Some(kind) = EpisodeKind::parse(&kind) else {
-                continue;
-            };
-            out.push((
-                site,
-                Episode {
-                    kind,
-                    start_ms,
-                    end_ms,
-                    link,
-                    cause,
-                },
-            ));
-        }
-        Ok(out)
+            params![closed_since_ms],
+        )
     }
 
     /// The running totals of one site minute, one row per source (probe or NetFlow),
@@ -419,36 +391,12 @@ impl Reader {
             Ok(c) => c,
             Err(pg) => return pg.episodes_touching(from_ms, to_ms),
         };
-        let mut stmt = conn.prepare_cached(
+        site_episodes(
+            &conn,
             "SELECT site_id, kind, link_id, start_ms, end_ms, cause FROM episodes
              WHERE start_ms < ?2 AND (end_ms IS NULL OR end_ms >= ?1)",
-        )?;
-        let rows = stmt.query_map(params![from_ms, to_ms], |r| {
-            Ok((
-                r.get::<_, String>(0)?,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, i64>(3)?,
-                r.get::<_, Option<i64>>(4)?,
-                r.get::<_, String>(5)?,
-            ))
-        })?;
-        let mut out = Vec::new();
-        for row in rows {
-            let (site, kind, link, start_ms, end_ms, cause) = row?;
-            // A kind this collector does not know (written by a newer one) is not counted.
-            if let Some(kind) = EpisodeKind::parse(&kind) {
-                let e = Episode {
-                    kind,
-                    start_ms,
-                    end_ms,
-                    link,
-                    cause,
-                };
-                out.push((site, e));
-            }
-        }
-        Ok(out)
+            params![from_ms, to_ms],
+        )
     }
 
     /// Calls `each(site, bytes)` with traffic bytes whose bucket (any tier) starts in
@@ -628,6 +576,33 @@ pub fn query_episodes(
                 link,
                 cause,
             });
+        }
+    }
+    Ok(out)
+}
+
+/// Episodes with their site, from `sql` selecting (site_id, kind, link_id, start_ms, end_ms,
+/// cause); a kind this collector does not know (written by a newer one) is skipped.
+fn site_episodes(
+    conn: &Connection,
+    sql: &str,
+    args: impl rusqlite::Params,
+) -> Result<Vec<(String, Episode)>, StoreError> {
+    let mut stmt = conn.prepare_cached(sql)?;
+    let mut rows = stmt.query(args)?;
+    let mut out = Vec::new();
+    while let Some(r) = rows.next()? {
+        if let Some(kind) = EpisodeKind::parse(&r.get::<_, String>(1)?) {
+            out.push((
+                r.get(0)?,
+                Episode {
+                    kind,
+                    link: r.get(2)?,
+                    start_ms: r.get(3)?,
+                    end_ms: r.get(4)?,
+                    cause: r.get(5)?,
+                },
+            ));
         }
     }
     Ok(out)
