@@ -7,30 +7,15 @@
 
 use std::time::Duration;
 
-use rie_e2e::netflow::{data, inventory, send_from, v9, v9_record, v9_template_256};
+use rie_e2e::netflow::{
+    data, inventory, send_from, triple, v9, v9_record, v9_template_256, wait_site,
+};
 use rie_e2e::Collector;
 use rie_testpg::PgServer;
-use serde_json::Value;
 
 const S1: [u8; 4] = [127, 0, 0, 2];
 const S2: [u8; 4] = [127, 0, 0, 3];
 const T: u32 = 1_790_000_000;
-
-fn triple(v: &Value) -> (u64, u64, u64) {
-    (
-        v["flows"].as_u64().unwrap(),
-        v["packets"].as_u64().unwrap(),
-        v["bytes"].as_u64().unwrap(),
-    )
-}
-
-fn wait_site(c: &Collector, site: &str, want: (u64, u64, u64)) {
-    c.wait_until(
-        &format!("{site} totals {want:?}"),
-        Duration::from_secs(10),
-        |c| triple(&c.totals(Some(site))) == want,
-    );
-}
 
 #[test]
 fn a_template_announced_to_one_collector_decodes_on_another() {

@@ -519,3 +519,18 @@ pub fn v9_template_256() -> Vec<u8> {
 pub fn v9_record(bytes: u32, packets: u32) -> Vec<u32> {
     vec![bytes, packets, 17, 50_000, 50_000]
 }
+
+/// (flows, packets, bytes) of a totals answer.
+pub fn triple(v: &serde_json::Value) -> (u64, u64, u64) {
+    let n = |k: &str| v[k].as_u64().unwrap_or_else(|| panic!("no {k} in {v}"));
+    (n("flows"), n("packets"), n("bytes"))
+}
+
+/// Waits (10 s at most) until `site`'s totals on `c` are `want`.
+pub fn wait_site(c: &crate::Collector, site: &str, want: (u64, u64, u64)) {
+    c.wait_until(
+        &format!("{site} totals {want:?}"),
+        std::time::Duration::from_secs(10),
+        |c| triple(&c.totals(Some(site))) == want,
+    );
+}
