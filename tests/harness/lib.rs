@@ -890,10 +890,16 @@ impl NetnsPair {
         ] {
             // A quiet link: no router solicitations, no duplicate-address probes, so that
             // only the test's own traffic crosses it (captures compared packet for packet).
+            // The multicast listener reports the kernel sends when the link comes up cannot be
+            // turned off; a 1 ms report interval sends them all in one burst at link-up,
+            // which `wait_link_settled` waits out, instead of spread over the next seconds
+            // (where one fell between tcpdump's start and the probe's).
             let quiet = [
                 format!("net.ipv6.conf.{dev}.router_solicitations=0"),
                 format!("net.ipv6.conf.{dev}.accept_dad=0"),
                 format!("net.ipv6.conf.{dev}.accept_ra=0"),
+                format!("net.ipv6.conf.{dev}.mldv1_unsolicited_report_interval=1"),
+                format!("net.ipv6.conf.{dev}.mldv2_unsolicited_report_interval=1"),
             ];
             let st = Command::new("ip")
                 .args(["netns", "exec", ns, "sysctl", "-qw"])
@@ -906,6 +912,9 @@ impl NetnsPair {
             ip(&["-n", ns, "link", "set", dev, "up"]);
             ip(&["-n", ns, "link", "set", "lo", "up"]);
         }
+        for (ns, dev) in [(&a, &veth_a), (&b, &veth_b)] {
+            wait_link_settled(ns, dev);
+        }
         pair
     }
 
@@ -915,6 +924,28 @@ impl NetnsPair {
         c.args(["netns", "exec", ns, program]);
         c
     }
+}
+
+/// Waits until `dev` in `ns` has its link-local address (the kernel adds it once the carrier
+/// is up, joins its multicast groups and reports them), then lets the report burst pass.
+fn wait_link_settled(ns: &str, dev: &str) {
+    let start = Instant::now();
+    loop {
+        let out = Command::new("ip")
+            .args(["-n", ns, "-6", "addr", "show", "dev", dev, "scope", "link"])
+            .output()
+            .expect("ip");
+        let text = String::from_utf8_lossy(&out.stdout);
+        if text.contains("inet6 fe80") && !text.contains("tentative") {
+            break;
+        }
+        assert!(
+            start.elapsed() < Duration::from_secs(10),
+            "{dev} in {ns} got no link-local address: {text}"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    std::thread::sleep(Duration::from_millis(300));
 }
 
 impl NetnsPair {
