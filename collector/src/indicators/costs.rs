@@ -96,6 +96,12 @@ pub struct CostModel {
     /// under it, and listed in the report's notes. Empty: no check.
     #[serde(default = "default_ministries")]
     pub ministries: Vec<String>,
+    /// The nation's number of sites, which the national costs are for. An inventory with
+    /// fewer sites is a sample (the demo, a lab, one ministry's collector): the national costs
+    /// are scaled to its share, sites / `national_sites` ([`CostModel::period_items`]), instead
+    /// of being borne by its few sites. 0: never scale.
+    #[serde(default = "default_national_sites")]
+    pub national_sites: u32,
 }
 
 /// The ministries of the generated national inventory (`inventory::generate`).
@@ -121,6 +127,10 @@ fn default_ministries() -> Vec<String> {
 
 fn default_reference() -> i64 {
     100
+}
+/// DINUM roadmap 2023: about 14,000 sites served (`shared/rie-facts.md`).
+fn default_national_sites() -> u32 {
+    14_000
 }
 fn default_risk_agents() -> u32 {
     100
@@ -198,6 +208,7 @@ impl Default for CostModel {
             one_off: default_one_off(),
             risk: RiskConfig::default(),
             ministries: default_ministries(),
+            national_sites: default_national_sites(),
         }
     }
 }
@@ -299,13 +310,35 @@ impl CostModel {
         Ok(())
     }
 
-    /// Every national cost with its amount for a period of `months` whole months, cents.
-    pub fn period_items(&self, months: u32) -> Vec<PeriodCost> {
+    /// The share of the national costs an inventory of `sites` sites bears: the whole when
+    /// it has at least [`CostModel::national_sites`] (or scaling is off), else
+    /// `sites / national_sites`.
+    pub fn share(&self, sites: usize) -> NationalShare {
+        let sites = u32::try_from(sites).unwrap_or(u32::MAX);
+        NationalShare {
+            sites,
+            national_sites: self.national_sites,
+            scaled: self.national_sites > 0 && sites < self.national_sites,
+        }
+    }
+
+    /// Every national cost with its amount for a period of `months` whole months, cents, for
+    /// an inventory bearing `share` of them. Scaling and proration are one rounding (half up
+    /// to the cent) of the exact product.
+    pub fn period_items(&self, months: u32, share: &NationalShare) -> Vec<PeriodCost> {
+        let (num, den) = if share.scaled {
+            (
+                i128::from(months) * i128::from(share.sites),
+                12 * i128::from(share.national_sites),
+            )
+        } else {
+            (i128::from(months), 12)
+        };
         let shared = self.shared.iter().map(|s| PeriodCost {
             name: s.name.clone(),
             label: s.label.clone(),
             allocation: s.allocation,
-            cents: prorate(i128::from(s.annual_eur) * 100, i128::from(months), 12),
+            cents: prorate(i128::from(s.annual_eur) * 100, num, den),
         });
         let one_off = self.one_off.iter().map(|o| PeriodCost {
             name: o.name.clone(),
@@ -313,12 +346,24 @@ impl CostModel {
             allocation: o.allocation,
             cents: prorate(
                 i128::from(o.amount_eur) * 100,
-                i128::from(months),
-                12 * i128::from(o.amortisation_years),
+                num,
+                den * i128::from(o.amortisation_years),
             ),
         });
         shared.chain(one_off).collect()
     }
+}
+
+/// How much of the national costs an inventory bears ([`CostModel::share`]); shown in the
+/// report's notes when `scaled`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NationalShare {
+    /// Sites of the inventory.
+    pub sites: u32,
+    /// [`CostModel::national_sites`].
+    pub national_sites: u32,
+    /// True when the national costs are scaled to `sites / national_sites`.
+    pub scaled: bool,
 }
 
 /// One national cost for the report's period.
@@ -433,6 +478,31 @@ mod tests {
         assert_eq!(prorate(1_500_000_000, 3, 60), 75_000_000);
         assert_eq!(prorate(1, 1, 2), 1);
         assert_eq!(prorate(1, 1, 3), 0);
+    }
+
+    #[test]
+    fn a_sample_bears_its_share_of_the_national_costs() {
+        let m = CostModel::default();
+        // The nation (or more): the whole, 36 M€ a year (33 M€ shared, 15 M€ over 5 years).
+        let whole: i64 = m.period_items(12, &m.share(14_000)).iter().map(|c| c.cents).sum();
+        assert_eq!(whole, 3_600_000_000);
+        assert!(!m.share(20_000).scaled);
+        // 300 sites: 300/14,000 of each, rounded half up once. Backbone: 10 M€ × 300 / 14,000
+        // = 214,285.714… € → 21,428,571 cents; one-off: 3 M€ a year × 300 / 14,000 = 64,285.714… €.
+        let share = m.share(300);
+        assert!(share.scaled);
+        let items = m.period_items(12, &share);
+        assert_eq!(items[0].cents, 21_428_571);
+        assert_eq!(items[4].cents, 6_428_571);
+        // One month of it: 10 M€ × 300 / (12 × 14,000) = 17,857.142… € → 1,785,714 cents.
+        assert_eq!(m.period_items(1, &share)[0].cents, 1_785_714);
+        // Scaling off.
+        let off = CostModel {
+            national_sites: 0,
+            ..CostModel::default()
+        };
+        assert!(!off.share(300).scaled);
+        assert_eq!(off.period_items(12, &off.share(300))[0].cents, 1_000_000_000);
     }
 
     #[test]

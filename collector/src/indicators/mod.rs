@@ -24,7 +24,7 @@ use std::collections::BTreeMap;
 use rie_proto::LinkRole;
 use serde::Serialize;
 
-pub use costs::{allocate, AllocationKey, CostModel, CostsError, PeriodCost};
+pub use costs::{allocate, AllocationKey, CostModel, CostsError, NationalShare, PeriodCost};
 pub use period::{Period, PeriodError};
 
 use crate::inventory::Inventory;
@@ -288,6 +288,8 @@ pub struct SiteTable {
     pub items: Vec<PeriodCost>,
     /// True when the `per_traffic_volume` key had no traffic to weigh and used agents instead.
     pub traffic_fallback: bool,
+    /// The share of the national costs `items` are for.
+    pub share: NationalShare,
 }
 
 /// Costs and availability of every site for the period.
@@ -327,7 +329,8 @@ pub fn site_table(
             f
         })
         .collect();
-    let items = model.period_items(period.months);
+    let share = model.share(inv.sites.len());
+    let items = model.period_items(period.months, &share);
     let traffic_total: u64 = inp.traffic_bytes.iter().sum();
     let traffic_fallback = traffic_total == 0
         && items
@@ -354,6 +357,7 @@ pub fn site_table(
     SiteTable {
         sites,
         items,
+        share,
         traffic_fallback,
     }
 }
@@ -535,6 +539,9 @@ pub struct Notes {
     pub sites_without_data: u64,
     pub per_traffic_volume_fell_back_to_per_agent: bool,
     pub episodes_of_unknown_sites: u64,
+    /// The share of the national costs the inventory bears; `scaled` when it is a sample
+    /// (fewer sites than the nation): the cost items are then that share of the national ones.
+    pub national_share: NationalShare,
 }
 
 /// The period as shown in reports.
@@ -703,6 +710,7 @@ pub fn compute(
         sites_without_data: table.sites.iter().filter(|f| !f.measured).count() as u64,
         per_traffic_volume_fell_back_to_per_agent: table.traffic_fallback,
         episodes_of_unknown_sites: inp.unknown_site_episodes,
+        national_share: table.share.clone(),
     };
     Report {
         period: PeriodOut {
