@@ -151,6 +151,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         cfg.costs.as_deref(),
     )?);
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
+    let api_tls = cfg.api.tls.as_ref().map(api::serve::load_tls).transpose()?;
     // Holds the SQLite store, or only the InfluxDB sink's backlog on PostgreSQL.
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.data_dir.display().to_string(),
@@ -335,14 +336,13 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics: metrics.clone(),
         costs,
     });
-    let api_shutdown = shutdown.clone();
-    tracker.spawn(async move {
-        let serve = axum::serve(api_listener, app)
-            .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
+    tracker.spawn(api::serve::serve(
+        api_listener,
+        app,
+        cfg.api.clone(),
+        api_tls,
+        shutdown.clone(),
+    ));
     info!(
         probes = %probe_addr,
         api = %api_addr,

@@ -116,6 +116,7 @@ impl CollectorConfig {
             self.store.validate(),
             self.sites.validate(),
             self.influx.validate(),
+            self.api.validate(),
         ];
         for check in checks {
             check.map_err(|(key, message)| invalid(key, message))?;

@@ -1,12 +1,15 @@
 //! HTTP API (JSON, described in `docs/openapi.yaml`) and the `/metrics` endpoint.
 //!
 //! Owns every HTTP route of the collector: the JSON API and `/metrics` (here), the status page
-//! (`web`). May import `store` (reads), `sites`, `indicators`, `inventory`, `metrics`; never
-//! `ingest` or `sinks`. Only `app` imports it.
+//! (`web`), and the listener that serves them (`serve`: HTTPS, certificate reload, security
+//! headers). May import `store` (reads), `sites`, `indicators`, `inventory`, `metrics`, `pki`;
+//! never `ingest` or `sinks`. Only `app` imports it.
 
+pub mod serve;
 pub mod web;
 
-use std::net::SocketAddr;
+pub use serve::ApiConfig;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
@@ -447,23 +450,3 @@ async fn indicators(
     Ok(Json(report).into_response())
 }
 
-// --- configuration (`[api]` of the collector config file) ---
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    #[serde(default = "default_api_listen")]
-    pub listen: SocketAddr,
-}
-
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_api_listen(),
-        }
-    }
-}
-
-fn default_api_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8480))
-}
