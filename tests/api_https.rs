@@ -39,7 +39,11 @@ fn curl(ca: &Path, url: &str) -> Option<(String, String)> {
 }
 
 fn pki_init(dir: &Path) {
-    run_ok(Command::new(bin("rie-collector")).args(["pki", "init", "--dir"]).arg(dir));
+    run_ok(
+        Command::new(bin("rie-collector"))
+            .args(["pki", "init", "--dir"])
+            .arg(dir),
+    );
 }
 
 /// Replaces `to` with `from` atomically (write beside, rename), as a certificate renewal does.
@@ -222,7 +226,15 @@ fn https_with_security_headers_and_certificate_reload_without_dropping_connectio
     assert_eq!(sites.as_array().map(Vec::len), Some(3), "{sites}");
     // Plain HTTP on the HTTPS port: no HTTP answer.
     let plain = Command::new("curl")
-        .args(["-sS", "--max-time", "5", "-o", "/dev/null", "-w", "%{http_code}"])
+        .args([
+            "-sS",
+            "--max-time",
+            "5",
+            "-o",
+            "/dev/null",
+            "-w",
+            "%{http_code}",
+        ])
         .arg(format!("http://{api}/healthz"))
         .output()
         .unwrap();
@@ -252,7 +264,9 @@ fn https_with_security_headers_and_certificate_reload_without_dropping_connectio
     // Back to the first certificate, without a signal: the file change is seen.
     install(&s.path("pki/server.pem"), &cert);
     install(&s.path("pki/server.key"), &key);
-    wait("the file change", || curl(&ca_a, &url("/healthz")).is_some());
+    wait("the file change", || {
+        curl(&ca_a, &url("/healthz")).is_some()
+    });
     assert!(curl(&ca_b, &url("/healthz")).is_none());
     assert_eq!(held.get("/healthz"), 200);
 
@@ -269,7 +283,11 @@ fn clear_text_off_loopback_is_refused_at_start_up() {
     let s = Setup::new();
     let port = free_ports::<1>()[0].port();
     for (api, key, fix) in [
-        (format!("listen = \"0.0.0.0:{port}\""), "api.listen", "[api.tls]"),
+        (
+            format!("listen = \"0.0.0.0:{port}\""),
+            "api.listen",
+            "[api.tls]",
+        ),
         (
             format!("listen = \"0.0.0.0:{port}\"\nbehind_proxy = true"),
             "api.trusted_proxies",

@@ -245,7 +245,7 @@ struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus with `configs/prometheus` (rules included), scraping `target` every
     /// second and evaluating rules every second.
-    fn start(target: &str) -> Self {
+    fn start(target: &str, token: &str) -> Self {
         require("prometheus", "prometheus");
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("conf");
@@ -261,6 +261,17 @@ impl Prometheus {
             .replace("scrape_interval: 15s", "scrape_interval: 1s")
             .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
             .replace("scrape_timeout: 10s", "scrape_timeout: 1s");
+        // The scrape sends the collector's `metrics` token from its file, as configured.
+        let token_file = conf.join("rie-collector.token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        assert!(
+            main.contains("/etc/prometheus/rie-collector.token"),
+            "{main}"
+        );
+        let main = main.replace(
+            "/etc/prometheus/rie-collector.token",
+            &token_file.display().to_string(),
+        );
         std::fs::write(conf.join("prometheus.yml"), main).unwrap();
         std::fs::write(
             conf.join("targets/collector.yml"),
@@ -461,9 +472,13 @@ fn substitute(q: &str, vars: &BTreeMap<String, String>) -> String {
 
 #[test]
 fn promql_panels_return_data_from_a_real_prometheus() {
-    let c = Collector::start();
+    // The collector requires tokens, as in production: Prometheus scrapes with a `metrics`
+    // token read from its credentials file, the test reads with an admin one.
+    let c = Collector::start_with_config("[auth]\nrequired = true\n");
+    c.use_token("admin");
+    let scrape_token = c.create_token("metrics", "prometheus");
     feed(&c);
-    let prom = Prometheus::start(&c.api_addr.to_string());
+    let prom = Prometheus::start(&c.api_addr.to_string(), &scrape_token);
     // Two scrapes for rates, then the recording rules once more.
     wait_for(
         "scrapes and recording rules",

@@ -330,11 +330,22 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         tracker.clone(),
     ));
 
+    let auth_metrics = crate::auth::gate::AuthMetrics::new();
+    if let Err(e) = auth_metrics.register(&metrics.registry) {
+        tracing::warn!(error = %e, "authentication metrics not registered");
+    }
+    let gate = Arc::new(crate::auth::gate::Gate::new(
+        cfg.auth.required(cfg.api.listen, cfg.api.behind_proxy),
+        reader.clone(),
+        inventory.clone(),
+        auth_metrics,
+    ));
     let app = api::router(api::AppState {
         sites: sites.clone(),
         reader,
         metrics: metrics.clone(),
         costs,
+        gate,
     });
     tracker.spawn(api::serve::serve(
         api_listener,

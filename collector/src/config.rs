@@ -33,6 +33,9 @@ pub struct CollectorConfig {
     pub probes: crate::ingest::probe_stream::ProbesConfig,
     #[serde(default)]
     pub api: crate::api::ApiConfig,
+    /// Who must authenticate (`[auth]`; see `auth`).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     #[serde(default)]
     pub tls: crate::pki::TlsConfig,
     #[serde(default)]
@@ -70,6 +73,7 @@ impl Default for CollectorConfig {
             inventory: default_inventory(),
             probes: Default::default(),
             api: Default::default(),
+            auth: Default::default(),
             tls: Default::default(),
             store: Default::default(),
             sites: Default::default(),

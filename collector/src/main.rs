@@ -63,6 +63,11 @@ enum Cmd {
         #[command(subcommand)]
         cmd: PkiCmd,
     },
+    /// API tokens for programs (Grafana, Prometheus, scripts): create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
+    },
     /// Issue a new token for a site and write its ready-to-use probe config (replaces, and so
     /// revokes, the site's previous token).
     ProbeConfig {
@@ -176,6 +181,36 @@ enum InventoryCmd {
 }
 
 #[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token and print its secret, once (only its hash is stored).
+    Create {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// noc, finance, admin, metrics, ministry:<name as in sites.csv>, technician:<site>.
+        #[arg(long)]
+        role: String,
+        /// What the token is for (shown by `token list`, usable with `token revoke`).
+        #[arg(long)]
+        name: String,
+        /// Validity, e.g. 90d, 12h; none: until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Revoke a token by id or name; effective within a second on every collector.
+    Revoke {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// The token's id or name.
+        which: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum PkiCmd {
     /// Create the CA and the collector's server certificate.
     Init {
@@ -272,7 +307,103 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             address,
             token_from,
         } => probe_config(&build_config(&cfg)?, &site, &out, address, token_from),
+        Cmd::Token { cmd } => token(cmd),
     }
+}
+
+/// `rie-collector token …`: on the store the config names, from the main thread (the
+/// PostgreSQL read side runs on its own runtime).
+fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    use rie_collector::auth;
+    use rie_collector::store::api_tokens::{self, TokenRow};
+    let cfg = match &cmd {
+        TokenCmd::Create { cfg, .. } | TokenCmd::List { cfg } | TokenCmd::Revoke { cfg, .. } => {
+            build_config(cfg)?
+        }
+    };
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+    let now = rie_common::now_ms();
+    match cmd {
+        TokenCmd::Create {
+            role,
+            name,
+            expires,
+            ..
+        } => {
+            let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+            let role =
+                auth::Role::parse(&role, &inv).map_err(|e| UserError(format!("--role: {e}")))?;
+            if name.trim().is_empty() || name.len() > 100 {
+                return Err(UserError(
+                    "--name: give the token a name of 1 to 100 characters, e.g. grafana".into(),
+                )
+                .into());
+            }
+            let expires_ms = match expires.as_deref() {
+                None => None,
+                Some(e) => {
+                    Some(now + auth::parse_validity(e).map_err(UserError)?.as_millis() as i64)
+                }
+            };
+            let (id, secret, text) = auth::new_token();
+            api_tokens::insert(
+                &reader,
+                &TokenRow {
+                    id: id.clone(),
+                    name: name.clone(),
+                    role: role.to_string(),
+                    secret_sha256: auth::hash_secret(&secret),
+                    created_ms: now,
+                    expires_ms,
+                    revoked_ms: None,
+                },
+            )?;
+            eprintln!("token {id} ({name}, role {role}) created; its secret is printed once, below: keep it in the program's secret store");
+            println!("{text}");
+        }
+        TokenCmd::List { .. } => {
+            println!(
+                "{:<12}  {:<24}  {:<28}  {:<20}  {:<20}  state",
+                "id", "name", "role", "created", "expires"
+            );
+            for t in api_tokens::list(&reader)? {
+                let state = match (t.revoked_ms, t.expires_ms) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(e)) if e <= now => "expired",
+                    _ => "valid",
+                };
+                let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_string(), rfc3339);
+                println!(
+                    "{:<12}  {:<24}  {:<28}  {:<20}  {:<20}  {state}",
+                    t.id,
+                    t.name,
+                    t.role,
+                    rfc3339(t.created_ms),
+                    when(t.expires_ms)
+                );
+            }
+        }
+        TokenCmd::Revoke { which, .. } => {
+            let n = api_tokens::revoke(&reader, &which, now)?;
+            if n == 0 {
+                return Err(UserError(format!(
+                    "no valid token with id or name {which:?}; see `rie-collector token list`"
+                ))
+                .into());
+            }
+            println!("revoked {n} token(s) named or numbered {which:?}; refused everywhere within a second");
+        }
+    }
+    Ok(())
+}
+
+fn rfc3339(ms: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {

@@ -219,7 +219,10 @@ async fn security_headers(secure: bool, req: Request, next: Next) -> Response {
         header::X_CONTENT_TYPE_OPTIONS,
         HeaderValue::from_static("nosniff"),
     );
-    h.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
+    h.insert(
+        header::REFERRER_POLICY,
+        HeaderValue::from_static("no-referrer"),
+    );
     h.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     h.insert(
         header::CONTENT_SECURITY_POLICY,
@@ -273,7 +276,10 @@ mod tests {
         assert!(cfg("[::1]:8480").validate().is_ok());
         let (key, msg) = cfg("0.0.0.0:8480").validate().unwrap_err();
         assert_eq!(key, "api.listen");
-        assert!(msg.contains("[api.tls]") && msg.contains("behind_proxy"), "{msg}");
+        assert!(
+            msg.contains("[api.tls]") && msg.contains("behind_proxy"),
+            "{msg}"
+        );
         let mut c = cfg("10.1.2.3:8480");
         c.tls = Some(ApiTls {
             cert: "c.pem".into(),

@@ -484,7 +484,11 @@ mod tests {
     fn a_sample_bears_its_share_of_the_national_costs() {
         let m = CostModel::default();
         // The nation (or more): the whole, 36 M€ a year (33 M€ shared, 15 M€ over 5 years).
-        let whole: i64 = m.period_items(12, &m.share(14_000)).iter().map(|c| c.cents).sum();
+        let whole: i64 = m
+            .period_items(12, &m.share(14_000))
+            .iter()
+            .map(|c| c.cents)
+            .sum();
         assert_eq!(whole, 3_600_000_000);
         assert!(!m.share(20_000).scaled);
         // 300 sites: 300/14,000 of each, rounded half up once. Backbone: 10 M€ × 300 / 14,000
@@ -502,7 +506,10 @@ mod tests {
             ..CostModel::default()
         };
         assert!(!off.share(300).scaled);
-        assert_eq!(off.period_items(12, &off.share(300))[0].cents, 1_000_000_000);
+        assert_eq!(
+            off.period_items(12, &off.share(300))[0].cents,
+            1_000_000_000
+        );
     }
 
     #[test]

@@ -242,7 +242,9 @@ fn sample(nation: Plan, n: usize) -> Plan {
     let total = nation.sites.len();
     let mut by_size: Vec<usize> = (0..total).collect();
     by_size.sort_by_key(|&i| (nation.sites[i].agents, i));
-    let mut picked: Vec<usize> = (0..n).map(|k| by_size[(2 * k + 1) * total / (2 * n)]).collect();
+    let mut picked: Vec<usize> = (0..n)
+        .map(|k| by_size[(2 * k + 1) * total / (2 * n)])
+        .collect();
     picked.sort_unstable();
     let mut new_id: BTreeMap<String, String> = BTreeMap::new();
     let mut sites = Vec::with_capacity(n);
@@ -266,7 +268,10 @@ fn sample(nation: Plan, n: usize) -> Plan {
         .into_iter()
         .filter_map(|mut l| {
             let id = new_id.get(&l.site)?;
-            l.id = format!("{id}-{}", if l.role == LinkRole::Backup { "B" } else { "P" });
+            l.id = format!(
+                "{id}-{}",
+                if l.role == LinkRole::Backup { "B" } else { "P" }
+            );
             l.site = id.clone();
             Some(l)
         })
