@@ -150,6 +150,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let costs = Arc::new(crate::indicators::CostModel::load_or_default(
         cfg.costs.as_deref(),
     )?);
+    let backup_prices = Arc::new(
+        crate::indicators::resilience_plan::BackupPrices::load_or_default(
+            cfg.backup_prices.as_deref(),
+        )?,
+    );
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
     // Holds the SQLite store, or only the InfluxDB sink's backlog on PostgreSQL.
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
@@ -334,6 +339,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         reader,
         metrics: metrics.clone(),
         costs,
+        backup_prices,
     });
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {

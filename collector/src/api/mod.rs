@@ -31,6 +31,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cost model of `/api/v1/indicators`.
     pub costs: Arc<crate::indicators::CostModel>,
+    /// Price catalogue of `/api/v1/indicators/resilience-plan`.
+    pub backup_prices: Arc<crate::indicators::resilience_plan::BackupPrices>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -44,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/flows/totals", get(flow_totals))
         .merge(web::routes())
         .route("/api/v1/indicators", get(indicators))
+        .route("/api/v1/indicators/resilience-plan", get(resilience_plan))
         .with_state(state)
 }
 
@@ -445,6 +448,48 @@ async fn indicators(
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(report).into_response())
+}
+
+#[derive(Deserialize)]
+struct PlanQuery {
+    from: Option<String>,
+    to: Option<String>,
+    ministry: Option<String>,
+    region: Option<String>,
+    rank_by: Option<String>,
+}
+
+/// Same document as `rie-collector report resilience --format json`; `from`/`to` default to
+/// the last 30 days up to now.
+async fn resilience_plan(
+    State(st): State<AppState>,
+    Query(q): Query<PlanQuery>,
+) -> Result<Response, ApiError> {
+    use crate::indicators::resilience_plan::{self as plan, Filter, RankBy, Span};
+    let now = now_ms();
+    let to = q.to.clone().unwrap_or_else(|| rfc3339_ms(now).unwrap_or_default());
+    let from = q
+        .from
+        .clone()
+        .unwrap_or_else(|| rfc3339_ms(now - 30 * 86_400_000).unwrap_or_default());
+    let span = Span::parse(&from, &to).map_err(|e| bad_request(e.to_string()))?;
+    let by = q.rank_by.as_deref().unwrap_or("net");
+    let rank_by = RankBy::parse(by)
+        .ok_or_else(|| bad_request(format!("rank_by={by:?} is not one of net, per_euro")))?;
+    let filter = Filter {
+        ministry: q.ministry.filter(|m| !m.is_empty()),
+        region: q.region.filter(|r| !r.is_empty()),
+    };
+    let reader = st.reader.clone();
+    let inv = st.sites.inventory.clone();
+    let prices = st.backup_prices.clone();
+    let out = tokio::task::spawn_blocking(move || {
+        plan::report(&reader, &inv, &prices, &span, now, &filter, rank_by)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    Ok(Json(out).into_response())
 }
 
 // --- configuration (`[api]` of the collector config file) ---
