@@ -552,7 +552,7 @@ pub struct Investment {
     pub benefit_per_euro: Option<f64>,
     /// setup × 12 / (value − recurring + saved), months, 2 decimals; `None` when it never pays.
     pub payback_months: Option<f64>,
-    /// Exact agent-ms × 8760 / measured ms, for totals.
+    /// Unrounded agent-hours lost per year, for totals.
     #[serde(skip)]
     agent_hours_year_exact: f64,
 }
@@ -893,8 +893,8 @@ pub fn compute(
             div_half_up(i128::from(proposal.setup_cents) * 1200, i128::from(gain)) as f64 / 100.0
         });
         let per_euro = (cost > 0).then(|| round_to(value as f64 / cost as f64, 4));
-        let hours_year =
-            agent_ms as f64 * HOURS_PER_YEAR as f64 / f.measured_ms as f64 / HOUR_MS as f64;
+        // (agent-ms / hour) × (8760 h / measured h) = agent-ms × 8760 / measured ms.
+        let hours_year = agent_ms as f64 * HOURS_PER_YEAR as f64 / f.measured_ms as f64;
         rows.push(Investment {
             rank_by_net: 0,
             rank_by_per_euro: 0,
