@@ -1091,6 +1091,88 @@ mod tests {
         assert_eq!(Confidence::of(90 * DAY_MS), Confidence::High);
     }
 
+    /// A backup that replaces a dearer one ranks first per euro whatever its net benefit; a
+    /// site no offer is wide enough for gets the widest one, flagged undersized.
+    #[test]
+    fn money_saving_first_per_euro_and_undersized_flagged() {
+        use crate::indicators::{Episode, EpisodeKind};
+        use crate::inventory::Site;
+        use rie_proto::{LinkId, SiteId};
+        let site = |id: &str, agents: u32| Site {
+            id: SiteId::new(id.to_string()).unwrap(),
+            name: id.into(),
+            ministry: "M".into(),
+            departement: "35".into(),
+            agents,
+            latitude: 0.0,
+            longitude: 0.0,
+            credential_ref: format!("p-{id}"),
+            exporters: Vec::new(),
+            prefixes: Vec::new(),
+        };
+        let link = |id: &str, s: &str, role, op: &str, technology, mbps, cents| Link {
+            id: LinkId::new(id.to_string()).unwrap(),
+            site: SiteId::new(s.to_string()).unwrap(),
+            role,
+            operator: op.into(),
+            technology,
+            bandwidth_mbps: mbps,
+            monthly_cost_cents: cents,
+        };
+        use LinkRole::{Backup, Primary};
+        use Technology::{FiveG, Fibre};
+        // Z elsewhere than Y: Y's fibre links would otherwise be contracted offers for it.
+        let mut z = site("Z", 4000);
+        z.departement = "53".into();
+        let inv = Inventory::index(
+            vec![site("Y", 100), z],
+            vec![
+                link("Y-P", "Y", Primary, "Orange", Fibre, 1000.0, 150_000),
+                link("Y-B", "Y", Backup, "Orange", Fibre, 500.0, 90_000),
+                link("Z-P", "Z", Primary, "SFR", FiveG, 300.0, 9_000),
+            ],
+        );
+        let span = Span::parse("2026-10-01", "2026-11-01").unwrap();
+        // Z is down 1 h; Y is measured (an episode touching the period) but never down.
+        let ep = |kind, start_ms, end_ms| Episode {
+            kind,
+            start_ms,
+            end_ms: Some(end_ms),
+        };
+        let inp = Inputs {
+            episodes: vec![
+                vec![ep(EpisodeKind::Failover, span.from_ms, span.from_ms + 1000)],
+                vec![ep(EpisodeKind::Outage, span.from_ms, span.from_ms + HOUR_MS)],
+            ],
+            traffic_bytes: vec![0, 0],
+            measured: vec![true, true],
+            unknown_site_episodes: 0,
+        };
+        let prices = BackupPrices::default();
+        let p = compute(&inv, &prices, &span, i64::MAX, &inp, &Filter::default(), RankBy::PerEuro);
+        let y = &p.investments[0];
+        assert_eq!(y.site, "Y");
+        assert_eq!(y.case, Case::BackupSameOperatorAndTechnology);
+        // It needs 100 × 50 kbit/s = 5 Mbit/s: 4G mainland 65.00 € a month + 250.00 € / 3 −
+        // the 900.00 € a month replaced: 78000 + 8333 − 1080000 = −993667 c, a saving.
+        assert_eq!(y.proposal.technology, "4g");
+        assert_eq!(y.yearly_cost_cents, -993_667);
+        assert_eq!(y.value_per_year_cents, 0);
+        assert_eq!(y.net_benefit_per_year_cents, 993_667);
+        assert_eq!(y.benefit_per_euro, None);
+        // Gain 0 − 78000 + 1080000 = 1002000 c a year; 25000 × 12 / 1002000 = 0.30 month.
+        assert_eq!(y.payback_months, Some(0.3));
+        assert_eq!((y.rank_by_per_euro, y.rank_by_net), (1, 2));
+        // Z needs 4000 × 50 kbit/s = 200 Mbit/s, its primary is 5G: no other offer reaches
+        // it, the widest (fibre, 100 Mbit/s) is proposed and flagged.
+        let z = &p.investments[1];
+        assert_eq!(z.proposal.technology, "fibre");
+        assert!(z.proposal.undersized);
+        // 4000 agents × 1 h × 8760 / 744 h × 4154 c = 195,640,000 c exactly.
+        assert_eq!(z.value_per_year_cents, 195_640_000);
+        assert_eq!((z.rank_by_per_euro, z.rank_by_net), (2, 1));
+    }
+
     #[test]
     fn rounding_and_headline() {
         assert_eq!(div_half_up(5, 2), 3);
