@@ -400,3 +400,53 @@ fn plan_from_episodes_the_collector_recorded() {
     ));
     assert_eq!(api, p);
 }
+
+/// The status page's plan section, rendered by a real headless Chromium (`--dump-dom` after
+/// the page's scripts ran): the headline and the first investment of the last 30 days. S1's
+/// yearly cost (140.00 €) does not depend on when the page is read; its value does (the 30
+/// days end now), so only the cost is compared to the cent here. Needs Debian's `chromium`.
+#[test]
+fn status_page_shows_the_plan() {
+    let c = start();
+    let cfg = c.probe_config("S1");
+    let t0 = now_ms() / 1000 * 1000 - 600_000;
+    assert_eq!(send_ok(&cfg, 8, &s1_incident(t0)).len(), 6);
+    let profile = tempfile::tempdir().unwrap();
+    let out = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--no-first-run",
+            "--virtual-time-budget=5000",
+            "--dump-dom",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(c.url("/"))
+        .output()
+        .unwrap_or_else(|e| panic!("chromium not found ({e}): install it with `apt-get install chromium`"));
+    let dom = String::from_utf8_lossy(&out.stdout);
+    let headline = dom
+        .split("<p id=\"plan-headline\" class=\"plan-headline\">")
+        .nth(1)
+        .and_then(|s| s.split("</p>").next())
+        .unwrap_or_else(|| panic!("no plan headline in the page:\n{dom}"));
+    assert!(
+        // The DOM serialiser writes no-break spaces as `&nbsp;`.
+        headline.starts_with("140,00&nbsp;€ par an rachètent ")
+            && headline.ends_with(" heures-agent de disponibilité par an"),
+        "{headline}"
+    );
+    let row = dom
+        .split("<tr data-site=\"S1\">")
+        .nth(1)
+        .and_then(|s| s.split("</tr>").next())
+        .unwrap_or_else(|| panic!("no S1 row in the plan table:\n{dom}"));
+    assert!(
+        row.starts_with("<td>S1 – Préfecture d'Ille-et-Vilaine – Rennes</td><td>Intérieur</td><td>4g (tarif de B-B)</td><td class=\"num\">140,00&nbsp;€</td>"),
+        "{row}"
+    );
+    assert!(dom.contains("30 jours d'épisodes, confiance moyenne ; 1 investissements rentables sur 1 candidats."));
+}
