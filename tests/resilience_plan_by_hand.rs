@@ -115,36 +115,36 @@ fn ranking_and_every_euro_by_hand() {
     let c = with_october_episodes();
     let p = plan_json(&c, &OCTOBER);
     assert_eq!(sites(&p), ["S1", "A", "C", "F", "E", "H"]);
-    // (site, rank net, rank per euro, case, technology, source, link, monthly, setup,
-    //  recurring/yr, setup/yr, saved/yr, cost/yr, value/yr, net/yr, per euro, payback)
-    #[allow(clippy::type_complexity)]
-    let expect: [(&str, u64, u64, &str, &str, &str, Value, i64, i64, i64, i64, i64, i64, i64, i64, Value, Value); 6] = [
-        ("S1", 1, 2, "backup_same_operator", "4g", "contracted", json!("B-B"), 4500, 24000, 54000, 8000, 48000, 14000, 9_890_323, 9_876_323, json!(706.4516), json!(0.03)),
-        ("A", 2, 3, "single_homed", "4g", "contracted", json!("B-B"), 4500, 24000, 54000, 8000, 0, 62000, 9_419_355, 9_357_355, json!(151.9251), json!(0.03)),
-        ("C", 3, 1, "backup_same_operator", "5g", "catalogue", Value::Null, 8000, 36000, 96000, 12000, 102_000, 6000, 4_709_677, 4_703_677, json!(784.9462), json!(0.09)),
-        ("F", 4, 4, "single_homed", "4g", "catalogue", Value::Null, 6000, 24000, 72000, 8000, 0, 80000, 2_358_008, 2_278_008, json!(29.4751), json!(0.13)),
-        ("E", 5, 5, "single_homed", "5g", "catalogue", Value::Null, 9000, 36000, 108_000, 12000, 0, 120_000, 470_968, 350_968, json!(3.9247), json!(1.19)),
-        ("H", 6, 6, "single_homed", "4g", "catalogue", Value::Null, 6000, 24000, 72000, 8000, 0, 80000, 39_247, -40_753, json!(0.4906), Value::Null),
-    ];
-    for (site, rn, re, case, tech, source, link, monthly, setup, rec, sy, saved, cost, value, net, pe, pb) in expect {
-        let r = row(&p, site);
-        assert_eq!(r["rank_by_net"], rn, "{site}");
-        assert_eq!(r["rank_by_per_euro"], re, "{site}");
-        assert_eq!(r["case"], case, "{site}");
-        assert_eq!(r["proposal"]["technology"], tech, "{site}");
-        assert_eq!(r["proposal"]["source"], source, "{site}");
-        assert_eq!(r["proposal"]["contracted_link"], link, "{site}");
-        assert_eq!(r["proposal"]["monthly_cents"], monthly, "{site}");
-        assert_eq!(r["proposal"]["setup_cents"], setup, "{site}");
-        assert_eq!(r["proposal"]["undersized"], false, "{site}");
-        assert_eq!(r["recurring_per_year_cents"], rec, "{site}");
-        assert_eq!(r["setup_per_year_cents"], sy, "{site}");
-        assert_eq!(r["saved_backup_per_year_cents"], saved, "{site}");
-        assert_eq!(r["yearly_cost_cents"], cost, "{site}");
-        assert_eq!(r["value_per_year_cents"], value, "{site}");
-        assert_eq!(r["net_benefit_per_year_cents"], net, "{site}");
-        assert_eq!(r["benefit_per_euro"], pe, "{site}");
-        assert_eq!(r["payback_months"], pb, "{site}");
+    // Per site: [rank by net, rank per euro], case, proposal [technology, source, contracted
+    // link, monthly, setup], cost a year [recurring, setup, saved, total], [value a year, net a
+    // year, benefit per euro, payback months].
+    let got: Vec<Value> = p["investments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| {
+            let o = &r["proposal"];
+            json!({
+                "site": r["site"],
+                "ranks": [r["rank_by_net"], r["rank_by_per_euro"]],
+                "case": r["case"],
+                "offer": [o["technology"], o["source"], o["contracted_link"], o["monthly_cents"], o["setup_cents"]],
+                "cost": [r["recurring_per_year_cents"], r["setup_per_year_cents"], r["saved_backup_per_year_cents"], r["yearly_cost_cents"]],
+                "benefit": [r["value_per_year_cents"], r["net_benefit_per_year_cents"], r["benefit_per_euro"], r["payback_months"]],
+            })
+        })
+        .collect();
+    let expect = json!([
+        {"site": "S1", "ranks": [1, 2], "case": "backup_same_operator", "offer": ["4g", "contracted", "B-B", 4500, 24000], "cost": [54000, 8000, 48000, 14000], "benefit": [9_890_323, 9_876_323, 706.4516, 0.03]},
+        {"site": "A", "ranks": [2, 3], "case": "single_homed", "offer": ["4g", "contracted", "B-B", 4500, 24000], "cost": [54000, 8000, 0, 62000], "benefit": [9_419_355, 9_357_355, 151.9251, 0.03]},
+        {"site": "C", "ranks": [3, 1], "case": "backup_same_operator", "offer": ["5g", "catalogue", null, 8000, 36000], "cost": [96000, 12000, 102_000, 6000], "benefit": [4_709_677, 4_703_677, 784.9462, 0.09]},
+        {"site": "F", "ranks": [4, 4], "case": "single_homed", "offer": ["4g", "catalogue", null, 6000, 24000], "cost": [72000, 8000, 0, 80000], "benefit": [2_358_008, 2_278_008, 29.4751, 0.13]},
+        {"site": "E", "ranks": [5, 5], "case": "single_homed", "offer": ["5g", "catalogue", null, 9000, 36000], "cost": [108_000, 12000, 0, 120_000], "benefit": [470_968, 350_968, 3.9247, 1.19]},
+        {"site": "H", "ranks": [6, 6], "case": "single_homed", "offer": ["4g", "catalogue", null, 6000, 24000], "cost": [72000, 8000, 0, 80000], "benefit": [39_247, -40_753, 0.4906, null]}
+    ]);
+    assert_eq!(Value::Array(got), expect);
+    for r in p["investments"].as_array().unwrap() {
+        assert_eq!(r["proposal"]["undersized"], false, "{}", r["site"]);
     }
     // Agent-hours: S1 420 × 0.5 h = 210, × 8760 / 744 = 2472.58 a year; F 50 × 1 h over
     // 743 h measured = 589.50 a year.
@@ -193,7 +193,10 @@ fn ranking_and_every_euro_by_hand() {
     let m = plan_json(&c, &[&OCTOBER[..], &["--ministry", "Intérieur"]].concat());
     assert_eq!(sites(&m), ["S1", "A"]);
     assert_eq!(m["national"]["worthwhile"]["yearly_cost_cents"], 76_000);
-    assert_eq!(m["national"]["worthwhile"]["net_benefit_per_year_cents"], 19_233_678);
+    assert_eq!(
+        m["national"]["worthwhile"]["net_benefit_per_year_cents"],
+        19_233_678
+    );
     assert_eq!(m["filter"]["ministry"], "Intérieur");
     let r = plan_json(&c, &[&OCTOBER[..], &["--region", "Corse"]].concat());
     assert_eq!(sites(&r), ["E", "H"]);
@@ -224,7 +227,10 @@ fn short_period_is_flagged_low_confidence_in_every_format() {
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 3, "{csv}");
     for l in &lines[1..] {
-        assert!(l.ends_with(",2026-10-01T00:00:00Z,2026-10-05T00:00:00Z,4,low"), "{l}");
+        assert!(
+            l.ends_with(",2026-10-01T00:00:00Z,2026-10-05T00:00:00Z,4,low"),
+            "{l}"
+        );
     }
     let html = plan(&c, &[&four_days[..], &["--format", "html"]].concat());
     assert!(html.contains("<p class=\"alerte\" id=\"faible-confiance\">Faible confiance : 4 jours"));
@@ -241,10 +247,7 @@ fn csv_en_and_fr_and_html() {
     let csv = plan(&c, &[&OCTOBER[..], &["--format", "csv"]].concat());
     let lines: Vec<&str> = csv.lines().collect();
     assert_eq!(lines.len(), 8, "{csv}");
-    assert_eq!(
-        lines[0],
-        rie_collector::reports::PLAN_CSV_COLUMNS.join(",")
-    );
+    assert_eq!(lines[0], rie_collector::reports::PLAN_CSV_COLUMNS.join(","));
     assert_eq!(
         lines[1],
         "1,2,S1,Préfecture d'Ille-et-Vilaine – Rennes,Intérieur,35,Bretagne,mainland,420,backup_same_operator,fibre,Orange,4g,Orange,4g,contracted,B-B,45.00,240.00,540.00,80.00,480.00,140.00,744,30,210,2472.58,98903.23,98763.23,706.4516,0.03,false,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,31,medium"
@@ -257,7 +260,10 @@ fn csv_en_and_fr_and_html() {
         lines[7],
         ",,national,\"2\u{a0}820,00\u{a0}€ par an rachètent 6\u{a0}712,08 heures-agent de disponibilité par an\",,,,,1190,worthwhile,,,,,,,,,,,,,2820.00,,,,6712.08,268483.31,265663.31,,,,2026-10-01T00:00:00Z,2026-11-01T00:00:00Z,31,medium"
     );
-    let fr = plan(&c, &[&OCTOBER[..], &["--format", "csv", "--locale", "fr"]].concat());
+    let fr = plan(
+        &c,
+        &[&OCTOBER[..], &["--format", "csv", "--locale", "fr"]].concat(),
+    );
     let l1 = fr.lines().nth(1).unwrap();
     assert!(
         l1.starts_with("1;2;S1;Préfecture d'Ille-et-Vilaine – Rennes;Intérieur;35;Bretagne;mainland;420;backup_same_operator;fibre;Orange;4g;Orange;4g;contracted;B-B;45,00;240,00;540,00;80,00;480,00;140,00;744;30;210;2472,58;98903,23;98763,23;706,4516;0,03;false;"),
@@ -266,7 +272,11 @@ fn csv_en_and_fr_and_html() {
     let out = c.dir.path().join("plan.html");
     plan(
         &c,
-        &[&OCTOBER[..], &["--format", "html", "--out", out.to_str().unwrap()]].concat(),
+        &[
+            &OCTOBER[..],
+            &["--format", "html", "--out", out.to_str().unwrap()],
+        ]
+        .concat(),
     );
     let html = std::fs::read_to_string(&out).unwrap();
     assert!(html.starts_with("<!DOCTYPE html>\n<html lang=\"fr\">"));
@@ -316,7 +326,10 @@ fn api_serves_the_cli_document() {
         match ureq::get(&c.url(&format!("/api/v1/indicators/resilience-plan?{q}"))).call() {
             Err(ureq::Error::Status(400, r)) => {
                 let body: Value = r.into_json().unwrap();
-                assert!(body["error"].as_str().unwrap().contains(needle), "{q}: {body}");
+                assert!(
+                    body["error"].as_str().unwrap().contains(needle),
+                    "{q}: {body}"
+                );
             }
             other => panic!("{q}: {other:?}"),
         }
@@ -426,7 +439,9 @@ fn status_page_shows_the_plan() {
         .arg(format!("--user-data-dir={}", profile.path().display()))
         .arg(c.url("/"))
         .output()
-        .unwrap_or_else(|e| panic!("chromium not found ({e}): install it with `apt-get install chromium`"));
+        .unwrap_or_else(|e| {
+            panic!("chromium not found ({e}): install it with `apt-get install chromium`")
+        });
     let dom = String::from_utf8_lossy(&out.stdout);
     let headline = dom
         .split("<p id=\"plan-headline\" class=\"plan-headline\">")
@@ -448,5 +463,7 @@ fn status_page_shows_the_plan() {
         row.starts_with("<td>S1 – Préfecture d'Ille-et-Vilaine – Rennes</td><td>Intérieur</td><td>4g (tarif de B-B)</td><td class=\"num\">140,00&nbsp;€</td>"),
         "{row}"
     );
-    assert!(dom.contains("30 jours d'épisodes, confiance moyenne ; 1 investissements rentables sur 1 candidats."));
+    assert!(dom.contains(
+        "30 jours d'épisodes, confiance moyenne ; 1 investissements rentables sur 1 candidats."
+    ));
 }

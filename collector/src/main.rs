@@ -484,14 +484,15 @@ fn write_out(out: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
 }
 
 fn report_resilience(a: ResilienceArgs) -> anyhow::Result<()> {
-    use rie_collector::indicators::resilience_plan::{self as plan, BackupPrices, Filter, RankBy, Span};
+    use rie_collector::indicators::resilience_plan::{
+        self as plan, BackupPrices, Filter, RankBy, Span,
+    };
     use rie_collector::reports::{self, Format};
     let span = Span::parse(&a.from, &a.to).map_err(|e| UserError(format!("--from/--to: {e}")))?;
     let format = Format::parse(&a.format)
         .ok_or_else(|| UserError(format!("--format {}: choose csv, json or html", a.format)))?;
-    let rank_by = RankBy::parse(&a.rank_by).ok_or_else(|| {
-        UserError(format!("--rank-by {}: choose net or per_euro", a.rank_by))
-    })?;
+    let rank_by = RankBy::parse(&a.rank_by)
+        .ok_or_else(|| UserError(format!("--rank-by {}: choose net or per_euro", a.rank_by)))?;
     let locale = parse_locale(&a.locale)?;
     let cfg = build_config(&a.cfg)?;
     let prices = BackupPrices::load_or_default(cfg.backup_prices.as_deref())
@@ -503,7 +504,15 @@ fn report_resilience(a: ResilienceArgs) -> anyhow::Result<()> {
         ministry: a.ministry,
         region: a.region,
     };
-    let p = plan::report(&reader, &inv, &prices, &span, rie_common::now_ms(), &filter, rank_by)?;
+    let p = plan::report(
+        &reader,
+        &inv,
+        &prices,
+        &span,
+        rie_common::now_ms(),
+        &filter,
+        rank_by,
+    )?;
     let text = reports::render_plan(&p, format, locale)?;
     write_out(a.out.as_deref(), &text)
 }

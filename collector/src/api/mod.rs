@@ -467,7 +467,9 @@ async fn resilience_plan(
 ) -> Result<Response, ApiError> {
     use crate::indicators::resilience_plan::{self as plan, Filter, RankBy, Span};
     let now = now_ms();
-    let to = q.to.clone().unwrap_or_else(|| rfc3339_ms(now).unwrap_or_default());
+    let to =
+        q.to.clone()
+            .unwrap_or_else(|| rfc3339_ms(now).unwrap_or_default());
     let from = q
         .from
         .clone()

@@ -834,7 +834,10 @@ pub fn compute(
             notes.sites_without_primary.push(s.id.to_string());
             continue;
         };
-        let backups: Vec<&&Link> = links.iter().filter(|l| l.role == LinkRole::Backup).collect();
+        let backups: Vec<&&Link> = links
+            .iter()
+            .filter(|l| l.role == LinkRole::Backup)
+            .collect();
         let diverse = |b: &Link| {
             !same_operator(&b.operator, &primary.operator) && b.technology != primary.technology
         };
@@ -927,7 +930,10 @@ pub fn compute(
     rank(&mut rows, rank_by);
     let worthwhile = totals(rows.iter().filter(|r| r.net_benefit_per_year_cents > 0));
     let national = National {
-        headline: headline(worthwhile.yearly_cost_cents, worthwhile.agent_hours_per_year),
+        headline: headline(
+            worthwhile.yearly_cost_cents,
+            worthwhile.agent_hours_per_year,
+        ),
         worthwhile,
         all_candidates: totals(rows.iter()),
     };
@@ -1055,7 +1061,10 @@ mod tests {
         );
         let no_sat = &ok[..ok.find("[prices.satellite]").unwrap()];
         let e = load(no_sat);
-        assert!(e.contains("key `prices.satellite`: technology satellite has no price"), "{e}");
+        assert!(
+            e.contains("key `prices.satellite`: technology satellite has no price"),
+            "{e}"
+        );
         assert!(e.contains("add [prices.satellite] with bandwidth_mbps, setup_eur and monthly_eur = { dense = …, mainland = …, overseas = …, collectivity = … }"), "{e}");
         let e = load(&ok.replace("mainland = 65.00", "mainland = -65.00"));
         assert!(
@@ -1063,14 +1072,20 @@ mod tests {
             "{e}"
         );
         let e = load(&ok.replace("setup_eur = 300.00", "setup_eur = -1"));
-        assert!(e.contains("key `prices.xdsl.setup_eur`: -1 is negative"), "{e}");
+        assert!(
+            e.contains("key `prices.xdsl.setup_eur`: -1 is negative"),
+            "{e}"
+        );
         let e = load(&ok.replace("dense = 85.00", "suburb = 85.00"));
         assert!(
             e.contains("key `prices.5g.monthly_eur.suburb`: \"suburb\" is not an access zone; zones are dense, mainland, overseas, collectivity"),
             "{e}"
         );
         let e = load(&ok.replace("collectivity = 1500.00", "collectivity = 1500.005"));
-        assert!(e.contains("key `prices.fibre.monthly_eur.collectivity`"), "{e}");
+        assert!(
+            e.contains("key `prices.fibre.monthly_eur.collectivity`"),
+            "{e}"
+        );
         let e = load(&ok.replace("agent_hour_cost_eur = 41.54", "agent_hour_cost_eur = 0"));
         assert!(e.contains("key `agent_hour_cost_eur`"), "{e}");
         let e = load(&ok.replace("\"94\"]", "\"974\"]"));
@@ -1120,7 +1135,7 @@ mod tests {
             monthly_cost_cents: cents,
         };
         use LinkRole::{Backup, Primary};
-        use Technology::{FiveG, Fibre};
+        use Technology::{Fibre, FiveG};
         // Z elsewhere than Y: Y's fibre links would otherwise be contracted offers for it.
         let mut z = site("Z", 4000);
         z.departement = "53".into();
@@ -1142,14 +1157,26 @@ mod tests {
         let inp = Inputs {
             episodes: vec![
                 vec![ep(EpisodeKind::Failover, span.from_ms, span.from_ms + 1000)],
-                vec![ep(EpisodeKind::Outage, span.from_ms, span.from_ms + HOUR_MS)],
+                vec![ep(
+                    EpisodeKind::Outage,
+                    span.from_ms,
+                    span.from_ms + HOUR_MS,
+                )],
             ],
             traffic_bytes: vec![0, 0],
             measured: vec![true, true],
             unknown_site_episodes: 0,
         };
         let prices = BackupPrices::default();
-        let p = compute(&inv, &prices, &span, i64::MAX, &inp, &Filter::default(), RankBy::PerEuro);
+        let p = compute(
+            &inv,
+            &prices,
+            &span,
+            i64::MAX,
+            &inp,
+            &Filter::default(),
+            RankBy::PerEuro,
+        );
         let y = &p.investments[0];
         assert_eq!(y.site, "Y");
         assert_eq!(y.case, Case::BackupSameOperatorAndTechnology);

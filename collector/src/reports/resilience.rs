@@ -109,7 +109,12 @@ fn row(p: &Plan, r: &Investment, l: Locale) -> Vec<String> {
 /// The national row: the worthwhile investments' sums under the same columns.
 fn national_row(p: &Plan, t: &Totals, l: Locale) -> Vec<String> {
     let mut v = vec![String::new(); PLAN_CSV_COLUMNS.len()];
-    let at = |name: &str| PLAN_CSV_COLUMNS.iter().position(|c| *c == name).unwrap_or(0);
+    let at = |name: &str| {
+        PLAN_CSV_COLUMNS
+            .iter()
+            .position(|c| *c == name)
+            .unwrap_or(0)
+    };
     v[at("site")] = "national".into();
     v[at("name")] = p.national.headline.clone();
     v[at("case")] = "worthwhile".into();
