@@ -124,7 +124,7 @@ enum ReportCmd {
     /// Resilience investment plan: the yearly cost of adding (or diversifying) a backup link
     /// on each site that lacks a diverse one, against the agent-hours its outages of the
     /// period cost a year, ranked (see docs/resilience-plan.md).
-    Resilience(ResilienceArgs),
+    Resilience(Box<ResilienceArgs>),
 }
 
 #[derive(Args)]
@@ -521,7 +521,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
     use rie_collector::indicators::{CostModel, GroupBy, Period};
     use rie_collector::reports::{self, Format};
     if let Some(ReportCmd::Resilience(r)) = a.what {
-        return report_resilience(r);
+        return report_resilience(*r);
     }
     let period_arg = a.period.unwrap_or_default();
     let period = Period::parse(&period_arg).map_err(|e| UserError(format!("--period: {e}")))?;
