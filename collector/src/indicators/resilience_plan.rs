@@ -781,18 +781,29 @@ fn group(n: u64) -> String {
     out
 }
 
-/// The national sentence: M€ with two decimals from 1 M€ on, exact euros below.
+/// The national sentence: M€ with two decimals from 1 M€ on, exact euros below. When the
+/// worthwhile investments save money overall (diversified backups cheaper than the ones they
+/// replace), it says so rather than printing a negative price.
 pub fn headline(cost_cents: i64, agent_hours: f64) -> String {
-    let cost = if cost_cents.unsigned_abs() >= 100_000_000 {
-        let m = div_half_up(i128::from(cost_cents), 1_000_000);
-        format!("{}\u{a0}M€", fr_eur(m))
+    let abs = i64::try_from(cost_cents.unsigned_abs()).unwrap_or(i64::MAX);
+    let amount = if abs >= 100_000_000 {
+        format!(
+            "{}\u{a0}M€",
+            fr_eur(div_half_up(i128::from(abs), 1_000_000))
+        )
     } else {
-        format!("{}\u{a0}€", fr_eur(cost_cents))
+        format!("{}\u{a0}€", fr_eur(abs))
     };
     let h = format!("{:.2}", agent_hours.max(0.0));
     let (int, frac) = h.split_once('.').unwrap_or((&h, "00"));
     let hours = format!("{},{frac}", group(int.parse().unwrap_or(0)));
-    format!("{cost} par an rachètent {hours} heures-agent de disponibilité par an")
+    if cost_cents < 0 {
+        format!(
+            "{amount} d'économie par an, et {hours} heures-agent de disponibilité rachetées par an"
+        )
+    } else {
+        format!("{amount} par an rachètent {hours} heures-agent de disponibilité par an")
+    }
 }
 
 fn rfc3339(ms: i64) -> String {
@@ -1208,6 +1219,10 @@ mod tests {
         assert_eq!(
             headline(282_000, 6711.984),
             "2\u{a0}820,00\u{a0}€ par an rachètent 6\u{a0}711,98 heures-agent de disponibilité par an"
+        );
+        assert_eq!(
+            headline(-109_808, 9_680_220.934),
+            "1\u{a0}098,08\u{a0}€ d'économie par an, et 9\u{a0}680\u{a0}220,93 heures-agent de disponibilité rachetées par an"
         );
         assert_eq!(
             headline(1_234_567_890, 1_000_000.0),
