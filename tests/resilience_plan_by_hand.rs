@@ -313,11 +313,16 @@ fn api_serves_the_cli_document() {
             "from=2026-10-01&to=2026-11-01&region=Bretagne",
             vec!["--region", "Bretagne"],
         ),
+        ("from=2026-10-01&to=2026-11-01&limit=2", vec!["--top", "2"]),
     ] {
         let api = c.get(&format!("/api/v1/indicators/resilience-plan?{q}"));
         let cli = plan_json(&c, &[&OCTOBER[..], &args[..]].concat());
         assert_eq!(api, cli, "{q}");
     }
+    // The first two, with the totals of all six.
+    let top = c.get("/api/v1/indicators/resilience-plan?from=2026-10-01&to=2026-11-01&limit=2");
+    assert_eq!(sites(&top), ["S1", "A"]);
+    assert_eq!(top["national"]["all_candidates"]["investments"], 6);
     for (q, needle) in [
         ("from=octobre&to=2026-11-01", "2026-10-01T00:00:00Z"),
         ("from=2026-11-01&to=2026-10-01", "before"),

@@ -149,6 +149,9 @@ struct ResilienceArgs {
     /// net (net yearly benefit) or per_euro (benefit per euro of yearly cost).
     #[arg(long, default_value = "net")]
     rank_by: String,
+    /// Only the first N investments (the national totals still cover all of them).
+    #[arg(long, value_name = "N")]
+    top: Option<usize>,
     /// Write here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -504,7 +507,7 @@ fn report_resilience(a: ResilienceArgs) -> anyhow::Result<()> {
         ministry: a.ministry,
         region: a.region,
     };
-    let p = plan::report(
+    let mut p = plan::report(
         &reader,
         &inv,
         &prices,
@@ -513,6 +516,9 @@ fn report_resilience(a: ResilienceArgs) -> anyhow::Result<()> {
         &filter,
         rank_by,
     )?;
+    if let Some(n) = a.top {
+        p.investments.truncate(n);
+    }
     let text = reports::render_plan(&p, format, locale)?;
     write_out(a.out.as_deref(), &text)
 }

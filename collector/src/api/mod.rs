@@ -457,6 +457,8 @@ struct PlanQuery {
     ministry: Option<String>,
     region: Option<String>,
     rank_by: Option<String>,
+    /// Only the first investments (the totals still cover all of them).
+    limit: Option<usize>,
 }
 
 /// Same document as `rie-collector report resilience --format json`; `from`/`to` default to
@@ -485,12 +487,15 @@ async fn resilience_plan(
     let reader = st.reader.clone();
     let inv = st.sites.inventory.clone();
     let prices = st.backup_prices.clone();
-    let out = tokio::task::spawn_blocking(move || {
+    let mut out = tokio::task::spawn_blocking(move || {
         plan::report(&reader, &inv, &prices, &span, now, &filter, rank_by)
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if let Some(n) = q.limit {
+        out.investments.truncate(n);
+    }
     Ok(Json(out).into_response())
 }
 

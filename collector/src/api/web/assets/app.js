@@ -461,7 +461,7 @@ function fmtCents(c) {
 
 async function loadPlan() {
   try {
-    const p = await getJson("/api/v1/indicators/resilience-plan");
+    const p = await getJson("/api/v1/indicators/resilience-plan?limit=" + PLAN_ROWS);
     $("plan-headline").textContent = p.national.headline;
     const conf = $("plan-confidence");
     conf.textContent = String(p.period.days).replace(".", ",") + " jours d'épisodes, confiance " +
@@ -469,7 +469,7 @@ async function loadPlan() {
       p.national.all_candidates.investments + " candidats" + (p.period.low_confidence ? ". " + p.period.warning : ".");
     conf.className = p.period.low_confidence ? "hint low" : "hint";
     const tbody = el("tbody");
-    for (const r of p.investments.slice(0, PLAN_ROWS)) {
+    for (const r of p.investments) {
       const offer = r.proposal.technology + (r.proposal.contracted_link ? " (tarif de " + r.proposal.contracted_link + ")" : "");
       tbody.append(el("tr", { "data-site": r.site },
         el("td", {}, r.site + " – " + r.name), el("td", {}, r.ministry), el("td", {}, offer),
