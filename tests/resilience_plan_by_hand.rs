@@ -376,6 +376,28 @@ fn bad_catalogue_is_refused_naming_file_key_and_fix() {
         e.contains("bad-prices.toml: key `prices.5g.monthly_eur.outremer`: \"outremer\" is not an access zone; zones are dense, mainland, overseas, collectivity"),
         "{e}"
     );
+    // The collector refuses to start on it too (exit 2, before it opens its store).
+    let bad = c.dir.path().join("bad-prices.toml");
+    std::fs::write(&bad, good.replace("[prices.4g]", "[prices.4G]")).unwrap();
+    let o = Command::new(bin("rie-collector"))
+        .arg("serve")
+        .args(c.config_args())
+        .args([
+            "--probe-listen",
+            "127.0.0.1:0",
+            "--api-listen",
+            "127.0.0.1:0",
+        ])
+        .arg("--backup-prices")
+        .arg(&bad)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(
+        e.contains("bad-prices.toml: key `prices.4G`: \"4G\" is not a technology; use one of fibre, xdsl, 4g, 5g, satellite"),
+        "{e}"
+    );
     let o = Command::new(bin("rie-collector"))
         .args(["report", "resilience"])
         .args(c.config_args())
