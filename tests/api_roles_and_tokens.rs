@@ -56,6 +56,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("/api/v1/flows/totals", &["noc", "interieur", "admin"]),
     ("/api/v1/indicators", &["finance", "admin"]),
+    ("/api/v1/indicators/resilience-plan", &["finance", "admin"]),
     ("/api/v1/status", &["noc", "admin"]),
     ("/api/v1/status/sites", &["noc", "admin"]),
 ];

@@ -150,6 +150,11 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let costs = Arc::new(crate::indicators::CostModel::load_or_default(
         cfg.costs.as_deref(),
     )?);
+    let backup_prices = Arc::new(
+        crate::indicators::resilience_plan::BackupPrices::load_or_default(
+            cfg.backup_prices.as_deref(),
+        )?,
+    );
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
     let api_tls = cfg.api.tls.as_ref().map(api::serve::load_tls).transpose()?;
     // Holds the SQLite store, or only the InfluxDB sink's backlog on PostgreSQL.
@@ -346,6 +351,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         metrics: metrics.clone(),
         costs,
         gate,
+        backup_prices,
     });
     tracker.spawn(api::serve::serve(
         api_listener,

@@ -3,7 +3,7 @@
 //! validation are separate: [`CollectorConfig::validate`] does no I/O and names the key at fault
 //! with an example of a right value.
 //!
-//! Owns: the file's top level (`data_dir`, `inventory`, `costs`) and the assembly of the
+//! Owns: the file's top level (`data_dir`, `inventory`, `costs`, `backup_prices`) and the assembly of the
 //! sections; each section's type, defaults and checks live beside its component
 //! (`ingest::probe_stream::ProbesConfig`, `ingest::netflow_udp::NetflowConfig`,
 //! `store::StoreConfig`, `sites::SiteThresholds`, `api::ApiConfig`, `pki::TlsConfig`,
@@ -51,6 +51,10 @@ pub struct CollectorConfig {
     /// defaults (the same values as that file) when absent.
     #[serde(default)]
     pub costs: Option<PathBuf>,
+    /// Price catalogue of the resilience investment planner (`configs/backup-prices.toml`);
+    /// the built-in copy of that file when absent.
+    #[serde(default)]
+    pub backup_prices: Option<PathBuf>,
     /// The removed `[cluster]` section, kept only to refuse it by name in [`Self::validate`].
     #[serde(default, rename = "cluster")]
     pub removed_cluster: Option<toml::Table>,
@@ -80,6 +84,7 @@ impl Default for CollectorConfig {
             netflow: Default::default(),
             influx: crate::sinks::influx::InfluxConfig::default(),
             costs: None,
+            backup_prices: None,
             removed_cluster: None,
             source: None,
         }

@@ -37,6 +37,8 @@ pub struct AppState {
     pub costs: Arc<crate::indicators::CostModel>,
     /// Tokens and access rules of every route.
     pub gate: Arc<auth::gate::Gate>,
+    /// Price catalogue of `/api/v1/indicators/resilience-plan`.
+    pub backup_prices: Arc<crate::indicators::resilience_plan::BackupPrices>,
 }
 
 /// Who may read the operational views (status, sites, flows, episodes).
@@ -95,6 +97,11 @@ fn table() -> Vec<Route> {
             "/api/v1/indicators",
             Access::roles(FINANCE),
             get(indicators),
+        ),
+        Route::new(
+            "/api/v1/indicators/resilience-plan",
+            Access::roles(FINANCE),
+            get(resilience_plan),
         ),
     ];
     routes.extend(web::table());
@@ -566,4 +573,53 @@ async fn indicators(
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
     .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
     Ok(Json(report).into_response())
+}
+
+#[derive(Deserialize)]
+struct PlanQuery {
+    from: Option<String>,
+    to: Option<String>,
+    ministry: Option<String>,
+    region: Option<String>,
+    rank_by: Option<String>,
+    /// Only the first investments (the totals still cover all of them).
+    limit: Option<usize>,
+}
+
+/// Same document as `rie-collector report resilience --format json`; `from`/`to` default to
+/// the last 30 days up to now.
+async fn resilience_plan(
+    State(st): State<AppState>,
+    Query(q): Query<PlanQuery>,
+) -> Result<Response, ApiError> {
+    use crate::indicators::resilience_plan::{self as plan, Filter, RankBy, Span};
+    let now = now_ms();
+    let to =
+        q.to.clone()
+            .unwrap_or_else(|| rfc3339_ms(now).unwrap_or_default());
+    let from = q
+        .from
+        .clone()
+        .unwrap_or_else(|| rfc3339_ms(now - 30 * 86_400_000).unwrap_or_default());
+    let span = Span::parse(&from, &to).map_err(|e| bad_request(e.to_string()))?;
+    let by = q.rank_by.as_deref().unwrap_or("net");
+    let rank_by = RankBy::parse(by)
+        .ok_or_else(|| bad_request(format!("rank_by={by:?} is not one of net, per_euro")))?;
+    let filter = Filter {
+        ministry: q.ministry.filter(|m| !m.is_empty()),
+        region: q.region.filter(|r| !r.is_empty()),
+    };
+    let reader = st.reader.clone();
+    let inv = st.sites.inventory.clone();
+    let prices = st.backup_prices.clone();
+    let mut out = tokio::task::spawn_blocking(move || {
+        plan::report(&reader, &inv, &prices, &span, now, &filter, rank_by)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if let Some(n) = q.limit {
+        out.investments.truncate(n);
+    }
+    Ok(Json(out).into_response())
 }

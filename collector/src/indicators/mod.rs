@@ -18,6 +18,7 @@
 
 pub mod costs;
 pub mod period;
+pub mod resilience_plan;
 
 use std::collections::BTreeMap;
 

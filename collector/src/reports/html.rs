@@ -17,7 +17,7 @@ pub struct HtmlInput<'a> {
     pub by_site: &'a Report,
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -44,14 +44,14 @@ fn group_thousands(s: &str) -> String {
 }
 
 /// Exact euros from cents, grouped, with a no-break space before the sign.
-fn eur(c: Option<i64>) -> String {
+pub(super) fn eur(c: Option<i64>) -> String {
     c.map_or("—".into(), |c| {
         format!("{}\u{a0}€", group_thousands(&euros(c, Locale::Fr)))
     })
 }
 
 /// A display number with `decimals` decimals, decimal comma, grouped thousands.
-fn fr_fixed(v: f64, decimals: usize) -> String {
+pub(super) fn fr_fixed(v: f64, decimals: usize) -> String {
     group_thousands(&format!("{v:.decimals$}").replace('.', ","))
 }
 
