@@ -334,6 +334,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         reader,
         metrics: metrics.clone(),
         costs,
+        national: Default::default(),
     });
     let api_shutdown = shutdown.clone();
     tracker.spawn(async move {

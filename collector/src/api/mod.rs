@@ -2,8 +2,10 @@
 //!
 //! Owns every HTTP route of the collector: the JSON API and `/metrics` (here), the status page
 //! (`web`). May import `store` (reads), `sites`, `indicators`, `inventory`, `metrics`; never
-//! `ingest` or `sinks`. Only `app` imports it.
+//! `ingest` or `sinks`. Only `app` imports it. The national traffic of the status page is in
+//! `national`.
 
+mod national;
 pub mod web;
 
 use std::net::SocketAddr;
@@ -31,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cost model of `/api/v1/indicators`.
     pub costs: Arc<crate::indicators::CostModel>,
+    /// Store part of `/api/v1/national/traffic`, shared by every screen for a few seconds.
+    pub national: Arc<national::TrafficCache>,
 }
 
 pub fn router(state: AppState) -> Router {
@@ -42,6 +46,7 @@ pub fn router(state: AppState) -> Router {
         .route("/api/v1/sites/{site_id}/episodes", get(site_episodes))
         .route("/api/v1/sites/{site_id}/top_talkers", get(site_top_talkers))
         .route("/api/v1/flows/totals", get(flow_totals))
+        .route("/api/v1/national/traffic", get(national::traffic))
         .merge(web::routes())
         .route("/api/v1/indicators", get(indicators))
         .with_state(state)

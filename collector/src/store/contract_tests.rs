@@ -347,7 +347,10 @@ fn national_traffic_by_bucket_and_site_on_both_backends() {
         );
         assert_eq!(
             r.traffic_by_site(600, 900).unwrap(),
-            vec![("S1".to_string(), d(1030, 200, 0)), ("S2".into(), d(0, 5000, 7))],
+            vec![
+                ("S1".to_string(), d(1030, 200, 0)),
+                ("S2".into(), d(0, 5000, 7))
+            ],
             "{}",
             b.name
         );

@@ -9,7 +9,8 @@
 //! national inventory) and the start of each incident. The site view uses the public API
 //! (`/api/v1/sites/{id}`, `/episodes`, `/api/v1/flows/totals`) and one more endpoint served
 //! here, `/api/v1/sites/{id}/links/history`: the last hour of each link's checks from the
-//! store's minute rollups (RTT and loss), which no other endpoint gave.
+//! store's minute rollups (RTT and loss), which no other endpoint gave. The national traffic
+//! section (`assets/traffic.js`) polls `/api/v1/national/traffic` (`api::national`).
 
 use std::collections::BTreeMap;
 
@@ -28,6 +29,7 @@ use rie_common::now_ms;
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const TRAFFIC_JS: &str = include_str!("assets/traffic.js");
 
 /// Routes of the status page, merged into the API router.
 pub fn routes() -> Router<AppState> {
@@ -35,6 +37,7 @@ pub fn routes() -> Router<AppState> {
         .route("/", get(index))
         .route("/assets/app.js", get(app_js))
         .route("/assets/app.css", get(app_css))
+        .route("/assets/traffic.js", get(traffic_js))
         .route("/api/v1/status", get(status))
         .route("/api/v1/status/sites", get(status_sites))
         .route("/api/v1/sites/{site_id}/links/history", get(link_history))
@@ -59,6 +62,10 @@ async fn index() -> Response {
 
 async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn traffic_js() -> Response {
+    asset("text/javascript; charset=utf-8", TRAFFIC_JS)
 }
 
 async fn app_css() -> Response {
@@ -252,7 +259,8 @@ mod tests {
         assert!(INDEX_HTML.contains("/assets/app.js"));
         // Works on a closed network: nothing loaded from another host.
         // (The SVG namespace is a name, not something fetched.)
-        for a in [INDEX_HTML, APP_JS, APP_CSS].map(|a| a.replace("http://www.w3.org/2000/svg", ""))
+        for a in [INDEX_HTML, APP_JS, APP_CSS, TRAFFIC_JS]
+            .map(|a| a.replace("http://www.w3.org/2000/svg", ""))
         {
             assert!(
                 !a.contains("http://") && !a.contains("https://"),
