@@ -138,6 +138,13 @@ impl DirectionBytes {
         }
     }
 
+    /// Adds another count, direction by direction.
+    pub fn add_all(&mut self, other: &DirectionBytes) {
+        self.inbound += other.inbound;
+        self.outbound += other.outbound;
+        self.unknown += other.unknown;
+    }
+
     pub fn total(&self) -> u64 {
         self.inbound + self.outbound + self.unknown
     }
@@ -310,41 +317,9 @@ impl Reader {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// National traffic bytes by direction in buckets of `bucket_s` seconds (bucket start =
-    /// row start rounded down to a multiple of `bucket_s`) over rows (any tier) starting in
-    /// `[from, to)` (Unix seconds), ordered by bucket; buckets without rows are absent. A row
-    /// of a coarser tier than `bucket_s` counts whole in the bucket where it starts.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn traffic_by_bucket(
-        &self,
-        from: i64,
-        to: i64,
-        bucket_s: i64,
-    ) -> Result<Vec<(i64, DirectionBytes)>, StoreError> {
-        let conn = match self.conn() {
-            Ok(c) => c,
-            Err(pg) => return pg.traffic_by_bucket(from, to, bucket_s),
-        };
-        let mut stmt = conn.prepare_cached(
-            "SELECT start - start % ?3 AS b, direction, SUM(bytes) FROM flow_rollup
-             WHERE start >= ?1 AND start < ?2 GROUP BY b, direction ORDER BY b, direction",
-        )?;
-        let rows = stmt
-            .query_map(params![from, to, bucket_s], |r| {
-                Ok((
-                    r.get::<_, i64>(0)?,
-                    r.get::<_, i64>(1)?,
-                    u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
-                ))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(fold_directions(rows))
-    }
-
     /// Traffic bytes by direction of every site with rows (any tier) starting in `[from, to)`
-    /// (Unix seconds), ordered by site id: the status page's top sites.
+    /// (Unix seconds), ordered by site id: one bucket of the status page's national traffic
+    /// (read bucket by bucket, so that other reads interleave on the SQLite connection).
     ///
     /// # Errors
     /// Database errors.

@@ -167,34 +167,6 @@ impl PgReader {
         .collect()
     }
 
-    /// See `Reader::traffic_by_bucket`.
-    ///
-    /// # Errors
-    /// Database errors.
-    pub fn traffic_by_bucket(
-        &self,
-        from: i64,
-        to: i64,
-        bucket_s: i64,
-    ) -> Result<Vec<(i64, DirectionBytes)>, StoreError> {
-        let rows = self.query(
-            "SELECT start - start % $3 AS b, direction, SUM(bytes)::BIGINT FROM flow_rollup
-             WHERE start >= $1 AND start < $2 GROUP BY b, direction ORDER BY b, direction",
-            &[&from, &to, &bucket_s],
-        )?;
-        let rows = rows
-            .iter()
-            .map(|r| {
-                Ok((
-                    self.get::<i64>(r, 0)?,
-                    self.get::<i64>(r, 1)?,
-                    u64::try_from(self.get::<i64>(r, 2)?).unwrap_or(0),
-                ))
-            })
-            .collect::<Result<Vec<_>, StoreError>>()?;
-        Ok(fold_directions(rows))
-    }
-
     /// See `Reader::traffic_by_site`.
     ///
     /// # Errors
