@@ -802,3 +802,46 @@ fn the_finance_report_renders_in_the_browser() {
     b.screenshot(&image_path("finance-report.png"));
     assert_committed_image("finance-report.png");
 }
+
+/// With authentication required (`[auth] required = true`), the page opened without
+/// credentials says that a login is needed and shows no data; opened from a login link
+/// (`/#token=…`, as the demo prints), it loads under the page's strict content policy, the
+/// token leaves the address bar at once, and the tab keeps working after a reload.
+#[test]
+fn the_page_asks_for_a_login_and_a_login_link_opens_it() {
+    let c = Collector::start_with_config("[auth]\nrequired = true\n");
+    let token = c.create_token("noc", "browser");
+    let b = Browser::start();
+    b.goto(&c.url("/"));
+    let msg = b.wait("the login notice", Duration::from_secs(10), |b| {
+        let t = b.js(
+            "const e = document.getElementById('login'); return e.hidden ? null : e.textContent;",
+        );
+        t.as_str().map(String::from)
+    });
+    assert!(msg.starts_with("Connexion requise"), "{msg}");
+    assert_eq!(
+        b.js("return document.querySelector('#login a').getAttribute('href');"),
+        json!("/auth/login")
+    );
+    assert_eq!(b.text("#count-0"), "–", "no data without a login");
+
+    b.goto(&c.url(&format!("/#token={token}")));
+    b.wait("the 3 sites of the fixture", Duration::from_secs(10), |b| {
+        (b.text("#count-5") == "3").then_some(())
+    });
+    assert_eq!(b.js("return location.hash;"), json!(""));
+    assert_eq!(
+        b.js("return document.getElementById('login').hidden;"),
+        json!(true)
+    );
+    // A reload of the same tab keeps the token (sessionStorage), still out of the URL.
+    b.goto(&c.url("/"));
+    b.wait("the sites after a reload", Duration::from_secs(10), |b| {
+        (b.text("#count-5") == "3").then_some(())
+    });
+    assert_eq!(
+        b.js("return document.getElementById('login').hidden;"),
+        json!(true)
+    );
+}

@@ -124,7 +124,7 @@ async function pollTraffic() {
   clearTimeout(trafficTimer);
   const asked = trafficWindow;
   try {
-    const r = await fetch("/api/v1/national/traffic?window=" + asked, { cache: "no-store" });
+    const r = await apiFetch("/api/v1/national/traffic?window=" + asked, { cache: "no-store" });
     if (!r.ok) throw new Error("HTTP " + r.status);
     const j = await r.json();
     // A click on the other window while this answer was on its way: drop it.
