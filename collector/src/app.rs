@@ -327,6 +327,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         dedup: dedup.clone(),
         commit: commit_tx,
         metrics: metrics.clone(),
+        hello_limiter: Arc::new(crate::auth::limit::FailureLimiter::new(
+            cfg.auth.max_failures_per_minute,
+            std::time::Duration::from_secs(60),
+        )),
     });
     tracker.spawn(probe_stream::run(
         probe_listener,
@@ -339,12 +343,36 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     if let Err(e) = auth_metrics.register(&metrics.registry) {
         tracing::warn!(error = %e, "authentication metrics not registered");
     }
-    let gate = Arc::new(crate::auth::gate::Gate::new(
-        cfg.auth.required(cfg.api.listen, cfg.api.behind_proxy),
+    let audit_metrics = crate::auth::audit::AuditMetrics::new();
+    if let Err(e) = audit_metrics.register(&metrics.registry) {
+        tracing::warn!(error = %e, "audit metrics not registered");
+    }
+    let (auditor, audit_task) = crate::auth::audit::Auditor::start(
         reader.clone(),
-        inventory.clone(),
-        auth_metrics,
-    ));
+        std::time::Duration::from_secs(86_400 * u64::from(cfg.auth.audit_retention_days)),
+        audit_metrics,
+        shutdown.clone(),
+    );
+    tracker.spawn(async move {
+        let _ = audit_task.await;
+    });
+    let gate = Arc::new(
+        crate::auth::gate::Gate::new(
+            cfg.auth.required(cfg.api.listen, cfg.api.behind_proxy),
+            reader.clone(),
+            inventory.clone(),
+            auth_metrics,
+        )
+        .with(
+            auditor,
+            cfg.auth.max_failures_per_minute,
+            if cfg.api.behind_proxy {
+                cfg.api.trusted_proxies.clone()
+            } else {
+                Vec::new()
+            },
+        ),
+    );
     let app = api::router(api::AppState {
         sites: sites.clone(),
         reader,

@@ -48,6 +48,7 @@
 //!    the group. Two collectors writing one batch store it once.
 
 pub mod api_tokens;
+pub mod audit;
 pub mod config;
 #[cfg(test)]
 mod contract_tests;

@@ -99,7 +99,26 @@ const MIGRATIONS: &[Migration] = &[
         name: "API tokens",
         apply: |conn| conn.execute_batch(API_TOKENS),
     },
+    Migration {
+        version: 5,
+        name: "audit trail",
+        apply: |conn| conn.execute_batch(AUDIT_LOG),
+    },
 ];
+
+/// The audit trail (`store::audit`): who read finance data, exported, changed a token, failed
+/// to authenticate; when, from where.
+const AUDIT_LOG: &str = "CREATE TABLE IF NOT EXISTS audit_log(
+    id      INTEGER PRIMARY KEY,
+    at_ms   INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    role    TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at_ms);";
 
 /// API tokens (`store::api_tokens`): the secret's SHA-256 only, never the secret.
 const API_TOKENS: &str = "CREATE TABLE IF NOT EXISTS api_tokens(
@@ -113,7 +132,7 @@ const API_TOKENS: &str = "CREATE TABLE IF NOT EXISTS api_tokens(
 );";
 
 /// The version this collector writes.
-pub const LATEST: i64 = 4;
+pub const LATEST: i64 = 5;
 
 /// Applies the migrations `conn`'s database lacks.
 ///

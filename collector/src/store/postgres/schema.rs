@@ -46,6 +46,21 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
             revoked_ms    BIGINT
         );",
     ),
+    (
+        5,
+        "audit trail",
+        "CREATE TABLE IF NOT EXISTS audit_log(
+            id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at_ms   BIGINT NOT NULL,
+            actor   TEXT NOT NULL,
+            role    TEXT NOT NULL,
+            source  TEXT NOT NULL,
+            action  TEXT NOT NULL,
+            target  TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at_ms);",
+    ),
 ];
 
 const V1: &str = "
