@@ -86,6 +86,10 @@ pub struct CostModel {
     /// Reference cost per agent per year, whole euros (DINUM roadmap 2023: about 100 €).
     #[serde(default = "default_reference")]
     pub reference_eur_per_agent_year: i64,
+    /// What an hour of an agent without network costs, whole euros: the price put on the
+    /// agent-hours lost to outages (finance dashboard, `finance`).
+    #[serde(default = "default_agent_hour_cost")]
+    pub agent_hour_cost_eur: i64,
     #[serde(default = "default_shared")]
     pub shared: Vec<SharedCost>,
     #[serde(default = "default_one_off")]
@@ -121,6 +125,11 @@ fn default_ministries() -> Vec<String> {
 
 fn default_reference() -> i64 {
     100
+}
+/// About 56 k€ a year of fully loaded cost of a State agent over the legal 1,607 hours: an
+/// order of magnitude, not a published figure (set it in `costs.toml`).
+fn default_agent_hour_cost() -> i64 {
+    35
 }
 fn default_risk_agents() -> u32 {
     100
@@ -194,6 +203,7 @@ impl Default for CostModel {
     fn default() -> Self {
         Self {
             reference_eur_per_agent_year: default_reference(),
+            agent_hour_cost_eur: default_agent_hour_cost(),
             shared: default_shared(),
             one_off: default_one_off(),
             risk: RiskConfig::default(),
@@ -240,6 +250,15 @@ impl CostModel {
                 format!(
                     "{} is out of range; write whole euros, e.g. 100",
                     self.reference_eur_per_agent_year
+                ),
+            ));
+        }
+        if !(0..=10_000).contains(&self.agent_hour_cost_eur) {
+            return Err(bad(
+                "agent_hour_cost_eur".into(),
+                format!(
+                    "{} is out of range; write whole euros per agent-hour, e.g. 35",
+                    self.agent_hour_cost_eur
                 ),
             ));
         }
@@ -297,6 +316,11 @@ impl CostModel {
             ));
         }
         Ok(())
+    }
+
+    /// The price of `agent_hours` lost, cents (rounded half up).
+    pub fn agent_hours_cost_cents(&self, agent_hours: f64) -> i64 {
+        (agent_hours * self.agent_hour_cost_eur as f64 * 100.0).round() as i64
     }
 
     /// Every national cost with its amount for a period of `months` whole months, cents.

@@ -410,6 +410,25 @@ pub struct GroupRow {
     pub availability_single_homed_pct: Option<f64>,
 }
 
+impl GroupRow {
+    /// What resilience weighs in the cost per agent per year: resilience cost per agent per
+    /// year / cost per agent per year, %. `None` without agents or cost.
+    pub fn resilience_share_pct(&self) -> Option<f64> {
+        match (
+            self.resilience_cost_per_agent_year_cents,
+            self.cost_per_agent_year_cents,
+        ) {
+            (Some(r), Some(t)) if t > 0 => Some(round_to(100.0 * r as f64 / t as f64, 4)),
+            _ => None,
+        }
+    }
+
+    /// The price of the group's agent-hours lost, cents (`CostModel::agent_hour_cost_eur`).
+    pub fn agent_hours_lost_cost_cents(&self, model: &CostModel) -> i64 {
+        model.agent_hours_cost_cents(self.agent_hours_lost)
+    }
+}
+
 fn group_row(group: String, members: &[&SiteFigures], months: i64) -> GroupRow {
     let sum = |f: &dyn Fn(&SiteFigures) -> i64| members.iter().map(|s| f(s)).sum::<i64>();
     let agents: u64 = members.iter().map(|s| s.agents).sum();
