@@ -84,6 +84,7 @@ fn dashboards() -> Vec<Dashboard> {
         names,
         [
             "rie-collecteur.json",
+            "rie-finance.json",
             "rie-ministere.json",
             "rie-national.json",
             "rie-site.json"
@@ -478,6 +479,20 @@ fn promql_panels_return_data_from_a_real_prometheus() {
     // The recording rules on real series: S3 (Justice, 120 agents) down, 3 sites.
     assert_eq!(prom.query(":rie_agents_down:sum")[0]["value"][1], "120");
     assert_eq!(prom.query(":rie_sites:count")[0]["value"][1], "3");
+    // The finance duty's gauges, by hand on the fixture inventory (see the InfluxDB side).
+    wait_for("finance gauges", Duration::from_secs(30), || {
+        !prom
+            .query("rie_finance_cost_per_agent_year_euros{by=\"national\"}")
+            .is_empty()
+    });
+    assert_eq!(
+        prom.query("max(rie_finance_cost_per_agent_year_euros{by=\"national\"})")[0]["value"][1],
+        "62668.65"
+    );
+    assert_eq!(
+        prom.query("rie_finance_reference_cost_per_agent_year_euros")[0]["value"][1],
+        "100"
+    );
 
     // The alert rules match the collector's real series and labels: S3 down and S1 on backup
     // are pending (their `for` has not elapsed), with the routing labels and the agents.
@@ -708,12 +723,154 @@ fn schema_points(now: i64) -> String {
     out
 }
 
+/// A collector writing to `influx` (v1 API) with its finance duty every second and a top list
+/// of two sites.
+fn finance_collector(influx: &Influx) -> Collector {
+    Collector::start_with_config(&format!(
+        "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"rie\"\ninstance = \"test\"\n\
+         flush_interval = \"200ms\"\nretry_min = \"100ms\"\nretry_max = \"400ms\"\n\
+         [finance]\ninterval = \"1s\"\ntop_sites = 2\n",
+        influx.url
+    ))
+}
+
+/// `[tags, values]` of each series of `q`'s first result (`values` of its first row, the time
+/// column left out).
+fn rows(influx: &Influx, q: &str) -> Vec<(Value, Vec<Value>)> {
+    let r = influx.query(q);
+    let res = &r["results"][0];
+    assert!(res["error"].is_null(), "{q}: {r}");
+    res["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no series for {q}: {r}"))
+        .iter()
+        .map(|s| {
+            let mut v = s["values"][0].as_array().unwrap().clone();
+            v.remove(0);
+            (s["tags"].clone(), v)
+        })
+        .collect()
+}
+
+/// Cents of a report field as the euros written to InfluxDB.
+fn eur(v: &Value) -> f64 {
+    v.as_i64().unwrap() as f64 / 100.0
+}
+
+/// Numbers as `f64` (InfluxDB writes the float 14.0 as `14`).
+fn nums(v: &[Value]) -> Vec<f64> {
+    v.iter()
+        .map(|x| x.as_f64().unwrap_or_else(|| panic!("{x} is not a number")))
+        .collect()
+}
+
+/// What the collector's finance duty wrote is the report of the month, to the cent: national
+/// by hand, per ministry, per region and the top list against `/api/v1/indicators`.
+fn finance_points_match_the_report(influx: &Influx, c: &Collector, month: &str) {
+    let fields = "last(\"agents\"), last(\"cost_per_agent_year_eur\"), last(\"resilience_cost_per_agent_year_eur\"), \
+                  last(\"agent_hours_lost\"), last(\"agent_hours_lost_cost_eur\"), last(\"total_cost_eur\"), \
+                  last(\"reference_eur_per_agent_year\"), last(\"resilience_share_pct\")";
+    let q = |scope: &str, by: &str| {
+        format!(
+            "SELECT {fields} FROM \"cost\" WHERE \"scope\" = '{scope}' AND time > now() - 1h{by}"
+        )
+    };
+    // National, by hand (see `finance::tests::lines_of_the_fixture_month`): one month of links
+    // (2,872.69 €) and national costs (3,000,000 €) = 3,002,872.69 €; × 12 / 575 agents =
+    // 62,668.65 €/agent/year; backups 3.34 €/agent/year (0.0053 %); S1's two-minute outage
+    // × 420 agents = 14 agent-hours, at 35 €/h = 490 €.
+    let national = rows(influx, &q("national", ""));
+    assert_eq!(
+        nums(&national[0].1),
+        [575.0, 62668.65, 3.34, 14.0, 490.0, 3002872.69, 100.0, 0.0053]
+    );
+    for by in ["ministry", "region"] {
+        let api = c.get(&format!("/api/v1/indicators?period={month}&group_by={by}"));
+        let want: BTreeMap<String, Vec<f64>> = api["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["group"].as_str().unwrap().to_string(),
+                    vec![
+                        g["agents"].as_f64().unwrap(),
+                        eur(&g["cost_per_agent_year_cents"]),
+                        eur(&g["resilience_cost_per_agent_year_cents"]),
+                        g["agent_hours_lost"].as_f64().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let got: BTreeMap<String, Vec<f64>> = rows(influx, &q(by, &format!(" GROUP BY \"{by}\"")))
+            .into_iter()
+            .map(|(tags, v)| (tags[by].as_str().unwrap().to_string(), nums(&v[..4])))
+            .collect();
+        assert_eq!(got, want, "{by}");
+        assert_eq!(got.len(), 3, "{by}");
+    }
+    let interieur = rows(influx, &q("ministry", " GROUP BY \"ministry\""))
+        .into_iter()
+        .find(|(t, _)| t["ministry"] == "Intérieur")
+        .unwrap();
+    assert_eq!(nums(&interieur.1[3..5]), [14.0, 490.0]);
+    // The two sites with the highest cost per agent, as the report's per-site rows rank them.
+    let api = c.get(&format!("/api/v1/indicators?period={month}&group_by=site"));
+    let mut sites: Vec<&Value> = api["groups"].as_array().unwrap().iter().collect();
+    sites.sort_by_key(|g| std::cmp::Reverse(g["cost_per_agent_year_cents"].as_i64().unwrap()));
+    let want: Vec<(String, f64)> = sites[..2]
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap().to_string(),
+                eur(&g["cost_per_agent_year_cents"]),
+            )
+        })
+        .collect();
+    let got: Vec<(String, f64)> = rows(
+        influx,
+        "SELECT last(\"site\"), last(\"cost_per_agent_year_eur\") FROM \"cost_top_site\" WHERE time > now() - 1h GROUP BY \"rank\"",
+    )
+    .into_iter()
+    .map(|(_, v)| (v[0].as_str().unwrap().to_string(), v[1].as_f64().unwrap()))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(got[0].0, "S2", "35 agents: the highest cost per agent");
+}
+
 #[test]
 fn influxql_panels_return_data_from_a_real_influxdb() {
     let influx = Influx::start();
     let r = influx.query("CREATE DATABASE rie");
     assert!(r["results"][0]["error"].is_null(), "{r}");
-    influx.write(&schema_points(rie_common::now_ms() / 1000));
+    // The finance measurements come from the collector itself: its finance duty computes the
+    // month's figures from what it stored (S1's incident, through the probe protocol) and its
+    // InfluxDB sink writes them.
+    let mut now_s = rie_common::now_ms() / 1000;
+    let month = rie_collector::finance::current_month(now_s * 1000);
+    if now_s - 600 < month.start_ms / 1000 {
+        // The incident must lie in the month the duty reports: wait out a month's first minutes.
+        std::thread::sleep(Duration::from_secs(
+            (month.start_ms / 1000 + 600 - now_s) as u64,
+        ));
+        now_s = rie_common::now_ms() / 1000;
+    }
+    let month = rie_collector::finance::current_month(now_s * 1000);
+    let c = finance_collector(&influx);
+    send_ok(
+        &c.probe_config("S1"),
+        1,
+        &rie_e2e::s1_incident((now_s - 600) * 1000),
+    );
+    wait_for("the finance duty's points", Duration::from_secs(60), || {
+        let r = influx
+            .query("SELECT last(\"agent_hours_lost\") FROM \"cost\" WHERE \"scope\" = 'national'");
+        r["results"][0]["series"][0]["values"][0][1] == 14.0
+    });
+    finance_points_match_the_report(&influx, &c, &month.label);
+
+    // The other measurements are still written by the test (schema of `docs/schema.md`).
+    influx.write(&schema_points(now_s));
     // Loaded exactly: S1's TCP bytes over the 30 minutes are 30 × 52,000 + (0 + … + 29).
     let r = influx.query(
         "SELECT sum(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1' AND \"protocol\" = 'tcp'",
@@ -735,6 +892,8 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
         "site_state",
         "episode",
         "collector",
+        "cost",
+        "cost_top_site",
     ]
     .into();
     let mut checked = 0;
@@ -764,5 +923,5 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
         );
         checked += 1;
     }
-    assert!(checked >= 12, "only {checked} InfluxQL queries");
+    assert!(checked >= 25, "only {checked} InfluxQL queries");
 }

@@ -218,7 +218,12 @@ pub fn lines(f: &Figures, model: &CostModel, at: i64) -> Vec<String> {
         ));
     }
     for g in &f.regions {
-        out.extend(cost_line(cost("region").tag("region", &g.group), g, model, at));
+        out.extend(cost_line(
+            cost("region").tag("region", &g.group),
+            g,
+            model,
+            at,
+        ));
     }
     for s in &f.top_sites {
         out.extend(
@@ -379,22 +384,36 @@ pub struct Duty {
     pub metrics: Arc<FinanceMetrics>,
 }
 
-/// Starts the duty on `tracker`, until `shutdown`. The first run is at once.
+/// How often a collector looks whether it is the leader and whether a run is due.
+const CHECK: Duration = Duration::from_secs(1);
+
+/// Starts the duty on `tracker`, until `shutdown`. A run happens at once when this collector
+/// starts or becomes the leader, then every `finance.interval`.
 pub fn start(duty: Duty, shutdown: &CancellationToken, tracker: &TaskTracker) {
     let shutdown = shutdown.clone();
     tracker.spawn(async move {
-        let mut tick = tokio::time::interval(duty.cfg.interval);
+        let mut tick = tokio::time::interval(CHECK.min(duty.cfg.interval));
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         let every = duty.cfg.interval.as_secs().max(1) as i64;
+        // When the last run started, and in which term of leadership.
+        let mut last: Option<(std::time::Instant, u64)> = None;
         loop {
             tokio::select! {
                 _ = shutdown.cancelled() => return,
                 _ = tick.tick() => {}
             }
             if !duty.leadership.is_leader() {
-                duty.metrics.clear();
+                if last.take().is_some() {
+                    duty.metrics.clear();
+                }
                 continue;
             }
+            let epoch = duty.leadership.epoch();
+            let due = last.is_none_or(|(at, e)| e != epoch || at.elapsed() >= duty.cfg.interval);
+            if !due {
+                continue;
+            }
+            last = Some((std::time::Instant::now(), epoch));
             let now_ms = rie_common::now_ms();
             let (reader, inv, model, top) = (
                 duty.reader.clone(),
@@ -403,10 +422,9 @@ pub fn start(duty: Duty, shutdown: &CancellationToken, tracker: &TaskTracker) {
                 duty.cfg.top_sites,
             );
             let started = std::time::Instant::now();
-            let run = tokio::task::spawn_blocking(move || {
-                figures(&reader, &inv, &model, now_ms, top)
-            })
-            .await;
+            let run =
+                tokio::task::spawn_blocking(move || figures(&reader, &inv, &model, now_ms, top))
+                    .await;
             match run {
                 Ok(Ok(f)) => {
                     duty.metrics.set(&f, &duty.model, now_ms);
@@ -492,7 +510,9 @@ mod tests {
                 .any(|x| x.starts_with("cost,scope=ministry,ministry=Économie\\ et\\ Finances ")),
             "{l:#?}"
         );
-        assert!(l.iter().any(|x| x.starts_with("cost,scope=region,region=Corse ")));
+        assert!(l
+            .iter()
+            .any(|x| x.starts_with("cost,scope=region,region=Corse ")));
         // S2 (35 agents) costs the most per agent, then S3 (120).
         assert!(
             l[7].starts_with(
@@ -501,7 +521,11 @@ mod tests {
             "{}",
             l[7]
         );
-        assert!(l[8].starts_with("cost_top_site,rank=2 site=\"S3\""), "{}", l[8]);
+        assert!(
+            l[8].starts_with("cost_top_site,rank=2 site=\"S3\""),
+            "{}",
+            l[8]
+        );
     }
 
     #[test]
