@@ -276,7 +276,7 @@ pub fn plan_lines(rows: &[PlanRow], at: i64) -> Vec<String> {
 }
 
 /// The duty's Prometheus series: national, per ministry and per region (`by` and `group`
-/// labels; at most 1 + 13 + 18 series per family on the national inventory).
+/// labels; at most 1 + 13 + 20 series per family on the national inventory).
 pub struct FinanceMetrics {
     pub cost_per_agent_year: GaugeVec,
     pub resilience_share: GaugeVec,
