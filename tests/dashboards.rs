@@ -778,11 +778,11 @@ fn finance_points_match_the_report(influx: &Influx, c: &Collector, month: &str) 
     // National, by hand (see `finance::tests::lines_of_the_fixture_month`): one month of links
     // (2,872.69 €) and national costs (3,000,000 €) = 3,002,872.69 €; × 12 / 575 agents =
     // 62,668.65 €/agent/year; backups 3.34 €/agent/year (0.0053 %); S1's two-minute outage
-    // × 420 agents = 14 agent-hours, at 35 €/h = 490 €.
+    // × 420 agents = 14 agent-hours, at 41.54 €/h = 581.56 €.
     let national = rows(influx, &q("national", ""));
     assert_eq!(
         nums(&national[0].1),
-        [575.0, 62668.65, 3.34, 14.0, 490.0, 3002872.69, 100.0, 0.0053]
+        [575.0, 62668.65, 3.34, 14.0, 581.56, 3002872.69, 100.0, 0.0053]
     );
     for by in ["ministry", "region"] {
         let api = c.get(&format!("/api/v1/indicators?period={month}&group_by={by}"));
@@ -813,7 +813,7 @@ fn finance_points_match_the_report(influx: &Influx, c: &Collector, month: &str) 
         .into_iter()
         .find(|(t, _)| t["ministry"] == "Intérieur")
         .unwrap();
-    assert_eq!(nums(&interieur.1[3..5]), [14.0, 490.0]);
+    assert_eq!(nums(&interieur.1[3..5]), [14.0, 581.56]);
     // The two sites with the highest cost per agent, as the report's per-site rows rank them.
     let api = c.get(&format!("/api/v1/indicators?period={month}&group_by=site"));
     let mut sites: Vec<&Value> = api["groups"].as_array().unwrap().iter().collect();

@@ -86,10 +86,10 @@ pub struct CostModel {
     /// Reference cost per agent per year, whole euros (DINUM roadmap 2023: about 100 €).
     #[serde(default = "default_reference")]
     pub reference_eur_per_agent_year: i64,
-    /// What an hour of an agent without network costs, whole euros: the price put on the
-    /// agent-hours lost to outages (finance dashboard, `finance`).
+    /// What an hour of an agent without network costs, euros with at most two decimals: the
+    /// price put on the agent-hours lost to outages (finance dashboard, `finance`).
     #[serde(default = "default_agent_hour_cost")]
-    pub agent_hour_cost_eur: i64,
+    pub agent_hour_cost_eur: f64,
     #[serde(default = "default_shared")]
     pub shared: Vec<SharedCost>,
     #[serde(default = "default_one_off")]
@@ -126,10 +126,11 @@ fn default_ministries() -> Vec<String> {
 fn default_reference() -> i64 {
     100
 }
-/// About 56 k€ a year of fully loaded cost of a State agent over the legal 1,607 hours: an
-/// order of magnitude, not a published figure (set it in `costs.toml`).
-fn default_agent_hour_cost() -> i64 {
-    35
+/// Fully loaded employer cost of a State agent per legal working hour: INSEE Première n° 2065
+/// (2025), 2,886 € net a month in 2023 → ≈ 5,563 € employer cost a month, 66,760 € a year, over
+/// 1,607 hours (the same value and source as the resilience planner's catalogue).
+fn default_agent_hour_cost() -> f64 {
+    41.54
 }
 fn default_risk_agents() -> u32 {
     100
@@ -253,13 +254,12 @@ impl CostModel {
                 ),
             ));
         }
-        if !(0..=10_000).contains(&self.agent_hour_cost_eur) {
+        let hour = self.agent_hour_cost_eur;
+        let cents = hour * 100.0;
+        if !(0.0..=10_000.0).contains(&hour) || (cents - cents.round()).abs() > 1e-6 {
             return Err(bad(
                 "agent_hour_cost_eur".into(),
-                format!(
-                    "{} is out of range; write whole euros per agent-hour, e.g. 35",
-                    self.agent_hour_cost_eur
-                ),
+                format!("{hour} is not 0 to 10000 euros with at most two decimals; e.g. 41.54"),
             ));
         }
         let mut names = std::collections::HashSet::new();
@@ -318,9 +318,14 @@ impl CostModel {
         Ok(())
     }
 
+    /// `agent_hour_cost_eur` in cents (validated to be whole cents).
+    pub fn agent_hour_cost_cents(&self) -> i64 {
+        (self.agent_hour_cost_eur * 100.0).round() as i64
+    }
+
     /// The price of `agent_hours` lost, cents (rounded half up).
     pub fn agent_hours_cost_cents(&self, agent_hours: f64) -> i64 {
-        (agent_hours * self.agent_hour_cost_eur as f64 * 100.0).round() as i64
+        (agent_hours * self.agent_hour_cost_cents() as f64).round() as i64
     }
 
     /// Every national cost with its amount for a period of `months` whole months, cents.
@@ -485,5 +490,15 @@ mod tests {
         .unwrap();
         let e = CostModel::load(&p).unwrap_err().to_string();
         assert!(e.contains("costs.toml") && e.contains("per_cow"), "{e}");
+        std::fs::write(&p, "agent_hour_cost_eur = 41.545\n").unwrap();
+        let e = CostModel::load(&p).unwrap_err().to_string();
+        assert!(
+            e.contains("key `agent_hour_cost_eur`") && e.contains("41.54"),
+            "{e}"
+        );
+        std::fs::write(&p, "agent_hour_cost_eur = 12.3\n").unwrap();
+        let m = CostModel::load(&p).unwrap();
+        // 14 agent-hours at 12.30 €.
+        assert_eq!(m.agent_hours_cost_cents(14.0), 17_220);
     }
 }
