@@ -433,11 +433,20 @@ pub fn start(duty: Duty, shutdown: &CancellationToken, tracker: &TaskTracker) {
                     if let Some(sink) = &duty.influx {
                         sink.lines(lines(&f, &duty.model, at));
                     }
-                    tracing::debug!(
-                        period = %f.period.label,
-                        ms = started.elapsed().as_millis() as u64,
-                        "finance figures published"
-                    );
+                    let took = started.elapsed();
+                    if took > duty.cfg.interval / 2 {
+                        tracing::warn!(
+                            period = %f.period.label,
+                            ms = took.as_millis() as u64,
+                            "finance figures took more than half of finance.interval to compute; raise finance.interval"
+                        );
+                    } else {
+                        tracing::debug!(
+                            period = %f.period.label,
+                            ms = took.as_millis() as u64,
+                            "finance figures published"
+                        );
+                    }
                 }
                 Ok(Err(e)) => tracing::warn!(error = %e, "finance figures not computed"),
                 Err(_) => tracing::error!("the finance computation stopped"),
