@@ -11,10 +11,11 @@
 //!   exists (so `or vector(0)` cannot hide a misspelt name);
 //! - the alert rules, evaluated by that Prometheus on the collector's real series, put the
 //!   expected alerts in pending state with their routing labels and French annotations;
-//! - InfluxQL: a real InfluxDB 1.x (Debian `influxdb`) loaded with line protocol that follows
-//!   the InfluxDB schema of `docs/schema.md` / contracts; every panel query returns series.
-//!   The points are written by this test, not yet by the collector: switch to the collector's
-//!   InfluxDB sink once it lands.
+//! - InfluxQL: a real InfluxDB 1.x (Debian `influxdb`) filled by a real collector's InfluxDB
+//!   sink (schema in `docs/schema.md`) from what S1 sent through the probe protocol (an
+//!   incident, a minute of traffic, link checks), and by its finance duty (`cost`,
+//!   `cost_top_site`); every panel query returns series, the finance figures equal the report
+//!   of the month to the cent (national by hand, the rest against `/api/v1/indicators`).
 
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
@@ -637,101 +638,42 @@ impl Influx {
             .into_json()
             .unwrap()
     }
-
-    fn write(&self, lines: &str) {
-        let r = ureq::post(&format!("{}/write", self.url))
-            .query("db", "rie")
-            .query("precision", "s")
-            .send_string(lines)
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        assert_eq!(r.status(), 204);
-    }
 }
 
-/// Escapes a tag value for line protocol (commas, spaces, equal signs).
-fn tag(v: &str) -> String {
-    v.replace(',', "\\,")
-        .replace(' ', "\\ ")
-        .replace('=', "\\=")
-}
-
-/// Line protocol for the test inventory's three sites over the last 30 minutes, following the
-/// InfluxDB schema of the contracts (measurements, tags, field types, precision seconds).
-fn schema_points(now: i64) -> String {
-    let sites = [
-        ("S1", "Intérieur", "35", "Bretagne", 420, 2),
-        ("S2", "Économie et Finances", "973", "Guyane", 35, 0),
-        ("S3", "Justice", "2A", "Corse", 120, 3),
-    ];
-    let links = [
-        ("S1", "S1-P", "primary", "fibre"),
-        ("S1", "S1-B", "backup", "4g"),
-        ("S2", "S2-P", "primary", "satellite"),
-        ("S3", "S3-P", "primary", "fibre"),
-    ];
-    let start = now / 60 * 60 - 30 * 60;
-    let mut out = String::new();
-    for (site, ministry, dep, region, agents, state) in sites {
-        let tags = format!(
-            "site={site},ministry={},departement={dep},region={}",
-            tag(ministry),
-            tag(region)
-        );
-        for k in 0..30 {
-            let t = start + k * 60;
-            for (proto, bytes) in [("tcp", 52_000 + k), ("udp", 1_500 + k)] {
-                out.push_str(&format!(
-                    "site_traffic,{tags},direction=inbound,protocol={proto},source=capture \
-                     bytes={bytes}i,packets={}i,flows=3i {t}\n",
-                    bytes / 1000 + 1
-                ));
-            }
-            let up = i64::from(state != 3);
-            let on_backup = i64::from(state == 2);
-            out.push_str(&format!(
-                "site_state,{tags} state_code={state}i,up={up}i,on_backup={on_backup}i,agents={agents}i {t}\n"
-            ));
-            for (s, link, role, tech) in links.iter().filter(|l| l.0 == site) {
-                debug_assert_eq!(*s, site);
-                out.push_str(&format!(
-                    "link_check,{tags},link={link},role={role},technology={tech},check=icmp \
-                     sent=10i,received=9i,loss_ratio=0.1,rtt_avg_ms=42.5,rtt_max_ms=80,rtt_p95_ms=70,jitter_ms=3.2 {t}\n"
-                ));
-            }
-        }
-        if state != 0 {
-            // The link tag is absent for site-wide episodes (an outage).
-            let (kind, link) = if state == 2 {
-                ("failover", ",link=S1-P")
-            } else {
-                ("outage", "")
-            };
-            out.push_str(&format!(
-                "episode,{tags},kind={kind}{link} duration_s=600i,open=1i,cause=\"test\" {}\n",
-                now - 600
-            ));
-        }
-    }
-    for k in 0..180 {
-        out.push_str(&format!(
-            "collector,instance=c1 connections=3i,batches={}i,frame_errors=0i,points_buffered={}i {}\n",
-            100 + k,
-            k % 7,
-            now - 1800 + k * 10
-        ));
-    }
-    out
-}
-
-/// A collector writing to `influx` (v1 API) with its finance duty every second and a top list
-/// of two sites.
-fn finance_collector(influx: &Influx) -> Collector {
+/// A collector writing to `influx` (v1 API): site states, health and episodes every second,
+/// a minute's traffic one second after it is complete, the finance duty every second with a
+/// top list of two sites.
+fn influx_collector(influx: &Influx) -> Collector {
     Collector::start_with_config(&format!(
         "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"rie\"\ninstance = \"test\"\n\
          flush_interval = \"200ms\"\nretry_min = \"100ms\"\nretry_max = \"400ms\"\n\
+         traffic_delay = \"1s\"\nhealth_interval = \"1s\"\nsite_state_interval = \"5s\"\n\
          [finance]\ninterval = \"1s\"\ntop_sites = 2\n",
         influx.url
     ))
+}
+
+/// S1's traffic of a complete minute (TCP and UDP, inbound), checks of both its links, and its
+/// primary failing now (the backup carries: an open failover, no outage).
+fn s1_traffic_and_checks(seq: u64, now_s: i64) -> Value {
+    let minute = now_s / 60 * 60 - 120;
+    let sample = |link: &str, rtt_avg_us: u32| {
+        json!({"link": link, "check": "icmp", "target": "10.255.0.1", "start": now_s - 20,
+               "interval_s": 10, "sent": 10, "received": 9, "rtt_avg_us": rtt_avg_us,
+               "rtt_max_us": 80_000, "rtt_p95_us": 70_000, "jitter_us": 3_200})
+    };
+    let mut b = rie_e2e::s1_links(
+        seq,
+        now_s * 1000,
+        (false, false, now_s * 1000 - 5_000),
+        (true, true, now_s * 1000 - 5_000),
+    );
+    b["flows"] = json!([
+        rie_e2e::flow(minute, 6, 3, 53, 52_000),
+        rie_e2e::flow(minute, 17, 1, 2, 1_500)
+    ]);
+    b["samples"] = json!([sample("S1-P", 42_500), sample("S1-B", 61_000)]);
+    b
 }
 
 /// `[tags, values]` of each series of `q`'s first result (`values` of its first row, the time
@@ -843,9 +785,9 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
     let influx = Influx::start();
     let r = influx.query("CREATE DATABASE rie");
     assert!(r["results"][0]["error"].is_null(), "{r}");
-    // The finance measurements come from the collector itself: its finance duty computes the
-    // month's figures from what it stored (S1's incident, through the probe protocol) and its
-    // InfluxDB sink writes them.
+    // Every point comes from the collector itself: S1's incident, traffic and checks reach it
+    // through the probe protocol, its InfluxDB sink writes what it stored, and its finance duty
+    // the month's figures computed from the same store.
     let mut now_s = rie_common::now_ms() / 1000;
     let month = rie_collector::finance::current_month(now_s * 1000);
     if now_s - 600 < month.start_ms / 1000 {
@@ -856,29 +798,28 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
         now_s = rie_common::now_ms() / 1000;
     }
     let month = rie_collector::finance::current_month(now_s * 1000);
-    let c = finance_collector(&influx);
-    send_ok(
-        &c.probe_config("S1"),
-        1,
-        &rie_e2e::s1_incident((now_s - 600) * 1000),
-    );
-    wait_for("the finance duty's points", Duration::from_secs(60), || {
-        let r = influx
-            .query("SELECT last(\"agent_hours_lost\") FROM \"cost\" WHERE \"scope\" = 'national'");
-        r["results"][0]["series"][0]["values"][0][1] == 14.0
+    let c = influx_collector(&influx);
+    let mut batches = rie_e2e::s1_incident((now_s - 600) * 1000).to_vec();
+    batches.push(s1_traffic_and_checks(7, now_s));
+    send_ok(&c.probe_config("S1"), 1, &batches);
+    let value = |q: &str| influx.query(q)["results"][0]["series"][0]["values"][0][1].clone();
+    wait_for("the collector's points", Duration::from_secs(60), || {
+        value("SELECT last(\"agent_hours_lost\") FROM \"cost\" WHERE \"scope\" = 'national'")
+            == 14.0
+            && value("SELECT count(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1'") == 2
+            && value("SELECT count(\"duration_s\") FROM \"episode\" WHERE \"kind\" = 'failover' AND \"open\" = 1") == 1
     });
     finance_points_match_the_report(&influx, &c, &month.label);
-
-    // The other measurements are still written by the test (schema of `docs/schema.md`).
-    influx.write(&schema_points(now_s));
-    // Loaded exactly: S1's TCP bytes over the 30 minutes are 30 × 52,000 + (0 + … + 29).
-    let r = influx.query(
-        "SELECT sum(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1' AND \"protocol\" = 'tcp'",
+    // What the probe sent, exactly: S1's minute of TCP and its backup link's RTT. (The
+    // incident's episodes, recorded already closed, are not in InfluxDB: the sink writes
+    // episodes open, or closed within a minute of its scan; see docs/schema.md.)
+    assert_eq!(
+        value("SELECT sum(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1' AND \"protocol\" = 'tcp'"),
+        52_000
     );
     assert_eq!(
-        r["results"][0]["series"][0]["values"][0][1],
-        30 * 52_000 + (0..30).sum::<i64>(),
-        "{r}"
+        value("SELECT mean(\"rtt_avg_ms\") FROM \"link_check\" WHERE \"link\" = 'S1-B'"),
+        61.0
     );
     // The values the Prometheus variables would give (first of each, sorted).
     let vars: BTreeMap<String, String> = [
