@@ -253,11 +253,6 @@ REF_OVERRIDE = {"overrides": [{
     ],
 }]}
 
-# Set to True once a planner writes `resilience_plan` (docs/schema.md): the test runs every
-# panel's query against the collector's real writes, so the panel waits for its writer.
-PLANNER = False
-
-
 def finance():
     b = Board("rie-finance", "RIE — Finances",
               "Coût du RIE par agent et par an (liens d'accès et coûts nationaux répartis), part de la résilience, heures-agent perdues et leur coût, pour le mois en cours ; mêmes chiffres que le rapport financier (rie-collector report).",
@@ -303,11 +298,10 @@ def finance():
             w=12, h=9)
     b.panel("table", "Sites les plus chers par agent (mois en cours)",
             [(INFLUX, 'SELECT last("site") AS "site", last("ministry") AS "ministère", last("region") AS "région", last("agents") AS "agents", last("cost_per_agent_year_eur") AS "€/agent/an", last("total_cost_eur") AS "coût du mois €" FROM "cost_top_site" WHERE $timeFilter GROUP BY "rank"', "table")],
-            w=24 if not PLANNER else 12, h=10, desc="Les finance.top_sites sites au coût par agent le plus élevé (rang 1 : le plus cher).", extra=TABLE)
-    if PLANNER:
-        b.panel("table", "Investissements de résilience prioritaires",
-                [(INFLUX, 'SELECT last("site") AS "site", last("ministry") AS "ministère", last("region") AS "région", last("cost_eur") AS "coût €/an", last("benefit_eur") AS "gain €/an", last("net_benefit_eur") AS "bénéfice net €/an" FROM "resilience_plan" WHERE $timeFilter GROUP BY "rank"', "table")],
-                w=12, h=10, desc="Classement du planificateur d'investissements (mesure resilience_plan).", extra=TABLE)
+            w=24, h=10, desc="Les finance.top_sites sites au coût par agent le plus élevé (rang 1 : le plus cher).", extra=TABLE)
+    b.panel("table", "Investissements de résilience prioritaires (30 derniers jours, annualisés)",
+            [(INFLUX, 'SELECT last("site") AS "site", last("ministry") AS "ministère", last("region") AS "région", last("technology") AS "secours proposé", last("agents") AS "agents", last("yearly_cost_eur") AS "coût €/an", last("value_per_year_eur") AS "heures-agent rachetées €/an", last("net_benefit_per_year_eur") AS "bénéfice net €/an" FROM "resilience_plan" WHERE $timeFilter GROUP BY "rank"', "table")],
+            w=24, h=10, desc="Classement du planificateur d'investissements de résilience par bénéfice net (mesure resilience_plan ; détail : rie-collector report resilience).", extra=TABLE)
     return b
 
 

@@ -14,7 +14,7 @@
 //! - InfluxQL: a real InfluxDB 1.x (Debian `influxdb`) filled by a real collector's InfluxDB
 //!   sink (schema in `docs/schema.md`) from what S1 sent through the probe protocol (an
 //!   incident, a minute of traffic, link checks), and by its finance duty (`cost`,
-//!   `cost_top_site`); every panel query returns series, the finance figures equal the report
+//!   `cost_top_site`, `resilience_plan`); every panel query returns series, the finance figures equal the report
 //!   of the month to the cent (national by hand, the rest against `/api/v1/indicators`).
 
 // Tests panic on the unexpected: that is their job.
@@ -247,7 +247,7 @@ struct Prometheus {
 impl Prometheus {
     /// Starts Prometheus with `configs/prometheus` (rules included), scraping `target` every
     /// second and evaluating rules every second.
-    fn start(target: &str) -> Self {
+    fn start(target: &str, token: &str) -> Self {
         require("prometheus", "prometheus");
         let dir = tempfile::tempdir().unwrap();
         let conf = dir.path().join("conf");
@@ -263,6 +263,17 @@ impl Prometheus {
             .replace("scrape_interval: 15s", "scrape_interval: 1s")
             .replace("evaluation_interval: 15s", "evaluation_interval: 1s")
             .replace("scrape_timeout: 10s", "scrape_timeout: 1s");
+        // The scrape sends the collector's `metrics` token from its file, as configured.
+        let token_file = conf.join("rie-collector.token");
+        std::fs::write(&token_file, format!("{token}\n")).unwrap();
+        assert!(
+            main.contains("/etc/prometheus/rie-collector.token"),
+            "{main}"
+        );
+        let main = main.replace(
+            "/etc/prometheus/rie-collector.token",
+            &token_file.display().to_string(),
+        );
         std::fs::write(conf.join("prometheus.yml"), main).unwrap();
         std::fs::write(
             conf.join("targets/collector.yml"),
@@ -463,9 +474,13 @@ fn substitute(q: &str, vars: &BTreeMap<String, String>) -> String {
 
 #[test]
 fn promql_panels_return_data_from_a_real_prometheus() {
-    let c = Collector::start();
+    // The collector requires tokens, as in production: Prometheus scrapes with a `metrics`
+    // token read from its credentials file, the test reads with an admin one.
+    let c = Collector::start_with_config("[auth]\nrequired = true\n");
+    c.use_token("admin");
+    let scrape_token = c.create_token("metrics", "prometheus");
     feed(&c);
-    let prom = Prometheus::start(&c.api_addr.to_string());
+    let prom = Prometheus::start(&c.api_addr.to_string(), &scrape_token);
     // Two scrapes for rates, then the recording rules once more.
     wait_for(
         "scrapes and recording rules",
@@ -488,7 +503,7 @@ fn promql_panels_return_data_from_a_real_prometheus() {
     });
     assert_eq!(
         prom.query("max(rie_finance_cost_per_agent_year_euros{by=\"national\"})")[0]["value"][1],
-        "62668.65"
+        "73.37"
     );
     assert_eq!(
         prom.query("rie_finance_reference_cost_per_agent_year_euros")[0]["value"][1],
@@ -718,13 +733,14 @@ fn finance_points_match_the_report(influx: &Influx, c: &Collector, month: &str) 
         )
     };
     // National, by hand (see `finance::tests::lines_of_the_fixture_month`): one month of links
-    // (2,872.69 €) and national costs (3,000,000 €) = 3,002,872.69 €; × 12 / 575 agents =
-    // 62,668.65 €/agent/year; backups 3.34 €/agent/year (0.0053 %); S1's two-minute outage
-    // × 420 agents = 14 agent-hours, at 41.54 €/h = 581.56 €.
+    // (2,872.69 €) and the fixture's share of the national costs (3 of 14,000 sites: 642.85 €)
+    // = 3,515.54 €; × 12 / 575 agents = 73.37 €/agent/year; backups 3.34 €/agent/year
+    // (4.5523 %); S1's two-minute outage × 420 agents = 14 agent-hours, at the planner's
+    // 41.54 €/h = 581.56 €.
     let national = rows(influx, &q("national", ""));
     assert_eq!(
         nums(&national[0].1),
-        [575.0, 62668.65, 3.34, 14.0, 581.56, 3002872.69, 100.0, 0.0053]
+        [575.0, 73.37, 3.34, 14.0, 581.56, 3515.54, 100.0, 4.5523]
     );
     for by in ["ministry", "region"] {
         let api = c.get(&format!("/api/v1/indicators?period={month}&group_by={by}"));
@@ -778,6 +794,49 @@ fn finance_points_match_the_report(influx: &Influx, c: &Collector, month: &str) 
     .collect();
     assert_eq!(got, want);
     assert_eq!(got[0].0, "S2", "35 agents: the highest cost per agent");
+
+    // The planner's ranking, as the API gives it for the span the points name.
+    let plan = rows(
+        influx,
+        "SELECT last(\"site\"), last(\"yearly_cost_eur\"), last(\"value_per_year_eur\"), \
+         last(\"net_benefit_per_year_eur\"), last(\"span_from_s\"), last(\"span_to_s\") \
+         FROM \"resilience_plan\" WHERE time > now() - 1h GROUP BY \"rank\"",
+    );
+    let (from, to) = (
+        plan[0].1[4].as_i64().unwrap(),
+        plan[0].1[5].as_i64().unwrap(),
+    );
+    assert_eq!(to - from, 30 * 86_400, "the last 30 days");
+    let api = c.get(&format!(
+        "/api/v1/indicators/resilience-plan?from={}&to={}",
+        rie_e2e::rfc3339(from * 1000),
+        rie_e2e::rfc3339(to * 1000)
+    ));
+    let want: Vec<(String, Vec<f64>)> = api["investments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|r| {
+            (
+                r["site"].as_str().unwrap().to_string(),
+                vec![
+                    eur(&r["yearly_cost_cents"]),
+                    eur(&r["value_per_year_cents"]),
+                    eur(&r["net_benefit_per_year_cents"]),
+                ],
+            )
+        })
+        .collect();
+    let got: Vec<(String, Vec<f64>)> = plan
+        .iter()
+        .map(|(_, v)| (v[0].as_str().unwrap().to_string(), nums(&v[1..4])))
+        .collect();
+    assert_eq!(got, want);
+    // S2 (single-homed, measured through its link checks) is the one candidate: S1's and
+    // S3's backups are already diverse.
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "S2");
 }
 
 #[test]
@@ -799,15 +858,25 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
     }
     let month = rie_collector::finance::current_month(now_s * 1000);
     let c = influx_collector(&influx);
+    c.use_token("admin");
     let mut batches = rie_e2e::s1_incident((now_s - 600) * 1000).to_vec();
     batches.push(s1_traffic_and_checks(7, now_s));
     send_ok(&c.probe_config("S1"), 1, &batches);
+    // S2 measured (a link check), never down: the planner's one candidate.
+    send_ok(
+        &c.probe_config("S2"),
+        1,
+        &[json!({"seq": 1, "created_ms": now_s * 1000, "samples": [{
+            "link": "S2-P", "check": "icmp", "target": "10.255.0.1", "start": now_s - 20,
+            "interval_s": 10, "sent": 10, "received": 10, "rtt_avg_us": 600_000}]})],
+    );
     let value = |q: &str| influx.query(q)["results"][0]["series"][0]["values"][0][1].clone();
     wait_for("the collector's points", Duration::from_secs(60), || {
         value("SELECT last(\"agent_hours_lost\") FROM \"cost\" WHERE \"scope\" = 'national'")
             == 14.0
             && value("SELECT count(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1'") == 2
             && value("SELECT count(\"duration_s\") FROM \"episode\" WHERE \"kind\" = 'failover' AND \"open\" = 1") == 1
+            && value("SELECT last(\"site\") FROM \"resilience_plan\"") == "S2"
     });
     finance_points_match_the_report(&influx, &c, &month.label);
     // What the probe sent, exactly: S1's minute of TCP and its backup link's RTT. (The
@@ -835,6 +904,7 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
         "collector",
         "cost",
         "cost_top_site",
+        "resilience_plan",
     ]
     .into();
     let mut checked = 0;

@@ -35,7 +35,7 @@ fn national_points(influx: &Influxd, since: i64) -> Vec<i64> {
         .iter()
         .map(|r| {
             // The fixture's national figure (see `finance::tests::lines_of_the_fixture_month`).
-            assert_eq!(r["cost_per_agent_year_eur"], 62668.65, "{r:?}");
+            assert_eq!(r["cost_per_agent_year_eur"], 73.37, "{r:?}");
             r["time"].as_i64().unwrap()
         })
         .collect()
@@ -72,7 +72,7 @@ fn only_the_leader_publishes_finance_figures_and_the_survivor_takes_over() {
     let (leader, follower) = if a_leads { (&a, &b) } else { (&b, &a) };
     assert_eq!(
         leader.metric("rie_finance_cost_per_agent_year_euros{by=\"national\",group=\"national\"}"),
-        62668.65
+        73.37
     );
     assert!(leader.metric("rie_finance_last_run_timestamp_seconds") >= since as f64);
     assert_eq!(
@@ -111,6 +111,6 @@ fn only_the_leader_publishes_finance_figures_and_the_survivor_takes_over() {
     assert_eq!(
         survivor
             .metric("rie_finance_cost_per_agent_year_euros{by=\"national\",group=\"national\"}"),
-        62668.65
+        73.37
     );
 }

@@ -218,7 +218,7 @@ fn switchover_through_haproxy_nothing_lost_nothing_twice() {
     let produced = fleet.drain(Duration::from_secs(60));
     println!("produced per site: {produced:?}");
     assert_exact(&produced, |sql| stack.psql(1, sql));
-    rie_e2e::pg_fleet::assert_collector_agrees(&c, &produced);
+    rie_e2e::pg_fleet::assert_collector_agrees(&[&c], &produced);
     assert_eq!(c.metric("rie_collector_store_up"), 1.0);
     // The demoted node rejoined as a standby and holds the same.
     let on_primary = pg_sums(|sql| stack.psql(1, sql));

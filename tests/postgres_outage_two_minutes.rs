@@ -129,5 +129,5 @@ fn two_minutes_without_the_database_then_exact_catch_up() {
     let produced = fleet.drain(Duration::from_secs(60));
     println!("produced per site: {produced:?}");
     assert_exact(&produced, |sql| pg.psql(sql));
-    rie_e2e::pg_fleet::assert_collector_agrees(&c, &produced);
+    rie_e2e::pg_fleet::assert_collector_agrees(&[&c], &produced);
 }

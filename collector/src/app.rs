@@ -151,7 +151,13 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let costs = Arc::new(crate::indicators::CostModel::load_or_default(
         cfg.costs.as_deref(),
     )?);
+    let backup_prices = Arc::new(
+        crate::indicators::resilience_plan::BackupPrices::load_or_default(
+            cfg.backup_prices.as_deref(),
+        )?,
+    );
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
+    let api_tls = cfg.api.tls.as_ref().map(api::serve::load_tls).transpose()?;
     // Holds the SQLite store, or only the InfluxDB sink's backlog on PostgreSQL.
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.data_dir.display().to_string(),
@@ -319,6 +325,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
             reader: reader.clone(),
             inventory: inventory.clone(),
             model: costs.clone(),
+            prices: backup_prices.clone(),
             influx: influx.clone(),
             leadership: leadership.clone(),
             metrics: crate::finance::FinanceMetrics::register(&metrics.registry),
@@ -343,20 +350,31 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         tracker.clone(),
     ));
 
+    let auth_metrics = crate::auth::gate::AuthMetrics::new();
+    if let Err(e) = auth_metrics.register(&metrics.registry) {
+        tracing::warn!(error = %e, "authentication metrics not registered");
+    }
+    let gate = Arc::new(crate::auth::gate::Gate::new(
+        cfg.auth.required(cfg.api.listen, cfg.api.behind_proxy),
+        reader.clone(),
+        inventory.clone(),
+        auth_metrics,
+    ));
     let app = api::router(api::AppState {
         sites: sites.clone(),
         reader,
         metrics: metrics.clone(),
         costs,
+        gate,
+        backup_prices,
     });
-    let api_shutdown = shutdown.clone();
-    tracker.spawn(async move {
-        let serve = axum::serve(api_listener, app)
-            .with_graceful_shutdown(async move { api_shutdown.cancelled().await });
-        if let Err(e) = serve.await {
-            tracing::error!(error = %e, "API server failed");
-        }
-    });
+    tracker.spawn(api::serve::serve(
+        api_listener,
+        app,
+        cfg.api.clone(),
+        api_tls,
+        shutdown.clone(),
+    ));
     info!(
         probes = %probe_addr,
         api = %api_addr,

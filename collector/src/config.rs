@@ -3,7 +3,7 @@
 //! validation are separate: [`CollectorConfig::validate`] does no I/O and names the key at fault
 //! with an example of a right value.
 //!
-//! Owns: the file's top level (`data_dir`, `inventory`, `costs`) and the assembly of the
+//! Owns: the file's top level (`data_dir`, `inventory`, `costs`, `backup_prices`) and the assembly of the
 //! sections; each section's type, defaults and checks live beside its component
 //! (`ingest::probe_stream::ProbesConfig`, `ingest::netflow_udp::NetflowConfig`,
 //! `store::StoreConfig`, `sites::SiteThresholds`, `api::ApiConfig`, `pki::TlsConfig`,
@@ -33,6 +33,9 @@ pub struct CollectorConfig {
     pub probes: crate::ingest::probe_stream::ProbesConfig,
     #[serde(default)]
     pub api: crate::api::ApiConfig,
+    /// Who must authenticate (`[auth]`; see `auth`).
+    #[serde(default)]
+    pub auth: crate::auth::AuthConfig,
     #[serde(default)]
     pub tls: crate::pki::TlsConfig,
     #[serde(default)]
@@ -51,6 +54,10 @@ pub struct CollectorConfig {
     /// defaults (the same values as that file) when absent.
     #[serde(default)]
     pub costs: Option<PathBuf>,
+    /// Price catalogue of the resilience investment planner (`configs/backup-prices.toml`);
+    /// the built-in copy of that file when absent.
+    #[serde(default)]
+    pub backup_prices: Option<PathBuf>,
     /// The removed `[cluster]` section, kept only to refuse it by name in [`Self::validate`].
     #[serde(default, rename = "cluster")]
     pub removed_cluster: Option<toml::Table>,
@@ -73,6 +80,7 @@ impl Default for CollectorConfig {
             inventory: default_inventory(),
             probes: Default::default(),
             api: Default::default(),
+            auth: Default::default(),
             tls: Default::default(),
             store: Default::default(),
             sites: Default::default(),
@@ -80,6 +88,7 @@ impl Default for CollectorConfig {
             influx: crate::sinks::influx::InfluxConfig::default(),
             finance: Default::default(),
             costs: None,
+            backup_prices: None,
             removed_cluster: None,
             source: None,
         }
@@ -121,6 +130,7 @@ impl CollectorConfig {
             self.sites.validate(),
             self.influx.validate(),
             self.finance.validate(),
+            self.api.validate(),
         ];
         for check in checks {
             check.map_err(|(key, message)| invalid(key, message))?;

@@ -1,10 +1,13 @@
 //! The finance duty: every `finance.interval` the leader computes the cost and resilience
 //! indicators of the current month to date (the same [`indicators::compute`] as the finance
 //! report and `/api/v1/indicators`, so Grafana shows the report's figures to the cent) and
-//! publishes them: InfluxDB measurements `cost` (national, per ministry, per region) and
-//! `cost_top_site` (the `finance.top_sites` sites with the highest cost per agent), through the
-//! InfluxDB sink's queue when it is on (schema in `docs/schema.md`), and Prometheus gauges
-//! `rie_finance_*` by ministry and region only (no per-site label).
+//! publishes them: InfluxDB measurements `cost` (national, per ministry, per region),
+//! `cost_top_site` (the `finance.top_sites` sites with the highest cost per agent) and
+//! `resilience_plan` (the planner's first `finance.top_sites` investments by net benefit over
+//! the last 30 days, as `/api/v1/indicators/resilience-plan` by default), through the InfluxDB
+//! sink's queue when it is on (schema in `docs/schema.md`), and Prometheus gauges
+//! `rie_finance_*` by ministry and region only (no per-site label). Agent-hours are priced at
+//! the planner's `agent_hour_cost_eur` (`configs/backup-prices.toml`): one value for both.
 //!
 //! Runs once among collectors sharing PostgreSQL: only the leader ([`Leadership`]) computes
 //! and writes; a follower clears its gauges, so that a `sum` over collectors counts each figure
@@ -25,6 +28,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
 use crate::duties::Leadership;
+use crate::indicators::resilience_plan::{self as plan, BackupPrices, Filter, RankBy, Span};
 use crate::indicators::{self, CostModel, GroupBy, GroupRow, IndicatorError, Period};
 use crate::inventory::Inventory;
 use crate::sinks::influx::InfluxSink;
@@ -38,7 +42,8 @@ pub struct FinanceConfig {
     /// the month's episodes and traffic: keep it in minutes on a national inventory).
     #[serde(default = "default_interval", with = "humantime_serde")]
     pub interval: Duration,
-    /// Sites written to `cost_top_site`, highest cost per agent first.
+    /// Rows written to `cost_top_site` (highest cost per agent first) and to
+    /// `resilience_plan` (highest net benefit first).
     #[serde(default = "default_top_sites")]
     pub top_sites: usize,
 }
@@ -91,7 +96,7 @@ pub struct TopSite {
     pub total_cost_cents: i64,
 }
 
-/// What one run publishes: the report's rows for the current month.
+/// What one run publishes: the report's rows for the current month, and the planner's.
 #[derive(Debug, Clone)]
 pub struct Figures {
     pub period: Period,
@@ -99,6 +104,21 @@ pub struct Figures {
     pub ministries: Vec<GroupRow>,
     pub regions: Vec<GroupRow>,
     pub top_sites: Vec<TopSite>,
+    /// The plan's span and its first investments by net benefit.
+    pub plan_span: Span,
+    pub plan: Vec<plan::Investment>,
+    /// Price of an agent-hour, cents (the planner's catalogue).
+    pub agent_hour_cost_cents: i64,
+}
+
+/// Span of the plan the duty publishes: the 30 days before `now_ms` (whole seconds), the
+/// API's default.
+pub fn plan_span(now_ms: i64) -> Span {
+    let to_ms = now_ms.div_euclid(1000) * 1000;
+    Span {
+        from_ms: to_ms - 30 * 86_400_000,
+        to_ms,
+    }
 }
 
 /// The calendar month (UTC) of `now_ms`, as a report period.
@@ -118,6 +138,7 @@ pub fn figures(
     reader: &crate::store::Reader,
     inv: &Inventory,
     model: &CostModel,
+    prices: &BackupPrices,
     now_ms: i64,
     top: usize,
 ) -> Result<Figures, IndicatorError> {
@@ -162,12 +183,29 @@ pub fn figures(
             }
         })
         .collect();
+    // The plan measures up to the span's end, which is `now` to the second: the same figures
+    // as the API asked for that span afterwards.
+    let span = plan_span(now_ms);
+    let mut investments = plan::report(
+        reader,
+        inv,
+        prices,
+        &span,
+        span.to_ms,
+        &Filter::default(),
+        RankBy::Net,
+    )?
+    .investments;
+    investments.truncate(top);
     Ok(Figures {
         period,
         national: by_ministry.national,
         ministries: by_ministry.groups,
         regions: by_region.groups,
         top_sites,
+        plan_span: span,
+        plan: investments,
+        agent_hour_cost_cents: prices.agent_hour_cost_cents,
     })
 }
 
@@ -176,7 +214,7 @@ fn eur(cents: i64) -> f64 {
 }
 
 /// `cost` point of one row.
-fn cost_line(tags: Line, g: &GroupRow, model: &CostModel, at: i64) -> Option<String> {
+fn cost_line(tags: Line, g: &GroupRow, f: &Figures, model: &CostModel, at: i64) -> Option<String> {
     tags.int("sites", g.sites as i64)
         .int("agents", g.agents as i64)
         .float("total_cost_eur", eur(g.total_cost_cents))
@@ -197,22 +235,23 @@ fn cost_line(tags: Line, g: &GroupRow, model: &CostModel, at: i64) -> Option<Str
         .float("agent_hours_lost", g.agent_hours_lost)
         .float(
             "agent_hours_lost_cost_eur",
-            eur(g.agent_hours_lost_cost_cents(model)),
+            eur(g.agent_hours_lost_cost_cents(f.agent_hour_cost_cents)),
         )
         .opt_float("availability_agent_pct", g.availability_agent_pct)
         .at(at)
 }
 
 /// Line protocol of one run, at `at` (Unix seconds): `cost` national, per ministry and per
-/// region, and `cost_top_site` by rank.
+/// region, `cost_top_site` and `resilience_plan` by rank.
 pub fn lines(f: &Figures, model: &CostModel, at: i64) -> Vec<String> {
     let mut out = Vec::new();
     let cost = |scope: &str| Line::new("cost").tag("scope", scope);
-    out.extend(cost_line(cost("national"), &f.national, model, at));
+    out.extend(cost_line(cost("national"), &f.national, f, model, at));
     for g in &f.ministries {
         out.extend(cost_line(
             cost("ministry").tag("ministry", &g.group),
             g,
+            f,
             model,
             at,
         ));
@@ -221,6 +260,7 @@ pub fn lines(f: &Figures, model: &CostModel, at: i64) -> Vec<String> {
         out.extend(cost_line(
             cost("region").tag("region", &g.group),
             g,
+            f,
             model,
             at,
         ));
@@ -241,35 +281,28 @@ pub fn lines(f: &Figures, model: &CostModel, at: i64) -> Vec<String> {
     out
 }
 
-/// One investment of the resilience plan, as the finance dashboard shows it (measurement
-/// `resilience_plan`, `docs/schema.md`). Amounts per year, cents.
-#[derive(Debug, Clone, PartialEq)]
-pub struct PlanRow {
-    pub rank: usize,
-    pub site: String,
-    pub ministry: String,
-    pub region: String,
-    /// What the investment costs a year (e.g. a backup link's price × 12).
-    pub cost_cents: i64,
-    /// What it saves a year (agent-hours no longer lost, priced).
-    pub benefit_cents: i64,
-    /// `benefit_cents - cost_cents`.
-    pub net_benefit_cents: i64,
-}
-
-/// `resilience_plan` points of a planner's ranked investments, at `at` (Unix seconds). No
-/// planner feeds it yet: see `docs/schema.md`.
-pub fn plan_lines(rows: &[PlanRow], at: i64) -> Vec<String> {
+/// `resilience_plan` points of the planner's ranked investments (`rows` in rank order), at
+/// `at` (Unix seconds); each carries the span it was measured over.
+pub fn plan_lines(rows: &[plan::Investment], span: &Span, at: i64) -> Vec<String> {
     rows.iter()
-        .filter_map(|r| {
+        .enumerate()
+        .filter_map(|(n, r)| {
             Line::new("resilience_plan")
-                .tag("rank", &r.rank.to_string())
+                .tag("rank", &(n + 1).to_string())
                 .string("site", &r.site)
                 .string("ministry", &r.ministry)
                 .string("region", &r.region)
-                .float("cost_eur", eur(r.cost_cents))
-                .float("benefit_eur", eur(r.benefit_cents))
-                .float("net_benefit_eur", eur(r.net_benefit_cents))
+                .string("technology", r.proposal.technology)
+                .int("agents", r.agents as i64)
+                .float("yearly_cost_eur", eur(r.yearly_cost_cents))
+                .float("value_per_year_eur", eur(r.value_per_year_cents))
+                .float(
+                    "net_benefit_per_year_eur",
+                    eur(r.net_benefit_per_year_cents),
+                )
+                .float("agent_hours_lost_per_year", r.agent_hours_lost_per_year)
+                .int("span_from_s", span.from_ms.div_euclid(1000))
+                .int("span_to_s", span.to_ms.div_euclid(1000))
                 .at(at)
         })
         .collect()
@@ -308,7 +341,7 @@ impl FinanceMetrics {
             ),
             agent_hours_lost_cost: vec(
                 "rie_finance_agent_hours_lost_cost_euros",
-                "Price of the agent-hours lost in the current month so far (costs.toml agent_hour_cost_eur).",
+                "Price of the agent-hours lost in the current month so far (backup-prices.toml agent_hour_cost_eur).",
             ),
             reference: Gauge::new(
                 "rie_finance_reference_cost_per_agent_year_euros",
@@ -335,6 +368,7 @@ impl FinanceMetrics {
     }
 
     fn set(&self, f: &Figures, model: &CostModel, now_ms: i64) {
+        let hour = f.agent_hour_cost_cents;
         self.clear();
         let rows = std::iter::once(("national", &f.national))
             .chain(f.ministries.iter().map(|g| ("ministry", g)))
@@ -352,7 +386,7 @@ impl FinanceMetrics {
                 .set(g.agent_hours_lost);
             self.agent_hours_lost_cost
                 .with_label_values(&l)
-                .set(eur(g.agent_hours_lost_cost_cents(model)));
+                .set(eur(g.agent_hours_lost_cost_cents(hour)));
         }
         self.reference
             .set(model.reference_eur_per_agent_year as f64);
@@ -379,6 +413,7 @@ pub struct Duty {
     pub reader: Arc<crate::store::Reader>,
     pub inventory: Arc<Inventory>,
     pub model: Arc<CostModel>,
+    pub prices: Arc<BackupPrices>,
     pub influx: Option<InfluxSink>,
     pub leadership: Arc<Leadership>,
     pub metrics: Arc<FinanceMetrics>,
@@ -415,23 +450,27 @@ pub fn start(duty: Duty, shutdown: &CancellationToken, tracker: &TaskTracker) {
             }
             last = Some((std::time::Instant::now(), epoch));
             let now_ms = rie_common::now_ms();
-            let (reader, inv, model, top) = (
+            let (reader, inv, model, prices, top) = (
                 duty.reader.clone(),
                 duty.inventory.clone(),
                 duty.model.clone(),
+                duty.prices.clone(),
                 duty.cfg.top_sites,
             );
             let started = std::time::Instant::now();
-            let run =
-                tokio::task::spawn_blocking(move || figures(&reader, &inv, &model, now_ms, top))
-                    .await;
+            let run = tokio::task::spawn_blocking(move || {
+                figures(&reader, &inv, &model, &prices, now_ms, top)
+            })
+            .await;
             match run {
                 Ok(Ok(f)) => {
                     duty.metrics.set(&f, &duty.model, now_ms);
                     // Each run sits on its interval's start: a restart rewrites, not adds.
                     let at = now_ms.div_euclid(1000).div_euclid(every) * every;
                     if let Some(sink) = &duty.influx {
-                        sink.lines(lines(&f, &duty.model, at));
+                        let mut out = lines(&f, &duty.model, at);
+                        out.extend(plan_lines(&f.plan, &f.plan_span, at));
+                        sink.lines(out);
                     }
                     let took = started.elapsed();
                     if took > duty.cfg.interval / 2 {
@@ -498,19 +537,20 @@ mod tests {
         let reader = crate::store::Reader::open(&db).unwrap();
         let model = CostModel::default();
         let now = Period::parse("2026-10").unwrap().start_ms + 86_400_000;
-        let f = figures(&reader, &inv, &model, now, 2).unwrap();
-        // Links 2,872.69 €/month + one month of national costs (83,333,333 + 100,000,000 +
-        // 75,000,000 + 16,666,667 + 25,000,000 cents) = 300,287,269 cents; × 12 / 575 agents
-        // = 6,266,864.74 → 6,266,865 cents. Backups 159.89 €/month × 12 / 575 = 333.68 cents.
-        assert_eq!(f.national.total_cost_cents, 300_287_269);
-        assert_eq!(f.national.cost_per_agent_year_cents, Some(6_266_865));
+        let f = figures(&reader, &inv, &model, &BackupPrices::default(), now, 2).unwrap();
+        // Links 2,872.69 €/month + the fixture's share (3 of 14,000 sites) of one month of
+        // national costs, each rounded once: 17,857 + 21,429 + 16,071 + 3,571 + 5,357 = 64,285
+        // cents; 351,554 cents × 12 / 575 agents = 7,336.78 → 7,337 cents. Backups 159.89 €/month
+        // × 12 / 575 = 333.68 → 334 cents, 334 / 7,337 = 4.5523 %.
+        assert_eq!(f.national.total_cost_cents, 351_554);
+        assert_eq!(f.national.cost_per_agent_year_cents, Some(7_337));
         let l = lines(&f, &model, 1_790_900_000);
         assert_eq!(l.len(), 1 + 3 + 3 + 2, "{l:#?}");
         assert_eq!(
             l[0],
-            "cost,scope=national sites=3i,agents=575i,total_cost_eur=3002872.69,\
-             backup_link_cost_eur=159.89,cost_per_agent_year_eur=62668.65,\
-             resilience_cost_per_agent_year_eur=3.34,resilience_share_pct=0.0053,\
+            "cost,scope=national sites=3i,agents=575i,total_cost_eur=3515.54,\
+             backup_link_cost_eur=159.89,cost_per_agent_year_eur=73.37,\
+             resilience_cost_per_agent_year_eur=3.34,resilience_share_pct=4.5523,\
              reference_eur_per_agent_year=100i,agent_hours_lost=0.0,\
              agent_hours_lost_cost_eur=0.0 1790900000"
         );
@@ -537,23 +577,50 @@ mod tests {
         );
     }
 
+    /// The planner's first investment as a `resilience_plan` point: S2 (single-homed,
+    /// satellite, 35 agents) down an hour in the span.
     #[test]
-    fn plan_points() {
-        let l = plan_lines(
-            &[PlanRow {
-                rank: 1,
-                site: "S3".into(),
-                ministry: "Justice".into(),
-                region: "Corse".into(),
-                cost_cents: 119_988,
-                benefit_cents: 420_000,
-                net_benefit_cents: 300_012,
-            }],
-            60,
-        );
+    fn plan_points_of_the_fixture() {
+        let dir = tempfile::tempdir().unwrap();
+        let inv = crate::inventory::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/inventory"),
+        )
+        .unwrap();
+        let db = dir.path().join("rie.db");
+        let now = Period::parse("2026-10").unwrap().start_ms + 10 * 86_400_000;
+        crate::store::open(&db)
+            .unwrap()
+            .execute_batch(&format!(
+                "INSERT INTO episodes(site_id, kind, link_id, start_ms, end_ms, cause)
+                 VALUES ('S2', 'outage', NULL, {}, {}, 'test')",
+                now - 2 * 3_600_000,
+                now - 3_600_000
+            ))
+            .unwrap();
+        let reader = crate::store::Reader::open(&db).unwrap();
+        let prices = BackupPrices::default();
+        let f = figures(&reader, &inv, &CostModel::default(), &prices, now, 5).unwrap();
+        assert_eq!(f.plan_span.to_ms - f.plan_span.from_ms, 30 * 86_400_000);
+        assert_eq!(f.plan.len(), 1);
+        let r = &f.plan[0];
+        assert_eq!((r.site.as_str(), r.agents), ("S2", 35));
+        let l = plan_lines(&f.plan, &f.plan_span, 60);
         assert_eq!(
             l,
-            ["resilience_plan,rank=1 site=\"S3\",ministry=\"Justice\",region=\"Corse\",cost_eur=1199.88,benefit_eur=4200.0,net_benefit_eur=3000.12 60"]
+            [format!(
+                "resilience_plan,rank=1 site=\"S2\",ministry=\"Économie et Finances\",region=\"Guyane\",\
+                 technology=\"{}\",agents=35i,yearly_cost_eur={:?},value_per_year_eur={:?},\
+                 net_benefit_per_year_eur={:?},agent_hours_lost_per_year={:?},span_from_s={}i,span_to_s={}i 60",
+                r.proposal.technology,
+                r.yearly_cost_cents as f64 / 100.0,
+                r.value_per_year_cents as f64 / 100.0,
+                r.net_benefit_per_year_cents as f64 / 100.0,
+                r.agent_hours_lost_per_year,
+                f.plan_span.from_ms / 1000,
+                now / 1000
+            )]
         );
+        // 35 agents × 1 h over 30 days (720 h measured) × 8760 h = 425.83 agent-hours a year.
+        assert_eq!(r.agent_hours_lost_per_year, 425.83);
     }
 }

@@ -7,7 +7,8 @@
 //! - `ingest` (`probe_stream`, `netflow_udp`), `api` (every HTTP route), `sinks` (InfluxDB);
 //! - `commit`: the one writer. Every input reaches the store through it (one group commit),
 //!   then one fan-out of what was committed: dedup marks, live site state, episodes, acks, sinks;
-//! - `episodes` (rules), `sites` (live state), `site_gauges`, `indicators`, `reports`;
+//! - `auth` (roles, tokens, the gate of every route), `episodes` (rules), `sites` (live
+//!   state), `site_gauges`, `indicators`, `reports`;
 //! - `store` (the `Store` interface, its contract, SQLite or PostgreSQL, one schema), `inventory`,
 //!   `metrics`, `pki`.
 //!
@@ -15,6 +16,7 @@
 
 pub mod api;
 pub mod app;
+pub mod auth;
 pub mod commit;
 pub mod config;
 pub mod duties;

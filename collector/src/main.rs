@@ -47,6 +47,9 @@ struct ConfigArgs {
     /// Cost model for reports and /api/v1/indicators (`costs` in the config).
     #[arg(long, env = "RIE_COSTS")]
     costs: Option<PathBuf>,
+    /// Price catalogue of the resilience planner (`backup_prices` in the config).
+    #[arg(long, env = "RIE_BACKUP_PRICES")]
+    backup_prices: Option<PathBuf>,
 }
 
 #[derive(Subcommand)]
@@ -62,6 +65,11 @@ enum Cmd {
     Pki {
         #[command(subcommand)]
         cmd: PkiCmd,
+    },
+    /// API tokens for programs (Grafana, Prometheus, scripts): create, list, revoke.
+    Token {
+        #[command(subcommand)]
+        cmd: TokenCmd,
     },
     /// Issue a new token for a site and write its ready-to-use probe config (replaces, and so
     /// revokes, the site's previous token).
@@ -93,18 +101,62 @@ enum Cmd {
 }
 
 #[derive(Args)]
+#[command(args_conflicts_with_subcommands = true, subcommand_negates_reqs = true)]
 struct ReportArgs {
+    #[command(subcommand)]
+    what: Option<ReportCmd>,
     #[command(flatten)]
     cfg: ConfigArgs,
     /// Month (2026-10), quarter (2026-Q4) or year (2026), UTC.
-    #[arg(long)]
-    period: String,
+    #[arg(long, required = true)]
+    period: Option<String>,
     /// site, ministry, departement, region, technology or national.
     #[arg(long, default_value = "national")]
     by: String,
     /// csv, json or html.
     #[arg(long, default_value = "csv")]
     format: String,
+    /// Write here instead of standard output.
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// `fr`: CSV with `;` separator and decimal comma.
+    #[arg(long, default_value = "en")]
+    locale: String,
+}
+
+#[derive(Subcommand)]
+enum ReportCmd {
+    /// Resilience investment plan: the yearly cost of adding (or diversifying) a backup link
+    /// on each site that lacks a diverse one, against the agent-hours its outages of the
+    /// period cost a year, ranked (see docs/resilience-plan.md).
+    Resilience(Box<ResilienceArgs>),
+}
+
+#[derive(Args)]
+struct ResilienceArgs {
+    #[command(flatten)]
+    cfg: ConfigArgs,
+    /// Start of the episodes measured: a date (2026-10-01, midnight UTC) or RFC 3339 time.
+    #[arg(long)]
+    from: String,
+    /// End (excluded), same forms; a future end is measured up to now.
+    #[arg(long)]
+    to: String,
+    /// csv, json or html.
+    #[arg(long, default_value = "csv")]
+    format: String,
+    /// Only the sites of this ministry (its name as in the inventory).
+    #[arg(long)]
+    ministry: Option<String>,
+    /// Only the sites of this région (e.g. Bretagne).
+    #[arg(long)]
+    region: Option<String>,
+    /// net (net yearly benefit) or per_euro (benefit per euro of yearly cost).
+    #[arg(long, default_value = "net")]
+    rank_by: String,
+    /// Only the first N investments (the national totals still cover all of them).
+    #[arg(long, value_name = "N")]
+    top: Option<usize>,
     /// Write here instead of standard output.
     #[arg(long)]
     out: Option<PathBuf>,
@@ -172,6 +224,36 @@ enum InventoryCmd {
     Check {
         #[arg(long)]
         dir: PathBuf,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCmd {
+    /// Create a token and print its secret, once (only its hash is stored).
+    Create {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// noc, finance, admin, metrics, ministry:<name as in sites.csv>, technician:<site>.
+        #[arg(long)]
+        role: String,
+        /// What the token is for (shown by `token list`, usable with `token revoke`).
+        #[arg(long)]
+        name: String,
+        /// Validity, e.g. 90d, 12h; none: until revoked.
+        #[arg(long)]
+        expires: Option<String>,
+    },
+    /// List tokens (never their secrets).
+    List {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Revoke a token by id or name; effective within a second on every collector.
+    Revoke {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// The token's id or name.
+        which: String,
     },
 }
 
@@ -272,7 +354,103 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             address,
             token_from,
         } => probe_config(&build_config(&cfg)?, &site, &out, address, token_from),
+        Cmd::Token { cmd } => token(cmd),
     }
+}
+
+/// `rie-collector token …`: on the store the config names, from the main thread (the
+/// PostgreSQL read side runs on its own runtime).
+fn token(cmd: TokenCmd) -> anyhow::Result<()> {
+    use rie_collector::auth;
+    use rie_collector::store::api_tokens::{self, TokenRow};
+    let cfg = match &cmd {
+        TokenCmd::Create { cfg, .. } | TokenCmd::List { cfg } | TokenCmd::Revoke { cfg, .. } => {
+            build_config(cfg)?
+        }
+    };
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+    let now = rie_common::now_ms();
+    match cmd {
+        TokenCmd::Create {
+            role,
+            name,
+            expires,
+            ..
+        } => {
+            let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+            let role =
+                auth::Role::parse(&role, &inv).map_err(|e| UserError(format!("--role: {e}")))?;
+            if name.trim().is_empty() || name.len() > 100 {
+                return Err(UserError(
+                    "--name: give the token a name of 1 to 100 characters, e.g. grafana".into(),
+                )
+                .into());
+            }
+            let expires_ms = match expires.as_deref() {
+                None => None,
+                Some(e) => {
+                    Some(now + auth::parse_validity(e).map_err(UserError)?.as_millis() as i64)
+                }
+            };
+            let (id, secret, text) = auth::new_token();
+            api_tokens::insert(
+                &reader,
+                &TokenRow {
+                    id: id.clone(),
+                    name: name.clone(),
+                    role: role.to_string(),
+                    secret_sha256: auth::hash_secret(&secret),
+                    created_ms: now,
+                    expires_ms,
+                    revoked_ms: None,
+                },
+            )?;
+            eprintln!("token {id} ({name}, role {role}) created; its secret is printed once, below: keep it in the program's secret store");
+            println!("{text}");
+        }
+        TokenCmd::List { .. } => {
+            println!(
+                "{:<12}  {:<24}  {:<28}  {:<20}  {:<20}  state",
+                "id", "name", "role", "created", "expires"
+            );
+            for t in api_tokens::list(&reader)? {
+                let state = match (t.revoked_ms, t.expires_ms) {
+                    (Some(_), _) => "revoked",
+                    (None, Some(e)) if e <= now => "expired",
+                    _ => "valid",
+                };
+                let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_string(), rfc3339);
+                println!(
+                    "{:<12}  {:<24}  {:<28}  {:<20}  {:<20}  {state}",
+                    t.id,
+                    t.name,
+                    t.role,
+                    rfc3339(t.created_ms),
+                    when(t.expires_ms)
+                );
+            }
+        }
+        TokenCmd::Revoke { which, .. } => {
+            let n = api_tokens::revoke(&reader, &which, now)?;
+            if n == 0 {
+                return Err(UserError(format!(
+                    "no valid token with id or name {which:?}; see `rie-collector token list`"
+                ))
+                .into());
+            }
+            println!("revoked {n} token(s) named or numbered {which:?}; refused everywhere within a second");
+        }
+    }
+    Ok(())
+}
+
+fn rfc3339(ms: i64) -> String {
+    use time::format_description::well_known::Rfc3339;
+    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
+        .ok()
+        .and_then(|t| t.format(&Rfc3339).ok())
+        .unwrap_or_default()
 }
 
 fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
@@ -297,6 +475,9 @@ fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
     }
     if let Some(v) = &a.costs {
         cfg.costs = Some(v.clone());
+    }
+    if let Some(v) = &a.backup_prices {
+        cfg.backup_prices = Some(v.clone());
     }
     if let Some(v) = a.netflow_listen {
         cfg.netflow.listen = Some(v);
@@ -385,31 +566,22 @@ fn migrate(a: MigrateArgs) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn report(a: ReportArgs) -> anyhow::Result<()> {
-    use rie_collector::indicators::{CostModel, GroupBy, Period};
-    use rie_collector::reports::{self, Format, Locale};
-    let period = Period::parse(&a.period).map_err(|e| UserError(format!("--period: {e}")))?;
-    let group_by = GroupBy::parse(&a.by).ok_or_else(|| {
-        UserError(format!(
-            "--by {}: choose site, ministry, departement, region, technology or national",
-            a.by
-        ))
-    })?;
-    let format = Format::parse(&a.format)
-        .ok_or_else(|| UserError(format!("--format {}: choose csv, json or html", a.format)))?;
-    let locale = match a.locale.as_str() {
-        "en" => Locale::En,
-        "fr" => Locale::Fr,
-        other => return Err(UserError(format!("--locale {other}: choose en or fr")).into()),
-    };
-    let cfg = build_config(&a.cfg)?;
-    let model =
-        CostModel::load_or_default(cfg.costs.as_deref()).map_err(|e| UserError(e.to_string()))?;
-    let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
-    // The PostgreSQL read side runs its queries on a runtime (`Handle::block_on`); this
-    // command is on the main thread, outside any async task, as that requires.
-    let rt = rie_common::runtime().context("starting the async runtime")?;
-    let reader = match (&cfg.store.backend, &cfg.store.postgres) {
+fn parse_locale(s: &str) -> anyhow::Result<rie_collector::reports::Locale> {
+    use rie_collector::reports::Locale;
+    match s {
+        "en" => Ok(Locale::En),
+        "fr" => Ok(Locale::Fr),
+        other => Err(UserError(format!("--locale {other}: choose en or fr")).into()),
+    }
+}
+
+/// The store's read side for a report command, on the configured backend. `rt` must outlive
+/// the reader (the PostgreSQL side runs its queries on it).
+fn report_reader(
+    cfg: &CollectorConfig,
+    rt: &tokio::runtime::Runtime,
+) -> anyhow::Result<store::Reader> {
+    Ok(match (&cfg.store.backend, &cfg.store.postgres) {
         (store::config::Backend::Postgres, Some(pg)) => {
             let reader = store::Reader::open_postgres(pg, rt.handle())?;
             reader.ping()?;
@@ -426,7 +598,87 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
             }
             store::Reader::open(&db)?
         }
+    })
+}
+
+fn write_out(out: Option<&std::path::Path>, text: &str) -> anyhow::Result<()> {
+    match out {
+        Some(p) => {
+            std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
+            eprintln!("wrote {}", p.display());
+        }
+        None => {
+            use std::io::Write;
+            std::io::stdout()
+                .write_all(text.as_bytes())
+                .context("writing the report to standard output")?;
+        }
+    }
+    Ok(())
+}
+
+fn report_resilience(a: ResilienceArgs) -> anyhow::Result<()> {
+    use rie_collector::indicators::resilience_plan::{
+        self as plan, BackupPrices, Filter, RankBy, Span,
     };
+    use rie_collector::reports::{self, Format};
+    let span = Span::parse(&a.from, &a.to).map_err(|e| UserError(format!("--from/--to: {e}")))?;
+    let format = Format::parse(&a.format)
+        .ok_or_else(|| UserError(format!("--format {}: choose csv, json or html", a.format)))?;
+    let rank_by = RankBy::parse(&a.rank_by)
+        .ok_or_else(|| UserError(format!("--rank-by {}: choose net or per_euro", a.rank_by)))?;
+    let locale = parse_locale(&a.locale)?;
+    let cfg = build_config(&a.cfg)?;
+    let prices = BackupPrices::load_or_default(cfg.backup_prices.as_deref())
+        .map_err(|e| UserError(e.to_string()))?;
+    let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let reader = report_reader(&cfg, &rt)?;
+    let filter = Filter {
+        ministry: a.ministry,
+        region: a.region,
+    };
+    let mut p = plan::report(
+        &reader,
+        &inv,
+        &prices,
+        &span,
+        rie_common::now_ms(),
+        &filter,
+        rank_by,
+    )?;
+    if let Some(n) = a.top {
+        p.investments.truncate(n);
+    }
+    let text = reports::render_plan(&p, format, locale)?;
+    write_out(a.out.as_deref(), &text)
+}
+
+fn report(a: ReportArgs) -> anyhow::Result<()> {
+    use rie_collector::indicators::{CostModel, GroupBy, Period};
+    use rie_collector::reports::{self, Format};
+    if let Some(ReportCmd::Resilience(r)) = a.what {
+        return report_resilience(*r);
+    }
+    let period_arg = a.period.unwrap_or_default();
+    let period = Period::parse(&period_arg).map_err(|e| UserError(format!("--period: {e}")))?;
+    let group_by = GroupBy::parse(&a.by).ok_or_else(|| {
+        UserError(format!(
+            "--by {}: choose site, ministry, departement, region, technology or national",
+            a.by
+        ))
+    })?;
+    let format = Format::parse(&a.format)
+        .ok_or_else(|| UserError(format!("--format {}: choose csv, json or html", a.format)))?;
+    let locale = parse_locale(&a.locale)?;
+    let cfg = build_config(&a.cfg)?;
+    let model =
+        CostModel::load_or_default(cfg.costs.as_deref()).map_err(|e| UserError(e.to_string()))?;
+    let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+    // The PostgreSQL read side runs its queries on a runtime (`Handle::block_on`); this
+    // command is on the main thread, outside any async task, as that requires.
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let reader = report_reader(&cfg, &rt)?;
     let progress = reports::Progress::start(format!("report {}", period.label));
     let text = reports::build(
         &reader,
@@ -442,19 +694,7 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         &|s| progress.stage(s),
     )?;
     progress.finish();
-    match &a.out {
-        Some(p) => {
-            std::fs::write(p, text).with_context(|| format!("writing {}", p.display()))?;
-            eprintln!("wrote {}", p.display());
-        }
-        None => {
-            use std::io::Write;
-            std::io::stdout()
-                .write_all(text.as_bytes())
-                .context("writing the report to standard output")?;
-        }
-    }
-    Ok(())
+    write_out(a.out.as_deref(), &text)
 }
 
 /// The `[collector] token` of a probe config file, for `probe-config --token-from`.

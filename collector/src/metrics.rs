@@ -13,6 +13,9 @@ pub struct Metrics {
     pub registry: Registry,
     /// Open, authenticated probe connections.
     pub probe_connections: IntGauge,
+    /// Probe sessions opened and closed (after authentication): what the periodic connection
+    /// summary in the log reports instead of one line per probe.
+    pub probe_sessions: IntCounterVec,
     /// Batches stored (first delivery only).
     pub probe_batches: IntCounter,
     /// Batches received again after being stored (acknowledged again, not counted twice).
@@ -61,6 +64,14 @@ impl Metrics {
             probe_connections: IntGauge::new(
                 "rie_collector_probe_connections",
                 "Open, authenticated probe connections.",
+            )
+            .expect("valid metric"),
+            probe_sessions: IntCounterVec::new(
+                Opts::new(
+                    "rie_collector_probe_sessions_total",
+                    "Authenticated probe sessions, by event: opened, closed.",
+                ),
+                &["event"],
             )
             .expect("valid metric"),
             probe_batches: IntCounter::new(
@@ -168,9 +179,10 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 19] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
             Box::new(m.leader.clone()),
             Box::new(m.probe_connections.clone()),
+            Box::new(m.probe_sessions.clone()),
             Box::new(m.probe_batches.clone()),
             Box::new(m.duplicate_batches.clone()),
             Box::new(m.sequence_gaps.clone()),

@@ -132,8 +132,20 @@ pub fn ca_pem(dir: &Path) -> Result<String, PkiError> {
 /// [`PkiError::Pem`] when the files are missing or not PEM; [`PkiError::Tls`] when the key does
 /// not match.
 pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, PkiError> {
-    let cert_file = dir.join(SERVER_CERT);
-    let key_file = dir.join(SERVER_KEY);
+    server_config_from(&dir.join(SERVER_CERT), &dir.join(SERVER_KEY), &[])
+}
+
+/// A TLS server configuration from a PEM certificate chain and its private key, offering
+/// `alpn` (e.g. `http/1.1`; empty: no ALPN).
+///
+/// # Errors
+/// [`PkiError`] naming the file that cannot be read or parsed.
+pub fn server_config_from(
+    cert_file: &Path,
+    key_file: &Path,
+    alpn: &[&[u8]],
+) -> Result<Arc<rustls::ServerConfig>, PkiError> {
+    let (cert_file, key_file) = (cert_file.to_path_buf(), key_file.to_path_buf());
     let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert_file)
         .and_then(Iterator::collect)
         .map_err(|_| PkiError::Pem {
@@ -156,6 +168,8 @@ pub fn server_config(dir: &Path) -> Result<Arc<rustls::ServerConfig>, PkiError> 
     .with_safe_default_protocol_versions()?
     .with_no_client_auth()
     .with_single_cert(certs, key)?;
+    let mut cfg = cfg;
+    cfg.alpn_protocols = alpn.iter().map(|p| p.to_vec()).collect();
     Ok(Arc::new(cfg))
 }
 

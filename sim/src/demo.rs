@@ -3,6 +3,7 @@
 //! `run` as `serve`, embedded store on disk) and one simulated probe per site that speaks the
 //! real protocol over TLS on loopback, then prints where to look and a live summary line.
 
+use std::io::{IsTerminal, Write};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
@@ -27,6 +28,43 @@ pub struct DemoOptions {
     pub dir: PathBuf,
     pub api_listen: SocketAddr,
     pub incident_rate: f64,
+}
+
+/// The demo's summary: sites reporting, batch rate, states, agents affected.
+fn summary_line(
+    running: &rie_collector::Running,
+    started: Instant,
+    connected: i64,
+    rate: f64,
+    batches: u64,
+) -> String {
+    let views = running.sites.views(now_ms());
+    let count = |s: SiteState| views.iter().filter(|v| v.state == s).count();
+    let reporting = views
+        .iter()
+        .filter(|v| !matches!(v.state, SiteState::Unknown | SiteState::Silent))
+        .count();
+    let affected: u64 = views
+        .iter()
+        .zip(&running.sites.inventory.sites)
+        .filter(|(v, _)| {
+            matches!(
+                v.state,
+                SiteState::Down | SiteState::OnBackup | SiteState::Degraded
+            )
+        })
+        .map(|(_, s)| u64::from(s.agents))
+        .sum();
+    format!(
+        "[{:>4}s] sites reporting {reporting}/{} (probes connected {connected}) | batches/s {rate:.1} (stored {batches}) | up {} degraded {} on_backup {} down {} silent {} | agents affected {affected}",
+        started.elapsed().as_secs(),
+        views.len(),
+        count(SiteState::Up),
+        count(SiteState::Degraded),
+        count(SiteState::OnBackup),
+        count(SiteState::Down),
+        count(SiteState::Silent),
+    )
 }
 
 /// Runs the demo until `shutdown` (or `opts.duration`).
@@ -110,8 +148,17 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     let mut probes = spawn_probe_process(&plan, &opts.dir).await?;
 
     let started = Instant::now();
-    let mut tick = tokio::time::interval(Duration::from_secs(5));
-    tick.tick().await;
+    // On a terminal the summary is one live line, redrawn every second; in a log or a pipe,
+    // one line every 5 s.
+    let live = std::io::stdout().is_terminal();
+    let every = if live {
+        Duration::from_secs(1)
+    } else {
+        Duration::from_secs(5)
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(100));
+    let mut next_line = started + every;
+    let mut all_connected = false;
     let mut last_batches = running.metrics.probe_batches.get();
     let mut last_at = Instant::now();
     loop {
@@ -119,40 +166,37 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
             _ = shutdown.cancelled() => break,
             _ = tick.tick() => {}
         }
-        let batches = running.metrics.probe_batches.get();
-        let rate = (batches - last_batches) as f64 / last_at.elapsed().as_secs_f64();
-        (last_batches, last_at) = (batches, Instant::now());
-        let views = running.sites.views(now_ms());
-        let count = |s: SiteState| views.iter().filter(|v| v.state == s).count();
-        let reporting = views
-            .iter()
-            .filter(|v| !matches!(v.state, SiteState::Unknown | SiteState::Silent))
-            .count();
-        let affected: u64 = views
-            .iter()
-            .zip(&running.sites.inventory.sites)
-            .filter(|(v, _)| {
-                matches!(
-                    v.state,
-                    SiteState::Down | SiteState::OnBackup | SiteState::Degraded
-                )
-            })
-            .map(|(_, s)| u64::from(s.agents))
-            .sum();
         let connected = running.metrics.probe_connections.get();
-        println!(
-            "[{:>4}s] sites reporting {reporting}/{} (probes connected {connected}) | batches/s {rate:.1} (stored {batches}) | up {} degraded {} on_backup {} down {} silent {} | agents affected {affected}",
-            started.elapsed().as_secs(),
-            views.len(),
-            count(SiteState::Up),
-            count(SiteState::Degraded),
-            count(SiteState::OnBackup),
-            count(SiteState::Down),
-            count(SiteState::Silent),
-        );
+        if !all_connected && connected >= plan.sites.len() as i64 {
+            all_connected = true;
+            if live {
+                print!("\r\x1b[2K");
+            }
+            println!(
+                "{connected} probes connected in {:.1} s",
+                started.elapsed().as_secs_f64()
+            );
+        }
         if opts.duration.is_some_and(|d| started.elapsed() >= d) {
             shutdown.cancel();
         }
+        if Instant::now() < next_line {
+            continue;
+        }
+        next_line += every;
+        let batches = running.metrics.probe_batches.get();
+        let rate = (batches - last_batches) as f64 / last_at.elapsed().as_secs_f64();
+        (last_batches, last_at) = (batches, Instant::now());
+        let line = summary_line(&running, started, connected, rate, batches);
+        if live {
+            print!("\r\x1b[2K{line}");
+            let _ = std::io::stdout().flush();
+        } else {
+            println!("{line}");
+        }
+    }
+    if live {
+        println!();
     }
     // Closing the child's stdin tells it to stop its probes; they close their connections
     // before the collector goes.

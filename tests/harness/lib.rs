@@ -53,6 +53,8 @@ pub struct Collector {
     /// The PostgreSQL server holding this collector's store when the suite runs on that
     /// backend ([`postgres_suite`]); dropped (stopped) after the collector process.
     pg: Option<rie_testpg::PgServer>,
+    /// API token sent by [`Collector::get`] and [`Collector::metric`] ([`Collector::use_token`]).
+    token: std::sync::Mutex<Option<String>>,
 }
 
 /// Whether the suite runs on the PostgreSQL store: `RIE_TEST_STORE=postgres` (the README's test
@@ -225,6 +227,7 @@ impl Collector {
             child: None,
             extra_args: Vec::new(),
             pg: None,
+            token: std::sync::Mutex::new(None),
         };
         let mut toml = config_toml.unwrap_or_default().to_string();
         // A test that chose its backend (several collectors on one database) keeps it.
@@ -456,8 +459,42 @@ impl Collector {
         format!("http://{}{path}", self.api_addr)
     }
 
+    /// Creates an API token of `role` (`rie-collector token create`), returns it, and sends it
+    /// from now on with [`Collector::get`] and [`Collector::metric`]: for collectors whose API
+    /// requires authentication.
+    pub fn use_token(&self, role: &str) -> String {
+        let t = self.create_token(role, &format!("harness-{role}"));
+        *self.token.lock().unwrap_or_else(|p| p.into_inner()) = Some(t.clone());
+        t
+    }
+
+    /// Creates an API token of `role` named `name`; returns the secret line.
+    pub fn create_token(&self, role: &str, name: &str) -> String {
+        run_ok(
+            Command::new(bin("rie-collector"))
+                .args(["token", "create", "--role", role, "--name", name])
+                .args(self.config_args()),
+        )
+        .trim()
+        .to_string()
+    }
+
+    /// A GET request to `path`, with the token of [`Collector::use_token`] if any.
+    pub fn request(&self, path: &str) -> ureq::Request {
+        let req = ureq::get(&self.url(path));
+        match self
+            .token
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .as_deref()
+        {
+            Some(t) => req.set("Authorization", &format!("Bearer {t}")),
+            None => req,
+        }
+    }
+
     pub fn get(&self, path: &str) -> Value {
-        ureq::get(&self.url(path))
+        self.request(path)
             .call()
             .unwrap_or_else(|e| panic!("GET {path}: {e}"))
             .into_json()
@@ -477,7 +514,8 @@ impl Collector {
 
     /// Value of one sample of `/metrics`, e.g. `rie_collector_auth_failures_total{reason="bad_token"}`.
     pub fn metric(&self, series: &str) -> f64 {
-        let text = ureq::get(&self.url("/metrics"))
+        let text = self
+            .request("/metrics")
             .call()
             .expect("metrics")
             .into_string()

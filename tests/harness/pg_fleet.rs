@@ -189,27 +189,37 @@ pub fn assert_exact(produced: &BTreeMap<&'static str, u64>, psql: impl Fn(&str) 
     }
 }
 
-/// The collector's own view agrees with what the fleet produced (`drain`), it never saw a hole
-/// in a stream, and it counted at most what was produced as stored. The exact "stored once"
-/// proof is [`assert_exact`] on the database: the collector counts a batch as stored when its
-/// commit returned, so one whose session broke at COMMIT after the commit happened (in doubt)
-/// is stored without being counted (its resend is answered as a duplicate, or the probe learns
-/// the mark at its next hello). Never more than produced.
-pub fn assert_collector_agrees(c: &Collector, produced: &BTreeMap<&'static str, u64>) {
-    for (site, n) in produced {
-        let t = c.totals(Some(site));
-        let count = |k: &str| t[k].as_u64().expect("a count");
+/// The collectors' own view agrees with what the fleet produced (`drain`): each reads the
+/// exact totals, none saw a hole in a stream, and together they counted at most what was
+/// produced as stored. The exact "stored once" proof is [`assert_exact`] on the database: a
+/// collector counts a batch as stored when its commit returned, so one whose session broke at
+/// COMMIT after the commit happened (in doubt) is stored without being counted (its resend is
+/// answered as a duplicate, or the probe learns the mark at its next hello). Never more than
+/// produced.
+pub fn assert_collector_agrees(collectors: &[&Collector], produced: &BTreeMap<&'static str, u64>) {
+    for (i, c) in collectors.iter().enumerate() {
+        for (site, n) in produced {
+            let t = c.totals(Some(site));
+            let count = |k: &str| t[k].as_u64().expect("a count");
+            assert_eq!(
+                (count("flows"), count("packets"), count("bytes")),
+                expected(site, *n),
+                "{site}: totals read by collector {i}"
+            );
+        }
         assert_eq!(
-            (count("flows"), count("packets"), count("bytes")),
-            expected(site, *n),
-            "{site}: collector totals"
+            c.metric("rie_collector_sequence_gaps_total"),
+            0.0,
+            "collector {i}"
         );
     }
-    assert_eq!(c.metric("rie_collector_sequence_gaps_total"), 0.0);
-    let counted = c.metric("rie_collector_probe_batches_total");
+    let counted: f64 = collectors
+        .iter()
+        .map(|c| c.metric("rie_collector_probe_batches_total"))
+        .sum();
     let total = produced.values().sum::<u64>() as f64;
     assert!(counted <= total, "{counted} counted, {total} produced");
-    println!("{counted} of {total} batches counted as stored by the collector");
+    println!("{counted} of {total} batches counted as stored by the collectors");
 }
 
 /// Batches stored or acknowledged as duplicates by `c` (the commit stage's count; an ack

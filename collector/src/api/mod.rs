@@ -1,24 +1,28 @@
 //! HTTP API (JSON, described in `docs/openapi.yaml`) and the `/metrics` endpoint.
 //!
 //! Owns every HTTP route of the collector: the JSON API and `/metrics` (here), the status page
-//! (`web`). May import `store` (reads), `sites`, `indicators`, `inventory`, `metrics`; never
-//! `ingest` or `sinks`. Only `app` imports it.
+//! (`web`), and the listener that serves them (`serve`: HTTPS, certificate reload, security
+//! headers). May import `store` (reads), `sites`, `indicators`, `inventory`, `metrics`, `pki`;
+//! never `ingest` or `sinks`. Only `app` imports it.
 
+pub mod serve;
 pub mod web;
 
-use std::net::SocketAddr;
+pub use serve::ApiConfig;
+
 use std::sync::Arc;
 
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::{Json, Router};
+use axum::routing::{get, MethodRouter};
+use axum::{Extension, Json, Router};
 use rie_proto::{LinkRole, SiteState};
 use serde::{Deserialize, Serialize};
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 
+use crate::auth::{self, Access, Kind, Principal};
 use crate::metrics::Metrics;
 use crate::sites::{SiteRegistry, SiteView};
 use crate::store::Reader;
@@ -31,20 +35,103 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// Cost model of `/api/v1/indicators`.
     pub costs: Arc<crate::indicators::CostModel>,
+    /// Tokens and access rules of every route.
+    pub gate: Arc<auth::gate::Gate>,
+    /// Price catalogue of `/api/v1/indicators/resilience-plan`.
+    pub backup_prices: Arc<crate::indicators::resilience_plan::BackupPrices>,
+}
+
+/// Who may read the operational views (status, sites, flows, episodes).
+const OPERATIONS: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Admin];
+/// One site's status, links and episodes: the operational roles and the site's technician.
+const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::Admin];
+/// National views not yet filtered per ministry.
+pub(crate) const NATIONAL: &[Kind] = &[Kind::Noc, Kind::Admin];
+const FINANCE: &[Kind] = &[Kind::Finance, Kind::Admin];
+const METRICS: &[Kind] = &[Kind::Metrics, Kind::Admin];
+
+/// One route: its path, its access rule and its handler. The router is built from this table
+/// only, so that no route exists without a rule.
+pub struct Route {
+    pub path: &'static str,
+    pub access: Access,
+    method: MethodRouter<AppState>,
+}
+
+impl Route {
+    pub(crate) fn new(path: &'static str, access: Access, method: MethodRouter<AppState>) -> Self {
+        Self {
+            path,
+            access,
+            method,
+        }
+    }
+}
+
+fn table() -> Vec<Route> {
+    let mut routes = vec![
+        Route::new("/healthz", Access::PUBLIC, get(healthz)),
+        Route::new("/metrics", Access::roles(METRICS), get(metrics)),
+        Route::new("/api/v1/sites", Access::roles(SITE_VIEW), get(list_sites)),
+        Route::new(
+            "/api/v1/sites/{site_id}",
+            Access::site(SITE_VIEW),
+            get(one_site),
+        ),
+        Route::new(
+            "/api/v1/sites/{site_id}/episodes",
+            Access::site(SITE_VIEW),
+            get(site_episodes),
+        ),
+        Route::new(
+            "/api/v1/sites/{site_id}/top_talkers",
+            Access::site(OPERATIONS),
+            get(site_top_talkers),
+        ),
+        Route::new(
+            "/api/v1/flows/totals",
+            Access::roles(OPERATIONS),
+            get(flow_totals),
+        ),
+        Route::new(
+            "/api/v1/indicators",
+            Access::roles(FINANCE),
+            get(indicators),
+        ),
+        Route::new(
+            "/api/v1/indicators/resilience-plan",
+            Access::roles(FINANCE),
+            get(resilience_plan),
+        ),
+    ];
+    routes.extend(web::table());
+    routes
+}
+
+/// Every route's path and rule, as the router applies them.
+pub fn policies() -> Vec<(&'static str, Access)> {
+    table().into_iter().map(|r| (r.path, r.access)).collect()
 }
 
 pub fn router(state: AppState) -> Router {
-    Router::new()
-        .route("/healthz", get(healthz))
-        .route("/metrics", get(metrics))
-        .route("/api/v1/sites", get(list_sites))
-        .route("/api/v1/sites/{site_id}", get(one_site))
-        .route("/api/v1/sites/{site_id}/episodes", get(site_episodes))
-        .route("/api/v1/sites/{site_id}/top_talkers", get(site_top_talkers))
-        .route("/api/v1/flows/totals", get(flow_totals))
-        .merge(web::routes())
-        .route("/api/v1/indicators", get(indicators))
-        .with_state(state)
+    let gate = state.gate.clone();
+    let mut router = Router::new();
+    for r in table() {
+        let layer =
+            axum::middleware::from_fn_with_state((gate.clone(), r.access), auth::gate::check);
+        router = router.route(r.path, r.method.route_layer(layer));
+    }
+    router.with_state(state)
+}
+
+/// The caller's principal (the gate puts it on every non-public route).
+type Caller = Option<Extension<Principal>>;
+
+/// Whether the caller may see `site` (unscoped roles see every site).
+fn sees(st: &AppState, caller: &Caller, site: &str) -> bool {
+    caller
+        .as_ref()
+        .is_none_or(|p| p.role.sees_site(&st.sites.inventory, site))
 }
 
 /// An error answer: `{"error": "..."}` with a status.
@@ -240,6 +327,7 @@ struct SiteFilter {
 
 async fn list_sites(
     State(st): State<AppState>,
+    caller: Caller,
     Query(f): Query<SiteFilter>,
 ) -> Result<Json<Vec<SiteOut>>, ApiError> {
     let state = match f.state.as_deref() {
@@ -257,6 +345,9 @@ async fn list_sites(
         .enumerate()
         .filter(|(i, v)| {
             let s = &inv.sites[*i];
+            if !sees(&st, &caller, s.id.as_str()) {
+                return false;
+            }
             state.is_none_or(|x| v.state == x)
                 && f.ministry.as_ref().is_none_or(|m| &s.ministry == m)
                 && f.departement.as_ref().is_none_or(|d| &s.departement == d)
@@ -393,6 +484,7 @@ async fn site_top_talkers(
 
 async fn flow_totals(
     State(st): State<AppState>,
+    caller: Caller,
     Query(q): Query<TotalsQuery>,
 ) -> Result<Response, ApiError> {
     let from = parse_time("from", &q.from)?;
@@ -405,9 +497,45 @@ async fn flow_totals(
             return Err(bad_request(format!("exporter={e:?} is not an IP address")));
         }
     }
+    // A scoped caller sees its sites only: a site (or an exporter's site) outside its scope
+    // answers as unknown; without `site`, the totals are those of its sites.
+    let scope: Option<Vec<String>> = match caller.as_ref().map(|p| &p.role) {
+        Some(role) if role.is_scoped() => {
+            let inv = &st.sites.inventory;
+            let exporter_site = q
+                .exporter
+                .as_deref()
+                .and_then(|e| e.parse::<std::net::IpAddr>().ok())
+                .and_then(|a| inv.site_index_of_exporter(&a))
+                .map(|i| inv.sites[i].id.to_string());
+            for site in q.site.iter().chain(exporter_site.iter()) {
+                if !role.sees_site(inv, site) {
+                    return Err(ApiError(
+                        StatusCode::NOT_FOUND,
+                        format!("no site {site:?} in the inventory"),
+                    ));
+                }
+            }
+            (q.site.is_none() && q.exporter.is_none()).then(|| {
+                inv.sites
+                    .iter()
+                    .filter(|s| role.sees_site(inv, s.id.as_str()))
+                    .map(|s| s.id.to_string())
+                    .collect()
+            })
+        }
+        _ => None,
+    };
     let reader = st.reader.clone();
-    let totals = tokio::task::spawn_blocking(move || {
-        reader.flow_totals(from, to, q.site.as_deref(), q.exporter.as_deref())
+    let totals = tokio::task::spawn_blocking(move || match scope {
+        Some(sites) => {
+            let mut sum = crate::store::FlowTotals::default();
+            for site in &sites {
+                sum.add(reader.flow_totals(from, to, Some(site), None)?);
+            }
+            Ok(sum)
+        }
+        None => reader.flow_totals(from, to, q.site.as_deref(), q.exporter.as_deref()),
     })
     .await
     .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
@@ -447,23 +575,51 @@ async fn indicators(
     Ok(Json(report).into_response())
 }
 
-// --- configuration (`[api]` of the collector config file) ---
-
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ApiConfig {
-    #[serde(default = "default_api_listen")]
-    pub listen: SocketAddr,
+#[derive(Deserialize)]
+struct PlanQuery {
+    from: Option<String>,
+    to: Option<String>,
+    ministry: Option<String>,
+    region: Option<String>,
+    rank_by: Option<String>,
+    /// Only the first investments (the totals still cover all of them).
+    limit: Option<usize>,
 }
 
-impl Default for ApiConfig {
-    fn default() -> Self {
-        Self {
-            listen: default_api_listen(),
-        }
+/// Same document as `rie-collector report resilience --format json`; `from`/`to` default to
+/// the last 30 days up to now.
+async fn resilience_plan(
+    State(st): State<AppState>,
+    Query(q): Query<PlanQuery>,
+) -> Result<Response, ApiError> {
+    use crate::indicators::resilience_plan::{self as plan, Filter, RankBy, Span};
+    let now = now_ms();
+    let to =
+        q.to.clone()
+            .unwrap_or_else(|| rfc3339_ms(now).unwrap_or_default());
+    let from = q
+        .from
+        .clone()
+        .unwrap_or_else(|| rfc3339_ms(now - 30 * 86_400_000).unwrap_or_default());
+    let span = Span::parse(&from, &to).map_err(|e| bad_request(e.to_string()))?;
+    let by = q.rank_by.as_deref().unwrap_or("net");
+    let rank_by = RankBy::parse(by)
+        .ok_or_else(|| bad_request(format!("rank_by={by:?} is not one of net, per_euro")))?;
+    let filter = Filter {
+        ministry: q.ministry.filter(|m| !m.is_empty()),
+        region: q.region.filter(|r| !r.is_empty()),
+    };
+    let reader = st.reader.clone();
+    let inv = st.sites.inventory.clone();
+    let prices = st.backup_prices.clone();
+    let mut out = tokio::task::spawn_blocking(move || {
+        plan::report(&reader, &inv, &prices, &span, now, &filter, rank_by)
+    })
+    .await
+    .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+    .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if let Some(n) = q.limit {
+        out.investments.truncate(n);
     }
-}
-
-fn default_api_listen() -> SocketAddr {
-    SocketAddr::from(([127, 0, 0, 1], 8480))
+    Ok(Json(out).into_response())
 }

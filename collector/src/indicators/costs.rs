@@ -86,10 +86,6 @@ pub struct CostModel {
     /// Reference cost per agent per year, whole euros (DINUM roadmap 2023: about 100 €).
     #[serde(default = "default_reference")]
     pub reference_eur_per_agent_year: i64,
-    /// What an hour of an agent without network costs, euros with at most two decimals: the
-    /// price put on the agent-hours lost to outages (finance dashboard, `finance`).
-    #[serde(default = "default_agent_hour_cost")]
-    pub agent_hour_cost_eur: f64,
     #[serde(default = "default_shared")]
     pub shared: Vec<SharedCost>,
     #[serde(default = "default_one_off")]
@@ -100,6 +96,12 @@ pub struct CostModel {
     /// under it, and listed in the report's notes. Empty: no check.
     #[serde(default = "default_ministries")]
     pub ministries: Vec<String>,
+    /// The nation's number of sites, which the national costs are for. An inventory with
+    /// fewer sites is a sample (the demo, a lab, one ministry's collector): the national costs
+    /// are scaled to its share, sites / `national_sites` ([`CostModel::period_items`]), instead
+    /// of being borne by its few sites. 0: never scale.
+    #[serde(default = "default_national_sites")]
+    pub national_sites: u32,
 }
 
 /// The ministries of the generated national inventory (`inventory::generate`).
@@ -126,11 +128,9 @@ fn default_ministries() -> Vec<String> {
 fn default_reference() -> i64 {
     100
 }
-/// Fully loaded employer cost of a State agent per legal working hour: INSEE Première n° 2065
-/// (2025), 2,886 € net a month in 2023 → ≈ 5,563 € employer cost a month, 66,760 € a year, over
-/// 1,607 hours (the same value and source as the resilience planner's catalogue).
-fn default_agent_hour_cost() -> f64 {
-    41.54
+/// DINUM roadmap 2023: about 14,000 sites served (`shared/rie-facts.md`).
+fn default_national_sites() -> u32 {
+    14_000
 }
 fn default_risk_agents() -> u32 {
     100
@@ -204,11 +204,11 @@ impl Default for CostModel {
     fn default() -> Self {
         Self {
             reference_eur_per_agent_year: default_reference(),
-            agent_hour_cost_eur: default_agent_hour_cost(),
             shared: default_shared(),
             one_off: default_one_off(),
             risk: RiskConfig::default(),
             ministries: default_ministries(),
+            national_sites: default_national_sites(),
         }
     }
 }
@@ -252,14 +252,6 @@ impl CostModel {
                     "{} is out of range; write whole euros, e.g. 100",
                     self.reference_eur_per_agent_year
                 ),
-            ));
-        }
-        let hour = self.agent_hour_cost_eur;
-        let cents = hour * 100.0;
-        if !(0.0..=10_000.0).contains(&hour) || (cents - cents.round()).abs() > 1e-6 {
-            return Err(bad(
-                "agent_hour_cost_eur".into(),
-                format!("{hour} is not 0 to 10000 euros with at most two decimals; e.g. 41.54"),
             ));
         }
         let mut names = std::collections::HashSet::new();
@@ -318,23 +310,35 @@ impl CostModel {
         Ok(())
     }
 
-    /// `agent_hour_cost_eur` in cents (validated to be whole cents).
-    pub fn agent_hour_cost_cents(&self) -> i64 {
-        (self.agent_hour_cost_eur * 100.0).round() as i64
+    /// The share of the national costs an inventory of `sites` sites bears: the whole when
+    /// it has at least [`CostModel::national_sites`] (or scaling is off), else
+    /// `sites / national_sites`.
+    pub fn share(&self, sites: usize) -> NationalShare {
+        let sites = u32::try_from(sites).unwrap_or(u32::MAX);
+        NationalShare {
+            sites,
+            national_sites: self.national_sites,
+            scaled: self.national_sites > 0 && sites < self.national_sites,
+        }
     }
 
-    /// The price of `agent_hours` lost, cents (rounded half up).
-    pub fn agent_hours_cost_cents(&self, agent_hours: f64) -> i64 {
-        (agent_hours * self.agent_hour_cost_cents() as f64).round() as i64
-    }
-
-    /// Every national cost with its amount for a period of `months` whole months, cents.
-    pub fn period_items(&self, months: u32) -> Vec<PeriodCost> {
+    /// Every national cost with its amount for a period of `months` whole months, cents, for
+    /// an inventory bearing `share` of them. Scaling and proration are one rounding (half up
+    /// to the cent) of the exact product.
+    pub fn period_items(&self, months: u32, share: &NationalShare) -> Vec<PeriodCost> {
+        let (num, den) = if share.scaled {
+            (
+                i128::from(months) * i128::from(share.sites),
+                12 * i128::from(share.national_sites),
+            )
+        } else {
+            (i128::from(months), 12)
+        };
         let shared = self.shared.iter().map(|s| PeriodCost {
             name: s.name.clone(),
             label: s.label.clone(),
             allocation: s.allocation,
-            cents: prorate(i128::from(s.annual_eur) * 100, i128::from(months), 12),
+            cents: prorate(i128::from(s.annual_eur) * 100, num, den),
         });
         let one_off = self.one_off.iter().map(|o| PeriodCost {
             name: o.name.clone(),
@@ -342,12 +346,24 @@ impl CostModel {
             allocation: o.allocation,
             cents: prorate(
                 i128::from(o.amount_eur) * 100,
-                i128::from(months),
-                12 * i128::from(o.amortisation_years),
+                num,
+                den * i128::from(o.amortisation_years),
             ),
         });
         shared.chain(one_off).collect()
     }
+}
+
+/// How much of the national costs an inventory bears ([`CostModel::share`]); shown in the
+/// report's notes when `scaled`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct NationalShare {
+    /// Sites of the inventory.
+    pub sites: u32,
+    /// [`CostModel::national_sites`].
+    pub national_sites: u32,
+    /// True when the national costs are scaled to `sites / national_sites`.
+    pub scaled: bool,
 }
 
 /// One national cost for the report's period.
@@ -465,6 +481,38 @@ mod tests {
     }
 
     #[test]
+    fn a_sample_bears_its_share_of_the_national_costs() {
+        let m = CostModel::default();
+        // The nation (or more): the whole, 36 M€ a year (33 M€ shared, 15 M€ over 5 years).
+        let whole: i64 = m
+            .period_items(12, &m.share(14_000))
+            .iter()
+            .map(|c| c.cents)
+            .sum();
+        assert_eq!(whole, 3_600_000_000);
+        assert!(!m.share(20_000).scaled);
+        // 300 sites: 300/14,000 of each, rounded half up once. Backbone: 10 M€ × 300 / 14,000
+        // = 214,285.714… € → 21,428,571 cents; one-off: 3 M€ a year × 300 / 14,000 = 64,285.714… €.
+        let share = m.share(300);
+        assert!(share.scaled);
+        let items = m.period_items(12, &share);
+        assert_eq!(items[0].cents, 21_428_571);
+        assert_eq!(items[4].cents, 6_428_571);
+        // One month of it: 10 M€ × 300 / (12 × 14,000) = 17,857.142… € → 1,785,714 cents.
+        assert_eq!(m.period_items(1, &share)[0].cents, 1_785_714);
+        // Scaling off.
+        let off = CostModel {
+            national_sites: 0,
+            ..CostModel::default()
+        };
+        assert!(!off.share(300).scaled);
+        assert_eq!(
+            off.period_items(12, &off.share(300))[0].cents,
+            1_000_000_000
+        );
+    }
+
+    #[test]
     fn defaults_validate_and_file_matches_defaults() {
         CostModel::default().validate("defaults").unwrap();
         let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/costs.toml");
@@ -490,15 +538,5 @@ mod tests {
         .unwrap();
         let e = CostModel::load(&p).unwrap_err().to_string();
         assert!(e.contains("costs.toml") && e.contains("per_cow"), "{e}");
-        std::fs::write(&p, "agent_hour_cost_eur = 41.545\n").unwrap();
-        let e = CostModel::load(&p).unwrap_err().to_string();
-        assert!(
-            e.contains("key `agent_hour_cost_eur`") && e.contains("41.54"),
-            "{e}"
-        );
-        std::fs::write(&p, "agent_hour_cost_eur = 12.3\n").unwrap();
-        let m = CostModel::load(&p).unwrap();
-        // 14 agent-hours at 12.30 €.
-        assert_eq!(m.agent_hours_cost_cents(14.0), 17_220);
     }
 }

@@ -18,13 +18,14 @@
 
 pub mod costs;
 pub mod period;
+pub mod resilience_plan;
 
 use std::collections::BTreeMap;
 
 use rie_proto::LinkRole;
 use serde::Serialize;
 
-pub use costs::{allocate, AllocationKey, CostModel, CostsError, PeriodCost};
+pub use costs::{allocate, AllocationKey, CostModel, CostsError, NationalShare, PeriodCost};
 pub use period::{Period, PeriodError};
 
 use crate::inventory::Inventory;
@@ -288,6 +289,8 @@ pub struct SiteTable {
     pub items: Vec<PeriodCost>,
     /// True when the `per_traffic_volume` key had no traffic to weigh and used agents instead.
     pub traffic_fallback: bool,
+    /// The share of the national costs `items` are for.
+    pub share: NationalShare,
 }
 
 /// Costs and availability of every site for the period.
@@ -327,7 +330,8 @@ pub fn site_table(
             f
         })
         .collect();
-    let items = model.period_items(period.months);
+    let share = model.share(inv.sites.len());
+    let items = model.period_items(period.months, &share);
     let traffic_total: u64 = inp.traffic_bytes.iter().sum();
     let traffic_fallback = traffic_total == 0
         && items
@@ -354,6 +358,7 @@ pub fn site_table(
     SiteTable {
         sites,
         items,
+        share,
         traffic_fallback,
     }
 }
@@ -423,9 +428,10 @@ impl GroupRow {
         }
     }
 
-    /// The price of the group's agent-hours lost, cents (`CostModel::agent_hour_cost_eur`).
-    pub fn agent_hours_lost_cost_cents(&self, model: &CostModel) -> i64 {
-        model.agent_hours_cost_cents(self.agent_hours_lost)
+    /// The price of the group's agent-hours lost at `agent_hour_cost_cents` an hour (the
+    /// planner's `agent_hour_cost_eur`, `configs/backup-prices.toml`), cents, rounded half up.
+    pub fn agent_hours_lost_cost_cents(&self, agent_hour_cost_cents: i64) -> i64 {
+        (self.agent_hours_lost * agent_hour_cost_cents as f64).round() as i64
     }
 }
 
@@ -554,6 +560,9 @@ pub struct Notes {
     pub sites_without_data: u64,
     pub per_traffic_volume_fell_back_to_per_agent: bool,
     pub episodes_of_unknown_sites: u64,
+    /// The share of the national costs the inventory bears; `scaled` when it is a sample
+    /// (fewer sites than the nation): the cost items are then that share of the national ones.
+    pub national_share: NationalShare,
 }
 
 /// The period as shown in reports.
@@ -722,6 +731,7 @@ pub fn compute(
         sites_without_data: table.sites.iter().filter(|f| !f.measured).count() as u64,
         per_traffic_volume_fell_back_to_per_agent: table.traffic_fallback,
         episodes_of_unknown_sites: inp.unknown_site_episodes,
+        national_share: table.share.clone(),
     };
     Report {
         period: PeriodOut {

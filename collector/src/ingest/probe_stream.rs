@@ -5,6 +5,10 @@
 //! and TCP pushes back on the probe. A connection may have up to [`WINDOW`] batches waiting
 //! for their commit; acks go back in order. Any bad frame closes that connection only, and is
 //! counted in `rie_collector_frame_errors_total`.
+//!
+//! Sessions opening and closing are logged per probe at debug level only: with 14,000 probes,
+//! one line each would bury everything else at every restart. At info level the listener
+//! writes one summary line per [`SUMMARY_EVERY`] in which sessions opened or closed.
 
 use serde::Deserialize;
 use std::net::SocketAddr;
@@ -36,6 +40,9 @@ use crate::store::Reader;
 /// Batches a connection may have in the store queue before it stops reading.
 pub const WINDOW: usize = 16;
 
+/// How often the listener logs the sessions opened and closed since its last summary.
+pub const SUMMARY_EVERY: Duration = Duration::from_secs(10);
+
 /// What every connection task needs.
 pub struct Context {
     pub cfg: ProbesConfig,
@@ -57,6 +64,7 @@ pub async fn run(
 ) {
     let slots = Arc::new(Semaphore::new(ctx.cfg.max_connections));
     let mut backoff = Duration::from_millis(10);
+    tracker.spawn(summarise(ctx.metrics.clone(), shutdown.clone()));
     loop {
         let permit = tokio::select! {
             _ = shutdown.cancelled() => break,
@@ -88,6 +96,52 @@ pub async fn run(
         });
     }
     debug!("probe listener stopped");
+}
+
+/// Logs, every [`SUMMARY_EVERY`] in which something changed, the sessions opened and closed;
+/// a last time at shutdown.
+async fn summarise(metrics: Arc<Metrics>, shutdown: CancellationToken) {
+    let mut summary = SessionSummary::new(&metrics);
+    let mut tick = tokio::time::interval(SUMMARY_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => break,
+            _ = tick.tick() => summary.log(&metrics),
+        }
+    }
+    summary.log(&metrics);
+}
+
+/// Counts of sessions at the last summary, to log only what changed since.
+struct SessionSummary {
+    opened: u64,
+    closed: u64,
+}
+
+impl SessionSummary {
+    fn new(m: &Metrics) -> Self {
+        let (opened, closed) = Self::counts(m);
+        Self { opened, closed }
+    }
+
+    fn counts(m: &Metrics) -> (u64, u64) {
+        let c = |event: &str| m.probe_sessions.with_label_values(&[event]).get();
+        (c("opened"), c("closed"))
+    }
+
+    fn log(&mut self, m: &Metrics) {
+        let (opened, closed) = Self::counts(m);
+        if (opened, closed) != (self.opened, self.closed) {
+            info!(
+                open = m.probe_connections.get(),
+                opened = opened - self.opened,
+                closed = closed - self.closed,
+                "probe sessions since the last summary"
+            );
+        }
+        (self.opened, self.closed) = (opened, closed);
+    }
 }
 
 fn codec(max: usize) -> LengthDelimitedCodec {
@@ -199,14 +253,22 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
         warn!(site = %hello.site, offset_ms, "probe clock is off; its timestamps are corrected, but check the router's NTP");
     }
     ctx.metrics.probe_connections.inc();
-    info!(site = %hello.site, %peer, version = hello.protocol_version, probe = %hello.probe_version, stream = hello.stream, "probe connected");
+    ctx.metrics
+        .probe_sessions
+        .with_label_values(&["opened"])
+        .inc();
+    debug!(site = %hello.site, %peer, version = hello.protocol_version, probe = %hello.probe_version, stream = hello.stream, "probe connected");
     let reason = session(&ctx, &mut framed, &hello, site_idx, &shutdown).await;
     // Flush and send TLS close_notify, so the probe sees a clean close rather than a cut.
     let _ =
         tokio::time::timeout(Duration::from_secs(1), SinkExt::<&[u8]>::close(&mut framed)).await;
     ctx.metrics.probe_connections.dec();
+    ctx.metrics
+        .probe_sessions
+        .with_label_values(&["closed"])
+        .inc();
     ctx.sites.on_disconnect(site_idx);
-    info!(site = %hello.site, %peer, reason, "probe disconnected");
+    debug!(site = %hello.site, %peer, reason, "probe disconnected");
 }
 
 type Refusal = (RefuseCode, &'static str, String);

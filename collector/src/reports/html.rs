@@ -17,7 +17,7 @@ pub struct HtmlInput<'a> {
     pub by_site: &'a Report,
 }
 
-fn esc(s: &str) -> String {
+pub(super) fn esc(s: &str) -> String {
     s.replace('&', "&amp;")
         .replace('<', "&lt;")
         .replace('>', "&gt;")
@@ -44,14 +44,14 @@ fn group_thousands(s: &str) -> String {
 }
 
 /// Exact euros from cents, grouped, with a no-break space before the sign.
-fn eur(c: Option<i64>) -> String {
+pub(super) fn eur(c: Option<i64>) -> String {
     c.map_or("—".into(), |c| {
         format!("{}\u{a0}€", group_thousands(&euros(c, Locale::Fr)))
     })
 }
 
 /// A display number with `decimals` decimals, decimal comma, grouped thousands.
-fn fr_fixed(v: f64, decimals: usize) -> String {
+pub(super) fn fr_fixed(v: f64, decimals: usize) -> String {
     group_thousands(&format!("{v:.decimals$}").replace('.', ","))
 }
 
@@ -335,7 +335,8 @@ pub fn render_html(input: &HtmlInput<'_>) -> String {
     let nt = &r.notes;
     let _ = write!(
         s,
-        "<h2>Remarques sur les données</h2><ul><li>Sites sans agent (exclus des ratios par agent) : {}</li><li>Liens sans coût : {}</li><li>Codes département inconnus : {}</li><li>Ministères hors de la liste du modèle de coûts : {}</li><li>Sites sans données de mesure dans la période : {}</li>{}</ul>",
+        "<h2>Remarques sur les données</h2><ul>{}<li>Sites sans agent (exclus des ratios par agent) : {}</li><li>Liens sans coût : {}</li><li>Codes département inconnus : {}</li><li>Ministères hors de la liste du modèle de coûts : {}</li><li>Sites sans données de mesure dans la période : {}</li>{}</ul>",
+        sample_note(&nt.national_share),
         list(&nt.zero_agent_sites),
         list(&nt.links_without_cost),
         list(&nt.unknown_departements),
@@ -350,6 +351,20 @@ pub fn render_html(input: &HtmlInput<'_>) -> String {
     s.push_str(METHODOLOGY);
     s.push_str("</body></html>\n");
     s
+}
+
+/// The note of an inventory that is a sample of the nation: its share of the national costs.
+fn sample_note(share: &crate::indicators::NationalShare) -> String {
+    if !share.scaled {
+        return String::new();
+    }
+    format!(
+        "<li>L’inventaire est un échantillon : {} sites sur les {} du RIE. Les coûts nationaux partagés sont ramenés à sa part ({} / {}), pour que le coût par agent reste comparable au chiffre national.</li>",
+        fr_fixed(f64::from(share.sites), 0),
+        fr_fixed(f64::from(share.national_sites), 0),
+        fr_fixed(f64::from(share.sites), 0),
+        fr_fixed(f64::from(share.national_sites), 0),
+    )
 }
 
 fn list(v: &[String]) -> String {

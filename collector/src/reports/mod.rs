@@ -6,6 +6,7 @@
 
 mod html;
 mod progress;
+pub mod resilience;
 
 use std::fmt::Write as _;
 
@@ -13,6 +14,7 @@ use crate::indicators::{GroupRow, Report};
 
 pub use html::{render_html, HtmlInput};
 pub use progress::Progress;
+pub use resilience::{render_plan_csv, render_plan_html, render_plan_json, PLAN_CSV_COLUMNS};
 
 /// Output format of `rie-collector report`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -167,6 +169,22 @@ pub fn render_json(r: &Report) -> Result<String, serde_json::Error> {
     let mut s = serde_json::to_string_pretty(r)?;
     let _ = writeln!(s);
     Ok(s)
+}
+
+/// Renders a resilience investment plan (`rie-collector report resilience`).
+///
+/// # Errors
+/// [`ReportError`] on a writer failure.
+pub fn render_plan(
+    plan: &crate::indicators::resilience_plan::Plan,
+    format: Format,
+    locale: Locale,
+) -> Result<String, ReportError> {
+    Ok(match format {
+        Format::Json => render_plan_json(plan)?,
+        Format::Csv => render_plan_csv(plan, locale)?,
+        Format::Html => render_plan_html(plan),
+    })
 }
 
 #[cfg(test)]

@@ -43,6 +43,7 @@ use super::{Reader, StoreError};
 /// tables a database migrated to [`LATEST`] holds.
 pub const TABLES: &[&str] = &[
     "probe_credentials",
+    "api_tokens",
     "probe_streams",
     "site_status",
     "episodes",

@@ -172,7 +172,7 @@ impl Reader {
         })
     }
 
-    fn conn(
+    pub(super) fn conn(
         &self,
     ) -> Result<std::sync::MutexGuard<'_, Connection>, &super::postgres::read::PgReader> {
         match &self.inner {

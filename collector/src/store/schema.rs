@@ -94,10 +94,26 @@ const MIGRATIONS: &[Migration] = &[
             conn.execute_batch("DROP TABLE IF EXISTS cluster_membership;")
         },
     },
+    Migration {
+        version: 4,
+        name: "API tokens",
+        apply: |conn| conn.execute_batch(API_TOKENS),
+    },
 ];
 
+/// API tokens (`store::api_tokens`): the secret's SHA-256 only, never the secret.
+const API_TOKENS: &str = "CREATE TABLE IF NOT EXISTS api_tokens(
+    id            TEXT PRIMARY KEY,
+    name          TEXT NOT NULL,
+    role          TEXT NOT NULL,
+    secret_sha256 TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL,
+    expires_ms    INTEGER,
+    revoked_ms    INTEGER
+);";
+
 /// The version this collector writes.
-pub const LATEST: i64 = 3;
+pub const LATEST: i64 = 4;
 
 /// Applies the migrations `conn`'s database lacks.
 ///

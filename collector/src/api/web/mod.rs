@@ -17,11 +17,12 @@ use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
-use axum::{Json, Router};
+use axum::Json;
 use rie_proto::SiteState;
 use serde::{Deserialize, Serialize};
 
-use super::AppState;
+use super::{AppState, Route};
+use crate::auth::Access;
 use crate::sites::SiteView;
 use rie_common::now_ms;
 
@@ -30,14 +31,31 @@ const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 
 /// Routes of the status page, merged into the API router.
-pub fn routes() -> Router<AppState> {
-    Router::new()
-        .route("/", get(index))
-        .route("/assets/app.js", get(app_js))
-        .route("/assets/app.css", get(app_css))
-        .route("/api/v1/status", get(status))
-        .route("/api/v1/status/sites", get(status_sites))
-        .route("/api/v1/sites/{site_id}/links/history", get(link_history))
+/// The page's routes: the page and its files are public (they hold no data); the data
+/// endpoints follow the API's rules.
+pub fn table() -> Vec<Route> {
+    use crate::auth::Kind;
+    const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::Admin];
+    vec![
+        Route::new("/", Access::PUBLIC, get(index)),
+        Route::new("/assets/app.js", Access::PUBLIC, get(app_js)),
+        Route::new("/assets/app.css", Access::PUBLIC, get(app_css)),
+        Route::new(
+            "/api/v1/status",
+            Access::roles(super::NATIONAL),
+            get(status),
+        ),
+        Route::new(
+            "/api/v1/status/sites",
+            Access::roles(super::NATIONAL),
+            get(status_sites),
+        ),
+        Route::new(
+            "/api/v1/sites/{site_id}/links/history",
+            Access::site(SITE_VIEW),
+            get(link_history),
+        ),
+    ]
 }
 
 /// Headers shared by the embedded assets: they change only with the binary, but a NOC screen

@@ -39,7 +39,11 @@ impl PgReader {
         })
     }
 
-    fn query(&self, sql: &str, params: &[Param<'_>]) -> Result<Vec<Row>, StoreError> {
+    pub(in crate::store) fn query(
+        &self,
+        sql: &str,
+        params: &[Param<'_>],
+    ) -> Result<Vec<Row>, StoreError> {
         self.handle.block_on(async {
             let client = self
                 .pool
@@ -58,7 +62,7 @@ impl PgReader {
         }
     }
 
-    fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
+    pub(in crate::store) fn get<'a, T: tokio_postgres::types::FromSql<'a>>(
         &self,
         r: &'a Row,
         i: usize,

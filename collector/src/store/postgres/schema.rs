@@ -33,6 +33,19 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         "ALTER TABLE site_status ADD COLUMN IF NOT EXISTS updated_ms BIGINT NOT NULL DEFAULT 0;
          DROP TABLE IF EXISTS cluster_membership;",
     ),
+    (
+        4,
+        "API tokens",
+        "CREATE TABLE IF NOT EXISTS api_tokens(
+            id            TEXT PRIMARY KEY,
+            name          TEXT NOT NULL,
+            role          TEXT NOT NULL,
+            secret_sha256 TEXT NOT NULL,
+            created_ms    BIGINT NOT NULL,
+            expires_ms    BIGINT,
+            revoked_ms    BIGINT
+        );",
+    ),
 ];
 
 const V1: &str = "

@@ -445,3 +445,44 @@ function init() {
 }
 
 init();
+
+// --- Resilience investment plan (docs/resilience-plan.md): the national headline and the first
+// investments by net yearly benefit over the last 30 days, refreshed every 10 minutes (the plan
+// reads 30 days of episodes: no need to poll it like the states).
+const PLAN_ROWS = 5;
+const PLAN_REFRESH_MS = 10 * 60 * 1000;
+const CONFIDENCE = { low: "faible", medium: "moyenne", high: "élevée" };
+
+/** Integer cents as French euros ("1 234,56 €"), without going through a float. */
+function fmtCents(c) {
+  const a = Math.abs(c);
+  return (c < 0 ? "-" : "") + fmtInt(Math.floor(a / 100)) + "," + String(a % 100).padStart(2, "0") + "\u00a0€";
+}
+
+async function loadPlan() {
+  try {
+    const p = await getJson("/api/v1/indicators/resilience-plan?limit=" + PLAN_ROWS);
+    $("plan-headline").textContent = p.national.headline;
+    const conf = $("plan-confidence");
+    conf.textContent = String(p.period.days).replace(".", ",") + " jours d'épisodes, confiance " +
+      CONFIDENCE[p.period.confidence] + " ; " + p.national.worthwhile.investments + " investissements rentables sur " +
+      p.national.all_candidates.investments + " candidats" + (p.period.low_confidence ? ". " + p.period.warning : ".");
+    conf.className = p.period.low_confidence ? "hint low" : "hint";
+    const tbody = el("tbody");
+    for (const r of p.investments) {
+      const offer = r.proposal.technology + (r.proposal.contracted_link ? " (tarif de " + r.proposal.contracted_link + ")" : "");
+      tbody.append(el("tr", { "data-site": r.site },
+        el("td", {}, r.site + " – " + r.name), el("td", {}, r.ministry), el("td", {}, offer),
+        el("td", { class: "num" }, fmtCents(r.yearly_cost_cents)),
+        el("td", { class: "num" }, fmtCents(r.value_per_year_cents)),
+        el("td", { class: "num" }, fmtCents(r.net_benefit_per_year_cents)),
+        el("td", { class: "num" }, r.payback_months == null ? "jamais" : String(r.payback_months).replace(".", ","))));
+    }
+    $("plan-top").tBodies[0].replaceWith(tbody);
+  } catch (e) {
+    $("plan-headline").textContent = "Plan indisponible : " + e.message;
+  }
+}
+
+loadPlan();
+setInterval(loadPlan, PLAN_REFRESH_MS);

@@ -1,0 +1,278 @@
+//! The gate in front of every route: reads the `Authorization: Bearer` token, finds it in the
+//! store (through a one-second cache, so that a revocation made on any collector of a shared
+//! database takes effect everywhere within a second), and applies the route's [`Access`]:
+//! 401 with `WWW-Authenticate` without a valid token, 403 for a role the route does not
+//! list, 404 for a site outside a scoped role's scope (the same answer as a site that does not
+//! exist). The principal goes into the request's extensions for handlers that filter lists.
+//!
+//! Failures are counted by reason in `rie_collector_api_auth_failures_total` and never logged
+//! one by one (a flood would fill the log).
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use prometheus::{IntCounterVec, Opts, Registry};
+
+use super::{hash_secret, parse_token, same_digest, Access, Principal, Role};
+use crate::inventory::Inventory;
+use crate::store::api_tokens::{self, TokenRow};
+use crate::store::Reader;
+
+/// How long a token row read from the store is trusted: the bound on revocation delay.
+pub const CACHE_TTL: Duration = Duration::from_secs(1);
+
+/// Longest `Authorization` header read (a token is 82 bytes).
+const MAX_HEADER: usize = 1024;
+
+/// Cache entries kept at most; a flood of random ids empties it rather than growing it.
+const MAX_CACHED: usize = 10_000;
+
+const CHALLENGE: &str = "Bearer realm=\"rie-collector\"";
+const CHALLENGE_INVALID: &str = "Bearer realm=\"rie-collector\", error=\"invalid_token\"";
+
+/// Authentication failures, by reason (a bounded set).
+pub struct AuthMetrics {
+    pub failures: IntCounterVec,
+}
+
+impl AuthMetrics {
+    /// # Panics
+    /// Never in practice: the name is static and unique.
+    pub fn new() -> Self {
+        Self {
+            failures: IntCounterVec::new(
+                Opts::new(
+                    "rie_collector_api_auth_failures_total",
+                    "API requests refused, by reason: missing, malformed, unknown, wrong_secret, expired, revoked (401), forbidden (403), out_of_scope (404).",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// Registers the series in the collector's registry.
+    ///
+    /// # Errors
+    /// A name already registered.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.failures.clone()))
+    }
+}
+
+impl Default for AuthMetrics {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+pub struct Gate {
+    required: bool,
+    reader: Arc<Reader>,
+    inventory: Arc<Inventory>,
+    cache: Mutex<HashMap<String, (Option<TokenRow>, Instant)>>,
+    metrics: AuthMetrics,
+}
+
+/// Why a request was refused.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Refusal {
+    Missing,
+    Malformed,
+    Unknown,
+    WrongSecret,
+    Expired,
+    Revoked,
+    Forbidden,
+    OutOfScope,
+    /// The store did not answer: 503, not counted as a failed authentication.
+    StoreDown,
+}
+
+impl Refusal {
+    fn reason(self) -> &'static str {
+        match self {
+            Refusal::Missing => "missing",
+            Refusal::Malformed => "malformed",
+            Refusal::Unknown => "unknown",
+            Refusal::WrongSecret => "wrong_secret",
+            Refusal::Expired => "expired",
+            Refusal::Revoked => "revoked",
+            Refusal::Forbidden => "forbidden",
+            Refusal::OutOfScope => "out_of_scope",
+            Refusal::StoreDown => "store_down",
+        }
+    }
+}
+
+impl Gate {
+    pub fn new(
+        required: bool,
+        reader: Arc<Reader>,
+        inventory: Arc<Inventory>,
+        metrics: AuthMetrics,
+    ) -> Self {
+        Self {
+            required,
+            reader,
+            inventory,
+            cache: Mutex::new(HashMap::new()),
+            metrics,
+        }
+    }
+
+    pub fn required(&self) -> bool {
+        self.required
+    }
+
+    /// The token row for `id`, from the cache when read less than [`CACHE_TTL`] ago.
+    async fn row(&self, id: &str) -> Result<Option<TokenRow>, Refusal> {
+        let now = Instant::now();
+        if let Some((row, at)) = self.lock().get(id) {
+            if now.duration_since(*at) < CACHE_TTL {
+                return Ok(row.clone());
+            }
+        }
+        let reader = self.reader.clone();
+        let key = id.to_string();
+        // The PostgreSQL read side blocks: never on an async worker.
+        let row = tokio::task::spawn_blocking(move || api_tokens::get(&reader, &key))
+            .await
+            .map_err(|_| Refusal::StoreDown)?
+            .map_err(|_| Refusal::StoreDown)?;
+        let mut cache = self.lock();
+        if cache.len() >= MAX_CACHED {
+            cache.clear();
+        }
+        cache.insert(id.to_string(), (row.clone(), now));
+        Ok(row)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<String, (Option<TokenRow>, Instant)>> {
+        self.cache.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The principal of a request: Some from a valid token, None when there is no header and
+    /// the API is open.
+    async fn principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, Refusal> {
+        let Some(value) = headers.get(header::AUTHORIZATION) else {
+            return if self.required {
+                Err(Refusal::Missing)
+            } else {
+                Ok(None)
+            };
+        };
+        let text = value
+            .to_str()
+            .ok()
+            .filter(|t| t.len() <= MAX_HEADER)
+            .and_then(|t| t.strip_prefix("Bearer "))
+            .ok_or(Refusal::Malformed)?;
+        let (id, secret) = parse_token(text.trim()).ok_or(Refusal::Malformed)?;
+        let row = self.row(id).await?.ok_or(Refusal::Unknown)?;
+        if !same_digest(&row.secret_sha256, &hash_secret(secret)) {
+            return Err(Refusal::WrongSecret);
+        }
+        let now = rie_common::now_ms();
+        if row.revoked_ms.is_some_and(|r| r <= now) {
+            return Err(Refusal::Revoked);
+        }
+        if row.expires_ms.is_some_and(|e| e <= now) {
+            return Err(Refusal::Expired);
+        }
+        // A role the inventory no longer backs (a site removed) is refused, not widened.
+        let role = Role::parse(&row.role, &self.inventory).map_err(|_| Refusal::Forbidden)?;
+        Ok(Some(Principal {
+            name: row.name,
+            role,
+        }))
+    }
+
+    fn refuse(&self, r: Refusal, path: &str) -> Response {
+        if r != Refusal::StoreDown {
+            self.metrics.failures.with_label_values(&[r.reason()]).inc();
+        }
+        let body = |msg: String| Json(serde_json::json!({ "error": msg }));
+        match r {
+            Refusal::Missing => (
+                StatusCode::UNAUTHORIZED,
+                [(header::WWW_AUTHENTICATE, HeaderValue::from_static(CHALLENGE))],
+                body("authentication required: send Authorization: Bearer <token> (rie-collector token create)".into()),
+            )
+                .into_response(),
+            Refusal::Malformed
+            | Refusal::Unknown
+            | Refusal::WrongSecret
+            | Refusal::Expired
+            | Refusal::Revoked => (
+                StatusCode::UNAUTHORIZED,
+                [(
+                    header::WWW_AUTHENTICATE,
+                    HeaderValue::from_static(CHALLENGE_INVALID),
+                )],
+                body("invalid token".into()),
+            )
+                .into_response(),
+            Refusal::Forbidden => {
+                (StatusCode::FORBIDDEN, body("forbidden for this role".into())).into_response()
+            }
+            Refusal::OutOfScope => {
+                let site = site_in_path(path).unwrap_or_default();
+                (
+                    StatusCode::NOT_FOUND,
+                    body(format!("no site {site:?} in the inventory")),
+                )
+                    .into_response()
+            }
+            Refusal::StoreDown => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                body("the store does not answer; tokens cannot be checked".into()),
+            )
+                .into_response(),
+        }
+    }
+}
+
+/// The site of a path `/api/v1/sites/{site_id}...`.
+pub fn site_in_path(path: &str) -> Option<&str> {
+    path.strip_prefix("/api/v1/sites/")
+        .and_then(|rest| rest.split('/').next())
+        .filter(|s| !s.is_empty())
+}
+
+/// The middleware of one route (`axum::middleware::from_fn_with_state`).
+pub async fn check(
+    State((gate, access)): State<(Arc<Gate>, Access)>,
+    mut req: Request,
+    next: Next,
+) -> Response {
+    if access.is_public() {
+        return next.run(req).await;
+    }
+    let principal = match gate.principal(req.headers()).await {
+        Ok(p) => p.unwrap_or(Principal {
+            name: "open".into(),
+            role: Role::Admin,
+        }),
+        Err(r) => return gate.refuse(r, req.uri().path()),
+    };
+    if !access.allows(&principal.role) {
+        return gate.refuse(Refusal::Forbidden, req.uri().path());
+    }
+    if access.site_param && principal.role.is_scoped() {
+        let path = req.uri().path().to_string();
+        let visible =
+            site_in_path(&path).is_some_and(|site| principal.role.sees_site(&gate.inventory, site));
+        if !visible {
+            return gate.refuse(Refusal::OutOfScope, &path);
+        }
+    }
+    req.extensions_mut().insert(principal);
+    next.run(req).await
+}
