@@ -55,6 +55,8 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["noc", "interieur", "admin"],
     ),
     ("/api/v1/flows/totals", &["noc", "interieur", "admin"]),
+    ("/api/v1/national/traffic", &["noc", "admin"]),
+    ("/assets/traffic.js", &["public"]),
     ("/api/v1/indicators", &["finance", "admin"]),
     ("/api/v1/indicators/resilience-plan", &["finance", "admin"]),
     ("/api/v1/status", &["noc", "admin"]),

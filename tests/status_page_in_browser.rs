@@ -479,3 +479,369 @@ fn the_national_inventory_loads_in_the_page() {
            !['975','977','978','986','987','988'].includes(inv.departements[s[3]][0])).length;");
     assert_eq!(unplaced, json!(0));
 }
+
+/// One flow aggregate of `bytes` in `direction` ("inbound" / "outbound") in `minute`.
+fn directed(minute: i64, protocol: u8, direction: &str, bytes: u64) -> Value {
+    json!({
+        "minute": minute, "protocol": protocol, "direction": direction,
+        "flows": 1, "packets": bytes / 1000, "bytes": bytes
+    })
+}
+
+/// The rows of one of the traffic tables: `[site, cells' text..., data-bytes of the last cell]`.
+fn traffic_rows(b: &Browser, table: &str) -> Value {
+    b.js(&format!(
+        "return [...document.querySelectorAll('#{table} tbody tr')]\
+         .map(r => [r.dataset.site, ...[...r.cells].slice(1).map(c => c.textContent), \
+                    r.cells[r.cells.length - 1].dataset.bytes]);"
+    ))
+}
+
+/// The window's totals as shown: `[in text, in bytes, out text, out bytes, peak text]`.
+fn traffic_totals(b: &Browser) -> Value {
+    b.js("const t = id => document.getElementById(id); \
+          return [t('traffic-total-in').textContent, t('traffic-total-in').dataset.bytes, \
+                  t('traffic-total-out').textContent, t('traffic-total-out').dataset.bytes, \
+                  t('traffic-peak').textContent];")
+}
+
+/// Where the README's images go when asked (`RIE_UPDATE_DOCS_IMG=1`), else the test artefacts.
+fn image_path(name: &str) -> PathBuf {
+    if std::env::var_os("RIE_UPDATE_DOCS_IMG").is_some() {
+        PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+            .join("docs/img")
+            .join(name)
+    } else {
+        PathBuf::from(env!("CARGO_TARGET_TMPDIR"))
+            .parent()
+            .unwrap()
+            .join("test-artifacts")
+            .join(name)
+    }
+}
+
+/// The README shows `docs/img/NAME`: it must be there, a PNG, and small.
+fn assert_committed_image(name: &str) {
+    let p = PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .join("docs/img")
+        .join(name);
+    let png = std::fs::read(&p).unwrap_or_else(|e| {
+        panic!(
+            "{}: {e}; make it with `RIE_UPDATE_DOCS_IMG=1 cargo test -p rie-e2e --test status_page_in_browser`",
+            p.display()
+        )
+    });
+    assert_eq!(&png[1..4], b"PNG", "{}", p.display());
+    assert!(
+        png.len() < 400_000,
+        "{} is {} bytes",
+        p.display(),
+        png.len()
+    );
+}
+
+/// A known load sent through the real probe protocol — S1 (420 agents) 152 kB in and 8 kB out
+/// over the last hour, S3 (120 agents) 30 kB out, S2 9 MB in two hours ago — shows exactly on
+/// the page: the hour's and the day's totals and peak, the chart's two lines, the top sites by
+/// traffic and the sites in incident (S1 down, S3 on backup) by agents, each with its traffic;
+/// more traffic arriving shows within the refresh. Saves the README's screenshots of the page
+/// and of the finance report (`rie-collector report --format html`) opened in Chromium.
+#[test]
+fn national_traffic_shows_exactly_on_the_status_page() {
+    let c = Collector::start();
+    let (s1, s2, s3) = (
+        c.probe_config("S1"),
+        c.probe_config("S2"),
+        c.probe_config("S3"),
+    );
+    let t0 = now_ms();
+    let m0 = t0 / 60_000 * 60;
+    let mut b1 = links(1, t0, &[("S1-P", false, false), ("S1-B", false, false)]);
+    b1["flows"] = json!([
+        directed(m0, 6, "inbound", 52_000),
+        directed(m0, 17, "outbound", 8_000),
+        directed(m0 - 300, 6, "inbound", 100_000),
+    ]);
+    send_ok(&s1, 1, &[b1]);
+    let mut b3 = links(1, t0, &[("S3-P", false, false), ("S3-B", true, true)]);
+    b3["flows"] = json!([directed(m0, 6, "outbound", 30_000)]);
+    send_ok(&s3, 1, &[b3]);
+    send_ok(
+        &s2,
+        1,
+        &[json!({"seq": 1, "created_ms": t0,
+                 "flows": [directed(m0 - 7200, 6, "inbound", 9_000_000)]})],
+    );
+
+    // The API first: every bucket of the hour, the stored ones exactly.
+    let api = c.get("/api/v1/national/traffic?window=1h");
+    assert_eq!(api["bucket_s"], 60);
+    let buckets = api["buckets"].as_array().unwrap();
+    assert_eq!(buckets.len(), 60);
+    let stored: Vec<&Value> = buckets
+        .iter()
+        .filter(|b| b["inbound_bytes"] != 0 || b["outbound_bytes"] != 0)
+        .collect();
+    assert_eq!(
+        stored,
+        [
+            &json!({"start": m0 - 300, "inbound_bytes": 100_000, "outbound_bytes": 0, "unknown_bytes": 0}),
+            &json!({"start": m0, "inbound_bytes": 52_000, "outbound_bytes": 38_000, "unknown_bytes": 0}),
+        ]
+    );
+    assert_eq!(
+        api["totals"],
+        json!({"inbound_bytes": 152_000, "outbound_bytes": 38_000, "unknown_bytes": 0})
+    );
+    let ranked = |k: &str| {
+        api[k]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| {
+                (
+                    s["id"].as_str().unwrap().to_string(),
+                    s["agents"].clone(),
+                    s["state"].clone(),
+                )
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(
+        ranked("top_sites_by_traffic"),
+        [
+            ("S1".into(), json!(420), json!("down")),
+            ("S3".into(), json!(120), json!("on_backup"))
+        ]
+    );
+    assert_eq!(
+        ranked("top_sites_by_agents_affected"),
+        [
+            ("S1".into(), json!(420), json!("down")),
+            ("S3".into(), json!(120), json!("on_backup"))
+        ]
+    );
+    assert_eq!(
+        (api["agents_affected"].clone(), api["incidents"].clone()),
+        (json!(540), json!(2))
+    );
+    let day = c.get("/api/v1/national/traffic?window=1d&limit=1");
+    assert_eq!(
+        (
+            day["bucket_s"].clone(),
+            day["buckets"].as_array().unwrap().len()
+        ),
+        (json!(900), 96)
+    );
+    assert_eq!(day["totals"]["inbound_bytes"], 9_152_000);
+    assert_eq!(day["top_sites_by_traffic"][0]["id"], "S2");
+    assert_eq!(day["top_sites_by_traffic"].as_array().unwrap().len(), 1);
+    for q in ["window=2h", "limit=0", "limit=101"] {
+        match ureq::get(&c.url(&format!("/api/v1/national/traffic?{q}"))).call() {
+            Err(ureq::Error::Status(got, _)) => assert_eq!(got, 400, "{q}"),
+            other => panic!("{q}: {other:?}"),
+        }
+    }
+
+    let b = Browser::start();
+    b.post("/window/rect", json!({"width": 1400, "height": 1500}));
+    b.goto(&c.url("/"));
+    b.wait("the hour's traffic", Duration::from_secs(15), |b| {
+        (b.text("#traffic-total-in") != "–").then_some(())
+    });
+    // Peak: S1's 100,000 B in one minute = 13,333 bit/s.
+    assert_eq!(
+        traffic_totals(&b),
+        json!(["152,0 ko", "152000", "38,0 ko", "38000", "13,3 kbit/s"])
+    );
+    assert_eq!(
+        traffic_rows(&b, "top-traffic"),
+        json!([
+            ["S1", "152,0 ko", "8,0 ko", "160,0 ko", "160000"],
+            ["S3", "0 o", "30,0 ko", "30,0 ko", "30000"]
+        ])
+    );
+    assert_eq!(
+        traffic_rows(&b, "top-affected"),
+        json!([
+            ["S1", "Hors service", "420", "160,0 ko", "160000"],
+            ["S3", "Sur secours", "120", "30,0 ko", "30000"]
+        ])
+    );
+    assert_eq!(
+        b.text("#traffic-affected"),
+        "540 agents sur 2 sites en incident"
+    );
+    // The chart: 60 buckets, one line per direction (no unknown traffic), the inbound line
+    // touching the top of the plot (y = 12) at its peak and the outbound one not.
+    let chart = b.js(
+        "const c = document.getElementById('traffic-chart'); \
+         const top = s => Math.min(...c.querySelector(`polyline[data-series=${s}]`)\
+           .getAttribute('points').split(' ').map(p => +p.split(',')[1])); \
+         return [c.dataset.buckets, c.querySelectorAll('polyline').length, \
+                 c.querySelector('polyline[data-series=in]').getAttribute('points').split(' ').length, \
+                 top('in'), top('out') > 12];",
+    );
+    assert_eq!(chart, json!(["60", 2, 60, 12, true]));
+    assert_eq!(
+        b.js("return document.getElementById('traffic-chart').getAttribute('aria-label');"),
+        "Trafic national de la dernière heure : entrant 152,0 ko, sortant 38,0 ko ; pic 13,3 kbit/s."
+    );
+    b.screenshot(&image_path("status-page.png"));
+
+    // The day: S2's 9 MB two hours ago leads; its quarter-hour is the peak (9e6 × 8 / 900 s).
+    b.click("#tw-1d");
+    b.wait("the day's traffic", Duration::from_secs(15), |b| {
+        (b.text("#traffic-total-in") == "9,2 Mo").then_some(())
+    });
+    assert_eq!(
+        traffic_totals(&b),
+        json!(["9,2 Mo", "9152000", "38,0 ko", "38000", "80,0 kbit/s"])
+    );
+    assert_eq!(
+        b.js(
+            "return [document.getElementById('tw-1d').getAttribute('aria-pressed'), \
+                     document.getElementById('traffic-chart').dataset.buckets];"
+        ),
+        json!(["true", "96"])
+    );
+    let first = traffic_rows(&b, "top-traffic");
+    assert_eq!(
+        first[0],
+        json!(["S2", "9,0 Mo", "0 o", "9,0 Mo", "9000000"])
+    );
+    assert_eq!(first.as_array().unwrap().len(), 3);
+
+    // Live: 500 kB more into S3 this minute shows without a reload (the store part is reused
+    // for at most 10 s, the page asks every 10 s) and moves S3 to the top of the hour.
+    b.click("#tw-1h");
+    let mut more = links(2, now_ms(), &[("S3-P", false, false), ("S3-B", true, true)]);
+    more["flows"] = json!([directed(now_ms() / 60_000 * 60, 6, "inbound", 500_000)]);
+    send_ok(&s3, 1, &[more]);
+    b.wait("S3's new traffic", Duration::from_secs(30), |b| {
+        (b.text("#traffic-total-in") == "652,0 ko").then_some(())
+    });
+    let rows = traffic_rows(&b, "top-traffic");
+    assert_eq!(
+        rows[0],
+        json!(["S3", "500,0 ko", "30,0 ko", "530,0 ko", "530000"])
+    );
+    assert_eq!(
+        rows[1],
+        json!(["S1", "152,0 ko", "8,0 ko", "160,0 ko", "160000"])
+    );
+    // A top site's button opens its site view.
+    b.click("#top-traffic button[data-site='S3']");
+    b.wait("S3's site view", Duration::from_secs(5), |b| {
+        (b.js("const e = document.getElementById('site-state'); return e && e.textContent;")
+            == json!("Sur secours"))
+        .then_some(())
+    });
+
+    assert_committed_image("status-page.png");
+}
+
+/// The finance report (`rie-collector report --format html`) of the hand-made inventory of
+/// `tests/indicators_by_hand.rs` (same traffic, so the same national total, 5,590.83 € for
+/// October 2026) opened in Chromium: French, its figures and charts drawn with nothing
+/// fetched; saved as the README's screenshot.
+#[test]
+fn the_finance_report_renders_in_the_browser() {
+    let c = Collector::start_with_inventory(&rie_e2e::fixture("indicators"));
+    // 2026-10-02, -04, -06 00:00 UTC: A 3e6 B, B 1e6 B, C 5e6 B; A fails over 2 h on the 5th,
+    // D is down 6 h on the 15th.
+    let oct1 = 1_790_812_800_i64;
+    let day = 86_400;
+    let mut sql = String::new();
+    for (d, site, bytes) in [
+        (1, "A", 3_000_000),
+        (3, "B", 1_000_000),
+        (5, "C", 5_000_000),
+    ] {
+        sql += &format!(
+            "INSERT INTO flow_minute(minute, site_id, exporter, protocol, direction, flows, packets, bytes) \
+             VALUES ({}, '{site}', '', 6, 1, 1, 1, {bytes});",
+            oct1 + d * day
+        );
+    }
+    for (site, kind, from_s, hours) in [
+        ("A", "failover", oct1 + 4 * day + 36_000, 2),
+        ("D", "outage", oct1 + 14 * day, 6),
+    ] {
+        sql += &format!(
+            "INSERT INTO episodes(site_id, kind, start_ms, end_ms) VALUES ('{site}', '{kind}', {}, {});",
+            from_s * 1000,
+            (from_s + hours * 3600) * 1000
+        );
+    }
+    c.sql(&sql);
+    let html = c.dir.path().join("rapport.html");
+    rie_e2e::run_ok(
+        Command::new(rie_e2e::bin("rie-collector"))
+            .arg("report")
+            .args(c.config_args())
+            .arg("--costs")
+            .arg(rie_e2e::fixture("indicators/costs.toml"))
+            .args([
+                "--period", "2026-10", "--by", "ministry", "--format", "html", "--out",
+            ])
+            .arg(&html),
+    );
+    let b = Browser::start();
+    b.post("/window/rect", json!({"width": 1400, "height": 1300}));
+    b.goto(&format!("file://{}", html.display()));
+    assert_eq!(b.js("return document.documentElement.lang;"), "fr");
+    // The national total, to the cent (narrow no-break spaces between thousands).
+    let text = b.js("return document.body.innerText;");
+    let text = text.as_str().unwrap().replace(['\u{202f}', '\u{a0}'], " ");
+    assert!(text.contains("5 590,83 €"), "{text}");
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('script, link, img')].length;"),
+        json!(0)
+    );
+    b.screenshot(&image_path("finance-report.png"));
+    assert_committed_image("finance-report.png");
+}
+
+/// With authentication required (`[auth] required = true`), the page opened without
+/// credentials says that a login is needed and shows no data; opened from a login link
+/// (`/#token=…`, as the demo prints), it loads under the page's strict content policy, the
+/// token leaves the address bar at once, and the tab keeps working after a reload.
+#[test]
+fn the_page_asks_for_a_login_and_a_login_link_opens_it() {
+    let c = Collector::start_with_config("[auth]\nrequired = true\n");
+    let token = c.create_token("noc", "browser");
+    let b = Browser::start();
+    b.goto(&c.url("/"));
+    let msg = b.wait("the login notice", Duration::from_secs(10), |b| {
+        let t = b.js(
+            "const e = document.getElementById('login'); return e.hidden ? null : e.textContent;",
+        );
+        t.as_str().map(String::from)
+    });
+    assert!(msg.starts_with("Connexion requise"), "{msg}");
+    assert_eq!(
+        b.js("return document.querySelector('#login a').getAttribute('href');"),
+        json!("/auth/login")
+    );
+    assert_eq!(b.text("#count-0"), "–", "no data without a login");
+
+    b.goto(&c.url(&format!("/#token={token}")));
+    b.wait("the 3 sites of the fixture", Duration::from_secs(10), |b| {
+        (b.text("#count-5") == "3").then_some(())
+    });
+    assert_eq!(b.js("return location.hash;"), json!(""));
+    assert_eq!(
+        b.js("return document.getElementById('login').hidden;"),
+        json!(true)
+    );
+    // A reload of the same tab keeps the token (sessionStorage), still out of the URL.
+    b.goto(&c.url("/"));
+    b.wait("the sites after a reload", Duration::from_secs(10), |b| {
+        (b.text("#count-5") == "3").then_some(())
+    });
+    assert_eq!(
+        b.js("return document.getElementById('login').hidden;"),
+        json!(true)
+    );
+}

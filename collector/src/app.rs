@@ -367,6 +367,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         costs,
         gate,
         backup_prices,
+        national: Default::default(),
     });
     tracker.spawn(api::serve::serve(
         api_listener,

@@ -30,6 +30,27 @@ pub struct DemoOptions {
     pub incident_rate: f64,
 }
 
+/// An admin API token for the demo's newcomer, in the demo's store; returns the secret line.
+fn demo_admin_token(data_dir: &std::path::Path) -> Result<String, DemoError> {
+    use rie_collector::auth;
+    use rie_collector::store::api_tokens::{self, TokenRow};
+    let reader = rie_collector::store::Reader::open(&data_dir.join("rie.db"))?;
+    let (id, secret, text) = auth::new_token();
+    api_tokens::insert(
+        &reader,
+        &TokenRow {
+            id,
+            name: "demo admin".into(),
+            role: auth::Role::Admin.to_string(),
+            secret_sha256: auth::hash_secret(&secret),
+            created_ms: now_ms(),
+            expires_ms: None,
+            revoked_ms: None,
+        },
+    )?;
+    Ok(text)
+}
+
 /// The demo's summary: sites reporting, batch rate, states, agents affected.
 fn summary_line(
     running: &rie_collector::Running,
@@ -97,6 +118,9 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         &inv.sites,
     )?;
 
+    // The API requires a token, as in production; the newcomer gets an admin one in a link.
+    let admin_token = demo_admin_token(&data_dir)?;
+
     let mut cfg = CollectorConfig {
         data_dir,
         inventory: inv_dir,
@@ -105,6 +129,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
     cfg.tls.pki_dir = pki_dir.clone();
     cfg.probes.listen = SocketAddr::from(([127, 0, 0, 1], 0));
     cfg.api.listen = opts.api_listen;
+    cfg.auth.required = Some(true);
     // Silence shows after three missed batches.
     cfg.sites.silent_after = opts.interval * 3 + Duration::from_secs(2);
     // The collector stops after the probes, so that none of them sees it go away.
@@ -125,8 +150,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         "rie-telemetry demo: {} sites, {} agents, {} links ({} sites dual-homed); collector probe listener {} (TLS)",
         summary.sites, summary.agents, summary.links, summary.dual_homed, running.probe_addr
     );
-    println!("  status   http://{api}/  (NOC status page)");
-    println!("  sites    http://{api}/api/v1/sites");
+    println!("  status   http://{api}/#token={admin_token}  (NOC status page; this link logs you in as admin)");
+    println!("  API      send the token: curl -H \"Authorization: Bearer {admin_token}\" http://{api}/api/v1/sites");
     println!("  one site http://{api}/api/v1/sites/S00001");
     println!("  traffic  http://{api}/api/v1/flows/totals?from=2020-01-01T00:00:00Z&to=2100-01-01T00:00:00Z");
     println!("  metrics  http://{api}/metrics");
@@ -134,6 +159,7 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         "  files    {} (inventory/, pki/, data/rie.db)",
         opts.dir.display()
     );
+    println!("  login    people log in with OpenID Connect once [auth.oidc] is set (docs/security.md); programs use `rie-collector token create`");
     println!(
         "Simulated probes report every {:?}; stop with Ctrl-C.",
         opts.interval

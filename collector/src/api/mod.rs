@@ -1,10 +1,12 @@
 //! HTTP API (JSON, described in `docs/openapi.yaml`) and the `/metrics` endpoint.
 //!
 //! Owns every HTTP route of the collector: the JSON API and `/metrics` (here), the status page
-//! (`web`), and the listener that serves them (`serve`: HTTPS, certificate reload, security
-//! headers). May import `store` (reads), `sites`, `indicators`, `inventory`, `metrics`, `pki`;
-//! never `ingest` or `sinks`. Only `app` imports it.
+//! (`web`, with the national traffic in `national`), and the listener that serves them
+//! (`serve`: HTTPS, certificate reload, security headers). May import `store` (reads), `sites`,
+//! `indicators`, `inventory`, `metrics`, `pki`, `auth`; never `ingest` or `sinks`. Only `app`
+//! imports it.
 
+mod national;
 pub mod serve;
 pub mod web;
 
@@ -39,6 +41,8 @@ pub struct AppState {
     pub gate: Arc<auth::gate::Gate>,
     /// Price catalogue of `/api/v1/indicators/resilience-plan`.
     pub backup_prices: Arc<crate::indicators::resilience_plan::BackupPrices>,
+    /// Store part of `/api/v1/national/traffic`, shared by every screen for a few seconds.
+    pub national: Arc<national::TrafficCache>,
 }
 
 /// Who may read the operational views (status, sites, flows, episodes).
@@ -92,6 +96,11 @@ fn table() -> Vec<Route> {
             "/api/v1/flows/totals",
             Access::roles(OPERATIONS),
             get(flow_totals),
+        ),
+        Route::new(
+            "/api/v1/national/traffic",
+            Access::roles(NATIONAL),
+            get(national::traffic),
         ),
         Route::new(
             "/api/v1/indicators",

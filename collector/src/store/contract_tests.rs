@@ -289,6 +289,63 @@ fn load_gives_back_the_committed_state_on_both_backends() {
     assert_eq!(seen[0], seen[1]);
 }
 
+/// The status page's national traffic read: bytes by direction per site over `[from, to)`
+/// (rows counted where they start, minutes outside left out, probe and NetFlow summed), equal
+/// on both backends.
+#[test]
+fn national_traffic_by_site_on_both_backends() {
+    let rt = runtime();
+    let row = |minute: i64, site: &str, exporter: &str, direction: i64, bytes: i64| FlowRow {
+        minute,
+        site: site.into(),
+        exporter: exporter.into(),
+        protocol: 6,
+        direction,
+        port_class: PortClass::Web,
+        flows: 1,
+        packets: 1,
+        bytes,
+    };
+    for mut b in both(&rt) {
+        let set = WriteSet {
+            flows: vec![
+                row(600, "S1", "", 1, 1000),
+                row(600, "S1", "", 2, 200),
+                row(600, "S1", "192.0.2.1", 1, 30),
+                row(660, "S2", "", 2, 5000),
+                row(840, "S2", "", 0, 7),
+                row(900, "S1", "", 1, 1),
+                row(540, "S3", "", 1, 99),
+            ],
+            now_ms: 1,
+            ..WriteSet::default()
+        };
+        b.opened.store.write(&set).unwrap();
+        let r = &b.opened.reader;
+        let d = |inbound, outbound, unknown| DirectionBytes {
+            inbound,
+            outbound,
+            unknown,
+        };
+        assert_eq!(
+            r.traffic_by_site(600, 900).unwrap(),
+            vec![
+                ("S1".to_string(), d(1030, 200, 0)),
+                ("S2".into(), d(0, 5000, 7))
+            ],
+            "{}",
+            b.name
+        );
+        assert_eq!(
+            r.traffic_by_site(900, 960).unwrap(),
+            vec![("S1".to_string(), d(1, 0, 0))],
+            "{}",
+            b.name
+        );
+        assert_eq!(r.traffic_by_site(0, 60).unwrap(), vec![], "{}", b.name);
+    }
+}
+
 /// API tokens (`api_tokens`): what is inserted reads back the same, the list is in creation
 /// order, revocation by id or name marks live tokens only and says how many.
 #[test]

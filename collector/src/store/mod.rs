@@ -60,7 +60,7 @@ pub mod schema;
 pub mod sqlite;
 
 pub use config::StoreConfig;
-pub use read::{Counts, Episode, FlowTotals, LinkMinute, Reader, TalkerTotal};
+pub use read::{Counts, DirectionBytes, Episode, FlowTotals, LinkMinute, Reader, TalkerTotal};
 pub use sqlite::{open, SqliteStore};
 
 use rie_proto::{EpisodeKind, PortClass};

@@ -119,6 +119,55 @@ pub struct MinuteTraffic {
     pub bytes: i64,
 }
 
+/// Traffic bytes split by direction (`rie_proto::Direction::as_i64`: 1 inbound, 2 outbound,
+/// anything else unknown).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+pub struct DirectionBytes {
+    pub inbound: u64,
+    pub outbound: u64,
+    pub unknown: u64,
+}
+
+impl DirectionBytes {
+    /// Adds `bytes` of stored direction code `direction`.
+    pub fn add(&mut self, direction: i64, bytes: u64) {
+        match direction {
+            1 => self.inbound += bytes,
+            2 => self.outbound += bytes,
+            _ => self.unknown += bytes,
+        }
+    }
+
+    /// Adds another count, direction by direction.
+    pub fn add_all(&mut self, other: &DirectionBytes) {
+        self.inbound += other.inbound;
+        self.outbound += other.outbound;
+        self.unknown += other.unknown;
+    }
+
+    pub fn total(&self) -> u64 {
+        self.inbound + self.outbound + self.unknown
+    }
+}
+
+/// Folds `(key, direction, bytes)` rows, ordered by key, into one [`DirectionBytes`] per key.
+pub(crate) fn fold_directions<K: PartialEq>(
+    rows: impl IntoIterator<Item = (K, i64, u64)>,
+) -> Vec<(K, DirectionBytes)> {
+    let mut out: Vec<(K, DirectionBytes)> = Vec::new();
+    for (k, d, b) in rows {
+        match out.last_mut() {
+            Some((last, v)) if *last == k => v.add(d, b),
+            _ => {
+                let mut v = DirectionBytes::default();
+                v.add(d, b);
+                out.push((k, v));
+            }
+        }
+    }
+    out
+}
+
 /// Read side for the API, on its own connection (SQLite) or pool (PostgreSQL).
 pub struct Reader {
     inner: Inner,
@@ -266,6 +315,40 @@ impl Reader {
             })
         })?;
         Ok(rows.collect::<Result<_, _>>()?)
+    }
+
+    /// Traffic bytes by direction of every site with rows (any tier) starting in `[from, to)`
+    /// (Unix seconds), ordered by site id: one bucket of the status page's national traffic
+    /// (read bucket by bucket, so that other reads interleave on the SQLite connection).
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn traffic_by_site(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, DirectionBytes)>, StoreError> {
+        let conn = match self.conn() {
+            Ok(c) => c,
+            Err(pg) => return pg.traffic_by_site(from, to),
+        };
+        let mut stmt = conn.prepare_cached(
+            "SELECT site_id, direction, SUM(bytes) FROM flow_rollup
+             WHERE start >= ?1 AND start < ?2 GROUP BY site_id, direction ORDER BY site_id, direction",
+        )?;
+        let rows = stmt
+            .query_map(params![from, to], |r| {
+                Ok((
+                    r.get::<_, String>(0)?,
+                    r.get::<_, i64>(1)?,
+                    u64::try_from(r.get::<_, i64>(2)?).unwrap_or(0),
+                ))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        let mut out = fold_directions(rows);
+        // Byte order on both backends (a PostgreSQL collation may order text otherwise).
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// Episodes of a site overlapping `[from_ms, to_ms)`.

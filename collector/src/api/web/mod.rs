@@ -9,7 +9,8 @@
 //! national inventory) and the start of each incident. The site view uses the public API
 //! (`/api/v1/sites/{id}`, `/episodes`, `/api/v1/flows/totals`) and one more endpoint served
 //! here, `/api/v1/sites/{id}/links/history`: the last hour of each link's checks from the
-//! store's minute rollups (RTT and loss), which no other endpoint gave.
+//! store's minute rollups (RTT and loss), which no other endpoint gave. The national traffic
+//! section (`assets/traffic.js`) polls `/api/v1/national/traffic` (`api::national`).
 
 use std::collections::BTreeMap;
 
@@ -29,8 +30,8 @@ use rie_common::now_ms;
 const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
+const TRAFFIC_JS: &str = include_str!("assets/traffic.js");
 
-/// Routes of the status page, merged into the API router.
 /// The page's routes: the page and its files are public (they hold no data); the data
 /// endpoints follow the API's rules.
 pub fn table() -> Vec<Route> {
@@ -40,6 +41,7 @@ pub fn table() -> Vec<Route> {
         Route::new("/", Access::PUBLIC, get(index)),
         Route::new("/assets/app.js", Access::PUBLIC, get(app_js)),
         Route::new("/assets/app.css", Access::PUBLIC, get(app_css)),
+        Route::new("/assets/traffic.js", Access::PUBLIC, get(traffic_js)),
         Route::new(
             "/api/v1/status",
             Access::roles(super::NATIONAL),
@@ -77,6 +79,10 @@ async fn index() -> Response {
 
 async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn traffic_js() -> Response {
+    asset("text/javascript; charset=utf-8", TRAFFIC_JS)
 }
 
 async fn app_css() -> Response {
@@ -270,7 +276,8 @@ mod tests {
         assert!(INDEX_HTML.contains("/assets/app.js"));
         // Works on a closed network: nothing loaded from another host.
         // (The SVG namespace is a name, not something fetched.)
-        for a in [INDEX_HTML, APP_JS, APP_CSS].map(|a| a.replace("http://www.w3.org/2000/svg", ""))
+        for a in [INDEX_HTML, APP_JS, APP_CSS, TRAFFIC_JS]
+            .map(|a| a.replace("http://www.w3.org/2000/svg", ""))
         {
             assert!(
                 !a.contains("http://") && !a.contains("https://"),

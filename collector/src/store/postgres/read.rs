@@ -13,7 +13,10 @@ use tokio::runtime::Handle;
 
 use super::super::config::PostgresConfig;
 use super::super::credentials::{hash_token, Verdict};
-use super::super::read::{Counts, Episode, FlowTotals, LinkMinute, MinuteTraffic, TalkerTotal};
+use super::super::read::{
+    fold_directions, Counts, DirectionBytes, Episode, FlowTotals, LinkMinute, MinuteTraffic,
+    TalkerTotal,
+};
 use super::super::StoreError;
 
 /// Read side on PostgreSQL.
@@ -166,6 +169,36 @@ impl PgReader {
             })
         })
         .collect()
+    }
+
+    /// See `Reader::traffic_by_site`.
+    ///
+    /// # Errors
+    /// Database errors.
+    pub fn traffic_by_site(
+        &self,
+        from: i64,
+        to: i64,
+    ) -> Result<Vec<(String, DirectionBytes)>, StoreError> {
+        let rows = self.query(
+            "SELECT site_id, direction, SUM(bytes)::BIGINT FROM flow_rollup
+             WHERE start >= $1 AND start < $2 GROUP BY site_id, direction ORDER BY site_id, direction",
+            &[&from, &to],
+        )?;
+        let rows = rows
+            .iter()
+            .map(|r| {
+                Ok((
+                    self.get::<String>(r, 0)?,
+                    self.get::<i64>(r, 1)?,
+                    u64::try_from(self.get::<i64>(r, 2)?).unwrap_or(0),
+                ))
+            })
+            .collect::<Result<Vec<_>, StoreError>>()?;
+        let mut out = fold_directions(rows);
+        // Byte order on both backends (a PostgreSQL collation may order text otherwise).
+        out.sort_by(|a, b| a.0.cmp(&b.0));
+        Ok(out)
     }
 
     /// See `Reader::episodes`.

@@ -4,6 +4,44 @@
 // list. No external code: the page runs on the NOC's closed network.
 "use strict";
 
+// A login link (`/#token=rie_…`, printed by the demo or handed out by an admin) carries an API
+// token: kept for this tab only (sessionStorage), and removed at once from the address bar and
+// the history. Without one, requests carry the session cookie of an OpenID Connect login.
+const API_TOKEN = (() => {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const t = p.get("token");
+  if (t && /^rie_[0-9a-f]{12}_[0-9a-f]{64}$/.test(t)) {
+    sessionStorage.setItem("rie-token", t);
+    p.delete("token");
+    const rest = p.toString();
+    history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+  }
+  return sessionStorage.getItem("rie-token");
+})();
+
+// A login link opened in a tab already showing the page changes only the fragment: load again
+// so that the token above is read.
+window.addEventListener("hashchange", () => {
+  if (new URLSearchParams(location.hash.slice(1)).has("token")) location.reload();
+});
+
+/** fetch() with the tab's API token when it has one; a 401 says how to log in. */
+async function apiFetch(url, opts = {}) {
+  const headers = Object.assign({}, opts.headers || {});
+  if (API_TOKEN) headers.Authorization = "Bearer " + API_TOKEN;
+  const r = await fetch(url, Object.assign({}, opts, { headers }));
+  if (r.status === 401) loginNeeded();
+  return r;
+}
+
+function loginNeeded() {
+  const f = document.getElementById("login");
+  if (!f || !f.hidden) return;
+  f.textContent = "Connexion requise : ";
+  f.append(el("a", { href: "/auth/login" }, "se connecter"), " (ou ouvrir le lien de connexion reçu).");
+  f.hidden = false;
+}
+
 const POLL_MS = 2000;
 const STATE_NAMES = ["Opérationnel", "Dégradé", "Sur secours", "Hors service", "Sonde muette", "Inconnu"];
 const STATE_COLORS = ["#1b7a35", "#a35200", "#6236b0", "#c00d1e", "#4d4d4d", "#6b7785"];
@@ -102,7 +140,7 @@ function place(site) {
 }
 
 async function loadInventory() {
-  const r = await fetch("/api/v1/status/sites", { cache: "no-store" });
+  const r = await apiFetch("/api/v1/status/sites", { cache: "no-store" });
   if (!r.ok) throw new Error("inventaire : HTTP " + r.status);
   const j = await r.json();
   inv.sites = j.sites;
@@ -118,7 +156,7 @@ async function loadInventory() {
 
 async function poll() {
   try {
-    const r = await fetch(statusUrl, { cache: "no-store" });
+    const r = await apiFetch(statusUrl, { cache: "no-store" });
     if (!r.ok) throw new Error("HTTP " + r.status);
     const j = await r.json();
     if (j.states.length !== inv.sites.length) {
@@ -257,7 +295,7 @@ function siteAt(x, y) {
 }
 
 async function getJson(url) {
-  const r = await fetch(url, { cache: "no-store" });
+  const r = await apiFetch(url, { cache: "no-store" });
   if (r.status === 404) return null;
   if (!r.ok) throw new Error(url + " : HTTP " + r.status);
   return r.json();
