@@ -2,7 +2,8 @@
 //! token. `main` and the tests start the collector through [`run`] the same way.
 //!
 //! Owns: the order of start-up (config check, inventory, PKI, store open and resume, commit
-//! stage thread, sinks, compactor, the shared-database duties of `duties`, listeners) and of
+//! stage thread, sinks, compactor, the shared-database duties of `duties`, the finance duty,
+//! listeners) and of
 //! shutdown (inputs stop, the commit stage drains its queue, sinks flush). May import every module of the crate; only `main` and the
 //! tests (and `rie-sim`) import it.
 
@@ -318,6 +319,20 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     if let Some(pg) = &shared_pg {
         crate::duties::start_shared(pg, sites.clone(), leadership.clone(), &shutdown, &tracker);
     }
+    crate::finance::start(
+        crate::finance::Duty {
+            cfg: cfg.finance.clone(),
+            reader: reader.clone(),
+            inventory: inventory.clone(),
+            model: costs.clone(),
+            prices: backup_prices.clone(),
+            influx: influx.clone(),
+            leadership: leadership.clone(),
+            metrics: crate::finance::FinanceMetrics::register(&metrics.registry),
+        },
+        &shutdown,
+        &tracker,
+    );
 
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),
