@@ -30,6 +30,13 @@ pub const RELOAD_POLL: Duration = Duration::from_secs(2);
 /// How long open connections get to finish at shutdown.
 const GRACE: Duration = Duration::from_secs(5);
 
+/// Bytes of request headers accepted (names and values); more gets 431. A browser with a
+/// session cookie sends about 1 kB.
+pub const MAX_HEADERS: usize = 16 * 1024;
+
+/// Bytes of request body accepted (the API is read-only: GETs carry none).
+const MAX_BODY: usize = 64 * 1024;
+
 /// `Strict-Transport-Security` under TLS: a year, subdomains included.
 const HSTS: &str = "max-age=31536000; includeSubDomains";
 
@@ -131,6 +138,8 @@ pub async fn serve(
     let secure = tls.is_some();
     let proxies = Arc::new(cfg.behind_proxy.then_some(cfg.trusted_proxies.clone()));
     let app = app
+        .layer(axum::middleware::from_fn(limit_headers))
+        .layer(axum::extract::DefaultBodyLimit::max(MAX_BODY))
         .layer(axum::middleware::from_fn(move |req, next| {
             security_headers(secure, req, next)
         }))
@@ -235,6 +244,23 @@ async fn security_headers(secure: bool, req: Request, next: Next) -> Response {
         );
     }
     res
+}
+
+/// Refuses requests whose headers exceed [`MAX_HEADERS`] before any route sees them.
+async fn limit_headers(req: Request, next: Next) -> Response {
+    let size: usize = req
+        .headers()
+        .iter()
+        .map(|(k, v)| k.as_str().len() + v.len())
+        .sum();
+    if size > MAX_HEADERS {
+        return (
+            StatusCode::REQUEST_HEADER_FIELDS_TOO_LARGE,
+            "request headers too large\n",
+        )
+            .into_response();
+    }
+    next.run(req).await
 }
 
 /// Behind a proxy, only the proxies may connect: anyone else would bypass its TLS.
