@@ -10,6 +10,7 @@
 //! PKI and inventory), `rie-probe` (uplink, session, spool, producer), `rie-flow` (the seeded
 //! measurement simulator), `rie-common` and `rie-proto`. Nothing of ours imports it.
 
+pub mod api_flood;
 pub mod demo;
 pub mod fleet;
 pub mod loadgen;
