@@ -126,6 +126,7 @@ impl CollectorConfig {
             self.sites.validate(),
             self.influx.validate(),
             self.api.validate(),
+            self.auth.oidc.as_ref().map_or(Ok(()), |o| o.validate()),
         ];
         for check in checks {
             check.map_err(|(key, message)| invalid(key, message))?;

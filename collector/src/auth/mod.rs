@@ -11,9 +11,15 @@
 //! - `admin`: everything;
 //! - `metrics`: `/metrics` only (Prometheus).
 //!
-//! May import `store` (token rows), `inventory` (scopes), `metrics`; `api` imports it.
+//! People log in through OpenID Connect (`oidc`) and get a server-side session (`session`);
+//! their role comes from the provider's claims by `[auth.roles]`.
+//!
+//! May import `store` (token and session rows), `inventory` (scopes), `metrics`; `api`
+//! imports it.
 
 pub mod gate;
+pub mod oidc;
+pub mod session;
 
 use std::fmt;
 
@@ -183,6 +189,12 @@ pub struct AuthConfig {
     /// on loopback without a proxy in front (a single machine, the demo), where it stays open.
     #[serde(default)]
     pub required: Option<bool>,
+    /// Login of people through an OpenID Connect provider (`[auth.oidc]`; off when absent).
+    #[serde(default)]
+    pub oidc: Option<oidc::OidcConfig>,
+    /// How the provider's claims give a role (`[[auth.roles.map]]`).
+    #[serde(default)]
+    pub roles: oidc::RolesConfig,
 }
 
 impl AuthConfig {
@@ -289,6 +301,7 @@ mod tests {
         assert!(c.required("0.0.0.0:8443".parse().unwrap(), false));
         let forced = AuthConfig {
             required: Some(true),
+            ..AuthConfig::default()
         };
         assert!(forced.required("127.0.0.1:8480".parse().unwrap(), false));
     }

@@ -44,6 +44,8 @@ use super::{Reader, StoreError};
 pub const TABLES: &[&str] = &[
     "probe_credentials",
     "api_tokens",
+    "api_sessions",
+    "api_logins",
     "probe_streams",
     "site_status",
     "episodes",

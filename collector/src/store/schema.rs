@@ -99,6 +99,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "API tokens",
         apply: |conn| conn.execute_batch(API_TOKENS),
     },
+    Migration {
+        version: 5,
+        name: "sessions of people logged in with OpenID Connect",
+        apply: |conn| conn.execute_batch(API_SESSIONS),
+    },
 ];
 
 /// API tokens (`store::api_tokens`): the secret's SHA-256 only, never the secret.
@@ -112,8 +117,29 @@ const API_TOKENS: &str = "CREATE TABLE IF NOT EXISTS api_tokens(
     revoked_ms    INTEGER
 );";
 
+/// Sessions and logins in progress (`store::api_sessions`): the cookie's SHA-256 only.
+const API_SESSIONS: &str = "CREATE TABLE IF NOT EXISTS api_sessions(
+    id_sha256    TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    claims_json  TEXT NOT NULL,
+    id_token     TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    revoked_ms   INTEGER
+);
+CREATE TABLE IF NOT EXISTS api_logins(
+    id_sha256     TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    nonce         TEXT NOT NULL,
+    pkce_verifier TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL
+);";
+
 /// The version this collector writes.
-pub const LATEST: i64 = 4;
+pub const LATEST: i64 = 5;
 
 /// Applies the migrations `conn`'s database lacks.
 ///
