@@ -167,7 +167,11 @@ fn every_route_answers_each_role_exactly_and_scopes_hold() {
     for (path, allowed) in EXPECTED {
         if allowed.contains(&"login") {
             let (status, _, body) = get(&c, path, None);
-            assert_eq!(status, login_route(path, None), "{path} without a token: {body}");
+            assert_eq!(
+                status,
+                login_route(path, None),
+                "{path} without a token: {body}"
+            );
             for (label, _, _) in ROLES {
                 let (status, _, body) = get(&c, path, Some(&bearer(&tokens[label])));
                 let expected = login_route(path, Some(label));

@@ -66,7 +66,11 @@ fn openssl(args: &[&str], input: &[u8]) -> Vec<u8> {
         .expect(INSTALL);
     c.stdin.take().unwrap().write_all(input).unwrap();
     let out = c.wait_with_output().unwrap();
-    assert!(out.status.success(), "openssl {args:?}: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "openssl {args:?}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     out.stdout
 }
 
@@ -205,22 +209,37 @@ fn start_provider(redirect: &str) -> Provider {
         .env("LLNG_REDIRECT", redirect)
         .output()
         .expect(INSTALL);
-    assert!(out.status.success(), "mkconf: {}", String::from_utf8_lossy(&out.stderr));
+    assert!(
+        out.status.success(),
+        "mkconf: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
     let log = std::fs::File::create(dir.path().join("portal.log")).unwrap();
     let child = Command::new("plackup")
         .args(["-s", "HTTP::Server::PSGI", "--host", "127.0.0.1", "--port"])
         .arg(llng.port().to_string())
-        .args(["-E", "deployment", "/usr/share/lemonldap-ng/portal/htdocs/index.psgi"])
+        .args([
+            "-E",
+            "deployment",
+            "/usr/share/lemonldap-ng/portal/htdocs/index.psgi",
+        ])
         .env("LLNG_DEFAULTCONFFILE", dir.path().join("lemonldap-ng.ini"))
         .stdout(log.try_clone().unwrap())
         .stderr(log)
         .spawn()
         .expect(INSTALL);
     let foreign = dir.path().join("foreign.key");
-    openssl(&["genrsa", "-out", &foreign.display().to_string(), "2048"], b"");
+    openssl(
+        &["genrsa", "-out", &foreign.display().to_string(), "2048"],
+        b"",
+    );
     let tamper = Arc::new(Mutex::new(Tamper::None));
     {
-        let (tamper, key, foreign) = (tamper.clone(), dir.path().join("oidc-sig.key"), foreign.clone());
+        let (tamper, key, foreign) = (
+            tamper.clone(),
+            dir.path().join("oidc-sig.key"),
+            foreign.clone(),
+        );
         std::thread::spawn(move || {
             for c in relay_listener.incoming().flatten() {
                 let t = *tamper.lock().unwrap();
@@ -291,7 +310,10 @@ impl Browser {
     }
 
     fn cookie(&self, name: &str) -> Option<String> {
-        self.cookies.iter().find(|(k, _)| k == name).map(|(_, v)| v.clone())
+        self.cookies
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.clone())
     }
 
     fn answer(&mut self, r: Result<ureq::Response, ureq::Error>, url: &str) -> Answer {
@@ -345,7 +367,13 @@ fn authorize(c: &Collector, b: &mut Browser, provider: &mut Browser, user: &str)
     assert_eq!(start.status, 303, "{}", start.body);
     assert!(b.cookie("rie_login").is_some());
     let authz = start.location;
-    for p in ["code_challenge_method=S256", "code_challenge=", "state=", "nonce=", "scope=openid"] {
+    for p in [
+        "code_challenge_method=S256",
+        "code_challenge=",
+        "state=",
+        "nonce=",
+        "scope=openid",
+    ] {
         assert!(authz.contains(p), "{p} missing from {authz}");
     }
     let form = provider.get(&authz);
@@ -361,7 +389,11 @@ fn authorize(c: &Collector, b: &mut Browser, provider: &mut Browser, user: &str)
     } else {
         form
     };
-    assert_eq!(at_provider.status, 302, "login at the provider: {}", at_provider.body);
+    assert_eq!(
+        at_provider.status, 302,
+        "login at the provider: {}",
+        at_provider.body
+    );
     assert!(
         at_provider.location.starts_with(&c.url("/auth/callback?")),
         "{}",
@@ -438,16 +470,30 @@ role = "finance"
     let start = Browser::agent().get(&c.url("/auth/login")).call().unwrap();
     let set = start.header("set-cookie").unwrap_or_default().to_string();
     assert!(
-        set.starts_with("rie_login=") && set.contains("HttpOnly") && set.contains("SameSite=Lax") && set.contains("Path=/auth"),
+        set.starts_with("rie_login=")
+            && set.contains("HttpOnly")
+            && set.contains("SameSite=Lax")
+            && set.contains("Path=/auth"),
         "{set}"
     );
     let cb = authorize(&c, &mut b, &mut at_idp, "dwho");
-    let r = Browser::agent().get(&cb).set("Cookie", &b.header()).call().unwrap();
+    let r = Browser::agent()
+        .get(&cb)
+        .set("Cookie", &b.header())
+        .call()
+        .unwrap();
     assert_eq!(r.status(), 303);
     let set: Vec<&str> = r.all("set-cookie");
-    let session_set = set.iter().find(|s| s.starts_with("rie_session=")).expect("session cookie");
+    let session_set = set
+        .iter()
+        .find(|s| s.starts_with("rie_session="))
+        .expect("session cookie");
     assert!(
-        session_set.contains("HttpOnly") && session_set.contains("SameSite=Lax") && session_set.contains("Path=/") && session_set.contains("Max-Age=43200") && !session_set.contains("Secure"),
+        session_set.contains("HttpOnly")
+            && session_set.contains("SameSite=Lax")
+            && session_set.contains("Path=/")
+            && session_set.contains("Max-Age=43200")
+            && !session_set.contains("Secure"),
         "{session_set}"
     );
     b.keep(&r);
@@ -459,22 +505,41 @@ role = "finance"
 
     // What noc may read, exactly; nothing of finance.
     let (s, me) = with_cookie(&c, "/auth/me", &dwho);
-    assert_eq!((s, me.as_str()), (200, r#"{"name":"dwho@badwolf.org","role":"noc"}"#));
+    assert_eq!(
+        (s, me.as_str()),
+        (200, r#"{"name":"dwho@badwolf.org","role":"noc"}"#)
+    );
     assert_eq!(with_cookie(&c, "/api/v1/sites", &dwho).0, 200);
     assert_eq!(with_cookie(&c, "/api/v1/status", &dwho).0, 200);
-    assert_eq!(with_cookie(&c, "/api/v1/indicators?period=2026", &dwho).0, 403);
+    assert_eq!(
+        with_cookie(&c, "/api/v1/indicators?period=2026", &dwho).0,
+        403
+    );
     assert_eq!(with_cookie(&c, "/metrics", &dwho).0, 403);
 
     // rtyler (earthlings) is finance: the reverse.
     let mut b2 = Browser::default();
     let mut at_idp2 = Browser::default();
     let rtyler = format!("rie_session={}", login(&c, &mut b2, &mut at_idp2, "rtyler"));
-    assert_eq!(with_cookie(&c, "/api/v1/indicators?period=2026", &rtyler).0, 200);
+    assert_eq!(
+        with_cookie(&c, "/api/v1/indicators?period=2026", &rtyler).0,
+        200
+    );
     assert_eq!(with_cookie(&c, "/api/v1/sites", &rtyler).0, 403);
-    assert_eq!(with_cookie(&c, "/auth/me", &rtyler).1, r#"{"name":"rtyler@badwolf.org","role":"finance"}"#);
+    assert_eq!(
+        with_cookie(&c, "/auth/me", &rtyler).1,
+        r#"{"name":"rtyler@badwolf.org","role":"finance"}"#
+    );
 
     // A replayed code, through a new login of the same browser: refused by the provider.
-    let code = cb.split("code=").nth(1).unwrap().split('&').next().unwrap().to_string();
+    let code = cb
+        .split("code=")
+        .nth(1)
+        .unwrap()
+        .split('&')
+        .next()
+        .unwrap()
+        .to_string();
     let fresh = authorize(&c, &mut b, &mut at_idp, "dwho");
     let replayed = b.get(&replace_param(&fresh, "code", &code));
     assert_eq!(replayed.status, 401, "{}", replayed.body);
@@ -497,8 +562,16 @@ role = "finance"
         let r = b.get(&cb);
         *provider_ctl.tamper.lock().unwrap() = Tamper::None;
         assert_eq!(r.status, 401, "{tamper:?}: {}", r.body);
-        assert!(b.cookie("rie_session").is_some_and(|v| format!("rie_session={v}") == dwho), "no new session for {tamper:?}");
-        assert_eq!(c.metric("rie_collector_oidc_jwks_fetches_total"), fetches, "{tamper:?} ({reason})");
+        assert!(
+            b.cookie("rie_session")
+                .is_some_and(|v| format!("rie_session={v}") == dwho),
+            "no new session for {tamper:?}"
+        );
+        assert_eq!(
+            c.metric("rie_collector_oidc_jwks_fetches_total"),
+            fetches,
+            "{tamper:?} ({reason})"
+        );
     }
 
     // Tampered, malformed and oversized cookies.
@@ -506,7 +579,10 @@ role = "finance"
     let last = tampered.pop().unwrap();
     tampered.push(if last == '0' { '1' } else { '0' });
     assert_eq!(with_cookie(&c, "/api/v1/sites", &tampered).0, 401);
-    assert_eq!(with_cookie(&c, "/api/v1/sites", "rie_session=not-hex").0, 401);
+    assert_eq!(
+        with_cookie(&c, "/api/v1/sites", "rie_session=not-hex").0,
+        401
+    );
     let big = format!("{dwho}; pad={}", "x".repeat(5000));
     assert_eq!(with_cookie(&c, "/api/v1/sites", &big).0, 401);
     assert_eq!(with_cookie(&c, "/auth/me", &tampered).0, 401);
@@ -529,7 +605,9 @@ role = "finance"
         .unwrap()
         .into_json()
         .unwrap();
-    let end_session = disc["end_session_endpoint"].as_str().expect("end_session_endpoint");
+    let end_session = disc["end_session_endpoint"]
+        .as_str()
+        .expect("end_session_endpoint");
     let out = b.get(&c.url("/auth/logout"));
     assert_eq!(out.status, 303);
     assert!(out.location.starts_with(end_session), "{}", out.location);
@@ -538,10 +616,17 @@ role = "finance"
     assert_eq!(with_cookie(&c, "/api/v1/sites", &dwho).0, 401);
     assert_eq!(with_cookie(&c, "/auth/me", &dwho).0, 401);
     // The other person's session is untouched.
-    assert_eq!(with_cookie(&c, "/api/v1/indicators?period=2026", &rtyler).0, 200);
+    assert_eq!(
+        with_cookie(&c, "/api/v1/indicators?period=2026", &rtyler).0,
+        200
+    );
 
     // Every result counted exactly.
-    let logins = |r: &str| c.metric(&format!("rie_collector_oidc_logins_total{{result=\"{r}\"}}"));
+    let logins = |r: &str| {
+        c.metric(&format!(
+            "rie_collector_oidc_logins_total{{result=\"{r}\"}}"
+        ))
+    };
     assert_eq!(logins("ok"), 2.0);
     assert_eq!(logins("no_login"), 1.0);
     assert_eq!(logins("code_refused"), 1.0);
@@ -550,7 +635,11 @@ role = "finance"
     assert_eq!(logins("bad_signature"), 2.0);
     assert_eq!(logins("malformed"), 1.0);
     assert_eq!(logins("provider_down"), 1.0);
-    let failures = |r: &str| c.metric(&format!("rie_collector_api_auth_failures_total{{reason=\"{r}\"}}"));
+    let failures = |r: &str| {
+        c.metric(&format!(
+            "rie_collector_api_auth_failures_total{{reason=\"{r}\"}}"
+        ))
+    };
     assert_eq!(failures("unknown"), 1.0);
     assert_eq!(failures("malformed"), 2.0);
     assert_eq!(failures("revoked"), 1.0);

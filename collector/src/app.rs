@@ -166,15 +166,16 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         None => None,
         Some(o) => {
             let secure = cfg.api.tls.is_some() || cfg.api.behind_proxy;
-            let oidc = crate::auth::oidc::Oidc::start(o.clone(), &cfg.auth.roles, &inventory, secure)
-                .await
-                .map_err(|e| {
-                    let file = cfg
-                        .source
-                        .as_ref()
-                        .map_or_else(|| "command line".to_string(), |p| p.display().to_string());
-                    ConfigError::invalid(file, &e.key, e.message)
-                })?;
+            let oidc =
+                crate::auth::oidc::Oidc::start(o.clone(), &cfg.auth.roles, &inventory, secure)
+                    .await
+                    .map_err(|e| {
+                        let file = cfg.source.as_ref().map_or_else(
+                            || "command line".to_string(),
+                            |p| p.display().to_string(),
+                        );
+                        ConfigError::invalid(file, &e.key, e.message)
+                    })?;
             if let Err(e) = oidc.metrics.register(&metrics_early.registry) {
                 tracing::warn!(error = %e, "OpenID Connect metrics not registered");
             }

@@ -31,7 +31,11 @@ const MAX_QUERY: usize = 8192;
 pub fn table() -> Vec<Route> {
     vec![
         Route::new("/auth/login", Access::PUBLIC, get(login)),
-        Route::new(crate::auth::oidc::CALLBACK_PATH, Access::PUBLIC, get(callback)),
+        Route::new(
+            crate::auth::oidc::CALLBACK_PATH,
+            Access::PUBLIC,
+            get(callback),
+        ),
         Route::new("/auth/logout", Access::PUBLIC, get(logout)),
         Route::new("/auth/me", Access::PUBLIC, get(me)),
     ]
@@ -89,7 +93,11 @@ async fn login(State(st): State<AppState>) -> Response {
     if blocking(move || {
         // Logins abandoned long ago, and sessions ended, go at the same time.
         let now = rie_common::now_ms();
-        api_sessions::purge(&reader, now - 86_400_000, now - LOGIN_TTL.as_millis() as i64)?;
+        api_sessions::purge(
+            &reader,
+            now - 86_400_000,
+            now - LOGIN_TTL.as_millis() as i64,
+        )?;
         api_sessions::insert_login(&reader, &row)
     })
     .await
@@ -104,11 +112,7 @@ async fn login(State(st): State<AppState>) -> Response {
     redirect(&started.url, &[sessions.set_login_cookie(&value)])
 }
 
-async fn callback(
-    State(st): State<AppState>,
-    headers: HeaderMap,
-    uri: Uri,
-) -> Response {
+async fn callback(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> Response {
     let Some((oidc, sessions)) = parts(&st) else {
         return not_configured();
     };
@@ -152,7 +156,10 @@ async fn callback(
         }
     };
     if rie_common::now_ms() - pending.created_ms > LOGIN_TTL.as_millis() as i64 {
-        return bad("login_expired", "this login took too long; start again at /auth/login");
+        return bad(
+            "login_expired",
+            "this login took too long; start again at /auth/login",
+        );
     }
     let state = params.get("state").map(String::as_str).unwrap_or_default();
     if !same_digest(&hash_secret(state), &hash_secret(&pending.state)) {
@@ -238,8 +245,9 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response {
 
 async fn me(State(st): State<AppState>, headers: HeaderMap) -> Response {
     match st.gate.identify(&headers).await {
-        Some(p) => Json(serde_json::json!({ "name": p.name, "role": p.role.to_string() }))
-            .into_response(),
+        Some(p) => {
+            Json(serde_json::json!({ "name": p.name, "role": p.role.to_string() })).into_response()
+        }
         None if !st.gate.required() => {
             Json(serde_json::json!({ "name": "open", "role": "admin" })).into_response()
         }

@@ -24,10 +24,9 @@ use openidconnect::reqwest::async_http_client;
 use openidconnect::{
     AuthenticationContextClass, AuthenticationFlow, AuthorizationCode, ClaimsVerificationError,
     ClientId, ClientSecret, CsrfToken, EmptyExtraTokenFields, IdToken, IdTokenFields, IssuerUrl,
-    LogoutRequest, Nonce, PkceCodeChallenge, PkceCodeVerifier, PostLogoutRedirectUrl,
-    ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope,
+    LogoutRequest, Nonce, OAuth2TokenResponse, PkceCodeChallenge, PkceCodeVerifier,
+    PostLogoutRedirectUrl, ProviderMetadataWithLogout, RedirectUrl, RequestTokenError, Scope,
     SignatureVerificationError, StandardErrorResponse, StandardTokenResponse, TokenResponse,
-    OAuth2TokenResponse,
 };
 use prometheus::{IntCounter, IntCounterVec, Opts, Registry};
 use serde::{Deserialize, Serialize};
@@ -189,7 +188,10 @@ pub struct RoleRule {
     pub role: String,
 }
 
-fn url_ok(key: &'static str, text: &str) -> Result<openidconnect::url::Url, (&'static str, String)> {
+fn url_ok(
+    key: &'static str,
+    text: &str,
+) -> Result<openidconnect::url::Url, (&'static str, String)> {
     let u = openidconnect::url::Url::parse(text).map_err(|e| {
         (
             key,
@@ -292,7 +294,9 @@ pub enum LoginError {
     BadClaims(String),
     #[error("the userinfo answer was refused ({0})")]
     UserInfo(String),
-    #[error("no [[auth.roles.map]] rule matches this person's claims; ask an administrator for a role")]
+    #[error(
+        "no [[auth.roles.map]] rule matches this person's claims; ask an administrator for a role"
+    )]
     NoRole,
 }
 
@@ -415,7 +419,10 @@ impl Oidc {
                 .map_err(|e| {
                     err(
                         "auth.oidc.client_secret_file",
-                        format!("{}: {e}; write the client secret in that file (mode 0600)", path.display()),
+                        format!(
+                            "{}: {e}; write the client secret in that file (mode 0600)",
+                            path.display()
+                        ),
                     )
                 })?
                 .trim()
@@ -493,9 +500,7 @@ impl Oidc {
     }
 
     /// The provider, discovered now if it was not.
-    async fn provider(
-        &self,
-    ) -> Result<tokio::sync::RwLockReadGuard<'_, Provider>, LoginError> {
+    async fn provider(&self) -> Result<tokio::sync::RwLockReadGuard<'_, Provider>, LoginError> {
         {
             let guard = self.provider.read().await;
             if let Ok(p) = tokio::sync::RwLockReadGuard::try_map(guard, Option::as_ref) {
@@ -691,8 +696,8 @@ impl Oidc {
             .additional_metadata()
             .end_session_endpoint
             .clone()?;
-        let mut req = LogoutRequest::from(endpoint)
-            .set_client_id(ClientId::new(self.cfg.client_id.clone()));
+        let mut req =
+            LogoutRequest::from(endpoint).set_client_id(ClientId::new(self.cfg.client_id.clone()));
         if let Ok(t) = id_token.parse::<ProviderIdToken>() {
             req = req.set_id_token_hint(&t);
         }

@@ -179,7 +179,8 @@ impl Sessions {
         if row.expires_ms <= now || row.last_seen_ms + ms(self.idle) <= now {
             return Err(SessionRefusal::Expired);
         }
-        let role = Role::parse(&row.role, &self.inventory).map_err(|_| SessionRefusal::Forbidden)?;
+        let role =
+            Role::parse(&row.role, &self.inventory).map_err(|_| SessionRefusal::Forbidden)?;
         let touch_every = ms(TOUCH_EVERY.min(self.idle / 10));
         if now - row.last_seen_ms >= touch_every {
             let reader = self.reader.clone();
@@ -240,8 +241,9 @@ impl Sessions {
 
     fn cookie_header(&self, name: &str, value: &str, path: &str, max_age: u64) -> HeaderValue {
         let secure = if self.secure { "; Secure" } else { "" };
-        let text =
-            format!("{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}");
+        let text = format!(
+            "{name}={value}; Path={path}; Max-Age={max_age}; HttpOnly; SameSite=Lax{secure}"
+        );
         // Only hex digits, digits and fixed ASCII: always a valid header value.
         HeaderValue::from_str(&text).unwrap_or_else(|_| HeaderValue::from_static(""))
     }

@@ -103,7 +103,9 @@ pub fn insert(reader: &Reader, s: &SessionRow) -> Result<(), StoreError> {
 pub fn get(reader: &Reader, id_sha256: &str) -> Result<Option<SessionRow>, StoreError> {
     let sql = |p: &str| format!("SELECT {COLUMNS} FROM api_sessions WHERE id_sha256 = {p}");
     match reader.conn() {
-        Ok(c) => Ok(c.query_row(&sql("?1"), [id_sha256], sqlite_row).optional()?),
+        Ok(c) => Ok(c
+            .query_row(&sql("?1"), [id_sha256], sqlite_row)
+            .optional()?),
         Err(pg) => {
             let rows = pg.query(&sql("$1"), &[&id_sha256])?;
             let Some(r) = rows.first() else {
