@@ -14,6 +14,8 @@
 //! an oversized callback query. A provider that goes down: existing sessions keep working,
 //! a callback says so (503).
 
+#![allow(clippy::unwrap_used)]
+
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::Path;
