@@ -40,6 +40,8 @@ enum Tamper {
     ForeignKnownKid,
     /// Valid claims signed with another key, under a key id the JWKS does not have.
     ForeignUnknownKid,
+    /// The signed userinfo answer re-signed with another key.
+    ForeignUserInfo,
     /// Connections are closed at once: the provider is down.
     Down,
 }
@@ -142,6 +144,8 @@ fn relay(mut client: TcpStream, upstream: SocketAddr, tamper: Tamper, key: &Path
         return;
     }
     let is_token = req.starts_with(b"POST /oauth2/token");
+    let is_userinfo =
+        req.starts_with(b"GET /oauth2/userinfo") || req.starts_with(b"POST /oauth2/userinfo");
     let Ok(mut up) = TcpStream::connect(upstream) else {
         return;
     };
@@ -150,7 +154,24 @@ fn relay(mut client: TcpStream, upstream: SocketAddr, tamper: Tamper, key: &Path
     let _ = up.write_all(text.as_bytes());
     let mut resp = Vec::new();
     let _ = up.read_to_end(&mut resp);
-    if is_token && tamper != Tamper::None {
+    if is_userinfo && tamper == Tamper::ForeignUserInfo {
+        if let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
+            let head = String::from_utf8_lossy(&resp[..end]).to_string();
+            let jwt = String::from_utf8_lossy(&resp[end + 4..]).trim().to_string();
+            let forged = sign(&payload(&jwt), "test-key-1", foreign);
+            let head: Vec<&str> = head
+                .lines()
+                .filter(|l| !l.to_lowercase().starts_with("content-length"))
+                .collect();
+            resp = format!(
+                "{}\r\nContent-Length: {}\r\n\r\n{forged}",
+                head.join("\r\n"),
+                forged.len()
+            )
+            .into_bytes();
+        }
+    }
+    if is_token && !matches!(tamper, Tamper::None | Tamper::ForeignUserInfo) {
         if let Some(end) = resp.windows(4).position(|w| w == b"\r\n\r\n") {
             let head = String::from_utf8_lossy(&resp[..end]).to_string();
             let mut body: Value = serde_json::from_slice(&resp[end + 4..]).unwrap_or(Value::Null);
@@ -450,6 +471,9 @@ client_id = "rie"
 client_secret = "rie-secret"
 redirect_url = "{redirect}"
 scopes = ["openid", "email", "profile", "ministry"]
+userinfo = "signed"
+# LemonLDAP::NG 2.16 signs the userinfo without iss and aud.
+userinfo_iss_aud = false
 
 [[auth.roles.map]]
 claim = "groups"
@@ -554,8 +578,10 @@ role = "finance"
 
     // Forged ID tokens on the back channel: expired (the provider's key), foreign key under
     // the provider's key id, foreign key under an unknown key id (the JWKS is fetched again).
+    // And the signed userinfo re-signed with another key.
     for (tamper, reason, fetches) in [
         (Tamper::Expired, "expired", 1.0),
+        (Tamper::ForeignUserInfo, "userinfo", 1.0),
         (Tamper::ForeignKnownKid, "bad_signature", 1.0),
         (Tamper::ForeignUnknownKid, "bad_signature", 2.0),
     ] {
@@ -637,6 +663,7 @@ role = "finance"
     assert_eq!(logins("bad_signature"), 2.0);
     assert_eq!(logins("malformed"), 1.0);
     assert_eq!(logins("provider_down"), 1.0);
+    assert_eq!(logins("userinfo"), 1.0);
     let failures = |r: &str| {
         c.metric(&format!(
             "rie_collector_api_auth_failures_total{{reason=\"{r}\"}}"

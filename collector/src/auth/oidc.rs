@@ -121,6 +121,11 @@ pub struct OidcConfig {
     /// JWKS, as ProConnect answers).
     #[serde(default)]
     pub userinfo: UserInfoMode,
+    /// A signed userinfo must carry `iss` and `aud` (this provider's, this client's), as
+    /// ProConnect's does. Some providers (LemonLDAP::NG 2.16) sign it without them: `false`
+    /// then, the signature and the subject (the ID token's) still checked.
+    #[serde(default = "default_true")]
+    pub userinfo_iss_aud: bool,
     /// The claim that names the person in sessions and logs.
     #[serde(default = "default_name_claim")]
     pub name_claim: String,
@@ -158,6 +163,9 @@ pub enum UserInfoMode {
 
 fn default_scopes() -> Vec<String> {
     vec!["openid".into(), "email".into(), "profile".into()]
+}
+fn default_true() -> bool {
+    true
 }
 fn default_name_claim() -> String {
     "email".into()
@@ -598,6 +606,8 @@ impl Oidc {
                 .user_info(tokens.access_token().clone(), subject)
                 .map_err(|e| LoginError::UserInfo(e.to_string()))?
                 .require_signed_response(self.cfg.userinfo == UserInfoMode::Signed)
+                .require_issuer_match(self.cfg.userinfo_iss_aud)
+                .require_audience_match(self.cfg.userinfo_iss_aud)
                 .request_async(async_http_client)
                 .await
                 .map_err(|e| LoginError::UserInfo(chain(&e)))?;

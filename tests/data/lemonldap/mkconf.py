@@ -75,6 +75,8 @@ conf = {
             "oidcRPMetaDataOptionsClientSecret": "rie-secret",
             "oidcRPMetaDataOptionsRedirectUris": redirect,
             "oidcRPMetaDataOptionsIDTokenSignAlg": "RS256",
+            # userinfo answered as a JWT signed with the same key (as ProConnect does)
+            "oidcRPMetaDataOptionsUserInfoSignAlg": os.environ.get("LLNG_USERINFO_SIGN", "RS256"),
             "oidcRPMetaDataOptionsBypassConsent": 1,
             "oidcRPMetaDataOptionsIDTokenForceClaims": 1,   # put claims in id_token too
             "oidcRPMetaDataOptionsUserIDAttr": "uid",       # sub = uid
