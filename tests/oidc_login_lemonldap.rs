@@ -673,3 +673,85 @@ role = "finance"
     assert_eq!(failures("malformed"), 2.0);
     assert_eq!(failures("revoked"), 1.0);
 }
+
+/// `[auth.oidc]` with `oidc` as its body, and one role rule `role`.
+fn oidc_config(dir: &Path, api: SocketAddr, oidc: &str, role: &str) -> std::path::PathBuf {
+    let cfg = dir.join("collector.toml");
+    std::fs::write(
+        &cfg,
+        format!(
+            "data_dir = \"{}\"\ninventory = \"{}\"\n\n[probes]\nlisten = \"127.0.0.1:0\"\n\n[tls]\npki_dir = \"{}\"\n\n[api]\nlisten = \"{api}\"\n\n[auth]\nrequired = true\n\n[auth.oidc]\n{oidc}\n\n[[auth.roles.map]]\nclaim = \"groups\"\nvalue = \"timelords\"\nrole = \"{role}\"\n",
+            dir.join("data").display(),
+            rie_e2e::fixture("inventory").display(),
+            dir.join("pki").display(),
+        ),
+    )
+    .unwrap();
+    cfg
+}
+
+#[test]
+fn a_misconfigured_provider_or_client_stops_the_start_with_the_key_and_fix() {
+    let [api] = free_ports::<1>();
+    let redirect = format!("http://{api}/auth/callback");
+    let provider = start_provider(&redirect);
+    let dir = tempfile::tempdir().unwrap();
+    rie_e2e::run_ok(
+        Command::new(rie_e2e::bin("rie-collector"))
+            .args(["pki", "init", "--dir"])
+            .arg(dir.path().join("pki")),
+    );
+    let client = format!(
+        "client_id = \"rie\"\nclient_secret = \"rie-secret\"\nredirect_url = \"{redirect}\""
+    );
+    let iss = &provider.issuer;
+    for (oidc, role, key, fix) in [
+        // Another issuer than the provider's own (a trailing slash is another issuer).
+        (format!("issuer = \"{iss}/\"\n{client}"), "noc", "auth.oidc.issuer", "write the issuer exactly as the provider publishes it"),
+        // No provider document at all there.
+        (format!("issuer = \"{iss}/realms/nowhere\"\n{client}"), "noc", "auth.oidc.issuer", "write the issuer exactly"),
+        // A callback this collector does not serve.
+        (format!("issuer = \"{iss}\"\nclient_id = \"rie\"\nclient_secret = \"rie-secret\"\nredirect_url = \"http://{api}/callback\""), "noc", "auth.oidc.redirect_url", "must end with /auth/callback"),
+        // No secret.
+        (format!("issuer = \"{iss}\"\nclient_id = \"rie\"\nredirect_url = \"{redirect}\""), "noc", "auth.oidc.client_secret_file", "name the file"),
+        // A role that does not exist.
+        (format!("issuer = \"{iss}\"\n{client}"), "ministry:Nowhere", "auth.roles.map[0].role", "write its name as in sites.csv"),
+        // A plain-http provider off loopback.
+        (format!("issuer = \"http://sso.example.gouv.fr\"\n{client}"), "noc", "auth.oidc.issuer", "must be https"),
+    ] {
+        let cfg = oidc_config(dir.path(), api, &oidc, role);
+        let out = Command::new(rie_e2e::bin("rie-collector"))
+            .env_remove("RIE_CONFIG")
+            .args(["serve", "--config"])
+            .arg(&cfg)
+            .stdout(Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert_eq!(out.status.code(), Some(2), "{oidc}: {err}");
+        assert!(
+            err.contains(&cfg.display().to_string()) && err.contains(key) && err.contains(fix),
+            "{oidc}: {err}"
+        );
+    }
+    drop(provider);
+
+    // A provider that does not answer at start-up is no configuration error: the collector
+    // starts, API tokens work, and a login says the provider does not answer.
+    let [api, nowhere] = free_ports::<2>();
+    let c = Collector::start_with_config_on_api(
+        &format!(
+            "[auth]\nrequired = true\n\n[auth.oidc]\nissuer = \"http://{nowhere}\"\nclient_id = \"rie\"\nclient_secret = \"rie-secret\"\nredirect_url = \"http://{api}/auth/callback\"\n\n[[auth.roles.map]]\nclaim = \"groups\"\nvalue = \"noc\"\nrole = \"noc\"\n"
+        ),
+        api,
+    );
+    c.use_token("admin");
+    assert_eq!(c.get("/api/v1/sites").as_array().map(Vec::len), Some(3));
+    let r = Browser::default().get(&c.url("/auth/login"));
+    assert_eq!(r.status, 503, "{}", r.body);
+    assert!(r.body.contains("does not answer"), "{}", r.body);
+    assert_eq!(
+        c.metric("rie_collector_oidc_logins_total{result=\"provider_down\"}"),
+        1.0
+    );
+}

@@ -89,6 +89,10 @@ const ALGS: &[CoreJwsSigningAlgorithm] = &[
 /// random key ids must not become a flood of requests to the provider).
 const JWKS_REFETCH: Duration = Duration::from_secs(10);
 
+/// The longest wait for one answer of the provider (discovery, token, JWKS, userinfo): a
+/// provider that hangs is a provider down, at start-up as at login.
+const PROVIDER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// The callback path: `redirect_url` must end with it.
 pub const CALLBACK_PATH: &str = "/auth/callback";
 
@@ -481,9 +485,13 @@ impl Oidc {
     async fn discover(&self) -> Result<Provider, Discovery> {
         let issuer = IssuerUrl::new(self.cfg.issuer.clone())
             .map_err(|e| Discovery::Wrong(format!("{:?}: {e}", self.cfg.issuer)))?;
-        let metadata = ProviderMetadataWithLogout::discover_async(issuer, async_http_client)
-            .await
-            .map_err(|e| match e {
+        let metadata = tokio::time::timeout(
+            PROVIDER_TIMEOUT,
+            ProviderMetadataWithLogout::discover_async(issuer, async_http_client),
+        )
+        .await
+        .map_err(|_| Discovery::Down(format!("no answer within {PROVIDER_TIMEOUT:?}")))?
+        .map_err(|e| match e {
                 openidconnect::DiscoveryError::Request(e) => Discovery::Down(e.to_string()),
                 other => Discovery::Wrong(format!(
                     "the discovery document at {}/.well-known/openid-configuration is not usable ({}); write the issuer exactly as the provider publishes it",
@@ -562,6 +570,22 @@ impl Oidc {
     /// # Errors
     /// [`LoginError`]: each refusal with its reason.
     pub async fn finish(
+        &self,
+        code: &str,
+        nonce: &str,
+        pkce_verifier: &str,
+    ) -> Result<Identity, LoginError> {
+        tokio::time::timeout(
+            PROVIDER_TIMEOUT * 3,
+            self.finish_inner(code, nonce, pkce_verifier),
+        )
+        .await
+        .map_err(|_| {
+            LoginError::ProviderDown(format!("no answer within {:?}", PROVIDER_TIMEOUT * 3))
+        })?
+    }
+
+    async fn finish_inner(
         &self,
         code: &str,
         nonce: &str,

@@ -289,4 +289,117 @@ mod tests {
             assert_eq!(cookie(&h, COOKIE), Err(()), "{bad}");
         }
     }
+
+    fn sessions(dir: &std::path::Path, secure: bool) -> Sessions {
+        let inv = crate::inventory::load_dir(
+            &std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/data/inventory"),
+        )
+        .unwrap();
+        drop(crate::store::SqliteStore::open(&dir.join("rie.db")).unwrap());
+        let reader = Arc::new(Reader::open(&dir.join("rie.db")).unwrap());
+        Sessions::new(
+            reader,
+            Arc::new(inv),
+            Duration::from_secs(60),
+            Duration::from_secs(3600),
+            secure,
+        )
+    }
+
+    /// A stored session of cookie `value`, last used `idle_ms` ago, ending in `left_ms`.
+    fn stored(s: &Sessions, value: &str, idle_ms: i64, left_ms: i64, revoked: bool) {
+        let now = rie_common::now_ms();
+        let row = SessionRow {
+            id_sha256: hash_secret(value),
+            name: "agent@example.gouv.fr".into(),
+            role: "noc".into(),
+            subject: "agent".into(),
+            claims_json: "{}".into(),
+            id_token: String::new(),
+            created_ms: now - 1_000_000,
+            last_seen_ms: now - idle_ms,
+            expires_ms: now + left_ms,
+            revoked_ms: revoked.then_some(now - 1),
+        };
+        api_sessions::insert(s.reader(), &row).unwrap();
+    }
+
+    #[tokio::test]
+    async fn sessions_end_when_idle_at_their_end_and_at_logout() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = sessions(dir.path(), false);
+        let value = s
+            .create(
+                "agent@example.gouv.fr".into(),
+                &Role::Finance,
+                "agent".into(),
+                "{}".into(),
+                "t".into(),
+            )
+            .await
+            .unwrap();
+        let (_, p) = s.check(&value).await.unwrap();
+        assert_eq!(
+            (p.name.as_str(), p.role),
+            ("agent@example.gouv.fr", Role::Finance)
+        );
+
+        let (idle, ended, revoked, used) = (
+            "1".repeat(64),
+            "2".repeat(64),
+            "3".repeat(64),
+            "4".repeat(64),
+        );
+        stored(&s, &idle, 60_001, 3_000_000, false);
+        stored(&s, &ended, 0, -1, false);
+        stored(&s, &revoked, 0, 3_000_000, true);
+        stored(&s, &used, 30_000, 3_000_000, false);
+        assert_eq!(s.check(&idle).await.unwrap_err(), SessionRefusal::Expired);
+        assert_eq!(s.check(&ended).await.unwrap_err(), SessionRefusal::Expired);
+        assert_eq!(
+            s.check(&revoked).await.unwrap_err(),
+            SessionRefusal::Revoked
+        );
+        assert_eq!(
+            s.check(&"5".repeat(64)).await.unwrap_err(),
+            SessionRefusal::Unknown
+        );
+        // Used 30 s ago (more than a tenth of the idle timeout): the use is recorded.
+        let before = rie_common::now_ms();
+        s.check(&used).await.unwrap();
+        let row = api_sessions::get(s.reader(), &hash_secret(&used))
+            .unwrap()
+            .unwrap();
+        assert!(
+            row.last_seen_ms >= before,
+            "{} < {before}",
+            row.last_seen_ms
+        );
+
+        // Logout: refused at once on this collector (no wait for the cache).
+        assert!(s.revoke(&value).await.unwrap().is_some());
+        assert_eq!(s.check(&value).await.unwrap_err(), SessionRefusal::Revoked);
+        assert!(s.revoke(&value).await.unwrap().is_none());
+    }
+
+    #[test]
+    fn cookies_are_secure_under_tls() {
+        let dir = tempfile::tempdir().unwrap();
+        let v = "a".repeat(64);
+        assert_eq!(
+            sessions(dir.path(), true).set_cookie(&v).to_str().unwrap(),
+            format!("rie_session={v}; Path=/; Max-Age=3600; HttpOnly; SameSite=Lax; Secure")
+        );
+        assert_eq!(
+            sessions(dir.path(), false)
+                .set_login_cookie(&v)
+                .to_str()
+                .unwrap(),
+            format!("rie_login={v}; Path=/auth; Max-Age=600; HttpOnly; SameSite=Lax")
+        );
+        assert_eq!(
+            sessions(dir.path(), true).clear_cookie().to_str().unwrap(),
+            "rie_session=; Path=/; Max-Age=0; HttpOnly; SameSite=Lax; Secure"
+        );
+    }
 }
