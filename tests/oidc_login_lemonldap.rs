@@ -480,9 +480,10 @@ claim = "groups"
 value = "timelords"
 role = "noc"
 
+# A rule on another claim than groups: one person.
 [[auth.roles.map]]
-claim = "groups"
-value = "earthlings"
+claim = "email"
+value = "rtyler@badwolf.org"
 role = "finance"
 "#
     );
@@ -543,7 +544,7 @@ role = "finance"
     );
     assert_eq!(with_cookie(&c, "/metrics", &dwho).0, 403);
 
-    // rtyler (earthlings) is finance: the reverse.
+    // rtyler (by e-mail) is finance: the reverse.
     let mut b2 = Browser::default();
     let mut at_idp2 = Browser::default();
     let rtyler = format!("rie_session={}", login(&c, &mut b2, &mut at_idp2, "rtyler"));
@@ -556,6 +557,19 @@ role = "finance"
         with_cookie(&c, "/auth/me", &rtyler).1,
         r#"{"name":"rtyler@badwolf.org","role":"finance"}"#
     );
+
+    // msmith (earthlings, like rtyler) matches no rule: no role, no session.
+    let mut b3 = Browser::default();
+    let mut at_idp3 = Browser::default();
+    let cb3 = authorize(&c, &mut b3, &mut at_idp3, "msmith");
+    let refused = b3.get(&cb3);
+    assert_eq!(refused.status, 403, "{}", refused.body);
+    assert!(
+        refused.body.contains("[[auth.roles.map]]"),
+        "{}",
+        refused.body
+    );
+    assert_eq!(b3.cookie("rie_session"), None);
 
     // A replayed code, through a new login of the same browser: refused by the provider.
     let code = cb
@@ -664,6 +678,7 @@ role = "finance"
     assert_eq!(logins("malformed"), 1.0);
     assert_eq!(logins("provider_down"), 1.0);
     assert_eq!(logins("userinfo"), 1.0);
+    assert_eq!(logins("no_role"), 1.0);
     let failures = |r: &str| {
         c.metric(&format!(
             "rie_collector_api_auth_failures_total{{reason=\"{r}\"}}"
@@ -754,4 +769,55 @@ fn a_misconfigured_provider_or_client_stops_the_start_with_the_key_and_fix() {
         c.metric("rie_collector_oidc_logins_total{result=\"provider_down\"}"),
         1.0
     );
+}
+
+#[test]
+fn a_session_serves_every_collector_of_a_shared_postgresql_and_logout_ends_it_everywhere() {
+    let pg = rie_testpg::PgServer::start();
+    let [api] = free_ports::<1>();
+    let redirect = format!("http://{api}/auth/callback");
+    let provider = start_provider(&redirect);
+    let config = format!(
+        "[store]\nbackend = \"postgres\"\n[store.postgres]\nurl = \"{}\"\n\n[auth]\nrequired = true\n\n[auth.oidc]\nissuer = \"{}\"\nclient_id = \"rie\"\nclient_secret = \"rie-secret\"\nredirect_url = \"{redirect}\"\nscopes = [\"openid\", \"email\", \"ministry\"]\n\n[[auth.roles.map]]\nclaim = \"groups\"\nvalue = \"timelords\"\nrole = \"noc\"\n",
+        pg.url(),
+        provider.issuer
+    );
+    let a = Collector::start_with_config_on_api(&config, api);
+    let b = Collector::start_with_config(&config);
+    let mut browser = Browser::default();
+    let mut at_idp = Browser::default();
+    let session = format!(
+        "rie_session={}",
+        login(&a, &mut browser, &mut at_idp, "dwho")
+    );
+    for c in [&a, &b] {
+        assert_eq!(with_cookie(c, "/api/v1/sites", &session).0, 200);
+        assert_eq!(
+            with_cookie(c, "/api/v1/indicators?period=2026", &session).0,
+            403
+        );
+    }
+    // Logged out through A: A refuses at once, B within a second (its cache).
+    let out = browser.get(&a.url("/auth/logout"));
+    assert_eq!(out.status, 303);
+    let at = Instant::now();
+    assert_eq!(with_cookie(&a, "/api/v1/sites", &session).0, 401);
+    loop {
+        let s = with_cookie(&b, "/api/v1/sites", &session).0;
+        if s == 401 {
+            break;
+        }
+        assert_eq!(s, 200);
+        assert!(
+            at.elapsed() < Duration::from_millis(1500),
+            "B still serves the session"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert_eq!(
+        pg.psql("SELECT count(*) FROM api_sessions WHERE revoked_ms IS NOT NULL")
+            .trim(),
+        "1"
+    );
+    assert_eq!(pg.psql("SELECT count(*) FROM api_logins").trim(), "0");
 }
