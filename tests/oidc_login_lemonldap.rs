@@ -2,17 +2,19 @@
 //! `lemonldap-ng`) with its provider enabled, started here on loopback with its own
 //! temporary configuration (`tests/data/lemonldap/mkconf.py`). Between the collector and the
 //! provider sits a loopback relay that forwards every byte, and on demand replaces the ID
-//! token of one token answer: the attacker on the back channel that an expired or foreign-signed
-//! token would need.
+//! token of a token answer or the signed userinfo: the attacker on the back channel that an
+//! expired or foreign-signed token would need.
 //!
-//! A person logs in through the real authorization endpoint without a browser (login form,
-//! code, callback), gets a session cookie, reads exactly what the role mapped from the
-//! provider's `groups` claim allows, logs out (the session is refused afterwards, and the
-//! browser is sent to the provider's end-session endpoint). Refused: a replayed callback, a
-//! replayed code at the provider, a wrong `state`, an expired ID token, ID tokens signed by a
-//! key not in the JWKS (known and unknown `kid`), a tampered, malformed or oversized cookie,
-//! an oversized callback query. A provider that goes down: existing sessions keep working,
-//! a callback says so (503).
+//! People log in through the real authorization endpoint without a browser (login form,
+//! code, callback), get a session cookie, read exactly what the role mapped from the
+//! provider's claims allows, log out (the session is refused afterwards, and the browser is
+//! sent to the provider's end-session endpoint). Refused: a replayed callback, a replayed code
+//! at the provider, a wrong `state`, an expired ID token, a lower `acr`, ID tokens signed by a
+//! key not in the JWKS (known and unknown `kid`), a re-signed userinfo, a tampered, malformed
+//! or oversized cookie, an oversized callback query, a person matching no role rule. A
+//! provider that goes down: existing sessions keep working, a callback says so (503). A
+//! misconfigured provider or client stops the start with the key and the fix; sessions serve
+//! every collector of a shared PostgreSQL.
 
 #![allow(clippy::unwrap_used)]
 
@@ -40,6 +42,8 @@ enum Tamper {
     ForeignKnownKid,
     /// Valid claims signed with another key, under a key id the JWKS does not have.
     ForeignUnknownKid,
+    /// The provider's own claims and key, but a lower authentication level (`acr`).
+    WrongAcr,
     /// The signed userinfo answer re-signed with another key.
     ForeignUserInfo,
     /// Connections are closed at once: the provider is down.
@@ -181,6 +185,10 @@ fn relay(mut client: TcpStream, upstream: SocketAddr, tamper: Tamper, key: &Path
                     Tamper::Expired => {
                         claims["iat"] = (now() - 1200).into();
                         claims["exp"] = (now() - 600).into();
+                        sign(&claims, "test-key-1", key)
+                    }
+                    Tamper::WrongAcr => {
+                        claims["acr"] = "loa-0".into();
                         sign(&claims, "test-key-1", key)
                     }
                     Tamper::ForeignKnownKid => sign(&claims, "test-key-1", foreign),
@@ -471,6 +479,7 @@ client_id = "rie"
 client_secret = "rie-secret"
 redirect_url = "{redirect}"
 scopes = ["openid", "email", "profile", "ministry"]
+acr_values = ["loa-1"]
 userinfo = "signed"
 # LemonLDAP::NG 2.16 signs the userinfo without iss and aud.
 userinfo_iss_aud = false
@@ -495,6 +504,9 @@ role = "finance"
     let mut b = Browser::default();
     let mut at_idp = Browser::default();
     let start = Browser::agent().get(&c.url("/auth/login")).call().unwrap();
+    // The level asked for (checked against the ID token's `acr` on return).
+    let authz = start.header("location").unwrap_or_default();
+    assert!(authz.contains("acr_values=loa-1"), "{authz}");
     let set = start.header("set-cookie").unwrap_or_default().to_string();
     assert!(
         set.starts_with("rie_login=")
@@ -596,6 +608,7 @@ role = "finance"
     for (tamper, reason, fetches) in [
         (Tamper::Expired, "expired", 1.0),
         (Tamper::ForeignUserInfo, "userinfo", 1.0),
+        (Tamper::WrongAcr, "bad_claims", 1.0),
         (Tamper::ForeignKnownKid, "bad_signature", 1.0),
         (Tamper::ForeignUnknownKid, "bad_signature", 2.0),
     ] {
@@ -679,6 +692,7 @@ role = "finance"
     assert_eq!(logins("provider_down"), 1.0);
     assert_eq!(logins("userinfo"), 1.0);
     assert_eq!(logins("no_role"), 1.0);
+    assert_eq!(logins("bad_claims"), 1.0);
     let failures = |r: &str| {
         c.metric(&format!(
             "rie_collector_api_auth_failures_total{{reason=\"{r}\"}}"

@@ -658,7 +658,16 @@ impl Oidc {
         nonce: &Nonce,
     ) -> Result<serde_json::Map<String, serde_json::Value>, LoginError> {
         let p = self.provider().await?;
-        let verifier = p.client.id_token_verifier().set_allowed_algs(ALGS.to_vec());
+        let mut verifier = p.client.id_token_verifier().set_allowed_algs(ALGS.to_vec());
+        if !self.cfg.acr_values.is_empty() {
+            // The level asked for must be the level obtained (ProConnect's `eidas1`).
+            let asked = self.cfg.acr_values.clone();
+            verifier = verifier.set_auth_context_verifier_fn(move |acr| match acr {
+                Some(a) if asked.iter().any(|x| x == a.as_str()) => Ok(()),
+                Some(a) => Err(format!("acr {:?} is not one of {asked:?}", a.as_str())),
+                None => Err(format!("no acr claim; asked for {asked:?}")),
+            });
+        }
         let claims = id_token.claims(&verifier, nonce).map_err(|e| match e {
             ClaimsVerificationError::Expired(_) => LoginError::Expired,
             ClaimsVerificationError::SignatureVerification(
