@@ -838,4 +838,40 @@ redirect_url = "https://rie.example.gouv.fr/auth/callback""#,
         c.session_idle = Duration::from_secs(13 * 3600);
         assert_eq!(c.validate().unwrap_err().0, "auth.oidc.session_idle");
     }
+
+    #[test]
+    fn the_collector_config_carries_oidc_and_roles() {
+        let text = r#"[auth]
+required = true
+
+[auth.oidc]
+issuer = "https://sso.example.gouv.fr"
+client_id = "rie-telemetry"
+client_secret_file = "/etc/rie-collector/oidc-secret"
+redirect_url = "https://rie-telemetry.example.gouv.fr/auth/callback"
+acr_values = ["eidas1"]
+userinfo = "signed"
+session_idle = "30m"
+session_absolute = "12h"
+
+[[auth.roles.map]]
+claim = "groups"
+value = "noc"
+role = "noc"
+"#;
+        let cfg: crate::config::CollectorConfig = toml::from_str(text).unwrap();
+        cfg.validate().unwrap();
+        let o = cfg.auth.oidc.as_ref().unwrap();
+        assert_eq!(o.session_idle, Duration::from_secs(1800));
+        assert_eq!(o.userinfo, UserInfoMode::Signed);
+        assert_eq!(cfg.auth.roles.map.len(), 1);
+        let bad: crate::config::CollectorConfig =
+            toml::from_str(&text.replace("/auth/callback", "/cb")).unwrap();
+        let e = bad.validate().unwrap_err().to_string();
+        assert!(e.contains("auth.oidc.redirect_url"), "{e}");
+        assert!(toml::from_str::<crate::config::CollectorConfig>(
+            &text.replace("userinfo", "user_info")
+        )
+        .is_err());
+    }
 }
