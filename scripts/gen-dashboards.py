@@ -231,7 +231,81 @@ def collector():
     return b
 
 
+# The finance measurements are written by the collector's finance duty (collector/src/finance.rs)
+# once per finance.interval; each point holds the current month to date, so panels take the
+# last value of the time range.
+def cost_last(field, scope="national"):
+    return f'SELECT last("{field}") FROM "cost" WHERE "scope" = \'{scope}\' AND $timeFilter'
+
+
+def with_reference(targets_a):
+    """A series per group plus the cost model's reference (target B) drawn as a dashed red line."""
+    return targets_a + [(INFLUX, 'SELECT last("reference_eur_per_agent_year") AS "référence" FROM "cost" WHERE "scope" = \'national\' AND $timeFilter GROUP BY time($__interval) fill(previous)', None)]
+
+
+REF_OVERRIDE = {"overrides": [{
+    "matcher": {"id": "byFrameRefID", "options": "B"},
+    "properties": [
+        {"id": "displayName", "value": "Référence (modèle de coûts)"},
+        {"id": "color", "value": {"mode": "fixed", "fixedColor": "red"}},
+        {"id": "custom.lineStyle", "value": {"fill": "dash", "dash": [10, 10]}},
+        {"id": "custom.lineWidth", "value": 2},
+    ],
+}]}
+
+def finance():
+    b = Board("rie-finance", "RIE — Finances",
+              "Coût du RIE par agent et par an (liens d'accès et coûts nationaux répartis), part de la résilience, heures-agent perdues et leur coût, pour le mois en cours ; mêmes chiffres que le rapport financier (rie-collector report).",
+              [])
+    b.d["tags"] = ["rie", "finance"]
+    b.d["time"] = {"from": "now-30d", "to": "now"}
+    b.d["refresh"] = "15m"
+    eur = "currencyEUR"
+    b.panel("stat", "Coût par agent et par an (national)", [(INFLUX, cost_last("cost_per_agent_year_eur"), None)],
+            w=4, h=4, unit=eur, desc="Mois en cours, annualisé : (liens + coûts nationaux répartis) × 12 / agents.", extra=STAT)
+    b.panel("stat", "Référence par agent et par an", [(INFLUX, cost_last("reference_eur_per_agent_year"), None)],
+            w=4, h=4, unit=eur, desc="reference_eur_per_agent_year du modèle de coûts (feuille de route DINUM 2023 : environ 100 €).", extra=STAT)
+    b.panel("stat", "Résilience par agent et par an", [(INFLUX, cost_last("resilience_cost_per_agent_year_eur"), None)],
+            w=4, h=4, unit=eur, desc="Liens de secours, par agent et par an.", extra=STAT)
+    b.panel("stat", "Part de la résilience dans le coût par agent", [(INFLUX, cost_last("resilience_share_pct"), None)],
+            w=4, h=4, unit="percent", extra=STAT)
+    b.panel("stat", "Heures-agent perdues (mois en cours)", [(INFLUX, cost_last("agent_hours_lost"), None)],
+            w=4, h=4, desc="Σ agents × heures de coupure des sites, depuis le début du mois.", extra=STAT)
+    b.panel("stat", "Coût des heures-agent perdues", [(INFLUX, cost_last("agent_hours_lost_cost_eur"), None)],
+            w=4, h=4, unit=eur, desc="Heures-agent perdues × agent_hour_cost_eur du modèle de coûts.", extra=STAT)
+    b.newline()
+    b.panel("timeseries", "Coût par agent et par an, par ministère, et la référence",
+            with_reference([(INFLUX, 'SELECT last("cost_per_agent_year_eur") FROM "cost" WHERE "scope" = \'ministry\' AND $timeFilter GROUP BY time($__interval), "ministry" fill(previous)', None)]),
+            w=12, h=9, unit=eur, extra={"fieldConfig": {"defaults": {"unit": eur}, **REF_OVERRIDE}})
+    b.panel("timeseries", "Coût par agent et par an, par région, et la référence",
+            with_reference([(INFLUX, 'SELECT last("cost_per_agent_year_eur") FROM "cost" WHERE "scope" = \'region\' AND $timeFilter GROUP BY time($__interval), "region" fill(previous)', None)]),
+            w=12, h=9, unit=eur, extra={"fieldConfig": {"defaults": {"unit": eur}, **REF_OVERRIDE}})
+    table_q = ('SELECT last("agents") AS "agents", last("cost_per_agent_year_eur") AS "€/agent/an", '
+               'last("resilience_cost_per_agent_year_eur") AS "résilience €/agent/an", last("resilience_share_pct") AS "part résilience %", '
+               'last("agent_hours_lost") AS "heures-agent perdues", last("agent_hours_lost_cost_eur") AS "coût des heures perdues €", '
+               'last("total_cost_eur") AS "coût du mois €" FROM "cost" WHERE "scope" = \'{scope}\' AND $timeFilter GROUP BY "{scope}"')
+    b.panel("table", "Par ministère (mois en cours)", [(INFLUX, table_q.format(scope="ministry"), "table")],
+            w=12, h=9, extra=TABLE)
+    b.panel("table", "Par région (mois en cours)", [(INFLUX, table_q.format(scope="region"), "table")],
+            w=12, h=9, extra=TABLE)
+    b.panel("bargauge", "Coût par agent et par an, par ministère (Prometheus)",
+            [(PROM, 'sort_desc(max by (group) (rie_finance_cost_per_agent_year_euros{by="ministry"}))', None)],
+            w=12, h=9, unit=eur, desc="Les mêmes chiffres exposés par le collecteur meneur (rie_finance_*).",
+            extra={"options": {"orientation": "horizontal", "displayMode": "basic",
+                               "reduceOptions": {"calcs": ["lastNotNull"], "fields": "", "values": False}}})
+    b.panel("timeseries", "Heures-agent perdues par ministère (cumul du mois)",
+            [(INFLUX, 'SELECT last("agent_hours_lost") FROM "cost" WHERE "scope" = \'ministry\' AND $timeFilter GROUP BY time($__interval), "ministry" fill(previous)', None)],
+            w=12, h=9)
+    b.panel("table", "Sites les plus chers par agent (mois en cours)",
+            [(INFLUX, 'SELECT last("site") AS "site", last("ministry") AS "ministère", last("region") AS "région", last("agents") AS "agents", last("cost_per_agent_year_eur") AS "€/agent/an", last("total_cost_eur") AS "coût du mois €" FROM "cost_top_site" WHERE $timeFilter GROUP BY "rank"', "table")],
+            w=24, h=10, desc="Les finance.top_sites sites au coût par agent le plus élevé (rang 1 : le plus cher).", extra=TABLE)
+    b.panel("table", "Investissements de résilience prioritaires (30 derniers jours, annualisés)",
+            [(INFLUX, 'SELECT last("site") AS "site", last("ministry") AS "ministère", last("region") AS "région", last("technology") AS "secours proposé", last("agents") AS "agents", last("yearly_cost_eur") AS "coût €/an", last("value_per_year_eur") AS "heures-agent rachetées €/an", last("net_benefit_per_year_eur") AS "bénéfice net €/an" FROM "resilience_plan" WHERE $timeFilter GROUP BY "rank"', "table")],
+            w=24, h=10, desc="Classement du planificateur d'investissements de résilience par bénéfice net (mesure resilience_plan ; détail : rie-collector report resilience).", extra=TABLE)
+    return b
+
+
 if __name__ == "__main__":
     out = os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "dashboards")
-    for name, f in [("national", national), ("ministere", ministry), ("site", site), ("collecteur", collector)]:
+    for name, f in [("national", national), ("ministere", ministry), ("site", site), ("collecteur", collector), ("finance", finance)]:
         f().save(os.path.join(out, f"rie-{name}.json"))

@@ -59,6 +59,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("/assets/traffic.js", &["public"]),
     ("/api/v1/indicators", &["finance", "admin"]),
     ("/api/v1/indicators/resilience-plan", &["finance", "admin"]),
+    ("/api/v1/audit", &["admin"]),
     ("/api/v1/status", &["noc", "admin"]),
     ("/api/v1/status/sites", &["noc", "admin"]),
     // Login routes: public, each answers for itself ([`login_route`]).
@@ -96,6 +97,7 @@ fn query(path: &str) -> &'static str {
         }
         "/api/v1/sites/{site_id}/episodes" => "?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
         "/api/v1/indicators" => "?period=2026",
+        "/api/v1/audit" => "?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z",
         _ => "",
     }
 }
@@ -384,6 +386,103 @@ fn every_route_answers_each_role_exactly_and_scopes_hold() {
         assert_eq!(out.status.code(), Some(2), "{args:?}: {err}");
         assert!(err.contains(hint), "{args:?}: {err}");
     }
+
+    // The audit trail, read by admin: every finance read (granted or not), every failed
+    // authentication, every token created from the command line.
+    let audit_url = "/api/v1/audit?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z";
+    let trail = || -> Vec<Value> {
+        let (s, _, body) = get(&c, audit_url, Some(&bearer(&tokens["admin"])));
+        assert_eq!(s, 200, "{body}");
+        serde_json::from_str::<Value>(&body)
+            .unwrap()
+            .as_array()
+            .unwrap()
+            .clone()
+    };
+    let start = Instant::now();
+    let mut rows = trail();
+    // The writer batches off the request path: the last rows land within moments.
+    while rows.iter().filter(|r| r["action"] == "auth_failed").count() < 5 {
+        assert!(start.elapsed() < Duration::from_secs(5), "{rows:?}");
+        std::thread::sleep(Duration::from_millis(100));
+        rows = trail();
+    }
+    let pick = |action: &str, outcome: &str| -> Vec<(String, String, String, String)> {
+        rows.iter()
+            .filter(|r| r["action"] == action && r["outcome"] == outcome)
+            .map(|r| {
+                let s = |k: &str| r[k].as_str().unwrap().to_string();
+                (s("actor"), s("role"), s("source"), s("target"))
+            })
+            .collect()
+    };
+    let plan = "/api/v1/indicators/resilience-plan";
+    // In request order: route by route, each role in turn.
+    let granted: Vec<(String, String, String, String)> = ["/api/v1/indicators?period=2026", plan]
+        .iter()
+        .flat_map(|target| {
+            ["finance", "admin"].map(|who| {
+                (
+                    who.to_string(),
+                    who.to_string(),
+                    "127.0.0.1".to_string(),
+                    target.to_string(),
+                )
+            })
+        })
+        .collect();
+    let mut reads = pick("read", "ok");
+    reads.retain(|r| r.3 != audit_url);
+    assert_eq!(reads, granted);
+    // Refused finance reads, with the role that tried: noc, interieur, tech-s2, metrics.
+    let forbidden: Vec<String> = pick("read", "forbidden")
+        .into_iter()
+        .filter(|r| r.3.starts_with("/api/v1/indicators?"))
+        .map(|r| r.0)
+        .collect();
+    assert_eq!(forbidden, ["noc", "interieur", "tech-s2", "metrics"]);
+    let failed: Vec<String> = rows
+        .iter()
+        .filter(|r| r["action"] == "auth_failed")
+        .map(|r| r["outcome"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(
+        failed,
+        // Three malformed headers, a wrong secret, an unknown id, then the expired token
+        // twice (the poll that saw it refused, and the check after).
+        [
+            "malformed",
+            "malformed",
+            "malformed",
+            "wrong_secret",
+            "unknown",
+            "expired",
+            "expired"
+        ]
+    );
+    let created = rows
+        .iter()
+        .filter(|r| r["action"] == "token_create" && r["source"] == "cli")
+        .count();
+    assert_eq!(created, ROLES.len() + 1);
+    // The same trail as JSON lines, for a SIEM.
+    let (s, _, lines) = get(
+        &c,
+        &format!("{audit_url}&format=jsonl"),
+        Some(&bearer(&tokens["admin"])),
+    );
+    assert_eq!(s, 200);
+    let parsed: Vec<Value> = lines
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert!(
+        parsed.len() >= rows.len(),
+        "{} lines, {} rows",
+        parsed.len(),
+        rows.len()
+    );
+    assert_eq!(parsed[..rows.len()], rows[..]);
 }
 
 #[test]

@@ -11,10 +11,11 @@
 //!   exists (so `or vector(0)` cannot hide a misspelt name);
 //! - the alert rules, evaluated by that Prometheus on the collector's real series, put the
 //!   expected alerts in pending state with their routing labels and French annotations;
-//! - InfluxQL: a real InfluxDB 1.x (Debian `influxdb`) loaded with line protocol that follows
-//!   the InfluxDB schema of `docs/schema.md` / contracts; every panel query returns series.
-//!   The points are written by this test, not yet by the collector: switch to the collector's
-//!   InfluxDB sink once it lands.
+//! - InfluxQL: a real InfluxDB 1.x (Debian `influxdb`) filled by a real collector's InfluxDB
+//!   sink (schema in `docs/schema.md`) from what S1 sent through the probe protocol (an
+//!   incident, a minute of traffic, link checks), and by its finance duty (`cost`,
+//!   `cost_top_site`, `resilience_plan`); every panel query returns series, the finance figures equal the report
+//!   of the month to the cent (national by hand, the rest against `/api/v1/indicators`).
 
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
@@ -84,6 +85,7 @@ fn dashboards() -> Vec<Dashboard> {
         names,
         [
             "rie-collecteur.json",
+            "rie-finance.json",
             "rie-ministere.json",
             "rie-national.json",
             "rie-site.json"
@@ -493,6 +495,20 @@ fn promql_panels_return_data_from_a_real_prometheus() {
     // The recording rules on real series: S3 (Justice, 120 agents) down, 3 sites.
     assert_eq!(prom.query(":rie_agents_down:sum")[0]["value"][1], "120");
     assert_eq!(prom.query(":rie_sites:count")[0]["value"][1], "3");
+    // The finance duty's gauges, by hand on the fixture inventory (see the InfluxDB side).
+    wait_for("finance gauges", Duration::from_secs(30), || {
+        !prom
+            .query("rie_finance_cost_per_agent_year_euros{by=\"national\"}")
+            .is_empty()
+    });
+    assert_eq!(
+        prom.query("max(rie_finance_cost_per_agent_year_euros{by=\"national\"})")[0]["value"][1],
+        "73.37"
+    );
+    assert_eq!(
+        prom.query("rie_finance_reference_cost_per_agent_year_euros")[0]["value"][1],
+        "100"
+    );
 
     // The alert rules match the collector's real series and labels: S3 down and S1 on backup
     // are pending (their `for` has not elapsed), with the routing labels and the agents.
@@ -637,90 +653,190 @@ impl Influx {
             .into_json()
             .unwrap()
     }
-
-    fn write(&self, lines: &str) {
-        let r = ureq::post(&format!("{}/write", self.url))
-            .query("db", "rie")
-            .query("precision", "s")
-            .send_string(lines)
-            .unwrap_or_else(|e| panic!("write: {e}"));
-        assert_eq!(r.status(), 204);
-    }
 }
 
-/// Escapes a tag value for line protocol (commas, spaces, equal signs).
-fn tag(v: &str) -> String {
-    v.replace(',', "\\,")
-        .replace(' ', "\\ ")
-        .replace('=', "\\=")
+/// A collector writing to `influx` (v1 API): site states, health and episodes every second,
+/// a minute's traffic one second after it is complete, the finance duty every second with a
+/// top list of two sites.
+fn influx_collector(influx: &Influx) -> Collector {
+    Collector::start_with_config(&format!(
+        "[influx]\nurl = \"{}\"\napi = \"v1\"\ndatabase = \"rie\"\ninstance = \"test\"\n\
+         flush_interval = \"200ms\"\nretry_min = \"100ms\"\nretry_max = \"400ms\"\n\
+         traffic_delay = \"1s\"\nhealth_interval = \"1s\"\nsite_state_interval = \"5s\"\n\
+         [finance]\ninterval = \"1s\"\ntop_sites = 2\n",
+        influx.url
+    ))
 }
 
-/// Line protocol for the test inventory's three sites over the last 30 minutes, following the
-/// InfluxDB schema of the contracts (measurements, tags, field types, precision seconds).
-fn schema_points(now: i64) -> String {
-    let sites = [
-        ("S1", "Intérieur", "35", "Bretagne", 420, 2),
-        ("S2", "Économie et Finances", "973", "Guyane", 35, 0),
-        ("S3", "Justice", "2A", "Corse", 120, 3),
-    ];
-    let links = [
-        ("S1", "S1-P", "primary", "fibre"),
-        ("S1", "S1-B", "backup", "4g"),
-        ("S2", "S2-P", "primary", "satellite"),
-        ("S3", "S3-P", "primary", "fibre"),
-    ];
-    let start = now / 60 * 60 - 30 * 60;
-    let mut out = String::new();
-    for (site, ministry, dep, region, agents, state) in sites {
-        let tags = format!(
-            "site={site},ministry={},departement={dep},region={}",
-            tag(ministry),
-            tag(region)
-        );
-        for k in 0..30 {
-            let t = start + k * 60;
-            for (proto, bytes) in [("tcp", 52_000 + k), ("udp", 1_500 + k)] {
-                out.push_str(&format!(
-                    "site_traffic,{tags},direction=inbound,protocol={proto},source=capture \
-                     bytes={bytes}i,packets={}i,flows=3i {t}\n",
-                    bytes / 1000 + 1
-                ));
-            }
-            let up = i64::from(state != 3);
-            let on_backup = i64::from(state == 2);
-            out.push_str(&format!(
-                "site_state,{tags} state_code={state}i,up={up}i,on_backup={on_backup}i,agents={agents}i {t}\n"
-            ));
-            for (s, link, role, tech) in links.iter().filter(|l| l.0 == site) {
-                debug_assert_eq!(*s, site);
-                out.push_str(&format!(
-                    "link_check,{tags},link={link},role={role},technology={tech},check=icmp \
-                     sent=10i,received=9i,loss_ratio=0.1,rtt_avg_ms=42.5,rtt_max_ms=80,rtt_p95_ms=70,jitter_ms=3.2 {t}\n"
-                ));
-            }
-        }
-        if state != 0 {
-            // The link tag is absent for site-wide episodes (an outage).
-            let (kind, link) = if state == 2 {
-                ("failover", ",link=S1-P")
-            } else {
-                ("outage", "")
-            };
-            out.push_str(&format!(
-                "episode,{tags},kind={kind}{link} duration_s=600i,open=1i,cause=\"test\" {}\n",
-                now - 600
-            ));
-        }
+/// S1's traffic of a complete minute (TCP and UDP, inbound), checks of both its links, and its
+/// primary failing now (the backup carries: an open failover, no outage).
+fn s1_traffic_and_checks(seq: u64, now_s: i64) -> Value {
+    let minute = now_s / 60 * 60 - 120;
+    let sample = |link: &str, rtt_avg_us: u32| {
+        json!({"link": link, "check": "icmp", "target": "10.255.0.1", "start": now_s - 20,
+               "interval_s": 10, "sent": 10, "received": 9, "rtt_avg_us": rtt_avg_us,
+               "rtt_max_us": 80_000, "rtt_p95_us": 70_000, "jitter_us": 3_200})
+    };
+    let mut b = rie_e2e::s1_links(
+        seq,
+        now_s * 1000,
+        (false, false, now_s * 1000 - 5_000),
+        (true, true, now_s * 1000 - 5_000),
+    );
+    b["flows"] = json!([
+        rie_e2e::flow(minute, 6, 3, 53, 52_000),
+        rie_e2e::flow(minute, 17, 1, 2, 1_500)
+    ]);
+    b["samples"] = json!([sample("S1-P", 42_500), sample("S1-B", 61_000)]);
+    b
+}
+
+/// `[tags, values]` of each series of `q`'s first result (`values` of its first row, the time
+/// column left out).
+fn rows(influx: &Influx, q: &str) -> Vec<(Value, Vec<Value>)> {
+    let r = influx.query(q);
+    let res = &r["results"][0];
+    assert!(res["error"].is_null(), "{q}: {r}");
+    res["series"]
+        .as_array()
+        .unwrap_or_else(|| panic!("no series for {q}: {r}"))
+        .iter()
+        .map(|s| {
+            let mut v = s["values"][0].as_array().unwrap().clone();
+            v.remove(0);
+            (s["tags"].clone(), v)
+        })
+        .collect()
+}
+
+/// Cents of a report field as the euros written to InfluxDB.
+fn eur(v: &Value) -> f64 {
+    v.as_i64().unwrap() as f64 / 100.0
+}
+
+/// Numbers as `f64` (InfluxDB writes the float 14.0 as `14`).
+fn nums(v: &[Value]) -> Vec<f64> {
+    v.iter()
+        .map(|x| x.as_f64().unwrap_or_else(|| panic!("{x} is not a number")))
+        .collect()
+}
+
+/// What the collector's finance duty wrote is the report of the month, to the cent: national
+/// by hand, per ministry, per region and the top list against `/api/v1/indicators`.
+fn finance_points_match_the_report(influx: &Influx, c: &Collector, month: &str) {
+    let fields = "last(\"agents\"), last(\"cost_per_agent_year_eur\"), last(\"resilience_cost_per_agent_year_eur\"), \
+                  last(\"agent_hours_lost\"), last(\"agent_hours_lost_cost_eur\"), last(\"total_cost_eur\"), \
+                  last(\"reference_eur_per_agent_year\"), last(\"resilience_share_pct\")";
+    let q = |scope: &str, by: &str| {
+        format!(
+            "SELECT {fields} FROM \"cost\" WHERE \"scope\" = '{scope}' AND time > now() - 1h{by}"
+        )
+    };
+    // National, by hand (see `finance::tests::lines_of_the_fixture_month`): one month of links
+    // (2,872.69 €) and the fixture's share of the national costs (3 of 14,000 sites: 642.85 €)
+    // = 3,515.54 €; × 12 / 575 agents = 73.37 €/agent/year; backups 3.34 €/agent/year
+    // (4.5523 %); S1's two-minute outage × 420 agents = 14 agent-hours, at the planner's
+    // 41.54 €/h = 581.56 €.
+    let national = rows(influx, &q("national", ""));
+    assert_eq!(
+        nums(&national[0].1),
+        [575.0, 73.37, 3.34, 14.0, 581.56, 3515.54, 100.0, 4.5523]
+    );
+    for by in ["ministry", "region"] {
+        let api = c.get(&format!("/api/v1/indicators?period={month}&group_by={by}"));
+        let want: BTreeMap<String, Vec<f64>> = api["groups"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|g| {
+                (
+                    g["group"].as_str().unwrap().to_string(),
+                    vec![
+                        g["agents"].as_f64().unwrap(),
+                        eur(&g["cost_per_agent_year_cents"]),
+                        eur(&g["resilience_cost_per_agent_year_cents"]),
+                        g["agent_hours_lost"].as_f64().unwrap(),
+                    ],
+                )
+            })
+            .collect();
+        let got: BTreeMap<String, Vec<f64>> = rows(influx, &q(by, &format!(" GROUP BY \"{by}\"")))
+            .into_iter()
+            .map(|(tags, v)| (tags[by].as_str().unwrap().to_string(), nums(&v[..4])))
+            .collect();
+        assert_eq!(got, want, "{by}");
+        assert_eq!(got.len(), 3, "{by}");
     }
-    for k in 0..180 {
-        out.push_str(&format!(
-            "collector,instance=c1 connections=3i,batches={}i,frame_errors=0i,points_buffered={}i {}\n",
-            100 + k,
-            k % 7,
-            now - 1800 + k * 10
-        ));
-    }
-    out
+    let interieur = rows(influx, &q("ministry", " GROUP BY \"ministry\""))
+        .into_iter()
+        .find(|(t, _)| t["ministry"] == "Intérieur")
+        .unwrap();
+    assert_eq!(nums(&interieur.1[3..5]), [14.0, 581.56]);
+    // The two sites with the highest cost per agent, as the report's per-site rows rank them.
+    let api = c.get(&format!("/api/v1/indicators?period={month}&group_by=site"));
+    let mut sites: Vec<&Value> = api["groups"].as_array().unwrap().iter().collect();
+    sites.sort_by_key(|g| std::cmp::Reverse(g["cost_per_agent_year_cents"].as_i64().unwrap()));
+    let want: Vec<(String, f64)> = sites[..2]
+        .iter()
+        .map(|g| {
+            (
+                g["group"].as_str().unwrap().to_string(),
+                eur(&g["cost_per_agent_year_cents"]),
+            )
+        })
+        .collect();
+    let got: Vec<(String, f64)> = rows(
+        influx,
+        "SELECT last(\"site\"), last(\"cost_per_agent_year_eur\") FROM \"cost_top_site\" WHERE time > now() - 1h GROUP BY \"rank\"",
+    )
+    .into_iter()
+    .map(|(_, v)| (v[0].as_str().unwrap().to_string(), v[1].as_f64().unwrap()))
+    .collect();
+    assert_eq!(got, want);
+    assert_eq!(got[0].0, "S2", "35 agents: the highest cost per agent");
+
+    // The planner's ranking, as the API gives it for the span the points name.
+    let plan = rows(
+        influx,
+        "SELECT last(\"site\"), last(\"yearly_cost_eur\"), last(\"value_per_year_eur\"), \
+         last(\"net_benefit_per_year_eur\"), last(\"span_from_s\"), last(\"span_to_s\") \
+         FROM \"resilience_plan\" WHERE time > now() - 1h GROUP BY \"rank\"",
+    );
+    let (from, to) = (
+        plan[0].1[4].as_i64().unwrap(),
+        plan[0].1[5].as_i64().unwrap(),
+    );
+    assert_eq!(to - from, 30 * 86_400, "the last 30 days");
+    let api = c.get(&format!(
+        "/api/v1/indicators/resilience-plan?from={}&to={}",
+        rie_e2e::rfc3339(from * 1000),
+        rie_e2e::rfc3339(to * 1000)
+    ));
+    let want: Vec<(String, Vec<f64>)> = api["investments"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .take(2)
+        .map(|r| {
+            (
+                r["site"].as_str().unwrap().to_string(),
+                vec![
+                    eur(&r["yearly_cost_cents"]),
+                    eur(&r["value_per_year_cents"]),
+                    eur(&r["net_benefit_per_year_cents"]),
+                ],
+            )
+        })
+        .collect();
+    let got: Vec<(String, Vec<f64>)> = plan
+        .iter()
+        .map(|(_, v)| (v[0].as_str().unwrap().to_string(), nums(&v[1..4])))
+        .collect();
+    assert_eq!(got, want);
+    // S2 (single-homed, measured through its link checks) is the one candidate: S1's and
+    // S3's backups are already diverse.
+    assert_eq!(got.len(), 1);
+    assert_eq!(got[0].0, "S2");
 }
 
 #[test]
@@ -728,15 +844,51 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
     let influx = Influx::start();
     let r = influx.query("CREATE DATABASE rie");
     assert!(r["results"][0]["error"].is_null(), "{r}");
-    influx.write(&schema_points(rie_common::now_ms() / 1000));
-    // Loaded exactly: S1's TCP bytes over the 30 minutes are 30 × 52,000 + (0 + … + 29).
-    let r = influx.query(
-        "SELECT sum(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1' AND \"protocol\" = 'tcp'",
+    // Every point comes from the collector itself: S1's incident, traffic and checks reach it
+    // through the probe protocol, its InfluxDB sink writes what it stored, and its finance duty
+    // the month's figures computed from the same store.
+    let mut now_s = rie_common::now_ms() / 1000;
+    let month = rie_collector::finance::current_month(now_s * 1000);
+    if now_s - 600 < month.start_ms / 1000 {
+        // The incident must lie in the month the duty reports: wait out a month's first minutes.
+        std::thread::sleep(Duration::from_secs(
+            (month.start_ms / 1000 + 600 - now_s) as u64,
+        ));
+        now_s = rie_common::now_ms() / 1000;
+    }
+    let month = rie_collector::finance::current_month(now_s * 1000);
+    let c = influx_collector(&influx);
+    c.use_token("admin");
+    let mut batches = rie_e2e::s1_incident((now_s - 600) * 1000).to_vec();
+    batches.push(s1_traffic_and_checks(7, now_s));
+    send_ok(&c.probe_config("S1"), 1, &batches);
+    // S2 measured (a link check), never down: the planner's one candidate.
+    send_ok(
+        &c.probe_config("S2"),
+        1,
+        &[json!({"seq": 1, "created_ms": now_s * 1000, "samples": [{
+            "link": "S2-P", "check": "icmp", "target": "10.255.0.1", "start": now_s - 20,
+            "interval_s": 10, "sent": 10, "received": 10, "rtt_avg_us": 600_000}]})],
+    );
+    let value = |q: &str| influx.query(q)["results"][0]["series"][0]["values"][0][1].clone();
+    wait_for("the collector's points", Duration::from_secs(60), || {
+        value("SELECT last(\"agent_hours_lost\") FROM \"cost\" WHERE \"scope\" = 'national'")
+            == 14.0
+            && value("SELECT count(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1'") == 2
+            && value("SELECT count(\"duration_s\") FROM \"episode\" WHERE \"kind\" = 'failover' AND \"open\" = 1") == 1
+            && value("SELECT last(\"site\") FROM \"resilience_plan\"") == "S2"
+    });
+    finance_points_match_the_report(&influx, &c, &month.label);
+    // What the probe sent, exactly: S1's minute of TCP and its backup link's RTT. (The
+    // incident's episodes, recorded already closed, are not in InfluxDB: the sink writes
+    // episodes open, or closed within a minute of its scan; see docs/schema.md.)
+    assert_eq!(
+        value("SELECT sum(\"bytes\") FROM \"site_traffic\" WHERE \"site\" = 'S1' AND \"protocol\" = 'tcp'"),
+        52_000
     );
     assert_eq!(
-        r["results"][0]["series"][0]["values"][0][1],
-        30 * 52_000 + (0..30).sum::<i64>(),
-        "{r}"
+        value("SELECT mean(\"rtt_avg_ms\") FROM \"link_check\" WHERE \"link\" = 'S1-B'"),
+        61.0
     );
     // The values the Prometheus variables would give (first of each, sorted).
     let vars: BTreeMap<String, String> = [
@@ -750,6 +902,9 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
         "site_state",
         "episode",
         "collector",
+        "cost",
+        "cost_top_site",
+        "resilience_plan",
     ]
     .into();
     let mut checked = 0;
@@ -779,5 +934,5 @@ fn influxql_panels_return_data_from_a_real_influxdb() {
         );
         checked += 1;
     }
-    assert!(checked >= 12, "only {checked} InfluxQL queries");
+    assert!(checked >= 25, "only {checked} InfluxQL queries");
 }

@@ -2,7 +2,8 @@
 //! token. `main` and the tests start the collector through [`run`] the same way.
 //!
 //! Owns: the order of start-up (config check, inventory, PKI, store open and resume, commit
-//! stage thread, sinks, compactor, the shared-database duties of `duties`, listeners) and of
+//! stage thread, sinks, compactor, the shared-database duties of `duties`, the finance duty,
+//! listeners) and of
 //! shutdown (inputs stop, the commit stage drains its queue, sinks flush). May import every module of the crate; only `main` and the
 //! tests (and `rie-sim`) import it.
 
@@ -343,6 +344,20 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     if let Some(pg) = &shared_pg {
         crate::duties::start_shared(pg, sites.clone(), leadership.clone(), &shutdown, &tracker);
     }
+    crate::finance::start(
+        crate::finance::Duty {
+            cfg: cfg.finance.clone(),
+            reader: reader.clone(),
+            inventory: inventory.clone(),
+            model: costs.clone(),
+            prices: backup_prices.clone(),
+            influx: influx.clone(),
+            leadership: leadership.clone(),
+            metrics: crate::finance::FinanceMetrics::register(&metrics.registry),
+        },
+        &shutdown,
+        &tracker,
+    );
 
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),
@@ -352,6 +367,10 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         dedup: dedup.clone(),
         commit: commit_tx,
         metrics: metrics.clone(),
+        hello_limiter: Arc::new(crate::auth::limit::FailureLimiter::new(
+            cfg.auth.max_failures_per_minute,
+            std::time::Duration::from_secs(60),
+        )),
     });
     tracker.spawn(probe_stream::run(
         probe_listener,
@@ -364,11 +383,33 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     if let Err(e) = auth_metrics.register(&metrics.registry) {
         tracing::warn!(error = %e, "authentication metrics not registered");
     }
+    let audit_metrics = crate::auth::audit::AuditMetrics::new();
+    if let Err(e) = audit_metrics.register(&metrics.registry) {
+        tracing::warn!(error = %e, "audit metrics not registered");
+    }
+    let (auditor, audit_task) = crate::auth::audit::Auditor::start(
+        reader.clone(),
+        std::time::Duration::from_secs(86_400 * u64::from(cfg.auth.audit_retention_days)),
+        audit_metrics,
+        shutdown.clone(),
+    );
+    tracker.spawn(async move {
+        let _ = audit_task.await;
+    });
     let mut gate = crate::auth::gate::Gate::new(
         cfg.auth.required(cfg.api.listen, cfg.api.behind_proxy),
         reader.clone(),
         inventory.clone(),
         auth_metrics,
+    )
+    .with(
+        auditor,
+        cfg.auth.max_failures_per_minute,
+        if cfg.api.behind_proxy {
+            cfg.api.trusted_proxies.clone()
+        } else {
+            Vec::new()
+        },
     );
     if let Some(oidc) = &login {
         gate = gate.with_sessions(Arc::new(crate::auth::session::Sessions::new(

@@ -7,7 +7,7 @@
 //! sections; each section's type, defaults and checks live beside its component
 //! (`ingest::probe_stream::ProbesConfig`, `ingest::netflow_udp::NetflowConfig`,
 //! `store::StoreConfig`, `sites::SiteThresholds`, `api::ApiConfig`, `pki::TlsConfig`,
-//! `sinks::influx::InfluxConfig`). A removed `[cluster]` section is refused by name. May import those components'
+//! `sinks::influx::InfluxConfig`, `finance::FinanceConfig`). A removed `[cluster]` section is refused by name. May import those components'
 //! config types; only `app` and `main` import it.
 
 use std::path::{Path, PathBuf};
@@ -47,6 +47,9 @@ pub struct CollectorConfig {
     /// InfluxDB sink (off unless `influx.url` is set); see `sinks::influx`.
     #[serde(default)]
     pub influx: crate::sinks::influx::InfluxConfig,
+    /// The finance duty (figures of the current month to InfluxDB and Prometheus); see `finance`.
+    #[serde(default)]
+    pub finance: crate::finance::FinanceConfig,
     /// Cost model for indicators and finance reports (`configs/costs.toml`); the built-in
     /// defaults (the same values as that file) when absent.
     #[serde(default)]
@@ -83,6 +86,7 @@ impl Default for CollectorConfig {
             sites: Default::default(),
             netflow: Default::default(),
             influx: crate::sinks::influx::InfluxConfig::default(),
+            finance: Default::default(),
             costs: None,
             backup_prices: None,
             removed_cluster: None,
@@ -125,8 +129,10 @@ impl CollectorConfig {
             self.store.validate(),
             self.sites.validate(),
             self.influx.validate(),
+            self.finance.validate(),
             self.api.validate(),
             self.auth.oidc.as_ref().map_or(Ok(()), |o| o.validate()),
+            self.auth.validate(),
         ];
         for check in checks {
             check.map_err(|(key, message)| invalid(key, message))?;

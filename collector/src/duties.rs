@@ -8,7 +8,8 @@
 //!   [`SiteRegistry::merge_stored`] (newer rows only; a fresher state of a probe connected
 //!   here is kept).
 //! - **Once, on the leader**: the silence scan that writes `silent` episodes (the commit
-//!   stage asks [`Leadership::is_leader`]) and rollup compaction (`store::retention`). The
+//!   stage asks [`Leadership::is_leader`]), rollup compaction (`store::retention`) and the
+//!   finance figures (`finance`, which asks [`Leadership::is_leader`] before each run). The
 //!   leader is the holder of a PostgreSQL advisory lock (`store::postgres::leader`); with
 //!   SQLite the collector is alone and always the leader.
 //!

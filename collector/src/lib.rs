@@ -21,6 +21,7 @@ pub mod commit;
 pub mod config;
 pub mod duties;
 pub mod episodes;
+pub mod finance;
 pub mod indicators;
 pub mod ingest;
 pub mod inventory;

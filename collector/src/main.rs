@@ -406,6 +406,7 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
                     revoked_ms: None,
                 },
             )?;
+            cli_audit(&reader, "token_create");
             eprintln!("token {id} ({name}, role {role}) created; its secret is printed once, below: keep it in the program's secret store");
             println!("{text}");
         }
@@ -433,6 +434,7 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         }
         TokenCmd::Revoke { which, .. } => {
             let n = api_tokens::revoke(&reader, &which, now)?;
+            cli_audit(&reader, "token_revoke");
             if n == 0 {
                 return Err(UserError(format!(
                     "no valid token with id or name {which:?}; see `rie-collector token list`"
@@ -651,7 +653,32 @@ fn report_resilience(a: ResilienceArgs) -> anyhow::Result<()> {
         p.investments.truncate(n);
     }
     let text = reports::render_plan(&p, format, locale)?;
-    write_out(a.out.as_deref(), &text)
+    write_out(a.out.as_deref(), &text)?;
+    cli_audit(&reader, "export");
+    Ok(())
+}
+
+/// Records this command in the audit trail (exports, token changes). Best effort: a report
+/// read from a read-only replica cannot write, and says so rather than failing.
+fn cli_audit(reader: &store::Reader, action: &str) {
+    let row = store::audit::AuditRow {
+        at_ms: rie_common::now_ms(),
+        actor: std::env::var("USER").unwrap_or_else(|_| "cli".into()),
+        role: "local".into(),
+        source: "cli".into(),
+        action: action.into(),
+        target: std::env::args()
+            .skip(1)
+            .collect::<Vec<_>>()
+            .join(" ")
+            .chars()
+            .take(512)
+            .collect(),
+        outcome: "ok".into(),
+    };
+    if let Err(e) = store::audit::insert(reader, &[row]) {
+        eprintln!("warning: not recorded in the audit trail: {e}");
+    }
 }
 
 fn report(a: ReportArgs) -> anyhow::Result<()> {
@@ -694,7 +721,9 @@ fn report(a: ReportArgs) -> anyhow::Result<()> {
         &|s| progress.stage(s),
     )?;
     progress.finish();
-    write_out(a.out.as_deref(), &text)
+    write_out(a.out.as_deref(), &text)?;
+    cli_audit(&reader, "export");
+    Ok(())
 }
 
 /// The `[collector] token` of a probe config file, for `probe-config --token-from`.

@@ -211,6 +211,7 @@ impl Metrics {
             "unknown_site",
             "unsupported_version",
             "no_hello",
+            "rate_limited",
         ] {
             m.auth_failures.with_label_values(&[r]);
         }

@@ -56,6 +56,7 @@ const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::
 pub(crate) const NATIONAL: &[Kind] = &[Kind::Noc, Kind::Admin];
 const FINANCE: &[Kind] = &[Kind::Finance, Kind::Admin];
 const METRICS: &[Kind] = &[Kind::Metrics, Kind::Admin];
+const ADMIN: &[Kind] = &[Kind::Admin];
 
 /// One route: its path, its access rule and its handler. The router is built from this table
 /// only, so that no route exists without a rule.
@@ -107,13 +108,18 @@ fn table() -> Vec<Route> {
         ),
         Route::new(
             "/api/v1/indicators",
-            Access::roles(FINANCE),
+            Access::roles(FINANCE).audited(),
             get(indicators),
         ),
         Route::new(
             "/api/v1/indicators/resilience-plan",
-            Access::roles(FINANCE),
+            Access::roles(FINANCE).audited(),
             get(resilience_plan),
+        ),
+        Route::new(
+            "/api/v1/audit",
+            Access::roles(ADMIN).audited(),
+            get(audit_trail),
         ),
     ];
     routes.extend(web::table());
@@ -635,4 +641,46 @@ async fn resilience_plan(
         out.investments.truncate(n);
     }
     Ok(Json(out).into_response())
+}
+
+#[derive(Deserialize)]
+struct AuditQuery {
+    from: String,
+    to: String,
+    /// `json` (default: an array) or `jsonl` (one event per line, for a SIEM).
+    format: Option<String>,
+    limit: Option<i64>,
+}
+
+/// The audit trail of `[from, to)`, oldest first (admin only; reading it is audited too).
+async fn audit_trail(
+    State(st): State<AppState>,
+    Query(q): Query<AuditQuery>,
+) -> Result<Response, ApiError> {
+    let from = parse_time("from", &q.from)? * 1_000;
+    let to = parse_time("to", &q.to)? * 1_000;
+    let limit = q.limit.unwrap_or(100_000);
+    if !(1..=1_000_000).contains(&limit) {
+        return Err(bad_request(format!("limit={limit} is not 1 to 1000000")));
+    }
+    let jsonl = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("jsonl") => true,
+        Some(f) => return Err(bad_request(format!("format={f:?} is not json or jsonl"))),
+    };
+    let reader = st.reader.clone();
+    let rows =
+        tokio::task::spawn_blocking(move || crate::store::audit::query(&reader, from, to, limit))
+            .await
+            .map_err(|e| ApiError(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?
+            .map_err(|e| ApiError(StatusCode::SERVICE_UNAVAILABLE, e.to_string()))?;
+    if !jsonl {
+        return Ok(Json(rows).into_response());
+    }
+    let mut body = String::new();
+    for r in &rows {
+        body.push_str(&serde_json::to_string(r).unwrap_or_default());
+        body.push('\n');
+    }
+    Ok(([(header::CONTENT_TYPE, "application/x-ndjson")], body).into_response())
 }

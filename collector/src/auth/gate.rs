@@ -6,19 +6,26 @@
 //! exist). The principal goes into the request's extensions for handlers that filter lists.
 //!
 //! Failures are counted by reason in `rie_collector_api_auth_failures_total` and never logged
-//! one by one (a flood would fill the log).
+//! one by one (a flood would fill the log). Past `auth.max_failures_per_minute` failed
+//! authentications from one address, that address gets 429 for the rest of the minute without
+//! any store lookup (logged once, when it crosses the limit). Failed authentications and every
+//! granted request of an audited route go to the audit trail (`audit`), with the client
+//! address (behind a trusted proxy: the address the proxy appended to `X-Forwarded-For`).
 
 use std::collections::HashMap;
+use std::net::{IpAddr, SocketAddr};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
-use axum::extract::{Request, State};
+use axum::extract::{ConnectInfo, Request, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::middleware::Next;
 use axum::response::{IntoResponse, Response};
 use axum::Json;
 use prometheus::{IntCounterVec, Opts, Registry};
 
+use super::audit::{AuditRow, Auditor};
+use super::limit::{Failure, FailureLimiter};
 use super::{hash_secret, parse_token, same_digest, Access, Principal, Role};
 use crate::inventory::Inventory;
 use crate::store::api_tokens::{self, TokenRow};
@@ -49,7 +56,7 @@ impl AuthMetrics {
             failures: IntCounterVec::new(
                 Opts::new(
                     "rie_collector_api_auth_failures_total",
-                    "API requests refused, by reason: missing, malformed, unknown, wrong_secret, expired, revoked (401), forbidden (403), out_of_scope (404).",
+                    "API requests refused, by reason: missing, malformed, unknown, wrong_secret, expired, revoked (401), forbidden (403), out_of_scope (404), rate_limited (429).",
                 ),
                 &["reason"],
             )
@@ -80,6 +87,10 @@ pub struct Gate {
     metrics: AuthMetrics,
     /// People's sessions (`rie_session` cookie), when OpenID Connect login is configured.
     sessions: Option<Arc<super::session::Sessions>>,
+    auditor: Auditor,
+    limiter: FailureLimiter,
+    /// Behind a proxy: whose `X-Forwarded-For` names the client.
+    trusted_proxies: Vec<IpAddr>,
 }
 
 /// Why a request was refused.
@@ -93,11 +104,25 @@ enum Refusal {
     Revoked,
     Forbidden,
     OutOfScope,
+    /// Too many failures from this address this minute.
+    RateLimited,
     /// The store did not answer: 503, not counted as a failed authentication.
     StoreDown,
 }
 
 impl Refusal {
+    /// A credential was presented and was not good: what the limit and the audit count.
+    fn is_failed_login(self) -> bool {
+        matches!(
+            self,
+            Refusal::Malformed
+                | Refusal::Unknown
+                | Refusal::WrongSecret
+                | Refusal::Expired
+                | Refusal::Revoked
+        )
+    }
+
     fn reason(self) -> &'static str {
         match self {
             Refusal::Missing => "missing",
@@ -108,6 +133,7 @@ impl Refusal {
             Refusal::Revoked => "revoked",
             Refusal::Forbidden => "forbidden",
             Refusal::OutOfScope => "out_of_scope",
+            Refusal::RateLimited => "rate_limited",
             Refusal::StoreDown => "store_down",
         }
     }
@@ -127,6 +153,64 @@ impl Gate {
             cache: Mutex::new(HashMap::new()),
             metrics,
             sessions: None,
+            auditor: Auditor::discard(),
+            limiter: FailureLimiter::new(0, Duration::from_secs(60)),
+            trusted_proxies: Vec::new(),
+        }
+    }
+
+    /// With the audit trail's writer, the failure limit and the trusted proxies.
+    pub fn with(
+        self,
+        auditor: Auditor,
+        max_failures_per_minute: u32,
+        trusted_proxies: Vec<IpAddr>,
+    ) -> Self {
+        Self {
+            auditor,
+            limiter: FailureLimiter::new(max_failures_per_minute, Duration::from_secs(60)),
+            trusted_proxies,
+            ..self
+        }
+    }
+
+    /// The client's address: the peer, or behind a trusted proxy the last address of
+    /// `X-Forwarded-For` (the one that proxy appended; earlier ones are the client's word).
+    fn client(&self, req: &Request) -> Option<IpAddr> {
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0.ip())?;
+        if !self.trusted_proxies.contains(&peer) {
+            return Some(peer);
+        }
+        req.headers()
+            .get("x-forwarded-for")
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.rsplit(',').next())
+            .and_then(|v| v.trim().parse().ok())
+            .or(Some(peer))
+    }
+
+    fn audit_row(
+        &self,
+        who: Option<&Principal>,
+        source: Option<IpAddr>,
+        action: &str,
+        req: &Request,
+        outcome: &str,
+    ) -> AuditRow {
+        AuditRow {
+            at_ms: rie_common::now_ms(),
+            actor: who.map_or_else(|| "-".to_string(), |p| p.name.clone()),
+            role: who.map_or_else(|| "-".to_string(), |p| p.role.to_string()),
+            source: source.map_or_else(|| "-".to_string(), |a| a.to_string()),
+            action: action.to_string(),
+            target: req
+                .uri()
+                .path_and_query()
+                .map_or_else(String::new, |p| p.as_str().chars().take(512).collect()),
+            outcome: outcome.to_string(),
         }
     }
 
@@ -275,6 +359,12 @@ impl Gate {
                 )
                     .into_response()
             }
+            Refusal::RateLimited => (
+                StatusCode::TOO_MANY_REQUESTS,
+                [(header::RETRY_AFTER, HeaderValue::from_static("60"))],
+                body("too many failed authentications from this address; wait a minute".into()),
+            )
+                .into_response(),
             Refusal::StoreDown => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 body("the store does not answer; tokens cannot be checked".into()),
@@ -300,14 +390,43 @@ pub async fn check(
     if access.is_public() {
         return next.run(req).await;
     }
+    let source = gate.client(&req);
+    if source.is_some_and(|ip| gate.limiter.is_blocked(ip)) {
+        return gate.refuse(Refusal::RateLimited, req.uri().path());
+    }
     let principal = match gate.principal(req.headers()).await {
         Ok(p) => p.unwrap_or(Principal {
             name: "open".into(),
             role: Role::Admin,
         }),
-        Err(r) => return gate.refuse(r, req.uri().path()),
+        Err(r) => {
+            if r.is_failed_login() {
+                if let Some(ip) = source {
+                    if gate.limiter.failed(ip) == Failure::Crossed {
+                        tracing::warn!(source = %ip, "too many failed authentications: address refused for a minute");
+                    }
+                }
+                gate.auditor.record_if_room(gate.audit_row(
+                    None,
+                    source,
+                    "auth_failed",
+                    &req,
+                    r.reason(),
+                ));
+            }
+            return gate.refuse(r, req.uri().path());
+        }
     };
     if !access.allows(&principal.role) {
+        if access.audited {
+            gate.auditor.record_if_room(gate.audit_row(
+                Some(&principal),
+                source,
+                "read",
+                &req,
+                "forbidden",
+            ));
+        }
         return gate.refuse(Refusal::Forbidden, req.uri().path());
     }
     if access.site_param && principal.role.is_scoped() {
@@ -317,6 +436,10 @@ pub async fn check(
         if !visible {
             return gate.refuse(Refusal::OutOfScope, &path);
         }
+    }
+    if access.audited {
+        let row = gate.audit_row(Some(&principal), source, "read", &req, "ok");
+        gate.auditor.record(row).await;
     }
     req.extensions_mut().insert(principal);
     next.run(req).await

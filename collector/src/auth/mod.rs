@@ -17,7 +17,9 @@
 //! May import `store` (token and session rows), `inventory` (scopes), `metrics`; `api`
 //! imports it.
 
+pub mod audit;
 pub mod gate;
+pub mod limit;
 pub mod oidc;
 pub mod session;
 
@@ -147,6 +149,8 @@ pub struct Principal {
 pub struct Access {
     pub roles: &'static [Kind],
     pub site_param: bool,
+    /// Every granted request is written to the audit trail (finance data, exports).
+    pub audited: bool,
 }
 
 impl Access {
@@ -154,12 +158,14 @@ impl Access {
     pub const PUBLIC: Access = Access {
         roles: &[],
         site_param: false,
+        audited: false,
     };
 
     pub const fn roles(roles: &'static [Kind]) -> Self {
         Self {
             roles,
             site_param: false,
+            audited: false,
         }
     }
 
@@ -168,6 +174,15 @@ impl Access {
         Self {
             roles,
             site_param: true,
+            audited: false,
+        }
+    }
+
+    /// The same rule, each granted request written to the audit trail.
+    pub const fn audited(self) -> Self {
+        Self {
+            audited: true,
+            ..self
         }
     }
 
@@ -182,7 +197,7 @@ impl Access {
 
 // --- configuration (`[auth]` of the collector config file) ---
 
-#[derive(Debug, Clone, Default, Deserialize)]
+#[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct AuthConfig {
     /// Whether every non-public route needs a token. Default: required unless the API listens
@@ -195,9 +210,50 @@ pub struct AuthConfig {
     /// How the provider's claims give a role (`[[auth.roles.map]]`).
     #[serde(default)]
     pub roles: oidc::RolesConfig,
+    /// Failed authentications (API) or hellos (probes) per source address and minute before
+    /// the address is refused for the rest of the minute; 0: no limit.
+    #[serde(default = "default_max_failures")]
+    pub max_failures_per_minute: u32,
+    /// Days the audit trail is kept.
+    #[serde(default = "default_audit_days")]
+    pub audit_retention_days: u32,
+}
+
+fn default_max_failures() -> u32 {
+    30
+}
+fn default_audit_days() -> u32 {
+    400
+}
+
+impl Default for AuthConfig {
+    fn default() -> Self {
+        Self {
+            required: None,
+            oidc: None,
+            roles: Default::default(),
+            max_failures_per_minute: default_max_failures(),
+            audit_retention_days: default_audit_days(),
+        }
+    }
 }
 
 impl AuthConfig {
+    /// # Errors
+    /// The offending key and its fix.
+    pub fn validate(&self) -> Result<(), (&'static str, String)> {
+        if !(1..=3_660).contains(&self.audit_retention_days) {
+            return Err((
+                "auth.audit_retention_days",
+                format!(
+                    "{} is not 1 to 3660; e.g. 400 (a year and a month)",
+                    self.audit_retention_days
+                ),
+            ));
+        }
+        Ok(())
+    }
+
     /// The effective rule for an API listening on `listen`, `behind_proxy` or not.
     pub fn required(&self, listen: std::net::SocketAddr, behind_proxy: bool) -> bool {
         self.required

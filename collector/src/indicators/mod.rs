@@ -415,6 +415,26 @@ pub struct GroupRow {
     pub availability_single_homed_pct: Option<f64>,
 }
 
+impl GroupRow {
+    /// What resilience weighs in the cost per agent per year: resilience cost per agent per
+    /// year / cost per agent per year, %. `None` without agents or cost.
+    pub fn resilience_share_pct(&self) -> Option<f64> {
+        match (
+            self.resilience_cost_per_agent_year_cents,
+            self.cost_per_agent_year_cents,
+        ) {
+            (Some(r), Some(t)) if t > 0 => Some(round_to(100.0 * r as f64 / t as f64, 4)),
+            _ => None,
+        }
+    }
+
+    /// The price of the group's agent-hours lost at `agent_hour_cost_cents` an hour (the
+    /// planner's `agent_hour_cost_eur`, `configs/backup-prices.toml`), cents, rounded half up.
+    pub fn agent_hours_lost_cost_cents(&self, agent_hour_cost_cents: i64) -> i64 {
+        (self.agent_hours_lost * agent_hour_cost_cents as f64).round() as i64
+    }
+}
+
 fn group_row(group: String, members: &[&SiteFigures], months: i64) -> GroupRow {
     let sum = |f: &dyn Fn(&SiteFigures) -> i64| members.iter().map(|s| f(s)).sum::<i64>();
     let agents: u64 = members.iter().map(|s| s.agents).sum();

@@ -31,6 +31,7 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tracing::{debug, info, warn};
 
+use crate::auth::limit::{Failure, FailureLimiter};
 use crate::commit::{BatchWrite, DedupIndex, Request, Stored};
 use crate::metrics::Metrics;
 use crate::sites::SiteRegistry;
@@ -52,6 +53,9 @@ pub struct Context {
     pub dedup: Arc<DedupIndex>,
     pub commit: mpsc::Sender<Request>,
     pub metrics: Arc<Metrics>,
+    /// Failed hellos per source address: past the limit, the address's connections are
+    /// closed at accept, before any TLS work, for the rest of the minute.
+    pub hello_limiter: Arc<FailureLimiter>,
 }
 
 /// Accepts probe connections until `shutdown`; connection tasks go on `tracker` so that the
@@ -87,6 +91,13 @@ pub async fn run(
             },
         };
         backoff = Duration::from_millis(10);
+        if ctx.hello_limiter.is_blocked(peer.ip()) {
+            ctx.metrics
+                .auth_failures
+                .with_label_values(&["rate_limited"])
+                .inc();
+            continue;
+        }
         let _ = sock.set_nodelay(true);
         let ctx = ctx.clone();
         let shutdown = shutdown.clone();
@@ -213,7 +224,19 @@ async fn handle(ctx: Arc<Context>, sock: TcpStream, peer: SocketAddr, shutdown: 
     let site_idx = match authenticate(&ctx, &hello).await {
         Ok(idx) => idx,
         Err((code, label, reason)) => {
-            warn!(%peer, site = %hello.site, reason = %reason, "probe refused");
+            // One line per address and minute, not per attempt: a misconfigured or hostile
+            // peer retrying in a loop must not flood the log.
+            match ctx.hello_limiter.failed(peer.ip()) {
+                Failure::First => {
+                    warn!(%peer, site = %hello.site, reason = %reason, "probe refused")
+                }
+                Failure::Crossed => {
+                    warn!(%peer, site = %hello.site, reason = %reason, "probe refused again and again: its address is refused for a minute")
+                }
+                Failure::Counted | Failure::Blocked => {
+                    debug!(%peer, site = %hello.site, reason = %reason, "probe refused")
+                }
+            }
             ctx.metrics.auth_failures.with_label_values(&[label]).inc();
             let refused = Refused { code, reason };
             let _ = send(&mut framed, &Message::Refused(refused)).await;

@@ -44,6 +44,7 @@ use super::{Reader, StoreError};
 pub const TABLES: &[&str] = &[
     "probe_credentials",
     "api_tokens",
+    "audit_log",
     "api_sessions",
     "api_logins",
     "probe_streams",

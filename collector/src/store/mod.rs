@@ -49,6 +49,7 @@
 
 pub mod api_sessions;
 pub mod api_tokens;
+pub mod audit;
 pub mod config;
 #[cfg(test)]
 mod contract_tests;

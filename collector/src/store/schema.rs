@@ -101,10 +101,29 @@ const MIGRATIONS: &[Migration] = &[
     },
     Migration {
         version: 5,
+        name: "audit trail",
+        apply: |conn| conn.execute_batch(AUDIT_LOG),
+    },
+    Migration {
+        version: 6,
         name: "sessions of people logged in with OpenID Connect",
         apply: |conn| conn.execute_batch(API_SESSIONS),
     },
 ];
+
+/// The audit trail (`store::audit`): who read finance data, exported, changed a token, failed
+/// to authenticate; when, from where.
+const AUDIT_LOG: &str = "CREATE TABLE IF NOT EXISTS audit_log(
+    id      INTEGER PRIMARY KEY,
+    at_ms   INTEGER NOT NULL,
+    actor   TEXT NOT NULL,
+    role    TEXT NOT NULL,
+    source  TEXT NOT NULL,
+    action  TEXT NOT NULL,
+    target  TEXT NOT NULL,
+    outcome TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at_ms);";
 
 /// API tokens (`store::api_tokens`): the secret's SHA-256 only, never the secret.
 const API_TOKENS: &str = "CREATE TABLE IF NOT EXISTS api_tokens(
@@ -139,7 +158,7 @@ CREATE TABLE IF NOT EXISTS api_logins(
 );";
 
 /// The version this collector writes.
-pub const LATEST: i64 = 5;
+pub const LATEST: i64 = 6;
 
 /// Applies the migrations `conn`'s database lacks.
 ///

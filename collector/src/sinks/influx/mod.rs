@@ -29,7 +29,9 @@
 //!   validation; errors name the config key. Imports nothing of the sink.
 //! - `encode.rs`: line protocol of every measurement ([`EpisodePoint`], [`protocol_name`],
 //!   [`direction_name`], tags, traffic, link checks, site states, health). Pure; imports
-//!   nothing of the backlog or delivery.
+//!   nothing of the backlog or delivery. (The finance measurements are the exception: the
+//!   `finance` duty renders them with `sinks::line` and queues them through
+//!   [`InfluxSink::lines`], so the sink needs nothing of `indicators`.)
 //! - `backlog.rs`: memory queue in front of the SQLite outbox, its disk budget, pending
 //!   minutes. Imports only [`SinkError`]; lines are opaque to it.
 //! - `delivery.rs`: HTTP write (v2/v1), classification of answers, retry with backoff, and the

@@ -48,6 +48,21 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
     ),
     (
         5,
+        "audit trail",
+        "CREATE TABLE IF NOT EXISTS audit_log(
+            id      BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+            at_ms   BIGINT NOT NULL,
+            actor   TEXT NOT NULL,
+            role    TEXT NOT NULL,
+            source  TEXT NOT NULL,
+            action  TEXT NOT NULL,
+            target  TEXT NOT NULL,
+            outcome TEXT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at_ms);",
+    ),
+    (
+        6,
         "sessions of people logged in with OpenID Connect",
         "CREATE TABLE IF NOT EXISTS api_sessions(
             id_sha256    TEXT PRIMARY KEY,
