@@ -62,7 +62,32 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("/api/v1/audit", &["admin"]),
     ("/api/v1/status", &["noc", "admin"]),
     ("/api/v1/status/sites", &["noc", "admin"]),
+    // Login routes: public, each answers for itself ([`login_route`]).
+    ("/auth/login", &["login"]),
+    ("/auth/callback", &["login"]),
+    ("/auth/logout", &["login"]),
+    ("/auth/me", &["login"]),
 ];
+
+/// What a login route answers on this collector (no `[auth.oidc]`), with a token of any role
+/// or without (`None`). With a provider, `tests/oidc_login_lemonldap.rs` checks them.
+fn login_route(path: &str, token: Option<&str>) -> u16 {
+    match path {
+        // Not configured: 404 saying so.
+        "/auth/login" | "/auth/callback" => 404,
+        // Clears the cookie and redirects to the status page (followed: 200).
+        "/auth/logout" => 200,
+        // Who is asking: any token, no role needed.
+        "/auth/me" => {
+            if token.is_some() {
+                200
+            } else {
+                401
+            }
+        }
+        other => panic!("{other} is not a login route"),
+    }
+}
 
 /// The query each route needs to answer 200.
 fn query(path: &str) -> &'static str {
@@ -142,6 +167,20 @@ fn every_route_answers_each_role_exactly_and_scopes_hold() {
 
     let all_sites = ["S1", "S2", "S3"];
     for (path, allowed) in EXPECTED {
+        if allowed.contains(&"login") {
+            let (status, _, body) = get(&c, path, None);
+            assert_eq!(
+                status,
+                login_route(path, None),
+                "{path} without a token: {body}"
+            );
+            for (label, _, _) in ROLES {
+                let (status, _, body) = get(&c, path, Some(&bearer(&tokens[label])));
+                let expected = login_route(path, Some(label));
+                assert_eq!(status, expected, "{path} as {label}: {body}");
+            }
+            continue;
+        }
         let public = allowed.contains(&"public");
         // A site path is tried with each site: a scoped role gets 404 outside its scope.
         let sites: Vec<&str> = if path.contains("{site_id}") {
@@ -287,7 +326,7 @@ fn every_route_answers_each_role_exactly_and_scopes_hold() {
     assert_eq!(count("unknown"), 1);
     let routes_needing_auth: u64 = EXPECTED
         .iter()
-        .filter(|(_, a)| !a.contains(&"public"))
+        .filter(|(_, a)| !a.contains(&"public") && !a.contains(&"login"))
         .map(|(p, _)| if p.contains("{site_id}") { 3 } else { 1 })
         .sum();
     assert_eq!(count("missing"), routes_needing_auth);

@@ -204,7 +204,12 @@ fn a_sqlite_store_moves_to_postgres_exactly_and_resumably() {
          INSERT INTO top_talker_hour VALUES ({h}, 'S2', '10.9.0.0/16', 19000, 19);
          INSERT INTO top_talker_day VALUES ({day}, 'S2', '10.9.0.0/16', 29000, 29);
          INSERT INTO netflow_templates VALUES ('v9:10.0.2.1:0/0', 1, 256, x'000102feff', 1700000000000);
-         INSERT INTO netflow_sampling VALUES ({h}, 'S2', '10.0.2.1', 100, 7);",
+         INSERT INTO netflow_sampling VALUES ({h}, 'S2', '10.0.2.1', 100, 7);
+         INSERT INTO api_tokens VALUES ('0123456789ab', 'grafana', 'noc', '{sha}', 1700000000000, NULL, NULL);
+         INSERT INTO audit_log VALUES (1, 1700000000000, 'cli', '-', '-', 'token.create', 'grafana', 'ok');
+         INSERT INTO api_sessions VALUES ('{sha}', 'agent@example.gouv.fr', 'noc', 'agent', '{{}}', 'x.y.z', 1700000000000, 1700000000000, 1700043200000, NULL);
+         INSERT INTO api_logins VALUES ('{sha}', 'state', 'nonce', 'verifier', 1700000000000);",
+        sha = "ab".repeat(32),
         d5 = day + 86_400,
         h = day + 2 * 86_400,
     ));

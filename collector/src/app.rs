@@ -43,6 +43,8 @@ pub enum StartError {
     #[error(transparent)]
     Influx(#[from] crate::sinks::influx::SinkError),
     #[error(transparent)]
+    Oidc(#[from] crate::auth::oidc::OidcStartError),
+    #[error(transparent)]
     Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
     #[error(
         "data_dir {path}: {source}; create it or set data_dir (--data-dir) to a writable directory"
@@ -70,6 +72,7 @@ impl StartError {
                 | StartError::DataDir { .. }
                 | StartError::Inventory(_)
                 | StartError::Pki(_)
+                | StartError::Oidc(_)
                 | StartError::Influx(crate::sinks::influx::SinkError::Client(_))
         ) || matches!(self, StartError::Store(e) if e.is_user_error())
     }
@@ -157,14 +160,36 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         )?,
     );
     let tls = pki::server_config(&cfg.tls.pki_dir)?;
+    let metrics_early = Arc::new(Metrics::new());
     let api_tls = cfg.api.tls.as_ref().map(api::serve::load_tls).transpose()?;
+    // Provider discovery at start-up: a wrong issuer or client stops the collector here.
+    let login = match &cfg.auth.oidc {
+        None => None,
+        Some(o) => {
+            let secure = cfg.api.tls.is_some() || cfg.api.behind_proxy;
+            let oidc =
+                crate::auth::oidc::Oidc::start(o.clone(), &cfg.auth.roles, &inventory, secure)
+                    .await
+                    .map_err(|e| {
+                        let file = cfg.source.as_ref().map_or_else(
+                            || "command line".to_string(),
+                            |p| p.display().to_string(),
+                        );
+                        ConfigError::invalid(file, &e.key, e.message)
+                    })?;
+            if let Err(e) = oidc.metrics.register(&metrics_early.registry) {
+                tracing::warn!(error = %e, "OpenID Connect metrics not registered");
+            }
+            Some(Arc::new(oidc))
+        }
+    };
     // Holds the SQLite store, or only the InfluxDB sink's backlog on PostgreSQL.
     std::fs::create_dir_all(&cfg.data_dir).map_err(|source| StartError::DataDir {
         path: cfg.data_dir.display().to_string(),
         source,
     })?;
     let db = cfg.db_path();
-    let metrics = Arc::new(Metrics::new());
+    let metrics = metrics_early;
     let sites = Arc::new(SiteRegistry::new(inventory.clone(), cfg.sites.clone()));
     // Opened off the async task: the PostgreSQL backend bridges with `Handle::block_on`.
     let (opened, resumed) = {
@@ -371,23 +396,31 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     tracker.spawn(async move {
         let _ = audit_task.await;
     });
-    let gate = Arc::new(
-        crate::auth::gate::Gate::new(
-            cfg.auth.required(cfg.api.listen, cfg.api.behind_proxy),
+    let mut gate = crate::auth::gate::Gate::new(
+        cfg.auth.required(cfg.api.listen, cfg.api.behind_proxy),
+        reader.clone(),
+        inventory.clone(),
+        auth_metrics,
+    )
+    .with(
+        auditor,
+        cfg.auth.max_failures_per_minute,
+        if cfg.api.behind_proxy {
+            cfg.api.trusted_proxies.clone()
+        } else {
+            Vec::new()
+        },
+    );
+    if let Some(oidc) = &login {
+        gate = gate.with_sessions(Arc::new(crate::auth::session::Sessions::new(
             reader.clone(),
             inventory.clone(),
-            auth_metrics,
-        )
-        .with(
-            auditor,
-            cfg.auth.max_failures_per_minute,
-            if cfg.api.behind_proxy {
-                cfg.api.trusted_proxies.clone()
-            } else {
-                Vec::new()
-            },
-        ),
-    );
+            oidc.config().session_idle,
+            oidc.config().session_absolute,
+            oidc.secure,
+        )));
+    }
+    let gate = Arc::new(gate);
     let app = api::router(api::AppState {
         sites: sites.clone(),
         reader,
@@ -396,6 +429,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         gate,
         backup_prices,
         national: Default::default(),
+        login,
     });
     tracker.spawn(api::serve::serve(
         api_listener,

@@ -131,6 +131,7 @@ impl CollectorConfig {
             self.influx.validate(),
             self.finance.validate(),
             self.api.validate(),
+            self.auth.oidc.as_ref().map_or(Ok(()), |o| o.validate()),
             self.auth.validate(),
         ];
         for check in checks {

@@ -107,6 +107,19 @@ impl Collector {
         )
     }
 
+    /// A collector with `config_toml` as its config whose API listens on `api_listen` (an
+    /// address that must be known before start, e.g. an OpenID Connect redirect URL).
+    pub fn start_with_config_on_api(config_toml: &str, api_listen: SocketAddr) -> Self {
+        Self::start_pki(
+            &fixture("inventory"),
+            SocketAddr::from(([127, 0, 0, 1], 0)),
+            false,
+            Some(config_toml),
+            None,
+            Some(api_listen),
+        )
+    }
+
     /// A collector with `config_toml` as its config and the PKI copied from `pki_from` (one CA
     /// for several collectors sharing one database), or a new one.
     pub fn start_sharing_pki(config_toml: &str, pki_from: Option<&Collector>) -> Self {

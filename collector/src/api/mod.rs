@@ -6,6 +6,7 @@
 //! `indicators`, `inventory`, `metrics`, `pki`, `auth`; never `ingest` or `sinks`. Only `app`
 //! imports it.
 
+mod login;
 mod national;
 pub mod serve;
 pub mod web;
@@ -43,6 +44,8 @@ pub struct AppState {
     pub backup_prices: Arc<crate::indicators::resilience_plan::BackupPrices>,
     /// Store part of `/api/v1/national/traffic`, shared by every screen for a few seconds.
     pub national: Arc<national::TrafficCache>,
+    /// OpenID Connect login of people (`/auth/*`), when `[auth.oidc]` is set.
+    pub login: Option<Arc<auth::oidc::Oidc>>,
 }
 
 /// Who may read the operational views (status, sites, flows, episodes).
@@ -120,6 +123,7 @@ fn table() -> Vec<Route> {
         ),
     ];
     routes.extend(web::table());
+    routes.extend(login::table());
     routes
 }
 

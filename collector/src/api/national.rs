@@ -452,6 +452,7 @@ mod tests {
             )),
             backup_prices: Arc::new(Default::default()),
             national: Default::default(),
+            login: None,
         }
     }
 

@@ -85,6 +85,8 @@ pub struct Gate {
     inventory: Arc<Inventory>,
     cache: Mutex<HashMap<String, (Option<TokenRow>, Instant)>>,
     metrics: AuthMetrics,
+    /// People's sessions (`rie_session` cookie), when OpenID Connect login is configured.
+    sessions: Option<Arc<super::session::Sessions>>,
     auditor: Auditor,
     limiter: FailureLimiter,
     /// Behind a proxy: whose `X-Forwarded-For` names the client.
@@ -150,6 +152,7 @@ impl Gate {
             inventory,
             cache: Mutex::new(HashMap::new()),
             metrics,
+            sessions: None,
             auditor: Auditor::discard(),
             limiter: FailureLimiter::new(0, Duration::from_secs(60)),
             trusted_proxies: Vec::new(),
@@ -211,6 +214,45 @@ impl Gate {
         }
     }
 
+    /// Accepts session cookies too (OpenID Connect login).
+    #[must_use]
+    pub fn with_sessions(mut self, sessions: Arc<super::session::Sessions>) -> Self {
+        self.sessions = Some(sessions);
+        self
+    }
+
+    pub fn sessions(&self) -> Option<&Arc<super::session::Sessions>> {
+        self.sessions.as_ref()
+    }
+
+    /// The principal of a `rie_session` cookie: Ok(None) without one (or without sessions).
+    async fn session_principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, Refusal> {
+        use super::session::{cookie, SessionRefusal, COOKIE};
+        let Some(sessions) = &self.sessions else {
+            return Ok(None);
+        };
+        let Some(value) = cookie(headers, COOKIE).map_err(|()| Refusal::Malformed)? else {
+            return Ok(None);
+        };
+        match sessions.check(value).await {
+            Ok((_, p)) => Ok(Some(p)),
+            Err(r) => Err(match r {
+                SessionRefusal::Malformed => Refusal::Malformed,
+                SessionRefusal::Unknown => Refusal::Unknown,
+                SessionRefusal::Expired => Refusal::Expired,
+                SessionRefusal::Revoked => Refusal::Revoked,
+                SessionRefusal::Forbidden => Refusal::Forbidden,
+                SessionRefusal::StoreDown => Refusal::StoreDown,
+            }),
+        }
+    }
+
+    /// The principal of a request for handlers of public routes (`/auth/me`): token or
+    /// session, None when neither.
+    pub async fn identify(&self, headers: &HeaderMap) -> Option<Principal> {
+        self.principal(headers).await.ok().flatten()
+    }
+
     pub fn required(&self) -> bool {
         self.required
     }
@@ -246,6 +288,9 @@ impl Gate {
     /// the API is open.
     async fn principal(&self, headers: &HeaderMap) -> Result<Option<Principal>, Refusal> {
         let Some(value) = headers.get(header::AUTHORIZATION) else {
+            if let Some(p) = self.session_principal(headers).await? {
+                return Ok(Some(p));
+            }
             return if self.required {
                 Err(Refusal::Missing)
             } else {

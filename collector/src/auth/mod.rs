@@ -11,11 +11,17 @@
 //! - `admin`: everything;
 //! - `metrics`: `/metrics` only (Prometheus).
 //!
-//! May import `store` (token rows), `inventory` (scopes), `metrics`; `api` imports it.
+//! People log in through OpenID Connect (`oidc`) and get a server-side session (`session`);
+//! their role comes from the provider's claims by `[auth.roles]`.
+//!
+//! May import `store` (token and session rows), `inventory` (scopes), `metrics`; `api`
+//! imports it.
 
 pub mod audit;
 pub mod gate;
 pub mod limit;
+pub mod oidc;
+pub mod session;
 
 use std::fmt;
 
@@ -198,6 +204,12 @@ pub struct AuthConfig {
     /// on loopback without a proxy in front (a single machine, the demo), where it stays open.
     #[serde(default)]
     pub required: Option<bool>,
+    /// Login of people through an OpenID Connect provider (`[auth.oidc]`; off when absent).
+    #[serde(default)]
+    pub oidc: Option<oidc::OidcConfig>,
+    /// How the provider's claims give a role (`[[auth.roles.map]]`).
+    #[serde(default)]
+    pub roles: oidc::RolesConfig,
     /// Failed authentications (API) or hellos (probes) per source address and minute before
     /// the address is refused for the rest of the minute; 0: no limit.
     #[serde(default = "default_max_failures")]
@@ -218,6 +230,8 @@ impl Default for AuthConfig {
     fn default() -> Self {
         Self {
             required: None,
+            oidc: None,
+            roles: Default::default(),
             max_failures_per_minute: default_max_failures(),
             audit_retention_days: default_audit_days(),
         }

@@ -45,6 +45,8 @@ pub const TABLES: &[&str] = &[
     "probe_credentials",
     "api_tokens",
     "audit_log",
+    "api_sessions",
+    "api_logins",
     "probe_streams",
     "site_status",
     "episodes",

@@ -104,6 +104,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "audit trail",
         apply: |conn| conn.execute_batch(AUDIT_LOG),
     },
+    Migration {
+        version: 6,
+        name: "sessions of people logged in with OpenID Connect",
+        apply: |conn| conn.execute_batch(API_SESSIONS),
+    },
 ];
 
 /// The audit trail (`store::audit`): who read finance data, exported, changed a token, failed
@@ -131,8 +136,29 @@ const API_TOKENS: &str = "CREATE TABLE IF NOT EXISTS api_tokens(
     revoked_ms    INTEGER
 );";
 
+/// Sessions and logins in progress (`store::api_sessions`): the cookie's SHA-256 only.
+const API_SESSIONS: &str = "CREATE TABLE IF NOT EXISTS api_sessions(
+    id_sha256    TEXT PRIMARY KEY,
+    name         TEXT NOT NULL,
+    role         TEXT NOT NULL,
+    subject      TEXT NOT NULL,
+    claims_json  TEXT NOT NULL,
+    id_token     TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    last_seen_ms INTEGER NOT NULL,
+    expires_ms   INTEGER NOT NULL,
+    revoked_ms   INTEGER
+);
+CREATE TABLE IF NOT EXISTS api_logins(
+    id_sha256     TEXT PRIMARY KEY,
+    state         TEXT NOT NULL,
+    nonce         TEXT NOT NULL,
+    pkce_verifier TEXT NOT NULL,
+    created_ms    INTEGER NOT NULL
+);";
+
 /// The version this collector writes.
-pub const LATEST: i64 = 5;
+pub const LATEST: i64 = 6;
 
 /// Applies the migrations `conn`'s database lacks.
 ///

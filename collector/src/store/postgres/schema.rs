@@ -61,6 +61,29 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
         );
         CREATE INDEX IF NOT EXISTS audit_log_at ON audit_log(at_ms);",
     ),
+    (
+        6,
+        "sessions of people logged in with OpenID Connect",
+        "CREATE TABLE IF NOT EXISTS api_sessions(
+            id_sha256    TEXT PRIMARY KEY,
+            name         TEXT NOT NULL,
+            role         TEXT NOT NULL,
+            subject      TEXT NOT NULL,
+            claims_json  TEXT NOT NULL,
+            id_token     TEXT NOT NULL,
+            created_ms   BIGINT NOT NULL,
+            last_seen_ms BIGINT NOT NULL,
+            expires_ms   BIGINT NOT NULL,
+            revoked_ms   BIGINT
+        );
+        CREATE TABLE IF NOT EXISTS api_logins(
+            id_sha256     TEXT PRIMARY KEY,
+            state         TEXT NOT NULL,
+            nonce         TEXT NOT NULL,
+            pkce_verifier TEXT NOT NULL,
+            created_ms    BIGINT NOT NULL
+        );",
+    ),
 ];
 
 const V1: &str = "
