@@ -831,6 +831,12 @@ fn the_page_asks_for_a_login_and_a_login_link_opens_it() {
         (b.text("#count-5") == "3").then_some(())
     });
     assert_eq!(b.js("return location.hash;"), json!(""));
+    b.wait("who is reading", Duration::from_secs(5), |b| {
+        let t = b.js(
+            "const e = document.getElementById('whoami'); return e.hidden ? null : e.textContent;",
+        );
+        (t == json!("Connecté : browser (noc) ")).then_some(())
+    });
     assert_eq!(
         b.js("return document.getElementById('login').hidden;"),
         json!(true)

@@ -117,7 +117,8 @@ pub async fn run(o: FloodOptions) -> Result<FloodReport, reqwest::Error> {
     let sent = Arc::new(AtomicU64::new(0));
     let stop = Arc::new(tokio::sync::Notify::new());
     let flood = {
-        let (statuses, sent, stop, url) = (statuses.clone(), sent.clone(), stop.clone(), url.clone());
+        let (statuses, sent, stop, url) =
+            (statuses.clone(), sent.clone(), stop.clone(), url.clone());
         let wrong = format!("rie_000000000000_{}", "0".repeat(64));
         let limit = Arc::new(tokio::sync::Semaphore::new(512));
         tokio::spawn(async move {
@@ -136,7 +137,12 @@ pub async fn run(o: FloodOptions) -> Result<FloodReport, reqwest::Error> {
                 while due < target {
                     due += 1;
                     let Ok(permit) = limit.clone().try_acquire_owned() else {
-                        statuses.lock().unwrap_or_else(|p| p.into_inner()).entry("not_sent_client_busy".into()).and_modify(|n| *n += 1).or_insert(1);
+                        statuses
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry("not_sent_client_busy".into())
+                            .and_modify(|n| *n += 1)
+                            .or_insert(1);
                         continue;
                     };
                     let mut req = bad.get(&url);
@@ -150,7 +156,11 @@ pub async fn run(o: FloodOptions) -> Result<FloodReport, reqwest::Error> {
                             Ok(r) => r.status().as_u16().to_string(),
                             Err(_) => "error".into(),
                         };
-                        *statuses.lock().unwrap_or_else(|p| p.into_inner()).entry(s).or_insert(0) += 1;
+                        *statuses
+                            .lock()
+                            .unwrap_or_else(|p| p.into_inner())
+                            .entry(s)
+                            .or_insert(0) += 1;
                         drop(permit);
                     });
                 }

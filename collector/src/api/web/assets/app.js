@@ -34,6 +34,19 @@ async function apiFetch(url, opts = {}) {
   return r;
 }
 
+// Who is reading: shown in the header, with a logout link for a person logged in with
+// OpenID Connect (a token from a login link is forgotten with the tab).
+async function whoAmI() {
+  const r = await apiFetch("/auth/me", { cache: "no-store" });
+  if (!r.ok) return;
+  const me = await r.json();
+  if (me.name === "open") return;
+  const f = document.getElementById("whoami");
+  f.textContent = "Connecté : " + me.name + " (" + me.role + ") ";
+  if (!API_TOKEN) f.append(el("a", { href: "/auth/logout" }, "se déconnecter"));
+  f.hidden = false;
+}
+
 function loginNeeded() {
   const f = document.getElementById("login");
   if (!f || !f.hidden) return;
@@ -479,6 +492,7 @@ function init() {
     $("f-site").reportValidity();
   });
   $("f-site").addEventListener("input", () => $("f-site").setCustomValidity(""));
+  whoAmI().catch(() => {});
   loadInventory().then(() => { loadHash(); poll(); }, (e) => { $("freshness").textContent = "Erreur : " + e.message; });
 }
 
