@@ -60,8 +60,11 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("/api/v1/indicators", &["finance", "admin"]),
     ("/api/v1/indicators/resilience-plan", &["finance", "admin"]),
     ("/api/v1/audit", &["admin"]),
-    ("/api/v1/status", &["noc", "admin"]),
-    ("/api/v1/status/sites", &["noc", "admin"]),
+    ("/api/v1/status", &["noc", "interieur", "tech-s2", "admin"]),
+    (
+        "/api/v1/status/sites",
+        &["noc", "interieur", "tech-s2", "admin"],
+    ),
     // Login routes: public, each answers for itself ([`login_route`]).
     ("/auth/login", &["login"]),
     ("/auth/callback", &["login"]),
@@ -260,6 +263,30 @@ fn every_route_answers_each_role_exactly_and_scopes_hold() {
         .map(|s| s["id"].as_str().unwrap().to_string())
         .collect();
     assert_eq!(ids, ["S1"]);
+    // The status page's two national endpoints list the scope's sites only, in the same
+    // order, so that the page's indices agree.
+    for (label, ids) in [
+        ("interieur", vec!["S1"]),
+        ("tech-s2", vec!["S2"]),
+        ("noc", vec!["S1", "S2", "S3"]),
+    ] {
+        let (_, _, body) = get(&c, "/api/v1/status/sites", Some(&bearer(&tokens[label])));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        let got: Vec<&str> = v["sites"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|s| s[0].as_str().unwrap())
+            .collect();
+        assert_eq!(got, ids, "{label}");
+        let (_, _, body) = get(&c, "/api/v1/status", Some(&bearer(&tokens[label])));
+        let v: Value = serde_json::from_str(&body).unwrap();
+        assert_eq!(
+            v["states"].as_str().unwrap().len(),
+            ids.len(),
+            "{label}: {v}"
+        );
+    }
     // A site outside the scope named in the totals' query answers as unknown.
     let (s, _, body) = get(
         &c,

@@ -850,4 +850,12 @@ fn the_page_asks_for_a_login_and_a_login_link_opens_it() {
         b.js("return document.getElementById('login').hidden;"),
         json!(true)
     );
+    // A ministry's link: the page shows that ministry's site only (S1, Intérieur).
+    let ministry = c.create_token("ministry:Intérieur", "browser-interieur");
+    b.js("sessionStorage.clear(); return null;");
+    b.goto(&c.url(&format!("/#token={ministry}")));
+    b.wait("the ministry's one site", Duration::from_secs(10), |b| {
+        (b.text("#count-5") == "1").then_some(())
+    });
+    assert_eq!(b.js("return inv.sites.map(s => s[0]);"), json!(["S1"]));
 }

@@ -144,10 +144,10 @@ pub fn router(state: AppState) -> Router {
 }
 
 /// The caller's principal (the gate puts it on every non-public route).
-type Caller = Option<Extension<Principal>>;
+pub(crate) type Caller = Option<Extension<Principal>>;
 
 /// Whether the caller may see `site` (unscoped roles see every site).
-fn sees(st: &AppState, caller: &Caller, site: &str) -> bool {
+pub(crate) fn sees(st: &AppState, caller: &Caller, site: &str) -> bool {
     caller
         .as_ref()
         .is_none_or(|p| p.role.sees_site(&st.sites.inventory, site))

@@ -22,7 +22,7 @@ use axum::Json;
 use rie_proto::SiteState;
 use serde::{Deserialize, Serialize};
 
-use super::{AppState, Route};
+use super::{AppState, Caller, Route};
 use crate::auth::Access;
 use crate::sites::SiteView;
 use rie_common::now_ms;
@@ -42,14 +42,10 @@ pub fn table() -> Vec<Route> {
         Route::new("/assets/app.js", Access::PUBLIC, get(app_js)),
         Route::new("/assets/app.css", Access::PUBLIC, get(app_css)),
         Route::new("/assets/traffic.js", Access::PUBLIC, get(traffic_js)),
-        Route::new(
-            "/api/v1/status",
-            Access::roles(super::NATIONAL),
-            get(status),
-        ),
+        Route::new("/api/v1/status", Access::roles(SITE_VIEW), get(status)),
         Route::new(
             "/api/v1/status/sites",
-            Access::roles(super::NATIONAL),
+            Access::roles(SITE_VIEW),
             get(status_sites),
         ),
         Route::new(
@@ -100,14 +96,25 @@ struct StatusSites {
     sites: Vec<(String, String, usize, usize, u32, f64, f64)>,
 }
 
-async fn status_sites(State(st): State<AppState>) -> Json<StatusSites> {
-    Json(status_sites_of(&st.sites.inventory))
+/// Indices of the inventory sites the caller sees (all for unscoped roles), in inventory
+/// order: `/api/v1/status/sites` and `/api/v1/status` list the same sites in the same order,
+/// so that the page's indices agree for a ministry or a technician too.
+fn visible(st: &AppState, caller: &Caller) -> Vec<usize> {
+    let inv = &st.sites.inventory;
+    (0..inv.sites.len())
+        .filter(|&i| super::sees(st, caller, inv.sites[i].id.as_str()))
+        .collect()
 }
 
-fn status_sites_of(inv: &crate::inventory::Inventory) -> StatusSites {
+async fn status_sites(State(st): State<AppState>, caller: Caller) -> Json<StatusSites> {
+    Json(status_sites_of(&st.sites.inventory, &visible(&st, &caller)))
+}
+
+fn status_sites_of(inv: &crate::inventory::Inventory, shown: &[usize]) -> StatusSites {
     let mut ministries: BTreeMap<&str, usize> = BTreeMap::new();
     let mut deps: BTreeMap<&str, usize> = BTreeMap::new();
-    for s in &inv.sites {
+    let sites: Vec<&crate::inventory::Site> = shown.iter().map(|&i| &inv.sites[i]).collect();
+    for s in &sites {
         ministries.insert(&s.ministry, 0);
         deps.insert(&s.departement, 0);
     }
@@ -126,8 +133,7 @@ fn status_sites_of(inv: &crate::inventory::Inventory) -> StatusSites {
                 (d.to_string(), name.to_string())
             })
             .collect(),
-        sites: inv
-            .sites
+        sites: sites
             .iter()
             .map(|s| {
                 (
@@ -156,9 +162,18 @@ pub struct Status {
     incidents: Vec<(usize, Option<i64>)>,
 }
 
-async fn status(State(st): State<AppState>) -> Response {
+async fn status(State(st): State<AppState>, caller: Caller) -> Response {
     let now = now_ms();
-    let views = st.sites.views(now);
+    let all = st.sites.views(now);
+    let views: Vec<SiteView> = if caller.as_ref().is_some_and(|p| p.role.is_scoped()) {
+        let mut all: Vec<Option<SiteView>> = all.into_iter().map(Some).collect();
+        visible(&st, &caller)
+            .into_iter()
+            .filter_map(|i| all[i].take())
+            .collect()
+    } else {
+        all
+    };
     (
         [(header::CACHE_CONTROL, "no-store")],
         Json(status_of(&views, now)),
@@ -293,7 +308,7 @@ mod tests {
 
     #[test]
     fn sites_are_indexed_into_sorted_dictionaries() {
-        let s = status_sites_of(&fixture_inventory());
+        let s = status_sites_of(&fixture_inventory(), &[0, 1, 2]);
         assert_eq!(
             s.ministries,
             ["Intérieur", "Justice", "Économie et Finances"]
