@@ -15,9 +15,9 @@
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rie_e2e::{bin, fixture, free_ports, run_ok, Guard};
+use rie_e2e::{bin, fixture, free_ports, run_ok, wait_for, Guard};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio_rustls::rustls;
 
@@ -51,17 +51,6 @@ fn install(from: &Path, to: &Path) {
     let tmp = to.with_extension("new");
     std::fs::copy(from, &tmp).unwrap();
     std::fs::rename(&tmp, to).unwrap();
-}
-
-fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 /// An HTTPS connection held open: one request at a time, keep-alive.
@@ -197,7 +186,7 @@ fn https_with_security_headers_and_certificate_reload_without_dropping_connectio
             .unwrap(),
     );
     let url = |p: &str| format!("https://{api}{p}");
-    wait("the collector over HTTPS", || {
+    wait_for("the collector over HTTPS", Duration::from_secs(15), || {
         curl(&ca_a, &url("/healthz")).is_some()
     });
 
@@ -250,7 +239,7 @@ fn https_with_security_headers_and_certificate_reload_without_dropping_connectio
     install(&s.path("pki-b/server.pem"), &cert);
     install(&s.path("pki-b/server.key"), &key);
     run_ok(Command::new("kill").args(["-HUP", &collector.id().to_string()]));
-    wait("the new certificate", || {
+    wait_for("the new certificate", Duration::from_secs(15), || {
         curl(&ca_b, &url("/healthz")).is_some()
     });
     assert!(
@@ -264,7 +253,7 @@ fn https_with_security_headers_and_certificate_reload_without_dropping_connectio
     // Back to the first certificate, without a signal: the file change is seen.
     install(&s.path("pki/server.pem"), &cert);
     install(&s.path("pki/server.key"), &key);
-    wait("the file change", || {
+    wait_for("the file change", Duration::from_secs(15), || {
         curl(&ca_a, &url("/healthz")).is_some()
     });
     assert!(curl(&ca_b, &url("/healthz")).is_none());

@@ -24,9 +24,9 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rie_e2e::{send_batches, send_ok, Collector, Guard};
+use rie_e2e::{send_batches, send_ok, wait_for, Collector, Guard};
 use serde_json::{json, Value};
 
 fn root() -> PathBuf {
@@ -52,14 +52,6 @@ fn require(bin: &str, pkg: &str) {
         ok,
         "{bin} not found: install it with `apt-get install {pkg}`"
     );
-}
-
-fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
 }
 
 /// A dashboard file, parsed.

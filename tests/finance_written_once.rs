@@ -6,10 +6,10 @@
 //! figures; after the leader is killed with SIGKILL the survivor takes over, and its figures
 //! are the same, to the cent.
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use rie_e2e::influx::Influxd;
-use rie_e2e::Collector;
+use rie_e2e::{wait_for, Collector};
 use rie_testpg::PgServer;
 
 fn config(pg: &PgServer, influx: &Influxd, interval_s: i64, instance: &str) -> String {
@@ -41,27 +41,19 @@ fn national_points(influx: &Influxd, since: i64) -> Vec<i64> {
         .collect()
 }
 
-fn wait(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
-    let end = Instant::now() + timeout;
-    while !f() {
-        assert!(Instant::now() < end, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
-
 #[test]
 fn only_the_leader_publishes_finance_figures_and_the_survivor_takes_over() {
     let pg = PgServer::start();
     let influx = Influxd::start("rie");
     let mut a = Collector::start_with_config(&config(&pg, &influx, 2, "a"));
     let mut b = Collector::start_sharing_pki(&config(&pg, &influx, 3, "b"), Some(&a));
-    wait("a leader", Duration::from_secs(20), || {
+    wait_for("a leader", Duration::from_secs(20), || {
         a.metric("rie_collector_leader") + b.metric("rie_collector_leader") == 1.0
     });
     let a_leads = a.metric("rie_collector_leader") == 1.0;
     let (leader_every, follower_every) = if a_leads { (2, 3) } else { (3, 2) };
     let since = rie_common::now_ms() / 1000;
-    wait("the leader's points", Duration::from_secs(30), || {
+    wait_for("the leader's points", Duration::from_secs(30), || {
         national_points(&influx, since).len() >= 4
     });
     let points = national_points(&influx, since);
@@ -98,7 +90,7 @@ fn only_the_leader_publishes_finance_figures_and_the_survivor_takes_over() {
     }
     let survivor = if a_leads { &b } else { &a };
     let killed = rie_common::now_ms() / 1000 + 1;
-    wait("the survivor's points", Duration::from_secs(60), || {
+    wait_for("the survivor's points", Duration::from_secs(60), || {
         national_points(&influx, killed)
             .iter()
             .filter(|t| *t % leader_every != 0)

@@ -7,9 +7,9 @@
 #![allow(clippy::unwrap_used)]
 
 use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use rie_e2e::{bin, by_protocol, fixture, run_ok, tshark_totals, Guard, NetnsPair};
+use rie_e2e::{bin, by_protocol, fixture, run_ok, tshark_totals, wait_for, Guard, NetnsPair};
 
 fn curl_in(ns: &str, url: &str) -> Option<String> {
     let out = NetnsPair::exec(ns, "curl")
@@ -19,17 +19,6 @@ fn curl_in(ns: &str, url: &str) -> Option<String> {
     out.status
         .success()
         .then(|| String::from_utf8_lossy(&out.stdout).into_owned())
-}
-
-fn wait(what: &str, mut f: impl FnMut() -> bool) {
-    let start = Instant::now();
-    while !f() {
-        assert!(
-            start.elapsed() < Duration::from_secs(15),
-            "timed out waiting for {what}"
-        );
-        std::thread::sleep(Duration::from_millis(100));
-    }
 }
 
 #[test]
@@ -63,7 +52,7 @@ fn live_capture_through_the_collector_equals_tshark() {
             .spawn()
             .unwrap(),
     );
-    wait("the collector", || {
+    wait_for("the collector", Duration::from_secs(15), || {
         curl_in(&net.a, "http://127.0.0.1:8480/healthz").is_some()
     });
 
@@ -96,7 +85,7 @@ fn live_capture_through_the_collector_equals_tshark() {
             .unwrap(),
     );
     let status = dir.path().join("probe-data/status.json");
-    wait("the probe to capture", || {
+    wait_for("the probe to capture", Duration::from_secs(15), || {
         std::fs::read(&status)
             .ok()
             .and_then(|b| serde_json::from_slice::<serde_json::Value>(&b).ok())
@@ -106,7 +95,7 @@ fn live_capture_through_the_collector_equals_tshark() {
     // Traffic between the namespaces.
     std::fs::write(dir.path().join("page.html"), "y".repeat(30_000)).unwrap();
     let _server = net.http_server(dir.path());
-    wait("the HTTP server", || {
+    wait_for("the HTTP server", Duration::from_secs(15), || {
         curl_in(&net.a, "http://10.99.0.2:8080/page.html").is_some()
     });
     for _ in 0..3 {

@@ -591,6 +591,15 @@ pub fn free_ports<const N: usize>() -> [SocketAddr; N] {
     std::array::from_fn(|i| held[i].local_addr().expect("local address"))
 }
 
+/// Polls `f` every 100 ms until it returns true; panics naming `what` after `timeout`.
+pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
+    let end = Instant::now() + timeout;
+    while !f() {
+        assert!(Instant::now() < end, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
 /// Runs a command that must succeed; returns its stdout.
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run command");
