@@ -362,7 +362,7 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
 /// PostgreSQL read side runs on its own runtime).
 fn token(cmd: TokenCmd) -> anyhow::Result<()> {
     use rie_collector::auth;
-    use rie_collector::store::api_tokens::{self, TokenRow};
+    use rie_collector::store::api_tokens;
     let cfg = match &cmd {
         TokenCmd::Create { cfg, .. } | TokenCmd::List { cfg } | TokenCmd::Revoke { cfg, .. } => {
             build_config(cfg)?
@@ -393,19 +393,7 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
                     Some(now + auth::parse_validity(e).map_err(UserError)?.as_millis() as i64)
                 }
             };
-            let (id, secret, text) = auth::new_token();
-            api_tokens::insert(
-                &reader,
-                &TokenRow {
-                    id: id.clone(),
-                    name: name.clone(),
-                    role: role.to_string(),
-                    secret_sha256: auth::hash_secret(&secret),
-                    created_ms: now,
-                    expires_ms,
-                    revoked_ms: None,
-                },
-            )?;
+            let (id, text) = auth::issue_token(&reader, &name, &role, now, expires_ms)?;
             cli_audit(&reader, "token_create");
             eprintln!("token {id} ({name}, role {role}) created; its secret is printed once, below: keep it in the program's secret store");
             println!("{text}");
@@ -421,13 +409,15 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
                     (None, Some(e)) if e <= now => "expired",
                     _ => "valid",
                 };
-                let when = |ms: Option<i64>| ms.map_or_else(|| "-".to_string(), rfc3339);
+                let when = |ms: Option<i64>| {
+                    ms.map_or_else(|| "-".to_string(), rie_collector::indicators::rfc3339)
+                };
                 println!(
                     "{:<12}  {:<24}  {:<28}  {:<20}  {:<20}  {state}",
                     t.id,
                     t.name,
                     t.role,
-                    rfc3339(t.created_ms),
+                    rie_collector::indicators::rfc3339(t.created_ms),
                     when(t.expires_ms)
                 );
             }
@@ -445,14 +435,6 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
-}
-
-fn rfc3339(ms: i64) -> String {
-    use time::format_description::well_known::Rfc3339;
-    time::OffsetDateTime::from_unix_timestamp(ms / 1000)
-        .ok()
-        .and_then(|t| t.format(&Rfc3339).ok())
-        .unwrap_or_default()
 }
 
 fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {

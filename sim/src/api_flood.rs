@@ -22,18 +22,29 @@ pub enum Bad {
     Token,
 }
 
-#[derive(Debug, Clone)]
+/// The command's arguments (`rie-sim api-flood`).
+#[derive(Debug, Clone, clap::Args)]
 pub struct FloodOptions {
-    /// `http://host:port` of the collector's API.
+    /// The collector's API, e.g. http://127.0.0.1:8480.
+    #[arg(long = "api")]
     pub base: String,
+    #[arg(long, default_value = "/api/v1/sites")]
     pub path: String,
+    /// A valid token for the measured requests.
+    #[arg(long)]
     pub token: String,
+    #[arg(long, value_enum, default_value = "missing")]
     pub bad: Bad,
+    #[arg(long, default_value_t = 2_000)]
     pub bad_rate: u32,
+    #[arg(long, default_value = "127.0.0.1")]
     pub bad_from: IpAddr,
+    #[arg(long, default_value = "127.0.0.2")]
     pub good_from: IpAddr,
+    #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
     pub good_every: Duration,
     /// Length of each phase (without, then with the flood).
+    #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
     pub phase: Duration,
 }
 

@@ -32,22 +32,9 @@ pub struct DemoOptions {
 
 /// An admin API token for the demo's newcomer, in the demo's store; returns the secret line.
 fn demo_admin_token(data_dir: &std::path::Path) -> Result<String, DemoError> {
-    use rie_collector::auth;
-    use rie_collector::store::api_tokens::{self, TokenRow};
     let reader = rie_collector::store::Reader::open(&data_dir.join("rie.db"))?;
-    let (id, secret, text) = auth::new_token();
-    api_tokens::insert(
-        &reader,
-        &TokenRow {
-            id,
-            name: "demo admin".into(),
-            role: auth::Role::Admin.to_string(),
-            secret_sha256: auth::hash_secret(&secret),
-            created_ms: now_ms(),
-            expires_ms: None,
-            revoked_ms: None,
-        },
-    )?;
+    let role = rie_collector::auth::Role::Admin;
+    let (_, text) = rie_collector::auth::issue_token(&reader, "demo admin", &role, now_ms(), None)?;
     Ok(text)
 }
 

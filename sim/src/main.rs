@@ -51,28 +51,7 @@ enum Cmd {
     },
     /// API under a flood: p50/p99 of authenticated requests without, then during, a flood of
     /// bad ones (JSON report on stdout).
-    ApiFlood {
-        /// The collector's API, e.g. http://127.0.0.1:8480.
-        #[arg(long)]
-        api: String,
-        #[arg(long, default_value = "/api/v1/sites")]
-        path: String,
-        /// A valid token for the measured requests.
-        #[arg(long)]
-        token: String,
-        #[arg(long, value_enum, default_value = "missing")]
-        bad: rie_sim::api_flood::Bad,
-        #[arg(long, default_value_t = 2_000)]
-        bad_rate: u32,
-        #[arg(long, default_value = "127.0.0.1")]
-        bad_from: std::net::IpAddr,
-        #[arg(long, default_value = "127.0.0.2")]
-        good_from: std::net::IpAddr,
-        #[arg(long, default_value = "100ms", value_parser = humantime::parse_duration)]
-        good_every: Duration,
-        #[arg(long, default_value = "20s", value_parser = humantime::parse_duration)]
-        phase: Duration,
-    },
+    ApiFlood(rie_sim::api_flood::FloodOptions),
     /// Load test: simulated probes against a running collector through the real TLS protocol;
     /// prints batches/s, ack latency percentiles and losses (JSON report on stdout).
     Loadgen {
@@ -194,37 +173,14 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 Ok::<_, rie_sim::loadgen::LoadgenError>(())
             })
         }
-        Cmd::ApiFlood {
-            api,
-            path,
-            token,
-            bad,
-            bad_rate,
-            bad_from,
-            good_from,
-            good_every,
-            phase,
-        } => {
-            let opts = rie_sim::api_flood::FloodOptions {
-                base: api,
-                path,
-                token,
-                bad,
-                bad_rate,
-                bad_from,
-                good_from,
-                good_every,
-                phase,
-            };
-            until_signal(|_shutdown| async move {
-                let report = rie_sim::api_flood::run(opts).await?;
-                println!(
-                    "{}",
-                    serde_json::to_string_pretty(&report).unwrap_or_default()
-                );
-                Ok::<_, reqwest::Error>(())
-            })
-        }
+        Cmd::ApiFlood(opts) => until_signal(|_shutdown| async move {
+            let report = rie_sim::api_flood::run(opts).await?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_default()
+            );
+            Ok::<_, reqwest::Error>(())
+        }),
         Cmd::Demo {
             sites,
             seed,

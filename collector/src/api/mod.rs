@@ -51,7 +51,7 @@ pub struct AppState {
 /// Who may read the operational views (status, sites, flows, episodes).
 const OPERATIONS: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Admin];
 /// One site's status, links and episodes: the operational roles and the site's technician.
-const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::Admin];
+pub(crate) const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::Admin];
 /// National views not yet filtered per ministry.
 pub(crate) const NATIONAL: &[Kind] = &[Kind::Noc, Kind::Admin];
 const FINANCE: &[Kind] = &[Kind::Finance, Kind::Admin];

@@ -112,10 +112,11 @@ impl Role {
     /// Whether `site` is within the role's scope.
     pub fn sees_site(&self, inv: &Inventory, site: &str) -> bool {
         match self {
-            Role::Ministry(m) => inv
-                .sites
-                .iter()
-                .any(|s| s.id.as_str() == site && &s.ministry == m),
+            // The inventory's index, not a scan: lists call this once per site.
+            Role::Ministry(m) => SiteId::new(site)
+                .ok()
+                .and_then(|id| inv.site(&id))
+                .is_some_and(|s| &s.ministry == m),
             Role::Technician(id) => id.as_str() == site,
             _ => true,
         }
@@ -262,6 +263,34 @@ impl AuthConfig {
 }
 
 // --- tokens ---
+
+/// Creates a token of `role` named `name` in the store (only the secret's hash is kept);
+/// returns (id, the text the client presents, shown once). Used by `token create` and the demo.
+///
+/// # Errors
+/// Database errors.
+pub fn issue_token(
+    reader: &crate::store::Reader,
+    name: &str,
+    role: &Role,
+    now_ms: i64,
+    expires_ms: Option<i64>,
+) -> Result<(String, String), crate::store::StoreError> {
+    let (id, secret, text) = new_token();
+    crate::store::api_tokens::insert(
+        reader,
+        &crate::store::api_tokens::TokenRow {
+            id: id.clone(),
+            name: name.to_string(),
+            role: role.to_string(),
+            secret_sha256: hash_secret(&secret),
+            created_ms: now_ms,
+            expires_ms,
+            revoked_ms: None,
+        },
+    )?;
+    Ok((id, text))
+}
 
 /// A new token: (id, secret, the text the client presents).
 pub fn new_token() -> (String, String, String) {

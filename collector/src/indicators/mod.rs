@@ -589,7 +589,8 @@ pub struct Report {
     pub notes: Notes,
 }
 
-fn rfc3339(ms: i64) -> String {
+/// `ms` (Unix milliseconds) as RFC 3339 UTC; empty if out of range.
+pub fn rfc3339(ms: i64) -> String {
     use time::format_description::well_known::Rfc3339;
     time::OffsetDateTime::from_unix_timestamp_nanos(i128::from(ms) * 1_000_000)
         .ok()

@@ -22,6 +22,7 @@ use std::path::Path;
 use rie_proto::{LinkRole, Technology};
 use serde::{Deserialize, Serialize};
 
+use super::rfc3339;
 use super::{CostModel, IndicatorError, Inputs, Period};
 use crate::inventory::{Inventory, Link};
 
@@ -804,10 +805,6 @@ pub fn headline(cost_cents: i64, agent_hours: f64) -> String {
     } else {
         format!("{amount} par an rachètent {hours} heures-agent de disponibilité par an")
     }
-}
-
-fn rfc3339(ms: i64) -> String {
-    super::rfc3339(ms)
 }
 
 /// Computes the plan from loaded inputs (pure: no I/O).

@@ -35,8 +35,7 @@ const TRAFFIC_JS: &str = include_str!("assets/traffic.js");
 /// The page's routes: the page and its files are public (they hold no data); the data
 /// endpoints follow the API's rules.
 pub fn table() -> Vec<Route> {
-    use crate::auth::Kind;
-    const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::Admin];
+    use super::SITE_VIEW;
     vec![
         Route::new("/", Access::PUBLIC, get(index)),
         Route::new("/assets/app.js", Access::PUBLIC, get(app_js)),
