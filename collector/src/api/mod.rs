@@ -46,14 +46,14 @@ pub struct AppState {
     pub national: Arc<national::TrafficCache>,
     /// OpenID Connect login of people (`/auth/*`), when `[auth.oidc]` is set.
     pub login: Option<Arc<auth::oidc::Oidc>>,
+    /// Password login of local accounts (`POST /auth/local`).
+    pub local: Arc<auth::local::LocalLogins>,
 }
 
 /// Who may read the operational views (status, sites, flows, episodes).
 const OPERATIONS: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Admin];
 /// One site's status, links and episodes: the operational roles and the site's technician.
 pub(crate) const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::Admin];
-/// National views not yet filtered per ministry.
-pub(crate) const NATIONAL: &[Kind] = &[Kind::Noc, Kind::Admin];
 const FINANCE: &[Kind] = &[Kind::Finance, Kind::Admin];
 const METRICS: &[Kind] = &[Kind::Metrics, Kind::Admin];
 const ADMIN: &[Kind] = &[Kind::Admin];
@@ -103,7 +103,7 @@ fn table() -> Vec<Route> {
         ),
         Route::new(
             "/api/v1/national/traffic",
-            Access::roles(NATIONAL),
+            Access::roles(OPERATIONS),
             get(national::traffic),
         ),
         Route::new(
