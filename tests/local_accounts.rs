@@ -19,11 +19,7 @@ fn agent() -> ureq::Agent {
 }
 
 /// POST /auth/local: (status, Location, the session cookie's value if one was set, body).
-fn login(
-    c: &Collector,
-    body: &str,
-    accept: &str,
-) -> (u16, Option<String>, Option<String>, String) {
+fn login(c: &Collector, body: &str, accept: &str) -> (u16, Option<String>, Option<String>, String) {
     let resp = match agent()
         .post(&c.url("/auth/local"))
         .set("Content-Type", "application/x-www-form-urlencoded")
@@ -48,7 +44,12 @@ fn login(
             .filter(|v| !v.is_empty())
             .map(String::from)
     });
-    (status, location, cookie, resp.into_string().unwrap_or_default())
+    (
+        status,
+        location,
+        cookie,
+        resp.into_string().unwrap_or_default(),
+    )
 }
 
 fn form(name: &str, password: &str) -> String {
@@ -114,8 +115,16 @@ fn a_local_account_logs_in_reads_its_scope_and_is_ended_by_a_change() {
     assert_eq!(password.len(), 20, "{password}");
     // The list shows the account, never the password or its hash.
     let list = account(&c, &["list"]);
-    assert!(list.contains("corr.interieur") && list.contains("ministry:Intérieur") && list.contains("active"), "{list}");
-    assert!(!list.contains(&password) && !list.contains("argon2"), "{list}");
+    assert!(
+        list.contains("corr.interieur")
+            && list.contains("ministry:Intérieur")
+            && list.contains("active"),
+        "{list}"
+    );
+    assert!(
+        !list.contains(&password) && !list.contains("argon2"),
+        "{list}"
+    );
     // A second account of that name is refused.
     let out = Command::new(bin("rie-collector"))
         .args(["account", "create", "corr.interieur", "--role", "noc"])
@@ -126,12 +135,23 @@ fn a_local_account_logs_in_reads_its_scope_and_is_ended_by_a_change() {
     assert!(String::from_utf8_lossy(&out.stderr).contains("already exists"));
 
     // Wrong password and unknown name: one answer, no cookie.
-    let refused = (401, None, None, "{\"error\":\"wrong name or password\"}".to_string());
-    assert_eq!(login(&c, &form("corr.interieur", "wrong password!"), "*/*"), refused);
+    let refused = (
+        401,
+        None,
+        None,
+        "{\"error\":\"wrong name or password\"}".to_string(),
+    );
+    assert_eq!(
+        login(&c, &form("corr.interieur", "wrong password!"), "*/*"),
+        refused
+    );
     assert_eq!(login(&c, &form("nobody", &password), "*/*"), refused);
     // A browser's form is sent back to the page, which says why.
     let (s, to, cookie, _) = login(&c, &form("corr.interieur", "nope"), "text/html,*/*");
-    assert_eq!((s, to.as_deref(), cookie), (303, Some("/#login=refused"), None));
+    assert_eq!(
+        (s, to.as_deref(), cookie),
+        (303, Some("/#login=refused"), None)
+    );
     // Not a form: 400.
     assert_eq!(login(&c, "password-only", "*/*").0, 400);
 
@@ -141,10 +161,19 @@ fn a_local_account_logs_in_reads_its_scope_and_is_ended_by_a_change() {
     let session = cookie.expect("a session cookie");
     assert_eq!(
         get(&c, "/auth/me", &session),
-        (200, "{\"name\":\"corr.interieur\",\"role\":\"ministry:Intérieur\"}".to_string())
+        (
+            200,
+            "{\"name\":\"corr.interieur\",\"role\":\"ministry:Intérieur\"}".to_string()
+        )
     );
     let (s, body) = get(&c, "/api/v1/sites", &session);
-    let ids: Vec<String> = serde_json::from_str::<Value>(&body).unwrap().as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap().to_string()).collect();
+    let ids: Vec<String> = serde_json::from_str::<Value>(&body)
+        .unwrap()
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap().to_string())
+        .collect();
     assert_eq!((s, ids), (200, vec!["S1".to_string()]));
     assert_eq!(get(&c, "/api/v1/sites/S2", &session).0, 404);
     assert_eq!(get(&c, "/api/v1/indicators?period=2026", &session).0, 403);
@@ -153,7 +182,10 @@ fn a_local_account_logs_in_reads_its_scope_and_is_ended_by_a_change() {
         let (s, body) = match auth {
             Some(cookie) => get(&c, "/api/v1/national/traffic?window=1h", cookie),
             None => {
-                let r = c.request("/api/v1/national/traffic?window=1h").call().unwrap();
+                let r = c
+                    .request("/api/v1/national/traffic?window=1h")
+                    .call()
+                    .unwrap();
                 (r.status(), r.into_string().unwrap())
             }
         };
@@ -162,13 +194,21 @@ fn a_local_account_logs_in_reads_its_scope_and_is_ended_by_a_change() {
     };
     let mine = national(Some(&session));
     assert_eq!(mine["totals"]["inbound_bytes"], json!(4_200), "{mine}");
-    let top: Vec<&str> = mine["top_sites_by_traffic"].as_array().unwrap().iter().map(|s| s["id"].as_str().unwrap()).collect();
+    let top: Vec<&str> = mine["top_sites_by_traffic"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|s| s["id"].as_str().unwrap())
+        .collect();
     assert_eq!(top, ["S1"]);
     assert!(!mine.to_string().contains("\"S2\""), "{mine}");
     assert_eq!(national(None)["totals"]["inbound_bytes"], json!(7_700));
 
     // A role change ends the open session within a second, on the next request.
-    let out = account(&c, &["set-role", "corr.interieur", "--role", "technician:S3"]);
+    let out = account(
+        &c,
+        &["set-role", "corr.interieur", "--role", "technician:S3"],
+    );
     assert!(out.contains("1 open session(s) ended"), "{out}");
     std::thread::sleep(Duration::from_millis(1_100));
     assert_eq!(get(&c, "/api/v1/sites", &session).0, 401);
@@ -192,7 +232,11 @@ fn a_local_account_logs_in_reads_its_scope_and_is_ended_by_a_change() {
     }
     let (s, _, _, body) = login(&c, &form("x", "y"), "*/*");
     assert_eq!(s, 429, "{body}");
-    let m = |r: &str| c.metric(&format!("rie_collector_local_logins_total{{result=\"{r}\"}}"));
+    let m = |r: &str| {
+        c.metric(&format!(
+            "rie_collector_local_logins_total{{result=\"{r}\"}}"
+        ))
+    };
     assert_eq!(
         [m("ok"), m("refused"), m("malformed"), m("rate_limited")],
         [2.0, 7.0, 1.0, 1.0]
@@ -213,7 +257,12 @@ fn a_local_account_logs_in_reads_its_scope_and_is_ended_by_a_change() {
     let of = |rows: &[Value], action: &str| -> Vec<(String, String)> {
         rows.iter()
             .filter(|e| e["action"] == action)
-            .map(|e| (e["actor"].as_str().unwrap().to_string(), e["outcome"].as_str().unwrap().to_string()))
+            .map(|e| {
+                (
+                    e["actor"].as_str().unwrap().to_string(),
+                    e["outcome"].as_str().unwrap().to_string(),
+                )
+            })
             .collect()
     };
     rie_e2e::wait_for("the audit rows", Duration::from_secs(5), || {
@@ -221,7 +270,10 @@ fn a_local_account_logs_in_reads_its_scope_and_is_ended_by_a_change() {
     });
     let rows = audit();
     let s = |a: &str, b: &str| (a.to_string(), b.to_string());
-    assert_eq!(of(&rows, "login"), [s("corr.interieur", "ok"), s("corr.interieur", "ok")]);
+    assert_eq!(
+        of(&rows, "login"),
+        [s("corr.interieur", "ok"), s("corr.interieur", "ok")]
+    );
     let mut failed = of(&rows, "login_failed");
     failed.sort();
     assert_eq!(

@@ -815,11 +815,11 @@ fn the_page_asks_for_a_login_and_a_login_link_opens_it() {
     b.goto(&c.url("/"));
     let msg = b.wait("the login notice", Duration::from_secs(10), |b| {
         let t = b.js(
-            "const e = document.getElementById('login'); return e.hidden ? null : e.textContent;",
+            "return document.getElementById('login').hidden ? null : document.getElementById('login-why').textContent;",
         );
         t.as_str().map(String::from)
     });
-    assert!(msg.starts_with("Connexion requise"), "{msg}");
+    assert_eq!(msg, "Connexion requise.");
     // No identity provider here: the local account's form only.
     assert_eq!(
         b.js("return [document.getElementById('login-sso').hidden, document.getElementById('login-local').getAttribute('action')];"),
@@ -884,7 +884,10 @@ fn a_local_account_logs_in_with_the_page_form() {
         let t = b.js("const e = document.getElementById('login-why'); return document.getElementById('login').hidden ? null : e.textContent;");
         t.as_str().map(String::from)
     });
-    assert_eq!(msg, "Connexion requise : Identifiant ou mot de passe incorrect.");
+    assert_eq!(
+        msg,
+        "Connexion requise : Identifiant ou mot de passe incorrect."
+    );
     assert_eq!(b.js("return location.hash;"), json!(""));
     assert_eq!(b.text("#count-0"), "–", "no data without a login");
 
@@ -900,8 +903,10 @@ fn a_local_account_logs_in_with_the_page_form() {
         (t == json!("Connecté : corr.interieur (ministry:Intérieur) se déconnecter")).then_some(())
     });
     b.click("#whoami a");
-    b.wait("the login form after logout", Duration::from_secs(10), |b| {
-        (b.js("return document.getElementById('login').hidden;") == json!(false)).then_some(())
-    });
+    b.wait(
+        "the login form after logout",
+        Duration::from_secs(10),
+        |b| (b.js("return document.getElementById('login').hidden;") == json!(false)).then_some(()),
+    );
     assert_eq!(b.text("#count-0"), "–");
 }

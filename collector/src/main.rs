@@ -470,7 +470,9 @@ fn account(cmd: AccountCmd) -> anyhow::Result<()> {
             cli_audit(&reader, "account_create");
             eprintln!("account {name} (role {role}) created; it logs in on the status page with its name and password");
             if generated {
-                eprintln!("its password is printed once, below: hand it over by a separate channel");
+                eprintln!(
+                    "its password is printed once, below: hand it over by a separate channel"
+                );
                 println!("{password}");
             }
         }
@@ -487,7 +489,11 @@ fn account(cmd: AccountCmd) -> anyhow::Result<()> {
                     a.role,
                     time(a.created_ms),
                     time(a.changed_ms),
-                    if a.disabled_ms.is_some() { "disabled" } else { "active" }
+                    if a.disabled_ms.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    }
                 );
             }
         }
@@ -503,7 +509,8 @@ fn account(cmd: AccountCmd) -> anyhow::Result<()> {
             ..
         } => {
             let (password, generated) = account_password(password_stdin)?;
-            let n = local::update(&reader, &name, Update::Password(&password), now).map_err(user)?;
+            let n =
+                local::update(&reader, &name, Update::Password(&password), now).map_err(user)?;
             cli_audit(&reader, "account_reset_password");
             eprintln!("account {name}: new password set{}", ended(n));
             if generated {

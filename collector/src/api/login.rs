@@ -29,9 +29,9 @@ use axum::routing::{get, post};
 use axum::{Form, Json};
 
 use super::{AppState, Route};
+use crate::auth::local::{LoginRefusal, SUBJECT_PREFIX};
 use crate::auth::oidc::{LoginError, Oidc};
 use crate::auth::session::{self, blocking, LOGIN_COOKIE, LOGIN_TTL};
-use crate::auth::local::{LoginRefusal, SUBJECT_PREFIX};
 use crate::auth::{hash_secret, same_digest, Access, Principal};
 use crate::store::api_sessions::{self, LoginRow};
 

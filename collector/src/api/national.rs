@@ -553,7 +553,11 @@ mod tests {
         );
         assert_eq!(
             hour_as(&st, now, m, Some(&Role::Noc)),
-            ((1007, 300), vec![s("S1", 1000), s("S2", 300), s("gone", 7)], 1007)
+            (
+                (1007, 300),
+                vec![s("S1", 1000), s("S2", 300), s("gone", 7)],
+                1007
+            )
         );
     }
 

@@ -177,12 +177,19 @@ impl Gate {
     /// The client's address: the peer, or behind a trusted proxy the last address of
     /// `X-Forwarded-For` (the one that proxy appended; earlier ones are the client's word).
     fn client(&self, req: &Request) -> Option<IpAddr> {
-        let peer = req.extensions().get::<ConnectInfo<SocketAddr>>().map(|c| c.0);
+        let peer = req
+            .extensions()
+            .get::<ConnectInfo<SocketAddr>>()
+            .map(|c| c.0);
         self.client_of(peer, req.headers())
     }
 
     /// [`Self::client`] for handlers that took the request apart.
-    pub(crate) fn client_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+    pub(crate) fn client_of(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Option<IpAddr> {
         let peer = peer?.ip();
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
@@ -202,7 +209,13 @@ impl Gate {
 
     /// For a login handler: one failed login of `actor` from `source` (counted against the
     /// address's limit, logged once when it crosses it, and audited).
-    pub(crate) fn login_failed(&self, actor: &str, source: Option<IpAddr>, target: &str, reason: &str) {
+    pub(crate) fn login_failed(
+        &self,
+        actor: &str,
+        source: Option<IpAddr>,
+        target: &str,
+        reason: &str,
+    ) {
         if let Some(ip) = source {
             if self.limiter.failed(ip) == Failure::Crossed {
                 tracing::warn!(source = %ip, "too many failed logins: address refused for a minute");

@@ -46,7 +46,9 @@ pub enum LocalError {
     Invalid(String),
     #[error("no live account named {0:?}; see `rie-collector account list`")]
     NoSuchAccount(String),
-    #[error("an account named {0:?} already exists; choose another name or use `account set-role`")]
+    #[error(
+        "an account named {0:?} already exists; choose another name or use `account set-role`"
+    )]
     Exists(String),
     #[error(transparent)]
     Store(#[from] StoreError),
@@ -339,7 +341,12 @@ mod tests {
             0
         );
         assert!(matches!(
-            update(&reader, "noc.cayenne", Update::Password("another long one"), 4_000),
+            update(
+                &reader,
+                "noc.cayenne",
+                Update::Password("another long one"),
+                4_000
+            ),
             Err(LocalError::NoSuchAccount(_))
         ));
         let row = api_accounts::get(&reader, "noc.cayenne").unwrap().unwrap();
