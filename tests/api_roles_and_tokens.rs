@@ -57,6 +57,8 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ("/api/v1/flows/totals", &["noc", "interieur", "admin"]),
     ("/api/v1/national/traffic", &["noc", "interieur", "admin"]),
     ("/assets/traffic.js", &["public"]),
+    ("/assets/fleet.js", &["public"]),
+    ("/api/v1/fleet", &["noc", "interieur", "tech-s2", "admin"]),
     ("/api/v1/indicators", &["finance", "admin"]),
     ("/api/v1/indicators/resilience-plan", &["finance", "admin"]),
     ("/api/v1/audit", &["admin"]),
