@@ -42,7 +42,11 @@ pub struct FleetCounts {
 impl FleetCounts {
     pub fn add(&mut self, v: &SiteView) {
         self.sites += 1;
-        let version = v.live.probe_version.clone().unwrap_or_else(|| "none".into());
+        let version = v
+            .live
+            .probe_version
+            .clone()
+            .unwrap_or_else(|| "none".into());
         *self.by_probe_version.entry(version).or_default() += 1;
         let proto = v
             .live

@@ -202,14 +202,21 @@ impl Collector for SiteGauges {
         by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
         let mut kept: std::collections::BTreeMap<(String, String), u64> = Default::default();
         for (k, ((version, proto), n)) in by_count.into_iter().enumerate() {
-            let version = if k < MAX_VERSIONS { version } else { "other".into() };
+            let version = if k < MAX_VERSIONS {
+                version
+            } else {
+                "other".into()
+            };
             *kept.entry((version, proto)).or_default() += n;
         }
         let fleet_metrics = kept
             .into_iter()
             .map(|((version, proto), n)| {
                 gauge(
-                    &[pair("probe_version", &version), pair("protocol_version", &proto)],
+                    &[
+                        pair("probe_version", &version),
+                        pair("protocol_version", &proto),
+                    ],
                     n as f64,
                 )
             })

@@ -678,6 +678,35 @@ pub(crate) mod tests {
     use crate::inventory::{Link, Site};
     use rie_proto::{AvailabilitySample, CheckKind, LinkStatus, SiteId, Technology};
 
+    /// A backlog "keeps growing" after `fleet::GROWING_REPORTS` reports in a row that each
+    /// hold more batches than the one before; a report that holds as many or fewer starts over.
+    #[test]
+    fn backlog_growth_counts_reports_in_a_row() {
+        let r = registry();
+        let hb = |batches: u64, at: i64| {
+            let h = ProbeHealth {
+                spool_batches: batches,
+                ..Default::default()
+            };
+            r.on_heartbeat(0, 0, Some(h), at);
+            let v = r.view(0, at);
+            (v.live.backlog_growth, crate::fleet::backlog_growing(&v))
+        };
+        assert_eq!(hb(5, 1_000), (0, false));
+        assert_eq!(hb(9, 2_000), (1, false));
+        assert_eq!(hb(12, 3_000), (2, false));
+        assert_eq!(hb(20, 4_000), (3, true));
+        assert_eq!(hb(20, 5_000), (0, false), "held: no longer growing");
+        assert_eq!(hb(25, 6_000), (1, false));
+        // A heartbeat of an older probe carries no health: the last report stays.
+        r.on_heartbeat(0, 0, None, 7_000);
+        let v = r.view(0, 7_000);
+        assert_eq!(
+            (v.live.health.map(|h| h.spool_batches), v.live.health_ms),
+            (Some(25), Some(6_000))
+        );
+    }
+
     /// One site S1 with a primary P and a backup B, started at time 0.
     pub(crate) fn registry() -> SiteRegistry {
         let site = Site {
@@ -987,9 +1016,9 @@ pub(crate) mod tests {
     fn touch_after_silence_records_the_end_of_the_silence() {
         let r = registry();
         r.on_hello(0, 1, "0.1.0", 0, 1_000);
-        r.on_heartbeat(0, 0, 20_000);
+        r.on_heartbeat(0, 0, None, 20_000);
         assert_eq!(r.current(0).resumed_ms, None);
-        r.on_heartbeat(0, 0, 100_000);
+        r.on_heartbeat(0, 0, None, 100_000);
         assert_eq!(r.current(0).resumed_ms, Some(100_000));
     }
 
@@ -1007,7 +1036,7 @@ pub(crate) mod tests {
         let r = registry();
         r.on_hello(0, 1, "0.1.0", 1_500, 1_000);
         assert!(!r.view(0, 1_000).clock_suspect);
-        r.on_heartbeat(0, -2_500, 2_000);
+        r.on_heartbeat(0, -2_500, None, 2_000);
         assert!(r.view(0, 2_000).clock_suspect);
     }
 }

@@ -382,7 +382,16 @@ async fn serve<O: Outbox>(
     // The health report goes at once, then at least every HEALTH_INTERVAL_MS (with the idle
     // heartbeats too, which cost nothing more).
     let health_every = Duration::from_millis(HEALTH_INTERVAL_MS.unsigned_abs());
-    let mut health_at = Instant::now();
+    let mut health_at = Instant::now() + health_every;
+    // First the backlog as it stands, before any of it is sent: the centre sees what this
+    // connection has to catch up.
+    let hb = Heartbeat {
+        probe_time_ms: now_ms(),
+        health: Some(stats.health(out)),
+    };
+    if let Err(error) = s.send(&Message::Heartbeat(hb)).await {
+        return End::Lost { error, held };
+    }
     let lost = |error: SessionError, held: bool| End::Lost { error, held };
     loop {
         while in_flight < out.len()

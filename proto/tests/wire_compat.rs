@@ -213,7 +213,10 @@ fn a_heartbeat_with_health_is_read_by_a_version_1_collector() {
         health: None,
     }))
     .unwrap();
-    assert_eq!(plain, std::fs::read(dir().join("heartbeat.msgpack")).unwrap());
+    assert_eq!(
+        plain,
+        std::fs::read(dir().join("heartbeat.msgpack")).unwrap()
+    );
 }
 
 #[test]

@@ -470,13 +470,11 @@ async fn fleet(
         let version = v.live.probe_version.as_deref().unwrap_or("none");
         let proto = v.live.protocol_version.map(|p| p.to_string());
         let keep = q.version.as_deref().is_none_or(|x| x == version)
-            && q
-                .protocol_version
+            && q.protocol_version
                 .as_deref()
                 .is_none_or(|x| proto.as_deref().unwrap_or("none") == x)
             && q.backlog_over.is_none_or(|n| backlog > n)
-            && q
-                .growing
+            && q.growing
                 .is_none_or(|g| crate::fleet::backlog_growing(&v) == g);
         if keep {
             rows.push((backlog, i, v));
