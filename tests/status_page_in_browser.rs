@@ -902,6 +902,16 @@ fn a_local_account_logs_in_with_the_page_form() {
         );
         (t == json!("Connecté : corr.interieur (ministry:Intérieur) se déconnecter")).then_some(())
     });
+    // The fleet section counts the ministry's one site, whose probe never connected.
+    b.wait("the fleet section", Duration::from_secs(10), |b| {
+        (b.text("#fleet-summary")
+            == "1 site ; 0 sonde rend compte de son état ; 0 avec des lots en attente (0 lot), dont 0 en hausse.")
+            .then_some(())
+    });
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('#fleet-versions td')].map(t => t.textContent);"),
+        json!(["jamais connectée", "1", "protocole : inconnu", "1"])
+    );
     b.click("#whoami a");
     b.wait(
         "the login form after logout",

@@ -16,9 +16,11 @@ function fleetTable(id, caption, heads, rows) {
 
 function renderFleet(j) {
   const c = j.counts;
-  $("fleet-summary").textContent = fmtInt(c.sites) + " sites, " + fmtInt(c.reporting_health) +
-    " sondes rendant compte de leur état ; " + fmtInt(c.with_backlog) + " avec des lots en attente (" +
-    fmtInt(c.spool_batches) + " lots), dont " + fmtInt(c.backlog_growing) + " dont la file augmente.";
+  const n = (k, one, many) => fmtInt(k) + " " + (k > 1 ? many : one);
+  $("fleet-summary").textContent = n(c.sites, "site", "sites") + " ; " +
+    n(c.reporting_health, "sonde rend compte de son état", "sondes rendent compte de leur état") + " ; " +
+    n(c.with_backlog, "avec des lots en attente", "avec des lots en attente") +
+    " (" + n(c.spool_batches, "lot", "lots") + "), dont " + fmtInt(c.backlog_growing) + " en hausse.";
   const versions = Object.entries(c.by_probe_version)
     .sort((a, b) => b[1] - a[1] || a[0].localeCompare(b[0]))
     .map(([v, n]) => el("tr", {}, el("td", {}, v === "none" ? "jamais connectée" : v), el("td", { class: "num" }, fmtInt(n))));
