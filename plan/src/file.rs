@@ -91,7 +91,15 @@ impl PlanFile {
     /// [`PlanError::Parse`] with the line and column, or [`PlanError::Invalid`] naming the key.
     pub fn parse(text: &str) -> Result<Self, PlanError> {
         let file: Self = toml::from_str(text).map_err(|e| PlanError::Parse {
-            message: e.to_string().trim_end().replace('\n', " "),
+            message: match e.span() {
+                Some(span) => {
+                    let before = &text[..span.start.min(text.len())];
+                    let line = before.matches('\n').count() + 1;
+                    let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                    format!("line {line}, column {column}: {}", e.message())
+                }
+                None => e.message().to_string(),
+            },
         })?;
         file.validate()?;
         Ok(file)
