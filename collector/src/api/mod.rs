@@ -8,6 +8,7 @@
 
 mod login;
 mod national;
+mod plans;
 pub mod serve;
 pub mod web;
 
@@ -46,6 +47,8 @@ pub struct AppState {
     pub national: Arc<national::TrafficCache>,
     /// OpenID Connect login of people (`/auth/*`), when `[auth.oidc]` is set.
     pub login: Option<Arc<auth::oidc::Oidc>>,
+    /// Check plans and each site's plan state (`/api/v1/plans`, `/api/v1/sites/{id}/plan`).
+    pub plans: Arc<crate::plans::PlanBook>,
 }
 
 /// Who may read the operational views (status, sites, flows, episodes).
@@ -57,6 +60,8 @@ pub(crate) const NATIONAL: &[Kind] = &[Kind::Noc, Kind::Admin];
 const FINANCE: &[Kind] = &[Kind::Finance, Kind::Admin];
 const METRICS: &[Kind] = &[Kind::Metrics, Kind::Admin];
 const ADMIN: &[Kind] = &[Kind::Admin];
+/// A site's effective check plan: the NOC, the admin, and a ministry for its own sites.
+const PLANS_OF_SITE: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Admin];
 
 /// One route: its path, its access rule and its handler. The router is built from this table
 /// only, so that no route exists without a rule.
@@ -96,6 +101,12 @@ fn table() -> Vec<Route> {
             Access::site(OPERATIONS),
             get(site_top_talkers),
         ),
+        Route::new(
+            "/api/v1/sites/{site_id}/plan",
+            Access::site(PLANS_OF_SITE),
+            get(plans::site_plan),
+        ),
+        Route::new("/api/v1/plans", Access::roles(NATIONAL), get(plans::list)),
         Route::new(
             "/api/v1/flows/totals",
             Access::roles(OPERATIONS),

@@ -47,6 +47,8 @@ pub const TABLES: &[&str] = &[
     "audit_log",
     "api_sessions",
     "api_logins",
+    "plans",
+    "plan_status",
     "probe_streams",
     "site_status",
     "episodes",

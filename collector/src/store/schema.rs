@@ -109,7 +109,31 @@ const MIGRATIONS: &[Migration] = &[
         name: "sessions of people logged in with OpenID Connect",
         apply: |conn| conn.execute_batch(API_SESSIONS),
     },
+    Migration {
+        version: 7,
+        name: "check plans per scope and each site's plan status",
+        apply: |conn| conn.execute_batch(PLANS),
+    },
 ];
+
+/// Check plans (`store::plans`): every plan file stored, by version (one increasing sequence
+/// over all scopes), and what each site's probe answered to its effective plan.
+const PLANS: &str = "CREATE TABLE IF NOT EXISTS plans(
+    version     INTEGER PRIMARY KEY,
+    scope_kind  TEXT NOT NULL,
+    scope_value TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    toml        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS plans_scope ON plans(scope_kind, scope_value, version);
+CREATE TABLE IF NOT EXISTS plan_status(
+    site       TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);";
 
 /// The audit trail (`store::audit`): who read finance data, exported, changed a token, failed
 /// to authenticate; when, from where.
@@ -158,7 +182,7 @@ CREATE TABLE IF NOT EXISTS api_logins(
 );";
 
 /// The version this collector writes.
-pub const LATEST: i64 = 6;
+pub const LATEST: i64 = 7;
 
 /// Applies the migrations `conn`'s database lacks.
 ///
