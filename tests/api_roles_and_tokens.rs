@@ -55,6 +55,9 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["noc", "interieur", "admin"],
     ),
     ("/api/v1/flows/totals", &["noc", "interieur", "admin"]),
+    // A site's effective check plan: a ministry for its own sites only.
+    ("/api/v1/sites/{site_id}/plan", &["noc", "interieur", "admin"]),
+    ("/api/v1/plans", &["noc", "admin"]),
     ("/api/v1/national/traffic", &["noc", "admin"]),
     ("/assets/traffic.js", &["public"]),
     ("/api/v1/indicators", &["finance", "admin"]),
