@@ -56,7 +56,10 @@ const EXPECTED: &[(&str, &[&str])] = &[
     ),
     ("/api/v1/flows/totals", &["noc", "interieur", "admin"]),
     // A site's effective check plan: a ministry for its own sites only.
-    ("/api/v1/sites/{site_id}/plan", &["noc", "interieur", "admin"]),
+    (
+        "/api/v1/sites/{site_id}/plan",
+        &["noc", "interieur", "admin"],
+    ),
     ("/api/v1/plans", &["noc", "admin"]),
     ("/api/v1/national/traffic", &["noc", "admin"]),
     ("/assets/traffic.js", &["public"]),

@@ -29,7 +29,10 @@ async fn stand_in(
     let tls = acceptor.accept(sock).await.unwrap();
     let mut f = Framed::new(tls, LengthDelimitedCodec::new());
     let hello = rie_proto::decode(&f.next().await.unwrap().unwrap()).unwrap();
-    assert!(matches!(&hello, Message::Hello(h) if h.protocol_version == 2), "{hello:?}");
+    assert!(
+        matches!(&hello, Message::Hello(h) if h.protocol_version == 2),
+        "{hello:?}"
+    );
     let welcome = Message::Welcome(Welcome {
         protocol_version: 2,
         collector_time_ms: rie_common::now_ms(),
@@ -39,8 +42,8 @@ async fn stand_in(
         .await
         .unwrap();
     // Version 9: its `toml` is a number, so the message does not decode.
-    let bad = rmp_serde::to_vec_named(&json!({"Plan": {"version": 9, "hash": "h", "toml": 5}}))
-        .unwrap();
+    let bad =
+        rmp_serde::to_vec_named(&json!({"Plan": {"version": 9, "hash": "h", "toml": 5}})).unwrap();
     f.send(bad.as_slice()).await.unwrap();
     let mut answers = Vec::new();
     let mut good_sent = false;

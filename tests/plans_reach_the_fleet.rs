@@ -48,9 +48,7 @@ impl Loadgen {
             .arg(d.join("inventory"))
             .args(extra)
             .stdout(Stdio::null())
-            .stderr(
-                std::fs::File::create(d.join(format!("loadgen-{skip}.log"))).unwrap(),
-            )
+            .stderr(std::fs::File::create(d.join(format!("loadgen-{skip}.log"))).unwrap())
             .spawn()
             .unwrap();
         Self(child)
@@ -192,6 +190,15 @@ fn plans_reach_the_fleet_and_are_refused_with_reasons() {
         .unwrap();
     assert_eq!(o.status.code(), Some(2));
     assert_eq!(c.get("/api/v1/plans")["latest_version"], 0);
+    // The README's example plan is valid.
+    let example = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("configs/plans/national.example.toml");
+    let out = run_ok(
+        Command::new(bin("rie-collector"))
+            .args(["plan", "check"])
+            .arg(&example),
+    );
+    assert_eq!(out, format!("{}: valid plan\n", example.display()));
 
     // 1. A national plan reaches every version-2 probe.
     let national = format!(
@@ -206,13 +213,24 @@ fn plans_reach_the_fleet_and_are_refused_with_reasons() {
                 f
             }),
     );
-    assert!(checked.ends_with("national.toml: valid plan\n"), "{checked}");
+    assert!(
+        checked.ends_with("national.toml: valid plan\n"),
+        "{checked}"
+    );
     let t0 = Instant::now();
     let out = add_plan(&c, work.path(), "national.toml", &national, "national");
-    assert!(out.starts_with(&format!("stored {} as plan version 1 for national", work.path().join("national.toml").display())), "{out}");
-    wait_for("197 probes applying plan 1", Duration::from_secs(30), || {
-        count(&c, "applied") == 197
-    });
+    assert!(
+        out.starts_with(&format!(
+            "stored {} as plan version 1 for national",
+            work.path().join("national.toml").display()
+        )),
+        "{out}"
+    );
+    wait_for(
+        "197 probes applying plan 1",
+        Duration::from_secs(30),
+        || count(&c, "applied") == 197,
+    );
     let elapsed = t0.elapsed();
     eprintln!(
         "national plan applied by 197 probes (190 + 5 simulated, 2 real) {} ms after `plan add` returned",
@@ -252,25 +270,37 @@ fn plans_reach_the_fleet_and_are_refused_with_reasons() {
         .map(site)
         .collect();
     assert!(expected_v2.len() >= 2, "{ministry}: {expected_v2:?}");
-    wait_for("the ministry's probes applying plan 2", Duration::from_secs(30), || {
-        in_state(&c, "applied")
-            .iter()
-            .filter(|(_, e, r)| *e == 2 && *r == 2)
-            .count()
-            == expected_v2.len()
-    });
+    wait_for(
+        "the ministry's probes applying plan 2",
+        Duration::from_secs(30),
+        || {
+            in_state(&c, "applied")
+                .iter()
+                .filter(|(_, e, r)| *e == 2 && *r == 2)
+                .count()
+                == expected_v2.len()
+        },
+    );
     let applied = in_state(&c, "applied");
     assert_eq!(applied.len(), 197);
     for (s, eff, rep) in &applied {
         let i = inv.sites.iter().position(|x| x.id.as_str() == s).unwrap();
         let want = if of_ministry(i) { 2 } else { 1 };
-        assert_eq!((*eff, *rep), (want, want), "site {s} (ministry {})", inv.sites[i].ministry);
+        assert_eq!(
+            (*eff, *rep),
+            (want, want),
+            "site {s} (ministry {})",
+            inv.sites[i].ministry
+        );
     }
     let a = c.get(&format!("/api/v1/sites/{}/plan", site(200)));
     let e = &a["effective"];
     assert_eq!(e["version"], 2, "{a}");
     assert_eq!(e["primary"]["checks"]["interval"], "3s", "{a}");
-    assert_eq!(e["sources"]["primary.interval"], format!("ministry:{ministry}"));
+    assert_eq!(
+        e["sources"]["primary.interval"],
+        format!("ministry:{ministry}")
+    );
     assert_eq!(e["sources"]["primary.attempts"], "national");
     assert_eq!(e["sources"]["primary.targets"], "national");
     assert_eq!(e["sources"]["backup.targets"], "default");
@@ -284,7 +314,13 @@ fn plans_reach_the_fleet_and_are_refused_with_reasons() {
     let with_http = format!(
         "{national}[backup]\n[[backup.targets]]\nkind = \"http\"\ntarget = \"http://{api_target}/healthz\"\nname = \"portal\"\n"
     );
-    add_plan(&c, work.path(), "national-http.toml", &with_http, "national");
+    add_plan(
+        &c,
+        work.path(),
+        "national-http.toml",
+        &with_http,
+        "national",
+    );
     wait_for("plan 3 answered", Duration::from_secs(30), || {
         let n = counts(&c);
         n["refused"] == 5 && n["applied"] == 192
@@ -327,5 +363,7 @@ fn plans_reach_the_fleet_and_are_refused_with_reasons() {
             .starts_with("tcp national-api over "),
         "{st}"
     );
-    assert!(probes[0].log().contains("running the check plan kept from the last run"));
+    assert!(probes[0]
+        .log()
+        .contains("running the check plan kept from the last run"));
 }

@@ -360,14 +360,17 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     );
 
     // Check plans: loaded now, then watched for changes by any collector or `plan add`.
-    let (plan_book, plan_status_rx) = crate::plans::PlanBook::new(inventory.clone(), reader.clone());
+    let (plan_book, plan_status_rx) =
+        crate::plans::PlanBook::new(inventory.clone(), reader.clone());
     let plan_book = Arc::new(plan_book);
     {
         let b = plan_book.clone();
         match tokio::task::spawn_blocking(move || b.reload()).await {
             Ok(Ok(v)) if v > 0 => info!(version = v, "check plans loaded"),
             Ok(Ok(_)) => {}
-            Ok(Err(e)) => tracing::warn!(error = %e, "check plans not read at start; retried every second"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "check plans not read at start; retried every second")
+            }
             Err(e) => tracing::warn!(error = %e, "check plans not read at start"),
         }
     }

@@ -267,9 +267,7 @@ enum TokenCmd {
 enum PlanCmd {
     /// Validate a plan file (exit 2 with the file, key and fix when it is wrong); nothing is
     /// stored.
-    Check {
-        file: PathBuf,
-    },
+    Check { file: PathBuf },
     /// Validate a plan file and store it as the plan of a scope, under the next version; the
     /// collectors push the new effective plans to the probes concerned within seconds.
     Add {
@@ -397,8 +395,8 @@ fn read_plan(
     inventory: Option<&inventory::Inventory>,
     stored: &[store::plans::PlanRow],
 ) -> anyhow::Result<String> {
-    let text = std::fs::read_to_string(file)
-        .map_err(|e| UserError(format!("{}: {e}", file.display())))?;
+    let text =
+        std::fs::read_to_string(file).map_err(|e| UserError(format!("{}: {e}", file.display())))?;
     rie_collector::plans::check_file(&text, scope, inventory, stored)
         .map_err(|e| UserError(format!("{}: {e}", file.display())))?;
     Ok(text)
@@ -440,7 +438,10 @@ fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
             let cfg = build_config(&cfg)?;
             let rt = rie_common::runtime().context("starting the async runtime")?;
             let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
-            println!("{:>7}  {:<32}  {:<20}  sha256", "version", "scope", "created");
+            println!(
+                "{:>7}  {:<32}  {:<20}  sha256",
+                "version", "scope", "created"
+            );
             for r in plans::list(&reader)? {
                 let scope = rie_plan::Scope::from_parts(&r.scope_kind, &r.scope_value)
                     .map_or(r.scope_kind.clone(), |s| s.to_string());

@@ -121,9 +121,10 @@ impl TargetConfig {
                     .map_err(|_| {
                         format!("{t:?} is not a resolver address; e.g. \"10.255.0.53\"")
                     })?;
-                let name = self.query.clone().filter(|q| valid_name(q)).ok_or(
-                    "dns checks need `query`, a name to resolve; e.g. \"rie.gouv.fr\"",
-                )?;
+                let name =
+                    self.query.clone().filter(|q| valid_name(q)).ok_or(
+                        "dns checks need `query`, a name to resolve; e.g. \"rie.gouv.fr\"",
+                    )?;
                 Ok(Target::Dns { resolver, name })
             }
             CheckKind::Http => Url::parse(t).map(Target::Http),

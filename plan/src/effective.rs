@@ -266,7 +266,13 @@ mod tests {
             .validate()
             .unwrap_err()
             .to_string();
-        assert!(e.starts_with("key `primary.timeout` must be above 0 and leave the attempts room"), "{e}");
-        assert!(e.contains("interval from site:S1, attempts from default, timeout from national"), "{e}");
+        assert!(
+            e.starts_with("key `primary.timeout` must be above 0 and leave the attempts room"),
+            "{e}"
+        );
+        assert!(
+            e.contains("interval from site:S1, attempts from default, timeout from national"),
+            "{e}"
+        );
     }
 }

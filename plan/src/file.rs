@@ -136,13 +136,25 @@ impl PlanFile {
 impl RoleLayer {
     fn validate(&self, role: LinkRole) -> Result<(), PlanError> {
         if self.interval.is_some_and(|i| i < Duration::from_secs(1)) {
-            return Err(PlanError::invalid(role, "interval", "must be at least 1s; e.g. \"10s\""));
+            return Err(PlanError::invalid(
+                role,
+                "interval",
+                "must be at least 1s; e.g. \"10s\"",
+            ));
         }
         if self.attempts.is_some_and(|a| !(1..=100).contains(&a)) {
-            return Err(PlanError::invalid(role, "attempts", "must be between 1 and 100; e.g. 5"));
+            return Err(PlanError::invalid(
+                role,
+                "attempts",
+                "must be between 1 and 100; e.g. 5",
+            ));
         }
         if self.timeout.is_some_and(|t| t.is_zero()) {
-            return Err(PlanError::invalid(role, "timeout", "must be above 0; e.g. \"1s\""));
+            return Err(PlanError::invalid(
+                role,
+                "timeout",
+                "must be above 0; e.g. \"1s\"",
+            ));
         }
         if let Some(l) = self.max_loss_pct {
             if !(0.0..=100.0).contains(&l) {
@@ -181,7 +193,11 @@ impl RoleLayer {
                 return Err(PlanError::invalid(
                     role,
                     &format!("{at}.name"),
-                    format!("{} {:?} is listed twice; give each target once, or a distinct name", t.kind.as_str(), t.label()),
+                    format!(
+                        "{} {:?} is listed twice; give each target once, or a distinct name",
+                        t.kind.as_str(),
+                        t.label()
+                    ),
                 ));
             }
         }
@@ -205,7 +221,10 @@ mod tests {
             "key `backup.attempts` must be between 1 and 100; e.g. 5"
         );
         let m = e("[primary]\n[[primary.targets]]\nkind = \"twamp\"\ntarget = \"x\"\n");
-        assert!(m.contains("unknown variant `twamp`") && m.contains("line 3"), "{m}");
+        assert!(
+            m.contains("unknown variant `twamp`") && m.contains("line 3"),
+            "{m}"
+        );
         let m = e("[primary]\n[[primary.targets]]\nkind = \"icmp\"\ntarget = \"core\"\n");
         assert_eq!(
             m,
@@ -215,11 +234,31 @@ mod tests {
         assert!(m.contains("unknown field `intervall`"), "{m}");
         assert!(e("").contains("key `primary` is missing"));
         let m = e("[primary]\n[[primary.targets]]\nkind = \"tcp\"\ntarget = \"10.0.0.1:443\"\nlinks = [\"S1-P\"]\n");
-        assert!(m.starts_with("key `primary.targets[0].links` is not allowed"), "{m}");
+        assert!(
+            m.starts_with("key `primary.targets[0].links` is not allowed"),
+            "{m}"
+        );
         assert_eq!(
             e("[primary]\nmax_loss_pct = 120.0\n"),
             "key `primary.max_loss_pct` must be between 0 and 100 (percent); e.g. 2.0"
         );
+    }
+
+    #[test]
+    fn every_example_plan_parses() {
+        let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../configs/plans");
+        let mut found = 0;
+        for entry in std::fs::read_dir(&dir).unwrap() {
+            let path = entry.unwrap().path();
+            if path.extension().is_some_and(|e| e == "toml") {
+                let text = std::fs::read_to_string(&path).unwrap();
+                let f =
+                    PlanFile::parse(&text).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+                assert!(f.primary.is_some(), "{}", path.display());
+                found += 1;
+            }
+        }
+        assert!(found >= 1, "no *.toml in {}", dir.display());
     }
 
     #[test]

@@ -23,7 +23,7 @@ pub mod effective;
 pub mod file;
 pub mod scope;
 
-pub use checks::{ChecksConfig, TargetConfig, Target, Url};
+pub use checks::{ChecksConfig, Target, TargetConfig, Url};
 pub use effective::{content_hash, EffectivePlan, Layer, RolePlan, Thresholds};
 pub use file::{PlanError, PlanFile, RoleLayer};
 pub use scope::Scope;

@@ -84,10 +84,17 @@ mod tests {
 
     #[test]
     fn scopes_parse_and_print_back() {
-        for s in ["national", "ministry:Intérieur", "departement:2A", "site:S00042"] {
+        for s in [
+            "national",
+            "ministry:Intérieur",
+            "departement:2A",
+            "site:S00042",
+        ] {
             assert_eq!(Scope::parse(s).unwrap().to_string(), s);
         }
-        assert!(Scope::parse("region:Bretagne").unwrap_err().contains("departement:NN"));
+        assert!(Scope::parse("region:Bretagne")
+            .unwrap_err()
+            .contains("departement:NN"));
         assert!(Scope::parse("site:").is_err());
         assert!(Scope::National.rank() < Scope::Site("S1".into()).rank());
     }

@@ -347,13 +347,19 @@ mod tests {
         p.offer(&msg(3, PLAN)).unwrap();
         // An unknown check kind: refused, plan 3 stays.
         let e = p
-            .offer(&msg(4, "[primary]\n[[primary.targets]]\nkind = \"twamp\"\ntarget = \"x\"\n"))
+            .offer(&msg(
+                4,
+                "[primary]\n[[primary.targets]]\nkind = \"twamp\"\ntarget = \"x\"\n",
+            ))
             .unwrap_err();
         assert_eq!(e, "plan 4 cannot run on this probe: line 3, column 8: unknown variant `twamp`, expected one of `icmp`, `tcp`, `dns`, `http`");
         // A wrong hash: refused.
         let mut bad = msg(5, PLAN);
         bad.hash = content_hash("other");
-        assert!(p.offer(&bad).unwrap_err().contains("does not match its hash"));
+        assert!(p
+            .offer(&bad)
+            .unwrap_err()
+            .contains("does not match its hash"));
         let f = p.in_force();
         assert_eq!(f.version, 3);
         assert_eq!(f.last_refused.as_ref().map(|r| r.0), Some(5));

@@ -134,11 +134,11 @@ pub(super) async fn site_plan(
     .map_err(unavailable)?;
     let effective = st.plans.effective(idx).map(|p| EffectiveOut {
         version: p.plan.version,
-        hash: p.hash,
-        scopes: p.scopes,
-        primary: p.plan.primary,
-        backup: p.plan.backup,
-        sources: p.plan.sources,
+        hash: p.hash.clone(),
+        scopes: p.scopes.clone(),
+        primary: p.plan.primary.clone(),
+        backup: p.plan.backup.clone(),
+        sources: p.plan.sources.clone(),
     });
     Ok(Json(SitePlanOut {
         site: id,

@@ -486,8 +486,8 @@ async fn push_plan<S: AsyncRead + AsyncWrite + Unpin>(
     }
     let msg = Message::Plan(Plan {
         version: p.plan.version,
-        hash: p.hash,
-        toml: p.text,
+        hash: p.hash.clone(),
+        toml: p.text.clone(),
     });
     if let Err(e) = send(framed, &msg).await {
         count_io_error(&ctx.metrics, &e);
