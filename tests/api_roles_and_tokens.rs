@@ -55,6 +55,12 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["noc", "interieur", "admin"],
     ),
     ("/api/v1/flows/totals", &["noc", "interieur", "admin"]),
+    // A site's effective check plan: a ministry for its own sites only.
+    (
+        "/api/v1/sites/{site_id}/plan",
+        &["noc", "interieur", "admin"],
+    ),
+    ("/api/v1/plans", &["noc", "admin"]),
     ("/api/v1/national/traffic", &["noc", "interieur", "admin"]),
     ("/assets/traffic.js", &["public"]),
     ("/assets/fleet.js", &["public"]),

@@ -46,6 +46,16 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
     ),
     ("CI=true bash .ci/run", ".ci/run", "scripts/test.sh"),
     (
+        "rie-collector plan check configs/plans/national.example.toml",
+        "tests/plans_reach_the_fleet.rs",
+        "configs/plans/national.example.toml",
+    ),
+    (
+        "rie-collector plan add --config /etc/rie-collector/collector.toml configs/plans/national.example.toml --scope national",
+        "tests/plans_reach_the_fleet.rs",
+        "\"plan\", \"add\"",
+    ),
+    (
         "RIE_UPDATE_DOCS_IMG=1 cargo test -p rie-e2e --test status_page_in_browser",
         "tests/status_page_in_browser.rs",
         "RIE_UPDATE_DOCS_IMG",

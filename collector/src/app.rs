@@ -359,6 +359,28 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         &tracker,
     );
 
+    // Check plans: loaded now, then watched for changes by any collector or `plan add`.
+    let (plan_book, plan_status_rx) =
+        crate::plans::PlanBook::new(inventory.clone(), reader.clone());
+    let plan_book = Arc::new(plan_book);
+    {
+        let b = plan_book.clone();
+        match tokio::task::spawn_blocking(move || b.reload()).await {
+            Ok(Ok(v)) if v > 0 => info!(version = v, "check plans loaded"),
+            Ok(Ok(_)) => {}
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "check plans not read at start; retried every second")
+            }
+            Err(e) => tracing::warn!(error = %e, "check plans not read at start"),
+        }
+    }
+    tracker.spawn(crate::plans::watch(plan_book.clone(), shutdown.clone()));
+    tracker.spawn(crate::plans::StatusWriter::run(
+        reader.clone(),
+        plan_status_rx,
+        shutdown.clone(),
+    ));
+
     let ctx = Arc::new(probe_stream::Context {
         cfg: cfg.probes.clone(),
         acceptor: TlsAcceptor::from(tls),
@@ -371,6 +393,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
             cfg.auth.max_failures_per_minute,
             std::time::Duration::from_secs(60),
         )),
+        plans: plan_book.clone(),
     });
     tracker.spawn(probe_stream::run(
         probe_listener,
@@ -447,6 +470,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         national: Default::default(),
         login,
         local,
+        plans: plan_book,
     });
     tracker.spawn(api::serve::serve(
         api_listener,

@@ -8,12 +8,13 @@
 //! - `commit`: the one writer. Every input reaches the store through it (one group commit),
 //!   then one fan-out of what was committed: dedup marks, live site state, episodes, acks, sinks;
 //! - `auth` (roles, tokens, the gate of every route), `episodes` (rules), `sites` (live
-//!   state), `fleet` (the probes' versions and health, from that state), `site_gauges`,
+//!   state), `fleet` (the probes' versions and health, from that state), `plans` (check plans
+//!   per scope, pushed to probes, their status), `site_gauges`,
 //!   `indicators`, `reports`;
 //! - `store` (the `Store` interface, its contract, SQLite or PostgreSQL, one schema), `inventory`,
 //!   `metrics`, `pki`.
 //!
-//! Depends on `rie-proto`, `rie-common` and `rie-flow`; never on `rie-probe` or `rie-sim`.
+//! Depends on `rie-proto`, `rie-common`, `rie-plan` and `rie-flow`; never on `rie-probe` or `rie-sim`.
 
 pub mod api;
 pub mod app;
@@ -29,6 +30,7 @@ pub mod ingest;
 pub mod inventory;
 pub mod metrics;
 pub mod pki;
+pub mod plans;
 pub mod reports;
 pub mod sinks;
 pub mod site_gauges;

@@ -77,6 +77,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: AccountCmd,
     },
+    /// Central check plans: check a plan file, store it for a scope, list what is stored
+    /// (see docs/plans.md).
+    Plan {
+        #[command(subcommand)]
+        cmd: PlanCmd,
+    },
     /// Issue a new token for a site and write its ready-to-use probe config (replaces, and so
     /// revokes, the site's previous token).
     ProbeConfig {
@@ -308,6 +314,28 @@ enum AccountCmd {
 }
 
 #[derive(Subcommand)]
+enum PlanCmd {
+    /// Validate a plan file (exit 2 with the file, key and fix when it is wrong); nothing is
+    /// stored.
+    Check { file: PathBuf },
+    /// Validate a plan file and store it as the plan of a scope, under the next version; the
+    /// collectors push the new effective plans to the probes concerned within seconds.
+    Add {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        file: PathBuf,
+        /// national, ministry:NAME (as in sites.csv), departement:NN or site:ID.
+        #[arg(long)]
+        scope: String,
+    },
+    /// List the stored plans, newest last.
+    List {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+}
+
+#[derive(Subcommand)]
 enum PkiCmd {
     /// Create the CA and the collector's server certificate.
     Init {
@@ -406,6 +434,78 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
         } => probe_config(&build_config(&cfg)?, &site, &out, address, token_from),
         Cmd::Token { cmd } => token(cmd),
         Cmd::Account { cmd } => account(cmd),
+        Cmd::Plan { cmd } => plan(cmd),
+    }
+}
+
+/// Reads a plan file and checks it (with the inventory and the stored plans when given);
+/// errors name the file, the key and the fix.
+fn read_plan(
+    file: &std::path::Path,
+    scope: Option<&rie_plan::Scope>,
+    inventory: Option<&inventory::Inventory>,
+    stored: &[store::plans::PlanRow],
+) -> anyhow::Result<String> {
+    let text =
+        std::fs::read_to_string(file).map_err(|e| UserError(format!("{}: {e}", file.display())))?;
+    rie_collector::plans::check_file(&text, scope, inventory, stored)
+        .map_err(|e| UserError(format!("{}: {e}", file.display())))?;
+    Ok(text)
+}
+
+/// `rie-collector plan …`.
+fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
+    use rie_collector::store::{api_tokens, plans};
+    match cmd {
+        PlanCmd::Check { file } => {
+            read_plan(&file, None, None, &[])?;
+            println!("{}: valid plan", file.display());
+            Ok(())
+        }
+        PlanCmd::Add { cfg, file, scope } => {
+            let cfg = build_config(&cfg)?;
+            let scope =
+                rie_plan::Scope::parse(&scope).map_err(|e| UserError(format!("--scope: {e}")))?;
+            let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+            let rt = rie_common::runtime().context("starting the async runtime")?;
+            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            let stored = plans::list(&reader)?;
+            // Checked before anything is stored: a refused file leaves the store as it was.
+            let text = read_plan(&file, Some(&scope), Some(&inv), &stored)?;
+            let hash = rie_plan::content_hash(&text);
+            let version = plans::insert(
+                &reader,
+                scope.kind(),
+                scope.value(),
+                &hash,
+                &text,
+                rie_common::now_ms(),
+            )?;
+            cli_audit(&reader, "plan_add");
+            println!("stored {} as plan version {version} for {scope} (sha256 {hash}); the collectors push it within seconds", file.display());
+            Ok(())
+        }
+        PlanCmd::List { cfg } => {
+            let cfg = build_config(&cfg)?;
+            let rt = rie_common::runtime().context("starting the async runtime")?;
+            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            println!(
+                "{:>7}  {:<32}  {:<20}  sha256",
+                "version", "scope", "created"
+            );
+            for r in plans::list(&reader)? {
+                let scope = rie_plan::Scope::from_parts(&r.scope_kind, &r.scope_value)
+                    .map_or(r.scope_kind.clone(), |s| s.to_string());
+                println!(
+                    "{:>7}  {:<32}  {:<20}  {}",
+                    r.version,
+                    scope,
+                    rie_collector::indicators::rfc3339(r.created_ms),
+                    r.hash
+                );
+            }
+            Ok(())
+        }
     }
 }
 

@@ -27,6 +27,10 @@ pub struct Metrics {
     /// Records inside otherwise valid batches that were unusable and left out.
     pub invalid_records: IntCounterVec,
     pub heartbeats: IntCounter,
+    /// Check plans sent to probes.
+    pub plans_sent: IntCounter,
+    /// Probes' answers to check plans, by answer (`applied`, `refused`).
+    pub plan_answers: IntCounterVec,
     pub store_commits: IntCounter,
     pub store_errors: IntCounter,
     /// Groups refused because another writer had already stored their stream marks (store
@@ -118,6 +122,19 @@ impl Metrics {
                 "Probe heartbeats received.",
             )
             .expect("valid metric"),
+            plans_sent: IntCounter::new(
+                "rie_collector_plans_sent_total",
+                "Check plans sent to probes (after the welcome, and at each change of a site's plan).",
+            )
+            .expect("valid metric"),
+            plan_answers: IntCounterVec::new(
+                Opts::new(
+                    "rie_collector_plan_answers_total",
+                    "Probes' answers to check plans, by answer.",
+                ),
+                &["answer"],
+            )
+            .expect("valid metric"),
             store_commits: IntCounter::new(
                 "rie_collector_store_commits_total",
                 "Group commits of the embedded store.",
@@ -179,7 +196,7 @@ impl Metrics {
             .expect("valid metric"),
             registry,
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 20] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 22] = [
             Box::new(m.leader.clone()),
             Box::new(m.probe_connections.clone()),
             Box::new(m.probe_sessions.clone()),
@@ -190,6 +207,8 @@ impl Metrics {
             Box::new(m.frame_errors.clone()),
             Box::new(m.invalid_records.clone()),
             Box::new(m.heartbeats.clone()),
+            Box::new(m.plans_sent.clone()),
+            Box::new(m.plan_answers.clone()),
             Box::new(m.store_commits.clone()),
             Box::new(m.store_errors.clone()),
             Box::new(m.store_stale_mark_conflicts.clone()),

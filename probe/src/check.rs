@@ -364,7 +364,9 @@ async fn check_collector(
                 SessionError::Connect { .. } | SessionError::Timeout(_) => (false, None, None),
                 SessionError::Tls { .. } => (true, Some(false), None),
                 SessionError::Refused(_) => (true, Some(true), Some(false)),
-                SessionError::Protocol(_) | SessionError::Io(_) => (true, Some(true), None),
+                SessionError::Protocol(_) | SessionError::Io(_) | SessionError::BadPlan { .. } => {
+                    (true, Some(true), None)
+                }
             };
             let msg = e.to_string();
             out.push(reach, true, ("Collecteur joignable", "Collector reachable"),

@@ -546,16 +546,16 @@ impl ProbeConfig {
             return Err(self.invalid("links.role", "only one link can be the primary"));
         }
         let c = &self.checks;
-        if c.interval < Duration::from_secs(1) {
-            return Err(self.invalid("checks.interval", "must be at least 1s; e.g. \"10s\""));
-        }
-        if !(1..=100).contains(&c.attempts) {
-            return Err(self.invalid("checks.attempts", "must be between 1 and 100; e.g. 5"));
-        }
-        if c.timeout.is_zero() || c.timeout * c.attempts > c.interval * 2 {
-            return Err(self.invalid(
-                "checks.timeout",
-                "must be above 0 and leave the attempts room in the interval; e.g. \"1s\" for 5 attempts every 10s",
+        // The same rules as a plan's (rie-plan), under `checks.`.
+        if let Err((key, m)) = c.validate_timing() {
+            return Err(ProbeConfigError::invalid(
+                self.source.display().to_string(),
+                match key {
+                    "interval" => "checks.interval",
+                    "attempts" => "checks.attempts",
+                    _ => "checks.timeout",
+                },
+                m,
             ));
         }
         if !c.targets.is_empty() && self.links.is_empty() {

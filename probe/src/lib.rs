@@ -5,6 +5,7 @@
 //! the NetFlow relay), `meter/` (frame parsing and pcap replay into `rie-flow`'s flow table), `checks/` (ICMP/TCP/DNS/HTTP availability checks bound to each link), `links`
 //! (interface and default-route state, failover detection), `spool` (crash-safe disk queue),
 //! `session` (one authenticated TLS connection) and `uplink` (reconnecting sender with acks).
+//! `plan` (the check plan the collector pushes: checked, kept next to the spool, applied live).
 //! `runner` wires them; `check` and `status` serve the technician.
 //!
 //! May import `rie-proto`, `rie-common` and `rie-flow`; never the collector.
@@ -14,6 +15,7 @@ pub mod checks;
 pub mod config;
 pub mod links;
 pub mod meter;
+pub mod plan;
 pub mod runner;
 pub mod session;
 pub mod sources;

@@ -216,15 +216,21 @@ async fn send_all(
     for b in batches {
         let seq = b.seq;
         s.send(&Message::Batch(b)).await?;
-        match s.recv().await? {
-            Some(Message::Ack(a)) if a.seq == seq => {
-                acks.push(serde_json::json!({ "seq": a.seq, "duplicate": a.duplicate }));
-            }
-            other => {
-                return Err(SessionError::Protocol(format!(
-                    "expected ack for {seq}, got {:?}",
-                    other.map(|m| m.kind())
-                )))
+        loop {
+            match s.recv().await? {
+                Some(Message::Ack(a)) if a.seq == seq => {
+                    acks.push(serde_json::json!({ "seq": a.seq, "duplicate": a.duplicate }));
+                    break;
+                }
+                // A one-shot sender runs no checks: it leaves a plan unanswered (the
+                // collector shows the site's plan as pending, not applied).
+                Some(Message::Plan(_)) => {}
+                other => {
+                    return Err(SessionError::Protocol(format!(
+                        "expected ack for {seq}, got {:?}",
+                        other.map(|m| m.kind())
+                    )))
+                }
             }
         }
     }

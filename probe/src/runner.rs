@@ -16,6 +16,7 @@ use tracing::{info, warn};
 use crate::checks::Checker;
 use crate::config::{ProbeConfig, ProbeConfigError};
 use crate::links::{Monitor, Sources};
+use crate::plan::{plan_file, InForce, Plans};
 use crate::sources::capture::LiveMeter;
 use crate::sources::netflow::{NetflowRelay, NetflowRelayError, RelayStats};
 use crate::spool::{Outbox, OutboxState, Spool, SpoolError};
@@ -56,18 +57,26 @@ pub struct Availability {
 }
 
 impl Availability {
-    pub fn start(
-        cfg: &ProbeConfig,
-        targets: Vec<(crate::checks::TargetConfig, crate::checks::Target)>,
-        shutdown: CancellationToken,
-    ) -> Self {
-        let changed = Arc::new(Notify::new());
-        let checker = Checker::start(&cfg.checks, targets, &cfg.links, changed.clone(), shutdown);
+    /// The site's links with no check running yet: [`Plans::start`] starts the checks in
+    /// force (the kept plan or the file's `[checks]`).
+    pub fn new(cfg: &ProbeConfig) -> Self {
         Self {
             monitor: Monitor::new(cfg.links.clone(), Sources::default()),
-            checker,
-            changed,
+            checker: Checker::default(),
+            changed: Arc::new(Notify::new()),
         }
+    }
+
+    /// The check plans of this probe, starting into this availability's checker.
+    pub fn plans(&self, cfg: &ProbeConfig, shutdown: CancellationToken) -> Plans {
+        Plans::new(
+            plan_file(&cfg.spool_dir()),
+            cfg.links.clone(),
+            Sources::default(),
+            self.checker.clone(),
+            self.changed.clone(),
+            shutdown,
+        )
     }
 
     /// Recomputes link states; true when one changed.
@@ -268,6 +277,9 @@ pub struct Status {
     /// Of them, datagrams that failed to decode.
     #[serde(default)]
     pub netflow_decode_errors: Option<u64>,
+    /// The checks in force: the probe file's, or a plan's (when the probe has links).
+    #[serde(default)]
+    pub plan: Option<InForce>,
 }
 
 pub fn status_path(data_dir: &Path) -> PathBuf {
@@ -430,8 +442,13 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
     if let Some(l) = &live {
         l.set_top_talkers(cfg.meter.top_talkers);
     }
-    let avail = (!cfg.links.is_empty())
-        .then(|| Availability::start(&cfg, resolved.checks.clone(), shutdown.clone()));
+    let avail = (!cfg.links.is_empty()).then(|| Availability::new(&cfg));
+    let plans = avail
+        .as_ref()
+        .map(|a| Arc::new(a.plans(&cfg, shutdown.clone())));
+    if let Some(p) = &plans {
+        p.start(&cfg.checks, resolved.checks.clone());
+    }
     let relay = if cfg.netflow.enabled {
         Some(NetflowRelay::start(
             cfg.netflow.listen,
@@ -453,6 +470,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
     info!(site = %cfg.site_id, collectors = %collectors.join(","), stream = spool.stream(), "probe starting");
 
     let status_file = status_path(&cfg.data_dir);
+    let status_plans = plans.clone();
     let snapshot = {
         let (stats, links, site) = (stats.clone(), links.clone(), cfg.site_id.to_string());
         let started_ms = now_ms();
@@ -490,6 +508,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             netflow_decode_errors: relay_stats
                 .as_ref()
                 .map(|r| r.decode_errors.load(Ordering::Relaxed)),
+            plan: status_plans.as_ref().map(|p| p.in_force()),
         }
     };
     let status_task = {
@@ -519,6 +538,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         rx,
         spool,
         stats.clone(),
+        plans.map(|p| p as Arc<dyn crate::uplink::PlanSink>),
         uplink_stop.clone(),
     ));
     produce_with(

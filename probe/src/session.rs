@@ -76,6 +76,16 @@ pub enum SessionError {
     Io(#[from] std::io::Error),
     #[error("no answer from the collector within {0:?}")]
     Timeout(Duration),
+    /// A plan message whose version could be read but not the rest: answered with a refusal,
+    /// the connection kept.
+    #[error("plan {version} cannot be decoded: {reason}")]
+    BadPlan { version: u64, reason: String },
+}
+
+/// Just enough of a plan frame to answer it: its version.
+#[derive(serde::Deserialize)]
+enum PlanHead {
+    Plan { version: u64 },
 }
 
 pub struct Session {
@@ -189,9 +199,15 @@ impl Session {
         match self.framed.next().await {
             None => Ok(None),
             Some(Err(e)) => Err(e.into()),
-            Some(Ok(bytes)) => rie_proto::decode(&bytes)
-                .map(Some)
-                .map_err(|e| SessionError::Protocol(e.to_string())),
+            Some(Ok(bytes)) => rie_proto::decode(&bytes).map(Some).map_err(|e| {
+                match rmp_serde::from_slice::<PlanHead>(&bytes) {
+                    Ok(PlanHead::Plan { version }) => SessionError::BadPlan {
+                        version,
+                        reason: e.to_string(),
+                    },
+                    Err(_) => SessionError::Protocol(e.to_string()),
+                }
+            }),
         }
     }
 }

@@ -35,7 +35,8 @@ use std::time::Duration;
 use rand::Rng;
 use rie_common::now_ms;
 use rie_proto::{
-    Batch, Heartbeat, Hello, Message, ProbeHealth, SiteId, HEALTH_INTERVAL_MS, PROTOCOL_VERSION,
+    Batch, Heartbeat, Hello, Message, Plan, PlanApplied, PlanRefused, ProbeHealth, SiteId,
+    HEALTH_INTERVAL_MS, PROTOCOL_VERSION,
 };
 use tokio::sync::mpsc;
 use tokio::time::Instant;
@@ -76,6 +77,17 @@ impl Identity {
             stream: self.stream,
         }
     }
+}
+
+/// What the uplink does with a check plan the collector sends (protocol version 2; the probe's
+/// implementation is `crate::plan::Plans`).
+pub trait PlanSink: Send + Sync {
+    /// Validates and applies `plan`: `Ok(())` when it is in force (answered `PlanApplied`),
+    /// `Err(reason)` when it cannot run (answered `PlanRefused`; the plan in force stays).
+    ///
+    /// # Errors
+    /// The reason, with the fix, shown in the collector's API.
+    fn offer(&self, plan: &Plan) -> Result<(), String>;
 }
 
 /// Timing and limits of the uplink.
@@ -231,6 +243,9 @@ impl Failover {
 /// Delivers batches from `batches` (through `out`, which numbers them) to the collectors of
 /// `targets` (in order of preference, at least one; see [`Failover`]) until shutdown, or until
 /// `batches` is closed and everything is acknowledged. `id.stream` must be `out.stream()`.
+/// Plans the collector sends go to `plans` (none: each is refused, the probe runs its own
+/// checks).
+#[allow(clippy::too_many_arguments)]
 pub async fn run<O: Outbox>(
     targets: Vec<Target>,
     id: Identity,
@@ -238,6 +253,7 @@ pub async fn run<O: Outbox>(
     mut batches: mpsc::Receiver<Batch>,
     mut out: O,
     stats: Arc<Stats>,
+    plans: Option<Arc<dyn PlanSink>>,
     shutdown: CancellationToken,
 ) {
     debug_assert_eq!(id.stream, out.stream());
@@ -279,6 +295,7 @@ pub async fn run<O: Outbox>(
                     &mut producer_open,
                     &settings,
                     &stats,
+                    plans.as_deref(),
                     &shutdown,
                 )
                 .await;
@@ -367,6 +384,7 @@ async fn serve<O: Outbox>(
     producer_open: &mut bool,
     settings: &Settings,
     stats: &Stats,
+    plans: Option<&dyn PlanSink>,
     shutdown: &CancellationToken,
 ) -> End {
     let mut in_flight = 0usize;
@@ -448,6 +466,30 @@ async fn serve<O: Outbox>(
                         stats.set_outbox(out);
                     }
                     Ok(Some(Message::HeartbeatAck(_))) => held = true,
+                    Ok(Some(Message::Plan(plan))) => {
+                        let answer = match plans.map(|p| p.offer(&plan)) {
+                            Some(Ok(())) => {
+                                info!(version = plan.version, "check plan applied");
+                                Message::PlanApplied(PlanApplied { version: plan.version, hash: plan.hash.clone() })
+                            }
+                            Some(Err(reason)) => {
+                                warn!(version = plan.version, reason = %reason, "check plan refused; the plan in force stays");
+                                Message::PlanRefused(PlanRefused { version: plan.version, reason })
+                            }
+                            None => Message::PlanRefused(PlanRefused { version: plan.version, reason: "this probe runs only the checks of its own file".into() }),
+                        };
+                        if let Err(e) = s.send(&answer).await {
+                            return lost(e, held);
+                        }
+                    }
+                    Err(SessionError::BadPlan { version, reason }) => {
+                        // Undecodable, but its version is known: refused, the connection kept.
+                        warn!(version, reason = %reason, "check plan undecodable; the plan in force stays");
+                        let answer = Message::PlanRefused(PlanRefused { version, reason: format!("plan message cannot be decoded: {reason}") });
+                        if let Err(e) = s.send(&answer).await {
+                            return lost(e, held);
+                        }
+                    }
                     Ok(Some(other)) => return lost(SessionError::Protocol(format!("unexpected {}", other.kind())), held),
                     Ok(None) => return lost(SessionError::Protocol("collector closed the connection".into()), held),
                     Err(e) => return lost(e, held),

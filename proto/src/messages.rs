@@ -3,6 +3,9 @@
 //! A connection is: probe sends [`Hello`]; collector answers [`Welcome`] or [`Refused`];
 //! then the probe sends [`Batch`]es (each answered by an [`Ack`] once it is durably stored) and
 //! [`Heartbeat`]s when it has nothing to send (answered by [`HeartbeatAck`]).
+//! From version 2, the collector also sends a [`Plan`] (the site's effective check plan)
+//! right after the welcome and whenever that plan changes; the probe answers each with
+//! [`PlanApplied`] or [`PlanRefused`]. A version-1 probe is never sent a plan.
 //!
 //! Versioning: messages are MessagePack maps keyed by field name, so a peer ignores fields it
 //! does not know and fills fields it does not receive from `#[serde(default)]`. A field added in
@@ -18,7 +21,10 @@ use crate::ids::SiteId;
 use crate::model::{AvailabilitySample, FlowAggregate, LinkStatus};
 
 /// Protocol version spoken by this build.
-pub const PROTOCOL_VERSION: u16 = 1;
+pub const PROTOCOL_VERSION: u16 = 2;
+
+/// First version whose probes are sent [`Plan`]s.
+pub const PLAN_VERSION: u16 = 2;
 
 /// Oldest probe protocol version this build's collector still serves: one version behind, so
 /// that 14,000 routers can be upgraded over months.
@@ -38,6 +44,12 @@ pub enum Message {
     Ack(Ack),
     Heartbeat(Heartbeat),
     HeartbeatAck(HeartbeatAck),
+    /// Version 2: collector → probe.
+    Plan(Plan),
+    /// Version 2: probe → collector.
+    PlanApplied(PlanApplied),
+    /// Version 2: probe → collector.
+    PlanRefused(PlanRefused),
 }
 
 impl Message {
@@ -51,6 +63,9 @@ impl Message {
             Message::Ack(_) => "ack",
             Message::Heartbeat(_) => "heartbeat",
             Message::HeartbeatAck(_) => "heartbeat_ack",
+            Message::Plan(_) => "plan",
+            Message::PlanApplied(_) => "plan_applied",
+            Message::PlanRefused(_) => "plan_refused",
         }
     }
 }
@@ -193,4 +208,32 @@ pub struct ProbeHealth {
 pub struct HeartbeatAck {
     pub probe_time_ms: i64,
     pub collector_time_ms: i64,
+}
+
+/// The site's effective check plan (version 2, collector → probe): a complete plan file in
+/// TOML (`rie-plan`'s format), so that a probe validates it with the same code as
+/// `rie-collector plan check`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Plan {
+    /// Increases with every change of the site's plan.
+    pub version: u64,
+    /// SHA-256 (hex) of `toml`.
+    pub hash: String,
+    pub toml: String,
+}
+
+/// The probe runs plan `version` (and keeps it for its next start).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanApplied {
+    pub version: u64,
+    pub hash: String,
+}
+
+/// The probe cannot run plan `version` (unknown check kind, interface missing, undecodable):
+/// it keeps the plan it ran before.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PlanRefused {
+    pub version: u64,
+    /// What is wrong and the fix, shown in the collector's API.
+    pub reason: String,
 }

@@ -157,6 +157,8 @@ pub async fn run(opts: DemoOptions, shutdown: CancellationToken) -> Result<(), D
         ca_pem: pki::ca_pem(&pki_dir)?,
         interval_ms: opts.interval.as_millis() as u64,
         sites: sim_sites(&inv, &inv.sites, tokens, opts.seed, opts.incident_rate),
+        protocol_version: rie_proto::PROTOCOL_VERSION,
+        lacks_checks: Vec::new(),
     };
     let mut probes = spawn_probe_process(&plan, &opts.dir).await?;
 

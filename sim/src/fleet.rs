@@ -14,9 +14,10 @@ use rie_probe::runner::produce;
 use rie_probe::session::{client_tls, Target};
 use rie_probe::spool::MemoryOutbox;
 use rie_probe::spool::{Outbox, OutboxState};
+use rie_probe::uplink::PlanSink;
 use rie_probe::uplink::{self, Identity, Settings, Stats};
 use rie_proto::Batch;
-use rie_proto::{LinkRole, SiteId, Technology};
+use rie_proto::{CheckKind, LinkRole, Plan, SiteId, Technology};
 use rustls_pki_types::ServerName;
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
@@ -120,6 +121,66 @@ pub struct ProbePlan {
     pub ca_pem: String,
     pub interval_ms: u64,
     pub sites: Vec<SimSite>,
+    /// Protocol version the simulated probes speak (1: a probe one version behind, which is
+    /// sent no plan and runs its local checks).
+    #[serde(default = "current_version")]
+    pub protocol_version: u16,
+    /// Check kinds these simulated probes cannot run, as an older probe build: a plan that
+    /// uses one is refused with the reason.
+    #[serde(default)]
+    pub lacks_checks: Vec<CheckKind>,
+}
+
+fn current_version() -> u16 {
+    rie_proto::PROTOCOL_VERSION
+}
+
+/// A simulated probe's answer to check plans: checked as a real probe checks them (hash,
+/// `rie-plan` parsing and validation), refused when a role uses a check kind of
+/// `lacks`, and otherwise applied (simulated probes measure with their simulator, so applying
+/// is remembering the version).
+pub struct SimPlans {
+    lacks: Vec<CheckKind>,
+    pub applied: AtomicU64,
+}
+
+impl SimPlans {
+    pub fn new(lacks: Vec<CheckKind>) -> Self {
+        Self {
+            lacks,
+            applied: AtomicU64::new(0),
+        }
+    }
+}
+
+impl PlanSink for SimPlans {
+    fn offer(&self, msg: &Plan) -> Result<(), String> {
+        let v = msg.version;
+        if rie_plan::content_hash(&msg.toml) != msg.hash {
+            return Err(format!("plan {v}: its text does not match its hash"));
+        }
+        let plan = rie_plan::EffectivePlan::from_wire(&msg.toml, v)
+            .map_err(|e| format!("plan {v} cannot run on this probe: {e}"))?;
+        for role in [LinkRole::Primary, LinkRole::Backup] {
+            if let Some(t) = plan
+                .role(role)
+                .checks
+                .targets
+                .iter()
+                .find(|t| self.lacks.contains(&t.kind))
+            {
+                return Err(format!(
+                    "plan {v} has a {} check ({} target {}), which this probe build cannot run: upgrade the probe, or leave {} checks out of this scope's plan",
+                    t.kind.as_str(),
+                    role.as_str(),
+                    t.label(),
+                    t.kind.as_str()
+                ));
+            }
+        }
+        self.applied.store(v, Ordering::Relaxed);
+        Ok(())
+    }
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -217,9 +278,12 @@ pub fn spawn_probes(
     let spread = interval.min(Duration::from_secs(5));
     let n = plan.sites.len().max(1);
     let tasks = tokio_util::task::TaskTracker::new();
+    let (version, lacks) = (plan.protocol_version, plan.lacks_checks);
     for (i, s) in plan.sites.into_iter().enumerate() {
         let out = Timed::new(MemoryOutbox::new(1_000), recorder.clone());
-        let id = Identity::new(s.site, s.token, out.stream());
+        let mut id = Identity::new(s.site, s.token, out.stream());
+        id.protocol_version = version;
+        let plans: Arc<dyn PlanSink> = Arc::new(SimPlans::new(lacks.clone()));
         let (tx, rx) = mpsc::channel(16);
         let delay = spread.mul_f64(i as f64 / n as f64);
         let (targets, settings, shutdown) =
@@ -239,6 +303,7 @@ pub fn spawn_probes(
                 rx,
                 out,
                 Arc::new(Stats::default()),
+                Some(plans),
                 shutdown.clone(),
             ));
             produce(Some(sim), None, interval, tx, None, stop_producing).await;

@@ -43,6 +43,13 @@ pub struct LoadgenOptions {
     pub metrics_urls: Vec<String>,
     pub seed: u64,
     pub incident_rate: f64,
+    /// Sites of the inventory passed over before the `probes` simulated ones, so that several
+    /// load generators (say, one of older probes) share one inventory without sharing a site.
+    pub skip: usize,
+    /// Protocol version the probes speak (1: one version behind, sent no plan).
+    pub protocol_version: u16,
+    /// Check kinds the probes cannot run (an older probe build): plans using them are refused.
+    pub lacks_checks: Vec<rie_proto::CheckKind>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -135,18 +142,19 @@ pub async fn run(
 ) -> Result<Report, LoadgenError> {
     let inv =
         inventory::load_dir(&opts.inventory).map_err(|e| LoadgenError::Setup(e.to_string()))?;
-    if inv.sites.len() < opts.probes {
+    if inv.sites.len() < opts.skip + opts.probes {
         return Err(LoadgenError::Setup(format!(
-            "--probes {}: the inventory {} has only {} sites; generate a larger one (rie-collector inventory generate --sites {})",
+            "--probes {}{}: the inventory {} has only {} sites; generate a larger one (rie-collector inventory generate --sites {})",
             opts.probes,
+            if opts.skip > 0 { format!(" after --skip {}", opts.skip) } else { String::new() },
             opts.inventory.display(),
             inv.sites.len(),
-            opts.probes
+            opts.skip + opts.probes
         )));
     }
     let ca_pem = std::fs::read_to_string(&opts.ca)
         .map_err(|e| LoadgenError::Setup(format!("--ca {}: {e}", opts.ca.display())))?;
-    let sites = &inv.sites[..opts.probes];
+    let sites = &inv.sites[opts.skip..opts.skip + opts.probes];
     let tokens = {
         let (store, data_dir, sites) = (opts.store.clone(), opts.data_dir.clone(), sites.to_vec());
         let handle = tokio::runtime::Handle::current();
@@ -160,6 +168,8 @@ pub async fn run(
         ca_pem,
         interval_ms: opts.interval.as_millis() as u64,
         sites: fleet::sim_sites(&inv, sites, tokens, opts.seed, opts.incident_rate),
+        protocol_version: opts.protocol_version,
+        lacks_checks: opts.lacks_checks.clone(),
     };
     let stored_before = stored(&opts.metrics_urls).await?;
     let rec = Arc::new(Recorder::default());

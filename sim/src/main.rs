@@ -95,6 +95,18 @@ enum Cmd {
         seed: u64,
         #[arg(long, default_value_t = 0.001)]
         incident_rate: f64,
+        /// Simulate the sites after the first N of the inventory (several load generators on
+        /// one inventory, e.g. one of older probes).
+        #[arg(long, default_value_t = 0)]
+        skip: usize,
+        /// Protocol version the simulated probes speak: 1 for probes one version behind
+        /// (sent no check plan, shown as such).
+        #[arg(long, default_value_t = rie_proto::PROTOCOL_VERSION)]
+        protocol_version: u16,
+        /// A check kind the simulated probes cannot run (repeatable: icmp, tcp, dns, http), as
+        /// an older probe build: plans using it are refused with the reason.
+        #[arg(long = "lacks-check", value_parser = parse_kind)]
+        lacks_checks: Vec<rie_proto::CheckKind>,
     },
     /// Internal: the demo's simulated probes, in their own process.
     #[command(hide = true)]
@@ -139,6 +151,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             metrics,
             seed,
             incident_rate,
+            skip,
+            protocol_version,
+            lacks_checks,
         } => {
             let store = match &collector_config {
                 Some(p) => {
@@ -149,6 +164,16 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 None => rie_collector::store::StoreConfig::default(),
             };
             rie_collector::inventory::check_generated_sites(probes).map_err(UserError)?;
+            if !(rie_proto::MIN_SUPPORTED_VERSION..=rie_proto::PROTOCOL_VERSION)
+                .contains(&protocol_version)
+            {
+                return Err(UserError(format!(
+                    "--protocol-version {protocol_version}: this build speaks {} to {}",
+                    rie_proto::MIN_SUPPORTED_VERSION,
+                    rie_proto::PROTOCOL_VERSION
+                ))
+                .into());
+            }
             rie_common::raise_fd_limit(probes as u64 + 1_024);
             let opts = rie_sim::loadgen::LoadgenOptions {
                 probes,
@@ -163,6 +188,9 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
                 metrics_urls: metrics,
                 seed,
                 incident_rate,
+                skip,
+                protocol_version,
+                lacks_checks,
             };
             until_signal(|shutdown| async move {
                 let report = rie_sim::loadgen::run(opts, shutdown).await?;
@@ -205,6 +233,11 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             until_signal(|shutdown| demo::run(opts, shutdown))
         }
     }
+}
+
+fn parse_kind(s: &str) -> Result<rie_proto::CheckKind, String> {
+    serde_json::from_value(serde_json::Value::String(s.into()))
+        .map_err(|_| format!("{s:?} is not a check kind; use icmp, tcp, dns or http"))
 }
 
 /// Runs `task` on a fresh runtime with a shutdown token that Ctrl-C or SIGTERM cancels.

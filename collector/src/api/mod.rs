@@ -8,6 +8,7 @@
 
 mod login;
 mod national;
+mod plans;
 pub mod serve;
 pub mod web;
 
@@ -48,15 +49,21 @@ pub struct AppState {
     pub login: Option<Arc<auth::oidc::Oidc>>,
     /// Password login of local accounts (`POST /auth/local`).
     pub local: Arc<auth::local::LocalLogins>,
+    /// Check plans and each site's plan state (`/api/v1/plans`, `/api/v1/sites/{id}/plan`).
+    pub plans: Arc<crate::plans::PlanBook>,
 }
 
 /// Who may read the operational views (status, sites, flows, episodes).
 const OPERATIONS: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Admin];
 /// One site's status, links and episodes: the operational roles and the site's technician.
 pub(crate) const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::Admin];
+/// What concerns every scope at once (the stored plans of all ministries): not for a ministry.
+const NATIONAL: &[Kind] = &[Kind::Noc, Kind::Admin];
 const FINANCE: &[Kind] = &[Kind::Finance, Kind::Admin];
 const METRICS: &[Kind] = &[Kind::Metrics, Kind::Admin];
 const ADMIN: &[Kind] = &[Kind::Admin];
+/// A site's effective check plan: the NOC, the admin, and a ministry for its own sites.
+const PLANS_OF_SITE: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Admin];
 
 /// One route: its path, its access rule and its handler. The router is built from this table
 /// only, so that no route exists without a rule.
@@ -96,6 +103,12 @@ fn table() -> Vec<Route> {
             Access::site(OPERATIONS),
             get(site_top_talkers),
         ),
+        Route::new(
+            "/api/v1/sites/{site_id}/plan",
+            Access::site(PLANS_OF_SITE),
+            get(plans::site_plan),
+        ),
+        Route::new("/api/v1/plans", Access::roles(NATIONAL), get(plans::list)),
         Route::new(
             "/api/v1/flows/totals",
             Access::roles(OPERATIONS),

@@ -454,14 +454,15 @@ mod tests {
             costs: Arc::new(Default::default()),
             gate: Arc::new(crate::auth::gate::Gate::new(
                 false,
-                reader,
-                inv,
+                reader.clone(),
+                inv.clone(),
                 Default::default(),
             )),
             backup_prices: Arc::new(Default::default()),
             national: Default::default(),
             login: None,
             local: Default::default(),
+            plans: Arc::new(crate::plans::PlanBook::new(inv, reader).0),
         }
     }
 

@@ -19,8 +19,8 @@ use futures_util::stream::FuturesOrdered;
 use futures_util::{SinkExt, StreamExt};
 use rie_common::now_ms;
 use rie_proto::{
-    Ack, HeartbeatAck, Hello, Message, RefuseCode, Refused, Welcome, MIN_SUPPORTED_VERSION,
-    PROTOCOL_VERSION,
+    Ack, HeartbeatAck, Hello, Message, Plan, RefuseCode, Refused, Welcome, MIN_SUPPORTED_VERSION,
+    PLAN_VERSION, PROTOCOL_VERSION,
 };
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio::net::{TcpListener, TcpStream};
@@ -34,6 +34,7 @@ use tracing::{debug, info, warn};
 use crate::auth::limit::{Failure, FailureLimiter};
 use crate::commit::{BatchWrite, DedupIndex, Request, Stored};
 use crate::metrics::Metrics;
+use crate::plans::PlanBook;
 use crate::sites::SiteRegistry;
 use crate::store::credentials::Verdict;
 use crate::store::Reader;
@@ -56,6 +57,9 @@ pub struct Context {
     /// Failed hellos per source address: past the limit, the address's connections are
     /// closed at accept, before any TLS work, for the rest of the minute.
     pub hello_limiter: Arc<FailureLimiter>,
+    /// Check plans: each version-2 session is sent its site's effective plan after the
+    /// welcome and at every change, and records the probe's answers.
+    pub plans: Arc<PlanBook>,
 }
 
 /// Accepts probe connections until `shutdown`; connection tasks go on `tracker` so that the
@@ -360,6 +364,18 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
 ) -> &'static str {
     let mut pending: FuturesOrdered<PendingAck> = FuturesOrdered::new();
     let mut draining = false;
+    let site = hello.site.as_str();
+    // Plans: a version-1 probe is sent none (it runs its local checks) and shown as such.
+    let takes_plans = hello.protocol_version >= PLAN_VERSION;
+    let mut plan_changes = ctx.plans.subscribe();
+    let mut sent_plan: Option<u64> = None;
+    if takes_plans {
+        if let Err(r) = push_plan(ctx, framed, site, site_idx, &mut sent_plan).await {
+            return r;
+        }
+    } else {
+        ctx.plans.record(site, 0, "previous_protocol", "").await;
+    }
     loop {
         if draining && pending.is_empty() {
             return "collector shutting down";
@@ -380,6 +396,14 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
             _ = shutdown.cancelled(), if !draining => {
                 draining = true;
+            }
+            r = plan_changes.changed(), if takes_plans && !draining => {
+                if r.is_err() {
+                    continue;
+                }
+                if let Err(r) = push_plan(ctx, framed, site, site_idx, &mut sent_plan).await {
+                    return r;
+                }
             }
             frame = tokio::time::timeout(ctx.cfg.idle_timeout, framed.next()), if !draining && pending.len() < WINDOW => {
                 let bytes = match frame {
@@ -420,6 +444,15 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                             return "write error";
                         }
                     }
+                    Ok(Message::PlanApplied(a)) if takes_plans => {
+                        ctx.metrics.plan_answers.with_label_values(&["applied"]).inc();
+                        ctx.plans.record(site, a.version, "applied", "").await;
+                    }
+                    Ok(Message::PlanRefused(r)) if takes_plans => {
+                        ctx.metrics.plan_answers.with_label_values(&["refused"]).inc();
+                        warn!(site = %hello.site, version = r.version, reason = %r.reason, "probe refused its check plan");
+                        ctx.plans.record(site, r.version, "refused", &r.reason).await;
+                    }
                     Ok(other) => {
                         warn!(site = %hello.site, kind = other.kind(), "unexpected message, closing connection");
                         ctx.metrics.frame_errors.with_label_values(&["unexpected"]).inc();
@@ -434,6 +467,36 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
             }
         }
     }
+}
+
+/// Sends the site's effective plan when its version differs from the one last sent on this
+/// session, and records it as pending; `Err` with the reason to close when the write fails.
+async fn push_plan<S: AsyncRead + AsyncWrite + Unpin>(
+    ctx: &Context,
+    framed: &mut Framed<S, LengthDelimitedCodec>,
+    site: &str,
+    site_idx: usize,
+    sent: &mut Option<u64>,
+) -> Result<(), &'static str> {
+    let Some(p) = ctx.plans.effective(site_idx) else {
+        return Ok(());
+    };
+    if *sent == Some(p.plan.version) {
+        return Ok(());
+    }
+    let msg = Message::Plan(Plan {
+        version: p.plan.version,
+        hash: p.hash.clone(),
+        toml: p.text.clone(),
+    });
+    if let Err(e) = send(framed, &msg).await {
+        count_io_error(&ctx.metrics, &e);
+        return Err("write error");
+    }
+    ctx.metrics.plans_sent.inc();
+    *sent = Some(p.plan.version);
+    ctx.plans.record(site, p.plan.version, "pending", "").await;
+    Ok(())
 }
 
 // --- configuration (`[probes]` of the collector config file) ---

@@ -48,6 +48,8 @@ pub const TABLES: &[&str] = &[
     "api_sessions",
     "api_logins",
     "api_accounts",
+    "plans",
+    "plan_status",
     "probe_streams",
     "site_status",
     "episodes",

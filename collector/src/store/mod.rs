@@ -7,7 +7,8 @@
 //!
 //! Owns: the database layout (`schema`: every table, as numbered migrations), the write of a
 //! group ([`Store::write`]), the loading of durable state at start-up ([`Store::load`]), the
-//! reads, rollup compaction (`retention`), probe credentials (`credentials`) and the copy of
+//! reads, rollup compaction (`retention`), probe credentials (`credentials`), check plans and
+//! their status per site (`plans`) and the copy of
 //! a SQLite store into PostgreSQL (`migrate`, `rie-collector store migrate`).
 //! May import: `rie-proto` types, `crate::metrics`. It knows nothing of sites' live logic,
 //! episodes' rules or inputs: the commit stage hands it plain rows ([`WriteSet`]).
@@ -56,6 +57,7 @@ pub mod config;
 mod contract_tests;
 pub mod credentials;
 pub mod migrate;
+pub mod plans;
 pub mod postgres;
 pub mod read;
 pub mod retention;

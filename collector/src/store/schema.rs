@@ -114,6 +114,11 @@ const MIGRATIONS: &[Migration] = &[
         name: "local accounts of people",
         apply: |conn| conn.execute_batch(API_ACCOUNTS),
     },
+    Migration {
+        version: 8,
+        name: "check plans per scope and each site's plan status",
+        apply: |conn| conn.execute_batch(PLANS),
+    },
 ];
 
 /// Local accounts (`store::api_accounts`): the password's Argon2id hash only.
@@ -124,6 +129,25 @@ const API_ACCOUNTS: &str = "CREATE TABLE IF NOT EXISTS api_accounts(
     created_ms   INTEGER NOT NULL,
     changed_ms   INTEGER NOT NULL,
     disabled_ms  INTEGER
+);";
+
+/// Check plans (`store::plans`): every plan file stored, by version (one increasing sequence
+/// over all scopes), and what each site's probe answered to its effective plan.
+const PLANS: &str = "CREATE TABLE IF NOT EXISTS plans(
+    version     INTEGER PRIMARY KEY,
+    scope_kind  TEXT NOT NULL,
+    scope_value TEXT NOT NULL,
+    hash        TEXT NOT NULL,
+    toml        TEXT NOT NULL,
+    created_ms  INTEGER NOT NULL
+);
+CREATE INDEX IF NOT EXISTS plans_scope ON plans(scope_kind, scope_value, version);
+CREATE TABLE IF NOT EXISTS plan_status(
+    site       TEXT PRIMARY KEY,
+    version    INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    reason     TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
 );";
 
 /// The audit trail (`store::audit`): who read finance data, exported, changed a token, failed
@@ -173,7 +197,7 @@ CREATE TABLE IF NOT EXISTS api_logins(
 );";
 
 /// The version this collector writes.
-pub const LATEST: i64 = 7;
+pub const LATEST: i64 = 8;
 
 /// Applies the migrations `conn`'s database lacks.
 ///

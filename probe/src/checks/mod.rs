@@ -14,7 +14,7 @@ mod icmp;
 mod tcp;
 
 use std::collections::HashMap;
-use std::net::{IpAddr, SocketAddr};
+use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -43,109 +43,7 @@ fn primary() -> LinkRole {
     LinkRole::Primary
 }
 
-/// What is checked, how often.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ChecksConfig {
-    /// One sample per target and link per interval.
-    #[serde(default = "default_interval", with = "humantime_serde")]
-    pub interval: Duration,
-    /// Attempts per interval (pings, connects, queries, requests), spread over the interval.
-    #[serde(default = "default_attempts")]
-    pub attempts: u32,
-    /// An attempt without an answer within this is lost.
-    #[serde(default = "default_timeout", with = "humantime_serde")]
-    pub timeout: Duration,
-    #[serde(default)]
-    pub targets: Vec<TargetConfig>,
-}
-
-impl Default for ChecksConfig {
-    fn default() -> Self {
-        Self {
-            interval: default_interval(),
-            attempts: default_attempts(),
-            timeout: default_timeout(),
-            targets: Vec::new(),
-        }
-    }
-}
-
-fn default_interval() -> Duration {
-    Duration::from_secs(10)
-}
-fn default_attempts() -> u32 {
-    5
-}
-fn default_timeout() -> Duration {
-    Duration::from_secs(1)
-}
-
-/// One target.
-#[derive(Debug, Clone, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct TargetConfig {
-    pub kind: CheckKind,
-    /// icmp: an address; tcp: `address:port`; dns: the resolver, `address[:port]`;
-    /// http: a URL `http://host[:port]/path` or `https://...`.
-    pub target: String,
-    /// Label in reports, e.g. "core-rennes"; defaults to `target`.
-    #[serde(default)]
-    pub name: Option<String>,
-    /// dns only: the name to resolve (an A record), e.g. "rie.gouv.fr".
-    #[serde(default)]
-    pub query: Option<String>,
-    /// Links to check this target over; empty: every link.
-    #[serde(default)]
-    pub links: Vec<LinkId>,
-}
-
-/// A target ready to probe (validated at start-up).
-#[derive(Debug, Clone)]
-pub enum Target {
-    Icmp(IpAddr),
-    Tcp(SocketAddr),
-    Dns { resolver: SocketAddr, name: String },
-    Http(http::Url),
-}
-
-impl TargetConfig {
-    /// Parses the target for its kind; the message says what a right value looks like.
-    ///
-    /// # Errors
-    /// A message for the config error.
-    pub fn parse(&self) -> Result<Target, String> {
-        let t = self.target.trim();
-        match self.kind {
-            CheckKind::Icmp => t
-                .parse()
-                .map(Target::Icmp)
-                .map_err(|_| format!("{t:?} is not an IP address; e.g. \"10.255.0.1\"")),
-            CheckKind::Tcp => t
-                .parse()
-                .map(Target::Tcp)
-                .map_err(|_| format!("{t:?} is not address:port; e.g. \"10.255.0.1:443\"")),
-            CheckKind::Dns => {
-                let resolver = t
-                    .parse::<SocketAddr>()
-                    .or_else(|_| t.parse::<IpAddr>().map(|a| SocketAddr::new(a, 53)))
-                    .map_err(|_| {
-                        format!("{t:?} is not a resolver address; e.g. \"10.255.0.53\"")
-                    })?;
-                let name =
-                    self.query.clone().filter(|q| dns::valid_name(q)).ok_or(
-                        "dns checks need `query`, a name to resolve; e.g. \"rie.gouv.fr\"",
-                    )?;
-                Ok(Target::Dns { resolver, name })
-            }
-            CheckKind::Http => http::Url::parse(t).map(Target::Http),
-        }
-    }
-
-    pub fn label(&self) -> String {
-        self.name.clone().unwrap_or_else(|| self.target.clone())
-    }
-}
+pub use rie_plan::{ChecksConfig, Target, TargetConfig};
 
 /// Where an attempt leaves from.
 #[derive(Debug, Clone, Default)]
@@ -243,16 +141,19 @@ pub fn rtt_stats(rtts_us: &[u32]) -> Option<RttStats> {
 /// Whether each link reached the core in its last complete interval (any target answered).
 pub type Reach = Arc<Mutex<HashMap<LinkId, bool>>>;
 
-/// Runs the checks until `shutdown`: samples accumulate in `samples` (taken by the batch
-/// producer), reachability per link in `reach`, and `changed` is notified when a link's
-/// reachability flips so that the state change is sent at once.
+/// Runs the checks: samples accumulate in `samples` (taken by the batch producer),
+/// reachability per link in `reach`, and `changed` is notified when a link's reachability
+/// flips so that the state change is sent at once. Cloning shares the same state: a new check
+/// plan starts its jobs into the same samples ([`Checker::spawn`]) while the jobs of the plan
+/// before finish their interval in progress, so that a change of plan loses no sample.
+#[derive(Clone, Default)]
 pub struct Checker {
     pub samples: Arc<Mutex<Vec<AvailabilitySample>>>,
     pub reach: Reach,
 }
 
 impl Checker {
-    /// Starts one task per (target, link).
+    /// Starts one task per (target, link), until `shutdown`.
     pub fn start(
         cfg: &ChecksConfig,
         targets: Vec<(TargetConfig, Target)>,
@@ -260,8 +161,23 @@ impl Checker {
         changed: Arc<tokio::sync::Notify>,
         shutdown: CancellationToken,
     ) -> Self {
-        let samples = Arc::new(Mutex::new(Vec::new()));
-        let reach: Reach = Arc::new(Mutex::new(HashMap::new()));
+        let c = Self::default();
+        c.spawn(cfg, targets, links, changed, shutdown.clone(), shutdown);
+        c
+    }
+
+    /// Starts one task per (target, link) of `links` into this checker's state. Each task
+    /// stops at once at `shutdown`, and at `retire` once the interval it is measuring is
+    /// complete and its sample taken.
+    pub fn spawn(
+        &self,
+        cfg: &ChecksConfig,
+        targets: Vec<(TargetConfig, Target)>,
+        links: &[LinkConfig],
+        changed: Arc<tokio::sync::Notify>,
+        retire: CancellationToken,
+        shutdown: CancellationToken,
+    ) {
         // Per link, which targets answered in their last interval.
         let answered: Arc<Mutex<HashMap<LinkId, HashMap<usize, bool>>>> = Arc::default();
         for (ti, (tc, target)) in targets.into_iter().enumerate() {
@@ -279,20 +195,20 @@ impl Checker {
                     attempts: cfg.attempts,
                     timeout: cfg.timeout,
                 };
-                let (samples, reach, answered, changed, shutdown) = (
-                    samples.clone(),
-                    reach.clone(),
+                let (samples, reach, answered, changed, retire, shutdown) = (
+                    self.samples.clone(),
+                    self.reach.clone(),
                     answered.clone(),
                     changed.clone(),
+                    retire.clone(),
                     shutdown.clone(),
                 );
                 tokio::spawn(async move {
-                    job.run(ti, samples, reach, answered, changed, shutdown)
+                    job.run(ti, samples, reach, answered, changed, retire, shutdown)
                         .await
                 });
             }
         }
-        Self { samples, reach }
     }
 
     pub fn take_samples(&self) -> Vec<AvailabilitySample> {
@@ -312,6 +228,7 @@ struct Job {
 }
 
 impl Job {
+    #[allow(clippy::too_many_arguments)]
     async fn run(
         self,
         index: usize,
@@ -319,6 +236,7 @@ impl Job {
         reach: Reach,
         answered: Arc<Mutex<HashMap<LinkId, HashMap<usize, bool>>>>,
         changed: Arc<tokio::sync::Notify>,
+        retire: CancellationToken,
         shutdown: CancellationToken,
     ) {
         let spacing = self.interval / self.attempts.max(1);
@@ -374,8 +292,10 @@ impl Job {
             if prev != Some(ok) {
                 changed.notify_one();
             }
+            // Retired (a new plan is in force): the interval's sample is taken, stop here.
             tokio::select! {
                 _ = shutdown.cancelled() => return,
+                _ = retire.cancelled() => return,
                 _ = tokio::time::sleep_until(started + self.interval) => {}
             }
         }
@@ -403,38 +323,5 @@ mod tests {
         let hundred: Vec<u32> = (1..=100).collect();
         assert_eq!(rtt_stats(&hundred).unwrap().p95, 95);
         assert_eq!(rtt_stats(&[7]).unwrap().jitter, 0);
-    }
-
-    #[test]
-    fn targets_parse_per_kind_with_a_useful_error() {
-        let t = |kind, target: &str, query: Option<&str>| TargetConfig {
-            kind,
-            target: target.into(),
-            name: None,
-            query: query.map(String::from),
-            links: vec![],
-        };
-        assert!(matches!(
-            t(CheckKind::Icmp, "10.255.0.1", None).parse(),
-            Ok(Target::Icmp(_))
-        ));
-        assert!(t(CheckKind::Icmp, "core", None)
-            .parse()
-            .unwrap_err()
-            .contains("e.g."));
-        assert!(matches!(
-            t(CheckKind::Dns, "10.0.0.53", Some("rie.gouv.fr")).parse(),
-            Ok(Target::Dns { resolver, .. }) if resolver.port() == 53
-        ));
-        assert!(t(CheckKind::Dns, "10.0.0.53", None)
-            .parse()
-            .unwrap_err()
-            .contains("query"));
-        assert!(t(CheckKind::Tcp, "10.0.0.1", None).parse().is_err());
-        assert!(matches!(
-            t(CheckKind::Http, "http://10.0.0.1:8080/health", None).parse(),
-            Ok(Target::Http(_))
-        ));
-        assert!(t(CheckKind::Http, "ftp://x", None).parse().is_err());
     }
 }

@@ -96,6 +96,26 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
             disabled_ms  BIGINT
         );",
     ),
+    (
+        8,
+        "check plans per scope and each site's plan status",
+        "CREATE TABLE IF NOT EXISTS plans(
+            version     BIGINT PRIMARY KEY,
+            scope_kind  TEXT NOT NULL,
+            scope_value TEXT NOT NULL,
+            hash        TEXT NOT NULL,
+            toml        TEXT NOT NULL,
+            created_ms  BIGINT NOT NULL
+        );
+        CREATE INDEX IF NOT EXISTS plans_scope ON plans(scope_kind, scope_value, version);
+        CREATE TABLE IF NOT EXISTS plan_status(
+            site       TEXT PRIMARY KEY,
+            version    BIGINT NOT NULL,
+            state      TEXT NOT NULL,
+            reason     TEXT NOT NULL,
+            updated_ms BIGINT NOT NULL
+        );",
+    ),
 ];
 
 const V1: &str = "

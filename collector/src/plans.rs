@@ -1,0 +1,406 @@
+//! Central check plans in the collector (see `docs/plans.md`): which plan each site's probe
+//! should run, pushing it, and what each probe answered.
+//!
+//! Owns the [`PlanBook`]: the latest stored plan of every scope (read from the store's
+//! `plans` table), merged per site into its effective plan (`rie-plan`: national < ministry <
+//! département < site, value by value); the watcher that sees a plan stored by any collector
+//! or by `rie-collector plan add` (it polls the highest version, [`WATCH_EVERY`]) and tells
+//! every probe session ([`PlanBook::subscribe`]); and the [`StatusWriter`], the one task that
+//! writes sites' plan statuses (`pending` when sent, `applied` or `refused` when answered,
+//! `previous_protocol` for a version-1 probe) in batches, off the sessions.
+//!
+//! May import `store` (plans and statuses), `inventory`, `metrics`; `ingest` and `api` import it.
+
+use std::collections::HashMap;
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use rie_plan::{EffectivePlan, Layer, PlanFile, Scope};
+use serde::Serialize;
+use tokio::sync::{mpsc, watch};
+use tokio_util::sync::CancellationToken;
+use tracing::{info, warn};
+
+use crate::inventory::{Inventory, Site};
+use crate::store::plans::{self, PlanRow, StatusRow};
+use crate::store::{Reader, StoreError};
+
+/// How often the watcher asks the store for a newer plan.
+pub const WATCH_EVERY: Duration = Duration::from_secs(1);
+
+/// Status rows waiting for the writer at most; sessions wait for room (backpressure).
+const QUEUE: usize = 16_384;
+/// Status rows per store transaction at most.
+const BATCH: usize = 4_096;
+
+/// The stored plans and their merge per site.
+pub struct PlanBook {
+    inventory: Arc<Inventory>,
+    reader: Arc<Reader>,
+    /// Latest layer of each scope, keyed by `Scope`.
+    layers: RwLock<Arc<HashMap<Scope, Layer>>>,
+    /// The highest version loaded; sessions wait on its changes.
+    loaded: watch::Sender<u64>,
+    /// Effective plans by the versions of the layers merged (national, ministry, département,
+    /// site): sites with the same layers share one merge, text and hash. Emptied at reload.
+    merged: std::sync::Mutex<HashMap<[Option<u64>; 4], Arc<SitePlan>>>,
+    status: mpsc::Sender<StatusRow>,
+}
+
+/// One site's effective plan, ready to send.
+#[derive(Debug, Clone)]
+pub struct SitePlan {
+    pub plan: EffectivePlan,
+    pub text: String,
+    pub hash: String,
+    /// The scopes whose layers were merged, widest first.
+    pub scopes: Vec<String>,
+}
+
+impl PlanBook {
+    /// A book with no plan loaded and the queue of its status writer (start the writer with
+    /// [`StatusWriter::run`] on the receiver).
+    pub fn new(
+        inventory: Arc<Inventory>,
+        reader: Arc<Reader>,
+    ) -> (Self, mpsc::Receiver<StatusRow>) {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let (loaded, _) = watch::channel(0);
+        (
+            Self {
+                inventory,
+                reader,
+                layers: RwLock::new(Arc::new(HashMap::new())),
+                loaded,
+                merged: std::sync::Mutex::new(HashMap::new()),
+                status: tx,
+            },
+            rx,
+        )
+    }
+
+    /// Reads every stored plan again; returns the highest version. Blocking (store reads):
+    /// call it from a plain thread or `spawn_blocking`.
+    ///
+    /// # Errors
+    /// Store errors.
+    pub fn reload(&self) -> Result<u64, StoreError> {
+        let rows = plans::list(&self.reader)?;
+        let mut latest: HashMap<Scope, Layer> = HashMap::new();
+        let mut highest = 0u64;
+        for r in rows {
+            highest = highest.max(r.version as u64);
+            let Some(scope) = Scope::from_parts(&r.scope_kind, &r.scope_value) else {
+                warn!(version = r.version, kind = %r.scope_kind, "stored plan with an unknown scope kind left out");
+                continue;
+            };
+            // Validated before it was stored; a plan this build cannot read is left out.
+            match PlanFile::parse(&r.toml) {
+                Ok(file) => {
+                    latest.insert(
+                        scope.clone(),
+                        Layer {
+                            scope,
+                            version: r.version as u64,
+                            file,
+                        },
+                    );
+                }
+                Err(e) => {
+                    warn!(version = r.version, scope = %scope, error = %e, "stored plan unreadable by this collector; left out")
+                }
+            }
+        }
+        *self.layers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(latest);
+        self.merged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .clear();
+        self.loaded.send_if_modified(|v| {
+            let changed = *v != highest;
+            *v = highest;
+            changed
+        });
+        Ok(highest)
+    }
+
+    /// The highest version loaded; changes whenever a plan is stored anywhere.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.loaded.subscribe()
+    }
+
+    /// The scopes that apply to `site`, widest first.
+    pub fn scopes_of(site: &Site) -> [Scope; 4] {
+        [
+            Scope::National,
+            Scope::Ministry(site.ministry.clone()),
+            Scope::Departement(site.departement.clone()),
+            Scope::Site(site.id.as_str().to_string()),
+        ]
+    }
+
+    /// The effective plan of the site at `site_idx`; `None` when no stored plan applies.
+    pub fn effective(&self, site_idx: usize) -> Option<Arc<SitePlan>> {
+        let site = self.inventory.sites.get(site_idx)?;
+        let layers = self
+            .layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        let scopes = Self::scopes_of(site);
+        let key = scopes.clone().map(|s| layers.get(&s).map(|l| l.version));
+        if key.iter().all(Option::is_none) {
+            return None;
+        }
+        if let Some(p) = self
+            .merged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .get(&key)
+        {
+            return Some(p.clone());
+        }
+        let applying: Vec<&Layer> = scopes.iter().filter_map(|s| layers.get(s)).collect();
+        let plan = EffectivePlan::merge(&applying);
+        let text = plan.wire_text();
+        let p = Arc::new(SitePlan {
+            hash: rie_plan::content_hash(&text),
+            text,
+            scopes: applying.iter().map(|l| l.scope.to_string()).collect(),
+            plan,
+        });
+        self.merged
+            .lock()
+            .unwrap_or_else(|p| p.into_inner())
+            .insert(key, p.clone());
+        Some(p)
+    }
+
+    /// The version of the site's effective plan (the highest of its layers'), without
+    /// merging: what the fleet counts need for 14,000 sites.
+    pub fn effective_version(&self, site_idx: usize) -> Option<u64> {
+        let site = self.inventory.sites.get(site_idx)?;
+        let layers = self
+            .layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone();
+        Self::scopes_of(site)
+            .iter()
+            .filter_map(|s| layers.get(s).map(|l| l.version))
+            .max()
+    }
+
+    /// Queues a site's status for the writer, waiting for room.
+    pub async fn record(&self, site: &str, version: u64, state: &str, reason: &str) {
+        let row = StatusRow {
+            site: site.to_string(),
+            version: version as i64,
+            state: state.to_string(),
+            reason: reason.chars().take(1_000).collect(),
+            updated_ms: rie_common::now_ms(),
+        };
+        let _ = self.status.send(row).await;
+    }
+
+    /// Each inventory site's plan state, for the API: its effective version and what its
+    /// probe last answered.
+    ///
+    /// # Errors
+    /// Store errors. Blocking, as [`PlanBook::reload`].
+    pub fn site_states(&self) -> Result<Vec<SiteState>, StoreError> {
+        let stored: HashMap<String, StatusRow> = plans::statuses(&self.reader)?
+            .into_iter()
+            .map(|r| (r.site.clone(), r))
+            .collect();
+        Ok((0..self.inventory.sites.len())
+            .map(|i| self.site_state(i, stored.get(self.inventory.sites[i].id.as_str())))
+            .collect())
+    }
+
+    /// One site's state, its stored status given.
+    pub fn site_state(&self, site_idx: usize, status: Option<&StatusRow>) -> SiteState {
+        let site = &self.inventory.sites[site_idx];
+        let effective = self.effective_version(site_idx);
+        let state = match (status, effective) {
+            (Some(s), _) if s.state == "previous_protocol" => "previous_protocol",
+            (_, None) => "no_plan",
+            (None, Some(_)) => "not_sent",
+            (Some(s), Some(v)) if s.version as u64 == v => match s.state.as_str() {
+                "applied" => "applied",
+                "refused" => "refused",
+                _ => "pending",
+            },
+            // Answered an older plan; the newer one not yet sent (probe offline) or answered.
+            (Some(_), Some(_)) => "outdated",
+        };
+        SiteState {
+            site: site.id.as_str().to_string(),
+            effective_version: effective,
+            state,
+            reported_version: status.map(|s| s.version as u64),
+            reason: status
+                .filter(|s| !s.reason.is_empty())
+                .map(|s| s.reason.clone()),
+            updated_ms: status.map(|s| s.updated_ms),
+        }
+    }
+
+    pub fn reader(&self) -> &Arc<Reader> {
+        &self.reader
+    }
+
+    pub fn inventory(&self) -> &Arc<Inventory> {
+        &self.inventory
+    }
+}
+
+/// A site's plan state as the API shows it.
+#[derive(Debug, Clone, Serialize)]
+pub struct SiteState {
+    pub site: String,
+    /// The version of the site's effective plan now (None: no plan applies).
+    pub effective_version: Option<u64>,
+    /// `applied`, `pending` (sent, not answered), `refused`, `outdated` (an older version
+    /// answered), `not_sent` (the probe has not connected since), `previous_protocol` (a
+    /// version-1 probe: its local checks run), `no_plan`.
+    pub state: &'static str,
+    pub reported_version: Option<u64>,
+    pub reason: Option<String>,
+    pub updated_ms: Option<i64>,
+}
+
+/// Polls the store for a newer plan every [`WATCH_EVERY`] until `shutdown`, and reloads the
+/// book when there is one (subscribers are woken).
+pub async fn watch(book: Arc<PlanBook>, shutdown: CancellationToken) {
+    let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = shutdown.cancelled() => return,
+            _ = tick.tick() => {}
+        }
+        let b = book.clone();
+        let r = tokio::task::spawn_blocking(move || -> Result<Option<u64>, StoreError> {
+            let latest = plans::latest_version(&b.reader)? as u64;
+            if latest == *b.loaded.borrow() {
+                return Ok(None);
+            }
+            b.reload().map(Some)
+        })
+        .await;
+        match r {
+            Ok(Ok(Some(v))) => info!(version = v, "check plans changed; pushing to the probes"),
+            Ok(Ok(None)) => {}
+            Ok(Err(e)) => warn!(error = %e, "check plans not read"),
+            Err(e) => warn!(error = %e, "check plan watcher task failed"),
+        }
+    }
+}
+
+/// The writer of sites' plan statuses.
+pub struct StatusWriter;
+
+impl StatusWriter {
+    /// Writes queued statuses in batches until the queue closes or `shutdown` (then what is
+    /// queued is written).
+    pub async fn run(
+        reader: Arc<Reader>,
+        mut rx: mpsc::Receiver<StatusRow>,
+        shutdown: CancellationToken,
+    ) {
+        loop {
+            let first = tokio::select! {
+                r = rx.recv() => match r { Some(r) => r, None => return },
+                _ = shutdown.cancelled() => {
+                    rx.close();
+                    match rx.recv().await { Some(r) => r, None => return }
+                }
+            };
+            let mut rows = vec![first];
+            while rows.len() < BATCH {
+                match rx.try_recv() {
+                    Ok(r) => rows.push(r),
+                    Err(_) => break,
+                }
+            }
+            let reader = reader.clone();
+            let n = rows.len();
+            match tokio::task::spawn_blocking(move || plans::set_statuses(&reader, &rows)).await {
+                Ok(Ok(())) => {}
+                Ok(Err(e)) => warn!(rows = n, error = %e, "plan statuses not written"),
+                Err(e) => warn!(rows = n, error = %e, "plan status writer task failed"),
+            }
+        }
+    }
+}
+
+/// Parses and validates a plan file for `scope`, as `plan check` and `plan add` do: the file
+/// alone, then merged over the stored layers of wider scopes for every inventory site it
+/// applies to (a value it sets may clash with one it inherits).
+///
+/// # Errors
+/// A message naming the key and the fix (the caller adds the file name).
+pub fn check_file(
+    text: &str,
+    scope: Option<&Scope>,
+    inventory: Option<&Inventory>,
+    stored: &[PlanRow],
+) -> Result<PlanFile, String> {
+    let file = PlanFile::parse(text).map_err(|e| e.to_string())?;
+    let alone = Layer {
+        scope: scope.cloned().unwrap_or(Scope::National),
+        version: u64::MAX,
+        file: file.clone(),
+    };
+    EffectivePlan::merge(&[&alone])
+        .validate()
+        .map_err(|e| e.to_string())?;
+    let (Some(scope), Some(inv)) = (scope, inventory) else {
+        return Ok(file);
+    };
+    match scope {
+        Scope::National => {}
+        Scope::Ministry(m) if !inv.sites.iter().any(|s| &s.ministry == m) => {
+            return Err(format!("scope {scope}: no site of the inventory has ministry {m:?}; write it as in sites.csv"));
+        }
+        Scope::Departement(d) if !inv.sites.iter().any(|s| &s.departement == d) => {
+            return Err(format!("scope {scope}: no site of the inventory is in département {d:?}; e.g. departement:35"));
+        }
+        Scope::Site(id) if !inv.sites.iter().any(|s| s.id.as_str() == id) => {
+            return Err(format!("scope {scope}: site {id} is not in the inventory"));
+        }
+        _ => {}
+    }
+    let mut latest: HashMap<Scope, Layer> = HashMap::new();
+    for r in stored {
+        if let (Some(s), Ok(f)) = (
+            Scope::from_parts(&r.scope_kind, &r.scope_value),
+            PlanFile::parse(&r.toml),
+        ) {
+            latest.insert(
+                s.clone(),
+                Layer {
+                    scope: s,
+                    version: r.version as u64,
+                    file: f,
+                },
+            );
+        }
+    }
+    latest.insert(scope.clone(), alone);
+    for site in &inv.sites {
+        let scopes = PlanBook::scopes_of(site);
+        if !scopes.contains(scope) {
+            continue;
+        }
+        let applying: Vec<&Layer> = scopes.iter().filter_map(|s| latest.get(s)).collect();
+        if let Err(e) = EffectivePlan::merge(&applying).validate() {
+            return Err(format!(
+                "merged with the plans stored for site {}: {e}",
+                site.id
+            ));
+        }
+    }
+    Ok(file)
+}
