@@ -41,6 +41,7 @@ fn config_with(p: &Probe, collector_keys: &str, tables: &str) {
 fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
     let mut c = Collector::start();
     let version = env!("CARGO_PKG_VERSION");
+    let protocol = rie_proto::PROTOCOL_VERSION.to_string();
 
     // S1 relays its router's NetFlow: n datagrams of softflowd's export and one that is not
     // NetFlow.
@@ -86,7 +87,7 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
         ),
         (
             &json!(version),
-            &json!(1),
+            &json!(rie_proto::PROTOCOL_VERSION),
             &json!(true),
             &json!(1),
             &json!(0),
@@ -150,7 +151,7 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
         json!({
             "sites": 3,
             "by_probe_version": { version: 2, "none": 1 },
-            "by_protocol_version": { "1": 2, "none": 1 },
+            "by_protocol_version": { protocol.as_str(): 2, "none": 1 },
             "reporting_health": 2,
             "with_backlog": 0,
             "backlog_growing": 0,
@@ -168,11 +169,11 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
     assert_eq!(ids("version=none"), ["S3"]);
     assert_eq!(ids(&format!("version={version}")), ["S1", "S2"]);
     assert_eq!(ids("backlog_over=0"), Vec::<String>::new());
-    assert_eq!(ids("protocol_version=1&limit=1"), ["S1"]);
+    assert_eq!(ids(&format!("protocol_version={protocol}&limit=1")), ["S1"]);
     // Gauges: a few series by version, one backlog series per reporting site.
     assert_eq!(
         c.metric(&format!(
-            "rie_fleet_probes{{probe_version=\"{version}\",protocol_version=\"1\"}}"
+            "rie_fleet_probes{{probe_version=\"{version}\",protocol_version=\"{protocol}\"}}"
         )),
         2.0
     );
