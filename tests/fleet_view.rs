@@ -152,6 +152,7 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
             "sites": 3,
             "by_probe_version": { version: 2, "none": 1 },
             "by_protocol_version": { protocol.as_str(): 2, "none": 1 },
+            "by_plan_version": { "none": 3 },
             "reporting_health": 2,
             "with_backlog": 0,
             "backlog_growing": 0,
@@ -180,6 +181,10 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
     assert_eq!(
         c.metric("rie_fleet_probes{probe_version=\"none\",protocol_version=\"none\"}"),
         1.0
+    );
+    assert_eq!(
+        c.metric("rie_fleet_probes_by_plan{plan_version=\"none\"}"),
+        3.0
     );
     let metrics = c.request("/metrics").call().unwrap().into_string().unwrap();
     let spool: Vec<&str> = metrics

@@ -23,6 +23,13 @@ pub fn backlog_growing(v: &SiteView) -> bool {
     v.live.backlog_growth >= GROWING_REPORTS && v.live.health.is_some_and(|h| h.spool_batches > 0)
 }
 
+/// The plan version a probe applied, as a label (`none` before any).
+pub fn plan_label(v: &SiteView) -> String {
+    v.live
+        .plan_version
+        .map_or_else(|| "none".to_string(), |p| p.to_string())
+}
+
 /// Counts over a set of sites: probes by version and by protocol version (`none` for a site
 /// whose probe never said hello), and those reporting a backlog.
 #[derive(Debug, Default, Serialize, PartialEq, Eq)]
@@ -30,6 +37,8 @@ pub struct FleetCounts {
     pub sites: u64,
     pub by_probe_version: BTreeMap<String, u64>,
     pub by_protocol_version: BTreeMap<String, u64>,
+    /// By the check plan version the probe last applied (`none`: none yet).
+    pub by_plan_version: BTreeMap<String, u64>,
     /// Probes that sent a health report.
     pub reporting_health: u64,
     /// Of them, with unacknowledged batches in their spool.
@@ -53,6 +62,7 @@ impl FleetCounts {
             .protocol_version
             .map_or_else(|| "none".to_string(), |p| p.to_string());
         *self.by_protocol_version.entry(proto).or_default() += 1;
+        *self.by_plan_version.entry(plan_label(v)).or_default() += 1;
         if let Some(h) = v.live.health {
             self.reporting_health += 1;
             self.with_backlog += u64::from(h.spool_batches > 0);
@@ -105,6 +115,7 @@ mod tests {
                 sites: 4,
                 by_probe_version: m(&[("0.1.0", 2), ("0.2.0", 1), ("none", 1)]),
                 by_protocol_version: m(&[("1", 3), ("none", 1)]),
+                by_plan_version: m(&[("none", 4)]),
                 reporting_health: 3,
                 with_backlog: 2,
                 backlog_growing: 1,

@@ -11,10 +11,10 @@
 //! has said hello); per link: `rie_link_up`, `rie_link_rtt_seconds`, `rie_link_loss_ratio` (the
 //! last two only once measured), `rie_site_probe_spool_batches` (once the probe sent a health
 //! report); and `rie_fleet_probes{probe_version, protocol_version}`, sites by probe version
-//! (a few series, at most 20 versions and `other`). The count for the national inventory is in
+//! (a few series, at most 20 versions and `other`), and `rie_fleet_probes_by_plan{plan_version}`. The count for the national inventory is in
 //! `docs/availability.md`.
 //!
-//! May import `sites` only (it reads views at scrape time).
+//! May import `sites` and `fleet` (it reads views at scrape time).
 
 use std::sync::Arc;
 
@@ -73,6 +73,10 @@ const FLEET: (&str, &str) = (
     "rie_fleet_probes",
     "Sites by the version and protocol version of their probe (none: never said hello).",
 );
+const FLEET_PLANS: (&str, &str) = (
+    "rie_fleet_probes_by_plan",
+    "Sites by the check plan version their probe last applied (none: none yet).",
+);
 
 pub struct SiteGauges {
     sites: Arc<SiteRegistry>,
@@ -103,7 +107,7 @@ impl SiteGauges {
                 )
                 .expect("valid metric description")
             })
-            .chain(std::iter::once(
+            .chain([
                 Desc::new(
                     FLEET.0.to_string(),
                     FLEET.1.to_string(),
@@ -111,10 +115,36 @@ impl SiteGauges {
                     Default::default(),
                 )
                 .expect("valid metric description"),
-            ))
+                Desc::new(
+                    FLEET_PLANS.0.to_string(),
+                    FLEET_PLANS.1.to_string(),
+                    vec!["plan_version".into()],
+                    Default::default(),
+                )
+                .expect("valid metric description"),
+            ])
             .collect();
         Self { sites, descs }
     }
+}
+
+/// Counts by (label, label): past [`MAX_VERSIONS`] distinct first labels, the rarest are summed
+/// as `other`, so that odd version strings cannot grow the series count.
+fn bounded(
+    counts: std::collections::BTreeMap<(String, String), u64>,
+) -> std::collections::BTreeMap<(String, String), u64> {
+    let mut by_count: Vec<((String, String), u64)> = counts.into_iter().collect();
+    by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    let mut kept = std::collections::BTreeMap::new();
+    for (k, ((first, second), n)) in by_count.into_iter().enumerate() {
+        let first = if k < MAX_VERSIONS {
+            first
+        } else {
+            "other".into()
+        };
+        *kept.entry((first, second)).or_default() += n;
+    }
+    kept
 }
 
 fn pair(name: &str, value: &str) -> LabelPair {
@@ -143,6 +173,7 @@ impl Collector for SiteGauges {
         let inv = &self.sites.inventory;
         let mut out: Vec<Vec<Metric>> = vec![Vec::with_capacity(views.len()); FAMILIES.len()];
         let mut fleet: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        let mut by_plan: std::collections::BTreeMap<(String, String), u64> = Default::default();
         for (site, v) in inv.sites.iter().zip(&views) {
             let region = rie_proto::geo::departement(&site.departement).map_or("", |d| d.region);
             let labels = [
@@ -181,6 +212,9 @@ impl Collector for SiteGauges {
                 .protocol_version
                 .map_or_else(|| "none".to_string(), |p| p.to_string());
             *fleet.entry((version.to_string(), proto)).or_default() += 1;
+            *by_plan
+                .entry((crate::fleet::plan_label(v), String::new()))
+                .or_default() += 1;
             for l in inv.links_of(&site.id) {
                 let mut ll = labels.to_vec();
                 ll.push(pair("link", l.id.as_str()));
@@ -197,19 +231,7 @@ impl Collector for SiteGauges {
                 }
             }
         }
-        // Past MAX_VERSIONS distinct versions, the rarest ones are summed as `other`.
-        let mut by_count: Vec<((String, String), u64)> = fleet.into_iter().collect();
-        by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
-        let mut kept: std::collections::BTreeMap<(String, String), u64> = Default::default();
-        for (k, ((version, proto), n)) in by_count.into_iter().enumerate() {
-            let version = if k < MAX_VERSIONS {
-                version
-            } else {
-                "other".into()
-            };
-            *kept.entry((version, proto)).or_default() += n;
-        }
-        let fleet_metrics = kept
+        let fleet_metrics = bounded(fleet)
             .into_iter()
             .map(|((version, proto), n)| {
                 gauge(
@@ -220,6 +242,10 @@ impl Collector for SiteGauges {
                     n as f64,
                 )
             })
+            .collect();
+        let plan_metrics = bounded(by_plan)
+            .into_iter()
+            .map(|((version, _), n)| gauge(&[pair("plan_version", &version)], n as f64))
             .collect();
         let family = |name: &str, help: &str, metrics| {
             let mut f = MetricFamily::default();
@@ -233,7 +259,10 @@ impl Collector for SiteGauges {
             .iter()
             .zip(out)
             .map(|((name, help, _), metrics)| family(name, help, metrics))
-            .chain(std::iter::once(family(FLEET.0, FLEET.1, fleet_metrics)))
+            .chain([
+                family(FLEET.0, FLEET.1, fleet_metrics),
+                family(FLEET_PLANS.0, FLEET_PLANS.1, plan_metrics),
+            ])
             .collect()
     }
 }

@@ -66,6 +66,9 @@ pub struct SiteLive {
     /// Consecutive health reports in which the spool backlog grew (0 when it shrank or held).
     #[serde(default)]
     pub backlog_growth: u32,
+    /// The check plan version the probe last said it applied (`plans` keeps the details).
+    #[serde(default)]
+    pub plan_version: Option<u64>,
     /// Open probe connections (more than one means a duplicate probe or a reconnect race).
     #[serde(skip)]
     pub connections: u32,
@@ -246,6 +249,13 @@ impl SiteRegistry {
         }
     }
 
+    /// The probe applied check plan `version`.
+    pub fn on_plan_applied(&self, idx: usize, version: u64) {
+        let mut live = self.lock();
+        let s = &mut live[idx];
+        s.plan_version = s.plan_version.max(Some(version));
+    }
+
     /// What to subtract from the probe's timestamps to put them on the collector's clock.
     ///
     /// The offset measured at hello includes the network's one-way delay and the hello's
@@ -344,6 +354,8 @@ impl SiteRegistry {
                 next.health
             },
             health_ms: cur.health_ms.max(next.health_ms),
+            // Plan versions only grow.
+            plan_version: cur.plan_version.max(next.plan_version),
             backlog_growth: if cur.health_ms >= next.health_ms {
                 cur.backlog_growth
             } else {

@@ -287,6 +287,8 @@ struct ProbeOut {
     probe_version: Option<String>,
     protocol_version: Option<u16>,
     last_hello: Option<String>,
+    /// The check plan version the probe last said it applied.
+    plan_version: Option<u64>,
     clock_offset_ms: Option<i64>,
     clock_suspect: bool,
     batches_stored: u64,
@@ -315,6 +317,7 @@ fn probe_out(v: &SiteView) -> ProbeOut {
         probe_version: v.live.probe_version.clone(),
         protocol_version: v.live.protocol_version,
         last_hello: v.live.hello_ms.and_then(rfc3339_ms),
+        plan_version: v.live.plan_version,
         clock_offset_ms: v.live.clock_offset_ms,
         clock_suspect: v.clock_suspect,
         batches_stored: v.live.batches_stored,
@@ -429,6 +432,8 @@ struct FleetQuery {
     /// Only probes of this version (`none`: never said hello).
     version: Option<String>,
     protocol_version: Option<String>,
+    /// Only probes that last applied this check plan version (`none`: none yet).
+    plan_version: Option<String>,
     /// Only probes with more batches than this in their spool.
     backlog_over: Option<u64>,
     /// Only probes whose backlog keeps growing.
@@ -486,6 +491,9 @@ async fn fleet(
             && q.protocol_version
                 .as_deref()
                 .is_none_or(|x| proto.as_deref().unwrap_or("none") == x)
+            && q.plan_version
+                .as_deref()
+                .is_none_or(|x| crate::fleet::plan_label(&v) == x)
             && q.backlog_over.is_none_or(|n| backlog > n)
             && q.growing
                 .is_none_or(|g| crate::fleet::backlog_growing(&v) == g);

@@ -446,6 +446,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Ok(Message::PlanApplied(a)) if takes_plans => {
                         ctx.metrics.plan_answers.with_label_values(&["applied"]).inc();
+                        ctx.sites.on_plan_applied(site_idx, a.version);
                         ctx.plans.record(site, a.version, "applied", "").await;
                     }
                     Ok(Message::PlanRefused(r)) if takes_plans => {
