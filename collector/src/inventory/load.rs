@@ -24,8 +24,10 @@ pub const SITES_HEADER: [&str; 10] = [
     "site_prefixes",
 ];
 
-/// Columns of `links.csv`, in order.
-pub const LINKS_HEADER: [&str; 7] = [
+/// Columns of `links.csv`, in order. The last one, `sflow_ifindex`, is optional: the ifIndex
+/// of the router interface of that access, as its sFlow agent reports it (counter samples give
+/// the link's utilisation and errors); empty when the router sends no sFlow.
+pub const LINKS_HEADER: [&str; 8] = [
     "link_id",
     "site_id",
     "role",
@@ -33,6 +35,7 @@ pub const LINKS_HEADER: [&str; 7] = [
     "technology",
     "bandwidth_mbps",
     "monthly_cost_eur",
+    "sflow_ifindex",
 ];
 
 /// Loads and validates `DIR/sites.csv` and `DIR/links.csv`.
@@ -43,12 +46,37 @@ pub fn load_dir(dir: &Path) -> Result<Inventory, InventoryError> {
     let sites_path = dir.join("sites.csv");
     let links_path = dir.join("links.csv");
     let sites = read_table(&sites_path, &SITES_HEADER, 1, parse_site)?;
-    let links = read_table(&links_path, &LINKS_HEADER, 0, parse_link)?;
+    let rows = read_table(&links_path, &LINKS_HEADER, 1, |row| {
+        Ok((parse_link(row)?, parse_ifindex(row)?))
+    })?;
+    let mut ifindexes = Vec::with_capacity(rows.len());
+    let mut links = Vec::with_capacity(rows.len());
+    for (line, (link, ifindex)) in rows {
+        ifindexes.push((line, ifindex));
+        links.push((line, link));
+    }
     cross_check(&sites_path, &links_path, &sites, &links)?;
-    Ok(Inventory::index(
+    let mut seen: HashMap<(&SiteId, u32), u64> = HashMap::new();
+    for ((line, ifindex), (_, l)) in ifindexes.iter().zip(&links) {
+        if let Some(first) = ifindex.and_then(|i| seen.insert((&l.site, i), *line)) {
+            return Err(InventoryError::Invalid {
+                file: links_path.clone(),
+                line: *line,
+                column: Some((8, LINKS_HEADER[7])),
+                message: format!(
+                    "ifIndex {} is already the link on line {first} of site {}; each interface is one link",
+                    ifindex.unwrap_or_default(),
+                    l.site
+                ),
+            });
+        }
+    }
+    let mut inv = Inventory::index(
         sites.into_iter().map(|(_, s)| s).collect(),
         links.into_iter().map(|(_, l)| l).collect(),
-    ))
+    );
+    inv.index_sflow_ifindexes(ifindexes.into_iter().map(|(_, i)| i));
+    Ok(inv)
 }
 
 /// One data row being parsed: knows where it is, so field errors carry their position.
@@ -295,6 +323,20 @@ fn parse_link(row: &Row) -> Result<Link, InventoryError> {
         technology,
         bandwidth_mbps,
         monthly_cost_cents,
+    })
+}
+
+/// The optional `sflow_ifindex` cell of a link: empty, or an interface index.
+fn parse_ifindex(row: &Row) -> Result<Option<u32>, InventoryError> {
+    let v = row.record.get(7).unwrap_or("").trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        row.err(
+            7,
+            format!("{v:?} is not an interface index; write the router's ifIndex of this access, e.g. 3, or leave it empty"),
+        )
     })
 }
 
