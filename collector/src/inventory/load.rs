@@ -583,6 +583,31 @@ mod tests {
     }
 
     #[test]
+    fn sflow_ifindexes_are_optional_and_map_links() {
+        // Seven columns (before sflow_ifindex existed): no mapping.
+        let inv = load(SITES, LINKS).unwrap();
+        assert!(inv.link_of_ifindex(0, 3).is_none());
+        let with = LINKS
+            .replacen("monthly_cost_eur", "monthly_cost_eur,sflow_ifindex", 1)
+            .replace("1450.50\n", "1450.50,3\n")
+            .replace("59.9\n", "59.9,4\n")
+            .replace(",650\n", ",650,\n");
+        let inv = load(SITES, &with).unwrap();
+        let link = |site, ifindex| inv.link_of_ifindex(site, ifindex).map(|l| l.id.as_str());
+        assert_eq!((link(0, 3), link(0, 4), link(0, 5)), (Some("S1-P"), Some("S1-B"), None));
+        // ifIndex 3 of S2 is another interface: not S1's.
+        assert_eq!(link(1, 3), None);
+        assert_eq!(
+            message(SITES, &with.replace("59.9,4\n", "59.9,3\n")),
+            "links.csv: line 3, column 8 (sflow_ifindex): ifIndex 3 is already the link on line 2 of site S1; each interface is one link"
+        );
+        assert_eq!(
+            message(SITES, &with.replace("59.9,4\n", "59.9,ge-0/0/1\n")),
+            "links.csv: line 3, column 8 (sflow_ifindex): \"ge-0/0/1\" is not an interface index; write the router's ifIndex of this access, e.g. 3, or leave it empty"
+        );
+    }
+
+    #[test]
     fn cents_are_parsed_exactly() {
         assert_eq!(parse_cents("0.05"), Some(5));
         assert_eq!(parse_cents("1200"), Some(120_000));
