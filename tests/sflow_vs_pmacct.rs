@@ -3,7 +3,8 @@
 //! pmacct's `pmacctd` reads the capture and exports it as sFlow v5 with its `sfprobe` plugin,
 //! at sampling 1 (agent 10.0.1.1, site S1) and 1-in-10 (agent 10.0.2.1, site S2). The very
 //! datagrams go to the collector's sFlow input and to two oracles: `sfacctd` (pmacct) and
-//! `sfcapd` + `nfdump` (Debian `nfdump-sflow`). Totals must be equal where the oracles agree,
+//! `sfcapd` + `nfdump` (Debian `nfdump-sflow`), and the rate-1 export also to the probe of S3
+//! (its `[sflow]` relay). Totals must be equal where the oracles agree,
 //! and each difference (docs/sflow.md) is asserted here:
 //! - bytes: both oracles count the sample's `frame_length`, the Ethernet frame with its 4 FCS
 //!   bytes (pmacctd adds them and declares them stripped); the collector counts the IP length
@@ -23,7 +24,7 @@ use std::path::Path;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use rie_e2e::{Collector, Guard, NetnsPair};
+use rie_e2e::{Collector, Guard, NetnsPair, Probe};
 use serde_json::Value;
 
 fn need(tool: &str, package: &str) {
@@ -308,6 +309,8 @@ fn collector_totals_equal_sfcapd_and_sfacctd_at_sampling_1_and_10() {
         "[sflow]\nlisten = \"127.0.0.1:{port}\"\nflush_interval = \"200ms\"\n"
     ));
     let to = SocketAddr::from(([127, 0, 0, 1], port));
+    // The rate-1 export and the totals it gave, for the probe's relay below.
+    let mut relayed = None;
 
     for (rate, agent, site) in [(1u64, "10.0.1.1", "S1"), (10, "10.0.2.1", "S2")] {
         let datagrams = pmacctd(&pcap, agent, rate as u32);
@@ -372,7 +375,28 @@ fn collector_totals_equal_sfcapd_and_sfacctd_at_sampling_1_and_10() {
             );
         }
         assert_eq!(t["by_protocol"].as_object().unwrap().len(), plain.len());
+        if rate == 1 {
+            relayed = Some((datagrams, want));
+        }
     }
+    // The probe of S3 relays the same export (sent to its [sflow] port): same totals, through
+    // its batches.
+    let (datagrams, want) = relayed.unwrap();
+    let mut p = Probe::prepare(&c, "S3", "1s", None);
+    let probe_port = free_udp_port();
+    let mut text = std::fs::read_to_string(&p.config).unwrap();
+    text.push_str(&format!(
+        "\n[sflow]\nenabled = true\nlisten = \"127.0.0.1:{probe_port}\"\n"
+    ));
+    std::fs::write(&p.config, text).unwrap();
+    p.spawn();
+    wait_bound(probe_port);
+    send(SocketAddr::from(([127, 0, 0, 1], probe_port)), &datagrams);
+    c.wait_until(
+        &format!("S3 relayed totals = {want:?}"),
+        Duration::from_secs(15),
+        |c| triple(&c.totals(Some("S3"))) == want,
+    );
     assert_eq!(c.metric("rie_collector_sflow_non_ip_samples_total"), 0.0);
     for reason in ["sample_overrun", "record_overrun", "truncated"] {
         assert_eq!(
