@@ -344,9 +344,12 @@ fn inline_commands_name_real_subcommands_and_flags() {
 fn listed_metrics_are_registered() {
     let md = readme();
     // Inputs declare their own series beside their code (the sFlow input).
-    let src = ["collector/src/metrics.rs", "collector/src/ingest/sflow_udp.rs"]
-        .map(|f| std::fs::read_to_string(root().join(f)).unwrap())
-        .join("\n");
+    let src = [
+        "collector/src/metrics.rs",
+        "collector/src/ingest/sflow_udp.rs",
+    ]
+    .map(|f| std::fs::read_to_string(root().join(f)).unwrap())
+    .join("\n");
     let mut names = BTreeSet::new();
     for (i, _) in md.match_indices("rie_collector_") {
         let name: String = md[i..]

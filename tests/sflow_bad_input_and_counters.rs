@@ -205,7 +205,12 @@ fn bad_sflow_input_is_counted_and_isolated_and_counters_feed_link_metrics() {
         &[
             datagram(s2_agent, 1, 1_000, &[good_sample(1, 10)]),
             vec![0, 0, 0, 9, 1, 2, 3],
-            datagram(s2_agent, 2, 2_000, &[good_sample(2, 10), good_sample(3, 10)]),
+            datagram(
+                s2_agent,
+                2,
+                2_000,
+                &[good_sample(2, 10), good_sample(3, 10)],
+            ),
         ],
     );
 
@@ -249,11 +254,9 @@ fn bad_sflow_input_is_counted_and_isolated_and_counters_feed_link_metrics() {
     // S1: 1-in-100 ICMP of 84 IP bytes, three samples kept of five; S2: three 1-in-10.
     let s1_want = (3, 300, 3 * 84 * 100);
     let s2_want = (3, 30, 3 * 84 * 10);
-    c.wait_until(
-        "S1 and S2 totals",
-        Duration::from_secs(10),
-        |c| triple(&c.totals(Some("S1"))) == s1_want && triple(&c.totals(Some("S2"))) == s2_want,
-    );
+    c.wait_until("S1 and S2 totals", Duration::from_secs(10), |c| {
+        triple(&c.totals(Some("S1"))) == s1_want && triple(&c.totals(Some("S2"))) == s2_want
+    });
     // Nothing of the strangers is stored.
     assert_eq!(
         triple(&c.totals(None)),
@@ -280,9 +283,18 @@ fn bad_sflow_input_is_counted_and_isolated_and_counters_feed_link_metrics() {
     assert_eq!(unknown("127.0.0.1"), 1.0);
     assert_eq!(unknown("127.0.1.63"), 1.0);
     assert_eq!(unknown("other"), 7.0);
-    assert_eq!(c.metric("rie_collector_sflow_datagrams_total{site=\"unknown\"}"), 71.0);
-    assert_eq!(c.metric("rie_collector_sflow_datagrams_total{site=\"S1\"}"), 5.0);
-    assert_eq!(c.metric("rie_collector_sflow_datagrams_total{site=\"S2\"}"), 3.0);
+    assert_eq!(
+        c.metric("rie_collector_sflow_datagrams_total{site=\"unknown\"}"),
+        71.0
+    );
+    assert_eq!(
+        c.metric("rie_collector_sflow_datagrams_total{site=\"S1\"}"),
+        5.0
+    );
+    assert_eq!(
+        c.metric("rie_collector_sflow_datagrams_total{site=\"S2\"}"),
+        3.0
+    );
     assert_eq!(c.metric("rie_collector_sflow_flow_samples_total"), 6.0);
     assert_eq!(
         c.metric("rie_collector_flow_records_total{source=\"sflow\"}"),
@@ -306,7 +318,10 @@ fn bad_sflow_input_is_counted_and_isolated_and_counters_feed_link_metrics() {
         1e9
     );
     assert_eq!(c.metric("rie_collector_sflow_counter_samples_total"), 5.0);
-    assert_eq!(c.metric("rie_collector_sflow_unmapped_counter_samples_total"), 1.0);
+    assert_eq!(
+        c.metric("rie_collector_sflow_unmapped_counter_samples_total"),
+        1.0
+    );
     assert_eq!(
         c.metric("rie_collector_sflow_agent_restarts_total{site=\"S1\"}"),
         1.0

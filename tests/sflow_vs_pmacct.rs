@@ -318,8 +318,7 @@ fn collector_totals_equal_sfcapd_and_sfacctd_at_sampling_1_and_10() {
         let plain = sfacctd(&datagrams, false);
         let renorm = sfacctd(&datagrams, true);
         let sum = |rows: &[(String, u64, u64)]| {
-            rows.iter()
-                .fold((0, 0), |a, (_, p, b)| (a.0 + p, a.1 + b))
+            rows.iter().fold((0, 0), |a, (_, p, b)| (a.0 + p, a.1 + b))
         };
         let (plain_packets, plain_bytes) = sum(&plain);
         let (renorm_packets, _) = sum(&renorm);
@@ -356,7 +355,12 @@ fn collector_totals_equal_sfcapd_and_sfacctd_at_sampling_1_and_10() {
         while triple(&c.totals(Some(site))) != want && Instant::now() < end {
             std::thread::sleep(Duration::from_millis(100));
         }
-        assert_eq!(triple(&c.totals(Some(site))), want, "rate {rate}: {}", c.totals(Some(site)));
+        assert_eq!(
+            triple(&c.totals(Some(site))),
+            want,
+            "rate {rate}: {}",
+            c.totals(Some(site))
+        );
         // Per protocol, against sfacctd's rows (scaled by the rate).
         let t = c.totals(Some(site));
         for (name, packets, bytes) in &plain {

@@ -7,5 +7,5 @@
 
 pub mod netflow_templates;
 pub mod netflow_udp;
-pub mod sflow_udp;
 pub mod probe_stream;
+pub mod sflow_udp;

@@ -59,7 +59,9 @@ pub const MAX_SOURCE_LABELS: usize = 64;
 /// Why the sFlow input could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SflowStartError {
-    #[error("cannot listen on {addr} (sflow.listen): {source}; free the port or set another address")]
+    #[error(
+        "cannot listen on {addr} (sflow.listen): {source}; free the port or set another address"
+    )]
     Bind {
         addr: SocketAddr,
         #[source]
@@ -240,7 +242,8 @@ impl SflowMetrics {
             registry.register(c).expect("metric names are unique");
         }
         for r in DecodeReason::ALL {
-            m.decode_errors.with_label_values(&[UNKNOWN_SITE, r.as_str()]);
+            m.decode_errors
+                .with_label_values(&[UNKNOWN_SITE, r.as_str()]);
         }
         m
     }
@@ -264,8 +267,12 @@ pub fn start(
         addr: listen,
         source,
     };
-    let socket =
-        Socket::new(Domain::for_address(listen), Type::DGRAM, Some(Protocol::UDP)).map_err(err)?;
+    let socket = Socket::new(
+        Domain::for_address(listen),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )
+    .map_err(err)?;
     if let Err(e) = socket.set_recv_buffer_size(cfg.receive_buffer_bytes) {
         tracing::warn!(error = %e, "cannot size the sFlow receive buffer");
     }
@@ -328,7 +335,13 @@ impl Worker {
             match socket.recv_from(&mut buf) {
                 Ok((n, from)) => {
                     let now_ms = rie_common::now_ms();
-                    self.datagram(from.ip().to_canonical(), &buf[..n], now_ms, &mut flows, &mut counters);
+                    self.datagram(
+                        from.ip().to_canonical(),
+                        &buf[..n],
+                        now_ms,
+                        &mut flows,
+                        &mut counters,
+                    );
                 }
                 Err(e)
                     if matches!(
@@ -451,8 +464,14 @@ impl Worker {
             ("out", c.out_octets, c.out_errors, c.out_discards),
         ] {
             let labels = [site, link, dir];
-            self.sf.link_octets.with_label_values(&labels).inc_by(octets);
-            self.sf.link_errors.with_label_values(&labels).inc_by(errors);
+            self.sf
+                .link_octets
+                .with_label_values(&labels)
+                .inc_by(octets);
+            self.sf
+                .link_errors
+                .with_label_values(&labels)
+                .inc_by(errors);
             self.sf
                 .link_discards
                 .with_label_values(&labels)
@@ -592,7 +611,9 @@ pub fn parse_listen(s: &str) -> Result<SocketAddr, String> {
                 .map(|ip| SocketAddr::new(ip, DEFAULT_PORT))
         })
         .map_err(|_| {
-            format!("{s:?} is not an address; write e.g. \"0.0.0.0\" (port 6343) or \"0.0.0.0:6343\"")
+            format!(
+                "{s:?} is not an address; write e.g. \"0.0.0.0\" (port 6343) or \"0.0.0.0:6343\""
+            )
         })
 }
 

@@ -594,7 +594,10 @@ mod tests {
             .replace(",650\n", ",650,\n");
         let inv = load(SITES, &with).unwrap();
         let link = |site, ifindex| inv.link_of_ifindex(site, ifindex).map(|l| l.id.as_str());
-        assert_eq!((link(0, 3), link(0, 4), link(0, 5)), (Some("S1-P"), Some("S1-B"), None));
+        assert_eq!(
+            (link(0, 3), link(0, 4), link(0, 5)),
+            (Some("S1-P"), Some("S1-B"), None)
+        );
         // ifIndex 3 of S2 is another interface: not S1's.
         assert_eq!(link(1, 3), None);
         assert_eq!(

@@ -416,11 +416,7 @@ impl Decoder {
     }
 }
 
-fn source<'s>(
-    state: &'s mut AgentState,
-    source_id: u32,
-    max_sources: usize,
-) -> &'s mut SourceState {
+fn source(state: &mut AgentState, source_id: u32, max_sources: usize) -> &mut SourceState {
     if state.sources.len() >= max_sources && !state.sources.contains_key(&source_id) {
         state.sources.clear();
     }

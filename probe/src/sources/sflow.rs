@@ -105,12 +105,8 @@ impl SflowRelay {
                     };
                     flows.clear();
                     counters.clear();
-                    let d = decoder.decode(
-                        &buf[..n],
-                        rie_common::now_ms(),
-                        &mut flows,
-                        &mut counters,
-                    );
+                    let d =
+                        decoder.decode(&buf[..n], rie_common::now_ms(), &mut flows, &mut counters);
                     stats.datagrams.fetch_add(1, Ordering::Relaxed);
                     stats.samples.fetch_add(d.flow_samples, Ordering::Relaxed);
                     stats
@@ -177,9 +173,9 @@ mod tests {
             std::thread::sleep(Duration::from_millis(20));
         }
         let (flows, _) = relay.stop_and_flush();
-        let sum = flows
-            .iter()
-            .fold((0, 0, 0), |a, f| (a.0 + f.flows, a.1 + f.packets, a.2 + f.bytes));
+        let sum = flows.iter().fold((0, 0, 0), |a, f| {
+            (a.0 + f.flows, a.1 + f.packets, a.2 + f.bytes)
+        });
         assert_eq!(sum, (7, 7, 7 * 84));
         assert_eq!(flows[0].exporter.as_deref(), Some("127.0.0.1"));
     }
