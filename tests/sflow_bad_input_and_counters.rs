@@ -327,3 +327,38 @@ fn bad_sflow_input_is_counted_and_isolated_and_counters_feed_link_metrics() {
         1.0
     );
 }
+
+/// What the sFlow input holds in memory is committed on SIGTERM: with a flush interval longer
+/// than the test, the samples reach the store only through the stop, and are there after the
+/// restart, once.
+#[test]
+fn a_graceful_stop_commits_the_sflow_sums() {
+    let tmp = tempfile::tempdir().unwrap();
+    let port = UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut c = Collector::start_sharing_pki_on(
+        &inventory(tmp.path()),
+        &format!("[sflow]\nlisten = \"127.0.0.1:{port}\"\nflush_interval = \"1h\"\n"),
+        None,
+    );
+    let to = SocketAddr::from(([127, 0, 0, 1], port));
+    send_from(
+        [127, 0, 0, 1],
+        to,
+        &[datagram(
+            [10, 0, 1, 1],
+            1,
+            1_000,
+            &[good_sample(1, 50), good_sample(2, 50)],
+        )],
+    );
+    c.wait_until("samples decoded", Duration::from_secs(10), |c| {
+        c.metric("rie_collector_sflow_flow_samples_total") == 2.0
+    });
+    assert_eq!(triple(&c.totals(Some("S1"))), (0, 0, 0), "not flushed yet");
+    c.restart_graceful();
+    assert_eq!(triple(&c.totals(Some("S1"))), (2, 100, 2 * 84 * 50));
+}
