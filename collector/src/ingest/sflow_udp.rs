@@ -25,6 +25,11 @@
 //!   other agent's data, goes on.
 //! - **Acknowledgement** is as for NetFlow: none to the agent (UDP); what is summed counts
 //!   once committed; a graceful stop commits first, a crash loses at most `flush_interval`.
+//! - **When the commit stage is behind** the thread waits for its reply (it blocks, it does
+//!   not drop): the socket buffer absorbs the pause, and what overflows it is the kernel's
+//!   count (`RcvbufErrors` in `/proc/net/snmp`). One thread is enough: an sFlow datagram
+//!   carries a few samples to decode, no templates, and the agents' rates are bounded by
+//!   their sampling.
 //! - **Counter samples** (generic interface counters) of an ifIndex that the inventory maps to
 //!   a link (`links.csv` `sflow_ifindex`) feed `rie_collector_sflow_link_*{site, link}`:
 //!   octets, errors and discards per direction (counters, deltas already corrected for 32-bit
