@@ -168,6 +168,18 @@ fn a_pmacctd_datagram_gives_one_record_per_sample_in_ip_bytes() {
     }
 }
 
+/// A counter sample pmacctd's sfprobe sends every ~10 s (datagram 21, uptime 11 s, agent
+/// 127.0.0.1): source 1 and no counter record at all. Read and counted; no delta.
+#[test]
+fn a_pmacctd_counter_sample_without_records_is_read() {
+    let data = include_bytes!("testdata/pmacctd_sfprobe_counters.bin");
+    let mut d = Decoder::new(&DecoderConfig::default());
+    let (r, flows, counters) = decode(&mut d, data);
+    assert_eq!(r.errors, vec![]);
+    assert_eq!((r.counter_samples, r.flow_samples), (1, 0));
+    assert!(flows.is_empty() && counters.is_empty());
+}
+
 #[test]
 fn ethernet_with_vlan_and_ipv6_headers_are_decoded_and_scaled_by_the_rate() {
     let mut d = Decoder::new(&DecoderConfig::default());
