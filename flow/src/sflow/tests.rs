@@ -168,7 +168,7 @@ fn a_pmacctd_datagram_gives_one_record_per_sample_in_ip_bytes() {
     }
 }
 
-/// A counter sample pmacctd's sfprobe sends every ~10 s (datagram 21, uptime 11 s, agent
+/// A counter sample pmacctd's sfprobe sends every 20 s (datagram 21, uptime 11 s, agent
 /// 127.0.0.1): source 1 and no counter record at all. Read and counted; no delta.
 #[test]
 fn a_pmacctd_counter_sample_without_records_is_read() {
