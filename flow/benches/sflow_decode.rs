@@ -47,7 +47,10 @@ fn datagram(agent: u32, seq: u32, headers: &[Vec<u8>]) -> Vec<u8> {
     be32(&mut v, 0);
     be32(&mut v, seq);
     be32(&mut v, seq * 1000);
-    be32(&mut v, SAMPLES_PER_DATAGRAM + u32::from(seq % 8 == 0));
+    be32(
+        &mut v,
+        SAMPLES_PER_DATAGRAM + u32::from(seq.is_multiple_of(8)),
+    );
     for s in 0..SAMPLES_PER_DATAGRAM {
         let h = &headers[((seq * SAMPLES_PER_DATAGRAM + s) % headers.len() as u32) as usize];
         let mut rec = Vec::new();
@@ -63,7 +66,7 @@ fn datagram(agent: u32, seq: u32, headers: &[Vec<u8>]) -> Vec<u8> {
         tagged(&mut body, 1, &rec);
         tagged(&mut v, 1, &body);
     }
-    if seq % 8 == 0 {
+    if seq.is_multiple_of(8) {
         let mut g = Vec::new();
         for x in [3u32, 6] {
             be32(&mut g, x);
