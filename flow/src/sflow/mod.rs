@@ -34,7 +34,8 @@
 //!   delta ([`Decoded::pool_frames`]) is the number of frames the agent saw, to compare with
 //!   the frames estimated from the samples received. Lost datagrams: gaps in the datagram
 //!   sequence ([`Decoded::lost_datagrams`]).
-//! - **Agent restart**: the datagram sequence or the uptime going backwards resets the state
+//! - **Agent restart**: the datagram sequence or the uptime going backwards (not a wrap of
+//!   the 32-bit uptime after 49.7 days) resets the state
 //!   of that agent (sequences, pools, counter baselines) and is reported
 //!   ([`Decoded::restarted`]): no negative or wrapped-looking delta is produced from it.
 //! - **Counter wrap**: 64-bit octet counters filled from 32-bit ones by some agents wrap at
@@ -401,8 +402,8 @@ impl Decoder {
         });
         if !fresh {
             let ahead = seq.wrapping_sub(state.seq);
-            // Sequence or uptime backwards (not a wrap of the 32-bit sequence): a restart.
-            if ahead == 0 || ahead >= 1 << 31 || uptime < state.uptime_ms {
+            // Sequence or uptime backwards (not a wrap of the 32-bit counters): a restart.
+            if ahead == 0 || ahead >= 1 << 31 || uptime_went_back(state.uptime_ms, uptime) {
                 d.restarted = true;
                 state.sources.clear();
                 state.counters.clear();
@@ -414,6 +415,13 @@ impl Decoder {
         state.uptime_ms = uptime;
         state
     }
+}
+
+/// The agent's uptime (ms, 32 bits) went backwards: a restart, unless it wrapped (after 49.7
+/// days: from the last 10 minutes before 2³² to the first 10 minutes after).
+fn uptime_went_back(before: u32, now: u32) -> bool {
+    const WINDOW: u32 = 600_000;
+    now < before && !(before > u32::MAX - WINDOW && now < WINDOW)
 }
 
 fn source(state: &mut AgentState, source_id: u32, max_sources: usize) -> &mut SourceState {

@@ -328,6 +328,10 @@ fn sequence_gaps_drops_and_restarts_are_reported() {
         (r.lost_samples, r.lost_datagrams, r.restarted),
         (0, 0, true)
     );
+    // The 32-bit uptime wraps after 49.7 days, the sequence goes on: not a restart.
+    decode(&mut d, &datagram(0, 2, u32::MAX - 1_000, &[]));
+    let (r, ..) = decode(&mut d, &datagram(0, 3, 4_000, &[]));
+    assert_eq!((r.lost_datagrams, r.restarted), (0, false));
     // The 32-bit datagram sequence wraps: not a restart.
     decode(&mut d, &datagram(0, u32::MAX, 200, &[]));
     let (r, ..) = decode(&mut d, &datagram(0, 0, 300, &[]));
