@@ -55,8 +55,10 @@ const EXPECTED: &[(&str, &[&str])] = &[
         &["noc", "interieur", "admin"],
     ),
     ("/api/v1/flows/totals", &["noc", "interieur", "admin"]),
-    ("/api/v1/national/traffic", &["noc", "admin"]),
+    ("/api/v1/national/traffic", &["noc", "interieur", "admin"]),
     ("/assets/traffic.js", &["public"]),
+    ("/assets/fleet.js", &["public"]),
+    ("/api/v1/fleet", &["noc", "interieur", "tech-s2", "admin"]),
     ("/api/v1/indicators", &["finance", "admin"]),
     ("/api/v1/indicators/resilience-plan", &["finance", "admin"]),
     ("/api/v1/audit", &["admin"]),
@@ -68,6 +70,7 @@ const EXPECTED: &[(&str, &[&str])] = &[
     // Login routes: public, each answers for itself ([`login_route`]).
     ("/auth/login", &["login"]),
     ("/auth/callback", &["login"]),
+    ("/auth/local", &["login"]),
     ("/auth/logout", &["login"]),
     ("/auth/me", &["login"]),
 ];
@@ -78,6 +81,8 @@ fn login_route(path: &str, token: Option<&str>) -> u16 {
     match path {
         // Not configured: 404 saying so.
         "/auth/login" | "/auth/callback" => 404,
+        // A password login is a POST of a form (`tests/local_accounts.rs`).
+        "/auth/local" => 405,
         // Clears the cookie and redirects to the status page (followed: 200).
         "/auth/logout" => 200,
         // Who is asking: any token, no role needed.

@@ -815,14 +815,15 @@ fn the_page_asks_for_a_login_and_a_login_link_opens_it() {
     b.goto(&c.url("/"));
     let msg = b.wait("the login notice", Duration::from_secs(10), |b| {
         let t = b.js(
-            "const e = document.getElementById('login'); return e.hidden ? null : e.textContent;",
+            "return document.getElementById('login').hidden ? null : document.getElementById('login-why').textContent;",
         );
         t.as_str().map(String::from)
     });
-    assert!(msg.starts_with("Connexion requise"), "{msg}");
+    assert_eq!(msg, "Connexion requise.");
+    // No identity provider here: the local account's form only.
     assert_eq!(
-        b.js("return document.querySelector('#login a').getAttribute('href');"),
-        json!("/auth/login")
+        b.js("return [document.getElementById('login-sso').hidden, document.getElementById('login-local').getAttribute('action')];"),
+        json!([true, "/auth/local"])
     );
     assert_eq!(b.text("#count-0"), "–", "no data without a login");
 
@@ -858,4 +859,64 @@ fn the_page_asks_for_a_login_and_a_login_link_opens_it() {
         (b.text("#count-5") == "1").then_some(())
     });
     assert_eq!(b.js("return inv.sites.map(s => s[0]);"), json!(["S1"]));
+}
+
+/// A local account (`account create`) logs in with the page's form: a wrong password brings
+/// the page back saying so, with no data; the right one opens a session (cookie) and the
+/// page loads the account's scope (a ministry: its one site), says who is connected, and
+/// logs out.
+#[test]
+fn a_local_account_logs_in_with_the_page_form() {
+    let c = Collector::start_with_config("[auth]\nrequired = true\n");
+    let password = c.create_account("corr.interieur", "ministry:Intérieur");
+    let b = Browser::start();
+    let login = |b: &Browser, name: &str, password: &str| {
+        b.goto(&c.url("/"));
+        b.wait("the login form", Duration::from_secs(10), |b| {
+            (b.js("return document.getElementById('login').hidden;") == json!(false)).then_some(())
+        });
+        b.keys("#l-name", name);
+        b.keys("#l-password", password);
+        b.click("#login-local button");
+    };
+    login(&b, "corr.interieur", "not the password");
+    let msg = b.wait("the refusal", Duration::from_secs(10), |b| {
+        let t = b.js("const e = document.getElementById('login-why'); return document.getElementById('login').hidden ? null : e.textContent;");
+        t.as_str().map(String::from)
+    });
+    assert_eq!(
+        msg,
+        "Connexion requise : Identifiant ou mot de passe incorrect."
+    );
+    assert_eq!(b.js("return location.hash;"), json!(""));
+    assert_eq!(b.text("#count-0"), "–", "no data without a login");
+
+    login(&b, "corr.interieur", &password);
+    b.wait("the ministry's one site", Duration::from_secs(10), |b| {
+        (b.text("#count-5") == "1").then_some(())
+    });
+    assert_eq!(b.js("return inv.sites.map(s => s[0]);"), json!(["S1"]));
+    b.wait("who is reading", Duration::from_secs(5), |b| {
+        let t = b.js(
+            "const e = document.getElementById('whoami'); return e.hidden ? null : e.textContent;",
+        );
+        (t == json!("Connecté : corr.interieur (ministry:Intérieur) se déconnecter")).then_some(())
+    });
+    // The fleet section counts the ministry's one site, whose probe never connected.
+    b.wait("the fleet section", Duration::from_secs(10), |b| {
+        (b.text("#fleet-summary")
+            == "1 site ; 0 sonde rend compte de son état ; 0 avec des lots en attente (0 lot), dont 0 en hausse.")
+            .then_some(())
+    });
+    assert_eq!(
+        b.js("return [...document.querySelectorAll('#fleet-versions td')].map(t => t.textContent);"),
+        json!(["jamais connectée", "1", "protocole : inconnu", "1"])
+    );
+    b.click("#whoami a");
+    b.wait(
+        "the login form after logout",
+        Duration::from_secs(10),
+        |b| (b.js("return document.getElementById('login').hidden;") == json!(false)).then_some(()),
+    );
+    assert_eq!(b.text("#count-0"), "–");
 }

@@ -429,14 +429,30 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
             Vec::new()
         },
     );
-    if let Some(oidc) = &login {
-        gate = gate.with_sessions(Arc::new(crate::auth::session::Sessions::new(
-            reader.clone(),
-            inventory.clone(),
+    // Sessions of people: a provider's login or a local account's. With a provider, its
+    // timeouts apply to both; without, the same defaults.
+    let (idle, absolute, secure) = match &login {
+        Some(oidc) => (
             oidc.config().session_idle,
             oidc.config().session_absolute,
             oidc.secure,
-        )));
+        ),
+        None => (
+            crate::auth::oidc::default_idle(),
+            crate::auth::oidc::default_absolute(),
+            cfg.api.tls.is_some() || cfg.api.behind_proxy,
+        ),
+    };
+    gate = gate.with_sessions(Arc::new(crate::auth::session::Sessions::new(
+        reader.clone(),
+        inventory.clone(),
+        idle,
+        absolute,
+        secure,
+    )));
+    let local = Arc::new(crate::auth::local::LocalLogins::new());
+    if let Err(e) = local.register(&metrics.registry) {
+        tracing::warn!(error = %e, "local login metrics not registered");
     }
     let gate = Arc::new(gate);
     let app = api::router(api::AppState {
@@ -448,6 +464,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         backup_prices,
         national: Default::default(),
         login,
+        local,
     });
     tracker.spawn(api::serve::serve(
         api_listener,

@@ -8,7 +8,8 @@
 //! - `commit`: the one writer. Every input reaches the store through it (one group commit),
 //!   then one fan-out of what was committed: dedup marks, live site state, episodes, acks, sinks;
 //! - `auth` (roles, tokens, the gate of every route), `episodes` (rules), `sites` (live
-//!   state), `site_gauges`, `indicators`, `reports`;
+//!   state), `fleet` (the probes' versions and health, from that state), `site_gauges`,
+//!   `indicators`, `reports`;
 //! - `store` (the `Store` interface, its contract, SQLite or PostgreSQL, one schema), `inventory`,
 //!   `metrics`, `pki`.
 //!
@@ -22,6 +23,7 @@ pub mod config;
 pub mod duties;
 pub mod episodes;
 pub mod finance;
+pub mod fleet;
 pub mod indicators;
 pub mod ingest;
 pub mod inventory;

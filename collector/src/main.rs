@@ -74,6 +74,12 @@ enum Cmd {
         #[command(subcommand)]
         cmd: TokenCmd,
     },
+    /// Local accounts of people, for sites without single sign-on: create, list, set-role,
+    /// reset-password, disable.
+    Account {
+        #[command(subcommand)]
+        cmd: AccountCmd,
+    },
     /// Issue a new token for a site and write its ready-to-use probe config (replaces, and so
     /// revokes, the site's previous token).
     ProbeConfig {
@@ -261,6 +267,50 @@ enum TokenCmd {
 }
 
 #[derive(Subcommand)]
+enum AccountCmd {
+    /// Create an account; prints a generated password once (or reads one from stdin).
+    Create {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// The login name: lower-case letters, digits, '.', '_', '@', '-'.
+        name: String,
+        /// noc, finance, admin, ministry:<name as in sites.csv>, technician:<site>.
+        #[arg(long)]
+        role: String,
+        /// Read the password from the first line of standard input instead of generating one.
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// List accounts (never their passwords).
+    List {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
+    /// Change an account's role; its open sessions end within a second.
+    SetRole {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        name: String,
+        #[arg(long)]
+        role: String,
+    },
+    /// Give an account a new password (printed once, or read from stdin); its open sessions end.
+    ResetPassword {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        name: String,
+        #[arg(long)]
+        password_stdin: bool,
+    },
+    /// Disable an account for good; its open sessions end within a second.
+    Disable {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        name: String,
+    },
+}
+
+#[derive(Subcommand)]
 enum PkiCmd {
     /// Create the CA and the collector's server certificate.
     Init {
@@ -358,7 +408,126 @@ fn real_main(cli: Cli) -> anyhow::Result<()> {
             token_from,
         } => probe_config(&build_config(&cfg)?, &site, &out, address, token_from),
         Cmd::Token { cmd } => token(cmd),
+        Cmd::Account { cmd } => account(cmd),
     }
+}
+
+/// The password of an account command: the first line of stdin, or a generated one (then
+/// printed once).
+fn account_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
+    use rie_collector::auth::local;
+    if !from_stdin {
+        return Ok((local::new_password(), true));
+    }
+    let mut line = String::new();
+    std::io::stdin()
+        .read_line(&mut line)
+        .context("reading the password from standard input")?;
+    let p = line.trim_end_matches(['\r', '\n']).to_string();
+    local::validate_password(&p).map_err(|e| UserError(e.to_string()))?;
+    Ok((p, false))
+}
+
+/// `rie-collector account …`: like `token`, on the store the config names.
+fn account(cmd: AccountCmd) -> anyhow::Result<()> {
+    use rie_collector::auth::local::{self, LocalError, Update};
+    use rie_collector::auth::Role;
+    use rie_collector::store::{api_accounts, api_tokens};
+    let cfg = match &cmd {
+        AccountCmd::Create { cfg, .. }
+        | AccountCmd::List { cfg }
+        | AccountCmd::SetRole { cfg, .. }
+        | AccountCmd::ResetPassword { cfg, .. }
+        | AccountCmd::Disable { cfg, .. } => build_config(cfg)?,
+    };
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+    let now = rie_common::now_ms();
+    let role_of = |text: &str| -> anyhow::Result<Role> {
+        let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+        Ok(Role::parse(text, &inv).map_err(|e| UserError(format!("--role: {e}")))?)
+    };
+    let user = |e: LocalError| -> anyhow::Error {
+        match e {
+            LocalError::Store(e) => e.into(),
+            e => UserError(e.to_string()).into(),
+        }
+    };
+    let ended = |n: u64| {
+        if n > 0 {
+            format!("; {n} open session(s) ended")
+        } else {
+            String::new()
+        }
+    };
+    match cmd {
+        AccountCmd::Create {
+            name,
+            role,
+            password_stdin,
+            ..
+        } => {
+            let role = role_of(&role)?;
+            let (password, generated) = account_password(password_stdin)?;
+            local::create(&reader, &name, &role, &password, now).map_err(user)?;
+            cli_audit(&reader, "account_create");
+            eprintln!("account {name} (role {role}) created; it logs in on the status page with its name and password");
+            if generated {
+                eprintln!(
+                    "its password is printed once, below: hand it over by a separate channel"
+                );
+                println!("{password}");
+            }
+        }
+        AccountCmd::List { .. } => {
+            println!(
+                "{:<32}  {:<28}  {:<20}  {:<20}  state",
+                "name", "role", "created", "changed"
+            );
+            for a in api_accounts::list(&reader)? {
+                let time = rie_collector::indicators::rfc3339;
+                println!(
+                    "{:<32}  {:<28}  {:<20}  {:<20}  {}",
+                    a.name,
+                    a.role,
+                    time(a.created_ms),
+                    time(a.changed_ms),
+                    if a.disabled_ms.is_some() {
+                        "disabled"
+                    } else {
+                        "active"
+                    }
+                );
+            }
+        }
+        AccountCmd::SetRole { name, role, .. } => {
+            let role = role_of(&role)?;
+            let n = local::update(&reader, &name, Update::Role(&role), now).map_err(user)?;
+            cli_audit(&reader, "account_set_role");
+            println!("account {name} now has role {role}{}", ended(n));
+        }
+        AccountCmd::ResetPassword {
+            name,
+            password_stdin,
+            ..
+        } => {
+            let (password, generated) = account_password(password_stdin)?;
+            let n =
+                local::update(&reader, &name, Update::Password(&password), now).map_err(user)?;
+            cli_audit(&reader, "account_reset_password");
+            eprintln!("account {name}: new password set{}", ended(n));
+            if generated {
+                eprintln!("it is printed once, below");
+                println!("{password}");
+            }
+        }
+        AccountCmd::Disable { name, .. } => {
+            let n = local::update(&reader, &name, Update::Disable, now).map_err(user)?;
+            cli_audit(&reader, "account_disable");
+            println!("account {name} disabled{}", ended(n));
+        }
+    }
+    Ok(())
 }
 
 /// `rie-collector token …`: on the store the config names, from the main thread (the

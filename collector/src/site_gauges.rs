@@ -9,7 +9,9 @@
 //! Series per site: `rie_site_up`, `rie_site_on_backup`, `rie_site_state`, `rie_site_agents`,
 //! `rie_site_last_report_timestamp_seconds`, `rie_site_clock_offset_seconds` (only once a probe
 //! has said hello); per link: `rie_link_up`, `rie_link_rtt_seconds`, `rie_link_loss_ratio` (the
-//! last two only once measured). The count for the national inventory is in
+//! last two only once measured), `rie_site_probe_spool_batches` (once the probe sent a health
+//! report); and `rie_fleet_probes{probe_version, protocol_version}`, sites by probe version
+//! (a few series, at most 20 versions and `other`). The count for the national inventory is in
 //! `docs/availability.md`.
 //!
 //! May import `sites` only (it reads views at scrape time).
@@ -25,7 +27,7 @@ use crate::sites::SiteRegistry;
 const SITE_LABELS: [&str; 4] = ["site", "ministry", "departement", "region"];
 const LINK_LABELS: [&str; 6] = ["site", "ministry", "departement", "region", "link", "role"];
 
-const FAMILIES: [(&str, &str, bool); 9] = [
+const FAMILIES: [(&str, &str, bool); 10] = [
     (
         "rie_site_up",
         "1 when the site reaches the core (up, degraded or on backup), 0 when down; a silent site keeps its last known value.",
@@ -59,12 +61,27 @@ const FAMILIES: [(&str, &str, bool); 9] = [
         "Share of the link's check probes lost in the last batch (0 to 1).",
         true,
     ),
+    (
+        "rie_site_probe_spool_batches",
+        "Batches waiting in the site probe's spool at its last health report (only once it sent one).",
+        false,
+    ),
 ];
+
+/// Probes by version: a handful of series, however many sites (`fleet::FleetCounts`).
+const FLEET: (&str, &str) = (
+    "rie_fleet_probes",
+    "Sites by the version and protocol version of their probe (none: never said hello).",
+);
 
 pub struct SiteGauges {
     sites: Arc<SiteRegistry>,
     descs: Vec<Desc>,
 }
+
+/// Versions beyond this many get the label `other`: a bounded series count even if probes
+/// report odd version strings.
+const MAX_VERSIONS: usize = 20;
 
 impl SiteGauges {
     /// # Panics
@@ -86,6 +103,15 @@ impl SiteGauges {
                 )
                 .expect("valid metric description")
             })
+            .chain(std::iter::once(
+                Desc::new(
+                    FLEET.0.to_string(),
+                    FLEET.1.to_string(),
+                    vec!["probe_version".into(), "protocol_version".into()],
+                    Default::default(),
+                )
+                .expect("valid metric description"),
+            ))
             .collect();
         Self { sites, descs }
     }
@@ -116,6 +142,7 @@ impl Collector for SiteGauges {
         let views = self.sites.views(now_ms);
         let inv = &self.sites.inventory;
         let mut out: Vec<Vec<Metric>> = vec![Vec::with_capacity(views.len()); FAMILIES.len()];
+        let mut fleet: std::collections::BTreeMap<(String, String), u64> = Default::default();
         for (site, v) in inv.sites.iter().zip(&views) {
             let region = rie_proto::geo::departement(&site.departement).map_or("", |d| d.region);
             let labels = [
@@ -145,6 +172,15 @@ impl Collector for SiteGauges {
             if let Some(off) = v.live.clock_offset_ms {
                 out[5].push(gauge(&labels, off as f64 / 1000.0));
             }
+            if let Some(h) = v.live.health {
+                out[9].push(gauge(&labels, h.spool_batches as f64));
+            }
+            let version = v.live.probe_version.as_deref().unwrap_or("none");
+            let proto = v
+                .live
+                .protocol_version
+                .map_or_else(|| "none".to_string(), |p| p.to_string());
+            *fleet.entry((version.to_string(), proto)).or_default() += 1;
             for l in inv.links_of(&site.id) {
                 let mut ll = labels.to_vec();
                 ll.push(pair("link", l.id.as_str()));
@@ -161,17 +197,43 @@ impl Collector for SiteGauges {
                 }
             }
         }
+        // Past MAX_VERSIONS distinct versions, the rarest ones are summed as `other`.
+        let mut by_count: Vec<((String, String), u64)> = fleet.into_iter().collect();
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        let mut kept: std::collections::BTreeMap<(String, String), u64> = Default::default();
+        for (k, ((version, proto), n)) in by_count.into_iter().enumerate() {
+            let version = if k < MAX_VERSIONS {
+                version
+            } else {
+                "other".into()
+            };
+            *kept.entry((version, proto)).or_default() += n;
+        }
+        let fleet_metrics = kept
+            .into_iter()
+            .map(|((version, proto), n)| {
+                gauge(
+                    &[
+                        pair("probe_version", &version),
+                        pair("protocol_version", &proto),
+                    ],
+                    n as f64,
+                )
+            })
+            .collect();
+        let family = |name: &str, help: &str, metrics| {
+            let mut f = MetricFamily::default();
+            f.set_name(name.to_string());
+            f.set_help(help.to_string());
+            f.set_field_type(MetricType::GAUGE);
+            f.set_metric(metrics);
+            f
+        };
         FAMILIES
             .iter()
             .zip(out)
-            .map(|((name, help, _), metrics)| {
-                let mut f = MetricFamily::default();
-                f.set_name((*name).to_string());
-                f.set_help((*help).to_string());
-                f.set_field_type(MetricType::GAUGE);
-                f.set_metric(metrics);
-                f
-            })
+            .map(|((name, help, _), metrics)| family(name, help, metrics))
+            .chain(std::iter::once(family(FLEET.0, FLEET.1, fleet_metrics)))
             .collect()
     }
 }

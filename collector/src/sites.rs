@@ -12,7 +12,7 @@ use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::Duration;
 
 pub use rie_proto::EpisodeKind;
-use rie_proto::{Batch, LinkId, LinkRole, SiteState};
+use rie_proto::{Batch, LinkId, LinkRole, ProbeHealth, SiteState};
 use serde::{Deserialize, Serialize};
 
 use crate::inventory::Inventory;
@@ -54,6 +54,18 @@ pub struct SiteLive {
     /// When the probe reported again after a silence: the end of that silent episode.
     #[serde(default)]
     pub resumed_ms: Option<i64>,
+    /// When the probe last said hello (collector clock).
+    #[serde(default)]
+    pub hello_ms: Option<i64>,
+    /// The probe's last health report (spool backlog, capture and relay losses) and when it
+    /// arrived (collector clock).
+    #[serde(default)]
+    pub health: Option<ProbeHealth>,
+    #[serde(default)]
+    pub health_ms: Option<i64>,
+    /// Consecutive health reports in which the spool backlog grew (0 when it shrank or held).
+    #[serde(default)]
+    pub backlog_growth: u32,
     /// Open probe connections (more than one means a duplicate probe or a reconnect race).
     #[serde(skip)]
     pub connections: u32,
@@ -204,6 +216,7 @@ impl SiteRegistry {
         s.protocol_version = Some(version);
         s.probe_version = Some(probe_version.to_string());
         s.clock_offset_ms = Some(offset_ms);
+        s.hello_ms = Some(now_ms);
     }
 
     pub fn on_disconnect(&self, idx: usize) {
@@ -211,10 +224,26 @@ impl SiteRegistry {
         live[idx].connections = live[idx].connections.saturating_sub(1);
     }
 
-    pub fn on_heartbeat(&self, idx: usize, offset_ms: i64, now_ms: i64) {
+    pub fn on_heartbeat(
+        &self,
+        idx: usize,
+        offset_ms: i64,
+        health: Option<ProbeHealth>,
+        now_ms: i64,
+    ) {
         let mut live = self.lock();
-        self.touch(&mut live[idx], now_ms);
-        live[idx].clock_offset_ms = Some(offset_ms);
+        let s = &mut live[idx];
+        self.touch(s, now_ms);
+        s.clock_offset_ms = Some(offset_ms);
+        if let Some(h) = health {
+            let before = s.health.map(|p| p.spool_batches);
+            s.backlog_growth = match before {
+                Some(b) if h.spool_batches > b => s.backlog_growth.saturating_add(1),
+                _ => 0,
+            };
+            s.health = Some(h);
+            s.health_ms = Some(now_ms);
+        }
     }
 
     /// What to subtract from the probe's timestamps to put them on the collector's clock.
@@ -307,6 +336,19 @@ impl SiteRegistry {
             probe_version: cur.probe_version.clone().or(next.probe_version),
             // A hello racing with the commit may have seen the end of a silence first.
             resumed_ms: cur.resumed_ms.max(next.resumed_ms),
+            // Hellos and health reports arrive beside batches: the newest wins.
+            hello_ms: cur.hello_ms.max(next.hello_ms),
+            health: if cur.health_ms >= next.health_ms {
+                cur.health
+            } else {
+                next.health
+            },
+            health_ms: cur.health_ms.max(next.health_ms),
+            backlog_growth: if cur.health_ms >= next.health_ms {
+                cur.backlog_growth
+            } else {
+                next.backlog_growth
+            },
             last_seen_ms: cur.last_seen_ms.max(next.last_seen_ms),
             ..next
         };
@@ -636,6 +678,35 @@ pub(crate) mod tests {
     use crate::inventory::{Link, Site};
     use rie_proto::{AvailabilitySample, CheckKind, LinkStatus, SiteId, Technology};
 
+    /// A backlog "keeps growing" after `fleet::GROWING_REPORTS` reports in a row that each
+    /// hold more batches than the one before; a report that holds as many or fewer starts over.
+    #[test]
+    fn backlog_growth_counts_reports_in_a_row() {
+        let r = registry();
+        let hb = |batches: u64, at: i64| {
+            let h = ProbeHealth {
+                spool_batches: batches,
+                ..Default::default()
+            };
+            r.on_heartbeat(0, 0, Some(h), at);
+            let v = r.view(0, at);
+            (v.live.backlog_growth, crate::fleet::backlog_growing(&v))
+        };
+        assert_eq!(hb(5, 1_000), (0, false));
+        assert_eq!(hb(9, 2_000), (1, false));
+        assert_eq!(hb(12, 3_000), (2, false));
+        assert_eq!(hb(20, 4_000), (3, true));
+        assert_eq!(hb(20, 5_000), (0, false), "held: no longer growing");
+        assert_eq!(hb(25, 6_000), (1, false));
+        // A heartbeat of an older probe carries no health: the last report stays.
+        r.on_heartbeat(0, 0, None, 7_000);
+        let v = r.view(0, 7_000);
+        assert_eq!(
+            (v.live.health.map(|h| h.spool_batches), v.live.health_ms),
+            (Some(25), Some(6_000))
+        );
+    }
+
     /// One site S1 with a primary P and a backup B, started at time 0.
     pub(crate) fn registry() -> SiteRegistry {
         let site = Site {
@@ -945,9 +1016,9 @@ pub(crate) mod tests {
     fn touch_after_silence_records_the_end_of_the_silence() {
         let r = registry();
         r.on_hello(0, 1, "0.1.0", 0, 1_000);
-        r.on_heartbeat(0, 0, 20_000);
+        r.on_heartbeat(0, 0, None, 20_000);
         assert_eq!(r.current(0).resumed_ms, None);
-        r.on_heartbeat(0, 0, 100_000);
+        r.on_heartbeat(0, 0, None, 100_000);
         assert_eq!(r.current(0).resumed_ms, Some(100_000));
     }
 
@@ -965,7 +1036,7 @@ pub(crate) mod tests {
         let r = registry();
         r.on_hello(0, 1, "0.1.0", 1_500, 1_000);
         assert!(!r.view(0, 1_000).clock_suspect);
-        r.on_heartbeat(0, -2_500, 2_000);
+        r.on_heartbeat(0, -2_500, None, 2_000);
         assert!(r.view(0, 2_000).clock_suspect);
     }
 }

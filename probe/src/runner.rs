@@ -284,6 +284,9 @@ pub struct Status {
     /// NetFlow datagrams received from the router since start, when the relay is on.
     #[serde(default)]
     pub netflow_datagrams: Option<u64>,
+    /// Of them, datagrams that failed to decode.
+    #[serde(default)]
+    pub netflow_decode_errors: Option<u64>,
 }
 
 pub fn status_path(data_dir: &Path) -> PathBuf {
@@ -313,6 +316,16 @@ fn replace_file(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
 }
 
 impl Status {
+    /// The measurement sources' part of the health report the collector's fleet view shows.
+    pub fn sources_health(&self) -> rie_proto::ProbeHealth {
+        rie_proto::ProbeHealth {
+            capture_kernel_drops: self.capture_kernel_drops,
+            relay_datagrams: self.netflow_datagrams,
+            relay_errors: self.netflow_decode_errors,
+            ..Default::default()
+        }
+    }
+
     /// The probe's counters in the Prometheus text format, for node_exporter's textfile
     /// collector (`data_dir/metrics.prom`): a router runs no HTTP server for the probe.
     pub fn prometheus(&self) -> String {
@@ -502,16 +515,24 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             netflow_datagrams: relay_stats
                 .as_ref()
                 .map(|r| r.datagrams.load(Ordering::Relaxed)),
+            netflow_decode_errors: relay_stats
+                .as_ref()
+                .map(|r| r.decode_errors.load(Ordering::Relaxed)),
         }
     };
     let status_task = {
         let (snapshot, shutdown, file) = (snapshot.clone(), shutdown.clone(), status_file.clone());
+        let stats = stats.clone();
         tokio::spawn(async move {
             let mut every = tokio::time::interval(Duration::from_secs(1));
             loop {
                 tokio::select! {
                     _ = shutdown.cancelled() => return,
-                    _ = every.tick() => write_status(&file, &snapshot(true)),
+                    _ = every.tick() => {
+                        let st = snapshot(true);
+                        stats.set_sources(st.sources_health());
+                        write_status(&file, &st);
+                    }
                 }
             }
         })

@@ -34,7 +34,9 @@ use std::time::Duration;
 
 use rand::Rng;
 use rie_common::now_ms;
-use rie_proto::{Batch, Heartbeat, Hello, Message, SiteId, PROTOCOL_VERSION};
+use rie_proto::{
+    Batch, Heartbeat, Hello, Message, ProbeHealth, SiteId, HEALTH_INTERVAL_MS, PROTOCOL_VERSION,
+};
 use tokio::sync::mpsc;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -103,6 +105,9 @@ pub struct Stats {
     pub failovers: AtomicU64,
     pub last_error: Mutex<Option<String>>,
     pub outbox: Mutex<OutboxState>,
+    /// The measurement sources' part of the health report (capture drops, relay counters),
+    /// kept current by the runner; the spool's part is read from the outbox when sent.
+    pub sources: Mutex<ProbeHealth>,
 }
 
 impl Stats {
@@ -131,6 +136,22 @@ impl Stats {
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clone()
+    }
+
+    pub fn set_sources(&self, h: ProbeHealth) {
+        *self.sources.lock().unwrap_or_else(|p| p.into_inner()) = h;
+    }
+
+    /// The health report sent to the collector: the sources' counters and the outbox now.
+    fn health(&self, out: &dyn Outbox) -> ProbeHealth {
+        let o = out.state();
+        ProbeHealth {
+            spool_batches: o.batches as u64,
+            spool_bytes: o.bytes,
+            spool_oldest_ms: o.oldest_ms,
+            spool_dropped: o.dropped,
+            ..*self.sources.lock().unwrap_or_else(|p| p.into_inner())
+        }
     }
 
     pub fn outbox(&self) -> OutboxState {
@@ -358,6 +379,19 @@ async fn serve<O: Outbox>(
     let mut next_send = Instant::now();
     // The collector answered a batch or a heartbeat: the session did real work.
     let mut held = false;
+    // The health report goes at once, then at least every HEALTH_INTERVAL_MS (with the idle
+    // heartbeats too, which cost nothing more).
+    let health_every = Duration::from_millis(HEALTH_INTERVAL_MS.unsigned_abs());
+    let mut health_at = Instant::now() + health_every;
+    // First the backlog as it stands, before any of it is sent: the centre sees what this
+    // connection has to catch up.
+    let hb = Heartbeat {
+        probe_time_ms: now_ms(),
+        health: Some(stats.health(out)),
+    };
+    if let Err(error) = s.send(&Message::Heartbeat(hb)).await {
+        return End::Lost { error, held };
+    }
     let lost = |error: SessionError, held: bool| End::Lost { error, held };
     loop {
         while in_flight < out.len()
@@ -419,11 +453,13 @@ async fn serve<O: Outbox>(
                     Err(e) => return lost(e, held),
                 }
             }
-            _ = tokio::time::sleep_until(heartbeat_at) => {
-                if let Err(e) = s.send(&Message::Heartbeat(Heartbeat { probe_time_ms: now_ms() })).await {
+            _ = tokio::time::sleep_until(heartbeat_at.min(health_at)) => {
+                let hb = Heartbeat { probe_time_ms: now_ms(), health: Some(stats.health(out)) };
+                if let Err(e) = s.send(&Message::Heartbeat(hb)).await {
                     return lost(e, held);
                 }
                 last_sent = Instant::now();
+                health_at = last_sent + health_every;
             }
             _ = tokio::time::sleep_until(last_heard + silence_limit) => {
                 return lost(SessionError::Timeout(silence_limit), held);

@@ -109,7 +109,10 @@ mod tests {
         let err = decode(&[0xc1, 0x00, 0xff]).unwrap_err();
         assert_eq!(err.len, 3);
         assert_eq!(err.sample, "c100ff");
-        let ok = Message::Heartbeat(Heartbeat { probe_time_ms: 1 });
+        let ok = Message::Heartbeat(Heartbeat {
+            probe_time_ms: 1,
+            health: None,
+        });
         assert!(decode(&encode(&ok).unwrap()[..3]).is_err());
     }
 }

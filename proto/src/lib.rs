@@ -18,8 +18,8 @@ pub mod talkers;
 pub use codec::{decode, encode, DecodeError, EncodeError, MAX_FRAME_LEN};
 pub use ids::{IdError, LinkId, SiteId};
 pub use messages::{
-    Ack, Batch, Heartbeat, HeartbeatAck, Hello, Message, RefuseCode, Refused, Welcome,
-    MIN_SUPPORTED_VERSION, PROTOCOL_VERSION,
+    Ack, Batch, Heartbeat, HeartbeatAck, Hello, Message, ProbeHealth, RefuseCode, Refused, Welcome,
+    HEALTH_INTERVAL_MS, MIN_SUPPORTED_VERSION, PROTOCOL_VERSION,
 };
 pub use model::{
     AvailabilitySample, CheckKind, Direction, EpisodeKind, FlowAggregate, LinkRole, LinkStatus,

@@ -149,10 +149,42 @@ pub struct Ack {
     pub duplicate: bool,
 }
 
-/// Sent by the probe when it has had nothing to send for a while.
+/// Sent by the probe when it has had nothing to send for a while, and at least every
+/// [`HEALTH_INTERVAL_MS`] with its [`ProbeHealth`] (added after v1: a v1 collector ignores it).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Heartbeat {
     pub probe_time_ms: i64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<ProbeHealth>,
+}
+
+/// How often a probe reports its health, at least (milliseconds).
+pub const HEALTH_INTERVAL_MS: i64 = 60_000;
+
+/// What the central fleet view needs of a probe, beyond its hello: the spool backlog and the
+/// losses of its measurement sources (what `rie-probe status` shows locally). Counters are
+/// since the probe's start.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ProbeHealth {
+    /// Batches waiting in the spool for an acknowledgement.
+    pub spool_batches: u64,
+    pub spool_bytes: u64,
+    /// Probe clock of the oldest of them, Unix ms.
+    #[serde(default)]
+    pub spool_oldest_ms: Option<i64>,
+    /// Batches the spool gave up (budget exceeded, unreadable).
+    #[serde(default)]
+    pub spool_dropped: u64,
+    /// Frames the kernel dropped because the capture could not keep up (None: no capture, or
+    /// not known).
+    #[serde(default)]
+    pub capture_kernel_drops: Option<u64>,
+    /// NetFlow datagrams relayed from the router, and those that failed to decode (None: no
+    /// relay).
+    #[serde(default)]
+    pub relay_datagrams: Option<u64>,
+    #[serde(default)]
+    pub relay_errors: Option<u64>,
 }
 
 /// Echoes the heartbeat's clock with the collector's, so either side can estimate offset and

@@ -94,6 +94,7 @@ fn fixtures() -> Vec<(&'static str, Message)> {
             "heartbeat",
             Message::Heartbeat(Heartbeat {
                 probe_time_ms: 1_790_000_060_000,
+                health: None,
             }),
         ),
         (
@@ -174,6 +175,47 @@ fn a_redirect_from_a_cluster_collector_decodes_as_a_refusal() {
             code: RefuseCode::Other,
             reason: "site S00042 is served by collector b:7443".into(),
         })
+    );
+}
+
+/// A heartbeat with the probe's health (added after v1) is the v1 heartbeat plus one field: a
+/// collector built with the v1 message (as below) reads its clock and ignores the rest, and
+/// without health the bytes are exactly v1's.
+#[test]
+fn a_heartbeat_with_health_is_read_by_a_version_1_collector() {
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    struct V1Heartbeat {
+        probe_time_ms: i64,
+    }
+    #[derive(serde::Deserialize, Debug, PartialEq)]
+    enum V1Message {
+        Heartbeat(V1Heartbeat),
+    }
+    let health = rie_proto::ProbeHealth {
+        spool_batches: 12,
+        spool_bytes: 34_567,
+        spool_oldest_ms: Some(1_790_000_000_000),
+        spool_dropped: 1,
+        capture_kernel_drops: Some(3),
+        relay_datagrams: None,
+        relay_errors: None,
+    };
+    let msg = Message::Heartbeat(Heartbeat {
+        probe_time_ms: 77,
+        health: Some(health),
+    });
+    let bytes = encode(&msg).unwrap();
+    assert_eq!(decode(&bytes).unwrap(), msg);
+    let old: V1Message = rmp_serde::from_slice(&bytes).unwrap();
+    assert_eq!(old, V1Message::Heartbeat(V1Heartbeat { probe_time_ms: 77 }));
+    let plain = encode(&Message::Heartbeat(Heartbeat {
+        probe_time_ms: 1_790_000_060_000,
+        health: None,
+    }))
+    .unwrap();
+    assert_eq!(
+        plain,
+        std::fs::read(dir().join("heartbeat.msgpack")).unwrap()
     );
 }
 

@@ -492,6 +492,17 @@ impl Collector {
         .to_string()
     }
 
+    /// `account create NAME --role ROLE`: the generated password, printed once.
+    pub fn create_account(&self, name: &str, role: &str) -> String {
+        run_ok(
+            Command::new(bin("rie-collector"))
+                .args(["account", "create", name, "--role", role])
+                .args(self.config_args()),
+        )
+        .trim()
+        .to_string()
+    }
+
     /// A GET request to `path`, with the token of [`Collector::use_token`] if any.
     pub fn request(&self, path: &str) -> ureq::Request {
         let req = ureq::get(&self.url(path));

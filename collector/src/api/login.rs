@@ -1,9 +1,18 @@
-//! The login routes of people (OpenID Connect, `auth::oidc`, sessions in `auth::session`):
-//! `/auth/login` (redirect to the provider), `/auth/callback` (code exchange, session,
-//! redirect to the status page), `/auth/logout` (session revoked here, then the provider's
-//! logout), `/auth/me` (who the request is from). All four are public routes: each decides
-//! itself (a login cannot require a login). Without `[auth.oidc]`, login and callback
-//! answer 404 and logout only clears the cookie.
+//! The login routes of people (OpenID Connect, `auth::oidc`; local accounts, `auth::local`;
+//! sessions in `auth::session`): `/auth/login` (redirect to the provider), `/auth/callback`
+//! (code exchange, session, redirect to the status page), `POST /auth/local` (name and
+//! password of a local account, session, redirect to the status page), `/auth/logout`
+//! (session revoked here, then the provider's logout for a provider's session), `/auth/me`
+//! (who the request is from). All are public routes: each decides itself (a login cannot
+//! require a login). Without `[auth.oidc]`, login and callback answer 404.
+//!
+//! `POST /auth/local` answers a browser's form (`Accept: text/html`) with redirects only — to
+//! `/` with the session cookie, or to `/#login=refused|limited|unavailable` for the page to
+//! say why — and a program with statuses: 303 and the cookie, 400 malformed, 401 refused (one
+//! answer for an unknown name, a wrong password and a disabled account), 403 role no longer
+//! valid, 429 too many failures from this address (`auth.max_failures_per_minute`, the same
+//! limit as tokens), 503 store down. Each is counted in `rie_collector_local_logins_total`;
+//! failures and successes are audited.
 //!
 //! Refusals: a callback without the browser's login in progress, with a wrong `state`, or
 //! malformed: 400; a code the provider refuses, an ID token that fails a check: 401; no role
@@ -12,17 +21,18 @@
 
 use std::collections::HashMap;
 
-use axum::extract::{Query, State};
+use axum::extract::{ConnectInfo, FromRequest, Query, Request, State};
 use axum::http::Uri;
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Form, Json};
 
 use super::{AppState, Route};
+use crate::auth::local::{LoginRefusal, SUBJECT_PREFIX};
 use crate::auth::oidc::{LoginError, Oidc};
 use crate::auth::session::{self, blocking, LOGIN_COOKIE, LOGIN_TTL};
-use crate::auth::{hash_secret, same_digest, Access};
+use crate::auth::{hash_secret, same_digest, Access, Principal};
 use crate::store::api_sessions::{self, LoginRow};
 
 /// The longest callback query read.
@@ -36,6 +46,7 @@ pub fn table() -> Vec<Route> {
             Access::PUBLIC,
             get(callback),
         ),
+        Route::new("/auth/local", Access::PUBLIC, post(local)),
         Route::new("/auth/logout", Access::PUBLIC, get(logout)),
         Route::new("/auth/me", Access::PUBLIC, get(me)),
     ]
@@ -217,6 +228,120 @@ async fn callback(State(st): State<AppState>, headers: HeaderMap, uri: Uri) -> R
     redirect("/", &[sessions.set_cookie(&value), clear])
 }
 
+/// The form of `POST /auth/local`.
+#[derive(serde::Deserialize)]
+struct LocalForm {
+    name: String,
+    password: String,
+}
+
+async fn local(State(st): State<AppState>, req: Request) -> Response {
+    let Some(sessions) = st.gate.sessions().cloned() else {
+        return error(StatusCode::NOT_FOUND, "sessions are off on this collector");
+    };
+    let peer = req
+        .extensions()
+        .get::<ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    let source = st.gate.client_of(peer, req.headers());
+    let browser = req
+        .headers()
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.contains("text/html"));
+    let count = |r: &str| st.local.logins.with_label_values(&[r]).inc();
+    // A browser is sent back to the page, which says why; a program gets the status.
+    let refuse = |code: StatusCode, why: &str, msg: &str| {
+        if browser {
+            redirect(&format!("/#login={why}"), &[])
+        } else {
+            let mut res = error(code, msg);
+            if code == StatusCode::TOO_MANY_REQUESTS {
+                res.headers_mut()
+                    .insert(header::RETRY_AFTER, HeaderValue::from_static("60"));
+            }
+            res
+        }
+    };
+    if st.gate.blocked(source) {
+        count("rate_limited");
+        return refuse(
+            StatusCode::TOO_MANY_REQUESTS,
+            "limited",
+            "too many failed logins from this address; wait a minute",
+        );
+    }
+    let Ok(Form(form)) = Form::<LocalForm>::from_request(req, &()).await else {
+        count("malformed");
+        st.gate
+            .login_failed("-", source, "/auth/local", "malformed");
+        return refuse(
+            StatusCode::BAD_REQUEST,
+            "refused",
+            "send a form (application/x-www-form-urlencoded) with name and password",
+        );
+    };
+    let name = form.name.trim().to_string();
+    let result = st
+        .local
+        .authenticate(
+            st.reader.clone(),
+            &st.sites.inventory,
+            name.clone(),
+            form.password,
+        )
+        .await;
+    let (name, role) = match result {
+        Ok(v) => v,
+        Err(LoginRefusal::StoreDown) => {
+            count("store_down");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store does not answer; logins cannot be checked",
+            );
+        }
+        Err(r) => {
+            let (label, code, msg) = match r {
+                LoginRefusal::Forbidden => (
+                    "forbidden",
+                    StatusCode::FORBIDDEN,
+                    "this account's role is no longer valid for the inventory; ask an admin (account set-role)",
+                ),
+                _ => ("refused", StatusCode::UNAUTHORIZED, "wrong name or password"),
+            };
+            count(label);
+            st.gate.login_failed(&name, source, "/auth/local", label);
+            return refuse(code, "refused", msg);
+        }
+    };
+    let value = match sessions
+        .create(
+            name.clone(),
+            &role,
+            format!("{SUBJECT_PREFIX}{name}"),
+            "{\"account\":\"local\"}".into(),
+            String::new(),
+        )
+        .await
+    {
+        Ok(v) => v,
+        Err(_) => {
+            count("store_down");
+            return refuse(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "unavailable",
+                "the store does not answer; the session could not be recorded",
+            );
+        }
+    };
+    count("ok");
+    let who = Principal { name, role };
+    tracing::info!(name = %who.name, role = %who.role, "local login");
+    st.gate.login_ok(&who, source, "/auth/local").await;
+    redirect("/", &[sessions.set_cookie(&value)])
+}
+
 async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let Some(sessions) = st.gate.sessions() else {
         return redirect("/", &[]);
@@ -224,14 +349,15 @@ async fn logout(State(st): State<AppState>, headers: HeaderMap) -> Response {
     let mut to = "/".to_string();
     if let Ok(Some(value)) = session::cookie(&headers, session::COOKIE) {
         match sessions.revoke(value).await {
-            Ok(Some(row)) => {
+            // A provider's session ends at the provider too; a local account's here only.
+            Ok(Some(row)) if !row.subject.starts_with(SUBJECT_PREFIX) => {
                 if let Some(oidc) = st.login.as_deref() {
                     if let Some(url) = oidc.logout_url(&row.id_token).await {
                         to = url;
                     }
                 }
             }
-            Ok(None) => {}
+            Ok(_) => {}
             Err(_) => {
                 return error(
                     StatusCode::SERVICE_UNAVAILABLE,

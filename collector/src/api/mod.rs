@@ -46,14 +46,14 @@ pub struct AppState {
     pub national: Arc<national::TrafficCache>,
     /// OpenID Connect login of people (`/auth/*`), when `[auth.oidc]` is set.
     pub login: Option<Arc<auth::oidc::Oidc>>,
+    /// Password login of local accounts (`POST /auth/local`).
+    pub local: Arc<auth::local::LocalLogins>,
 }
 
 /// Who may read the operational views (status, sites, flows, episodes).
 const OPERATIONS: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Admin];
 /// One site's status, links and episodes: the operational roles and the site's technician.
 pub(crate) const SITE_VIEW: &[Kind] = &[Kind::Noc, Kind::Ministry, Kind::Technician, Kind::Admin];
-/// National views not yet filtered per ministry.
-pub(crate) const NATIONAL: &[Kind] = &[Kind::Noc, Kind::Admin];
 const FINANCE: &[Kind] = &[Kind::Finance, Kind::Admin];
 const METRICS: &[Kind] = &[Kind::Metrics, Kind::Admin];
 const ADMIN: &[Kind] = &[Kind::Admin];
@@ -103,9 +103,10 @@ fn table() -> Vec<Route> {
         ),
         Route::new(
             "/api/v1/national/traffic",
-            Access::roles(NATIONAL),
+            Access::roles(OPERATIONS),
             get(national::traffic),
         ),
+        Route::new("/api/v1/fleet", Access::roles(SITE_VIEW), get(fleet)),
         Route::new(
             "/api/v1/indicators",
             Access::roles(FINANCE).audited(),
@@ -272,10 +273,51 @@ struct NetflowOut {
 struct ProbeOut {
     probe_version: Option<String>,
     protocol_version: Option<u16>,
+    last_hello: Option<String>,
     clock_offset_ms: Option<i64>,
     clock_suspect: bool,
     batches_stored: u64,
     last_batch: Option<String>,
+    /// The probe's last health report (None: it never sent one, e.g. an older probe).
+    health: Option<HealthOut>,
+}
+
+#[derive(Serialize)]
+struct HealthOut {
+    at: Option<String>,
+    spool_batches: u64,
+    spool_bytes: u64,
+    spool_oldest: Option<String>,
+    spool_dropped: u64,
+    /// The backlog grew in the last `fleet::GROWING_REPORTS` reports or more.
+    backlog_growing: bool,
+    capture_kernel_drops: Option<u64>,
+    relay_datagrams: Option<u64>,
+    relay_errors: Option<u64>,
+}
+
+/// What the centre knows of a site's probe (site detail and fleet view).
+fn probe_out(v: &SiteView) -> ProbeOut {
+    ProbeOut {
+        probe_version: v.live.probe_version.clone(),
+        protocol_version: v.live.protocol_version,
+        last_hello: v.live.hello_ms.and_then(rfc3339_ms),
+        clock_offset_ms: v.live.clock_offset_ms,
+        clock_suspect: v.clock_suspect,
+        batches_stored: v.live.batches_stored,
+        last_batch: v.live.last_batch_ms.and_then(rfc3339_ms),
+        health: v.live.health.map(|h| HealthOut {
+            at: v.live.health_ms.and_then(rfc3339_ms),
+            spool_batches: h.spool_batches,
+            spool_bytes: h.spool_bytes,
+            spool_oldest: h.spool_oldest_ms.and_then(rfc3339_ms),
+            spool_dropped: h.spool_dropped,
+            backlog_growing: crate::fleet::backlog_growing(v),
+            capture_kernel_drops: h.capture_kernel_drops,
+            relay_datagrams: h.relay_datagrams,
+            relay_errors: h.relay_errors,
+        }),
+    }
 }
 
 fn rfc3339_ms(ms: i64) -> Option<String> {
@@ -322,14 +364,7 @@ fn site_out(sites: &SiteRegistry, idx: usize, v: SiteView, detail: bool) -> Site
         last_seen: v.live.last_seen_ms.and_then(rfc3339_ms),
         connected: v.connected,
         links,
-        probe: detail.then(|| ProbeOut {
-            probe_version: v.live.probe_version.clone(),
-            protocol_version: v.live.protocol_version,
-            clock_offset_ms: v.live.clock_offset_ms,
-            clock_suspect: v.clock_suspect,
-            batches_stored: v.live.batches_stored,
-            last_batch: v.live.last_batch_ms.and_then(rfc3339_ms),
-        }),
+        probe: detail.then(|| probe_out(&v)),
         netflow: detail.then(|| NetflowOut {
             exporters: s.exporters.iter().map(ToString::to_string).collect(),
             site_prefixes: s.prefixes.iter().map(ToString::to_string).collect(),
@@ -374,6 +409,104 @@ async fn list_sites(
         .map(|(i, v)| site_out(&st.sites, i, v, false))
         .collect();
     Ok(Json(out))
+}
+
+#[derive(Deserialize)]
+struct FleetQuery {
+    /// Only probes of this version (`none`: never said hello).
+    version: Option<String>,
+    protocol_version: Option<String>,
+    /// Only probes with more batches than this in their spool.
+    backlog_over: Option<u64>,
+    /// Only probes whose backlog keeps growing.
+    growing: Option<bool>,
+    limit: Option<usize>,
+}
+
+#[derive(Serialize)]
+struct FleetEntry {
+    id: String,
+    name: String,
+    ministry: String,
+    departement: String,
+    state: SiteState,
+    connected: bool,
+    last_seen: Option<String>,
+    #[serde(flatten)]
+    probe: ProbeOut,
+}
+
+#[derive(Serialize)]
+struct FleetOut {
+    /// Over every site the caller sees (the filters below do not change them).
+    counts: crate::fleet::FleetCounts,
+    /// Probes that pass the filters (all of them, `probes` holds the first `limit`).
+    matching: usize,
+    /// Largest spool backlog first, then by site id.
+    probes: Vec<FleetEntry>,
+}
+
+/// `GET /api/v1/fleet`: the probes of the sites the caller sees (a technician: its own).
+async fn fleet(
+    State(st): State<AppState>,
+    caller: Caller,
+    Query(q): Query<FleetQuery>,
+) -> Result<Json<FleetOut>, ApiError> {
+    let limit = q.limit.unwrap_or(1_000);
+    if !(1..=20_000).contains(&limit) {
+        return Err(bad_request(format!(
+            "limit={limit} is out of range; give 1 to 20000, e.g. limit=100"
+        )));
+    }
+    let inv = &st.sites.inventory;
+    let mut counts = crate::fleet::FleetCounts::default();
+    let mut rows: Vec<(u64, usize, SiteView)> = Vec::new();
+    for (i, v) in st.sites.views(now_ms()).into_iter().enumerate() {
+        if !sees(&st, &caller, inv.sites[i].id.as_str()) {
+            continue;
+        }
+        counts.add(&v);
+        let backlog = v.live.health.map_or(0, |h| h.spool_batches);
+        let version = v.live.probe_version.as_deref().unwrap_or("none");
+        let proto = v.live.protocol_version.map(|p| p.to_string());
+        let keep = q.version.as_deref().is_none_or(|x| x == version)
+            && q.protocol_version
+                .as_deref()
+                .is_none_or(|x| proto.as_deref().unwrap_or("none") == x)
+            && q.backlog_over.is_none_or(|n| backlog > n)
+            && q.growing
+                .is_none_or(|g| crate::fleet::backlog_growing(&v) == g);
+        if keep {
+            rows.push((backlog, i, v));
+        }
+    }
+    rows.sort_by(|a, b| {
+        b.0.cmp(&a.0)
+            .then_with(|| inv.sites[a.1].id.as_str().cmp(inv.sites[b.1].id.as_str()))
+    });
+    let matching = rows.len();
+    let probes = rows
+        .into_iter()
+        .take(limit)
+        .map(|(_, i, v)| {
+            let s = &inv.sites[i];
+            FleetEntry {
+                id: s.id.to_string(),
+                name: s.name.clone(),
+                ministry: s.ministry.clone(),
+                departement: s.departement.clone(),
+                state: v.state,
+                connected: v.connected,
+                last_seen: v.live.last_seen_ms.and_then(rfc3339_ms),
+                probe: probe_out(&v),
+            }
+        })
+        .collect();
+    Ok(Json(FleetOut {
+        counts,
+        matching,
+        probes,
+    }))
 }
 
 fn site_index(st: &AppState, id: &str) -> Result<usize, ApiError> {

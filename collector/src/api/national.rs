@@ -27,7 +27,8 @@ use axum::Json;
 use rie_proto::SiteState;
 use serde::{Deserialize, Serialize};
 
-use super::{bad_request, rfc3339_ms, ApiError, AppState};
+use super::{bad_request, rfc3339_ms, ApiError, AppState, Caller};
+use crate::auth::Role;
 use crate::store::DirectionBytes;
 use rie_common::now_ms;
 
@@ -208,6 +209,7 @@ fn severity(s: SiteState) -> u8 {
 
 pub(super) async fn traffic(
     State(st): State<AppState>,
+    caller: Caller,
     Query(q): Query<TrafficQuery>,
 ) -> Result<Response, ApiError> {
     let w = q.window.as_deref().unwrap_or("1h");
@@ -225,7 +227,8 @@ pub(super) async fn traffic(
         Window::Day => st.national.day.lock().await,
     };
     refresh(&st, window, &mut cache, now).await?;
-    let answer = answer(&st, window, &cache, now, limit);
+    let role = caller.as_ref().map(|p| &p.role);
+    let answer = answer(&st, window, &cache, now, limit, role);
     drop(cache);
     Ok(([(header::CACHE_CONTROL, "no-store")], Json(answer)).into_response())
 }
@@ -296,17 +299,22 @@ async fn refresh(
     Ok(())
 }
 
+/// The answer for `role` (None: the API is open): a scoped role's buckets, totals and
+/// rankings count its sites only, and never traffic of sites outside the inventory.
 fn answer(
     st: &AppState,
     window: Window,
     c: &WindowCache,
     now: i64,
     limit: usize,
+    role: Option<&Role>,
 ) -> NationalTraffic {
     let (bucket_s, n) = window.buckets();
     let (from, to) = window.range(now.div_euclid(1000));
     let inv = &st.sites.inventory;
     let views = st.sites.views(now);
+    let scoped = role.is_some_and(Role::is_scoped);
+    let visible = |i: usize| role.is_none_or(|r| r.sees_site_at(inv, i));
 
     // Per bucket, and per site over the window.
     let mut totals = DirectionBytes::default();
@@ -317,13 +325,13 @@ fn answer(
         let start = from + k * bucket_s;
         let mut d = DirectionBytes::default();
         if let Some(b) = c.buckets.get(&start) {
-            for (i, v) in &b.sites {
+            for (i, v) in b.sites.iter().filter(|(i, _)| visible(*i as usize)) {
                 d.add_all(v);
                 if let Some(p) = per_site.get_mut(*i as usize) {
                     p.add_all(v);
                 }
             }
-            for (id, v) in &b.others {
+            for (id, v) in b.others.iter().filter(|_| !scoped) {
                 d.add_all(v);
                 others.entry(id).or_default().add_all(v);
             }
@@ -372,7 +380,7 @@ fn answer(
     let mut affected: Vec<usize> = views
         .iter()
         .enumerate()
-        .filter(|(_, v)| severity(v.state) > 0)
+        .filter(|(i, v)| severity(v.state) > 0 && visible(*i))
         .map(|(i, _)| i)
         .collect();
     let agents_affected = affected
@@ -453,6 +461,7 @@ mod tests {
             backup_prices: Arc::new(Default::default()),
             national: Default::default(),
             login: None,
+            local: Default::default(),
         }
     }
 
@@ -485,6 +494,15 @@ mod tests {
     /// (inbound, outbound) of the hour, the top sites' (id, total) and the inbound bytes of
     /// the bucket starting at `bucket`, as served at `now`.
     fn hour(st: &AppState, now: i64, bucket: i64) -> ((u64, u64), Vec<(String, u64)>, u64) {
+        hour_as(st, now, bucket, None)
+    }
+
+    fn hour_as(
+        st: &AppState,
+        now: i64,
+        bucket: i64,
+        role: Option<&Role>,
+    ) -> ((u64, u64), Vec<(String, u64)>, u64) {
         let rt = tokio::runtime::Builder::new_current_thread()
             .enable_all()
             .build()
@@ -493,7 +511,7 @@ mod tests {
         rt.block_on(refresh(st, Window::Hour, &mut cache, now))
             .map_err(|e| e.1)
             .unwrap();
-        let a = answer(st, Window::Hour, &cache, now, 10);
+        let a = answer(st, Window::Hour, &cache, now, 10, role);
         let second = a
             .buckets
             .iter()
@@ -507,6 +525,40 @@ mod tests {
                 .collect(),
             second,
         )
+    }
+
+    /// A ministry's answer counts its sites only, from the same cache as the nation's; sites
+    /// outside the inventory (NetFlow's `unknown`) belong to no ministry.
+    #[test]
+    fn a_ministry_sees_its_sites_only() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = 1_790_000_070_000;
+        let (from, _) = Window::Hour.range(now / 1000);
+        let m = from + 600;
+        write(
+            dir.path(),
+            &[(m, "S1", 1, 1000), (m, "S2", 2, 300), (m, "gone", 1, 7)],
+        );
+        let st = state(dir.path());
+        let s = |id: &str, n| (id.to_string(), n);
+        let interieur = Role::Ministry("Intérieur".into());
+        assert_eq!(
+            hour_as(&st, now, m, Some(&interieur)),
+            ((1000, 0), vec![s("S1", 1000)], 1000)
+        );
+        let tech = Role::Technician(rie_proto::SiteId::new("S2").unwrap());
+        assert_eq!(
+            hour_as(&st, now, m, Some(&tech)),
+            ((0, 300), vec![s("S2", 300)], 0)
+        );
+        assert_eq!(
+            hour_as(&st, now, m, Some(&Role::Noc)),
+            (
+                (1007, 300),
+                vec![s("S1", 1000), s("S2", 300), s("gone", 7)],
+                1007
+            )
+        );
     }
 
     /// Buckets are read once and kept: new traffic in the current minute shows after the reuse

@@ -180,11 +180,21 @@ impl Gate {
         let peer = req
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip())?;
+            .map(|c| c.0);
+        self.client_of(peer, req.headers())
+    }
+
+    /// [`Self::client`] for handlers that took the request apart.
+    pub(crate) fn client_of(
+        &self,
+        peer: Option<SocketAddr>,
+        headers: &HeaderMap,
+    ) -> Option<IpAddr> {
+        let peer = peer?.ip();
         if !self.trusted_proxies.contains(&peer) {
             return Some(peer);
         }
-        req.headers()
+        headers
             .get("x-forwarded-for")
             .and_then(|v| v.to_str().ok())
             .and_then(|v| v.rsplit(',').next())
@@ -192,12 +202,42 @@ impl Gate {
             .or(Some(peer))
     }
 
+    /// For a login handler: whether `source` is refused for too many failures this minute.
+    pub(crate) fn blocked(&self, source: Option<IpAddr>) -> bool {
+        source.is_some_and(|ip| self.limiter.is_blocked(ip))
+    }
+
+    /// For a login handler: one failed login of `actor` from `source` (counted against the
+    /// address's limit, logged once when it crosses it, and audited).
+    pub(crate) fn login_failed(
+        &self,
+        actor: &str,
+        source: Option<IpAddr>,
+        target: &str,
+        reason: &str,
+    ) {
+        if let Some(ip) = source {
+            if self.limiter.failed(ip) == Failure::Crossed {
+                tracing::warn!(source = %ip, "too many failed logins: address refused for a minute");
+            }
+        }
+        let mut row = self.audit_row(None, source, "login_failed", target, reason);
+        row.actor = actor.chars().take(64).collect();
+        self.auditor.record_if_room(row);
+    }
+
+    /// For a login handler: a login that opened a session.
+    pub(crate) async fn login_ok(&self, who: &Principal, source: Option<IpAddr>, target: &str) {
+        let row = self.audit_row(Some(who), source, "login", target, "ok");
+        self.auditor.record(row).await;
+    }
+
     fn audit_row(
         &self,
         who: Option<&Principal>,
         source: Option<IpAddr>,
         action: &str,
-        req: &Request,
+        target: &str,
         outcome: &str,
     ) -> AuditRow {
         AuditRow {
@@ -206,10 +246,7 @@ impl Gate {
             role: who.map_or_else(|| "-".to_string(), |p| p.role.to_string()),
             source: source.map_or_else(|| "-".to_string(), |a| a.to_string()),
             action: action.to_string(),
-            target: req
-                .uri()
-                .path_and_query()
-                .map_or_else(String::new, |p| p.as_str().chars().take(512).collect()),
+            target: target.chars().take(512).collect(),
             outcome: outcome.to_string(),
         }
     }
@@ -381,6 +418,13 @@ pub fn site_in_path(path: &str) -> Option<&str> {
         .filter(|s| !s.is_empty())
 }
 
+/// What an audit row names as the target of a request: its path and query.
+fn target_of(req: &Request) -> String {
+    req.uri()
+        .path_and_query()
+        .map_or_else(String::new, |p| p.as_str().to_string())
+}
+
 /// The middleware of one route (`axum::middleware::from_fn_with_state`).
 pub async fn check(
     State((gate, access)): State<(Arc<Gate>, Access)>,
@@ -391,7 +435,7 @@ pub async fn check(
         return next.run(req).await;
     }
     let source = gate.client(&req);
-    if source.is_some_and(|ip| gate.limiter.is_blocked(ip)) {
+    if gate.blocked(source) {
         return gate.refuse(Refusal::RateLimited, req.uri().path());
     }
     let principal = match gate.principal(req.headers()).await {
@@ -410,7 +454,7 @@ pub async fn check(
                     None,
                     source,
                     "auth_failed",
-                    &req,
+                    &target_of(&req),
                     r.reason(),
                 ));
             }
@@ -423,7 +467,7 @@ pub async fn check(
                 Some(&principal),
                 source,
                 "read",
-                &req,
+                &target_of(&req),
                 "forbidden",
             ));
         }
@@ -438,7 +482,7 @@ pub async fn check(
         }
     }
     if access.audited {
-        let row = gate.audit_row(Some(&principal), source, "read", &req, "ok");
+        let row = gate.audit_row(Some(&principal), source, "read", &target_of(&req), "ok");
         gate.auditor.record(row).await;
     }
     req.extensions_mut().insert(principal);

@@ -20,6 +20,7 @@
 pub mod audit;
 pub mod gate;
 pub mod limit;
+pub mod local;
 pub mod oidc;
 pub mod session;
 
@@ -107,6 +108,15 @@ impl Role {
     /// True when the role sees only some sites.
     pub fn is_scoped(&self) -> bool {
         matches!(self, Role::Ministry(_) | Role::Technician(_))
+    }
+
+    /// Whether the inventory's site number `index` is within the role's scope.
+    pub fn sees_site_at(&self, inv: &Inventory, index: usize) -> bool {
+        match self {
+            Role::Ministry(m) => inv.sites.get(index).is_some_and(|s| &s.ministry == m),
+            Role::Technician(id) => inv.sites.get(index).is_some_and(|s| &s.id == id),
+            _ => true,
+        }
     }
 
     /// Whether `site` is within the role's scope.

@@ -174,10 +174,10 @@ fn default_true() -> bool {
 fn default_name_claim() -> String {
     "email".into()
 }
-fn default_idle() -> Duration {
+pub(crate) fn default_idle() -> Duration {
     Duration::from_secs(30 * 60)
 }
-fn default_absolute() -> Duration {
+pub(crate) fn default_absolute() -> Duration {
     Duration::from_secs(12 * 3600)
 }
 

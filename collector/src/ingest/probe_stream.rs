@@ -413,7 +413,7 @@ async fn session<S: AsyncRead + AsyncWrite + Unpin>(
                     }
                     Ok(Message::Heartbeat(hb)) => {
                         ctx.metrics.heartbeats.inc();
-                        ctx.sites.on_heartbeat(site_idx, hb.probe_time_ms - received_ms, received_ms);
+                        ctx.sites.on_heartbeat(site_idx, hb.probe_time_ms - received_ms, hb.health, received_ms);
                         let ack = HeartbeatAck { probe_time_ms: hb.probe_time_ms, collector_time_ms: received_ms };
                         if let Err(e) = send(framed, &Message::HeartbeatAck(ack)).await {
                             count_io_error(&ctx.metrics, &e);

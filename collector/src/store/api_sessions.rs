@@ -169,6 +169,26 @@ pub fn revoke(reader: &Reader, id_sha256: &str, now_ms: i64) -> Result<bool, Sto
     }
 }
 
+/// Revokes every live session of `subject` (a local account disabled or changed); returns
+/// how many.
+///
+/// # Errors
+/// Database errors.
+pub fn revoke_subject(reader: &Reader, subject: &str, now_ms: i64) -> Result<u64, StoreError> {
+    match reader.conn() {
+        Ok(c) => Ok(c.execute(
+            "UPDATE api_sessions SET revoked_ms = ?2 WHERE subject = ?1 AND revoked_ms IS NULL",
+            params![subject, now_ms],
+        )? as u64),
+        Err(pg) => Ok(pg
+            .query(
+                "UPDATE api_sessions SET revoked_ms = $2 WHERE subject = $1 AND revoked_ms IS NULL RETURNING id_sha256",
+                &[&subject, &now_ms],
+            )?
+            .len() as u64),
+    }
+}
+
 /// Deletes sessions ended before `before_ms` and logins started before `logins_before_ms`.
 ///
 /// # Errors

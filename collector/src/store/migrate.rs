@@ -47,6 +47,7 @@ pub const TABLES: &[&str] = &[
     "audit_log",
     "api_sessions",
     "api_logins",
+    "api_accounts",
     "probe_streams",
     "site_status",
     "episodes",

@@ -47,6 +47,7 @@
 //!    (or the caller's index is behind). Otherwise each mark is raised to the highest seq of
 //!    the group. Two collectors writing one batch store it once.
 
+pub mod api_accounts;
 pub mod api_sessions;
 pub mod api_tokens;
 pub mod audit;

@@ -109,7 +109,22 @@ const MIGRATIONS: &[Migration] = &[
         name: "sessions of people logged in with OpenID Connect",
         apply: |conn| conn.execute_batch(API_SESSIONS),
     },
+    Migration {
+        version: 7,
+        name: "local accounts of people",
+        apply: |conn| conn.execute_batch(API_ACCOUNTS),
+    },
 ];
+
+/// Local accounts (`store::api_accounts`): the password's Argon2id hash only.
+const API_ACCOUNTS: &str = "CREATE TABLE IF NOT EXISTS api_accounts(
+    name         TEXT PRIMARY KEY,
+    role         TEXT NOT NULL,
+    password_phc TEXT NOT NULL,
+    created_ms   INTEGER NOT NULL,
+    changed_ms   INTEGER NOT NULL,
+    disabled_ms  INTEGER
+);";
 
 /// The audit trail (`store::audit`): who read finance data, exported, changed a token, failed
 /// to authenticate; when, from where.
@@ -158,7 +173,7 @@ CREATE TABLE IF NOT EXISTS api_logins(
 );";
 
 /// The version this collector writes.
-pub const LATEST: i64 = 6;
+pub const LATEST: i64 = 7;
 
 /// Applies the migrations `conn`'s database lacks.
 ///

@@ -10,7 +10,8 @@
 //! (`/api/v1/sites/{id}`, `/episodes`, `/api/v1/flows/totals`) and one more endpoint served
 //! here, `/api/v1/sites/{id}/links/history`: the last hour of each link's checks from the
 //! store's minute rollups (RTT and loss), which no other endpoint gave. The national traffic
-//! section (`assets/traffic.js`) polls `/api/v1/national/traffic` (`api::national`).
+//! section (`assets/traffic.js`) polls `/api/v1/national/traffic` (`api::national`); the fleet
+//! section (`assets/fleet.js`) polls `/api/v1/fleet`.
 
 use std::collections::BTreeMap;
 
@@ -31,6 +32,7 @@ const INDEX_HTML: &str = include_str!("assets/index.html");
 const APP_JS: &str = include_str!("assets/app.js");
 const APP_CSS: &str = include_str!("assets/app.css");
 const TRAFFIC_JS: &str = include_str!("assets/traffic.js");
+const FLEET_JS: &str = include_str!("assets/fleet.js");
 
 /// The page's routes: the page and its files are public (they hold no data); the data
 /// endpoints follow the API's rules.
@@ -41,6 +43,7 @@ pub fn table() -> Vec<Route> {
         Route::new("/assets/app.js", Access::PUBLIC, get(app_js)),
         Route::new("/assets/app.css", Access::PUBLIC, get(app_css)),
         Route::new("/assets/traffic.js", Access::PUBLIC, get(traffic_js)),
+        Route::new("/assets/fleet.js", Access::PUBLIC, get(fleet_js)),
         Route::new("/api/v1/status", Access::roles(SITE_VIEW), get(status)),
         Route::new(
             "/api/v1/status/sites",
@@ -74,6 +77,10 @@ async fn index() -> Response {
 
 async fn app_js() -> Response {
     asset("text/javascript; charset=utf-8", APP_JS)
+}
+
+async fn fleet_js() -> Response {
+    asset("text/javascript; charset=utf-8", FLEET_JS)
 }
 
 async fn traffic_js() -> Response {

@@ -84,6 +84,18 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
             created_ms    BIGINT NOT NULL
         );",
     ),
+    (
+        7,
+        "local accounts of people",
+        "CREATE TABLE IF NOT EXISTS api_accounts(
+            name         TEXT PRIMARY KEY,
+            role         TEXT NOT NULL,
+            password_phc TEXT NOT NULL,
+            created_ms   BIGINT NOT NULL,
+            changed_ms   BIGINT NOT NULL,
+            disabled_ms  BIGINT
+        );",
+    ),
 ];
 
 const V1: &str = "

@@ -47,12 +47,35 @@ async function whoAmI() {
   f.hidden = false;
 }
 
-function loginNeeded() {
+// Why the last password login failed, from `/#login=…` (the redirect of POST /auth/local).
+const LOGIN_FAILED = (() => {
+  const p = new URLSearchParams(location.hash.slice(1));
+  const why = p.get("login");
+  if (!why) return null;
+  p.delete("login");
+  const rest = p.toString();
+  history.replaceState(null, "", location.pathname + location.search + (rest ? "#" + rest : ""));
+  return {
+    refused: "Identifiant ou mot de passe incorrect.",
+    limited: "Trop d'échecs depuis cette adresse : réessayer dans une minute.",
+    unavailable: "Le collecteur ne peut pas vérifier les connexions pour le moment.",
+  }[why] || "Connexion refusée.";
+})();
+
+/** Shows how to log in: a local account's form, and the identity provider when configured
+ *  (`/auth/me` names its login route in `x-login`). */
+async function loginNeeded() {
   const f = document.getElementById("login");
   if (!f || !f.hidden) return;
-  f.textContent = "Connexion requise : ";
-  f.append(el("a", { href: "/auth/login" }, "se connecter"), " (ou ouvrir le lien de connexion reçu).");
   f.hidden = false;
+  document.getElementById("login-why").textContent =
+    "Connexion requise" + (LOGIN_FAILED ? " : " + LOGIN_FAILED : ".");
+  const r = await fetch("/auth/me", { cache: "no-store" });
+  const sso = r.headers.get("x-login");
+  if (sso) {
+    document.querySelector("#login-sso a").setAttribute("href", sso);
+    document.getElementById("login-sso").hidden = false;
+  }
 }
 
 const POLL_MS = 2000;
