@@ -909,7 +909,9 @@ fn a_local_account_logs_in_with_the_page_form() {
             .then_some(())
     });
     assert_eq!(
-        b.js("return [...document.querySelectorAll('#fleet-versions td')].map(t => t.textContent);"),
+        b.js(
+            "return [...document.querySelectorAll('#fleet-versions td')].map(t => t.textContent);"
+        ),
         json!(["jamais connectée", "1", "protocole : inconnu", "1"])
     );
     b.click("#whoami a");
