@@ -46,6 +46,8 @@ pub enum StartError {
     Oidc(#[from] crate::auth::oidc::OidcStartError),
     #[error(transparent)]
     Netflow(#[from] crate::ingest::netflow_udp::NetflowStartError),
+    #[error(transparent)]
+    Sflow(#[from] crate::ingest::sflow_udp::SflowStartError),
     #[error(
         "data_dir {path}: {source}; create it or set data_dir (--data-dir) to a writable directory"
     )]
@@ -91,6 +93,8 @@ pub struct Running {
     pub api_addr: SocketAddr,
     /// UDP address of the NetFlow input, when `netflow.listen` is set.
     pub netflow_addr: Option<SocketAddr>,
+    /// UDP address of the sFlow input, when `sflow.listen` is set.
+    pub sflow_addr: Option<SocketAddr>,
     pub sites: Arc<SiteRegistry>,
     pub metrics: Arc<Metrics>,
     /// The InfluxDB sink when `[influx]` is configured (e.g. to queue episode points).
@@ -100,6 +104,7 @@ pub struct Running {
     /// The commit stage thread: joined at shutdown once every input has stopped sending.
     commit_stage: std::thread::JoinHandle<()>,
     netflow: Option<std::thread::JoinHandle<()>>,
+    sflow: Option<std::thread::JoinHandle<()>>,
 }
 
 impl Running {
@@ -115,8 +120,8 @@ impl Running {
         self.tracker.wait().await;
         let commit_stage = self.commit_stage;
         let _ = tokio::task::spawn_blocking(move || commit_stage.join()).await;
-        if let Some(netflow) = self.netflow {
-            let _ = tokio::task::spawn_blocking(move || netflow.join()).await;
+        for input in [self.netflow, self.sflow].into_iter().flatten() {
+            let _ = tokio::task::spawn_blocking(move || input.join()).await;
         }
         if let Some(sink) = self.influx {
             sink.finish().await;
@@ -338,6 +343,19 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     };
     let netflow_addr = netflow.as_ref().map(|n| n.addr);
     let netflow = netflow.map(|n| n.thread);
+    let sflow = match cfg.sflow.listen {
+        Some(listen) => Some(crate::ingest::sflow_udp::start(
+            &cfg.sflow,
+            listen,
+            commit_tx.clone(),
+            inventory.clone(),
+            metrics.clone(),
+            shutdown.clone(),
+        )?),
+        None => None,
+    };
+    let sflow_addr = sflow.as_ref().map(|s| s.addr);
+    let sflow = sflow.map(|s| s.thread);
 
     // Late in the start: what follows cannot fail, so a failed start leaves no listener or
     // campaign behind.
@@ -491,6 +509,7 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         probe_addr,
         api_addr,
         netflow_addr,
+        sflow_addr,
         sites,
         metrics,
         influx,
@@ -498,5 +517,6 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         tracker,
         commit_stage,
         netflow,
+        sflow,
     })
 }

@@ -44,6 +44,9 @@ pub struct CollectorConfig {
     pub sites: crate::sites::SiteThresholds,
     #[serde(default)]
     pub netflow: crate::ingest::netflow_udp::NetflowConfig,
+    /// sFlow v5 input (off unless `sflow.listen` is set); see `ingest::sflow_udp`.
+    #[serde(default)]
+    pub sflow: crate::ingest::sflow_udp::SflowConfig,
     /// InfluxDB sink (off unless `influx.url` is set); see `sinks::influx`.
     #[serde(default)]
     pub influx: crate::sinks::influx::InfluxConfig,
@@ -85,6 +88,7 @@ impl Default for CollectorConfig {
             store: Default::default(),
             sites: Default::default(),
             netflow: Default::default(),
+            sflow: Default::default(),
             influx: crate::sinks::influx::InfluxConfig::default(),
             finance: Default::default(),
             costs: None,
@@ -126,6 +130,7 @@ impl CollectorConfig {
         let checks = [
             self.probes.validate(),
             self.netflow.validate(),
+            self.sflow.validate(),
             self.store.validate(),
             self.sites.validate(),
             self.influx.validate(),

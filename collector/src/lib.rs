@@ -1,10 +1,10 @@
 //! rie-collector: the central service that receives every RIE site probe's batches and the
-//! NetFlow of routers, stores them, and serves the NOC, technicians and finance.
+//! NetFlow and sFlow of routers and switches, stores them, and serves the NOC, technicians and finance.
 //!
 //! Floors, top to bottom (a module imports only modules below it; `docs/architecture.md`):
 //! - `main` (CLI) → `app` (wiring, start/stop under one cancellation token) → `config`
 //!   (assembles each component's config);
-//! - `ingest` (`probe_stream`, `netflow_udp`), `api` (every HTTP route), `sinks` (InfluxDB);
+//! - `ingest` (`probe_stream`, `netflow_udp`, `sflow_udp`), `api` (every HTTP route), `sinks` (InfluxDB);
 //! - `commit`: the one writer. Every input reaches the store through it (one group commit),
 //!   then one fan-out of what was committed: dedup marks, live site state, episodes, acks, sinks;
 //! - `auth` (roles, tokens, the gate of every route), `episodes` (rules), `sites` (live

@@ -44,6 +44,9 @@ struct ConfigArgs {
     api_listen: Option<SocketAddr>,
     #[arg(long, env = "RIE_NETFLOW_LISTEN")]
     netflow_listen: Option<SocketAddr>,
+    /// UDP address for sFlow v5 agents (`sflow.listen`); an address alone listens on 6343.
+    #[arg(long, env = "RIE_SFLOW_LISTEN", value_parser = rie_collector::ingest::sflow_udp::parse_listen)]
+    sflow_listen: Option<SocketAddr>,
     /// Cost model for reports and /api/v1/indicators (`costs` in the config).
     #[arg(long, env = "RIE_COSTS")]
     costs: Option<PathBuf>,
@@ -735,6 +738,9 @@ fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {
     if let Some(v) = a.netflow_listen {
         cfg.netflow.listen = Some(v);
     }
+    if let Some(v) = a.sflow_listen {
+        cfg.sflow.listen = Some(v);
+    }
     cfg.validate().map_err(|e| UserError(e.to_string()))?;
     Ok(cfg)
 }
@@ -745,16 +751,17 @@ async fn serve(cfg: CollectorConfig) -> anyhow::Result<()> {
     rie_common::cancel_on_signal(shutdown.clone());
     let running = rie_collector::run(cfg, shutdown).await?;
     // Printed on stdout so that scripts and tests can find the bound addresses.
-    match running.netflow_addr {
-        Some(nf) => println!(
-            "listening probes={} api={} netflow={nf}",
-            running.probe_addr, running.api_addr
-        ),
-        None => println!(
-            "listening probes={} api={}",
-            running.probe_addr, running.api_addr
-        ),
+    let mut line = format!(
+        "listening probes={} api={}",
+        running.probe_addr, running.api_addr
+    );
+    if let Some(nf) = running.netflow_addr {
+        line.push_str(&format!(" netflow={nf}"));
     }
+    if let Some(sf) = running.sflow_addr {
+        line.push_str(&format!(" sflow={sf}"));
+    }
+    println!("{line}");
     running.wait().await;
     Ok(())
 }

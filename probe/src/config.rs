@@ -54,6 +54,9 @@ pub struct ProbeConfig {
     pub checks: ChecksConfig,
     #[serde(default)]
     pub netflow: NetflowRelayConfig,
+    /// sFlow relay (`[sflow]`): the router or switches send sFlow v5 to the probe.
+    #[serde(default)]
+    pub sflow: SflowRelayConfig,
     /// Simulated measurements, for demos and tests only: never on a real site.
     #[serde(default)]
     pub simulate: Option<SimulateConfig>,
@@ -158,6 +161,31 @@ fn default_netflow_listen() -> std::net::SocketAddr {
 }
 fn default_netflow_check_wait() -> Duration {
     Duration::from_secs(10)
+}
+
+/// sFlow v5 relay: the site's router or switches send sFlow to the probe, which sums the flow
+/// samples (direction from `meter.site_prefixes`) into its batches, like the NetFlow relay.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SflowRelayConfig {
+    #[serde(default)]
+    pub enabled: bool,
+    /// UDP address the agents send to, e.g. "0.0.0.0:6343".
+    #[serde(default = "default_sflow_listen")]
+    pub listen: std::net::SocketAddr,
+}
+
+fn default_sflow_listen() -> std::net::SocketAddr {
+    std::net::SocketAddr::from(([0, 0, 0, 0], 6343))
+}
+
+impl Default for SflowRelayConfig {
+    fn default() -> Self {
+        Self {
+            enabled: false,
+            listen: default_sflow_listen(),
+        }
+    }
 }
 
 impl Default for NetflowRelayConfig {

@@ -19,6 +19,7 @@ use crate::links::{Monitor, Sources};
 use crate::plan::{plan_file, InForce, Plans};
 use crate::sources::capture::LiveMeter;
 use crate::sources::netflow::{NetflowRelay, NetflowRelayError, RelayStats};
+use crate::sources::sflow::{SflowRelay, SflowRelayError};
 use crate::spool::{Outbox, OutboxState, Spool, SpoolError};
 use crate::uplink::{self, Identity, Settings, Stats};
 use rie_common::now_ms;
@@ -35,6 +36,8 @@ pub enum RunError {
     Capture(#[from] crate::sources::capture::CaptureError),
     #[error(transparent)]
     Netflow(#[from] NetflowRelayError),
+    #[error(transparent)]
+    Sflow(#[from] SflowRelayError),
 }
 
 impl Settings {
@@ -110,6 +113,7 @@ pub async fn produce(
         sim,
         live,
         relay: None,
+        sflow: None,
         avail: None,
     };
     produce_with(sources, interval, tx, links, shutdown).await;
@@ -122,6 +126,8 @@ pub struct Producers {
     /// The NetFlow relay: its aggregates join each batch, and what it holds at shutdown goes
     /// into the last one.
     pub relay: Option<NetflowRelay>,
+    /// The sFlow relay, the same way.
+    pub sflow: Option<SflowRelay>,
     pub avail: Option<Availability>,
 }
 
@@ -137,6 +143,7 @@ pub async fn produce_with(
         mut sim,
         live,
         relay,
+        sflow,
         mut avail,
     } = sources;
     let offset = interval.mul_f64(rand::Rng::gen_range(&mut rand::thread_rng(), 0.0..1.0));
@@ -185,6 +192,11 @@ pub async fn produce_with(
                 batch.flows.extend(flows);
                 batch.top_talkers.extend(talkers);
             }
+            if let Some(r) = &sflow {
+                let (flows, talkers) = r.take();
+                batch.flows.extend(flows);
+                batch.top_talkers.extend(talkers);
+            }
             if let Some(c) = sim.as_mut().map(|s| s.measure(now, interval)) {
                 batch.flows.extend(c.flows);
                 batch.samples.extend(c.samples);
@@ -215,6 +227,13 @@ pub async fn produce_with(
             .unwrap_or_default();
     }
     if let Some(relay) = relay {
+        let (f, t) = tokio::task::spawn_blocking(move || relay.stop_and_flush())
+            .await
+            .unwrap_or_default();
+        flows.extend(f);
+        top_talkers.extend(t);
+    }
+    if let Some(relay) = sflow {
         let (f, t) = tokio::task::spawn_blocking(move || relay.stop_and_flush())
             .await
             .unwrap_or_default();
@@ -459,7 +478,16 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
         None
     };
     let relay_stats: Option<Arc<RelayStats>> = relay.as_ref().map(|r| r.stats.clone());
-    if sim.is_none() && live.is_none() && relay.is_none() && avail.is_none() {
+    let sflow = if cfg.sflow.enabled {
+        Some(SflowRelay::start(
+            cfg.sflow.listen,
+            Prefixes(cfg.meter.site_prefixes.clone()),
+            cfg.meter.top_talkers,
+        )?)
+    } else {
+        None
+    };
+    if sim.is_none() && live.is_none() && relay.is_none() && sflow.is_none() && avail.is_none() {
         info!("no measurement source enabled: the probe keeps its connection alive and empties its spool");
     }
     let capture = live.as_ref().map(|l| l.counters.clone());
@@ -546,6 +574,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
             sim,
             live,
             relay,
+            sflow,
             avail,
         },
         cfg.batch_interval,

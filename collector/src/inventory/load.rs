@@ -24,8 +24,10 @@ pub const SITES_HEADER: [&str; 10] = [
     "site_prefixes",
 ];
 
-/// Columns of `links.csv`, in order.
-pub const LINKS_HEADER: [&str; 7] = [
+/// Columns of `links.csv`, in order. The last one, `sflow_ifindex`, is optional: the ifIndex
+/// of the router interface of that access, as its sFlow agent reports it (counter samples give
+/// the link's utilisation and errors); empty when the router sends no sFlow.
+pub const LINKS_HEADER: [&str; 8] = [
     "link_id",
     "site_id",
     "role",
@@ -33,6 +35,7 @@ pub const LINKS_HEADER: [&str; 7] = [
     "technology",
     "bandwidth_mbps",
     "monthly_cost_eur",
+    "sflow_ifindex",
 ];
 
 /// Loads and validates `DIR/sites.csv` and `DIR/links.csv`.
@@ -43,12 +46,37 @@ pub fn load_dir(dir: &Path) -> Result<Inventory, InventoryError> {
     let sites_path = dir.join("sites.csv");
     let links_path = dir.join("links.csv");
     let sites = read_table(&sites_path, &SITES_HEADER, 1, parse_site)?;
-    let links = read_table(&links_path, &LINKS_HEADER, 0, parse_link)?;
+    let rows = read_table(&links_path, &LINKS_HEADER, 1, |row| {
+        Ok((parse_link(row)?, parse_ifindex(row)?))
+    })?;
+    let mut ifindexes = Vec::with_capacity(rows.len());
+    let mut links = Vec::with_capacity(rows.len());
+    for (line, (link, ifindex)) in rows {
+        ifindexes.push((line, ifindex));
+        links.push((line, link));
+    }
     cross_check(&sites_path, &links_path, &sites, &links)?;
-    Ok(Inventory::index(
+    let mut seen: HashMap<(&SiteId, u32), u64> = HashMap::new();
+    for ((line, ifindex), (_, l)) in ifindexes.iter().zip(&links) {
+        if let Some(first) = ifindex.and_then(|i| seen.insert((&l.site, i), *line)) {
+            return Err(InventoryError::Invalid {
+                file: links_path.clone(),
+                line: *line,
+                column: Some((8, LINKS_HEADER[7])),
+                message: format!(
+                    "ifIndex {} is already the link on line {first} of site {}; each interface is one link",
+                    ifindex.unwrap_or_default(),
+                    l.site
+                ),
+            });
+        }
+    }
+    let mut inv = Inventory::index(
         sites.into_iter().map(|(_, s)| s).collect(),
         links.into_iter().map(|(_, l)| l).collect(),
-    ))
+    );
+    inv.index_sflow_ifindexes(ifindexes.into_iter().map(|(_, i)| i));
+    Ok(inv)
 }
 
 /// One data row being parsed: knows where it is, so field errors carry their position.
@@ -298,6 +326,20 @@ fn parse_link(row: &Row) -> Result<Link, InventoryError> {
     })
 }
 
+/// The optional `sflow_ifindex` cell of a link: empty, or an interface index.
+fn parse_ifindex(row: &Row) -> Result<Option<u32>, InventoryError> {
+    let v = row.record.get(7).unwrap_or("").trim();
+    if v.is_empty() {
+        return Ok(None);
+    }
+    v.parse().map(Some).map_err(|_| {
+        row.err(
+            7,
+            format!("{v:?} is not an interface index; write the router's ifIndex of this access, e.g. 3, or leave it empty"),
+        )
+    })
+}
+
 /// Parses a non-negative euro amount with at most two decimals ("349.9", "1200", "0.05") into
 /// cents, exactly (no float rounding).
 pub(crate) fn parse_cents(s: &str) -> Option<i64> {
@@ -538,6 +580,34 @@ mod tests {
         // A header with an unknown extra column is refused.
         let extra = with.replacen("site_prefixes", "site_prefixes,vlan", 1);
         assert!(message(&extra, LINKS).starts_with("sites.csv: line 1: header is"));
+    }
+
+    #[test]
+    fn sflow_ifindexes_are_optional_and_map_links() {
+        // Seven columns (before sflow_ifindex existed): no mapping.
+        let inv = load(SITES, LINKS).unwrap();
+        assert!(inv.link_of_ifindex(0, 3).is_none());
+        let with = LINKS
+            .replacen("monthly_cost_eur", "monthly_cost_eur,sflow_ifindex", 1)
+            .replace("1450.50\n", "1450.50,3\n")
+            .replace("59.9\n", "59.9,4\n")
+            .replace(",650\n", ",650,\n");
+        let inv = load(SITES, &with).unwrap();
+        let link = |site, ifindex| inv.link_of_ifindex(site, ifindex).map(|l| l.id.as_str());
+        assert_eq!(
+            (link(0, 3), link(0, 4), link(0, 5)),
+            (Some("S1-P"), Some("S1-B"), None)
+        );
+        // ifIndex 3 of S2 is another interface: not S1's.
+        assert_eq!(link(1, 3), None);
+        assert_eq!(
+            message(SITES, &with.replace("59.9,4\n", "59.9,3\n")),
+            "links.csv: line 3, column 8 (sflow_ifindex): ifIndex 3 is already the link on line 2 of site S1; each interface is one link"
+        );
+        assert_eq!(
+            message(SITES, &with.replace("59.9,4\n", "59.9,ge-0/0/1\n")),
+            "links.csv: line 3, column 8 (sflow_ifindex): \"ge-0/0/1\" is not an interface index; write the router's ifIndex of this access, e.g. 3, or leave it empty"
+        );
     }
 
     #[test]

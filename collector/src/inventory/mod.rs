@@ -30,7 +30,8 @@ pub struct Site {
     pub longitude: f64,
     /// Key of the probe credential (token hash) this site's probe must present.
     pub credential_ref: String,
-    /// Addresses from which the site's router exports NetFlow/IPFIX.
+    /// Addresses from which the site's router exports NetFlow/IPFIX, and sFlow (the agent
+    /// address of its datagrams, else their source).
     pub exporters: Vec<IpAddr>,
     /// The site's own address ranges (IPv4 and IPv6, canonical, none overlapping another of
     /// the same site): the collector decides the direction of NetFlow exported straight to it
@@ -95,6 +96,8 @@ pub struct Inventory {
     site_index: HashMap<SiteId, usize>,
     links_of: HashMap<SiteId, Vec<usize>>,
     exporter_site: HashMap<IpAddr, usize>,
+    /// (site index, sFlow ifIndex) → link index (`links.csv` `sflow_ifindex`).
+    sflow_links: HashMap<(usize, u32), usize>,
 }
 
 impl Inventory {
@@ -120,7 +123,27 @@ impl Inventory {
             site_index,
             links_of,
             exporter_site,
+            sflow_links: HashMap::new(),
         }
+    }
+
+    /// Records the `sflow_ifindex` of each link, in the order of [`Inventory::links`].
+    pub(crate) fn index_sflow_ifindexes(&mut self, ifindexes: impl Iterator<Item = Option<u32>>) {
+        for (i, ifindex) in ifindexes.enumerate() {
+            let (Some(ifindex), Some(link)) = (ifindex, self.links.get(i)) else {
+                continue;
+            };
+            if let Some(&site) = self.site_index.get(&link.site) {
+                self.sflow_links.insert((site, ifindex), i);
+            }
+        }
+    }
+
+    /// The link of a site whose router interface has this ifIndex (sFlow counter samples).
+    pub fn link_of_ifindex(&self, site_idx: usize, ifindex: u32) -> Option<&Link> {
+        self.sflow_links
+            .get(&(site_idx, ifindex))
+            .map(|&i| &self.links[i])
     }
 
     pub fn site(&self, id: &SiteId) -> Option<&Site> {
