@@ -357,7 +357,10 @@ fn collector_totals_equal_sfcapd_and_sfacctd_at_sampling_1_and_10() {
                 .max()
                 .unwrap();
             eprintln!("{unsent} packets not exported; at most {most} samples per datagram");
-            assert!(unsent < 2 * u64::from(most), "{unsent} packets not exported");
+            assert!(
+                unsent < 2 * u64::from(most),
+                "{unsent} packets not exported"
+            );
         }
 
         send(to, &datagrams);
