@@ -49,16 +49,24 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
     let pcap = tmp.path().join("mixed.pcap");
     mixed_pcap(&pcap);
     let datagrams = softflowd(&pcap, "9", None);
-    let port = UdpSocket::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    // Two free ports (both sockets held while choosing, so they differ).
+    let (a, b) = (
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+        UdpSocket::bind("127.0.0.1:0").unwrap(),
+    );
+    let (port, sflow_port) = (
+        a.local_addr().unwrap().port(),
+        b.local_addr().unwrap().port(),
+    );
+    drop((a, b));
     let mut p1 = Probe::prepare(&c, "S1", "30s", None);
     config_with(
         &p1,
         "heartbeat_interval = \"1s\"\n",
-        &format!("[netflow]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n"),
+        &format!(
+            "[netflow]\nenabled = true\nlisten = \"127.0.0.1:{port}\"\n\n\
+             [sflow]\nenabled = true\nlisten = \"127.0.0.1:{sflow_port}\"\n"
+        ),
     );
     p1.spawn();
     p1.wait_status("the relay", Duration::from_secs(10), |s| {
@@ -70,9 +78,18 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
     }
     tx.send_to(&[0, 9, 0, 1, 0xff], ("127.0.0.1", port))
         .unwrap();
+    // And two datagrams that are not sFlow to its sFlow relay.
+    for _ in 0..2 {
+        tx.send_to(&[0, 0, 0, 5, 0, 0], ("127.0.0.1", sflow_port))
+            .unwrap();
+    }
     let n = datagrams.len() as u64 + 1;
+    p1.wait_status("the relays' counts", Duration::from_secs(10), |s| {
+        s["netflow_datagrams"] == json!(n) && s["sflow_datagrams"] == json!(2)
+    });
     c.wait_until("S1's relay counts", Duration::from_secs(15), |c| {
-        entry(c, "S1")["health"]["relay_datagrams"] == json!(n)
+        let h = &entry(c, "S1")["health"];
+        h["relay_datagrams"] == json!(n) && h["sflow_datagrams"] == json!(2)
     });
     let e = entry(&c, "S1");
     assert_eq!(
@@ -81,6 +98,7 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
             &e["protocol_version"],
             &e["connected"],
             &e["health"]["relay_errors"],
+            &e["health"]["sflow_errors"],
             &e["health"]["spool_batches"],
             &e["health"]["backlog_growing"],
             &e["health"]["capture_kernel_drops"],
@@ -90,6 +108,7 @@ fn the_fleet_view_shows_each_probes_version_health_and_backlog() {
             &json!(rie_proto::PROTOCOL_VERSION),
             &json!(true),
             &json!(1),
+            &json!(2),
             &json!(0),
             &json!(false),
             &Value::Null

@@ -296,6 +296,12 @@ pub struct Status {
     /// Of them, datagrams that failed to decode.
     #[serde(default)]
     pub netflow_decode_errors: Option<u64>,
+    /// sFlow datagrams received from the site's switches or router, and those that failed to
+    /// decode, when that relay is on.
+    #[serde(default)]
+    pub sflow_datagrams: Option<u64>,
+    #[serde(default)]
+    pub sflow_decode_errors: Option<u64>,
     /// The checks in force: the probe file's, or a plan's (when the probe has links).
     #[serde(default)]
     pub plan: Option<InForce>,
@@ -334,6 +340,8 @@ impl Status {
             capture_kernel_drops: self.capture_kernel_drops,
             relay_datagrams: self.netflow_datagrams,
             relay_errors: self.netflow_decode_errors,
+            sflow_datagrams: self.sflow_datagrams,
+            sflow_errors: self.sflow_decode_errors,
             ..Default::default()
         }
     }
@@ -487,6 +495,7 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
     } else {
         None
     };
+    let sflow_stats = sflow.as_ref().map(|r| r.stats.clone());
     if sim.is_none() && live.is_none() && relay.is_none() && sflow.is_none() && avail.is_none() {
         info!("no measurement source enabled: the probe keeps its connection alive and empties its spool");
     }
@@ -534,6 +543,12 @@ pub async fn run(cfg: ProbeConfig, shutdown: CancellationToken) -> Result<(), Ru
                 .as_ref()
                 .map(|r| r.datagrams.load(Ordering::Relaxed)),
             netflow_decode_errors: relay_stats
+                .as_ref()
+                .map(|r| r.decode_errors.load(Ordering::Relaxed)),
+            sflow_datagrams: sflow_stats
+                .as_ref()
+                .map(|r| r.datagrams.load(Ordering::Relaxed)),
+            sflow_decode_errors: sflow_stats
                 .as_ref()
                 .map(|r| r.decode_errors.load(Ordering::Relaxed)),
             plan: status_plans.as_ref().map(|p| p.in_force()),

@@ -200,6 +200,11 @@ pub struct ProbeHealth {
     pub relay_datagrams: Option<u64>,
     #[serde(default)]
     pub relay_errors: Option<u64>,
+    /// The same for the sFlow relay.
+    #[serde(default)]
+    pub sflow_datagrams: Option<u64>,
+    #[serde(default)]
+    pub sflow_errors: Option<u64>,
 }
 
 /// Echoes the heartbeat's clock with the collector's, so either side can estimate offset and

@@ -257,6 +257,8 @@ fn a_heartbeat_with_health_is_read_by_a_version_1_collector() {
         capture_kernel_drops: Some(3),
         relay_datagrams: None,
         relay_errors: None,
+        sflow_datagrams: Some(4),
+        sflow_errors: Some(0),
     };
     let msg = Message::Heartbeat(Heartbeat {
         probe_time_ms: 77,

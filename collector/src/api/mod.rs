@@ -309,6 +309,8 @@ struct HealthOut {
     capture_kernel_drops: Option<u64>,
     relay_datagrams: Option<u64>,
     relay_errors: Option<u64>,
+    sflow_datagrams: Option<u64>,
+    sflow_errors: Option<u64>,
 }
 
 /// What the centre knows of a site's probe (site detail and fleet view).
@@ -332,6 +334,8 @@ fn probe_out(v: &SiteView) -> ProbeOut {
             capture_kernel_drops: h.capture_kernel_drops,
             relay_datagrams: h.relay_datagrams,
             relay_errors: h.relay_errors,
+            sflow_datagrams: h.sflow_datagrams,
+            sflow_errors: h.sflow_errors,
         }),
     }
 }
