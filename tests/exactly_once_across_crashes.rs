@@ -68,6 +68,7 @@ async fn streaming_through_two_sigkills_is_exact() {
         rx,
         out,
         stats.clone(),
+        None,
         CancellationToken::new(),
     ));
 

@@ -184,6 +184,7 @@ fn probes_fail_over_to_the_surviving_collector_and_every_batch_is_stored_once() 
             rx,
             out,
             stats,
+            None,
             CancellationToken::new(),
         )));
         // Spread over the first interval, as a fleet's batches are.
