@@ -53,10 +53,11 @@ async fn stand_in(
             .expect("an answer within 10 s")
             .expect("connection kept open")
             .unwrap();
-        match rie_proto::decode(&m).unwrap() {
-            a @ (Message::PlanRefused(_) | Message::PlanApplied(_)) => answers.push(a),
-            // Batches and heartbeats: not acknowledged (the probe keeps them spooled).
-            _ => {}
+        // Batches and heartbeats are left unacknowledged (the probe keeps them spooled).
+        if let a @ (Message::PlanRefused(_) | Message::PlanApplied(_)) =
+            rie_proto::decode(&m).unwrap()
+        {
+            answers.push(a);
         }
         if answers.len() == 1 && !good_sent {
             let good = Message::Plan(Plan {

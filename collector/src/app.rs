@@ -381,6 +381,8 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
     let (plan_book, plan_status_rx) =
         crate::plans::PlanBook::new(inventory.clone(), reader.clone());
     let plan_book = Arc::new(plan_book);
+    // A site's plan gives the degraded thresholds of its links, by role.
+    sites.use_plan_thresholds(plan_book.clone());
     {
         let b = plan_book.clone();
         match tokio::task::spawn_blocking(move || b.reload()).await {

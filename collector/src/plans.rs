@@ -9,7 +9,8 @@
 //! writes sites' plan statuses (`pending` when sent, `applied` or `refused` when answered,
 //! `previous_protocol` for a version-1 probe) in batches, off the sessions.
 //!
-//! May import `store` (plans and statuses), `inventory`, `metrics`; `ingest` and `api` import it.
+//! May import `store` (plans and statuses), `inventory`, `metrics`, and `sites` (it gives the
+//! registry its plans' thresholds); `ingest`, `api` and `app` import it.
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -252,6 +253,17 @@ impl PlanBook {
 
     pub fn inventory(&self) -> &Arc<Inventory> {
         &self.inventory
+    }
+}
+
+impl crate::sites::PlanThresholds for PlanBook {
+    fn role_thresholds(
+        &self,
+        site_idx: usize,
+        role: rie_proto::LinkRole,
+    ) -> Option<rie_plan::Thresholds> {
+        self.effective(site_idx)
+            .map(|p| p.plan.role(role).thresholds)
     }
 }
 

@@ -25,6 +25,10 @@ pub struct LinkLive {
     pub active: bool,
     pub loss_ratio: Option<f64>,
     pub rtt_avg_ms: Option<f64>,
+    /// Highest jitter of the last batch's samples, when the site's check plan sets a jitter
+    /// threshold.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jitter_ms: Option<f64>,
     /// Longest run of consecutive check intervals past a threshold, over this link's targets.
     #[serde(default)]
     pub bad_streak: u32,
@@ -111,9 +115,19 @@ pub struct SiteView {
     pub clock_suspect: bool,
 }
 
+/// Per-role degraded thresholds from the sites' check plans (`crate::plans` implements it).
+pub trait PlanThresholds: Send + Sync {
+    /// The thresholds of `role` in the effective plan of the site at `site_idx`; `None`:
+    /// no plan applies, the `[sites]` thresholds do.
+    fn role_thresholds(&self, site_idx: usize, role: LinkRole) -> Option<rie_plan::Thresholds>;
+}
+
 pub struct SiteRegistry {
     pub inventory: Arc<Inventory>,
     thresholds: SiteThresholds,
+    /// Check plans, once the collector has loaded them: their thresholds override
+    /// `thresholds` per site and link role.
+    plans: std::sync::OnceLock<Arc<dyn PlanThresholds>>,
     live: Mutex<Vec<SiteLive>>,
     /// Silence is counted from here at the earliest: sites cannot report while the collector
     /// itself is down, and that is not their silence.
@@ -126,9 +140,27 @@ impl SiteRegistry {
         Self {
             inventory,
             thresholds,
+            plans: std::sync::OnceLock::new(),
             live,
             started_ms: rie_common::now_ms(),
         }
+    }
+
+    /// From now on, a site's check plan gives the degraded thresholds of its links, by role.
+    pub fn use_plan_thresholds(&self, plans: Arc<dyn PlanThresholds>) {
+        let _ = self.plans.set(plans);
+    }
+
+    /// The degraded thresholds of a link of `role` at the site at `idx`: its plan's, else
+    /// the `[sites]` ones.
+    pub fn thresholds_for(&self, idx: usize, role: LinkRole) -> SiteThresholds {
+        let mut t = self.thresholds.clone();
+        if let Some(p) = self.plans.get().and_then(|p| p.role_thresholds(idx, role)) {
+            t.degraded_loss_ratio = p.max_loss_pct / 100.0;
+            t.degraded_rtt = Duration::from_millis(u64::from(p.max_rtt_ms));
+            t.degraded_jitter = Some(Duration::from_millis(u64::from(p.max_jitter_ms)));
+        }
+        t
     }
 
     /// Sets when the collector started (tests and benches replay fixed clocks).
@@ -293,14 +325,15 @@ impl SiteRegistry {
     ) -> (SiteLive, Option<Transition>) {
         let mut next = base;
         let site = &self.inventory.sites[idx];
+        let by_role = |role| self.thresholds_for(idx, role);
         let links = evaluate_links(
             &self.inventory,
             &site.id,
             batch,
             next.links.as_slice(),
-            &self.thresholds,
+            &by_role,
         );
-        let verdict = site_state(&self.inventory, &site.id, &links, &self.thresholds);
+        let verdict = site_state(&self.inventory, &site.id, &links, &by_role);
         let offset = self.correction(next.clock_offset_ms);
         let mut transition = None;
         if next.state != Some(verdict.state) {
@@ -407,7 +440,7 @@ fn evaluate_links(
     site: &rie_proto::SiteId,
     batch: &Batch,
     prev: &[LinkLive],
-    t: &SiteThresholds,
+    thresholds: &dyn Fn(LinkRole) -> SiteThresholds,
 ) -> Vec<LinkLive> {
     inv.links_of(site)
         .filter(|l| {
@@ -416,6 +449,7 @@ fn evaluate_links(
                 || batch.samples.iter().any(|s| s.link == l.id)
         })
         .map(|l| {
+            let t = &thresholds(l.role);
             let mut cur = prev
                 .iter()
                 .find(|p| p.link == l.id)
@@ -426,6 +460,7 @@ fn evaluate_links(
                     active: l.role == LinkRole::Primary,
                     loss_ratio: None,
                     rtt_avg_ms: None,
+                    jitter_ms: None,
                     bad_streak: 0,
                     target_streaks: Vec::new(),
                 });
@@ -462,13 +497,24 @@ fn evaluate_links(
                     .fold((0.0, 0u64), |(a, n), (x, k)| (a + x, n + u64::from(k)));
                 cur.rtt_avg_ms = (n > 0).then(|| sum / n as f64 / 1000.0);
                 let rtt_limit_us = t.degraded_rtt.as_micros() as f64;
+                let jitter_limit_us = t.degraded_jitter.map(|j| j.as_micros() as f64);
+                cur.jitter_ms = jitter_limit_us.and_then(|_| {
+                    samples
+                        .iter()
+                        .filter_map(|s| s.jitter_us)
+                        .max()
+                        .map(|j| f64::from(j) / 1000.0)
+                });
                 for s in &samples {
                     // A target that answered nothing says the link is down, not degraded:
                     // reachability decides that, and counting it here would make a
                     // `degraded` blip ahead of every failover the checks find.
                     let bad = s.received > 0
                         && (s.loss_ratio() >= t.degraded_loss_ratio
-                            || s.rtt_avg_us.is_some_and(|r| f64::from(r) >= rtt_limit_us));
+                            || s.rtt_avg_us.is_some_and(|r| f64::from(r) >= rtt_limit_us)
+                            || jitter_limit_us.is_some_and(|limit| {
+                                s.jitter_us.is_some_and(|j| f64::from(j) >= limit)
+                            }));
                     let key = format!("{}:{}", s.check.as_str(), s.target);
                     let i = match cur.target_streaks.iter().position(|(k, _)| *k == key) {
                         Some(i) => i,
@@ -520,7 +566,7 @@ fn site_state(
     inv: &Inventory,
     site: &rie_proto::SiteId,
     links: &[LinkLive],
-    t: &SiteThresholds,
+    thresholds: &dyn Fn(LinkRole) -> SiteThresholds,
 ) -> Verdict {
     let verdict = |state, link: Option<&LinkLive>, cause: String| Verdict {
         state,
@@ -569,6 +615,7 @@ fn site_state(
     let Some(c) = carrying else {
         return verdict(SiteState::Up, None, String::new());
     };
+    let t = &thresholds(role(&c.link).unwrap_or(LinkRole::Primary));
     let rtt_limit_ms = t.degraded_rtt.as_secs_f64() * 1000.0;
     if c.bad_streak < t.degraded_after {
         return verdict(SiteState::Up, None, String::new());
@@ -594,6 +641,19 @@ fn site_state(
                 c.link
             ),
         );
+    }
+    if let (Some(limit), Some(jitter)) = (t.degraded_jitter, c.jitter_ms) {
+        let limit_ms = limit.as_secs_f64() * 1000.0;
+        if jitter >= limit_ms {
+            return verdict(
+                SiteState::Degraded,
+                Some(c),
+                format!(
+                    "gigue {jitter:.0} ms sur {} (seuil {limit_ms:.0} ms)",
+                    c.link
+                ),
+            );
+        }
     }
     verdict(SiteState::Up, None, String::new())
 }
@@ -621,6 +681,10 @@ pub struct SiteThresholds {
     /// log warning); timestamps are corrected by the measured offset either way.
     #[serde(default = "default_max_clock_offset", with = "humantime_serde")]
     pub max_clock_offset: Duration,
+    /// Jitter at or above this on the active link: `degraded`. Not a config key: set from a
+    /// site's check plan only (`thresholds_for`).
+    #[serde(skip)]
+    pub degraded_jitter: Option<Duration>,
 }
 
 impl Default for SiteThresholds {
@@ -631,6 +695,7 @@ impl Default for SiteThresholds {
             degraded_rtt: default_degraded_rtt(),
             degraded_after: default_degraded_after(),
             max_clock_offset: default_max_clock_offset(),
+            degraded_jitter: None,
         }
     }
 }
@@ -844,6 +909,52 @@ pub(crate) mod tests {
         let next = prepare(&r, b, 2_000);
         r.apply(0, next);
         r.view(0, 2_000).state
+    }
+
+    /// Thresholds of a check plan: primary 1 % loss, 50 ms, 5 ms jitter.
+    struct Strict;
+    impl PlanThresholds for Strict {
+        fn role_thresholds(&self, _: usize, role: LinkRole) -> Option<rie_plan::Thresholds> {
+            (role == LinkRole::Primary).then_some(rie_plan::Thresholds {
+                max_loss_pct: 1.0,
+                max_rtt_ms: 50,
+                max_jitter_ms: 5,
+            })
+        }
+    }
+
+    #[test]
+    fn a_site_plan_sets_the_degraded_thresholds_of_its_links_by_role() {
+        let twice = |r: &SiteRegistry, b: &Batch| {
+            for t in [1_000, 2_000] {
+                let next = prepare(r, b, t);
+                r.apply(0, next);
+            }
+            r.view(0, 2_000)
+        };
+        // 2 % loss and 60 ms: within the [sites] thresholds (5 %, 700 ms), past the plan's.
+        let lossy = batch(&[("P", true, true)], Some(("P", 100, 98, 20_000)));
+        let slow = batch(&[("P", true, true)], Some(("P", 100, 100, 60_000)));
+        assert_eq!(state_after(&lossy), SiteState::Up);
+        assert_eq!(state_after(&slow), SiteState::Up);
+        let r = registry();
+        r.use_plan_thresholds(Arc::new(Strict));
+        assert_eq!(
+            r.thresholds_for(0, LinkRole::Backup).degraded_loss_ratio,
+            0.05
+        );
+        assert_eq!(twice(&r, &lossy).state, SiteState::Degraded);
+        let r = registry();
+        r.use_plan_thresholds(Arc::new(Strict));
+        let v = twice(&r, &slow);
+        assert_eq!(v.state, SiteState::Degraded);
+        // Jitter counts only under a plan.
+        let mut jittery = batch(&[("P", true, true)], Some(("P", 100, 100, 20_000)));
+        jittery.samples[0].jitter_us = Some(8_000);
+        assert_eq!(state_after(&jittery), SiteState::Up);
+        let r = registry();
+        r.use_plan_thresholds(Arc::new(Strict));
+        assert_eq!(twice(&r, &jittery).state, SiteState::Degraded);
     }
 
     #[test]
