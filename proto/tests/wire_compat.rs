@@ -275,7 +275,7 @@ fn a_heartbeat_with_health_is_read_by_a_version_1_collector() {
     .unwrap();
     assert_eq!(
         plain,
-        std::fs::read(dir().join("heartbeat.msgpack")).unwrap()
+        std::fs::read(dir(1).join("heartbeat.msgpack")).unwrap()
     );
 }
 
