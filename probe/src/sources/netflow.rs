@@ -18,7 +18,7 @@ use rie_proto::{FlowAggregate, TopTalker};
 use tracing::{info, warn};
 
 use rie_flow::aggregate::{Prefixes, Talkers};
-use rie_flow::netflow::{Aggregator, Decoder, DecoderConfig};
+use rie_flow::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
 
 #[derive(Debug, thiserror::Error)]
 pub enum NetflowRelayError {
@@ -40,14 +40,41 @@ pub struct RelayStats {
     pub decode_errors: AtomicU64,
 }
 
-/// The running relay.
-/// What the decoding thread sums between two batches.
+/// What a relay's decoding thread sums between two batches (the NetFlow and sFlow relays).
 #[derive(Debug, Default)]
-struct Sums {
+pub(crate) struct Sums {
     flows: Aggregator,
     talkers: Talkers,
 }
 
+impl Sums {
+    pub(crate) fn new(top_talkers: usize) -> Self {
+        Self {
+            flows: Aggregator::default(),
+            talkers: Talkers::new(top_talkers),
+        }
+    }
+
+    /// Adds a datagram's records, each with its direction against the site's prefixes, to
+    /// the flows and the top talkers of its minute.
+    pub(crate) fn add(&mut self, records: &[FlowRecord], prefixes: &Prefixes) {
+        for r in records {
+            let dir = prefixes.direction_of(r.src.as_ref(), r.dst.as_ref());
+            self.flows.add(r, dir);
+            let minute = r.start_ms.div_euclid(60_000) * 60;
+            self.talkers
+                .add(minute, dir, r.src, r.dst, r.bytes, r.packets);
+        }
+    }
+
+    /// Everything added since the last call, as batch records, with their top talkers.
+    pub(crate) fn take(&mut self) -> (Vec<FlowAggregate>, Vec<TopTalker>) {
+        let flows = self.flows.take().into_values().flatten().collect();
+        (flows, self.talkers.take_top())
+    }
+}
+
+/// The running relay.
 pub struct NetflowRelay {
     agg: Arc<Mutex<Sums>>,
     stop: Arc<AtomicBool>,
@@ -99,10 +126,7 @@ impl NetflowRelay {
             },
             None,
         )?;
-        let agg = Arc::new(Mutex::new(Sums {
-            flows: Aggregator::default(),
-            talkers: Talkers::new(top_talkers),
-        }));
+        let agg = Arc::new(Mutex::new(Sums::new(top_talkers)));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(RelayStats::default());
         let thread = {
@@ -137,14 +161,9 @@ impl NetflowRelay {
                     stats
                         .decode_errors
                         .fetch_add(d.errors.len() as u64, Ordering::Relaxed);
-                    let mut agg = agg.lock().unwrap_or_else(|p| p.into_inner());
-                    for r in &records {
-                        let dir = prefixes.direction_of(r.src.as_ref(), r.dst.as_ref());
-                        agg.flows.add(r, dir);
-                        let minute = r.start_ms.div_euclid(60_000) * 60;
-                        agg.talkers
-                            .add(minute, dir, r.src, r.dst, r.bytes, r.packets);
-                    }
+                    agg.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add(&records, &prefixes);
                 }
             })
         };
@@ -160,9 +179,7 @@ impl NetflowRelay {
     /// Everything decoded since the last call, as batch records, with the top talkers of
     /// those records (both taken under one lock, so that talkers never run ahead of flows).
     pub fn take(&self) -> (Vec<FlowAggregate>, Vec<TopTalker>) {
-        let mut agg = self.agg.lock().unwrap_or_else(|p| p.into_inner());
-        let flows = agg.flows.take().into_values().flatten().collect();
-        (flows, agg.talkers.take_top())
+        self.agg.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Stops listening and returns what is left.

@@ -15,11 +15,12 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 
-use rie_flow::aggregate::{Prefixes, Talkers};
-use rie_flow::netflow::Aggregator;
+use rie_flow::aggregate::Prefixes;
 use rie_flow::sflow::{Decoder, DecoderConfig};
 use rie_proto::{FlowAggregate, TopTalker};
 use tracing::{info, warn};
+
+use super::netflow::Sums;
 
 #[derive(Debug, thiserror::Error)]
 #[error("sflow.listen = {addr}: {source}; free the port or set another address")]
@@ -36,12 +37,6 @@ pub struct SflowStats {
     pub samples: AtomicU64,
     pub decode_errors: AtomicU64,
     pub lost_samples: AtomicU64,
-}
-
-#[derive(Debug, Default)]
-struct Sums {
-    flows: Aggregator,
-    talkers: Talkers,
 }
 
 /// The running relay.
@@ -74,10 +69,7 @@ impl SflowRelay {
             max_agents: 64,
             max_sources_per_agent: 256,
         });
-        let agg = Arc::new(Mutex::new(Sums {
-            flows: Aggregator::default(),
-            talkers: Talkers::new(top_talkers),
-        }));
+        let agg = Arc::new(Mutex::new(Sums::new(top_talkers)));
         let stop = Arc::new(AtomicBool::new(false));
         let stats = Arc::new(SflowStats::default());
         let thread = {
@@ -115,14 +107,9 @@ impl SflowRelay {
                     stats
                         .lost_samples
                         .fetch_add(d.lost_samples, Ordering::Relaxed);
-                    let mut agg = agg.lock().unwrap_or_else(|p| p.into_inner());
-                    for r in &flows {
-                        let dir = prefixes.direction_of(r.src.as_ref(), r.dst.as_ref());
-                        agg.flows.add(r, dir);
-                        let minute = r.start_ms.div_euclid(60_000) * 60;
-                        agg.talkers
-                            .add(minute, dir, r.src, r.dst, r.bytes, r.packets);
-                    }
+                    agg.lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .add(&flows, &prefixes);
                 }
             })
         };
@@ -137,9 +124,7 @@ impl SflowRelay {
 
     /// Everything decoded since the last call, as batch records, with their top talkers.
     pub fn take(&self) -> (Vec<FlowAggregate>, Vec<TopTalker>) {
-        let mut agg = self.agg.lock().unwrap_or_else(|p| p.into_inner());
-        let flows = agg.flows.take().into_values().flatten().collect();
-        (flows, agg.talkers.take_top())
+        self.agg.lock().unwrap_or_else(|p| p.into_inner()).take()
     }
 
     /// Stops listening and returns what is left.
