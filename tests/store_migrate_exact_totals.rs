@@ -208,7 +208,10 @@ fn a_sqlite_store_moves_to_postgres_exactly_and_resumably() {
          INSERT INTO api_tokens VALUES ('0123456789ab', 'grafana', 'noc', '{sha}', 1700000000000, NULL, NULL);
          INSERT INTO audit_log VALUES (1, 1700000000000, 'cli', '-', '-', 'token.create', 'grafana', 'ok');
          INSERT INTO api_sessions VALUES ('{sha}', 'agent@example.gouv.fr', 'noc', 'agent', '{{}}', 'x.y.z', 1700000000000, 1700000000000, 1700043200000, NULL);
-         INSERT INTO api_logins VALUES ('{sha}', 'state', 'nonce', 'verifier', 1700000000000);",
+         INSERT INTO api_logins VALUES ('{sha}', 'state', 'nonce', 'verifier', 1700000000000);
+         INSERT INTO api_accounts VALUES ('corr.interieur', 'ministry:Intérieur', '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g', 1700000000000, 1700000000000, NULL);
+         INSERT INTO plans VALUES (1, 'national', '', '{sha}', '[primary]\ninterval = \"10s\"\n', 1700000000000);
+         INSERT INTO plan_status VALUES ('S2', 1, 'refused', 'no interface wwan0', 1700000000000);",
         sha = "ab".repeat(32),
         d5 = day + 86_400,
         h = day + 2 * 86_400,
