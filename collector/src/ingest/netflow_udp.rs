@@ -296,6 +296,11 @@ impl Batch {
         use std::io::IoSliceMut;
         use std::os::fd::AsRawFd;
         self.got.clear();
+        // nix 0.31's `recvmmsg` does not reset each header's control length, which the kernel
+        // lowers to what it wrote (0 when a datagram carries no drop count yet): fresh
+        // headers for every call, or the drop count would never be seen again.
+        self.headers =
+            nix::sys::socket::MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u32)));
         let flags = if wait {
             MsgFlags::MSG_WAITFORONE
         } else {
@@ -833,6 +838,51 @@ mod tests {
         let w = clamp_warning(16_777_216, 4_194_304).unwrap();
         assert!(w.contains("4194304 bytes instead of the 16777216"), "{w}");
         assert!(w.contains("sysctl -w net.core.rmem_max=16777216"), "{w}");
+    }
+
+    /// The socket's drop count reaches the receiver: a receive buffer of a few datagrams,
+    /// a burst nobody reads, then the datagrams read and one more sent; the count carried
+    /// equals what `/proc/net/udp` shows for the socket, and turns into that many drops.
+    #[test]
+    fn the_kernel_drop_count_comes_with_the_datagrams() {
+        let rx = bind("127.0.0.1:0".parse().unwrap(), 4096).unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[7u8; 1200], to).unwrap();
+        }
+        let port = format!(":{:04X}", to.port());
+        let proc_drops = || -> u32 {
+            std::fs::read_to_string("/proc/net/udp")
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f[1].ends_with(&port).then(|| f[f.len() - 1].parse().unwrap())
+                })
+                .unwrap()
+        };
+        let dropped = proc_drops();
+        assert!(dropped > 150 && dropped < 200, "{dropped}");
+        let mut batch = Batch::new();
+        let mut count = DropCount::default();
+        let mut received = 0;
+        let mut counted = 0;
+        while let Ok(n) = batch.recv(&rx, false) {
+            received += n;
+            counted += count.delta(batch.drops);
+        }
+        // Queued before the drops: they carry no count.
+        assert_eq!(received as u32, 200 - dropped);
+        assert_eq!(counted, 0);
+        tx.send_to(&[8u8; 100], to).unwrap();
+        assert_eq!(batch.recv(&rx, true).unwrap(), 1);
+        assert_eq!(batch.drops, Some(dropped));
+        assert_eq!(count.delta(batch.drops), u64::from(dropped));
+        // Seen again: counted once.
+        tx.send_to(&[8u8; 100], to).unwrap();
+        assert_eq!(batch.recv(&rx, true).unwrap(), 1);
+        assert_eq!(count.delta(batch.drops), 0);
     }
 
     /// One `recvmmsg` call returns the queued datagrams of several senders, in order, with
