@@ -77,7 +77,8 @@ fn proc_drops(addr: SocketAddr) -> u64 {
         .skip(1)
         .find_map(|l| {
             let f: Vec<&str> = l.split_whitespace().collect();
-            f[1].ends_with(&port).then(|| f[f.len() - 1].parse().unwrap())
+            f[1].ends_with(&port)
+                .then(|| f[f.len() - 1].parse().unwrap())
         })
         .unwrap_or_else(|| panic!("no socket on {addr} in /proc/net/udp"))
 }

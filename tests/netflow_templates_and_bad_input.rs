@@ -200,10 +200,14 @@ fn malformed_datagrams_are_counted_and_a_good_router_is_unaffected() {
     }
     assert_eq!(triple(&c.totals(Some("S2"))), (0, 0, 0));
     // The stranger's well-formed data: counted under its address, dropped, never stored.
-    c.wait_until("the stranger's datagrams counted", Duration::from_secs(10), |c| {
-        c.metric("rie_collector_netflow_unknown_source_datagrams_total{source=\"127.0.0.4\"}")
-            == 100.0
-    });
+    c.wait_until(
+        "the stranger's datagrams counted",
+        Duration::from_secs(10),
+        |c| {
+            c.metric("rie_collector_netflow_unknown_source_datagrams_total{source=\"127.0.0.4\"}")
+                == 100.0
+        },
+    );
     assert_eq!(
         triple(&c.get(
             "/api/v1/flows/totals?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&exporter=127.0.0.4"

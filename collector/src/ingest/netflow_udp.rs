@@ -488,7 +488,10 @@ impl Counters {
         if !self.unknown.contains_key(&from) && self.unknown.len() > SOURCE_LABELS {
             // Beyond the bound, addresses share `other` without a map entry each.
             let l = self.labels.label(from);
-            self.nf.unknown_source_datagrams.with_label_values(&[&l]).inc();
+            self.nf
+                .unknown_source_datagrams
+                .with_label_values(&[&l])
+                .inc();
             return;
         }
         let (labels, nf) = (&self.labels, &self.nf);
@@ -858,7 +861,8 @@ mod tests {
                 .lines()
                 .find_map(|l| {
                     let f: Vec<&str> = l.split_whitespace().collect();
-                    f[1].ends_with(&port).then(|| f[f.len() - 1].parse().unwrap())
+                    f[1].ends_with(&port)
+                        .then(|| f[f.len() - 1].parse().unwrap())
                 })
                 .unwrap()
         };
