@@ -92,10 +92,7 @@ fn sender(to: SocketAddr) -> UdpSocket {
 #[test]
 fn a_known_stream_is_stored_exactly_with_no_kernel_drop() {
     let tmp = tempfile::tempdir().unwrap();
-    let c = Collector::start_netflow_with_config(
-        &inventory(tmp.path()),
-        "[netflow]\nflush_interval = \"200ms\"\n",
-    );
+    let c = Collector::start_netflow(&inventory(tmp.path()));
     let to = c.netflow_addr.unwrap();
     let tx = sender(to);
     tx.send(&v9(0, T, 60_000, &[template_300()])).unwrap();
@@ -126,7 +123,7 @@ fn kernel_drops_are_read_from_the_socket_and_sent_equals_stored_plus_dropped() {
     // a handful of 1.2-KB datagrams.
     let c = Collector::start_netflow_with_config(
         &inventory(tmp.path()),
-        "[netflow]\nflush_interval = \"200ms\"\nreceive_buffer_bytes = 4096\n",
+        "[netflow]\nreceive_buffer_bytes = 4096\n",
     );
     let to = c.netflow_addr.unwrap();
     let tx = sender(to);
