@@ -162,10 +162,16 @@ fn malformed_datagrams_are_counted_and_a_good_router_is_unaffected() {
     big.extend((0..60_000u32).map(|i| (i * 7 + 3) as u8));
     bad.push((big, "malformed"));
 
-    // A flood from the bad router interleaved with the good one's data.
+    // A flood from the bad router (S2, declared in the inventory) and from an address no
+    // site declares (well-formed data, with its template), interleaved with the good one's.
+    let stranger = [
+        v9(0, T, 60_000, &[v9_template_256()]),
+        v9(0, T, 60_000, &[data(256, &[v9_record(999, 9)])]),
+    ];
     for round in 0..50u32 {
         let batch: Vec<Vec<u8>> = bad.iter().map(|(d, _)| d.clone()).collect();
-        send_from(STRANGER, to, &batch);
+        send_from(S2, to, &batch);
+        send_from(STRANGER, to, &stranger);
         send_from(
             S1,
             to,
@@ -183,7 +189,32 @@ fn malformed_datagrams_are_counted_and_a_good_router_is_unaffected() {
     for reason in ["empty", "unsupported_version", "truncated", "malformed"] {
         let sent = bad.iter().filter(|(_, r)| *r == reason).count() * 50;
         assert_eq!(count(reason), sent as f64, "{reason}");
+        // ... and under the router that sent them.
+        assert_eq!(
+            c.metric(&format!(
+                "rie_collector_netflow_malformed_datagrams_total{{exporter=\"127.0.0.3\",reason=\"{reason}\"}}"
+            )),
+            sent as f64,
+            "{reason}"
+        );
     }
+    assert_eq!(triple(&c.totals(Some("S2"))), (0, 0, 0));
+    // The stranger's well-formed data: counted under its address, dropped, never stored.
+    c.wait_until(
+        "the stranger's datagrams counted",
+        Duration::from_secs(10),
+        |c| {
+            c.metric("rie_collector_netflow_unknown_source_datagrams_total{source=\"127.0.0.4\"}")
+                == 100.0
+        },
+    );
+    assert_eq!(
+        triple(&c.get(
+            "/api/v1/flows/totals?from=2000-01-01T00:00:00Z&to=2100-01-01T00:00:00Z&exporter=127.0.0.4"
+        )),
+        (0, 0, 0)
+    );
+    assert_eq!(triple(&c.totals(None)), (50, 100, bytes));
     for reason in ["no_template", "output_limit", "trailing_bytes"] {
         assert_eq!(count(reason), 0.0, "{reason}");
     }

@@ -1,9 +1,9 @@
 //! The same pcap exported by softflowd as NetFlow v5, v9 and IPFIX: the very datagrams go to
 //! nfcapd (nfdump is the oracle) and to the collector's `--netflow-listen`, each version from
 //! its own loopback "router": v5 from S1's exporter, v9 from S2's, IPFIX from an address no
-//! site declares (the `unknown` bucket). The collector's `/api/v1/flows/totals` per exporter
-//! must equal nfdump's flows, packets and bytes exactly; the unknown exporter's records are
-//! visible under site `unknown` and counted in the metric.
+//! site declares. The collector's `/api/v1/flows/totals` per exporter must equal nfdump's
+//! flows, packets and bytes exactly; the undeclared address's datagrams are counted per
+//! source and dropped: nothing of them is stored.
 
 #![allow(clippy::unwrap_used)]
 
@@ -61,6 +61,16 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         expected.push((version, from, oracle));
         sent.push(datagrams.len());
     }
+    // The undeclared source: every datagram counted under its address, then dropped.
+    c.wait_until(
+        "the unknown source's datagrams counted",
+        Duration::from_secs(10),
+        |c| {
+            c.metric("rie_collector_netflow_unknown_source_datagrams_total{source=\"127.0.0.4\"}")
+                == sent[2] as f64
+        },
+    );
+    let unknown = expected.pop().unwrap();
     for (version, from, oracle) in &expected {
         let exporter = format!("{}.{}.{}.{}", from[0], from[1], from[2], from[3]);
         c.wait_until(
@@ -69,18 +79,20 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
             |c| exporter_totals(c, &exporter) == *oracle,
         );
     }
-    // Attribution: v5 to S1, v9 to S2, IPFIX to the unknown bucket.
+    // Attribution: v5 to S1, v9 to S2; the IPFIX of the undeclared source is not stored.
     assert_eq!(triple(&c.totals(Some("S1"))), expected[0].2);
     assert_eq!(triple(&c.totals(Some("S2"))), expected[1].2);
-    assert_eq!(triple(&c.totals(Some("unknown"))), expected[2].2);
+    assert!(unknown.2 .0 > 100, "{unknown:?}");
+    assert_eq!(exporter_totals(&c, "127.0.0.4"), (0, 0, 0));
+    assert_eq!(triple(&c.totals(Some("unknown"))), (0, 0, 0));
     let all = triple(&c.totals(None));
     let sum = expected
         .iter()
         .fold((0, 0, 0), |a, (_, _, o)| (a.0 + o.0, a.1 + o.1, a.2 + o.2));
-    assert_eq!(all, sum, "the unknown bucket is part of the totals");
+    assert_eq!(all, sum, "only the declared exporters' traffic is stored");
     // Split by service-port class, each version's traffic still sums exactly to nfdump's, and
     // every record was classified from its ports (softflowd exports them in v5, v9 and IPFIX).
-    for (site, (_, _, oracle)) in ["S1", "S2", "unknown"].iter().zip(&expected) {
+    for (site, (_, _, oracle)) in ["S1", "S2"].iter().zip(&expected) {
         let t = c.totals(Some(site));
         let classes = t["by_port_class"].as_object().unwrap();
         let sum = classes.values().fold((0, 0, 0), |a, v| {
@@ -90,18 +102,13 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         assert_eq!(sum, *oracle, "{site}: {t}");
         assert!(!classes.contains_key("unknown"), "{site}: {t}");
     }
-    assert_eq!(
-        c.metric("rie_collector_netflow_unknown_exporter_records_total") as u64,
-        expected[2].2 .0
-    );
-    // S1 and S2 declare no site_prefixes here: their records are counted as such (the
-    // unknown exporter's are not: it has no site at all).
+    // S1 and S2 declare no site_prefixes here: their records are counted as such.
     assert_eq!(
         c.metric("rie_collector_netflow_no_prefix_records_total") as u64,
         expected[0].2 .0 + expected[1].2 .0
     );
     // ... and all their traffic keeps direction `unknown`, with no top talkers.
-    for (site, (_, _, oracle)) in ["S1", "S2", "unknown"].iter().zip(&expected) {
+    for (site, (_, _, oracle)) in ["S1", "S2"].iter().zip(&expected) {
         let t = c.totals(Some(site));
         let dirs = t["by_direction"].as_object().unwrap();
         assert_eq!(dirs.len(), 1, "{site}: {t}");
@@ -115,7 +122,7 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         c.metric("rie_collector_flow_records_total{source=\"netflow\"}") as u64,
         sum.0
     );
-    for (site, n) in [("S1", sent[0]), ("S2", sent[1]), ("unknown", sent[2])] {
+    for (site, n) in [("S1", sent[0]), ("S2", sent[1])] {
         assert_eq!(
             c.metric(&format!(
                 "rie_collector_netflow_packets_total{{exporter_site=\"{site}\"}}"
@@ -131,6 +138,8 @@ fn collector_totals_equal_nfdump_for_v5_v9_and_ipfix() {
         c.metric("rie_collector_decode_errors_total{reason=\"no_template\"}"),
         0.0
     );
+    // Nothing was lost at the socket either.
+    assert_eq!(c.metric("rie_collector_netflow_kernel_drops_total"), 0.0);
 }
 
 /// softflowd `-s 10` announces 1-in-10 sampling in the v5 header; nfdump scales v5 by it and

@@ -301,9 +301,17 @@ pub struct NetflowMetrics {
     /// NetFlow export packets (datagrams) received, by the site of their exporter
     /// (`unknown` for exporters no site declares): which routers export, and how much.
     pub packets_by_site: IntCounterVec,
-    /// Flow records from exporters in no site's `netflow_exporters`: stored under site
-    /// `unknown`, never dropped.
-    pub unknown_exporter_records: IntCounter,
+    /// Datagrams from addresses in no site's `netflow_exporters`, by source address (the
+    /// first [`crate::ingest::netflow_udp::SOURCE_LABELS`] addresses seen, then `other`):
+    /// dropped before decoding, never stored.
+    pub unknown_source_datagrams: IntCounterVec,
+    /// Datagrams of inventory exporters that could not be used in full, by exporter address
+    /// (bounded like `unknown_source_datagrams`) and reason (`DecodeReason`): the NOC sees
+    /// which router sends what; the rest of the datagram, and other exporters, go on.
+    pub malformed_datagrams: IntCounterVec,
+    /// Datagrams the kernel dropped on the NetFlow socket (receive buffer full), read from
+    /// the socket itself (`SO_RXQ_OVFL`): loss at the collector's door, not in the network.
+    pub kernel_drops: IntCounter,
     /// Flowsets held until their template arrives, over all exporters.
     pub pending_flowsets: IntGauge,
     /// Exporter scopes (address × domain) whose templates are in memory.
@@ -353,9 +361,22 @@ impl NetflowMetrics {
                 "NetFlow/IPFIX export packets received, by the site of the exporter (unknown: none).",
                 "exporter_site",
             ),
-            unknown_exporter_records: IntCounter::new(
-                "rie_collector_netflow_unknown_exporter_records_total",
-                "Flow records from exporters of no inventory site, stored under site `unknown`.",
+            unknown_source_datagrams: counter_vec(
+                "rie_collector_netflow_unknown_source_datagrams_total",
+                "NetFlow/IPFIX datagrams from addresses of no inventory site, dropped, by source (first 64, then other).",
+                "source",
+            ),
+            malformed_datagrams: IntCounterVec::new(
+                Opts::new(
+                    "rie_collector_netflow_malformed_datagrams_total",
+                    "NetFlow/IPFIX datagrams of inventory exporters not usable in full, by exporter (first 64, then other) and reason.",
+                ),
+                &["exporter", "reason"],
+            )
+            .expect("valid metric"),
+            kernel_drops: IntCounter::new(
+                "rie_collector_netflow_kernel_drops_total",
+                "NetFlow/IPFIX datagrams dropped by the kernel on the collector's socket (receive buffer full).",
             )
             .expect("valid metric"),
             pending_flowsets: IntGauge::new(
@@ -394,12 +415,14 @@ impl NetflowMetrics {
             )
             .expect("valid metric"),
         };
-        let collectors: [Box<dyn prometheus::core::Collector>; 12] = [
+        let collectors: [Box<dyn prometheus::core::Collector>; 14] = [
             Box::new(m.datagrams.clone()),
             Box::new(m.decode_errors.clone()),
             Box::new(m.records.clone()),
             Box::new(m.packets_by_site.clone()),
-            Box::new(m.unknown_exporter_records.clone()),
+            Box::new(m.unknown_source_datagrams.clone()),
+            Box::new(m.malformed_datagrams.clone()),
+            Box::new(m.kernel_drops.clone()),
             Box::new(m.pending_flowsets.clone()),
             Box::new(m.exporters.clone()),
             Box::new(m.templates_persisted.clone()),

@@ -12,8 +12,8 @@
 //!
 //! To offer the same paced stream to another collector (nfcapd, nfacctd), set
 //! `NETFLOW_BENCH_SEND=HOST:PORT` (and optionally `NETFLOW_BENCH_RATE`, datagrams/s, default
-//! 10000, `NETFLOW_BENCH_VERSION` 9 or 10): the bench only sends, 5 s, and prints how many
-//! records it sent. `NETFLOW_BENCH_ONLY=memory` runs the in-memory part only (for profiling:
+//! 10000, `NETFLOW_BENCH_VERSION` 9 or 10, `NETFLOW_BENCH_SECONDS`, default 5): the bench
+//! only sends, and prints how many records, packets and bytes it sent (templates included). `NETFLOW_BENCH_ONLY=memory` runs the in-memory part only (for profiling:
 //! `NETFLOW_BENCH_ONLY=memory perf record -g target/release/deps/netflow_decode-*`).
 
 use std::net::{IpAddr, Ipv4Addr, UdpSocket};
@@ -352,7 +352,32 @@ fn send_only(to: &str) {
     }
     std::thread::sleep(Duration::from_millis(50));
     let packets: Vec<Vec<u8>> = (0..64).map(|s| with_domain(make(s, false), s)).collect();
-    let total = rate * 5;
+    let seconds: u32 = std::env::var("NETFLOW_BENCH_SECONDS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(5);
+    let total = rate * seconds;
+    // What the records carry (see `records`): bytes 1,500 + (r + seed) % 9,000, packets
+    // 1 + r % 10; the template datagrams have seed 0, data datagram i has seed i % 64.
+    let sums = |seed: u32| {
+        (0..RECORDS_PER_PACKET).fold((0u64, 0u64), |(p, b), r| {
+            (
+                p + 1 + u64::from(r) % 10,
+                b + 1_500 + u64::from(r + seed) % 9_000,
+            )
+        })
+    };
+    let (mut sent_packets, mut sent_bytes) = (0u64, 0u64);
+    for _ in 0..64 {
+        let (p, b) = sums(0);
+        sent_packets += p;
+        sent_bytes += b;
+    }
+    for i in 0..total {
+        let (p, b) = sums(i % 64);
+        sent_packets += p;
+        sent_bytes += b;
+    }
     let start = Instant::now();
     for i in 0..total {
         if i % 100 == 0 {
@@ -364,11 +389,12 @@ fn send_only(to: &str) {
         tx.send_to(&packets[(i % 64) as usize], to).expect("send");
     }
     println!(
-        "sent {} datagrams, {} records (+64 template datagrams with {} records each) to {to} in {:.2} s",
+        "sent {} datagrams, {} records (+64 template datagrams with {} records each) to {to} in {:.2} s; with the templates' records: {} records, {sent_packets} packets, {sent_bytes} bytes",
         total,
         u64::from(total) * u64::from(RECORDS_PER_PACKET),
         RECORDS_PER_PACKET,
-        start.elapsed().as_secs_f64()
+        start.elapsed().as_secs_f64(),
+        (u64::from(total) + 64) * u64::from(RECORDS_PER_PACKET),
     );
 }
 

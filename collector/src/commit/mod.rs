@@ -51,10 +51,6 @@ use crate::store::{
     Loaded, SamplingRow, SiteStateRow, Store, StoreError, StreamMark, TemplateChange, WriteSet,
 };
 
-/// Site id under which traffic of NetFlow exporters in no site's `netflow_exporters` is
-/// stored (visible in totals, never dropped).
-pub const UNKNOWN_SITE: &str = "unknown";
-
 /// What the commit stage takes.
 pub enum Request {
     Batch(BatchWrite),
@@ -85,9 +81,9 @@ pub struct BatchWrite {
 
 /// What one NetFlow decode lane summed since its last flush.
 pub struct NetflowWrite {
-    /// Minute aggregates by site (inventory index; `None`: exporter of no site, stored under
-    /// [`UNKNOWN_SITE`]); each carries its exporter address.
-    pub flows: Vec<(Option<usize>, FlowAggregate)>,
+    /// Minute aggregates by site (inventory index: datagrams of exporters of no site are
+    /// dropped before decoding); each carries its exporter address.
+    pub flows: Vec<(usize, FlowAggregate)>,
     /// Top remote prefixes per site and minute.
     pub talkers: Vec<(usize, TopTalker)>,
     /// Templates announced or withdrawn since the last flush (written in the same group as
@@ -574,7 +570,7 @@ impl CommitStage {
         let mut rows = 0;
         let mut minutes = Vec::new();
         for (idx, a) in &n.flows {
-            let site = idx.map_or(UNKNOWN_SITE, |i| inv.sites[i].id.as_str());
+            let site = inv.sites[*idx].id.as_str();
             let Some(row) = rows::flow_row(site, a, &self.metrics) else {
                 continue;
             };
@@ -587,10 +583,7 @@ impl CommitStage {
                     flows: row.flows,
                 });
             }
-            // Exporters of no site have no InfluxDB series (their tags come from the inventory).
-            if let Some(i) = idx {
-                minutes.push((*i, row.minute));
-            }
+            minutes.push((*idx, row.minute));
             set.flows.push(row);
             rows += 1;
         }

@@ -18,11 +18,24 @@
 //!   at most the last `flush_interval` of traffic, and never counts anything twice (each
 //!   in-memory sum is sent in exactly one flush, and put back only if that flush's group
 //!   failed).
-//! - **Unknown exporters** are stored under the site [`UNKNOWN_SITE`] with their address, and
-//!   counted in `rie_collector_netflow_unknown_exporter_records_total`: visible in
-//!   `/api/v1/flows/totals` (all sites, or `site=unknown`), never dropped silently.
+//! - **Unknown sources**: a datagram from an address in no site's `netflow_exporters` is
+//!   dropped before decoding (its templates never enter the decoder's state) and never
+//!   stored; it is counted in `rie_collector_netflow_unknown_source_datagrams_total{source}`,
+//!   by address for the first [`SOURCE_LABELS`] addresses, then `other` (a bounded label set
+//!   whatever is spoofed). Declare the router in the inventory to take its traffic.
 //! - **Isolation**: a malformed datagram is counted in `rie_collector_decode_errors_total`
-//!   and affects only its own exporter's scope; the loop never stops on input.
+//!   and, per exporter and reason, in `rie_collector_netflow_malformed_datagrams_total`
+//!   (same bounded labels); what decoded before the fault is kept, it affects only its own
+//!   exporter's scope, and the loop never stops on input.
+//! - **Exact under load**: every datagram the socket delivers is decoded and summed; what
+//!   the kernel drops because the receive buffer was full is read from the socket
+//!   (`SO_RXQ_OVFL`: each datagram carries the socket's drop count) into
+//!   `rie_collector_netflow_kernel_drops_total`, so sent = stored + kernel drops, and the NOC
+//!   tells collector loss from network loss.
+//! - **Hot path**: per datagram, one exporter → site lookup, counters already resolved (no
+//!   label lookup), the decoder's fast path for data of compiled templates
+//!   (`rie_flow::netflow`); per record, no allocation, no metric, no log: the direction scan,
+//!   the minute sum and the site's talkers (looked up once per datagram).
 //! - **Direction** costs one hash lookup per datagram (exporter → site, already needed for
 //!   attribution) and a scan of that site's few prefixes per record: no national prefix
 //!   table, so 14,000 sites cost nothing per record.
@@ -39,13 +52,12 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use rie_flow::aggregate::{direction_in, Talkers};
-use rie_flow::netflow::{Aggregator, Decoder, DecoderConfig, FlowRecord};
+use rie_flow::netflow::{Aggregator, DecodeReason, Decoder, DecoderConfig, FlowRecord};
 use rie_proto::{Direction, TopTalker};
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::netflow_templates::TemplateCache;
-pub use crate::commit::UNKNOWN_SITE;
 use crate::commit::{NetflowWrite, Request};
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, NetflowMetrics};
@@ -93,6 +105,10 @@ fn bind(addr: SocketAddr, rcvbuf: usize) -> Result<UdpSocket, NetflowStartError>
     }
     socket.bind(&addr.into()).map_err(err)?;
     let socket: UdpSocket = socket.into();
+    // Each datagram then carries the socket's drop count (`rie_collector_netflow_kernel_drops_total`).
+    if let Err(e) = nix::sys::socket::setsockopt(&socket, nix::sys::socket::sockopt::RxqOvfl, &1) {
+        tracing::warn!(error = %e, "cannot enable SO_RXQ_OVFL: kernel drops of the NetFlow socket will not be counted");
+    }
     socket
         .set_read_timeout(Some(Duration::from_millis(200)))
         .map_err(err)?;
@@ -143,6 +159,7 @@ pub fn start(
         .recv_buffer_size()
         .unwrap_or(0);
     let n = cfg.decode_threads.max(1);
+    let labels = Arc::new(SourceLabels::default());
     let mut lanes = Vec::with_capacity(n);
     let mut workers = Vec::with_capacity(n);
     for i in 0..n {
@@ -157,7 +174,8 @@ pub fn start(
         let mut worker = Worker {
             decoder,
             inventory: inventory.clone(),
-            metrics: metrics.clone(),
+            counters: Counters::new(&nf, &metrics, labels.clone()),
+            site_packets: HashMap::new(),
             nf: nf.clone(),
             commit: commit.clone(),
             templates: templates.clone(),
@@ -178,7 +196,7 @@ pub fn start(
     tracing::info!(netflow = %addr, receive_buffer = rcvbuf, templates = templates.len(), decode_threads = n, "NetFlow input listening");
     let thread = std::thread::Builder::new()
         .name("netflow-recv".into())
-        .spawn(move || receive(&socket, lanes, &shutdown, workers))
+        .spawn(move || receive(&socket, lanes, &shutdown, workers, &nf.kernel_drops))
         .map_err(NetflowStartError::Thread)?;
     Ok(NetflowInput { addr, thread })
 }
@@ -252,14 +270,21 @@ struct Batch {
     bufs: Vec<Vec<u8>>,
     /// Sender and length of the datagram in `bufs[i]`, for the last call.
     got: Vec<(Option<SocketAddr>, usize)>,
+    /// The socket's drop count carried by the last call's datagrams (`SO_RXQ_OVFL`: the
+    /// kernel's count when the datagram was queued; absent while it is 0).
+    drops: Option<u32>,
 }
 
 impl Batch {
     fn new() -> Self {
         Self {
-            headers: nix::sys::socket::MultiHeaders::preallocate(BATCH, None),
+            headers: nix::sys::socket::MultiHeaders::preallocate(
+                BATCH,
+                Some(nix::cmsg_space!(u32)),
+            ),
             bufs: vec![vec![0u8; MAX_DATAGRAM]; BATCH],
             got: Vec::with_capacity(BATCH),
+            drops: None,
         }
     }
 
@@ -271,6 +296,11 @@ impl Batch {
         use std::io::IoSliceMut;
         use std::os::fd::AsRawFd;
         self.got.clear();
+        // nix 0.31's `recvmmsg` does not reset each header's control length, which the kernel
+        // lowers to what it wrote (0 when a datagram carries no drop count yet): fresh
+        // headers for every call, or the drop count would never be seen again.
+        self.headers =
+            nix::sys::socket::MultiHeaders::preallocate(BATCH, Some(nix::cmsg_space!(u32)));
         let flags = if wait {
             MsgFlags::MSG_WAITFORONE
         } else {
@@ -285,7 +315,15 @@ impl Batch {
             flags,
             None,
         )?;
+        self.drops = None;
         for m in msgs {
+            if let Ok(cmsgs) = m.cmsgs() {
+                for c in cmsgs {
+                    if let nix::sys::socket::ControlMessageOwned::RxqOvfl(n) = c {
+                        self.drops = Some(self.drops.map_or(n, |d| d.max(n)));
+                    }
+                }
+            }
             self.got
                 .push((m.address.and_then(|a| std_addr(&a)), m.bytes));
         }
@@ -316,12 +354,17 @@ fn receive(
     lanes: Vec<Lane>,
     shutdown: &CancellationToken,
     workers: Vec<std::thread::JoinHandle<()>>,
+    kernel_drops: &prometheus::IntCounter,
 ) {
     use nix::errno::Errno;
     let mut batch = Batch::new();
+    let mut drops = DropCount::default();
     while !shutdown.is_cancelled() {
         match batch.recv(socket, true) {
-            Ok(_) => hand(&lanes, &batch),
+            Ok(_) => {
+                kernel_drops.inc_by(drops.delta(batch.drops));
+                hand(&lanes, &batch);
+            }
             // The read timeout (200 ms) passed: look at `shutdown` again.
             Err(Errno::EAGAIN | Errno::EINTR) => {}
             Err(e) => {
@@ -335,6 +378,7 @@ fn receive(
         if n == 0 {
             break;
         }
+        kernel_drops.inc_by(drops.delta(batch.drops));
         hand(&lanes, &batch);
     }
     // Closing the lanes tells each decode thread to commit and stop.
@@ -345,10 +389,154 @@ fn receive(
     tracing::info!("NetFlow input stopped, aggregates committed");
 }
 
+/// The socket's cumulative drop count as last seen, turned into increments.
+#[derive(Default)]
+struct DropCount(u32);
+
+impl DropCount {
+    /// What was dropped since the last count seen (`seen`: the kernel's cumulative count, a
+    /// 32-bit counter that wraps).
+    fn delta(&mut self, seen: Option<u32>) -> u64 {
+        let Some(n) = seen else { return 0 };
+        let d = n.wrapping_sub(self.0);
+        // Datagrams of one batch may carry older counts than an earlier batch's maximum
+        // (queued before): never count backwards.
+        if d == 0 || d > u32::MAX / 2 {
+            return 0;
+        }
+        self.0 = n;
+        u64::from(d)
+    }
+}
+
+/// Source addresses that get a label of their own in the per-source metrics (unknown
+/// sources, malformed datagrams); later ones are counted as `other`.
+pub const SOURCE_LABELS: usize = 64;
+
+/// The addresses given a label so far, shared by the decode threads (only the rare paths,
+/// unknown source or malformed datagram, look here, once per address and thread).
+#[derive(Default)]
+struct SourceLabels(std::sync::Mutex<Vec<IpAddr>>);
+
+impl SourceLabels {
+    /// The label of `addr`: its text if among the first [`SOURCE_LABELS`], else `other`.
+    fn label(&self, addr: IpAddr) -> String {
+        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        if known.contains(&addr) {
+            return addr.to_string();
+        }
+        if known.len() < SOURCE_LABELS {
+            known.push(addr);
+            return addr.to_string();
+        }
+        "other".into()
+    }
+}
+
+/// The counters a decode thread touches per datagram, resolved once (a labelled metric's
+/// lookup hashes its labels and takes a lock).
+struct Counters {
+    /// By version: 5, 9, 10, other.
+    datagrams: [prometheus::IntCounter; 4],
+    records: [prometheus::IntCounter; 4],
+    flow_records: prometheus::IntCounter,
+    /// Direction::as_i64: 0 unknown, 1 inbound, 2 outbound.
+    by_direction: [prometheus::IntCounter; 3],
+    no_prefix: prometheus::IntCounter,
+    decode_errors: HashMap<DecodeReason, prometheus::IntCounter>,
+    /// Per source: (unknown source datagrams) and (malformed datagrams by reason), resolved
+    /// on first use; bounded by [`SOURCE_LABELS`] + 1 addresses' worth.
+    unknown: HashMap<IpAddr, prometheus::IntCounter>,
+    malformed: HashMap<(IpAddr, DecodeReason), prometheus::IntCounter>,
+    labels: Arc<SourceLabels>,
+    nf: NetflowMetrics,
+}
+
+impl Counters {
+    fn new(nf: &NetflowMetrics, metrics: &Metrics, labels: Arc<SourceLabels>) -> Self {
+        let v = |m: &prometheus::IntCounterVec| {
+            ["5", "9", "10", "other"].map(|l| m.with_label_values(&[l]))
+        };
+        Self {
+            datagrams: v(&nf.datagrams),
+            records: v(&nf.records),
+            flow_records: metrics.flow_records.with_label_values(&["netflow"]),
+            by_direction: ["unknown", "inbound", "outbound"]
+                .map(|l| nf.records_by_direction.with_label_values(&[l])),
+            no_prefix: nf.no_prefix_records.clone(),
+            decode_errors: DecodeReason::ALL
+                .into_iter()
+                .map(|r| (r, nf.decode_errors.with_label_values(&[r.as_str()])))
+                .collect(),
+            unknown: HashMap::new(),
+            malformed: HashMap::new(),
+            labels,
+            nf: nf.clone(),
+        }
+    }
+
+    fn version_index(version: u16) -> usize {
+        match version {
+            5 => 0,
+            9 => 1,
+            10 => 2,
+            _ => 3,
+        }
+    }
+
+    fn unknown_source(&mut self, from: IpAddr) {
+        if !self.unknown.contains_key(&from) && self.unknown.len() > SOURCE_LABELS {
+            // Beyond the bound, addresses share `other` without a map entry each.
+            let l = self.labels.label(from);
+            self.nf
+                .unknown_source_datagrams
+                .with_label_values(&[&l])
+                .inc();
+            return;
+        }
+        let (labels, nf) = (&self.labels, &self.nf);
+        self.unknown
+            .entry(from)
+            .or_insert_with(|| {
+                let l = labels.label(from);
+                nf.unknown_source_datagrams.with_label_values(&[&l])
+            })
+            .inc();
+    }
+
+    fn malformed(&mut self, from: IpAddr, reason: DecodeReason) {
+        if let Some(c) = self.decode_errors.get(&reason) {
+            c.inc();
+        }
+        let key = (from, reason);
+        if !self.malformed.contains_key(&key)
+            && self.malformed.len() > (SOURCE_LABELS + 1) * DecodeReason::ALL.len()
+        {
+            let l = self.labels.label(from);
+            self.nf
+                .malformed_datagrams
+                .with_label_values(&[&l, reason.as_str()])
+                .inc();
+            return;
+        }
+        let (labels, nf) = (&self.labels, &self.nf);
+        self.malformed
+            .entry(key)
+            .or_insert_with(|| {
+                let l = labels.label(from);
+                nf.malformed_datagrams
+                    .with_label_values(&[&l, reason.as_str()])
+            })
+            .inc();
+    }
+}
+
 struct Worker {
     decoder: Decoder,
     inventory: Arc<Inventory>,
-    metrics: Arc<Metrics>,
+    counters: Counters,
+    /// `rie_collector_netflow_packets_total{exporter_site}` by site index, resolved once.
+    site_packets: HashMap<usize, prometheus::IntCounter>,
     nf: NetflowMetrics,
     /// The commit stage: every flush goes there, and waits for its reply.
     commit: mpsc::Sender<Request>,
@@ -388,71 +576,61 @@ impl Worker {
     }
 
     fn datagram(&mut self, exporter: IpAddr, data: &[u8], records: &mut Vec<FlowRecord>) {
-        records.clear();
-        let d = self.decoder.decode(exporter, data, records);
-        let version = match d.version {
-            5 => "5",
-            9 => "9",
-            10 => "10",
-            _ => "other",
-        };
-        self.nf.datagrams.with_label_values(&[version]).inc();
         // A handle of our own, so that the site's prefixes can be borrowed while `self` is
         // updated below (one atomic increment per datagram).
         let inventory = self.inventory.clone();
-        let idx = inventory.site_index_of_exporter(&exporter);
-        let prefixes = idx.map_or(&[][..], |i| &inventory.sites[i].prefixes[..]);
-        let site = idx.map_or(UNKNOWN_SITE, |i| inventory.sites[i].id.as_str());
-        self.nf.packets_by_site.with_label_values(&[site]).inc();
+        let Some(i) = inventory.site_index_of_exporter(&exporter) else {
+            // Not an inventory router: dropped before the decoder sees it (no template of
+            // its enters the state), never stored.
+            self.counters.unknown_source(exporter);
+            return;
+        };
+        records.clear();
+        let d = self.decoder.decode(exporter, data, records);
+        let v = Counters::version_index(d.version);
+        self.counters.datagrams[v].inc();
+        let site = &inventory.sites[i];
+        let (packets, nf) = (&mut self.site_packets, &self.nf);
+        packets
+            .entry(i)
+            .or_insert_with(|| nf.packets_by_site.with_label_values(&[site.id.as_str()]))
+            .inc();
         for e in &d.errors {
-            self.nf.decode_errors.with_label_values(&[e.as_str()]).inc();
+            self.counters.malformed(exporter, *e);
         }
         if records.is_empty() {
             return;
         }
-        self.nf
-            .records
-            .with_label_values(&[version])
-            .inc_by(records.len() as u64);
-        self.metrics
-            .flow_records
-            .with_label_values(&["netflow"])
-            .inc_by(records.len() as u64);
-        if site == UNKNOWN_SITE {
-            self.nf
-                .unknown_exporter_records
-                .inc_by(records.len() as u64);
+        let n = records.len() as u64;
+        self.counters.records[v].inc_by(n);
+        self.counters.flow_records.inc_by(n);
+        let prefixes = &site.prefixes[..];
+        if prefixes.is_empty() {
+            // Same rule as the probe, but no prefix to decide with: unknown, no talkers.
+            self.counters.no_prefix.inc_by(n);
+            self.counters.by_direction[0].inc_by(n);
+            for r in records.iter() {
+                self.agg.add(r, Direction::Unknown);
+            }
+            return;
         }
-        if idx.is_some() && prefixes.is_empty() {
-            self.nf.no_prefix_records.inc_by(records.len() as u64);
-        }
-        // Counted per datagram, not per record: one label lookup per direction at most.
+        let top = self.top_talkers;
+        let talkers = self.talkers.entry(i).or_insert_with(|| Talkers::new(top));
+        // Counted per datagram, not per record.
         let mut by_dir = [0u64; 3];
         for r in records.iter() {
-            // Same rule as the probe: source inside → outbound, destination inside → inbound;
-            // no prefixes (or an unknown exporter): unknown.
-            let dir = if prefixes.is_empty() {
-                Direction::Unknown
-            } else {
-                direction_in(prefixes, r.src.as_ref(), r.dst.as_ref())
-            };
+            // Same rule as the probe: source inside → outbound, destination inside → inbound.
+            let dir = direction_in(prefixes, r.src.as_ref(), r.dst.as_ref());
             by_dir[dir.as_i64() as usize] += 1;
             self.agg.add(r, dir);
-            if let (Some(i), Direction::Inbound | Direction::Outbound) = (idx, dir) {
+            if matches!(dir, Direction::Inbound | Direction::Outbound) {
                 let minute = r.start_ms.div_euclid(60_000) * 60;
-                self.talkers
-                    .entry(i)
-                    .or_insert_with(|| Talkers::new(self.top_talkers))
-                    .add(minute, dir, r.src, r.dst, r.bytes, r.packets);
+                talkers.add(minute, dir, r.src, r.dst, r.bytes, r.packets);
             }
         }
-        // Direction::as_i64: 0 unknown, 1 inbound, 2 outbound.
-        for (i, name) in ["unknown", "inbound", "outbound"].into_iter().enumerate() {
-            if by_dir[i] > 0 {
-                self.nf
-                    .records_by_direction
-                    .with_label_values(&[name])
-                    .inc_by(by_dir[i]);
+        for (c, k) in self.counters.by_direction.iter().zip(by_dir) {
+            if k > 0 {
+                c.inc_by(k);
             }
         }
     }
@@ -482,10 +660,13 @@ impl Worker {
         let write = NetflowWrite {
             flows: taken
                 .iter()
-                .flat_map(|(exporter, aggs)| {
-                    let idx = self.inventory.site_index_of_exporter(exporter);
-                    aggs.iter().map(move |a| (idx, a.clone()))
+                .filter_map(|(exporter, aggs)| {
+                    // Only inventory exporters are summed (see `datagram`), and the
+                    // inventory does not change under a running input.
+                    let idx = self.inventory.site_index_of_exporter(exporter)?;
+                    Some(aggs.iter().map(move |a| (idx, a.clone())))
                 })
+                .flatten()
                 .collect(),
             talkers: talkers
                 .iter()
@@ -660,6 +841,52 @@ mod tests {
         let w = clamp_warning(16_777_216, 4_194_304).unwrap();
         assert!(w.contains("4194304 bytes instead of the 16777216"), "{w}");
         assert!(w.contains("sysctl -w net.core.rmem_max=16777216"), "{w}");
+    }
+
+    /// The socket's drop count reaches the receiver: a receive buffer of a few datagrams,
+    /// a burst nobody reads, then the datagrams read and one more sent; the count carried
+    /// equals what `/proc/net/udp` shows for the socket, and turns into that many drops.
+    #[test]
+    fn the_kernel_drop_count_comes_with_the_datagrams() {
+        let rx = bind("127.0.0.1:0".parse().unwrap(), 4096).unwrap();
+        let to = rx.local_addr().unwrap();
+        let tx = UdpSocket::bind("127.0.0.1:0").unwrap();
+        for _ in 0..200 {
+            tx.send_to(&[7u8; 1200], to).unwrap();
+        }
+        let port = format!(":{:04X}", to.port());
+        let proc_drops = || -> u32 {
+            std::fs::read_to_string("/proc/net/udp")
+                .unwrap()
+                .lines()
+                .find_map(|l| {
+                    let f: Vec<&str> = l.split_whitespace().collect();
+                    f[1].ends_with(&port)
+                        .then(|| f[f.len() - 1].parse().unwrap())
+                })
+                .unwrap()
+        };
+        let dropped = proc_drops();
+        assert!(dropped > 150 && dropped < 200, "{dropped}");
+        let mut batch = Batch::new();
+        let mut count = DropCount::default();
+        let mut received = 0;
+        let mut counted = 0;
+        while let Ok(n) = batch.recv(&rx, false) {
+            received += n;
+            counted += count.delta(batch.drops);
+        }
+        // Queued before the drops: they carry no count.
+        assert_eq!(received as u32, 200 - dropped);
+        assert_eq!(counted, 0);
+        tx.send_to(&[8u8; 100], to).unwrap();
+        assert_eq!(batch.recv(&rx, true).unwrap(), 1);
+        assert_eq!(batch.drops, Some(dropped));
+        assert_eq!(count.delta(batch.drops), u64::from(dropped));
+        // Seen again: counted once.
+        tx.send_to(&[8u8; 100], to).unwrap();
+        assert_eq!(batch.recv(&rx, true).unwrap(), 1);
+        assert_eq!(count.delta(batch.drops), 0);
     }
 
     /// One `recvmmsg` call returns the queued datagrams of several senders, in order, with

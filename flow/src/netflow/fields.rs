@@ -37,32 +37,32 @@ pub struct Counters {
 
 /// Raw values of the fields we use, by IANA element id, whatever the version.
 #[derive(Default)]
-struct Raw {
-    octet_delta: Option<u64>,       // 1 (v9 IN_BYTES)
-    packet_delta: Option<u64>,      // 2 (v9 IN_PKTS)
-    post_octet: Option<u64>,        // 23 (v9 OUT_BYTES)
-    post_packet: Option<u64>,       // 24 (v9 OUT_PKTS)
-    octet_total: Option<u64>,       // 85
-    packet_total: Option<u64>,      // 86
-    initiator_octets: Option<u64>,  // 231
-    responder_octets: Option<u64>,  // 232
-    initiator_packets: Option<u64>, // 298
-    responder_packets: Option<u64>, // 299
-    sampling_interval: Option<u64>, // 34
-    sampler_random: Option<u64>,    // 50
-    packet_interval: Option<u64>,   // 305
-    packet_space: Option<u64>,      // 306
-    start_uptime: Option<u64>,      // 22
-    end_uptime: Option<u64>,        // 21
-    start_abs_ms: Option<i64>,      // 150, 152, 154, 156
-    end_abs_ms: Option<i64>,        // 151, 153, 155, 157
-    end_delta_us: Option<u64>,      // 159
-    init_ms: Option<i64>,           // 160
-    protocol: Option<u8>,
-    src: Option<IpAddr>,
-    dst: Option<IpAddr>,
-    sport: Option<u16>,
-    dport: Option<u16>,
+pub(super) struct Raw {
+    pub(super) octet_delta: Option<u64>,       // 1 (v9 IN_BYTES)
+    pub(super) packet_delta: Option<u64>,      // 2 (v9 IN_PKTS)
+    pub(super) post_octet: Option<u64>,        // 23 (v9 OUT_BYTES)
+    pub(super) post_packet: Option<u64>,       // 24 (v9 OUT_PKTS)
+    pub(super) octet_total: Option<u64>,       // 85
+    pub(super) packet_total: Option<u64>,      // 86
+    pub(super) initiator_octets: Option<u64>,  // 231
+    pub(super) responder_octets: Option<u64>,  // 232
+    pub(super) initiator_packets: Option<u64>, // 298
+    pub(super) responder_packets: Option<u64>, // 299
+    pub(super) sampling_interval: Option<u64>, // 34
+    pub(super) sampler_random: Option<u64>,    // 50
+    pub(super) packet_interval: Option<u64>,   // 305
+    pub(super) packet_space: Option<u64>,      // 306
+    pub(super) start_uptime: Option<u64>,      // 22
+    pub(super) end_uptime: Option<u64>,        // 21
+    pub(super) start_abs_ms: Option<i64>,      // 150, 152, 154, 156
+    pub(super) end_abs_ms: Option<i64>,        // 151, 153, 155, 157
+    pub(super) end_delta_us: Option<u64>,      // 159
+    pub(super) init_ms: Option<i64>,           // 160
+    pub(super) protocol: Option<u8>,
+    pub(super) src: Option<IpAddr>,
+    pub(super) dst: Option<IpAddr>,
+    pub(super) sport: Option<u16>,
+    pub(super) dport: Option<u16>,
 }
 
 impl Raw {
@@ -99,7 +99,7 @@ impl Raw {
         }
     }
 
-    fn finish(self, uptime: Option<(i64, u32)>, export_ms: i64) -> Counters {
+    pub(super) fn finish(self, uptime: Option<(i64, u32)>, export_ms: i64) -> Counters {
         let sum = |a: Option<u64>, b: Option<u64>| match (a, b) {
             (None, None) => None,
             (a, b) => Some(a.unwrap_or(0).saturating_add(b.unwrap_or(0))),

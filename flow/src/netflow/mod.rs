@@ -31,6 +31,7 @@
 //!   an options record of the same exporter (kept per exporter and domain), and IPFIX
 //!   `samplingPacketInterval`/`samplingPacketSpace`.
 
+mod fast;
 mod fields;
 
 use std::collections::{BTreeMap, HashMap};
@@ -164,6 +165,11 @@ pub struct Decoder {
     /// Sampling announced in options records, per (exporter, domain / source id).
     sampling: HashMap<(IpAddr, u32), u32>,
     max_exporters: usize,
+    /// Data sets of compiled templates, decoded without the crate ([`fast`]).
+    fast: fast::FastPath,
+    fast_path: bool,
+    /// Datagrams the fast path decoded.
+    fast_decoded: u64,
 }
 
 impl Decoder {
@@ -195,6 +201,9 @@ impl Decoder {
             parser,
             sampling: HashMap::new(),
             max_exporters: cfg.max_exporters,
+            fast: fast::FastPath::new(cfg.max_exporters),
+            fast_path: true,
+            fast_decoded: 0,
         })
     }
 
@@ -222,6 +231,14 @@ impl Decoder {
             d.errors.push(DecodeReason::Truncated);
             return d;
         }
+        if self.fast_path {
+            let sampling = fast::FastPath::scope_of(exporter, datagram)
+                .and_then(|(e, domain, _)| self.sampling.get(&(e, domain)).copied());
+            if let Some(d) = self.fast.try_decode(exporter, datagram, sampling, out) {
+                self.fast_decoded += 1;
+                return d;
+            }
+        }
         // Port 0: the scope is the exporter's address, whatever its source port.
         let source = SocketAddr::new(exporter, 0);
         let result = self.parser.parse_from_source(source, datagram);
@@ -244,7 +261,27 @@ impl Decoder {
             };
             d.errors.push(reason);
         }
+        if self.fast_path && d.version != 5 {
+            let clean = d.errors.is_empty() && result.packets.len() == 1;
+            self.fast.learn(exporter, datagram, clean);
+        }
         d
+    }
+
+    /// Turns the fast path ([`fast`]) off or on (on by default): the differential test and
+    /// the fuzz target compare both paths on the same input.
+    pub fn set_fast_path(&mut self, on: bool) {
+        self.fast_path = on;
+    }
+
+    /// Datagrams decoded by the fast path so far.
+    pub fn fast_decoded(&self) -> u64 {
+        self.fast_decoded
+    }
+
+    /// Data templates compiled for the fast path, over all exporters.
+    pub fn compiled_templates(&self) -> usize {
+        self.fast.templates()
     }
 
     /// Held flowsets (data waiting for its template) over all exporters.
