@@ -302,7 +302,7 @@ pub struct NetflowMetrics {
     /// (`unknown` for exporters no site declares): which routers export, and how much.
     pub packets_by_site: IntCounterVec,
     /// Datagrams from addresses in no site's `netflow_exporters`, by source address (the
-    /// first [`crate::ingest::netflow_udp::SOURCE_LABELS`] addresses seen, then `other`):
+    /// first [`crate::ingest::source_labels::SOURCE_LABELS`] addresses seen, then `other`):
     /// dropped before decoding, never stored.
     pub unknown_source_datagrams: IntCounterVec,
     /// Datagrams of inventory exporters that could not be used in full, by exporter address

@@ -10,3 +10,4 @@ pub mod netflow_templates;
 pub mod netflow_udp;
 pub mod probe_stream;
 pub mod sflow_udp;
+pub mod source_labels;

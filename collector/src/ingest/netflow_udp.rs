@@ -58,6 +58,7 @@ use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
 use super::netflow_templates::TemplateCache;
+use super::source_labels::{SourceLabels, SOURCE_LABELS};
 use crate::commit::{NetflowWrite, Request};
 use crate::inventory::Inventory;
 use crate::metrics::{Metrics, NetflowMetrics};
@@ -406,30 +407,6 @@ impl DropCount {
         }
         self.0 = n;
         u64::from(d)
-    }
-}
-
-/// Source addresses that get a label of their own in the per-source metrics (unknown
-/// sources, malformed datagrams); later ones are counted as `other`.
-pub const SOURCE_LABELS: usize = 64;
-
-/// The addresses given a label so far, shared by the decode threads (only the rare paths,
-/// unknown source or malformed datagram, look here, once per address and thread).
-#[derive(Default)]
-struct SourceLabels(std::sync::Mutex<Vec<IpAddr>>);
-
-impl SourceLabels {
-    /// The label of `addr`: its text if among the first [`SOURCE_LABELS`], else `other`.
-    fn label(&self, addr: IpAddr) -> String {
-        let mut known = self.0.lock().unwrap_or_else(|p| p.into_inner());
-        if known.contains(&addr) {
-            return addr.to_string();
-        }
-        if known.len() < SOURCE_LABELS {
-            known.push(addr);
-            return addr.to_string();
-        }
-        "other".into()
     }
 }
 

@@ -17,7 +17,7 @@
 //! - **Unknown sources are dropped**, unlike NetFlow's `unknown` bucket: a datagram whose
 //!   agent and source are in no site is counted in
 //!   `rie_collector_sflow_unknown_source_datagrams_total{source}` and never stored. The
-//!   `source` label is the address for the first [`MAX_SOURCE_LABELS`] distinct addresses,
+//!   `source` label is the address for the first [`SOURCE_LABELS`](super::source_labels::SOURCE_LABELS) distinct addresses,
 //!   then `other`: a spoofing flood cannot grow the label set.
 //! - **Bad input is isolated**: a malformed datagram (or the part of it that is) is counted in
 //!   `rie_collector_sflow_decode_errors_total{site, reason}` (site of the agent, or
@@ -37,7 +37,7 @@
 //!   (gauges). Unmapped interfaces are counted in
 //!   `rie_collector_sflow_unmapped_counter_samples_total`.
 
-use std::collections::{HashMap, HashSet};
+use std::collections::HashMap;
 use std::net::{IpAddr, SocketAddr, UdpSocket};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -51,15 +51,17 @@ use serde::Deserialize;
 use tokio::sync::{mpsc, oneshot};
 use tokio_util::sync::CancellationToken;
 
-use crate::commit::{NetflowWrite, Request, UNKNOWN_SITE};
+use super::source_labels::SourceLabels;
+use crate::commit::{NetflowWrite, Request};
 use crate::inventory::Inventory;
 use crate::metrics::Metrics;
+
+/// The `site` label of datagrams from agents in no site (counted, then dropped).
+const UNKNOWN_AGENT: &str = "unknown";
 
 /// The port sFlow agents send to by default (IANA).
 pub const DEFAULT_PORT: u16 = 6343;
 
-/// Distinct unknown source addresses given their own label value; the others share `other`.
-pub const MAX_SOURCE_LABELS: usize = 64;
 
 /// Why the sFlow input could not start.
 #[derive(Debug, thiserror::Error)]
@@ -248,7 +250,7 @@ impl SflowMetrics {
         }
         for r in DecodeReason::ALL {
             m.decode_errors
-                .with_label_values(&[UNKNOWN_SITE, r.as_str()]);
+                .with_label_values(&[UNKNOWN_AGENT, r.as_str()]);
         }
         m
     }
@@ -300,7 +302,7 @@ pub fn start(
         agg: Aggregator::default(),
         talkers: HashMap::new(),
         top_talkers: cfg.top_talkers,
-        sources: HashSet::new(),
+        sources: SourceLabels::default(),
     };
     let flush_every = cfg.flush_interval;
     tracing::info!(sflow = %addr, "sFlow input listening");
@@ -322,7 +324,7 @@ struct Worker {
     talkers: HashMap<usize, Talkers>,
     top_talkers: usize,
     /// Unknown source addresses that have a label value of their own.
-    sources: HashSet<IpAddr>,
+    sources: SourceLabels,
 }
 
 impl Worker {
@@ -395,7 +397,7 @@ impl Worker {
             .filter(|a| inventory.site_index_of_exporter(a).is_some())
             .or_else(|| inventory.site_index_of_exporter(&source).map(|_| source));
         let idx = known.and_then(|a| inventory.site_index_of_exporter(&a));
-        let site = idx.map_or(UNKNOWN_SITE, |i| inventory.sites[i].id.as_str());
+        let site = idx.map_or(UNKNOWN_AGENT, |i| inventory.sites[i].id.as_str());
         self.sf.datagrams.with_label_values(&[site]).inc();
         for e in &d.errors {
             self.sf
@@ -404,13 +406,7 @@ impl Worker {
                 .inc();
         }
         let Some(idx) = idx else {
-            let label = if self.sources.contains(&source) || self.sources.len() < MAX_SOURCE_LABELS
-            {
-                self.sources.insert(source);
-                source.to_string()
-            } else {
-                "other".to_string()
-            };
+            let label = self.sources.label(source);
             self.sf.unknown_source.with_label_values(&[&label]).inc();
             return;
         };
@@ -507,12 +503,13 @@ impl Worker {
         let write = NetflowWrite {
             flows: taken
                 .iter()
-                .flat_map(|(agent, aggs)| {
+                .filter_map(|(agent, aggs)| {
                     // Every agent summed here was attributed to a site (the others were
                     // dropped); its agent address or its source is a site's exporter.
-                    let idx = inventory.site_index_of_exporter(agent);
-                    aggs.iter().map(move |a| (idx, a.clone()))
+                    let idx = inventory.site_index_of_exporter(agent)?;
+                    Some(aggs.iter().map(move |a| (idx, a.clone())))
                 })
+                .flatten()
                 .collect(),
             talkers: talkers
                 .iter()
