@@ -395,6 +395,13 @@ pub async fn run(cfg: CollectorConfig, shutdown: CancellationToken) -> Result<Ru
         }
     }
     tracker.spawn(crate::plans::watch(plan_book.clone(), shutdown.clone()));
+    // Staged rollouts: every collector looks; a wave is written once (revision check).
+    tracker.spawn(crate::plans::rollout::drive(
+        plan_book.clone(),
+        sites.clone(),
+        crate::plans::rollout::RolloutMetrics::register(&metrics.registry),
+        shutdown.clone(),
+    ));
     tracker.spawn(crate::plans::StatusWriter::run(
         reader.clone(),
         plan_status_rx,

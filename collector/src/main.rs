@@ -336,6 +336,48 @@ enum PlanCmd {
         #[command(flatten)]
         cfg: ConfigArgs,
     },
+    /// Validate a plan file, store it for a scope and release it in stages: a canary spread
+    /// over ministries, technologies and départements, then cumulative waves; a wave starts
+    /// only while refused and degraded/down/silent sites stay within --max-bad, otherwise the
+    /// rollout halts by itself (the running collectors drive it; progress in
+    /// /api/v1/plans/rollouts).
+    Rollout {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        file: PathBuf,
+        /// national, ministry:NAME, departement:NN or site:ID.
+        #[arg(long, default_value = "national")]
+        scope: String,
+        /// Share of the scope's sites in the canary (at least one site).
+        #[arg(long, default_value = "1%")]
+        canary: String,
+        /// Cumulative shares released by the waves after the canary; the last is 100%.
+        #[arg(long, default_value = "10%,50%,100%")]
+        waves: String,
+        /// Time each wave (the canary included) runs before the next starts.
+        #[arg(long, default_value = "10m")]
+        wave_interval: String,
+        /// Refused and bad sites allowed among the released ones before the rollout halts.
+        #[arg(long, default_value = "2%")]
+        max_bad: String,
+        /// A site always in the canary (repeat for several), before the picked ones.
+        #[arg(long = "canary-site")]
+        canary_sites: Vec<String>,
+    },
+    /// Return every site of a rollout's scope to the plan it had before: that plan is stored
+    /// again under a new version (versions only grow) and the rollout marked rolled back.
+    Rollback {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+        /// The rollout (default: the latest still running or halted, else the latest).
+        #[arg(long)]
+        rollout: Option<i64>,
+    },
+    /// List the rollouts and where they are (per-wave progress: /api/v1/plans/rollouts).
+    Rollouts {
+        #[command(flatten)]
+        cfg: ConfigArgs,
+    },
 }
 
 #[derive(Subcommand)]
@@ -458,7 +500,15 @@ fn read_plan(
 
 /// `rie-collector plan …`.
 fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
+    use rie_collector::plans::rollout;
     use rie_collector::store::{api_tokens, plans};
+    let who = || std::env::var("USER").unwrap_or_else(|_| "cli".into());
+    let rollout_error = |e: rollout::RolloutError| -> anyhow::Error {
+        match e {
+            rollout::RolloutError::Store(e) => e.into(),
+            e => UserError(e.to_string()).into(),
+        }
+    };
     match cmd {
         PlanCmd::Check { file } => {
             read_plan(&file, None, None, &[])?;
@@ -475,6 +525,15 @@ fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
             let stored = plans::list(&reader)?;
             // Checked before anything is stored: a refused file leaves the store as it was.
             let text = read_plan(&file, Some(&scope), Some(&inv), &stored)?;
+            if let Some(r) = rollout::holding(&reader, &scope)? {
+                return Err(UserError(format!(
+                    "rollout {} of {scope} is {}: a plan added now would bypass it; roll it back first (`plan rollback --rollout {}`), then add or roll out the new plan",
+                    r.id,
+                    r.state.as_str(),
+                    r.id
+                ))
+                .into());
+            }
             let hash = rie_plan::content_hash(&text);
             let version = plans::insert(
                 &reader,
@@ -486,6 +545,87 @@ fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
             )?;
             cli_audit(&reader, "plan_add");
             println!("stored {} as plan version {version} for {scope} (sha256 {hash}); the collectors push it within seconds", file.display());
+            Ok(())
+        }
+        PlanCmd::Rollout {
+            cfg,
+            file,
+            scope,
+            canary,
+            waves,
+            wave_interval,
+            max_bad,
+            canary_sites,
+        } => {
+            let cfg = build_config(&cfg)?;
+            let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
+            let text = std::fs::read_to_string(&file)
+                .map_err(|e| UserError(format!("{}: {e}", file.display())))?;
+            let rt = rie_common::runtime().context("starting the async runtime")?;
+            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            let params = rollout::RolloutParams {
+                scope,
+                canary,
+                waves,
+                wave_interval,
+                max_bad,
+                canary_sites,
+            };
+            let r = rollout::start(&reader, &inv, &text, &params, &who()).map_err(|e| match e {
+                rollout::RolloutError::PlanFile(m) => {
+                    UserError(format!("{}: {m}", file.display())).into()
+                }
+                rollout::RolloutError::Invalid(m) => UserError(format!("--{m}")).into(),
+                e => rollout_error(e),
+            })?;
+            cli_audit(&reader, "plan_rollout");
+            let (order, counts) = rollout::plan_of(&inv, &r).unwrap_or_default();
+            println!(
+                "rollout {} started: {} stored as plan version {} for {} ({} sites; previous plan {}); canary {} sites now, then {} every {}; halts above {} refused or bad",
+                r.id,
+                file.display(),
+                r.version,
+                r.scope,
+                order.len(),
+                if r.previous_version == 0 { "none".to_string() } else { format!("version {}", r.previous_version) },
+                counts.first().copied().unwrap_or(0),
+                counts.iter().skip(1).map(|c| c.to_string()).collect::<Vec<_>>().join(", "),
+                params.wave_interval,
+                params.max_bad
+            );
+            Ok(())
+        }
+        PlanCmd::Rollback { cfg, rollout: id } => {
+            let cfg = build_config(&cfg)?;
+            let rt = rie_common::runtime().context("starting the async runtime")?;
+            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            let r = rollout::rollback(&reader, id, &who()).map_err(rollout_error)?;
+            cli_audit(&reader, "plan_rollback");
+            println!(
+                "rollout {} rolled back: plan version {} (the text of version {}) stored for {}; the collectors push it to every site within seconds",
+                r.id, r.rollback_version, r.previous_version, r.scope
+            );
+            Ok(())
+        }
+        PlanCmd::Rollouts { cfg } => {
+            let cfg = build_config(&cfg)?;
+            let rt = rie_common::runtime().context("starting the async runtime")?;
+            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            println!(
+                "{:>4}  {:<24}  {:>7}  {:<12}  {:<16}  reason",
+                "id", "scope", "version", "state", "wave"
+            );
+            for (r, _) in rollout::list(&reader)? {
+                println!(
+                    "{:>4}  {:<24}  {:>7}  {:<12}  {:<16}  {}",
+                    r.id,
+                    r.scope,
+                    r.version,
+                    r.state.as_str(),
+                    r.wave_name(r.wave),
+                    r.reason
+                );
+            }
             Ok(())
         }
         PlanCmd::List { cfg } => {

@@ -21,7 +21,7 @@ use std::sync::Arc;
 use axum::extract::{Path, Query, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, MethodRouter};
+use axum::routing::{get, post, MethodRouter};
 use axum::{Extension, Json, Router};
 use rie_proto::{LinkRole, SiteState};
 use serde::{Deserialize, Serialize};
@@ -111,6 +111,21 @@ fn table() -> Vec<Route> {
             get(plans::site_plan),
         ),
         Route::new("/api/v1/plans", Access::roles(NATIONAL), get(plans::list)),
+        Route::new(
+            "/api/v1/plans/rollouts",
+            Access::roles(NATIONAL),
+            get(plans::rollouts),
+        ),
+        Route::new(
+            "/api/v1/admin/plans/rollouts",
+            Access::roles(ADMIN).audited(),
+            post(plans::start_rollout),
+        ),
+        Route::new(
+            "/api/v1/admin/plans/rollouts/{rollout_id}/rollback",
+            Access::roles(ADMIN).audited(),
+            post(plans::rollback),
+        ),
         Route::new(
             "/api/v1/flows/totals",
             Access::roles(OPERATIONS),

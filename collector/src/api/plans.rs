@@ -1,17 +1,20 @@
 //! `/api/v1/plans` (every stored plan and how far the fleet is: NOC and admin) and
 //! `/api/v1/sites/{site_id}/plan` (a site's effective plan, the scope each value came from, and
 //! what its probe answered: NOC, admin, and a ministry for its own sites — the gate checks the
-//! scope).
+//! scope); `/api/v1/plans/rollouts` (each staged rollout and its progress by wave: NOC and
+//! admin) and, for the admin, `/api/v1/admin/plans/rollouts` (start one) and
+//! `/api/v1/admin/plans/rollouts/{rollout_id}/rollback`.
 
 use std::collections::BTreeMap;
 
 use axum::extract::{Path, Query, State};
 use axum::http::StatusCode;
-use axum::Json;
+use axum::{Extension, Json};
 use serde::{Deserialize, Serialize};
 
-use super::{bad_request, site_index, ApiError, AppState};
+use super::{bad_request, site_index, ApiError, AppState, Caller};
 use crate::indicators::rfc3339;
+use crate::plans::rollout::{self, Progress, Rollout, RolloutError, RolloutParams};
 use crate::plans::SiteState;
 
 /// Every state a site's plan can be in, for the counts (all present, zeros included).
@@ -145,4 +148,133 @@ pub(super) async fn site_plan(
         effective,
         status,
     }))
+}
+
+#[derive(Serialize)]
+pub(super) struct RolloutOut {
+    #[serde(flatten)]
+    rollout: Rollout,
+    started: String,
+    wave_name: String,
+    progress: Progress,
+}
+
+#[derive(Serialize)]
+pub(super) struct RolloutsOut {
+    /// Newest first, at most [`ROLLOUTS_SHOWN`].
+    rollouts: Vec<RolloutOut>,
+}
+
+/// Rollouts listed by `/api/v1/plans/rollouts` at most.
+const ROLLOUTS_SHOWN: usize = 20;
+
+/// `GET /api/v1/plans/rollouts`: each rollout with its progress by wave.
+pub(super) async fn rollouts(State(st): State<AppState>) -> Result<Json<RolloutsOut>, ApiError> {
+    let (book, sites) = (st.plans.clone(), st.sites.clone());
+    let all = tokio::task::spawn_blocking(move || rollout::views(&book, &sites, ROLLOUTS_SHOWN))
+        .await
+        .map_err(unavailable)?
+        .map_err(unavailable)?;
+    Ok(Json(RolloutsOut {
+        rollouts: all
+            .into_iter()
+            .map(|(r, progress)| RolloutOut {
+                started: rfc3339(r.started_ms),
+                wave_name: r.wave_name(r.wave),
+                rollout: r,
+                progress,
+            })
+            .collect(),
+    }))
+}
+
+/// What `POST /api/v1/admin/plans/rollouts` takes: the plan text and the CLI's flags.
+#[derive(Deserialize)]
+pub(super) struct StartIn {
+    toml: String,
+    #[serde(default = "default_scope")]
+    scope: String,
+    #[serde(default = "default_canary")]
+    canary: String,
+    #[serde(default = "default_waves")]
+    waves: String,
+    #[serde(default = "default_interval")]
+    wave_interval: String,
+    #[serde(default = "default_max_bad")]
+    max_bad: String,
+    #[serde(default)]
+    canary_sites: Vec<String>,
+}
+
+fn default_scope() -> String {
+    "national".into()
+}
+fn default_canary() -> String {
+    "1%".into()
+}
+fn default_waves() -> String {
+    "10%,50%,100%".into()
+}
+fn default_interval() -> String {
+    "10m".into()
+}
+fn default_max_bad() -> String {
+    "2%".into()
+}
+
+fn rollout_error(e: RolloutError) -> ApiError {
+    match e {
+        RolloutError::Invalid(m) => bad_request(m),
+        RolloutError::PlanFile(m) => bad_request(format!("toml: {m}")),
+        RolloutError::Conflict(m) => ApiError(StatusCode::CONFLICT, m),
+        RolloutError::NotFound(m) => ApiError(StatusCode::NOT_FOUND, m),
+        RolloutError::Store(e) => unavailable(e),
+    }
+}
+
+fn caller_name(caller: &Caller) -> String {
+    caller
+        .as_ref()
+        .map_or_else(|| "api".into(), |Extension(p)| format!("api:{}", p.name))
+}
+
+/// `POST /api/v1/admin/plans/rollouts` (admin): validates the plan, stores it and starts its
+/// rollout, as `rie-collector plan rollout` does; 201 with the rollout.
+pub(super) async fn start_rollout(
+    State(st): State<AppState>,
+    caller: Caller,
+    Json(body): Json<StartIn>,
+) -> Result<(StatusCode, Json<Rollout>), ApiError> {
+    let book = st.plans.clone();
+    let by = caller_name(&caller);
+    let params = RolloutParams {
+        scope: body.scope,
+        canary: body.canary,
+        waves: body.waves,
+        wave_interval: body.wave_interval,
+        max_bad: body.max_bad,
+        canary_sites: body.canary_sites,
+    };
+    let r = tokio::task::spawn_blocking(move || {
+        rollout::start(book.reader(), book.inventory(), &body.toml, &params, &by)
+    })
+    .await
+    .map_err(unavailable)?
+    .map_err(rollout_error)?;
+    Ok((StatusCode::CREATED, Json(r)))
+}
+
+/// `POST /api/v1/admin/plans/rollouts/{rollout_id}/rollback` (admin), as `plan rollback`.
+pub(super) async fn rollback(
+    State(st): State<AppState>,
+    caller: Caller,
+    Path(id): Path<i64>,
+) -> Result<Json<Rollout>, ApiError> {
+    let book = st.plans.clone();
+    let by = caller_name(&caller);
+    let r = tokio::task::spawn_blocking(move || rollout::rollback(book.reader(), Some(id), &by))
+        .await
+        .map_err(unavailable)?
+        .map_err(rollout_error)?;
+    Ok(Json(r))
 }

@@ -62,7 +62,6 @@ const UNKNOWN_AGENT: &str = "unknown";
 /// The port sFlow agents send to by default (IANA).
 pub const DEFAULT_PORT: u16 = 6343;
 
-
 /// Why the sFlow input could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum SflowStartError {

@@ -50,6 +50,7 @@ pub const TABLES: &[&str] = &[
     "api_accounts",
     "plans",
     "plan_status",
+    "plan_rollouts",
     "probe_streams",
     "site_status",
     "episodes",

@@ -236,3 +236,136 @@ fn statuses_where(reader: &Reader, site: Option<&str>) -> Result<Vec<StatusRow>,
         }
     }
 }
+
+/// One staged rollout as stored: `body` is `crate::plans::rollout::Rollout` as JSON (this
+/// module does not read it); `rev` grows with every change.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RolloutRow {
+    pub id: i64,
+    pub rev: i64,
+    pub body: String,
+    pub updated_ms: i64,
+}
+
+/// Stores a new rollout (revision 1) under the next id; returns the id.
+///
+/// # Errors
+/// Database errors.
+pub fn insert_rollout(reader: &Reader, body: &str, now_ms: i64) -> Result<i64, StoreError> {
+    let sql = "INSERT INTO plan_rollouts(id, rev, body, updated_ms)
+               SELECT COALESCE(MAX(id), 0) + 1, 1, {b}, {t} FROM plan_rollouts RETURNING id";
+    match reader.conn() {
+        Ok(c) => Ok(c.query_row(
+            &sql.replace("{b}", "?1").replace("{t}", "?2"),
+            params![body, now_ms],
+            |r| r.get(0),
+        )?),
+        Err(pg) => {
+            let rows = pg.query(
+                &sql.replace("{b}", "$1").replace("{t}", "$2"),
+                &[&body, &now_ms],
+            )?;
+            match rows.first() {
+                Some(r) => pg.get(r, 0),
+                None => Ok(0),
+            }
+        }
+    }
+}
+
+/// Writes `body` over rollout `id` if it is still at revision `rev` (then `rev + 1`);
+/// `false` when another writer changed it first (read it again and decide again).
+///
+/// # Errors
+/// Database errors.
+pub fn update_rollout(
+    reader: &Reader,
+    id: i64,
+    rev: i64,
+    body: &str,
+    now_ms: i64,
+) -> Result<bool, StoreError> {
+    let sql = "UPDATE plan_rollouts SET rev = rev + 1, body = {b}, updated_ms = {t}
+               WHERE id = {i} AND rev = {r}";
+    match reader.conn() {
+        Ok(c) => Ok(c.execute(
+            &sql.replace("{b}", "?1")
+                .replace("{t}", "?2")
+                .replace("{i}", "?3")
+                .replace("{r}", "?4"),
+            params![body, now_ms, id, rev],
+        )? == 1),
+        Err(pg) => Ok(pg
+            .query(
+                &format!(
+                    "{} RETURNING id",
+                    sql.replace("{b}", "$1")
+                        .replace("{t}", "$2")
+                        .replace("{i}", "$3")
+                        .replace("{r}", "$4")
+                ),
+                &[&body, &now_ms, &id, &rev],
+            )?
+            .len()
+            == 1),
+    }
+}
+
+/// Every rollout, oldest first.
+///
+/// # Errors
+/// Database errors.
+pub fn rollouts(reader: &Reader) -> Result<Vec<RolloutRow>, StoreError> {
+    let sql = "SELECT id, rev, body, updated_ms FROM plan_rollouts ORDER BY id";
+    match reader.conn() {
+        Ok(c) => {
+            let mut stmt = c.prepare(sql)?;
+            let rows = stmt.query_map([], |r| {
+                Ok(RolloutRow {
+                    id: r.get(0)?,
+                    rev: r.get(1)?,
+                    body: r.get(2)?,
+                    updated_ms: r.get(3)?,
+                })
+            })?;
+            Ok(rows.collect::<Result<_, _>>()?)
+        }
+        Err(pg) => pg
+            .query(sql, &[])?
+            .iter()
+            .map(|r| {
+                Ok(RolloutRow {
+                    id: pg.get(r, 0)?,
+                    rev: pg.get(r, 1)?,
+                    body: pg.get(r, 2)?,
+                    updated_ms: pg.get(r, 3)?,
+                })
+            })
+            .collect(),
+    }
+}
+
+/// A number that changes whenever a rollout is stored or changed (revisions only grow): what
+/// the collectors poll, with [`latest_version`], to see that the plans to push changed.
+///
+/// # Errors
+/// Database errors.
+pub fn rollouts_revision(reader: &Reader) -> Result<i64, StoreError> {
+    let sql = "SELECT COALESCE(SUM(rev), 0) FROM plan_rollouts";
+    match reader.conn() {
+        Ok(c) => Ok(c.query_row(sql, [], |r| r.get(0))?),
+        Err(pg) => match pg
+            .query(
+                &format!(
+                    "SELECT {sql_sum}::BIGINT FROM plan_rollouts",
+                    sql_sum = "COALESCE(SUM(rev), 0)"
+                ),
+                &[],
+            )?
+            .first()
+        {
+            Some(r) => pg.get(r, 0),
+            None => Ok(0),
+        },
+    }
+}

@@ -119,7 +119,22 @@ const MIGRATIONS: &[Migration] = &[
         name: "check plans per scope and each site's plan status",
         apply: |conn| conn.execute_batch(PLANS),
     },
+    Migration {
+        version: 9,
+        name: "staged rollouts of check plans",
+        apply: |conn| conn.execute_batch(PLAN_ROLLOUTS),
+    },
 ];
+
+/// Staged rollouts of check plans (`store::plans`, `crate::plans::rollout`): the rollout as
+/// JSON in `body`; `rev` grows with every change (a change is written only over the revision
+/// it was computed from: several collectors may drive the same rollout).
+const PLAN_ROLLOUTS: &str = "CREATE TABLE IF NOT EXISTS plan_rollouts(
+    id         INTEGER PRIMARY KEY,
+    rev        INTEGER NOT NULL,
+    body       TEXT NOT NULL,
+    updated_ms INTEGER NOT NULL
+);";
 
 /// Local accounts (`store::api_accounts`): the password's Argon2id hash only.
 const API_ACCOUNTS: &str = "CREATE TABLE IF NOT EXISTS api_accounts(
@@ -197,7 +212,7 @@ CREATE TABLE IF NOT EXISTS api_logins(
 );";
 
 /// The version this collector writes.
-pub const LATEST: i64 = 8;
+pub const LATEST: i64 = 9;
 
 /// Applies the migrations `conn`'s database lacks.
 ///

@@ -116,6 +116,16 @@ pub(crate) const MIGRATIONS: &[(i64, &str, &str)] = &[
             updated_ms BIGINT NOT NULL
         );",
     ),
+    (
+        9,
+        "staged rollouts of check plans",
+        "CREATE TABLE IF NOT EXISTS plan_rollouts(
+            id         BIGINT PRIMARY KEY,
+            rev        BIGINT NOT NULL,
+            body       TEXT NOT NULL,
+            updated_ms BIGINT NOT NULL
+        );",
+    ),
 ];
 
 const V1: &str = "

@@ -1,6 +1,7 @@
 // RIE status page, probe fleet section: polls /api/v1/fleet every FLEET_POLL_MS and shows the
 // probes by version and protocol version, how many report a spool backlog (and whose keeps
-// growing), and the probes with the longest backlog. Loaded after app.js, whose helpers ($, el,
+// growing), and the probes with the longest backlog; polls /api/v1/plans/rollouts (NOC and
+// admin; hidden for other roles) and shows the latest check plan rollout wave by wave. Loaded after app.js, whose helpers ($, el,
 // fmtInt, fmtBytes, apiFetch, showSite, inv) it uses. No external code.
 "use strict";
 
@@ -57,4 +58,39 @@ async function pollFleet() {
   }
 }
 
+const ROLLOUT_STATES = {
+  preparing: "en préparation", running: "en cours", halted: "ARRÊTÉ", done: "terminé", rolled_back: "annulé (retour au plan précédent)",
+};
+
+function renderRollout(j) {
+  const r = j.rollouts[0];
+  $("rollout").hidden = !r;
+  if (!r) return;
+  const p = r.progress;
+  $("rollout-summary").textContent = "Déploiement n° " + r.id + " du plan v" + r.version + " (" + r.scope + ") : " +
+    (ROLLOUT_STATES[r.state] || r.state) + " — " + r.wave_name + " ; " + fmtInt(p.released) + " sites sur " +
+    fmtInt(p.scope_sites) + " servis, " + fmtInt(p.refused) + " refus, " + fmtInt(p.bad) + " dégradés ou coupés depuis." +
+    (r.reason ? " " + r.reason : "");
+  $("rollout-summary").className = r.state === "halted" ? "halted" : "";
+  const rows = p.waves.map((w) => el("tr", { class: w.released ? "" : "waiting" },
+    el("td", {}, w.name), el("td", { class: "num" }, fmtInt(w.sites)),
+    ...(w.released ? [w.applied, w.pending, w.refused, w.bad].map((n) => el("td", { class: "num" }, fmtInt(n)))
+      : [el("td", { class: "num", colspan: "4" }, "pas encore servie")])));
+  $("rollout-waves").replaceWith(fleetTable("rollout-waves", "Avancement par vague",
+    ["Vague", "Sites", "Appliqué", "En attente", "Refusé", "Dégradé après"], rows));
+}
+
+async function pollRollout() {
+  try {
+    const r = await apiFetch("/api/v1/plans/rollouts", { cache: "no-store" });
+    if (r.status === 403) return; // Not for this role: the section stays hidden, no polling.
+    if (!r.ok) throw new Error("HTTP " + r.status);
+    renderRollout(await r.json());
+  } catch (e) {
+    $("rollout-summary").textContent = "Déploiement indisponible : " + e.message;
+  }
+  setTimeout(pollRollout, FLEET_POLL_MS / 3);
+}
+
 pollFleet();
+pollRollout();

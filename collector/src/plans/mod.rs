@@ -9,8 +9,14 @@
 //! writes sites' plan statuses (`pending` when sent, `applied` or `refused` when answered,
 //! `previous_protocol` for a version-1 probe) in batches, off the sessions.
 //!
-//! May import `store` (plans and statuses), `inventory`, `metrics`, and `sites` (it gives the
-//! registry its plans' thresholds); `ingest`, `api` and `app` import it.
+//! A staged rollout (`rollout`) holds a scope's newest plan back from the sites it has not
+//! released yet: they keep the scope's previous plan ([`rollout::Gate`]).
+//!
+//! May import `store` (plans, statuses, rollouts), `inventory`, `metrics`, and `sites` (it
+//! gives the registry its plans' thresholds; rollouts read site states); `ingest`, `api` and
+//! `app` import it.
+
+pub mod rollout;
 
 use std::collections::HashMap;
 use std::sync::{Arc, RwLock};
@@ -38,14 +44,41 @@ const BATCH: usize = 4_096;
 pub struct PlanBook {
     inventory: Arc<Inventory>,
     reader: Arc<Reader>,
-    /// Latest layer of each scope, keyed by `Scope`.
-    layers: RwLock<Arc<HashMap<Scope, Layer>>>,
-    /// The highest version loaded; sessions wait on its changes.
+    /// What was read from the store.
+    layers: RwLock<Arc<Loaded>>,
+    /// Grows at every reload that changed something (a plan stored, a rollout changed);
+    /// sessions wait on its changes.
     loaded: watch::Sender<u64>,
+    /// The highest plan version and the rollouts' revision loaded: the watcher reloads when
+    /// the store's differ.
+    seen: std::sync::Mutex<(i64, i64)>,
     /// Effective plans by the versions of the layers merged (national, ministry, département,
     /// site): sites with the same layers share one merge, text and hash. Emptied at reload.
     merged: std::sync::Mutex<HashMap<[Option<u64>; 4], Arc<SitePlan>>>,
     status: mpsc::Sender<StatusRow>,
+}
+
+/// The plans and rollouts read from the store.
+#[derive(Default)]
+struct Loaded {
+    /// Latest layer of each scope.
+    latest: HashMap<Scope, Layer>,
+    /// Every layer, by version (a site a rollout has not reached keeps an older one).
+    by_version: HashMap<u64, Layer>,
+    /// Scopes whose latest plan a rollout holds back from some sites.
+    gates: HashMap<Scope, rollout::Gate>,
+}
+
+impl Loaded {
+    /// The layer of `scope` that applies to site `idx`: the latest, or the previous one while
+    /// a rollout holds the latest back from the site.
+    fn layer(&self, scope: &Scope, idx: usize) -> Option<&Layer> {
+        let latest = self.latest.get(scope)?;
+        match self.gates.get(scope) {
+            Some(g) if g.holds(latest.version, idx) => self.by_version.get(&g.previous),
+            _ => Some(latest),
+        }
+    }
 }
 
 /// One site's effective plan, ready to send.
@@ -71,8 +104,9 @@ impl PlanBook {
             Self {
                 inventory,
                 reader,
-                layers: RwLock::new(Arc::new(HashMap::new())),
+                layers: RwLock::new(Arc::new(Loaded::default())),
                 loaded,
+                seen: std::sync::Mutex::new((0, 0)),
                 merged: std::sync::Mutex::new(HashMap::new()),
                 status: tx,
             },
@@ -86,8 +120,11 @@ impl PlanBook {
     /// # Errors
     /// Store errors.
     pub fn reload(&self) -> Result<u64, StoreError> {
+        // Revision first: a rollout changed after it is seen at the next look.
+        let revision = plans::rollouts_revision(&self.reader)?;
         let rows = plans::list(&self.reader)?;
-        let mut latest: HashMap<Scope, Layer> = HashMap::new();
+        let rollouts = rollout::list(&self.reader)?;
+        let mut loaded = Loaded::default();
         let mut highest = 0u64;
         for r in rows {
             highest = highest.max(r.version as u64);
@@ -98,34 +135,50 @@ impl PlanBook {
             // Validated before it was stored; a plan this build cannot read is left out.
             match PlanFile::parse(&r.toml) {
                 Ok(file) => {
-                    latest.insert(
-                        scope.clone(),
-                        Layer {
-                            scope,
-                            version: r.version as u64,
-                            file,
-                        },
-                    );
+                    let layer = Layer {
+                        scope: scope.clone(),
+                        version: r.version as u64,
+                        file,
+                    };
+                    loaded.by_version.insert(layer.version, layer.clone());
+                    loaded.latest.insert(scope, layer);
                 }
                 Err(e) => {
                     warn!(version = r.version, scope = %scope, error = %e, "stored plan unreadable by this collector; left out")
                 }
             }
         }
-        *self.layers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(latest);
+        for (r, _) in &rollouts {
+            if let Some((scope, gate)) = rollout::Gate::of(&self.inventory, r) {
+                loaded.gates.insert(scope, gate);
+            }
+        }
+        *self.layers.write().unwrap_or_else(|p| p.into_inner()) = Arc::new(loaded);
         self.merged
             .lock()
             .unwrap_or_else(|p| p.into_inner())
             .clear();
-        self.loaded.send_if_modified(|v| {
-            let changed = *v != highest;
-            *v = highest;
-            changed
-        });
+        let now = (highest as i64, revision);
+        let changed = {
+            let mut seen = self.seen.lock().unwrap_or_else(|p| p.into_inner());
+            std::mem::replace(&mut *seen, now) != now
+        };
+        if changed {
+            self.loaded.send_modify(|g| *g += 1);
+        }
         Ok(highest)
     }
 
-    /// The highest version loaded; changes whenever a plan is stored anywhere.
+    /// Whether the store's plans or rollouts differ from those loaded.
+    fn stale(&self) -> Result<bool, StoreError> {
+        let now = (
+            plans::latest_version(&self.reader)?,
+            plans::rollouts_revision(&self.reader)?,
+        );
+        Ok(now != *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Changes whenever a plan is stored or a rollout changes anywhere.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.loaded.subscribe()
     }
@@ -143,13 +196,15 @@ impl PlanBook {
     /// The effective plan of the site at `site_idx`; `None` when no stored plan applies.
     pub fn effective(&self, site_idx: usize) -> Option<Arc<SitePlan>> {
         let site = self.inventory.sites.get(site_idx)?;
-        let layers = self
+        let loaded = self
             .layers
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         let scopes = Self::scopes_of(site);
-        let key = scopes.clone().map(|s| layers.get(&s).map(|l| l.version));
+        let key = scopes
+            .clone()
+            .map(|s| loaded.layer(&s, site_idx).map(|l| l.version));
         if key.iter().all(Option::is_none) {
             return None;
         }
@@ -161,7 +216,10 @@ impl PlanBook {
         {
             return Some(p.clone());
         }
-        let applying: Vec<&Layer> = scopes.iter().filter_map(|s| layers.get(s)).collect();
+        let applying: Vec<&Layer> = scopes
+            .iter()
+            .filter_map(|s| loaded.layer(s, site_idx))
+            .collect();
         let plan = EffectivePlan::merge(&applying);
         let text = plan.wire_text();
         let p = Arc::new(SitePlan {
@@ -181,14 +239,14 @@ impl PlanBook {
     /// merging: what the fleet counts need for 14,000 sites.
     pub fn effective_version(&self, site_idx: usize) -> Option<u64> {
         let site = self.inventory.sites.get(site_idx)?;
-        let layers = self
+        let loaded = self
             .layers
             .read()
             .unwrap_or_else(|p| p.into_inner())
             .clone();
         Self::scopes_of(site)
             .iter()
-            .filter_map(|s| layers.get(s).map(|l| l.version))
+            .filter_map(|s| loaded.layer(s, site_idx).map(|l| l.version))
             .max()
     }
 
@@ -282,8 +340,8 @@ pub struct SiteState {
     pub updated_ms: Option<i64>,
 }
 
-/// Polls the store for a newer plan every [`WATCH_EVERY`] until `shutdown`, and reloads the
-/// book when there is one (subscribers are woken).
+/// Polls the store for a newer plan or a changed rollout every [`WATCH_EVERY`] until
+/// `shutdown`, and reloads the book when there is one (subscribers are woken).
 pub async fn watch(book: Arc<PlanBook>, shutdown: CancellationToken) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
@@ -294,8 +352,7 @@ pub async fn watch(book: Arc<PlanBook>, shutdown: CancellationToken) {
         }
         let b = book.clone();
         let r = tokio::task::spawn_blocking(move || -> Result<Option<u64>, StoreError> {
-            let latest = plans::latest_version(&b.reader)? as u64;
-            if latest == *b.loaded.borrow() {
+            if !b.stale()? {
                 return Ok(None);
             }
             b.reload().map(Some)
