@@ -527,6 +527,19 @@ fn every_route_answers_each_role_exactly_and_scopes_hold() {
     let mut reads = pick("read", "ok");
     reads.retain(|r| r.3 != audit_url);
     assert_eq!(reads, granted);
+    // The admin's writes are recorded as writes, the refused ones with the role that tried.
+    let writes: Vec<String> = pick("write", "ok")
+        .into_iter()
+        .map(|r| format!("{} {}", r.0, r.3))
+        .collect();
+    assert_eq!(
+        writes,
+        [
+            "admin /api/v1/admin/plans/rollouts",
+            "admin /api/v1/admin/plans/rollouts/1/rollback"
+        ]
+    );
+    assert_eq!(pick("write", "forbidden").len(), 2 * (ROLES.len() - 1));
     // Refused finance reads, with the role that tried: noc, interieur, tech-s2, metrics.
     let forbidden: Vec<String> = pick("read", "forbidden")
         .into_iter()

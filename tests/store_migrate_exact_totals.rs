@@ -211,7 +211,8 @@ fn a_sqlite_store_moves_to_postgres_exactly_and_resumably() {
          INSERT INTO api_logins VALUES ('{sha}', 'state', 'nonce', 'verifier', 1700000000000);
          INSERT INTO api_accounts VALUES ('corr.interieur', 'ministry:Intérieur', '$argon2id$v=19$m=19456,t=2,p=1$c2FsdHNhbHQ$aGFzaGhhc2g', 1700000000000, 1700000000000, NULL);
          INSERT INTO plans VALUES (1, 'national', '', '{sha}', '[primary]\ninterval = \"10s\"\n', 1700000000000);
-         INSERT INTO plan_status VALUES ('S2', 1, 'refused', 'no interface wwan0', 1700000000000);",
+         INSERT INTO plan_status VALUES ('S2', 1, 'refused', 'no interface wwan0', 1700000000000);
+         INSERT INTO plan_rollouts VALUES (1, 3, '{{\"scope\":\"national\",\"version\":1,\"previous_version\":0,\"canary_permille\":10,\"waves_permille\":[100,500,1000],\"canary_sites\":[],\"wave_interval_ms\":600000,\"max_bad_permille\":20,\"state\":\"done\",\"wave\":3,\"started_ms\":1700000000000,\"wave_started_ms\":1700001800000,\"reason\":\"\",\"rollback_version\":0,\"started_by\":\"cli\"}}', 1700002400000);",
         sha = "ab".repeat(32),
         d5 = day + 86_400,
         h = day + 2 * 86_400,

@@ -461,12 +461,19 @@ pub async fn check(
             return gate.refuse(r, req.uri().path());
         }
     };
+    // Audited routes: reads (GET), and writes (the admin's rollouts) recorded as such.
+    let action =
+        if req.method() == axum::http::Method::GET || req.method() == axum::http::Method::HEAD {
+            "read"
+        } else {
+            "write"
+        };
     if !access.allows(&principal.role) {
         if access.audited {
             gate.auditor.record_if_room(gate.audit_row(
                 Some(&principal),
                 source,
-                "read",
+                action,
                 &target_of(&req),
                 "forbidden",
             ));
@@ -482,7 +489,7 @@ pub async fn check(
         }
     }
     if access.audited {
-        let row = gate.audit_row(Some(&principal), source, "read", &target_of(&req), "ok");
+        let row = gate.audit_row(Some(&principal), source, action, &target_of(&req), "ok");
         gate.auditor.record(row).await;
     }
     req.extensions_mut().insert(principal);
