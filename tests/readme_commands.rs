@@ -56,6 +56,16 @@ const ELSEWHERE: &[(&str, &str, &str)] = &[
         "\"plan\", \"add\"",
     ),
     (
+        "rie-collector plan rollout --config /etc/rie-collector/collector.toml new-plan.toml --canary 1% --waves 10%,50%,100% --wave-interval 10m",
+        "tests/plan_rollout.rs",
+        "\"plan\", \"rollout\"",
+    ),
+    (
+        "rie-collector plan rollback --config /etc/rie-collector/collector.toml",
+        "tests/plan_rollout.rs",
+        "\"plan\", \"rollback\"",
+    ),
+    (
         "RIE_UPDATE_DOCS_IMG=1 cargo test -p rie-e2e --test status_page_in_browser",
         "tests/status_page_in_browser.rs",
         "RIE_UPDATE_DOCS_IMG",

@@ -470,44 +470,35 @@ pub fn order(
     canary: usize,
     pinned: &[String],
 ) -> Vec<usize> {
-    let in_scope: Vec<usize> = (0..inv.sites.len())
-        .filter(|&i| PlanBook::scopes_of(&inv.sites[i]).contains(scope))
-        .collect();
-    // Small integer ids of each site's ministry, technology and département.
+    let in_scope = in_scope(inv, scope);
+    // Small integer ids of each site's ministry, technology and département, by inventory
+    // index (the picking loop below runs canary × sites times: array lookups only).
     let mut ids: [HashMap<String, usize>; 3] = Default::default();
     let mut key = |k: usize, v: String| {
         let n = ids[k].len();
         *ids[k].entry(v).or_insert(n)
     };
-    let attrs: HashMap<usize, [usize; 3]> = in_scope
-        .iter()
-        .map(|&i| {
-            let s = &inv.sites[i];
-            let tech = inv
-                .links_of(&s.id)
-                .find(|l| l.role == LinkRole::Primary)
-                .map(|l| format!("{:?}", l.technology))
-                .unwrap_or_default();
-            (
-                i,
-                [
-                    key(0, s.ministry.clone()),
-                    key(1, tech),
-                    key(2, s.departement.clone()),
-                ],
-            )
-        })
-        .collect();
-    let mut used: [Vec<u32>; 3] = [0, 1, 2].map(|k| vec![0; ids[k].len()]);
-    let rank = |i: usize| fnv1a(seed, inv.sites[i].id.as_str());
-    let mut rest: Vec<usize> = in_scope.clone();
-    rest.sort_by_key(|&i| (rank(i), i));
+    let mut attrs: Vec<[usize; 3]> = vec![[0; 3]; inv.sites.len()];
+    for &i in &in_scope {
+        let s = &inv.sites[i];
+        let tech = inv
+            .links_of(&s.id)
+            .find(|l| l.role == LinkRole::Primary)
+            .map(|l| format!("{:?}", l.technology))
+            .unwrap_or_default();
+        attrs[i] = [
+            key(0, s.ministry.clone()),
+            key(1, tech),
+            key(2, s.departement.clone()),
+        ];
+    }
+    let mut used: [Vec<u32>; 3] = [0, 1, 2].map(|k| vec![0; ids[k].len().max(1)]);
+    let mut rest: Vec<usize> = in_scope;
+    rest.sort_by_key(|&i| (fnv1a(seed, inv.sites[i].id.as_str()), i));
     let mut out: Vec<usize> = Vec::with_capacity(rest.len());
     let take = |i: usize, out: &mut Vec<usize>, used: &mut [Vec<u32>; 3]| {
-        if let Some(a) = attrs.get(&i) {
-            for k in 0..3 {
-                used[k][a[k]] += 1;
-            }
+        for k in 0..3 {
+            used[k][attrs[i][k]] += 1;
         }
         out.push(i);
     };
@@ -518,15 +509,15 @@ pub fn order(
         }
     }
     while out.len() < canary && !rest.is_empty() {
-        let score = |i: &usize| {
-            let a = attrs.get(i).copied().unwrap_or_default();
+        let score = |i: usize| {
+            let a = attrs[i];
             used[0][a[0]] + used[1][a[1]] + used[2][a[2]]
         };
         // `rest` is in rank order: the first of the lowest score wins.
         let Some((pos, _)) = rest
             .iter()
             .enumerate()
-            .min_by_key(|(pos, i)| (score(i), *pos))
+            .min_by_key(|&(pos, &i)| (score(i), pos))
         else {
             break;
         };
@@ -535,6 +526,13 @@ pub fn order(
     }
     out.extend(rest);
     out
+}
+
+/// The inventory indices of the sites `scope` covers.
+fn in_scope(inv: &Inventory, scope: &Scope) -> Vec<usize> {
+    (0..inv.sites.len())
+        .filter(|&i| PlanBook::scopes_of(&inv.sites[i]).contains(scope))
+        .collect()
 }
 
 /// FNV-1a over the seed and the text: a stable order (the standard hasher may change
@@ -551,17 +549,17 @@ fn fnv1a(seed: u64, s: &str) -> u64 {
 /// The release order of rollout `r` (its id is the seed) and the cumulative counts per wave.
 pub fn plan_of(inv: &Inventory, r: &Rollout) -> Option<(Vec<usize>, Vec<usize>)> {
     let scope = r.scope()?;
-    let probe = order(inv, &scope, r.id as u64, 0, &r.canary_sites);
+    let sites = in_scope(inv, &scope);
     let pinned = r
         .canary_sites
         .iter()
         .filter(|s| {
-            probe
+            sites
                 .iter()
                 .any(|&i| inv.sites[i].id.as_str() == s.as_str())
         })
         .count();
-    let counts = r.counts(probe.len(), pinned);
+    let counts = r.counts(sites.len(), pinned);
     let order = order(inv, &scope, r.id as u64, counts[0], &r.canary_sites);
     Some((order, counts))
 }
