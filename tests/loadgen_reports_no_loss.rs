@@ -6,7 +6,7 @@
 
 use std::process::Command;
 
-use rie_e2e::{bin, run_ok, Collector};
+use rie_e2e::{bin, loadgen_command, run_ok, Collector};
 use serde_json::Value;
 
 #[test]
@@ -14,21 +14,9 @@ fn loadgen_counts_match_the_collector() {
     let c = Collector::start();
     let d = c.dir.path();
     let out = run_ok(
-        Command::new(bin("rie-sim"))
-            .args(["--log-level", "warn", "loadgen", "--probes", "3"])
+        loadgen_command(&c)
+            .args(["--probes", "3"])
             .args(["--interval", "1s", "--duration", "6s", "--warmup", "2s"])
-            .args(["--address", &c.probe_addr.to_string(), "--ca"])
-            .arg(d.join("pki/ca.pem"))
-            .arg("--data-dir")
-            .arg(d.join("data"))
-            // Tokens go to the collector's configured store (PostgreSQL on that suite).
-            .args(
-                c.config_file()
-                    .iter()
-                    .flat_map(|f| ["--collector-config".into(), f.display().to_string()]),
-            )
-            .arg("--inventory")
-            .arg(d.join("inventory"))
             .args(["--metrics", &c.url("/metrics")]),
     );
     let r: Value = serde_json::from_str(&out).unwrap();

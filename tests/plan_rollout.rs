@@ -15,51 +15,17 @@
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rie_e2e::{bin, run_ok, wait_for, Collector, Probe};
+use rie_e2e::{
+    bin, generated_inventory, plan_sites_in_state, run_ok, wait_for, Collector, Loadgen, Probe,
+};
 use serde_json::Value;
 
 const SITES: usize = 40;
 /// Sites of the real probes (the last two of the inventory).
 const REAL: [usize; 2] = [38, 39];
-
-/// A load generator over sites `0..probes`; killed when dropped.
-struct Loadgen(Child);
-
-impl Loadgen {
-    fn start(c: &Collector, probes: usize) -> Self {
-        let d = c.dir.path();
-        let child = Command::new(bin("rie-sim"))
-            .args(["--log-level", "warn", "loadgen"])
-            .args(["--probes", &probes.to_string(), "--skip", "0"])
-            .args(["--interval", "2s", "--duration", "600s", "--warmup", "1s"])
-            .args(["--address", &c.probe_addr.to_string(), "--ca"])
-            .arg(d.join("pki/ca.pem"))
-            .arg("--data-dir")
-            .arg(d.join("data"))
-            .args(
-                c.config_file()
-                    .iter()
-                    .flat_map(|f| ["--collector-config".into(), f.display().to_string()]),
-            )
-            .arg("--inventory")
-            .arg(d.join("inventory"))
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join("loadgen.log")).unwrap())
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-}
-
-impl Drop for Loadgen {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn plan_text(target: &str, name: &str) -> String {
     format!(
@@ -67,20 +33,8 @@ fn plan_text(target: &str, name: &str) -> String {
     )
 }
 
-/// Sites by `(effective_version, reported_version)` among those in plan state `applied`.
 fn applied(c: &Collector) -> Vec<(String, u64, u64)> {
-    c.get("/api/v1/plans?state=applied")["sites_in_state"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["site"].as_str().unwrap().to_string(),
-                s["effective_version"].as_u64().unwrap_or(0),
-                s["reported_version"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
+    plan_sites_in_state(c, "applied")
 }
 
 fn applied_at(c: &Collector, version: u64) -> usize {
@@ -122,14 +76,7 @@ fn waves(r: &Value) -> Vec<(String, u64, bool, u64, u64, u64, u64)> {
 
 #[test]
 fn a_canary_that_breaks_the_checks_halts_the_rollout_and_rollback_restores_the_plan() {
-    let gen = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new(bin("rie-collector"))
-            .args(["inventory", "generate", "--sites", &SITES.to_string()])
-            .args(["--seed", "7", "--out"])
-            .arg(gen.path()),
-    );
-    let inv = rie_collector::inventory::load_dir(gen.path()).unwrap();
+    let (gen, inv) = generated_inventory(SITES, 7);
     let c = Collector::start_with_inventory(gen.path());
     let work = tempfile::tempdir().unwrap();
     let site = |i: usize| inv.sites[i].id.as_str().to_string();
@@ -142,26 +89,12 @@ fn a_canary_that_breaks_the_checks_halts_the_rollout_and_rollback_restores_the_p
 
     let mut probes: Vec<Probe> = REAL
         .iter()
-        .map(|&i| {
-            let p = Probe::prepare(&c, &site(i), "1s", None);
-            let link = inv
-                .links_of(&inv.sites[i].id)
-                .find(|l| l.role == rie_proto::LinkRole::Primary)
-                .unwrap()
-                .id
-                .to_string();
-            let mut text = std::fs::read_to_string(&p.config).unwrap();
-            text.push_str(&format!(
-                "\n[[links]]\nid = \"{link}\"\nrole = \"primary\"\n\n[checks]\ninterval = \"1s\"\nattempts = 2\ntimeout = \"300ms\"\n[[checks.targets]]\nkind = \"tcp\"\ntarget = \"{api_target}\"\nname = \"local\"\n"
-            ));
-            std::fs::write(&p.config, text).unwrap();
-            p
-        })
+        .map(|&i| Probe::with_tcp_check(&c, &inv, i, "1s", "1s", &api_target))
         .collect();
     for p in &mut probes {
         p.spawn();
     }
-    let _sim = Loadgen::start(&c, SITES - REAL.len());
+    let _sim = Loadgen::start(&c, 0, SITES - REAL.len(), "2s", &[]);
     wait_for("40 probes connected", Duration::from_secs(60), || {
         c.get("/healthz")["probes_connected"].as_u64().unwrap() == SITES as u64
     });

@@ -16,51 +16,17 @@
 // Tests panic on the unexpected: that is their job.
 #![allow(clippy::unwrap_used)]
 
-use std::process::{Child, Command, Stdio};
+use std::process::Command;
 use std::time::{Duration, Instant};
 
-use rie_e2e::{batch, bin, flow, run_ok, send_ok, wait_for, Collector, Probe, MINUTE};
+use rie_e2e::{
+    batch, bin, flow, generated_inventory, plan_sites_in_state, run_ok, send_ok, wait_for,
+    Collector, Loadgen, Probe, MINUTE,
+};
 use serde_json::Value;
 
 /// Sites of the test inventory: 190 + 5 + 5 simulated, 2 real probes, 1 one-shot sender.
 const SITES: usize = 203;
-
-/// A load generator over sites `skip..skip + probes` with `extra` flags; killed when dropped.
-struct Loadgen(Child);
-
-impl Loadgen {
-    fn start(c: &Collector, skip: usize, probes: usize, extra: &[&str]) -> Self {
-        let d = c.dir.path();
-        let child = Command::new(bin("rie-sim"))
-            .args(["--log-level", "warn", "loadgen"])
-            .args(["--probes", &probes.to_string(), "--skip", &skip.to_string()])
-            .args(["--interval", "5s", "--duration", "600s", "--warmup", "1s"])
-            .args(["--address", &c.probe_addr.to_string(), "--ca"])
-            .arg(d.join("pki/ca.pem"))
-            .arg("--data-dir")
-            .arg(d.join("data"))
-            .args(
-                c.config_file()
-                    .iter()
-                    .flat_map(|f| ["--collector-config".into(), f.display().to_string()]),
-            )
-            .arg("--inventory")
-            .arg(d.join("inventory"))
-            .args(extra)
-            .stdout(Stdio::null())
-            .stderr(std::fs::File::create(d.join(format!("loadgen-{skip}.log"))).unwrap())
-            .spawn()
-            .unwrap();
-        Self(child)
-    }
-}
-
-impl Drop for Loadgen {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
 
 fn connected(c: &Collector) -> u64 {
     c.get("/healthz")["probes_connected"].as_u64().unwrap()
@@ -86,72 +52,37 @@ fn add_plan(c: &Collector, dir: &std::path::Path, name: &str, text: &str, scope:
     )
 }
 
-/// Each site's `(effective_version, state, reported_version)` in `state`, by site.
 fn in_state(c: &Collector, state: &str) -> Vec<(String, u64, u64)> {
-    c.get(&format!("/api/v1/plans?state={state}"))["sites_in_state"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|s| {
-            (
-                s["site"].as_str().unwrap().to_string(),
-                s["effective_version"].as_u64().unwrap_or(0),
-                s["reported_version"].as_u64().unwrap_or(0),
-            )
-        })
-        .collect()
+    plan_sites_in_state(c, state)
 }
 
 #[test]
 fn plans_reach_the_fleet_and_are_refused_with_reasons() {
-    let gen = tempfile::tempdir().unwrap();
-    run_ok(
-        Command::new(bin("rie-collector"))
-            .args(["inventory", "generate", "--sites", &SITES.to_string()])
-            .args(["--seed", "7", "--out"])
-            .arg(gen.path()),
-    );
-    let inv = rie_collector::inventory::load_dir(gen.path()).unwrap();
+    let (gen, inv) = generated_inventory(SITES, 7);
     let c = Collector::start_with_inventory(gen.path());
     let work = tempfile::tempdir().unwrap();
     let site = |i: usize| inv.sites[i].id.as_str().to_string();
-    let primary_link = |i: usize| {
-        inv.links_of(&inv.sites[i].id)
-            .find(|l| l.role == rie_proto::LinkRole::Primary)
-            .unwrap()
-            .id
-            .to_string()
-    };
     let api_target = format!("127.0.0.1:{}", c.api_addr.port());
 
     // The two real probes: one link each (no interface: nothing to bind), local TCP checks.
     let real: Vec<usize> = vec![200, 201];
     let mut probes: Vec<Probe> = real
         .iter()
-        .map(|&i| {
-            let p = Probe::prepare(&c, &site(i), "1s", None);
-            let mut text = std::fs::read_to_string(&p.config).unwrap();
-            text.push_str(&format!(
-                "\n[[links]]\nid = \"{}\"\nrole = \"primary\"\n\n[checks]\ninterval = \"2s\"\nattempts = 2\ntimeout = \"500ms\"\n[[checks.targets]]\nkind = \"tcp\"\ntarget = \"{api_target}\"\nname = \"local-file\"\n",
-                primary_link(i)
-            ));
-            std::fs::write(&p.config, text).unwrap();
-            p
-        })
+        .map(|&i| Probe::with_tcp_check(&c, &inv, i, "1s", "2s", &api_target))
         .collect();
     for p in &mut probes {
         p.spawn();
     }
     // One at a time: each issues its sites' tokens in the store first.
-    let _current = Loadgen::start(&c, 0, 190, &[]);
+    let _current = Loadgen::start(&c, 0, 190, "5s", &[]);
     wait_for("190 simulated probes", Duration::from_secs(60), || {
         connected(&c) >= 192
     });
-    let _v1 = Loadgen::start(&c, 190, 5, &["--protocol-version", "1"]);
+    let _v1 = Loadgen::start(&c, 190, 5, "5s", &["--protocol-version", "1"]);
     wait_for("195 simulated probes", Duration::from_secs(30), || {
         connected(&c) >= 197
     });
-    let _no_http = Loadgen::start(&c, 195, 5, &["--lacks-check", "http"]);
+    let _no_http = Loadgen::start(&c, 195, 5, "5s", &["--lacks-check", "http"]);
     wait_for("200 simulated probes", Duration::from_secs(30), || {
         connected(&c) == 202 && count(&c, "previous_protocol") == 5
     });

@@ -501,7 +501,7 @@ fn read_plan(
 /// `rie-collector plan …`.
 fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
     use rie_collector::plans::rollout;
-    use rie_collector::store::{api_tokens, plans};
+    use rie_collector::store::plans;
     let who = || std::env::var("USER").unwrap_or_else(|_| "cli".into());
     let rollout_error = |e: rollout::RolloutError| -> anyhow::Error {
         match e {
@@ -520,8 +520,7 @@ fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
             let scope =
                 rie_plan::Scope::parse(&scope).map_err(|e| UserError(format!("--scope: {e}")))?;
             let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
-            let rt = rie_common::runtime().context("starting the async runtime")?;
-            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            let (_rt, reader) = open_store(&cfg)?;
             let stored = plans::list(&reader)?;
             // Checked before anything is stored: a refused file leaves the store as it was.
             let text = read_plan(&file, Some(&scope), Some(&inv), &stored)?;
@@ -561,8 +560,7 @@ fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
             let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
             let text = std::fs::read_to_string(&file)
                 .map_err(|e| UserError(format!("{}: {e}", file.display())))?;
-            let rt = rie_common::runtime().context("starting the async runtime")?;
-            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            let (_rt, reader) = open_store(&cfg)?;
             let params = rollout::RolloutParams {
                 scope,
                 canary,
@@ -597,8 +595,7 @@ fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
         }
         PlanCmd::Rollback { cfg, rollout: id } => {
             let cfg = build_config(&cfg)?;
-            let rt = rie_common::runtime().context("starting the async runtime")?;
-            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            let (_rt, reader) = open_store(&cfg)?;
             let r = rollout::rollback(&reader, id, &who()).map_err(rollout_error)?;
             cli_audit(&reader, "plan_rollback");
             println!(
@@ -609,8 +606,7 @@ fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
         }
         PlanCmd::Rollouts { cfg } => {
             let cfg = build_config(&cfg)?;
-            let rt = rie_common::runtime().context("starting the async runtime")?;
-            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            let (_rt, reader) = open_store(&cfg)?;
             println!(
                 "{:>4}  {:<24}  {:>7}  {:<12}  {:<16}  reason",
                 "id", "scope", "version", "state", "wave"
@@ -630,8 +626,7 @@ fn plan(cmd: PlanCmd) -> anyhow::Result<()> {
         }
         PlanCmd::List { cfg } => {
             let cfg = build_config(&cfg)?;
-            let rt = rie_common::runtime().context("starting the async runtime")?;
-            let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+            let (_rt, reader) = open_store(&cfg)?;
             println!(
                 "{:>7}  {:<32}  {:<20}  sha256",
                 "version", "scope", "created"
@@ -672,7 +667,7 @@ fn account_password(from_stdin: bool) -> anyhow::Result<(String, bool)> {
 fn account(cmd: AccountCmd) -> anyhow::Result<()> {
     use rie_collector::auth::local::{self, LocalError, Update};
     use rie_collector::auth::Role;
-    use rie_collector::store::{api_accounts, api_tokens};
+    use rie_collector::store::api_accounts;
     let cfg = match &cmd {
         AccountCmd::Create { cfg, .. }
         | AccountCmd::List { cfg }
@@ -680,8 +675,7 @@ fn account(cmd: AccountCmd) -> anyhow::Result<()> {
         | AccountCmd::ResetPassword { cfg, .. }
         | AccountCmd::Disable { cfg, .. } => build_config(cfg)?,
     };
-    let rt = rie_common::runtime().context("starting the async runtime")?;
-    let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+    let (_rt, reader) = open_store(&cfg)?;
     let now = rie_common::now_ms();
     let role_of = |text: &str| -> anyhow::Result<Role> {
         let inv = inventory::load_dir(&cfg.inventory).map_err(|e| UserError(e.to_string()))?;
@@ -780,8 +774,7 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
             build_config(cfg)?
         }
     };
-    let rt = rie_common::runtime().context("starting the async runtime")?;
-    let reader = api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+    let (_rt, reader) = open_store(&cfg)?;
     let now = rie_common::now_ms();
     match cmd {
         TokenCmd::Create {
@@ -847,6 +840,14 @@ fn token(cmd: TokenCmd) -> anyhow::Result<()> {
         }
     }
     Ok(())
+}
+
+/// The store of `cfg` for a command, with the runtime its PostgreSQL client runs on (keep
+/// it alive as long as the reader).
+fn open_store(cfg: &CollectorConfig) -> anyhow::Result<(tokio::runtime::Runtime, store::Reader)> {
+    let rt = rie_common::runtime().context("starting the async runtime")?;
+    let reader = store::api_tokens::open(&cfg.store, &cfg.data_dir, rt.handle())?;
+    Ok((rt, reader))
 }
 
 fn build_config(a: &ConfigArgs) -> anyhow::Result<CollectorConfig> {

@@ -791,6 +791,104 @@ pub fn expected_totals(batches: &[Value]) -> Value {
     })
 }
 
+/// A generated inventory of `sites` sites (`rie-collector inventory generate --seed`), in a
+/// temp dir kept with it, and the inventory as the collector reads it.
+pub fn generated_inventory(
+    sites: usize,
+    seed: u64,
+) -> (tempfile::TempDir, rie_collector::inventory::Inventory) {
+    let dir = tempfile::tempdir().expect("temp dir");
+    run_ok(
+        Command::new(bin("rie-collector"))
+            .args(["inventory", "generate", "--sites", &sites.to_string()])
+            .args(["--seed", &seed.to_string(), "--out"])
+            .arg(dir.path()),
+    );
+    let inv = rie_collector::inventory::load_dir(dir.path()).expect("generated inventory");
+    (dir, inv)
+}
+
+/// Each site's `(site, effective_version, reported_version)` among those in plan `state`
+/// (`/api/v1/plans?state=`).
+pub fn plan_sites_in_state(c: &Collector, state: &str) -> Vec<(String, u64, u64)> {
+    c.get(&format!("/api/v1/plans?state={state}"))["sites_in_state"]
+        .as_array()
+        .expect("sites_in_state")
+        .iter()
+        .map(|s| {
+            (
+                s["site"].as_str().unwrap_or_default().to_string(),
+                s["effective_version"].as_u64().unwrap_or(0),
+                s["reported_version"].as_u64().unwrap_or(0),
+            )
+        })
+        .collect()
+}
+
+/// `rie-sim loadgen` with the collector's address, CA, data directory (tokens), store config
+/// and inventory: add the load flags (`--probes`, `--interval`...).
+pub fn loadgen_command(c: &Collector) -> Command {
+    let d = c.dir.path();
+    let mut cmd = Command::new(bin("rie-sim"));
+    cmd.args(["--log-level", "warn", "loadgen"])
+        .args(["--address", &c.probe_addr.to_string(), "--ca"])
+        .arg(d.join("pki/ca.pem"))
+        .arg("--data-dir")
+        .arg(d.join("data"))
+        // Tokens go to the collector's configured store (PostgreSQL on that suite).
+        .args(
+            c.config_file()
+                .iter()
+                .flat_map(|f| ["--collector-config".into(), f.display().to_string()]),
+        )
+        .arg("--inventory")
+        .arg(d.join("inventory"));
+    cmd
+}
+
+/// A load generator running in the background (its log in the collector's directory);
+/// killed when dropped.
+pub struct Loadgen(Child);
+
+impl Loadgen {
+    /// `rie-sim loadgen` over sites `skip..skip + probes`, a batch every `interval`, for 10
+    /// minutes at most, with `extra` flags.
+    pub fn start(
+        c: &Collector,
+        skip: usize,
+        probes: usize,
+        interval: &str,
+        extra: &[&str],
+    ) -> Self {
+        let child = loadgen_command(c)
+            .args(["--probes", &probes.to_string(), "--skip", &skip.to_string()])
+            .args([
+                "--interval",
+                interval,
+                "--duration",
+                "600s",
+                "--warmup",
+                "1s",
+            ])
+            .args(extra)
+            .stdout(Stdio::null())
+            .stderr(
+                std::fs::File::create(c.dir.path().join(format!("loadgen-{skip}.log")))
+                    .expect("loadgen log"),
+            )
+            .spawn()
+            .expect("rie-sim runs");
+        Self(child)
+    }
+}
+
+impl Drop for Loadgen {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 /// A `rie-probe run` process for one site, with its own data directory.
 pub struct Probe {
     pub config: PathBuf,
@@ -846,6 +944,32 @@ impl Probe {
             out.push('\n');
         }
         std::fs::write(&self.config, out).expect("write probe config");
+    }
+
+    /// A probe for site `idx` of `inv` (batches every `interval`) with its primary link
+    /// (no interface: nothing to bind) and one local TCP check of `target` every `check`.
+    pub fn with_tcp_check(
+        c: &Collector,
+        inv: &rie_collector::inventory::Inventory,
+        idx: usize,
+        interval: &str,
+        check: &str,
+        target: &str,
+    ) -> Self {
+        let site = &inv.sites[idx];
+        let p = Self::prepare(c, site.id.as_str(), interval, None);
+        let link = inv
+            .links_of(&site.id)
+            .find(|l| l.role == rie_proto::LinkRole::Primary)
+            .expect("a primary link")
+            .id
+            .to_string();
+        let mut text = std::fs::read_to_string(&p.config).expect("probe config");
+        text.push_str(&format!(
+            "\n[[links]]\nid = \"{link}\"\nrole = \"primary\"\n\n[checks]\ninterval = \"{check}\"\nattempts = 2\ntimeout = \"500ms\"\n[[checks.targets]]\nkind = \"tcp\"\ntarget = \"{target}\"\nname = \"local-file\"\n"
+        ));
+        std::fs::write(&p.config, text).expect("probe config written");
+        p
     }
 
     pub fn spawn(&mut self) {

@@ -178,6 +178,13 @@ impl PlanBook {
         Ok(now != *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
     }
 
+    fn loaded_now(&self) -> Arc<Loaded> {
+        self.layers
+            .read()
+            .unwrap_or_else(|p| p.into_inner())
+            .clone()
+    }
+
     /// Changes whenever a plan is stored or a rollout changes anywhere.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.loaded.subscribe()
@@ -196,11 +203,7 @@ impl PlanBook {
     /// The effective plan of the site at `site_idx`; `None` when no stored plan applies.
     pub fn effective(&self, site_idx: usize) -> Option<Arc<SitePlan>> {
         let site = self.inventory.sites.get(site_idx)?;
-        let loaded = self
-            .layers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let loaded = self.loaded_now();
         let scopes = Self::scopes_of(site);
         let key = scopes
             .clone()
@@ -239,11 +242,7 @@ impl PlanBook {
     /// merging: what the fleet counts need for 14,000 sites.
     pub fn effective_version(&self, site_idx: usize) -> Option<u64> {
         let site = self.inventory.sites.get(site_idx)?;
-        let loaded = self
-            .layers
-            .read()
-            .unwrap_or_else(|p| p.into_inner())
-            .clone();
+        let loaded = self.loaded_now();
         Self::scopes_of(site)
             .iter()
             .filter_map(|s| loaded.layer(s, site_idx).map(|l| l.version))

@@ -219,7 +219,7 @@ pub fn parse_percent(flag: &str, s: &str) -> Result<u32, String> {
 }
 
 fn percent(pm: u32) -> String {
-    if pm % 10 == 0 {
+    if pm.is_multiple_of(10) {
         format!("{}%", pm / 10)
     } else {
         format!("{}.{}%", pm / 10, pm % 10)
@@ -968,12 +968,18 @@ fn step(book: &PlanBook, sites: &SiteRegistry, m: &RolloutMetrics) -> Result<(),
     let now = rie_common::now_ms();
     let views = sites.views(now);
     let inv = book.inventory();
+    let latest_id = latest.id;
+    // The latest rollout's progress when this look left it unchanged (shown as is).
+    let mut shown: Option<(Rollout, Progress)> = None;
     for (r, row) in &all {
         if r.state != RolloutState::Running {
             continue;
         }
         let p = progress(inv, r, &statuses, &views);
         let Some(next) = decide(r, &p, now) else {
+            if r.id == latest_id {
+                shown = Some((r.clone(), p));
+            }
             continue;
         };
         if !plans::update_rollout(reader, r.id, row.rev, &next.body(), now)? {
@@ -993,7 +999,9 @@ fn step(book: &PlanBook, sites: &SiteRegistry, m: &RolloutMetrics) -> Result<(),
             }
         }
     }
-    if let Some((r, _)) = list(reader)?.last() {
+    if let Some((r, p)) = &shown {
+        m.show(r, p);
+    } else if let Some((r, _)) = list(reader)?.last() {
         let p = progress(inv, r, &statuses, &views);
         m.show(r, &p);
     }
