@@ -406,11 +406,7 @@ impl Collector {
     /// accepts connections (the kernel does) but never answers, as a hung machine does.
     pub fn signal(&self, signal: &str) {
         let c = self.child.as_ref().expect("collector running");
-        let st = Command::new("kill")
-            .args([&format!("-{signal}"), &c.id().to_string()])
-            .status()
-            .expect("kill");
-        assert!(st.success(), "kill -{signal}");
+        send_signal(c.id(), signal);
     }
 
     /// SIGTERM (the collector commits what it holds), then start again on the same files.
@@ -612,6 +608,39 @@ pub fn wait_for(what: &str, timeout: Duration, mut f: impl FnMut() -> bool) {
 }
 
 /// Runs a command that must succeed; returns its stdout.
+/// `kill -SIGNAL pid`. For `STOP`, returns only once every thread of the process is
+/// stopped: `kill` returns when the signal is queued, and a thread still running for a few
+/// milliseconds after that (on a loaded machine) would read what a test means to pile up in
+/// a socket buffer.
+pub fn send_signal(pid: u32, signal: &str) {
+    run_ok(Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]));
+    if signal != "STOP" {
+        return;
+    }
+    let all_stopped = || {
+        let Ok(tasks) = std::fs::read_dir(format!("/proc/{pid}/task")) else {
+            return false;
+        };
+        tasks.flatten().all(|t| {
+            std::fs::read_to_string(t.path().join("stat"))
+                // The state follows the command name, which is in parentheses.
+                .map(|st| {
+                    st.rsplit_once(") ")
+                        .is_some_and(|(_, rest)| rest.starts_with('T'))
+                })
+                .unwrap_or(true)
+        })
+    };
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while !all_stopped() {
+        assert!(
+            Instant::now() < deadline,
+            "process {pid} did not stop on SIGSTOP"
+        );
+        std::thread::sleep(Duration::from_millis(1));
+    }
+}
+
 pub fn run_ok(cmd: &mut Command) -> String {
     let out = cmd.output().expect("run command");
     assert!(
@@ -1038,8 +1067,7 @@ impl Probe {
 
     /// Sends `signal` (e.g. "STOP", "CONT") to the running probe.
     pub fn signal(&self, signal: &str) {
-        let pid = self.child.as_ref().expect("probe running").id();
-        run_ok(Command::new("kill").args([&format!("-{signal}"), &pid.to_string()]));
+        send_signal(self.child.as_ref().expect("probe running").id(), signal);
     }
 }
 
