@@ -425,6 +425,50 @@ fn a_site_going_down_shows_on_the_status_page() {
     b.keys("#site", "\u{E00C}");
     assert_eq!(b.js("return document.getElementById('site').hidden;"), true);
     assert_eq!(b.js("return document.activeElement.id;"), "incidents-title");
+
+    // The fleet section shows no rollout until one starts, then the latest wave by wave.
+    assert_eq!(
+        b.js("return document.getElementById('rollout').hidden;"),
+        true
+    );
+    let plan = c.dir.path().join("rollout.toml");
+    std::fs::write(
+        &plan,
+        "[primary]\ninterval = \"10s\"\n[[primary.targets]]\nkind = \"tcp\"\ntarget = \"127.0.0.1:80\"\nname = \"web\"\n",
+    )
+    .unwrap();
+    let out = Command::new(rie_e2e::bin("rie-collector"))
+        .args(["plan", "rollout"])
+        .arg(&plan)
+        .args(["--canary", "1%", "--canary-site", "S3", "--waves", "100%"])
+        .args(c.config_args())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    b.goto(&c.url("/"));
+    b.wait("the rollout section", Duration::from_secs(15), |b| {
+        (b.js("return document.getElementById('rollout').hidden;") == json!(false)).then_some(())
+    });
+    assert_eq!(
+        b.text_now("#rollout-summary"),
+        "Déploiement n° 1 du plan v1 (national) : en cours, canari. Sites servis : 1 sur 3 ; refus : 0 ; dégradés ou coupés après application : 0."
+    );
+    // S3's probe is not connected: its plan waits to be sent (pending).
+    let waves = b.js(
+        "return [...document.querySelectorAll('#rollout-waves tbody tr')]\
+         .map(r => [...r.cells].map(c => c.textContent));",
+    );
+    assert_eq!(
+        waves,
+        json!([
+            ["canari", "1", "0", "1", "0", "0"],
+            ["vague 1 (100 %)", "2", "pas encore servie"]
+        ])
+    );
     println!("screenshots in {}", artefacts.display());
 }
 

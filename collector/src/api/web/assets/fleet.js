@@ -62,18 +62,23 @@ const ROLLOUT_STATES = {
   preparing: "en préparation", running: "en cours", halted: "ARRÊTÉ", done: "terminé", rolled_back: "annulé (retour au plan précédent)",
 };
 
+// The API names waves in English ("canary", "wave 2 (50%)").
+function waveName(n) {
+  return n === "canary" ? "canari" : n.replace(/^wave (\d+) \((.*)%\)$/, "vague $1 ($2 %)");
+}
+
 function renderRollout(j) {
   const r = j.rollouts[0];
   $("rollout").hidden = !r;
   if (!r) return;
   const p = r.progress;
   $("rollout-summary").textContent = "Déploiement n° " + r.id + " du plan v" + r.version + " (" + r.scope + ") : " +
-    (ROLLOUT_STATES[r.state] || r.state) + " — " + r.wave_name + " ; " + fmtInt(p.released) + " sites sur " +
-    fmtInt(p.scope_sites) + " servis, " + fmtInt(p.refused) + " refus, " + fmtInt(p.bad) + " dégradés ou coupés depuis." +
-    (r.reason ? " " + r.reason : "");
+    (ROLLOUT_STATES[r.state] || r.state) + ", " + waveName(r.wave_name) + ". Sites servis : " + fmtInt(p.released) +
+    " sur " + fmtInt(p.scope_sites) + " ; refus : " + fmtInt(p.refused) + " ; dégradés ou coupés après application : " +
+    fmtInt(p.bad) + "." + (r.reason ? " " + r.reason : "");
   $("rollout-summary").className = r.state === "halted" ? "halted" : "";
   const rows = p.waves.map((w) => el("tr", { class: w.released ? "" : "waiting" },
-    el("td", {}, w.name), el("td", { class: "num" }, fmtInt(w.sites)),
+    el("td", {}, waveName(w.name)), el("td", { class: "num" }, fmtInt(w.sites)),
     ...(w.released ? [w.applied, w.pending, w.refused, w.bad].map((n) => el("td", { class: "num" }, fmtInt(n)))
       : [el("td", { class: "num", colspan: "4" }, "pas encore servie")])));
   $("rollout-waves").replaceWith(fleetTable("rollout-waves", "Avancement par vague",
