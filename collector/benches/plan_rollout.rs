@@ -45,6 +45,7 @@ fn main() {
             order_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             released = counts[1];
         }
+        let release = rollout::plan_of(&inv, &r).expect("plan");
         let statuses: HashMap<String, StatusRow> = inv
             .sites
             .iter()
@@ -65,7 +66,7 @@ fn main() {
         for _ in 0..5 {
             let t = Instant::now();
             let views = sites.views(rie_common::now_ms());
-            let prog = rollout::progress(&inv, &r, &statuses, &views);
+            let prog = rollout::progress(&inv, &r, &release, &statuses, &views);
             look_ms.push(t.elapsed().as_secs_f64() * 1000.0);
             applied = prog.waves.iter().map(|w| w.applied).sum::<usize>();
         }

@@ -55,6 +55,7 @@ pub struct PlanBook {
     /// Effective plans by the versions of the layers merged (national, ministry, département,
     /// site): sites with the same layers share one merge, text and hash. Emptied at reload.
     merged: std::sync::Mutex<HashMap<[Option<u64>; 4], Arc<SitePlan>>>,
+    releases: rollout::Releases,
     status: mpsc::Sender<StatusRow>,
 }
 
@@ -108,6 +109,7 @@ impl PlanBook {
                 loaded,
                 seen: std::sync::Mutex::new((0, 0)),
                 merged: std::sync::Mutex::new(HashMap::new()),
+                releases: rollout::Releases::default(),
                 status: tx,
             },
             rx,
@@ -149,7 +151,7 @@ impl PlanBook {
             }
         }
         for (r, _) in &rollouts {
-            if let Some((scope, gate)) = rollout::Gate::of(&self.inventory, r) {
+            if let Some((scope, gate)) = rollout::Gate::of(&self.inventory, r, &self.releases) {
                 loaded.gates.insert(scope, gate);
             }
         }
@@ -176,6 +178,19 @@ impl PlanBook {
             plans::rollouts_revision(&self.reader)?,
         );
         Ok(now != *self.seen.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Rollout `r`'s progress, on its release order computed once ([`rollout::Releases`]).
+    pub fn progress(
+        &self,
+        r: &rollout::Rollout,
+        statuses: &HashMap<String, StatusRow>,
+        views: &[crate::sites::SiteView],
+    ) -> rollout::Progress {
+        match self.releases.of(&self.inventory, r) {
+            Some(release) => rollout::progress(&self.inventory, r, &release, statuses, views),
+            None => rollout::Progress::default(),
+        }
     }
 
     fn loaded_now(&self) -> Arc<Loaded> {

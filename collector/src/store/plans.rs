@@ -252,17 +252,17 @@ pub struct RolloutRow {
 /// # Errors
 /// Database errors.
 pub fn insert_rollout(reader: &Reader, body: &str, now_ms: i64) -> Result<i64, StoreError> {
-    let sql = "INSERT INTO plan_rollouts(id, rev, body, updated_ms)
-               SELECT COALESCE(MAX(id), 0) + 1, 1, {b}, {t} FROM plan_rollouts RETURNING id";
+    let head =
+        "INSERT INTO plan_rollouts(id, rev, body, updated_ms) SELECT COALESCE(MAX(id), 0) + 1, 1";
     match reader.conn() {
         Ok(c) => Ok(c.query_row(
-            &sql.replace("{b}", "?1").replace("{t}", "?2"),
+            &format!("{head}, ?1, ?2 FROM plan_rollouts RETURNING id"),
             params![body, now_ms],
             |r| r.get(0),
         )?),
         Err(pg) => {
             let rows = pg.query(
-                &sql.replace("{b}", "$1").replace("{t}", "$2"),
+                &format!("{head}, $1, $2 FROM plan_rollouts RETURNING id"),
                 &[&body, &now_ms],
             )?;
             match rows.first() {
@@ -285,25 +285,16 @@ pub fn update_rollout(
     body: &str,
     now_ms: i64,
 ) -> Result<bool, StoreError> {
-    let sql = "UPDATE plan_rollouts SET rev = rev + 1, body = {b}, updated_ms = {t}
-               WHERE id = {i} AND rev = {r}";
     match reader.conn() {
         Ok(c) => Ok(c.execute(
-            &sql.replace("{b}", "?1")
-                .replace("{t}", "?2")
-                .replace("{i}", "?3")
-                .replace("{r}", "?4"),
+            "UPDATE plan_rollouts SET rev = rev + 1, body = ?1, updated_ms = ?2
+             WHERE id = ?3 AND rev = ?4",
             params![body, now_ms, id, rev],
         )? == 1),
         Err(pg) => Ok(pg
             .query(
-                &format!(
-                    "{} RETURNING id",
-                    sql.replace("{b}", "$1")
-                        .replace("{t}", "$2")
-                        .replace("{i}", "$3")
-                        .replace("{r}", "$4")
-                ),
+                "UPDATE plan_rollouts SET rev = rev + 1, body = $1, updated_ms = $2
+                 WHERE id = $3 AND rev = $4 RETURNING id",
                 &[&body, &now_ms, &id, &rev],
             )?
             .len()
@@ -351,15 +342,16 @@ pub fn rollouts(reader: &Reader) -> Result<Vec<RolloutRow>, StoreError> {
 /// # Errors
 /// Database errors.
 pub fn rollouts_revision(reader: &Reader) -> Result<i64, StoreError> {
-    let sql = "SELECT COALESCE(SUM(rev), 0) FROM plan_rollouts";
     match reader.conn() {
-        Ok(c) => Ok(c.query_row(sql, [], |r| r.get(0))?),
+        Ok(c) => Ok(
+            c.query_row("SELECT COALESCE(SUM(rev), 0) FROM plan_rollouts", [], |r| {
+                r.get(0)
+            })?,
+        ),
+        // SUM of BIGINT is NUMERIC in PostgreSQL: cast back.
         Err(pg) => match pg
             .query(
-                &format!(
-                    "SELECT {sql_sum}::BIGINT FROM plan_rollouts",
-                    sql_sum = "COALESCE(SUM(rev), 0)"
-                ),
+                "SELECT COALESCE(SUM(rev), 0)::BIGINT FROM plan_rollouts",
                 &[],
             )?
             .first()

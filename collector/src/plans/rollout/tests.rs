@@ -137,24 +137,24 @@ fn the_gate_releases_the_waves_sites_only() {
     let mut r = running(&inv, &params("5%", "50%,100%", "0%"));
     let (order, counts) = plan_of(&inv, &r).unwrap();
     assert_eq!(counts, vec![2, 20, 40]);
-    let (_, g) = Gate::of(&inv, &r).unwrap();
+    let (_, g) = Gate::of(&inv, &r, &Releases::default()).unwrap();
     for (k, &i) in order.iter().enumerate() {
         assert_eq!(g.holds(9, i), k >= 2, "site {k} of the order");
         // Another version of the scope (a rollback's) is never held back.
         assert!(!g.holds(10, i));
     }
     r.wave = 1;
-    let (_, g) = Gate::of(&inv, &r).unwrap();
+    let (_, g) = Gate::of(&inv, &r, &Releases::default()).unwrap();
     assert_eq!((0..40).filter(|&i| !g.holds(9, i)).count(), 20);
     r.state = RolloutState::Halted;
-    let (_, g) = Gate::of(&inv, &r).unwrap();
+    let (_, g) = Gate::of(&inv, &r, &Releases::default()).unwrap();
     assert_eq!((0..40).filter(|&i| !g.holds(9, i)).count(), 20);
     // Preparing: every version after the previous one held back from every site.
     r.state = RolloutState::Preparing;
-    let (_, g) = Gate::of(&inv, &r).unwrap();
+    let (_, g) = Gate::of(&inv, &r, &Releases::default()).unwrap();
     assert!((0..40).all(|i| g.holds(5, i) && g.holds(9, i) && !g.holds(4, i)));
     r.state = RolloutState::Done;
-    assert!(Gate::of(&inv, &r).is_none());
+    assert!(Gate::of(&inv, &r, &Releases::default()).is_none());
 }
 
 fn status(site: &str, version: i64, state: &str, at: i64) -> StatusRow {
@@ -194,7 +194,7 @@ fn progress_counts_each_wave_and_decide_halts_over_the_threshold() {
     statuses.insert(id(1), status(&id(1), 9, "applied", 2_000));
     // A site of the next wave already runs the previous plan (not released: not counted).
     statuses.insert(id(5), status(&id(5), 4, "applied", 500));
-    let p = progress(&inv, &r, &statuses, &views);
+    let p = progress(&inv, &r, &plan_of(&inv, &r).unwrap(), &statuses, &views);
     assert_eq!(p.scope_sites, 40);
     assert_eq!(p.released, 2);
     assert_eq!(
@@ -220,9 +220,12 @@ fn progress_counts_each_wave_and_decide_halts_over_the_threshold() {
     );
     // A canary site down since before it applied the plan does not count; since after, it does.
     views[order[1]] = view(Health::Down, 1_500);
-    assert_eq!(progress(&inv, &r, &statuses, &views).bad, 0);
+    assert_eq!(
+        progress(&inv, &r, &plan_of(&inv, &r).unwrap(), &statuses, &views).bad,
+        0
+    );
     views[order[1]] = view(Health::Down, 2_500);
-    let p = progress(&inv, &r, &statuses, &views);
+    let p = progress(&inv, &r, &plan_of(&inv, &r).unwrap(), &statuses, &views);
     assert_eq!((p.bad, p.refused, p.waves[0].applied), (1, 0, 1));
     assert_eq!(p.bad_sites[0].site, id(1));
     let halted = decide(&r, &p, 1_500).unwrap();
@@ -244,7 +247,13 @@ fn progress_counts_each_wave_and_decide_halts_over_the_threshold() {
         max_bad_permille: 500,
         ..r.clone()
     };
-    let p = progress(&inv, &lenient, &statuses, &views);
+    let p = progress(
+        &inv,
+        &lenient,
+        &plan_of(&inv, &lenient).unwrap(),
+        &statuses,
+        &views,
+    );
     assert_eq!((p.refused, p.bad), (1, 0));
     assert_eq!(decide(&lenient, &p, 1_500), None);
     // The last wave's interval over: done.
