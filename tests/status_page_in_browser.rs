@@ -437,17 +437,12 @@ fn a_site_going_down_shows_on_the_status_page() {
         "[primary]\ninterval = \"10s\"\n[[primary.targets]]\nkind = \"tcp\"\ntarget = \"127.0.0.1:80\"\nname = \"web\"\n",
     )
     .unwrap();
-    let out = Command::new(rie_e2e::bin("rie-collector"))
-        .args(["plan", "rollout"])
-        .arg(&plan)
-        .args(["--canary", "1%", "--canary-site", "S3", "--waves", "100%"])
-        .args(c.config_args())
-        .output()
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
+    rie_e2e::run_ok(
+        Command::new(rie_e2e::bin("rie-collector"))
+            .args(["plan", "rollout"])
+            .arg(&plan)
+            .args(["--canary", "1%", "--canary-site", "S3", "--waves", "100%"])
+            .args(c.config_args()),
     );
     b.goto(&c.url("/"));
     b.wait("the rollout section", Duration::from_secs(15), |b| {
