@@ -534,6 +534,13 @@ impl Collector {
 
     /// Value of one sample of `/metrics`, e.g. `rie_collector_auth_failures_total{reason="bad_token"}`.
     pub fn metric(&self, series: &str) -> f64 {
+        self.metric_opt(series)
+            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
+    }
+
+    /// Like [`Self::metric`], `None` while the series is absent: a labelled series appears
+    /// only once its first sample is counted, so waits on one must not fail before that.
+    pub fn metric_opt(&self, series: &str) -> Option<f64> {
         let text = self
             .request("/metrics")
             .call()
@@ -543,7 +550,6 @@ impl Collector {
         text.lines()
             .find_map(|l| l.strip_prefix(series).and_then(|v| v.strip_prefix(' ')))
             .and_then(|v| v.trim().parse().ok())
-            .unwrap_or_else(|| panic!("no series {series} in /metrics"))
     }
 
     /// Polls `f` until it returns true or `timeout` passes.
